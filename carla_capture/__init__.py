@@ -1,0 +1,12 @@
+"""carla_capture: record synchronized RGB / semantic / depth / pose clips into HDF5 shards.
+
+The pieces, in the order data flows through them:
+
+- :mod:`carla_capture.backends` produce :class:`~carla_capture.records.Clip` records
+  (embedded ``synthetic`` simulator, or a CARLA 0.9.16 server);
+- :mod:`carla_capture.shards` validates and writes them into HDF5 shards (format v1) and reads them back;
+- :mod:`carla_capture.record` is the resumable record loop behind ``capture record``;
+- :mod:`carla_capture.inspect` summarises shards and draws contact sheets.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,113 @@
+"""``capture``: record, inspect (and later split and verify) datasets of CARLA clips.
+
+Commands stay thin: parse options, build the pydantic config, apply ``--set`` overrides,
+call one library function, print the result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from carla_capture.config import CaptureConfig
+from carla_capture.errors import CaptureError
+from carla_capture.settings import apply_overrides, build, read_toml
+
+
+class _Group(click.Group):
+    """A click group that turns :class:`CaptureError` into one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CaptureError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished clips are kept; run the same command again to resume", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """Record and check datasets of synchronized RGB / semantic / depth / pose clips."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def capture_config(config: Path | None, options: dict[str, Any], overrides: tuple[str, ...]) -> CaptureConfig:
+    """File (optional) < command-line options < ``--set`` overrides, validated."""
+    data: dict[str, Any] = read_toml(config) if config else {}
+    data.update({k: v for k, v in options.items() if v is not None})
+    data = apply_overrides(CaptureConfig, data, list(overrides))
+    return build(CaptureConfig, data, "capture config")
+
+
+@main.command()
+@click.option("--backend", type=click.Choice(["carla", "synthetic"]), help="Simulator to record from [default: carla].")
+@click.option("--town", help="Town to record, e.g. Town03 (a file in town_configs/).")
+@click.option("--clips", type=int, help="Clips this town and seed should hold when done [default: 10].")
+@click.option("--frames", type=int, help="Frames per clip [default: 20].")
+@click.option("--frame-stride", type=int, help="Simulator ticks between recorded frames [default: 1].")
+@click.option("--fps", type=float, help="Simulator ticks per second [default: 20].")
+@click.option("--seed", type=int, help="Seed of this recording; part of every clip id [default: 0].")
+@click.option("--out", type=click.Path(path_type=Path), help="Dataset folder [default: data].")
+@click.option("--clips-per-shard", type=int, help="Clips per HDF5 shard [default: 50].")
+@click.option("--compression", type=click.Choice(["zstd", "lz4", "gzip", "lzf", "none"]), help="Codec [default: zstd].")
+@click.option("--town-dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of town files to use instead of the packaged ones.")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with CaptureConfig fields.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set frames=10.")
+def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> None:
+    """Record clips into HDF5 shards under OUT/TOWN/, resuming where a previous run stopped.
+
+    \b
+    Examples:
+      capture record --town Town03 --clips 200                 # CARLA server on 127.0.0.1:2000
+      capture record --backend synthetic --town Town01 --clips 20 --out data/demo
+      capture record --backend synthetic --town Town02 --clips 5 --frames 10 --set fps=10
+
+    Running the same command again after a crash or Ctrl-C records only the missing clips.
+    """
+    from carla_capture.record import record as run_record
+
+    cfg = capture_config(config, options, overrides)
+    todo_hint = f"{cfg.town} ({cfg.backend}, seed {cfg.seed})"
+    with click.progressbar(length=cfg.clips, label=f"recording {todo_hint}", file=sys.stderr) as bar:
+        summary = run_record(cfg, progress=lambda _cid: bar.update(1))
+    rate = summary.frames_recorded / summary.seconds if summary.seconds > 0 else 0.0
+    click.echo(
+        f"{summary.town}: {summary.existing + summary.recorded}/{summary.requested} clips "
+        f"({summary.recorded} recorded now, {summary.existing} already there), "
+        f"{len(summary.shards_written)} shard(s) written, {rate:.1f} frames/s -> {cfg.out / summary.town}"
+    )
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--sheet", type=click.Path(path_type=Path, dir_okay=False), help="Write a contact sheet PNG of one clip.")
+@click.option("--clip", "clip_id", help="Clip id for --sheet [default: the first clip].")
+@click.option("--rows", type=click.IntRange(1, 20), default=4, show_default=True, help="Frames in the contact sheet.")
+def inspect(path: Path, as_json: bool, sheet: Path | None, clip_id: str | None, rows: int) -> None:
+    """Summarise a shard or a dataset folder: towns, clips, frames, size, codec, classes.
+
+    \b
+    Examples:
+      capture inspect data/demo
+      capture inspect data/demo/Town01/Town01-00001.h5 --json
+      capture inspect data/demo --sheet clip.png --clip Town01-0-000003
+    """
+    from carla_capture import inspect as insp
+
+    info = insp.summarize(path)
+    click.echo(json.dumps(info, indent=2) if as_json else insp.format_summary(info))
+    if sheet:
+        clip = insp.load_clip(path, clip_id)
+        insp.write_image(sheet, insp.contact_sheet(clip, rows))
+        click.echo(f"contact sheet of {clip.clip_id} -> {sheet}", err=as_json)

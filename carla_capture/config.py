@@ -1,0 +1,173 @@
+"""Capture configuration: the town files under ``town_configs/`` and ``CaptureConfig``.
+
+A town file (``town_configs/<Town>.toml``) describes one CARLA map: its traffic, its
+weather pool, the camera rig, and the layout the embedded simulator generates for it.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from carla_capture.errors import ConfigError
+from carla_capture.settings import build, read_toml
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraRig(BaseModel):
+    """The camera mounted on the ego vehicle; RGB, semantic and depth share it."""
+
+    model_config = _STRICT
+    width: int = Field(512, ge=16, le=4096, description="Image width in pixels.")
+    height: int = Field(256, ge=16, le=4096, description="Image height in pixels.")
+    hfov: float = Field(90.0, gt=5.0, lt=170.0, description="Horizontal field of view in degrees.")
+    x: float = Field(1.5, description="Mount position forward of the vehicle origin, metres (UE axes).")
+    y: float = Field(0.0, description="Mount position to the right of the vehicle origin, metres.")
+    z: float = Field(1.7, gt=0.2, description="Mount height above the vehicle origin (ground), metres.")
+    pitch: float = Field(-3.0, ge=-45.0, le=45.0, description="Mount pitch in degrees (negative looks down).")
+
+
+class Weather(BaseModel):
+    """One weather preset; field names follow ``carla.WeatherParameters``."""
+
+    model_config = _STRICT
+    name: str = Field(description="Preset name, stored in the clip's weather attribute.")
+    cloudiness: float = Field(10.0, ge=0, le=100, description="Cloud cover, 0..100.")
+    precipitation: float = Field(0.0, ge=0, le=100, description="Rain, 0..100.")
+    wetness: float = Field(0.0, ge=0, le=100, description="Wet road look, 0..100.")
+    fog_density: float = Field(0.0, ge=0, le=100, description="Fog thickness, 0..100.")
+    sun_altitude_angle: float = Field(60.0, ge=-90, le=90, description="Sun elevation, degrees.")
+    sun_azimuth_angle: float = Field(180.0, ge=0, le=360, description="Sun azimuth, degrees.")
+
+
+class Layout(BaseModel):
+    """Parameters of the town the embedded simulator generates (it ignores nothing here)."""
+
+    model_config = _STRICT
+    seed: int = Field(0, ge=0, description="Seed of the static town layout (roads, buildings, props).")
+    blocks: tuple[int, int] = Field((5, 5), description="City blocks along x and y.")
+    block_size: tuple[float, float] = Field((60.0, 90.0), description="Block edge length range, metres.")
+    road_width: float = Field(10.0, ge=6.0, le=30.0, description="Kerb-to-kerb road width, metres.")
+    sidewalk_width: float = Field(3.0, ge=1.0, le=10.0, description="Sidewalk width, metres.")
+    building_density: float = Field(0.8, ge=0.0, le=1.0, description="Share of lots holding a building.")
+    building_height: tuple[float, float] = Field((8.0, 30.0), description="Building height range, metres.")
+    vegetation_density: float = Field(0.3, ge=0.0, le=1.0, description="Trees per lot not built on, 0..1.")
+    pole_spacing: float = Field(25.0, ge=5.0, description="Distance between street lights, metres.")
+    walls: bool = Field(False, description="Walls instead of fences around empty lots.")
+    guard_rails: bool = Field(False, description="Guard rails along the outer ring road.")
+    water: bool = Field(False, description="A pond in one empty lot.")
+    ground_colour: tuple[int, int, int] = Field((120, 130, 90), description="Base RGB of terrain.")
+    building_palette: str = Field("grey", description="One of: grey, brick, sand, glass.")
+
+    @field_validator("block_size", "building_height")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError(f"expected [low, high] with 0 < low <= high, got {list(value)}")
+        return value
+
+    @field_validator("building_palette")
+    @classmethod
+    def _palette(cls, value: str) -> str:
+        if value not in ("grey", "brick", "sand", "glass"):
+            raise ValueError("must be one of grey, brick, sand, glass")
+        return value
+
+
+class TownConfig(BaseModel):
+    """Everything the project knows about one town; one file per town in ``town_configs/``."""
+
+    model_config = _STRICT
+    name: str = Field(description="Town name used on the command line and in shard names.")
+    carla_map: str = Field(description="Map name as CARLA's get_available_maps() lists it.")
+    description: str = Field("", description="One line for people.")
+    vehicles: int = Field(30, ge=0, le=500, description="Other vehicles to spawn.")
+    walkers: int = Field(20, ge=0, le=500, description="Pedestrians to spawn.")
+    camera: CameraRig = Field(default_factory=CameraRig, description="Camera rig on the ego vehicle.")
+    weather: tuple[Weather, ...] = Field(description="Weather pool; each clip draws one with its seed.")
+    layout: Layout = Field(default_factory=Layout, description="Embedded-simulator town layout.")
+
+    @field_validator("weather")
+    @classmethod
+    def _non_empty(cls, value: tuple[Weather, ...]) -> tuple[Weather, ...]:
+        if not value:
+            raise ValueError("the weather pool is empty; add at least one [[weather]] table")
+        return value
+
+
+def default_town_dir() -> Path:
+    """The ``town_configs`` folder shipped with the package."""
+    return Path(str(resources.files("town_configs")))
+
+
+def available_towns(town_dir: Path | None = None) -> list[str]:
+    """Names of the towns that have a config file, sorted."""
+    folder = town_dir or default_town_dir()
+    return sorted(p.stem for p in folder.glob("Town*.toml"))
+
+
+def load_town(name: str, town_dir: Path | None = None) -> TownConfig:
+    """Load and validate ``<town_dir>/<name>.toml``; unknown towns list the known ones."""
+    folder = town_dir or default_town_dir()
+    path = folder / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(available_towns(folder)) or "none"
+        raise ConfigError(f"unknown town {name!r}; known towns: {known} (or add {path.name} to {folder})")
+    town = build(TownConfig, read_toml(path), str(path))
+    if town.name != name:
+        raise ConfigError(f"{path}: name = {town.name!r} does not match the file name; set name = {name!r}")
+    return town
+
+
+class CaptureConfig(BaseModel):
+    """What ``capture record`` does; saved beside the data as ``record-<seed>.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["carla", "synthetic"] = Field("carla", description="Capture backend.")
+    town: str = Field("Town03", description="Town to record; a file in town_configs/.")
+    clips: int = Field(10, description="Clips this town and seed should hold when done.")
+    frames: int = Field(20, description="Frames per clip.")
+    frame_stride: int = Field(1, description="Simulator ticks between recorded frames.")
+    fps: float = Field(20.0, description="Simulator ticks per second (fixed_delta_seconds = 1/fps).")
+    seed: int = Field(0, description="Seed of this recording; clip ids contain it.")
+    out: Path = Field(Path("data"), description="Dataset folder; shards go to <out>/<Town>/.")
+    clips_per_shard: int = Field(50, description="Clips per HDF5 shard (about 50 MB each at 512x256).")
+    compression: Literal["zstd", "gzip", "lzf", "none"] = Field(
+        "zstd", description="Chunk codec (see docs/format.md; zstd needs hdf5plugin to read)."
+    )
+    town_dir: Path | None = Field(None, description="Folder of town files; default: the packaged one.")
+
+    @field_validator("clips", "frames", "frame_stride", "clips_per_shard")
+    @classmethod
+    def _positive(cls, value: int, info) -> int:  # noqa: ANN001 - pydantic's ValidationInfo
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}; pass --{info.field_name.replace('_', '-')} N with N >= 1")
+        return value
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, value: int) -> int:
+        if not 0 <= value < 2**31:
+            raise ValueError(f"must be in [0, 2^31), got {value}")
+        return value
+
+    @field_validator("fps")
+    @classmethod
+    def _fps(cls, value: float) -> float:
+        if value < 10.0:
+            raise ValueError(f"{value} fps is a step over 0.1 s, which breaks CARLA physics; use --fps 10 or more")
+        return value
+
+    @model_validator(mode="after")
+    def _out_not_file(self) -> "CaptureConfig":
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out {self.out} is a file; pass a folder (it is created if missing)")
+        return self
+
+    def town_config(self) -> TownConfig:
+        """The validated town file this capture records."""
+        return load_town(self.town, self.town_dir)

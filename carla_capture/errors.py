@@ -1,0 +1,24 @@
+"""Domain exceptions. Every message says what went wrong and what to do about it.
+
+The CLI turns any :class:`CaptureError` into a one-line message and a non-zero exit code.
+"""
+
+
+class CaptureError(Exception):
+    """Base class for errors a user can fix; the message names the fix."""
+
+
+class ConfigError(CaptureError):
+    """A configuration value, file or ``--set`` override is invalid."""
+
+
+class ShardFormatError(CaptureError):
+    """A file is not a readable carla-clips shard of a supported version."""
+
+
+class ClipValidationError(CaptureError):
+    """A clip handed to the shard writer breaks the format's shapes, dtypes or ranges."""
+
+
+class BackendUnavailableError(CaptureError):
+    """The requested capture backend cannot run here (no server, missing client, ...)."""

@@ -1,0 +1,175 @@
+"""The resumable record loop behind ``capture record``.
+
+Crash safety: each finished clip is first written as its own small shard in
+``<out>/<Town>/.staging-<seed>/`` (atomically renamed into place), so ``kill -9`` loses
+at most the clip being rendered. When ``clips_per_shard`` clips are staged (or the run
+ends) they are copied into ``<Town>-<NNNNN>.h5.partial``, which is renamed to its final
+name; only then are the staged copies deleted. Re-running the same command finds what
+exists (final shards, staged clips), cleans up partial files and records only the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from carla_capture.backends import get_backend
+from carla_capture.backends.base import clip_id
+from carla_capture.config import CaptureConfig, TownConfig
+from carla_capture.errors import ConfigError
+from carla_capture.shards import ShardReader, ShardWriter
+
+log = logging.getLogger(__name__)
+
+_SHARD_RE = re.compile(r"^(?P<town>.+)-(?P<num>\d{5})\.h5(\.partial)?$")
+#: Settings that change the data; a resumed run must use the same ones.
+_DATA_KEYS = ("backend", "frames", "frame_stride", "fps")
+
+
+@dataclass(frozen=True)
+class RecordSummary:
+    """What one ``capture record`` run did."""
+
+    town: str
+    requested: int
+    existing: int
+    recorded: int
+    shards_written: list[Path]
+    frames_recorded: int
+    seconds: float
+
+
+def shard_paths(town_dir: Path) -> list[Path]:
+    """Final shard files of a town folder, in shard-number order."""
+    return sorted(p for p in town_dir.glob("*.h5") if _SHARD_RE.match(p.name))
+
+
+def existing_clip_ids(town_dir: Path) -> set[str]:
+    """Ids of complete clips in the town's final shards (a damaged shard raises)."""
+    ids: set[str] = set()
+    for path in shard_paths(town_dir):
+        with ShardReader(path) as reader:
+            ids.update(reader.clip_ids())
+    return ids
+
+
+def _check_config(town_dir: Path, cfg: CaptureConfig, town: TownConfig) -> None:
+    """Save the resolved config; refuse to resume with settings that change the data."""
+    path = town_dir / f"record-{cfg.seed}.json"
+    resolved = {"capture": json.loads(cfg.model_dump_json()), "town": json.loads(town.model_dump_json())}
+    if path.exists():
+        before = json.loads(path.read_text())
+        for key in _DATA_KEYS:
+            if before["capture"][key] != resolved["capture"][key]:
+                raise ConfigError(
+                    f"{town_dir} already holds seed {cfg.seed} clips recorded with {key}={before['capture'][key]}; "
+                    f"use the same value, another --seed, or another --out"
+                )
+        if before["town"] != resolved["town"]:
+            raise ConfigError(
+                f"the town file of {town.name} changed since seed {cfg.seed} was recorded in {town_dir}; "
+                "restore it, or record with another --seed or --out"
+            )
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(resolved, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+class _Stager:
+    """Staged single-clip shards of one (town, seed) and their assembly into final shards."""
+
+    def __init__(self, town_dir: Path, cfg: CaptureConfig, town: str) -> None:
+        self.town_dir, self.cfg, self.town = town_dir, cfg, town
+        self.dir = town_dir / f".staging-{cfg.seed}"
+        self.dir.mkdir(exist_ok=True)
+        self.written: list[Path] = []
+
+    def recover(self, done: set[str]) -> list[str]:
+        """Drop partial files and staged clips already in a final shard; return staged clip ids."""
+        for partial in list(self.dir.glob("*.partial")) + list(self.town_dir.glob("*.h5.partial")):
+            log.info("removing unfinished %s", partial.name)
+            partial.unlink()
+        staged = []
+        for path in sorted(self.dir.glob("*.h5")):
+            if path.stem in done:
+                path.unlink()
+            else:
+                staged.append(path.stem)
+        return staged
+
+    def stage(self, clip) -> None:  # noqa: ANN001 - carla_capture.records.Clip
+        """Write one clip atomically into the staging folder."""
+        with ShardWriter(self.dir / f"{clip.clip_id}.h5", self.town, self.cfg.compression) as writer:
+            writer.add(clip)
+
+    def count(self) -> int:
+        """Staged clips waiting for assembly."""
+        return len(list(self.dir.glob("*.h5")))
+
+    def _next_number(self) -> int:
+        numbers = [int(m["num"]) for p in self.town_dir.iterdir() if (m := _SHARD_RE.match(p.name))]
+        return max(numbers, default=0) + 1
+
+    def assemble(self) -> None:
+        """Copy every staged clip into new final shard(s), then delete the staged copies."""
+        staged = sorted(self.dir.glob("*.h5"))
+        per = self.cfg.clips_per_shard
+        for start in range(0, len(staged), per):
+            batch = staged[start : start + per]
+            while True:
+                try:
+                    path = self.town_dir / f"{self.town}-{self._next_number():05d}.h5"
+                    writer = ShardWriter(path, self.town, self.cfg.compression)
+                    break
+                except FileExistsError:  # another process took this number
+                    continue
+            with writer:
+                for item in batch:
+                    with ShardReader(item) as reader:
+                        for cid in reader.clip_ids():
+                            writer.add_copy(reader.group(cid))
+            self.written.append(path)
+            for item in batch:
+                item.unlink()
+
+    def cleanup(self) -> None:
+        """Remove the staging folder once it is empty."""
+        if self.dir.exists() and not any(self.dir.iterdir()):
+            self.dir.rmdir()
+
+
+def record(cfg: CaptureConfig, progress: Callable[[str], None] | None = None) -> RecordSummary:
+    """Record until ``<out>/<Town>`` holds ``cfg.clips`` clips of ``cfg.seed``; resumable.
+
+    ``progress`` is called with each clip id once that clip is safely staged.
+    """
+    town = cfg.town_config()
+    backend_cls = get_backend(cfg.backend)
+    town_dir = cfg.out / town.name
+    town_dir.mkdir(parents=True, exist_ok=True)
+    _check_config(town_dir, cfg, town)
+    stager = _Stager(town_dir, cfg, town.name)
+    done = existing_clip_ids(town_dir)
+    staged = set(stager.recover(done))
+    todo = [i for i in range(cfg.clips) if clip_id(town.name, cfg.seed, i) not in done | staged]
+    existing = cfg.clips - len(todo)
+    log.info("%s: %d of %d clips exist, recording %d", town.name, existing, cfg.clips, len(todo))
+    started, frames = time.perf_counter(), 0
+    if todo:
+        with backend_cls(cfg, town) as backend:
+            for index in todo:
+                clip = backend.record_clip(index)
+                stager.stage(clip)
+                frames += len(clip)
+                if progress:
+                    progress(clip.clip_id)
+                if stager.count() >= cfg.clips_per_shard:
+                    stager.assemble()
+    stager.assemble()
+    stager.cleanup()
+    return RecordSummary(town.name, cfg.clips, existing, len(todo), stager.written, frames, time.perf_counter() - started)

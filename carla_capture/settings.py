@@ -1,0 +1,84 @@
+"""Helpers shared by every config tree: TOML loading, ``--set a.b=c`` overrides, error text.
+
+Pydantic validation errors are turned into one-line :class:`ConfigError` messages that
+name the source file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from carla_capture.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error becomes a :class:`ConfigError` naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: check the path") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}): fix the syntax") from None
+
+
+def validation_message(exc: ValidationError, source: str) -> str:
+    """One line naming the first invalid key of ``exc`` and what pydantic expected."""
+    first = exc.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key; remove it or check its spelling"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{source}: {key}: {msg}{more}"
+
+
+def build(model: type[M], data: dict[str, Any], source: str) -> M:
+    """Validate ``data`` as ``model``; errors become a one-line :class:`ConfigError`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc, source)) from None
+
+
+def parse_value(text: str) -> Any:
+    """Read an override value: JSON/TOML-like literals (``3``, ``0.5``, ``true``, ``[1,2]``) or a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(model: type[M], data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides to a config dict, refusing keys ``model`` does not have."""
+    data = json.loads(json.dumps(data, default=str))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set camera.width=640")
+        key, _, raw = item.partition("=")
+        parts = key.strip().split(".")
+        fields: type[BaseModel] | None = model
+        node = data
+        for i, part in enumerate(parts):
+            if fields is None or part not in fields.model_fields:
+                known = ", ".join(sorted(fields.model_fields)) if fields else "(none)"
+                raise ConfigError(f"--set {key}: unknown key {part!r}; known keys here: {known}")
+            annotation = fields.model_fields[part].annotation
+            fields = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            if i == len(parts) - 1:
+                node[part] = parse_value(raw)
+            else:
+                node = node.setdefault(part, {})
+    return data
