@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from carla_capture.backends import get_backend
-from carla_capture.backends.base import clip_id
+from carla_capture.backends.base import Backend, clip_id
 from carla_capture.config import CaptureConfig, TownConfig
 from carla_capture.errors import ConfigError
+from carla_capture.records import Clip, Frame
 from carla_capture.shards import ShardReader, ShardWriter
 
 log = logging.getLogger(__name__)
@@ -80,6 +83,58 @@ def _check_config(town_dir: Path, cfg: CaptureConfig, town: TownConfig) -> None:
     tmp.replace(path)
 
 
+class _ClipStream:
+    """Writes one clip's frames into its staged shard from a background thread.
+
+    HDF5 compression releases the GIL, so frame k is encoded while the simulator renders
+    frame k+1; the clip is validated as a whole and marked complete in :meth:`finish`.
+    """
+
+    def __init__(self, writer: ShardWriter, cid: str, num_frames: int) -> None:
+        self.writer, self.cid, self.num_frames = writer, cid, num_frames
+        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._group = None
+        self._thread = threading.Thread(target=self._run, name=f"write-{cid}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        k = 0
+        while (frame := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                if self._group is None:
+                    self._group = self.writer.open_clip(self.cid, self.num_frames, *frame.size)
+                self.writer.write_frame(self._group, k, frame)
+                k += 1
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                self._error = exc
+
+    def put(self, frame: Frame) -> None:
+        """Queue a frame for writing (blocks if the writer is 4 frames behind)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(frame)
+
+    def _join(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def finish(self, clip: Clip) -> None:
+        """Wait for the frames, validate the clip, write its metadata and marker, publish the file."""
+        self._join()
+        if self._error is not None:
+            raise self._error
+        self.writer.close_clip(self._group, clip)
+        self.writer.close()
+
+    def abort(self) -> None:
+        """Stop the writer thread and delete the partial file."""
+        self._join()
+        self.writer.abort()
+
+
 class _Stager:
     """Staged single-clip shards of one (town, seed) and their assembly into final shards."""
 
@@ -102,10 +157,17 @@ class _Stager:
                 staged.append(path.stem)
         return staged
 
-    def stage(self, clip) -> None:  # noqa: ANN001 - carla_capture.records.Clip
-        """Write one clip atomically into the staging folder."""
-        with ShardWriter(self.dir / f"{clip.clip_id}.h5", self.town, self.cfg.compression) as writer:
-            writer.add(clip)
+    def record(self, backend: Backend, index: int) -> Clip:
+        """Record clip ``index`` straight into a staged single-clip shard (published atomically)."""
+        cid = clip_id(self.town, self.cfg.seed, index)
+        stream = _ClipStream(ShardWriter(self.dir / f"{cid}.h5", self.town, self.cfg.compression), cid, self.cfg.frames)
+        try:
+            clip = backend.record_clip(index, on_frame=stream.put)
+            stream.finish(clip)
+        except BaseException:
+            stream.abort()
+            raise
+        return clip
 
     def count(self) -> int:
         """Staged clips waiting for assembly."""
@@ -163,8 +225,7 @@ def record(cfg: CaptureConfig, progress: Callable[[str], None] | None = None) ->
     if todo:
         with backend_cls(cfg, town) as backend:
             for index in todo:
-                clip = backend.record_clip(index)
-                stager.stage(clip)
+                clip = stager.record(backend, index)
                 frames += len(clip)
                 if progress:
                     progress(clip.clip_id)

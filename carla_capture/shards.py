@@ -33,7 +33,7 @@ PER_FRAME = ("rgb", "semantic", "depth", "cam_to_world", "carla_transform", "fra
 def codec_options(name: str) -> dict[str, Any]:
     """h5py ``create_dataset`` keyword arguments of a named lossless codec."""
     if name == "zstd":
-        return dict(hdf5plugin.Blosc(cname="zstd", clevel=3, shuffle=hdf5plugin.Blosc.SHUFFLE))
+        return dict(hdf5plugin.Blosc(cname="zstd", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
     if name == "lz4":
         return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
     if name == "gzip":
@@ -120,23 +120,47 @@ class ShardWriter:
     def add(self, clip: Clip) -> None:
         """Validate ``clip`` and write it; its completion marker is written last."""
         validate_clip(clip)
+        height, width = clip.frames[0].size
+        group = self.open_clip(clip.clip_id, len(clip), height, width)
+        for k, frame in enumerate(clip.frames):
+            self.write_frame(group, k, frame)
+        self.close_clip(group, clip)
+
+    def open_clip(self, clip_id: str, num_frames: int, height: int, width: int) -> h5py.Group:
+        """Create an empty clip group whose frames are then written one by one."""
+        if clip_id in self._clips:
+            raise ClipValidationError(f"clip {clip_id!r} is already in {self.path.name}")
+        group = self._clips.create_group(clip_id)
+        image = {"rgb": ((height, width, 3), np.uint8), "semantic": ((height, width), np.uint8),
+                 "depth": ((height, width), np.float32)}
+        for name, (shape, dtype) in image.items():
+            group.create_dataset(name, shape=(num_frames, *shape), dtype=dtype, chunks=(1, *shape), **self._codec)
+        for name, shape, dtype in (("cam_to_world", (4, 4), np.float64), ("carla_transform", (6,), np.float64),
+                                   ("frame", (), np.int64), ("timestamp", (), np.float64)):
+            group.create_dataset(name, shape=(num_frames, *shape), dtype=dtype)
+        return group
+
+    @staticmethod
+    def write_frame(group: h5py.Group, k: int, frame: Frame) -> None:
+        """Write frame ``k`` of an open clip group (one chunk per image dataset)."""
+        for name in PER_FRAME:
+            group[name][k] = getattr(frame, name)
+
+    def close_clip(self, group: h5py.Group, clip: Clip) -> None:
+        """Validate the whole clip against what was written, then add metadata and the marker."""
+        validate_clip(clip)
         if clip.town != self.town:
             raise ClipValidationError(f"clip {clip.clip_id!r} is from {clip.town}, this shard holds {self.town}")
-        if clip.clip_id in self._clips:
-            raise ClipValidationError(f"clip {clip.clip_id!r} is already in {self.path.name}")
-        group = self._clips.create_group(clip.clip_id)
-        for name in PER_FRAME:
-            data = clip.stack(name)
-            chunks = (1, *data.shape[1:]) if data.ndim > 1 else None
-            opts = self._codec if data.ndim >= 3 else {}
-            group.create_dataset(name, data=data, chunks=chunks, **opts)
+        written = group["frame"][()]
+        if len(written) != len(clip) or not np.array_equal(written, [f.frame for f in clip.frames]):
+            raise ClipValidationError(f"clip {clip.clip_id!r}: frames written {written.tolist()} differ from the clip's")
         group.create_dataset("intrinsics", data=clip.intrinsics)
         group.attrs.update(
             town=clip.town, backend=clip.backend, seed=clip.seed, fps=clip.fps, frame_stride=clip.frame_stride,
             weather=json.dumps(clip.weather, sort_keys=True), camera=json.dumps(clip.camera, sort_keys=True),
             num_frames=len(clip), height=clip.frames[0].size[0], width=clip.frames[0].size[1],
         )
-        group.attrs.update({k: v for k, v in clip.attrs.items()})
+        group.attrs.update(dict(clip.attrs))
         group.attrs[COMPLETE_ATTR] = True
         self.count += 1
 

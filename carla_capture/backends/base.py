@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from carla_capture.config import CaptureConfig, TownConfig
-from carla_capture.records import Clip
+from carla_capture.records import Clip, Frame
+
+FrameCallback = Callable[[Frame], None]
 
 
 def clip_id(town: str, seed: int, index: int) -> str:
@@ -16,8 +19,10 @@ def clip_id(town: str, seed: int, index: int) -> str:
 class Backend(Protocol):
     """A source of clips. Used as a context manager so it can release simulator resources.
 
-    ``record_clip(index)`` must be deterministic in (town config, seed, index) where the
-    simulator allows it, and must raise rather than return a clip with mismatched frames.
+    ``record_clip(index, on_frame)`` must be deterministic in (town config, seed, index)
+    where the simulator allows it, must raise rather than return a clip with mismatched
+    frames, and calls ``on_frame`` with each frame as soon as it exists (so the writer can
+    encode while the simulator works on the next one).
     """
 
     name: str
@@ -28,4 +33,4 @@ class Backend(Protocol):
 
     def __exit__(self, *exc: object) -> None: ...
 
-    def record_clip(self, index: int) -> Clip: ...
+    def record_clip(self, index: int, on_frame: FrameCallback | None = None) -> Clip: ...

@@ -24,5 +24,5 @@ class CarlaBackend:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def record_clip(self, index: int) -> Clip:  # pragma: no cover - never constructed
+    def record_clip(self, index: int, on_frame: object = None) -> Clip:  # pragma: no cover - never constructed
         raise NotImplementedError

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from carla_capture import __version__
-from carla_capture.backends.base import clip_id
+from carla_capture.backends.base import FrameCallback, clip_id
 from carla_capture.backends.synthetic.render import Look, Renderer
 from carla_capture.backends.synthetic.town import build_town, town_rng
 from carla_capture.backends.synthetic.traffic import draw_weather, plan_route, spawn_actors
@@ -49,7 +49,7 @@ class SyntheticBackend:
         z = rig.z + 0.02 * np.sin(2 * np.pi * 1.7 * t + phase)
         return np.array([x + c * rig.x - s * rig.y, y + s * rig.x + c * rig.y, z, pitch, yaw, roll])
 
-    def record_clip(self, index: int) -> Clip:
+    def record_clip(self, index: int, on_frame: FrameCallback | None = None) -> Clip:
         """Render clip ``index``: ``config.frames`` frames, ``config.frame_stride`` ticks apart."""
         cfg, town = self.config, self.town_config
         rng = town_rng(town.name, town.layout.seed, cfg.seed, index)
@@ -70,6 +70,8 @@ class SyntheticBackend:
             cam_to_world = carla_to_cam_to_world(transform)
             rgb, tags, depth = self.renderer.render(cam_to_world, actors.boxes_at(t), look)
             frames.append(Frame(rgb, tags, depth, cam_to_world, transform, tick, tick / cfg.fps))
+            if on_frame is not None:
+                on_frame(frames[-1])
         return Clip(
             clip_id=clip_id(town.name, cfg.seed, index), town=town.name, backend=self.name, seed=cfg.seed,
             fps=cfg.fps, frame_stride=cfg.frame_stride, intrinsics=self.K,

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import warnings
-
 import numpy as np
 
 from carla_capture.backends.synthetic.town import RASTER_RES_M, Boxes, Town
@@ -146,48 +144,61 @@ class Renderer:
                     ids: np.ndarray, faces: list[tuple[int, np.ndarray]]) -> None:
         if len(geo.tag) == 0:
             return
+        K = self.K
         cam = (geo.corners - centre) @ rot  # (N, 8, 3) camera coordinates
         z = cam[..., 2]
-        keep = np.any(z > NEAR_PLANE_M, axis=1)
         front = np.all(z > NEAR_PLANE_M, axis=1)
-        zs = np.where(z > NEAR_PLANE_M, z, np.nan)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            u = self.K[0, 0] * cam[..., 0] / zs + self.K[0, 2]
-            v = self.K[1, 1] * cam[..., 1] / zs + self.K[1, 2]
-            on_screen = (np.nanmax(u, 1) >= 0) & (np.nanmin(u, 1) <= self.width) & (np.nanmax(v, 1) >= 0) & (np.nanmin(v, 1) <= self.height)
-        keep &= on_screen | ~front
+        zs = np.where(z > NEAR_PLANE_M, z, 1.0)
+        u = K[0, 0] * cam[..., 0] / zs + K[0, 2]
+        v = K[1, 1] * cam[..., 1] / zs + K[1, 2]
         # back-face culling: the camera must be on the outer side of the face's plane
         rel = centre[None, None, :] - geo.centre[:, None, :]
         dist = np.einsum("nfk,nfk->nf", geo.normals, np.broadcast_to(rel, geo.normals.shape))
         facing = dist > geo.half[:, _FACE_AXIS] + 1e-9
-        for n, f in zip(*np.nonzero(facing & keep[:, None])):
-            poly = cam[n, _FACES[f]]
-            if not front[n]:
-                poly = _clip_near(poly)
-                if len(poly) < 3:
-                    continue
-            normal_cam = geo.normals[n, f] @ rot
-            if self._fill(poly, normal_cam, inv, ids, len(faces)):
-                faces.append((int(geo.tag[n]), self._face_colour(geo, n, f)))
+        # faces of boxes fully in front: keep those whose bounding box holds a pixel centre
+        fu, fv = u[:, _FACES], v[:, _FACES]  # (N, 6, 4)
+        i0 = np.maximum(np.ceil(fu.min(-1) - 0.5), 0)
+        i1 = np.minimum(np.floor(fu.max(-1) - 0.5), self.width - 1)
+        j0 = np.maximum(np.ceil(fv.min(-1) - 0.5), 0)
+        j1 = np.minimum(np.floor(fv.max(-1) - 0.5), self.height - 1)
+        visible = facing & np.where(front[:, None], (i0 <= i1) & (j0 <= j1), np.any(z > NEAR_PLANE_M, 1)[:, None])
+        nearest = np.max(1.0 / zs, axis=1)  # inverse depth of each box's nearest corner
+        order = np.argsort(-nearest)  # near to far, so occluders are drawn first
+        for n in order[np.any(visible[order], axis=1)]:
+            for f in np.nonzero(visible[n])[0]:
+                if front[n]:
+                    box = (int(i0[n, f]), int(i1[n, f]), int(j0[n, f]), int(j1[n, f]))
+                    if nearest[n] <= inv[box[2] : box[3] + 1, box[0] : box[1] + 1].min():
+                        continue  # hidden behind what is already drawn
+                    pu, pv, poly = fu[n, f], fv[n, f], cam[n, _FACES[f]]
+                else:
+                    poly = _clip_near(cam[n, _FACES[f]])
+                    if len(poly) < 3:
+                        continue
+                    pu = K[0, 0] * poly[:, 0] / poly[:, 2] + K[0, 2]
+                    pv = K[1, 1] * poly[:, 1] / poly[:, 2] + K[1, 2]
+                    box = None
+                if self._fill(pu, pv, poly[0], geo.normals[n, f] @ rot, box, inv, ids, len(faces)):
+                    faces.append((int(geo.tag[n]), self._face_colour(geo, n, f)))
 
-    def _fill(self, poly: np.ndarray, normal: np.ndarray, inv: np.ndarray, ids: np.ndarray, face_id: int) -> bool:
-        """Z-test one convex camera-space polygon into the buffers; True if any pixel won."""
+    def _fill(self, pu: np.ndarray, pv: np.ndarray, vertex: np.ndarray, normal: np.ndarray,
+              box: tuple[int, int, int, int] | None, inv: np.ndarray, ids: np.ndarray, face_id: int) -> bool:
+        """Z-test one convex polygon (pixel coords ``pu``, ``pv``; a camera-space ``vertex`` on
+        its plane with camera-space ``normal``) into the buffers; True if any pixel won."""
         K = self.K
-        pu = K[0, 0] * poly[:, 0] / poly[:, 2] + K[0, 2]
-        pv = K[1, 1] * poly[:, 1] / poly[:, 2] + K[1, 2]
-        i0, i1 = max(0, int(np.ceil(pu.min() - 0.5))), min(self.width - 1, int(np.floor(pu.max() - 0.5)))
-        j0, j1 = max(0, int(np.ceil(pv.min() - 0.5))), min(self.height - 1, int(np.floor(pv.max() - 0.5)))
-        offset = float(normal @ poly[0])
+        if box is None:
+            box = (max(0, int(np.ceil(pu.min() - 0.5))), min(self.width - 1, int(np.floor(pu.max() - 0.5))),
+                   max(0, int(np.ceil(pv.min() - 0.5))), min(self.height - 1, int(np.floor(pv.max() - 0.5))))
+        i0, i1, j0, j1 = box
+        offset = float(normal @ vertex)
         if i0 > i1 or j0 > j1 or abs(offset) < 1e-9:
             return False
         us, vs = np.arange(i0, i1 + 1) + 0.5, np.arange(j0, j1 + 1) + 0.5
-        area = np.sum(pu * np.roll(pv, -1) - np.roll(pu, -1) * pv)
-        sign = 1.0 if area > 0 else -1.0
+        nu, nv = np.append(pu[1:], pu[0]), np.append(pv[1:], pv[0])
+        sign = 1.0 if float(np.sum(pu * nv - nu * pv)) > 0 else -1.0
         inside = np.ones((len(vs), len(us)), dtype=bool)
-        for au, av, bu, bv in zip(pu, pv, np.roll(pu, -1), np.roll(pv, -1)):
-            edge = ((bu - au) * (vs - av))[:, None] - ((bv - av) * (us - au))[None, :]
-            inside &= sign * edge >= 0
+        for au, av, bu, bv in zip(pu.tolist(), pv.tolist(), nu.tolist(), nv.tolist()):
+            inside &= (sign * (bu - au) * (vs - av))[:, None] >= (sign * (bv - av) * (us - au))[None, :]
         # inverse planar depth of the face's plane n.X = offset along the ray (x_n, y_n, 1)
         a, b = normal[0] / (K[0, 0] * offset), normal[1] / (K[1, 1] * offset)
         c = (normal[2] - normal[0] * K[0, 2] / K[0, 0] - normal[1] * K[1, 2] / K[1, 1]) / offset
