@@ -1,0 +1,117 @@
+"""The capture CLI: worked examples run, and bad input gets one line, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from carla_capture.cli import main
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def assert_clean_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith("recording")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def _record(out: Path, towns: Path, *extra: str):
+    return run("record", "--backend", "synthetic", "--town", "Town01", "--clips", "1", "--frames", "3",
+               "--out", str(out), "--town-dir", str(towns), *extra)
+
+
+def test_record_and_inspect(tmp_path, tiny_towns):
+    result = _record(tmp_path, tiny_towns, "--set", "clips=2")
+    assert result.exit_code == 0, result.output
+    assert "Town01: 2/2 clips" in result.stdout
+    info = json.loads(run("inspect", str(tmp_path), "--json").stdout)
+    assert info["clips"] == 2 and info["frames"] == 6 and info["towns"]["Town01"]["clips"] == 2
+    assert info["resolution"] == ["96x48"] and info["codec"] == ["zstd"]
+    assert abs(sum(info["class_histogram"].values()) - 1.0) < 1e-3
+    text = run("inspect", str(tmp_path)).stdout
+    assert "Town01" in text and "Roads" in text
+    sheet = tmp_path / "sheet.png"
+    assert run("inspect", str(tmp_path), "--sheet", str(sheet), "--rows", "3").exit_code == 0
+    assert cv2.imread(str(sheet)).shape == (3 * 48, 3 * 96, 3)
+
+
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["--town", "Town99"], ["unknown town 'Town99'", "Town01"]),
+        (["--clips", "0"], ["clips", "at least 1"]),
+        (["--frames", "-3"], ["frames", "at least 1"]),
+        (["--fps", "5"], ["fps", "0.1 s"]),
+        (["--set", "nosuch=1"], ["unknown key 'nosuch'"]),
+        (["--set", "frames"], ["KEY=VALUE"]),
+    ],
+)
+def test_record_bad_options(tmp_path, tiny_towns, args, needles):
+    assert_clean_error(_record(tmp_path, tiny_towns, *args), *needles)
+
+
+def test_record_out_is_a_file(tmp_path, tiny_towns):
+    target = tmp_path / "file.txt"
+    target.write_text("keep me")
+    assert_clean_error(_record(target, tiny_towns), "is a file")
+    assert target.read_text() == "keep me"
+
+
+def test_carla_backend_says_what_to_do(tmp_path, tiny_towns):
+    result = run("record", "--town", "Town01", "--clips", "1", "--out", str(tmp_path), "--town-dir", str(tiny_towns))
+    assert_clean_error(result, "--backend synthetic")
+
+
+def test_bad_town_file_names_file_and_key(tmp_path, tiny_towns):
+    towns = tmp_path / "towns"
+    shutil.copytree(tiny_towns, towns)
+    path = towns / "Town01.toml"
+    path.write_text(path.read_text().replace("hfov = 90.0", "hfov = 400.0"))
+    assert_clean_error(_record(tmp_path / "out", towns), "Town01.toml", "camera.hfov")
+
+
+@pytest.mark.parametrize("kind", ["foreign", "truncated", "future"])
+def test_damaged_shard_in_dataset(tmp_path, tiny_towns, kind):
+    assert _record(tmp_path, tiny_towns).exit_code == 0
+    shard = tmp_path / "Town01" / "Town01-00001.h5"
+    if kind == "foreign":
+        shard = tmp_path / "Town01" / "Town01-00002.h5"
+        with h5py.File(shard, "w") as h5:
+            h5["x"] = np.arange(3)
+    elif kind == "truncated":
+        shard.write_bytes(shard.read_bytes()[:1000])
+    else:
+        with h5py.File(shard, "a") as h5:
+            h5.attrs["format_version"] = 9
+    before = {p: p.read_bytes() for p in (tmp_path / "Town01").glob("*.h5")}
+    assert_clean_error(run("inspect", str(tmp_path)), str(shard.name))
+    assert_clean_error(_record(tmp_path, tiny_towns, "--clips", "2"), str(shard.name))
+    assert {p: p.read_bytes() for p in (tmp_path / "Town01").glob("*.h5")} == before
+
+
+def test_inspect_missing_and_empty(tmp_path):
+    assert_clean_error(run("inspect", str(tmp_path / "nope")), "does not exist")
+    assert_clean_error(run("inspect", str(tmp_path)), "no .h5 shards")
+
+
+def test_console_script_help():
+    exe = shutil.which("capture", path=os.path.dirname(sys.executable))
+    assert exe, "the capture console script is installed"
+    out = subprocess.run([exe, "record", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "Examples:" in out and "--backend synthetic" in out

@@ -1,0 +1,123 @@
+"""Shard format v1: round trip, chunking, validation on write, refusals on read."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import h5py
+import numpy as np
+import pytest
+
+from carla_capture.backends.synthetic import SyntheticBackend
+from carla_capture.config import CaptureConfig, load_town
+from carla_capture.errors import ClipValidationError, ShardFormatError
+from carla_capture.records import Clip
+from carla_capture.shards import FORMAT_VERSION, ShardReader, ShardWriter
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_towns) -> Clip:
+    cfg = CaptureConfig(backend="synthetic", town="Town02", frames=5, town_dir=tiny_towns)
+    return SyntheticBackend(cfg, load_town("Town02", tiny_towns)).record_clip(0)
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4", "gzip", "lzf", "none"])
+def test_round_trip_is_lossless(tmp_path, clip, codec):
+    with ShardWriter(tmp_path / "Town02-00001.h5", "Town02", codec) as writer:
+        writer.add(clip)
+    with ShardReader(tmp_path / "Town02-00001.h5") as reader:
+        assert reader.clip_ids() == [clip.clip_id]
+        back = reader.read_clip(clip.clip_id)
+    for name in ("rgb", "semantic", "depth", "cam_to_world", "carla_transform", "frame", "timestamp"):
+        assert np.array_equal(back.stack(name), clip.stack(name)), name
+    assert np.array_equal(back.intrinsics, clip.intrinsics)
+    assert back.weather == clip.weather and back.camera == clip.camera and back.seed == clip.seed
+
+
+def test_layout_attrs_and_chunks(tmp_path, clip):
+    path = tmp_path / "Town02-00001.h5"
+    with ShardWriter(path, "Town02") as writer:
+        writer.add(clip)
+    with h5py.File(path, "r") as h5:
+        assert h5.attrs["format"] == "carla-clips" and h5.attrs["format_version"] == FORMAT_VERSION
+        assert h5.attrs["semantic_schema"] == "carla-0.9.16" and h5.attrs["town"] == "Town02"
+        g = h5["clips"][clip.clip_id]
+        t, hgt, wid = len(clip), *clip.frames[0].size
+        assert g["rgb"].shape == (t, hgt, wid, 3) and g["rgb"].chunks == (1, hgt, wid, 3)
+        assert g["semantic"].chunks == (1, hgt, wid) and g["depth"].chunks == (1, hgt, wid)
+        assert g["depth"].dtype == np.float32 and g["cam_to_world"].dtype == np.float64
+        assert g["frame"].dtype == np.int64 and g["carla_transform"].shape == (t, 6)
+        assert g.attrs["complete"] and g.attrs["fps"] == clip.fps
+
+
+def test_partial_window_reads_only_those_frames(tmp_path, clip):
+    path = tmp_path / "Town02-00001.h5"
+    with ShardWriter(path, "Town02") as writer:
+        writer.add(clip)
+    with ShardReader(path) as reader:
+        window = reader.read_clip(clip.clip_id, 1, 4)
+    assert [f.frame for f in window.frames] == [f.frame for f in clip.frames[1:4]]
+
+
+def _broken(clip: Clip, **changes) -> Clip:
+    frames = list(clip.frames)
+    frames[1] = dataclasses.replace(frames[1], **changes)
+    return dataclasses.replace(clip, frames=tuple(frames))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"depth": "nan"}, {"depth": "zero"}, {"semantic": "tag_29"}, {"frame": "repeat"},
+        {"cam_to_world": "mirrored"}, {"rgb": "wrong_shape"},
+    ],
+)
+def test_writer_refuses_invalid_clips(tmp_path, clip, change):
+    (field, how), = change.items()
+    f = clip.frames[1]
+    value = {
+        "nan": np.where(f.depth > 0, np.nan, f.depth), "zero": np.zeros_like(f.depth),
+        "tag_29": np.full_like(f.semantic, 29), "repeat": clip.frames[0].frame,
+        "mirrored": f.cam_to_world @ np.diag([1.0, -1.0, 1.0, 1.0]), "wrong_shape": f.rgb[:-1],
+    }[how]
+    path = tmp_path / "Town02-00001.h5"
+    with pytest.raises(ClipValidationError):
+        with ShardWriter(path, "Town02") as writer:
+            writer.add(_broken(clip, **{field: value}))
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_never_overwrites_a_shard(tmp_path, clip):
+    path = tmp_path / "Town02-00001.h5"
+    with ShardWriter(path, "Town02") as writer:
+        writer.add(clip)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        ShardWriter(path, "Town02")
+    assert path.read_bytes() == before
+
+
+def test_reader_refuses_other_versions_and_foreign_files(tmp_path, clip):
+    path = tmp_path / "Town02-00001.h5"
+    with ShardWriter(path, "Town02") as writer:
+        writer.add(clip)
+    with h5py.File(path, "a") as h5:
+        h5.attrs["format_version"] = 2
+    with pytest.raises(ShardFormatError, match="format_version 2"):
+        ShardReader(path)
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as h5:
+        h5["x"] = np.arange(3)
+    with pytest.raises(ShardFormatError, match="not a carla-clips shard"):
+        ShardReader(foreign)
+
+
+def test_reader_refuses_truncated_file(tmp_path, clip):
+    path = tmp_path / "Town02-00001.h5"
+    with ShardWriter(path, "Town02") as writer:
+        writer.add(clip)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ShardFormatError, match="truncated"):
+        with ShardReader(path) as reader:
+            reader.read_clip(reader.clip_ids()[0])

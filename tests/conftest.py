@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny town files and tiny synthetic datasets written by the real recorder."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from carla_capture.config import CaptureConfig, default_town_dir
+from carla_capture.record import record
+
+
+def write_towns(folder: Path, width: int, height: int) -> Path:
+    """Copy the packaged town files into ``folder`` with a ``width`` x ``height`` camera."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in default_town_dir().glob("Town*.toml"):
+        text = src.read_text()
+        text = re.sub(r"(?m)^width = \d+", f"width = {width}", text)
+        text = re.sub(r"(?m)^height = \d+", f"height = {height}", text)
+        (folder / src.name).write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_towns(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Town files with a 96 x 48 camera: fast to render, enough pixels to check."""
+    return write_towns(tmp_path_factory.mktemp("towns-tiny"), 96, 48)
+
+
+@pytest.fixture(scope="session")
+def small_towns(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Town files with a 256 x 128 camera, for geometry checks that need pixels."""
+    return write_towns(tmp_path_factory.mktemp("towns-small"), 256, 128)
+
+
+def synthetic_config(out: Path, town_dir: Path, **overrides: object) -> CaptureConfig:
+    """A synthetic-backend capture config writing to ``out`` with tiny towns."""
+    values = {"backend": "synthetic", "town": "Town01", "clips": 2, "frames": 6, "out": out,
+              "clips_per_shard": 2, "town_dir": town_dir}
+    values.update(overrides)
+    return CaptureConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_towns: Path) -> Path:
+    """A dataset of 3 towns (train Town01 x3 clips, val Town10HD x1, test Town02 x1), 6 frames each."""
+    out = tmp_path_factory.mktemp("dataset")
+    for town, clips in (("Town01", 3), ("Town10HD", 1), ("Town02", 1)):
+        record(synthetic_config(out, tiny_towns, town=town, clips=clips))
+    return out
