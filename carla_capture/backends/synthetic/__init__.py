@@ -59,7 +59,7 @@ class SyntheticBackend:
         duration = cfg.frames * cfg.frame_stride / cfg.fps
         start = rng.uniform(5.0, 40.0)
         route = plan_route(self.town, rng, start + speed * duration)
-        actors = spawn_actors(self.town, rng, town.vehicles, town.walkers)
+        actors = spawn_actors(self.town, rng, town.vehicles, town.walkers, route.pose(start), speed)
         phase = rng.uniform(0, 2 * np.pi)
         first = _WARMUP_TICKS + index * (cfg.frames * cfg.frame_stride + _WARMUP_TICKS)
         frames = []

@@ -121,26 +121,44 @@ class Actors:
         return Boxes(np.stack([cx, cy, self.offset[:, 2]], 1), self.half, yw, self.tag, self.colour)
 
 
-def spawn_actors(town: Town, rng: np.random.Generator, vehicles: int, walkers: int) -> Actors:
-    """Place ``vehicles`` on right-hand lanes and ``walkers`` on sidewalks, with random speeds."""
+def spawn_actors(town: Town, rng: np.random.Generator, vehicles: int, walkers: int,
+                 ego: tuple[float, float, float], ego_speed: float) -> Actors:
+    """Place ``vehicles`` on right-hand lanes and ``walkers`` on sidewalks, with random speeds.
+
+    Half of them go on the ego's road (``ego`` = x, y, yaw in degrees) within about 100 m,
+    so they are in view; those in the ego's lane start 30 m ahead or more and are at least
+    as fast as ``ego_speed``, so the ego never drives into them."""
     kinds = [k for k, _ in _VEHICLE_MIX]
     probs = np.array([p for _, p in _VEHICLE_MIX])
     picks = list(rng.choice(kinds, size=vehicles, p=probs / probs.sum())) + ["pedestrian"] * walkers
     span = (town.road_x[0] - 40, town.road_x[-1] + 40, town.road_y[0] - 40, town.road_y[-1] + 40)
     cols: dict[str, list] = {k: [] for k in ("axis", "cross", "sign", "s0", "speed")}
     parts: dict[str, list] = {k: [] for k in ("owner", "offset", "half", "tag", "colour")}
+    start = np.array(ego[:2])
+    ahead = np.array([np.cos(np.radians(ego[2])), np.sin(np.radians(ego[2]))])
+    ego_axis = 0 if abs(ahead[0]) >= abs(ahead[1]) else 1
+    ego_sign = float(np.sign(ahead[ego_axis]))
     for i, kind in enumerate(picks):
-        axis, sign = int(rng.integers(2)), float(rng.choice([-1.0, 1.0]))
+        near_ego = rng.random() < 0.5
+        axis, sign = (ego_axis if near_ego else int(rng.integers(2))), float(rng.choice([-1.0, 1.0]))
         roads = town.road_y if axis == 0 else town.road_x
+        road = roads[np.argmin(np.abs(roads - start[1 - axis]))] if near_ego else roads[rng.integers(len(roads))]
         heading = np.array([sign, 0.0]) if axis == 0 else np.array([0.0, sign])
         right = _right(heading)[1 - axis]
         walker = kind == "pedestrian"
         lateral = (town.road_width / 2 + town.sidewalk_width * 0.3) if walker else town.lane_offset
         cols["axis"].append(axis)
-        cols["cross"].append(roads[rng.integers(len(roads))] + right * lateral)
+        cols["cross"].append(road + right * lateral)
         cols["sign"].append(sign)
-        cols["s0"].append(rng.uniform(span[2 * axis], span[2 * axis + 1]))
-        cols["speed"].append(rng.uniform(0.9, 1.6) if walker else rng.uniform(4.0, 11.0) * _KINDS[kind][0])
+        speed = rng.uniform(0.9, 1.6) if walker else rng.uniform(4.0, 11.0) * _KINDS[kind][0]
+        if not near_ego:
+            s0 = rng.uniform(span[2 * axis], span[2 * axis + 1])
+        elif walker or sign != ego_sign:
+            s0 = start[axis] + ego_sign * rng.uniform(-60.0, 100.0)
+        else:  # same lane as the ego: ahead of it, and not slower
+            s0, speed = start[axis] + ego_sign * rng.uniform(30.0, 100.0), ego_speed * rng.uniform(1.0, 1.2)
+        cols["s0"].append(s0)
+        cols["speed"].append(speed)
         body = tuple(int(c) for c in rng.integers(20, 235, 3))
         for offset, half, tag, colour in _KINDS[kind][1]:
             parts["owner"].append(i)

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# `make demo`: record a small synthetic dataset over a train, a val and a test town, then look at it.
+# Re-running resumes: clips that exist are not recorded again.
+set -euo pipefail
+DATA="${1:-data/demo}"
+BIN=.venv/bin
+
+echo "== recording (embedded simulator, no CARLA server needed) =="
+"$BIN/capture" record --backend synthetic --town Town01 --clips 4 --clips-per-shard 2 --out "$DATA"
+"$BIN/capture" record --backend synthetic --town Town10HD --clips 2 --out "$DATA"
+"$BIN/capture" record --backend synthetic --town Town02 --clips 2 --out "$DATA"
+
+echo "== inspecting =="
+"$BIN/capture" inspect "$DATA" --sheet "$DATA/clip.png"
+echo "demo dataset in $DATA (contact sheet: $DATA/clip.png)"
