@@ -58,7 +58,7 @@ def test_frames_have_valid_ranges_and_classes(small_towns):
 
 def _smooth_relative_errors(a, b, K):
     """Relative depth error of reprojected static pixels whose destination neighbourhood lies
-    inside one planar face (same tag around, inverse depth locally affine)."""
+    inside one planar face of the same class (same tag around, inverse depth locally affine)."""
     import cv2
 
     u, v, z = reproject(a.depth, K, a.cam_to_world, b.cam_to_world)
@@ -74,6 +74,7 @@ def _smooth_relative_errors(a, b, K):
     fx, fy = x[ok] - i, y[ok] - j
     sampled = inv[j, i] * (1 - fx) * (1 - fy) + inv[j, i + 1] * fx * (1 - fy) + inv[j + 1, i] * (1 - fx) * fy + inv[j + 1, i + 1] * fx * fy
     keep = smooth[j, i] & smooth[j, i + 1] & smooth[j + 1, i] & smooth[j + 1, i + 1]
+    keep &= b.semantic[j, i] == a.semantic[ok]  # not occluded by another class (e.g. a passing car)
     return np.abs(sampled * z[ok] - 1.0)[keep]
 
 
