@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from carla_capture.config import CaptureConfig
+from carla_capture.config import CaptureConfig, VerifyConfig
 from carla_capture.errors import CaptureError
 from carla_capture.settings import apply_overrides, build, read_toml
 
@@ -94,7 +94,8 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
 @click.option("--sheet", type=click.Path(path_type=Path, dir_okay=False), help="Write a contact sheet PNG of one clip.")
 @click.option("--clip", "clip_id", help="Clip id for --sheet [default: the first clip].")
 @click.option("--rows", type=click.IntRange(1, 20), default=4, show_default=True, help="Frames in the contact sheet.")
-def inspect(path: Path, as_json: bool, sheet: Path | None, clip_id: str | None, rows: int) -> None:
+@click.option("--video", type=click.Path(path_type=Path, dir_okay=False), help="Write RGB | semantic | depth of one clip as .mp4 or .gif.")
+def inspect(path: Path, as_json: bool, sheet: Path | None, clip_id: str | None, rows: int, video: Path | None) -> None:
     """Summarise a shard or a dataset folder: towns, clips, frames, size, codec, classes.
 
     \b
@@ -102,12 +103,72 @@ def inspect(path: Path, as_json: bool, sheet: Path | None, clip_id: str | None, 
       capture inspect data/demo
       capture inspect data/demo/Town01/Town01-00001.h5 --json
       capture inspect data/demo --sheet clip.png --clip Town01-0-000003
+      capture inspect data/demo --video clip.mp4 --clip Town02-0-000000
     """
     from carla_capture import inspect as insp
 
     info = insp.summarize(path)
     click.echo(json.dumps(info, indent=2) if as_json else insp.format_summary(info))
-    if sheet:
+    if sheet or video:
         clip = insp.load_clip(path, clip_id)
-        insp.write_image(sheet, insp.contact_sheet(clip, rows))
-        click.echo(f"contact sheet of {clip.clip_id} -> {sheet}", err=as_json)
+        if sheet:
+            insp.write_image(sheet, insp.contact_sheet(clip, rows))
+            click.echo(f"contact sheet of {clip.clip_id} -> {sheet}", err=as_json)
+        if video:
+            insp.write_video(video, [insp.frame_panel(f.rgb, f.semantic, f.depth) for f in clip.frames], clip.fps)
+            click.echo(f"video of {clip.clip_id} -> {video}", err=as_json)
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--splits", "splits_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Splits file [default: town_configs/splits.toml].")
+def split(data_dir: Path, splits_file: Path | None) -> None:
+    """Write DATA_DIR/split.json: the shards and clips of each split, with checksums.
+
+    Towns map to splits through the splits file; a town or clip id in two splits is refused.
+    Safe to re-run: it changes nothing when the data did not change.
+
+    \b
+    Examples:
+      capture split data/demo
+      capture split data/demo --splits my-splits.toml
+    """
+    from carla_capture import split as sp
+
+    manifest = sp.build_manifest(data_dir, sp.load_splits(splits_file))
+    changed = sp.write_manifest(data_dir, manifest)
+    click.echo(sp.split_table(manifest))
+    click.echo(f"{'wrote' if changed else 'unchanged:'} {data_dir / sp.MANIFEST_NAME}")
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--report", type=click.Path(path_type=Path, dir_okay=False), help="JSON report path [default: DATA_DIR/verify-report.json].")
+@click.option("--quarantine", "do_quarantine", is_flag=True, help="Move shards with failing clips into DATA_DIR/quarantine/.")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with VerifyConfig thresholds.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a threshold, e.g. --set min_depth_agree=0.8.")
+def verify(data_dir: Path, report: Path | None, do_quarantine: bool, config: Path | None, overrides: tuple[str, ...]) -> None:
+    """Check every clip: frame timing, RGB, depth range, sky at the far plane, tags, poses and
+    geometric consistency between frames. Exits 1 when any clip fails.
+
+    \b
+    Examples:
+      capture verify data/demo
+      capture verify data/demo --quarantine
+      capture verify data/demo --set min_depth_agree=0.8 --report /tmp/report.json
+    """
+    from carla_capture import verify as vf
+
+    data = apply_overrides(VerifyConfig, read_toml(config) if config else {}, list(overrides))
+    cfg = build(VerifyConfig, data, "verify config")
+    reports = vf.verify_dataset(data_dir, cfg)
+    moved = vf.quarantine(data_dir, reports) if do_quarantine else []
+    report = report or data_dir / "verify-report.json"
+    report.write_text(json.dumps(vf.report_json(data_dir, reports, cfg, moved), indent=2) + "\n")
+    click.echo(vf.report_table(reports))
+    for rel in moved:
+        click.echo(f"quarantined {rel}")
+    click.echo(f"report -> {report}")
+    if any(not r.passed for r in reports):
+        sys.exit(1)

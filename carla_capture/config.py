@@ -171,3 +171,19 @@ class CaptureConfig(BaseModel):
     def town_config(self) -> TownConfig:
         """The validated town file this capture records."""
         return load_town(self.town, self.town_dir)
+
+
+class VerifyConfig(BaseModel):
+    """Thresholds of ``capture verify``; a clip fails when any check is outside them."""
+
+    model_config = ConfigDict(extra="forbid")
+    timestamp_tolerance_s: float = Field(1e-3, gt=0, description="Allowed error of timestamp steps vs frame_stride / fps, seconds.")
+    black_mean: float = Field(3.0, ge=0, description="An RGB frame whose mean value (0..255) is below this is black.")
+    saturated_share: float = Field(0.5, gt=0, le=1, description="An RGB frame with more than this share of white pixels is saturated.")
+    frozen_mean_diff: float = Field(0.5, ge=0, description="Consecutive RGB frames closer than this mean abs difference while the camera moved are frozen.")
+    frozen_min_motion_m: float = Field(0.05, ge=0, description="Camera motion (metres) above which identical frames count as frozen.")
+    sky_far_iou: float = Field(0.98, ge=0, le=1, description="Minimum IoU between sky-tagged pixels and pixels at the far plane, per frame.")
+    geometry_rel_tol: float = Field(0.005, gt=0, description="Relative depth tolerance of a reprojected static pixel.")
+    min_depth_agree: float = Field(0.9, ge=0, le=1, description="Minimum mean share of static pixels whose reprojected depth agrees with the next frame.")
+    min_label_agree: float = Field(0.95, ge=0, le=1, description="Minimum mean share of agreeing pixels whose tag also agrees.")
+    min_static_pixels: int = Field(200, ge=1, description="Frame pairs with fewer static pixels in view skip the geometric check.")

@@ -3,7 +3,9 @@
 Each source pixel of a static class is lifted with its depth, moved into the destination
 camera and compared with the destination's depth there. Inverse planar depth is affine in
 pixel coordinates on any plane, so the destination is sampled by bilinear interpolation of
-``1 / depth`` between the four surrounding pixel centres, which is exact inside a face.
+``1 / depth`` between the four surrounding pixel centres, which is exact inside a face; at
+a face's edge (the four samples are not on one plane), one neighbour agreeing suffices.
+An occluded point disagrees with all four.
 """
 
 from __future__ import annotations
@@ -49,9 +51,15 @@ def reprojection_agreement(
     i, j = i0[ok].astype(np.int64), j0[ok].astype(np.int64)
     fx, fy = x[ok] - i, y[ok] - j
     inv_b = 1.0 / depth_b.astype(np.float64)
-    inv = (inv_b[j, i] * (1 - fx) * (1 - fy) + inv_b[j, i + 1] * fx * (1 - fy)
-           + inv_b[j + 1, i] * (1 - fx) * fy + inv_b[j + 1, i + 1] * fx * fy)
-    visible = np.abs(inv * z[ok] - 1.0) <= rel_tol
+    corners = (inv_b[j, i], inv_b[j, i + 1], inv_b[j + 1, i], inv_b[j + 1, i + 1])
+    inv = corners[0] * (1 - fx) * (1 - fy) + corners[1] * fx * (1 - fy) + corners[2] * (1 - fx) * fy + corners[3] * fx * fy
+    zs = z[ok]
+    visible = np.abs(inv * zs - 1.0) <= rel_tol
+    # where the four samples are not on one plane (non-zero twist: a face edge), the interpolation
+    # mixes two surfaces, and a neighbour on the point's own surface suffices
+    twist = np.abs(corners[0] + corners[3] - corners[1] - corners[2]) > rel_tol * np.max(corners, axis=0)
+    for corner in corners:
+        visible |= twist & (np.abs(corner * zs - 1.0) <= rel_tol)
     near_i = np.clip(np.floor(u[ok]).astype(np.int64), 0, width - 1)
     near_j = np.clip(np.floor(v[ok]).astype(np.int64), 0, height - 1)
     labels = tags_b[near_j, near_i] == tags_a[ok]

@@ -116,3 +116,25 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
 
     if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1])):
         raise CaptureError(f"could not write {path}: use a .png or .jpg name in a writable folder")
+
+
+def write_video(path: Path, panels: list[np.ndarray], fps: float) -> None:
+    """Write RGB uint8 frames as ``.mp4`` (OpenCV) or ``.gif`` (Pillow) at ``fps`` frames per second."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gif":
+        from PIL import Image
+
+        images = [Image.fromarray(p) for p in panels]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0)
+        return
+    if suffix != ".mp4":
+        raise CaptureError(f"--video {path}: use a .mp4 or .gif file name")
+    import cv2
+
+    height, width = panels[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise CaptureError(f"could not open {path} for writing: check the folder exists and is writable")
+    for panel in panels:
+        writer.write(np.ascontiguousarray(panel[..., ::-1]))
+    writer.release()

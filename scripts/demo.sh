@@ -10,6 +10,12 @@ echo "== recording (embedded simulator, no CARLA server needed) =="
 "$BIN/capture" record --backend synthetic --town Town10HD --clips 2 --out "$DATA"
 "$BIN/capture" record --backend synthetic --town Town02 --clips 2 --out "$DATA"
 
+echo "== splitting by town (train / val / test) =="
+"$BIN/capture" split "$DATA"
+
+echo "== verifying every clip =="
+"$BIN/capture" verify "$DATA"
+
 echo "== inspecting =="
-"$BIN/capture" inspect "$DATA" --sheet "$DATA/clip.png"
-echo "demo dataset in $DATA (contact sheet: $DATA/clip.png)"
+"$BIN/capture" inspect "$DATA" --sheet "$DATA/clip.png" --video "$DATA/clip.mp4"
+echo "demo dataset in $DATA (contact sheet: $DATA/clip.png, video: $DATA/clip.mp4)"

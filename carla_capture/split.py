@@ -1,0 +1,143 @@
+"""Split manifests: which shards and clips of a dataset are train, val and test.
+
+``capture split`` writes ``<data>/split.json``; training reads it through
+:func:`load_manifest`, which refuses a manifest whose shards are gone or changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from carla_capture.config import default_town_dir
+from carla_capture.errors import CaptureError, ConfigError
+from carla_capture.inspect import find_shards
+from carla_capture.settings import build, read_toml
+from carla_capture.shards import ShardReader
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "split.json"
+MANIFEST_FORMAT = "carla-clips-split"
+MANIFEST_VERSION = 1
+
+
+class SplitConfig(BaseModel):
+    """``splits.toml``: split name -> towns. A town may appear in one split only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    splits: dict[str, tuple[str, ...]] = Field(description="Split name -> list of town names.")
+
+    @field_validator("splits")
+    @classmethod
+    def _disjoint(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        if not value:
+            raise ValueError("no splits defined; add e.g. train = [\"Town01\"] under [splits]")
+        owner: dict[str, str] = {}
+        for name, towns in value.items():
+            for town in towns:
+                if town in owner:
+                    raise ValueError(f"{town} is in both {owner[town]!r} and {name!r}; a town may be in one split only")
+                owner[town] = name
+        return value
+
+    def split_of(self, town: str) -> str | None:
+        """The split that holds ``town``, or None."""
+        return next((name for name, towns in self.splits.items() if town in towns), None)
+
+
+def load_splits(path: Path | None = None) -> SplitConfig:
+    """Read and validate a splits file (default: the packaged ``town_configs/splits.toml``)."""
+    path = path or default_town_dir() / "splits.toml"
+    return build(SplitConfig, read_toml(path), str(path))
+
+
+def sha256(path: Path, block: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_manifest(data_dir: Path, splits: SplitConfig) -> dict[str, Any]:
+    """Assign every shard under ``data_dir`` to its town's split; refuse any leakage."""
+    data_dir = Path(data_dir)
+    result: dict[str, Any] = {name: {"towns": {}, "shards": [], "clips": 0, "frames": 0} for name in splits.splits}
+    seen: dict[str, str] = {}
+    for path in find_shards(data_dir):
+        if "quarantine" in path.relative_to(data_dir).parts:
+            continue
+        with ShardReader(path) as reader:
+            split = splits.split_of(reader.town)
+            if split is None:
+                raise ConfigError(f"{path.relative_to(data_dir)}: town {reader.town} is in no split; add it to one in the splits file")
+            clips = []
+            for cid in reader.clip_ids():
+                if cid in seen:
+                    raise CaptureError(f"clip {cid} is in both {seen[cid]} and {path.relative_to(data_dir)}; remove one copy, then split again")
+                seen[cid] = str(path.relative_to(data_dir))
+                clips.append({"id": cid, "frames": int(reader.group(cid)["frame"].shape[0])})
+        rel = str(path.relative_to(data_dir))
+        entry = {"path": rel, "town": reader.town, "bytes": path.stat().st_size, "sha256": sha256(path), "clips": clips}
+        bucket = result[split]
+        bucket["shards"].append(entry)
+        frames = sum(c["frames"] for c in clips)
+        town = bucket["towns"].setdefault(reader.town, {"clips": 0, "frames": 0})
+        town["clips"] += len(clips)
+        town["frames"] += frames
+        bucket["clips"] += len(clips)
+        bucket["frames"] += frames
+    return {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "splits_config": splits.model_dump(mode="json"), "splits": result}
+
+
+def write_manifest(data_dir: Path, manifest: dict[str, Any]) -> bool:
+    """Write ``split.json`` atomically; returns False when an identical manifest is already there."""
+    path = Path(data_dir) / MANIFEST_NAME
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    if path.exists() and path.read_text() == text:
+        return False
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+def load_manifest(data_dir: Path, verify_checksums: bool = False) -> dict[str, Any]:
+    """Read ``split.json`` and check that every listed shard exists with its recorded size
+    (and SHA-256 if ``verify_checksums``)."""
+    path = Path(data_dir) / MANIFEST_NAME
+    hint = f"run: capture split {data_dir}"
+    if not path.exists():
+        raise CaptureError(f"{path} does not exist; {hint}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CaptureError(f"{path} is unreadable ({exc}); {hint}") from None
+    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("version") != MANIFEST_VERSION:
+        raise CaptureError(f"{path} is not a version-{MANIFEST_VERSION} split manifest; {hint}")
+    for split in manifest["splits"].values():
+        for shard in split["shards"]:
+            file = Path(data_dir) / shard["path"]
+            if not file.exists():
+                raise CaptureError(f"{shard['path']} is listed in {path.name} but gone; restore it or {hint}")
+            if file.stat().st_size != shard["bytes"] or (verify_checksums and sha256(file) != shard["sha256"]):
+                raise CaptureError(f"{shard['path']} changed since {path.name} was written (checksum differs); restore it or {hint}")
+    return manifest
+
+
+def split_table(manifest: dict[str, Any]) -> str:
+    """Counts per split and per town, as text."""
+    lines = ["split   town        clips  frames"]
+    for name, split in manifest["splits"].items():
+        for town, counts in sorted(split["towns"].items()):
+            lines.append(f"{name:<7} {town:<11} {counts['clips']:>5} {counts['frames']:>7}")
+        lines.append(f"{name:<7} {'(all)':<11} {split['clips']:>5} {split['frames']:>7}")
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""capture verify: synthetic clips pass; each kind of corruption fails; quarantine moves shards."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from carla_capture.backends.synthetic import SyntheticBackend
+from carla_capture.config import CaptureConfig, VerifyConfig, load_town
+from carla_capture.verify import verify_clip
+from tests.carla_capture.test_cli import run
+
+
+@pytest.fixture(scope="module")
+def clip(small_towns):
+    cfg = CaptureConfig(backend="synthetic", town="Town03", frames=6, town_dir=small_towns)
+    return SyntheticBackend(cfg, load_town("Town03", small_towns)).record_clip(1)
+
+
+def _lag(frames, field):
+    return [dataclasses.replace(f, **{field: getattr(frames[max(i - 1, 0)], field)}) for i, f in enumerate(frames)]
+
+
+CORRUPTIONS = {
+    "shuffled_frames": lambda F: [F[i] for i in (0, 2, 1, 3, 5, 4)],
+    "flipped_world_axis": lambda F: [dataclasses.replace(f, cam_to_world=np.diag([1, -1, 1, 1.0]) @ f.cam_to_world) for f in F],
+    "camera_rolled_180": lambda F: [dataclasses.replace(f, cam_to_world=f.cam_to_world @ np.diag([-1, -1, 1, 1.0])) for f in F],
+    "depth_in_cm": lambda F: [dataclasses.replace(f, depth=f.depth * 100) for f in F],
+    "depth_in_km": lambda F: [dataclasses.replace(f, depth=f.depth / 1000) for f in F],
+    "depth_one_frame_late": lambda F: _lag(F, "depth"),
+    "semantic_one_frame_late": lambda F: _lag(F, "semantic"),
+    "frozen_rgb": lambda F: [dataclasses.replace(f, rgb=F[2].rgb) if i == 3 else f for i, f in enumerate(F)],
+    "black_rgb": lambda F: [dataclasses.replace(f, rgb=np.zeros_like(f.rgb)) if i == 4 else f for i, f in enumerate(F)],
+}
+
+
+def test_synthetic_clip_passes_with_high_agreement(clip):
+    report = verify_clip(clip, "x.h5", VerifyConfig())
+    assert report.passed, report.failures
+    assert report.metrics["depth_agree"] > 0.95 and report.metrics["label_agree"] > 0.98
+    assert report.metrics["sky_far_iou_min"] == 1.0 and report.metrics["geometry_pairs"] == 5
+    assert abs(sum(report.class_histogram.values()) - 1) < 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_corruption_fails(clip, name):
+    broken = dataclasses.replace(clip, frames=tuple(CORRUPTIONS[name](list(clip.frames))))
+    report = verify_clip(broken, "x.h5", VerifyConfig())
+    assert not report.passed, name
+
+
+def test_verify_cli_report_and_quarantine(tmp_path, tiny_dataset):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    ok = run("verify", str(data))
+    assert ok.exit_code == 0, ok.output
+    assert "5 passed, 0 failed" in ok.stdout
+    report = json.loads((data / "verify-report.json").read_text())
+    assert report["passed"] == 5 and all(c["passed"] for c in report["clips"])
+    # corrupt one clip on disk: depth written in centimetres
+    bad = data / "Town02" / "Town02-00001.h5"
+    with h5py.File(bad, "a") as h5:
+        group = next(iter(h5["clips"].values()))
+        group["depth"][...] = group["depth"][()] * 100
+    untouched = {p: p.read_bytes() for p in data.rglob("*.h5") if p != bad}
+    failed = run("verify", str(data), "--quarantine")
+    assert failed.exit_code == 1
+    assert "FAIL Town02-0-000000" in failed.stdout and "depth outside" in failed.stdout
+    assert not bad.exists() and (data / "quarantine" / "Town02" / "Town02-00001.h5").exists()
+    assert {p: p.read_bytes() for p in untouched} == untouched
+    # quarantined shards are not checked again
+    assert run("verify", str(data)).exit_code == 0
+
+
+def test_thresholds_from_set(tmp_path, tiny_dataset):
+    result = run("verify", str(tiny_dataset), "--set", "min_depth_agree=1.01", "--report", str(tmp_path / "r.json"))
+    assert result.exit_code == 2 and "min_depth_agree" in result.stderr
+    strict = run("verify", str(tiny_dataset), "--set", "min_label_agree=0.9999", "--report", str(tmp_path / "r.json"))
+    assert strict.exit_code == 1 and "tags agree" in strict.stdout
+
+
+def test_inspect_video(tmp_path, tiny_dataset):
+    import cv2
+    from PIL import Image
+
+    mp4, gif = tmp_path / "clip.mp4", tmp_path / "clip.gif"
+    assert run("inspect", str(tiny_dataset), "--video", str(mp4)).exit_code == 0
+    cap = cv2.VideoCapture(str(mp4))
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, first = cap.read()
+    assert ok and first.shape == (48, 3 * 96, 3) and frames == 6
+    assert run("inspect", str(tiny_dataset), "--video", str(gif)).exit_code == 0
+    assert Image.open(gif).n_frames == 6
+    bad = run("inspect", str(tiny_dataset), "--video", str(tmp_path / "clip.avi"))
+    assert bad.exit_code == 2 and ".mp4 or .gif" in bad.stderr
