@@ -1,0 +1,99 @@
+"""Pieces every model shares: ImageNet normalisation (the one place), backbones, SO(3) maps."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models._utils import IntermediateLayerGetter
+
+from models.config import ModelConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) RGB in [0, 1] -> ImageNet-normalised input for every model here."""
+    mean = rgb.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = rgb.new_tensor(IMAGENET_STD).view(3, 1, 1)
+    return (rgb - mean) / std
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalize`."""
+    mean = x.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = x.new_tensor(IMAGENET_STD).view(3, 1, 1)
+    return x * std + mean
+
+
+class Backbone(nn.Module):
+    """Image encoder returning ``{"out": (B, C, H/s, W/s), "low": (B, C_low, H/4, W/4)}``.
+
+    ``resnet50`` is dilated as in DeepLabv3 (s = 8); ``mobilenet_v3_small`` is dilated in its
+    last stage (s = 16).
+    """
+
+    def __init__(self, body: nn.Module, channels: int, low_channels: int, stride: int) -> None:
+        super().__init__()
+        self.body, self.channels, self.low_channels, self.stride = body, channels, low_channels, stride
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(self.body(x))
+
+
+def build_backbone(cfg: ModelConfig, resnet: nn.Module | None = None) -> Backbone:
+    """The encoder named by ``cfg.backbone`` (wrapping ``resnet`` if given, e.g. DeepLab's own)."""
+    if cfg.backbone == "resnet50":
+        if resnet is None:
+            weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1 if cfg.pretrained != "none" else None
+            resnet = torchvision.models.resnet50(weights=weights, replace_stride_with_dilation=[False, True, True])
+        body = IntermediateLayerGetter(resnet, {"layer1": "low", "layer4": "out"})
+        return Backbone(body, 2048, 256, 8)
+    weights = torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1 if cfg.pretrained != "none" else None
+    features = torchvision.models.mobilenet_v3_small(weights=weights, dilated=True).features
+    return Backbone(IntermediateLayerGetter(features, {"1": "low", "12": "out"}), 576, 16, 16)
+
+
+def _hat(v: torch.Tensor) -> torch.Tensor:
+    zero = torch.zeros_like(v[..., 0])
+    return torch.stack([
+        torch.stack([zero, -v[..., 2], v[..., 1]], -1),
+        torch.stack([v[..., 2], zero, -v[..., 0]], -1),
+        torch.stack([-v[..., 1], v[..., 0], zero], -1),
+    ], -2)
+
+
+def so3_exp(omega: torch.Tensor) -> torch.Tensor:
+    """Axis-angle (..., 3) in radians -> rotation (..., 3, 3) by Rodrigues' formula (exact near 0)."""
+    theta2 = (omega * omega).sum(-1, keepdim=True).unsqueeze(-1)
+    theta = theta2.clamp_min(1e-12).sqrt()
+    small = theta2 < 1e-8
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2.clamp_min(1e-12))
+    k = _hat(omega)
+    eye = torch.eye(3, dtype=omega.dtype, device=omega.device).expand_as(k)
+    return eye + a * k + b * (k @ k)
+
+
+def so3_log(rot: torch.Tensor) -> torch.Tensor:
+    """Rotation (..., 3, 3) -> axis-angle (..., 3), for angles below pi."""
+    cos = ((rot.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1 + 1e-7, 1 - 1e-7)
+    theta = torch.acos(cos)
+    vee = torch.stack([rot[..., 2, 1] - rot[..., 1, 2], rot[..., 0, 2] - rot[..., 2, 0], rot[..., 1, 0] - rot[..., 0, 1]], -1)
+    scale = torch.where(theta < 1e-4, 0.5 + theta**2 / 12, theta / (2 * torch.sin(theta)))
+    return vee * scale.unsqueeze(-1)
+
+
+def pose_from_vector(vec: torch.Tensor) -> torch.Tensor:
+    """(..., 6) = translation (m) then axis-angle (rad) -> (..., 4, 4) rigid transform."""
+    out = torch.zeros(*vec.shape[:-1], 4, 4, dtype=vec.dtype, device=vec.device)
+    out[..., :3, :3] = so3_exp(vec[..., 3:])
+    out[..., :3, 3] = vec[..., :3]
+    out[..., 3, 3] = 1
+    return out
+
+
+def pose_to_vector(pose: torch.Tensor) -> torch.Tensor:
+    """(..., 4, 4) rigid transform -> (..., 6) translation then axis-angle."""
+    return torch.cat([pose[..., :3, 3], so3_log(pose[..., :3, :3])], -1)

@@ -1,0 +1,181 @@
+"""The models: paper sizes, shapes for every preset, streaming == window, identity at init."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from models import MODELS, PRESETS
+from models.common import pose_from_vector, pose_to_vector, so3_exp, so3_log
+from models.config import ModelConfig
+from models.summary import count_parameters
+from train.cli import main as train_main
+
+PAPER_MILLIONS = {"segmentation": 39.6, "depth": 30.7, "geometry_filter": 273.4, "ego_motion": 40.5, "pipeline": 313.9}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_paper_parameter_counts_match_the_reference(name):
+    with torch.device("meta"):
+        model = MODELS[name](PRESETS["paper"])
+    assert count_parameters(model) / 1e6 == pytest.approx(PAPER_MILLIONS[name], rel=0.005)
+
+
+def _small_input(cfg: ModelConfig) -> ModelConfig:
+    return cfg.model_copy(update={"input_size": (64, 128)})
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("name", ["segmentation", "depth"])
+def test_single_frame_shapes(preset, name):
+    torch.manual_seed(0)
+    model = MODELS[name](PRESETS[preset]).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 128))
+    if name == "segmentation":
+        assert out["seg_logits"].shape == (2, 22, 64, 128)
+    else:
+        assert out["depth"].shape == (2, 1, 64, 128) and out["depth"].min() >= 0
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_pipeline_window_shapes(preset):
+    model = MODELS["pipeline"](PRESETS[preset]).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 3, 64, 128))
+    assert out["seg_logits"].shape == (2, 3, 22, 64, 128)
+    assert out["depth"].shape == (2, 3, 1, 64, 128)
+    assert out["rel_pose"].shape == (2, 3, 4, 4) and out["cam_to_world"].shape == (2, 3, 4, 4)
+    torch.testing.assert_close(out["rel_pose"][:, 0], torch.eye(4).expand(2, 4, 4))
+
+
+def test_paper_pipeline_shapes_on_meta():
+    with torch.device("meta"):
+        model = MODELS["pipeline"](PRESETS["paper"]).eval()
+        out = model(torch.empty(1, 2, 3, 256, 512))
+        state = model.init_state(1, 256, 512)
+    assert out["seg_logits"].shape == (1, 2, 22, 256, 512)
+    assert state.memory.shape == (1, 2048, 32, 64)  # ConvGRU at the bottleneck, 32x64 at 256x512
+
+
+def _train_briefly(model: torch.nn.Module) -> None:
+    """A few optimiser steps so that no parameter is still at its identity initialisation."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(2):
+        out = model(torch.randn(2, 3, 3, 64, 128))
+        loss = sum(v.float().pow(2).mean() for v in out.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def test_step_over_frames_equals_forward_over_window():
+    torch.manual_seed(0)
+    model = MODELS["pipeline"](PRESETS["tiny"])
+    _train_briefly(model)
+    model.eval()
+    window = torch.randn(2, 4, 3, 64, 128)
+    with torch.no_grad():
+        full = model(window)
+        state = model.init_state(2, 64, 128)
+        for t in range(4):
+            out, state = model.step(window[:, t], state)
+            torch.testing.assert_close(out["seg_logits"], full["seg_logits"][:, t], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(out["depth"], full["depth"][:, t], rtol=1e-4, atol=1e-4)
+            if t:
+                torch.testing.assert_close(out["rel_pose"], full["rel_pose"][:, t], rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(out["cam_to_world"], full["cam_to_world"][:, t], rtol=1e-4, atol=1e-5)
+            else:
+                assert "rel_pose" not in out
+
+
+
+def test_memory_carries_history_once_open():
+    torch.manual_seed(0)
+    memory = MODELS["geometry_filter"](PRESETS["tiny"]).memory
+    torch.nn.init.normal_(memory.up.weight, std=0.5)  # as after sequence training
+    f0, f1, f2 = torch.randn(3, 1, 576, 4, 8)
+    with torch.no_grad():
+        _, h = memory(f0, memory.init_state(1, 4, 8))
+        after_0, _ = memory(f1, h)
+        _, h = memory(f2, memory.init_state(1, 4, 8))
+        after_2, _ = memory(f1, h)
+    assert (after_0 - after_2).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_geometry_filter_is_identity_around_memory_at_init(preset):
+    torch.manual_seed(0)
+    cfg = PRESETS[preset]
+    seg, depth = MODELS["segmentation"](cfg).eval(), MODELS["depth"](cfg).eval()
+    geometry = MODELS["geometry_filter"](cfg, segmentation=seg, depth=depth).eval()
+    window = torch.randn(1, 3, 3, 64, 96)
+    with torch.no_grad():
+        memory = geometry.init_state(1, 64, 96)
+        for t in range(3):
+            out, memory, _ = geometry.step(window[:, t], memory)
+            torch.testing.assert_close(out["seg_logits"], seg(window[:, t])["seg_logits"])
+        assert memory.abs().sum() > 0  # the memory runs, it just does not change the outputs yet
+
+
+def test_paper_memory_gate_starts_closed():
+    with torch.device("meta"):
+        geometry = MODELS["geometry_filter"](PRESETS["paper"])
+    assert geometry.memory.gate.shape == (1, 2048, 1, 1)
+    assert isinstance(geometry.memory.cell.gates, torch.nn.Conv2d) and geometry.memory.cell.gates.bias is None
+
+
+@pytest.mark.parametrize(
+    "omega,expected",
+    [
+        ((0.0, 0.0, math.pi / 2), [[0, -1, 0], [1, 0, 0], [0, 0, 1]]),
+        ((math.pi / 2, 0.0, 0.0), [[1, 0, 0], [0, 0, -1], [0, 1, 0]]),
+        ((0.0, math.pi, 0.0), [[-1, 0, 0], [0, 1, 0], [0, 0, -1]]),
+        ((0.0, 0.0, 0.0), [[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
+    ],
+)
+def test_axis_angle_to_matrix_hand_worked(omega, expected):
+    rot = so3_exp(torch.tensor(omega, dtype=torch.float64))
+    torch.testing.assert_close(rot, torch.tensor(expected, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+def test_axis_angle_round_trip_and_small_angles():
+    torch.manual_seed(0)
+    omega = torch.randn(100, 3, dtype=torch.float64)
+    omega = omega / omega.norm(dim=-1, keepdim=True) * torch.rand(100, 1, dtype=torch.float64) * 3.0
+    torch.testing.assert_close(so3_log(so3_exp(omega)), omega, atol=1e-7, rtol=1e-7)
+    tiny = torch.tensor([[1e-9, -2e-9, 3e-9]], dtype=torch.float64, requires_grad=True)
+    rot = so3_exp(tiny)
+    rot.sum().backward()
+    assert torch.isfinite(tiny.grad).all()
+    vec = torch.tensor([0.5, -1.0, 2.0, 0.1, 0.2, -0.3], dtype=torch.float64)
+    pose = pose_from_vector(vec)
+    torch.testing.assert_close(pose_to_vector(pose), vec)
+    torch.testing.assert_close(pose[:3, :3] @ pose[:3, :3].T, torch.eye(3, dtype=torch.float64))
+
+
+def test_tiny_forward_and_backward_is_fast_on_cpu():
+    torch.manual_seed(0)
+    model = MODELS["pipeline"](PRESETS["tiny"])
+    window = torch.randn(2, 3, 3, 128, 256)
+    model(window)  # warm-up
+    start = time.perf_counter()
+    out = model(window)
+    sum(v.float().mean() for v in out.values()).backward()
+    assert time.perf_counter() - start < 5.0  # typically well under 2 s on 2 cores
+    assert all(p.grad is not None for n, p in model.named_parameters() if "ego_motion" in n or "memory" in n)
+
+
+def test_train_models_command():
+    result = CliRunner().invoke(train_main, ["models", "--preset", "paper", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["model"]: r for r in json.loads(result.stdout)["models"]}
+    assert rows["Full pipeline"]["parameters"] / 1e6 == pytest.approx(313.9, rel=0.005)
+    assert rows["GeometryFilter"]["gflops_per_frame"] > rows["SegmentationModel"]["gflops_per_frame"] > 0
+    text = CliRunner().invoke(train_main, ["models", "--preset", "tiny"]).stdout
+    assert "preset tiny, input 128x256" in text and "EgoMotionFilter" in text

@@ -1,0 +1,1 @@
+"""Training of the temporal perception pipeline (``train`` command)."""

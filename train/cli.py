@@ -1,0 +1,53 @@
+"""``train``: models, training stages, evaluation and predictions.
+
+Commands stay thin: parse options, build the config, call one library function, print.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from carla_capture.errors import CaptureError
+
+
+class _Group(click.Group):
+    """Turns domain errors into one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CaptureError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """Train and evaluate the temporal perception models on recorded clips."""
+
+
+@main.command()
+@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="paper", show_default=True,
+              help="Model sizes to describe.")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+def models(preset: str, as_json: bool) -> None:
+    """Print each model's parameter count and FLOPs per frame at the preset's input size.
+
+    \b
+    Examples:
+      train models --preset paper
+      train models --preset tiny --json
+    """
+    from models.config import PRESETS
+    from models.summary import format_rows, summarize
+
+    cfg = PRESETS[preset]
+    rows = summarize(cfg)
+    if as_json:
+        click.echo(json.dumps({"preset": preset, "input_size": list(cfg.input_size), "models": rows}, indent=2))
+    else:
+        click.echo(format_rows(cfg, rows))
