@@ -1,5 +1,11 @@
-"""Training data: label maps (and the clip-window Dataset over split manifests)."""
+"""Training data: ``ClipWindows`` over a split manifest, label maps, augmentations.
 
+>>> from dataset import ClipWindows
+>>> windows = ClipWindows("data/demo", "train", window=6, label_map="carla22", augment="train")
+"""
+
+from dataset.config import AugmentConfig, DatasetConfig
 from dataset.labels import LabelMap, available_label_maps, load_label_map
+from dataset.windows import ClipWindows
 
-__all__ = ["LabelMap", "available_label_maps", "load_label_map"]
+__all__ = ["AugmentConfig", "ClipWindows", "DatasetConfig", "LabelMap", "available_label_maps", "load_label_map"]

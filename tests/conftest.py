@@ -49,3 +49,16 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_towns: Path) -> 
     for town, clips in (("Town01", 3), ("Town10HD", 1), ("Town02", 1)):
         record(synthetic_config(out, tiny_towns, town=town, clips=clips))
     return out
+
+
+@pytest.fixture(scope="session")
+def split_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
+    """``tiny_dataset`` copied with its split manifest written (read-only for tests)."""
+    import shutil
+
+    from carla_capture.split import build_manifest, load_splits, write_manifest
+
+    out = tmp_path_factory.mktemp("split") / "data"
+    shutil.copytree(tiny_dataset, out)
+    write_manifest(out, build_manifest(out, load_splits()))
+    return out

@@ -1,0 +1,141 @@
+"""Sequence-consistent augmentations that keep labels, depth, intrinsics and poses exact.
+
+Parameters are drawn once per window (:func:`draw`) and applied to every frame (:func:`apply`).
+Geometry follows ``docs/conventions.md``: pixel centres at ``i + 0.5``.
+
+- Horizontal flip: column i -> W-1-i, ``cx' = W - cx``; the camera's x axis and the world's
+  x axis are both mirrored (``cam_to_world' = S @ cam_to_world @ M``, M = S = diag(-1, 1, 1, 1)),
+  so poses stay proper rotations and ``rel_pose' = M @ rel_pose @ M``.
+- Resized crop of box (x0, y0, w, h) to the output size: ``u' = (u - x0) * W'/w``, so
+  ``fx' = fx * W'/w``, ``cx' = (cx - x0) * W'/w`` (same for y); RGB is resampled bilinearly,
+  labels by nearest pixel centre. Depth is resampled by nearest pixel centre at depth edges,
+  and inside faces by bilinear interpolation of inverse depth (exact on a plane), so every
+  output pixel's depth belongs to its own ray and reprojection stays exact, with no
+  "flying pixels" between surfaces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from dataset.config import AugmentConfig
+
+MIRROR = np.diag([-1.0, 1.0, 1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One window's augmentation parameters."""
+
+    flip: bool
+    crop: tuple[float, float, float, float] | None  # x0, y0, w, h in pixels
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    drift: tuple[float, float]
+    clutter: tuple[tuple[int, int, int, int, float], ...]  # x, y, w, h, grey level
+    noise_sigma: float
+    noise_seed: int
+
+
+def draw(cfg: AugmentConfig, rng: np.random.Generator, height: int, width: int) -> Draw:
+    """Draw the parameters of one window."""
+    crop = None
+    if rng.random() < cfg.crop_p:
+        area = rng.uniform(*cfg.crop_scale) * height * width
+        aspect = np.exp(rng.uniform(np.log(0.8), np.log(1.25))) * width / height
+        w = float(np.clip(np.sqrt(area * aspect), 8, width))
+        h = float(np.clip(w / aspect, 8, height))
+        crop = (float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h)), w, h)
+    clutter: tuple = ()
+    if rng.random() < cfg.clutter_p:
+        clutter = tuple(
+            (int(rng.integers(width)), int(rng.integers(height)), int(rng.integers(4, max(5, width // 6))),
+             int(rng.integers(4, max(5, height // 6))), float(rng.uniform(0, 1)))
+            for _ in range(int(rng.integers(1, 5)))
+        )
+    return Draw(
+        flip=bool(rng.random() < cfg.flip_p), crop=crop,
+        brightness=float(rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)),
+        contrast=float(rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)),
+        saturation=float(rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)),
+        hue=float(rng.uniform(-cfg.hue, cfg.hue)),
+        drift=(float(rng.uniform(-cfg.lighting_drift, cfg.lighting_drift)), float(rng.uniform(-cfg.lighting_drift, cfg.lighting_drift))),
+        clutter=clutter, noise_sigma=cfg.noise_sigma, noise_seed=int(rng.integers(2**31)),
+    )
+
+
+def _photometric(rgb: np.ndarray, d: Draw) -> np.ndarray:
+    """(T, H, W, 3) float32 in [0, 1] -> jittered, drifting, cluttered, noisy; same draw for all frames."""
+    t = len(rgb)
+    hsv = cv2.cvtColor(rgb.reshape(-1, rgb.shape[2], 3), cv2.COLOR_RGB2HSV).reshape(rgb.shape)
+    hsv[..., 0] = np.mod(hsv[..., 0] + d.hue * 360.0, 360.0)
+    hsv[..., 1] = np.clip(hsv[..., 1] * d.saturation, 0, 1)
+    out = cv2.cvtColor(hsv.reshape(-1, rgb.shape[2], 3), cv2.COLOR_HSV2RGB).reshape(rgb.shape)
+    mean = out.mean(axis=(1, 2, 3), keepdims=True)
+    out = (out - mean) * d.contrast + mean
+    drift = np.linspace(d.drift[0], d.drift[1], t, dtype=np.float32).reshape(t, 1, 1, 1)
+    out = out * d.brightness + drift
+    for x, y, w, h, grey in d.clutter:
+        out[:, y : y + h, x : x + w] = grey
+    if d.noise_sigma > 0:
+        out = out + np.random.default_rng(d.noise_seed).normal(0, d.noise_sigma, out.shape).astype(np.float32)
+    return np.clip(out, 0, 1)
+
+
+def _nearest(images: np.ndarray, crop: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
+    x0, y0, w, h = crop
+    rows = np.clip(np.floor(y0 + (np.arange(size[0]) + 0.5) * h / size[0]).astype(int), 0, images.shape[1] - 1)
+    cols = np.clip(np.floor(x0 + (np.arange(size[1]) + 0.5) * w / size[1]).astype(int), 0, images.shape[2] - 1)
+    return images[:, rows][:, :, cols]
+
+
+def _source_coords(crop: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Continuous source coordinates of the output pixel centres, in index space (centres at integers)."""
+    x0, y0, w, h = crop
+    return x0 + (np.arange(size[1]) + 0.5) * w / size[1] - 0.5, y0 + (np.arange(size[0]) + 0.5) * h / size[0] - 0.5
+
+
+def _depth(depth: np.ndarray, crop: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
+    x, y = _source_coords(crop, size)
+    i = np.clip(np.floor(x).astype(int), 0, depth.shape[2] - 2)
+    j = np.clip(np.floor(y).astype(int), 0, depth.shape[1] - 2)
+    fx, fy = np.clip(x - i, 0, 1)[None, None, :], np.clip(y - j, 0, 1)[None, :, None]
+    inv = 1.0 / depth.astype(np.float64)
+    c00, c01 = inv[:, j][:, :, i], inv[:, j][:, :, i + 1]
+    c10, c11 = inv[:, j + 1][:, :, i], inv[:, j + 1][:, :, i + 1]
+    planar = np.abs(c00 + c11 - c01 - c10) <= 1e-6 * np.maximum.reduce([c00, c01, c10, c11])
+    smooth = 1.0 / (c00 * (1 - fx) * (1 - fy) + c01 * fx * (1 - fy) + c10 * (1 - fx) * fy + c11 * fx * fy)
+    nearest = _nearest(depth, crop, size)
+    return np.where(planar, np.minimum(smooth, depth.max()), nearest).astype(np.float32)
+
+
+def _bilinear(rgb: np.ndarray, crop: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
+    x0, y0, w, h = crop
+    sx, sy = size[1] / w, size[0] / h
+    affine = np.array([[sx, 0, -x0 * sx + 0.5 * sx - 0.5], [0, sy, -y0 * sy + 0.5 * sy - 0.5]], np.float32)
+    return np.stack([cv2.warpAffine(f, affine, (size[1], size[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) for f in rgb])
+
+
+def apply(d: Draw, rgb: np.ndarray, labels: np.ndarray, depth: np.ndarray, K: np.ndarray,
+          cam_to_world: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Augment a window: rgb (T,H,W,3) float32 [0,1], labels (T,H,W), depth (T,H,W), K (3,3),
+    cam_to_world (T,4,4). Returns the same five, geometry kept consistent."""
+    height, width = labels.shape[1:]
+    K = K.copy()
+    if d.crop is not None:
+        x0, y0, w, h = d.crop
+        rgb = _bilinear(rgb, d.crop, (height, width))
+        labels, depth = _nearest(labels, d.crop, (height, width)), _depth(depth, d.crop, (height, width))
+        K[0, 0], K[0, 2] = K[0, 0] * width / w, (K[0, 2] - x0) * width / w
+        K[1, 1], K[1, 2] = K[1, 1] * height / h, (K[1, 2] - y0) * height / h
+    if d.flip:
+        rgb, labels, depth = rgb[:, :, ::-1], labels[:, :, ::-1], depth[:, :, ::-1]
+        K[0, 2] = width - K[0, 2]
+        cam_to_world = MIRROR @ cam_to_world @ MIRROR
+    rgb = _photometric(np.ascontiguousarray(rgb, dtype=np.float32), d)
+    return rgb, np.ascontiguousarray(labels), np.ascontiguousarray(depth), K, cam_to_world
