@@ -25,6 +25,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/synthetic_fps.py
 	$(BIN)/python benchmarks/storage.py
+	$(BIN)/python benchmarks/loader.py
 
 clean:
 	rm -rf $(VENV) data/demo runs/demo

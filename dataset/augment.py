@@ -69,29 +69,48 @@ def draw(cfg: AugmentConfig, rng: np.random.Generator, height: int, width: int) 
     )
 
 
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+
+
+def colour_matrix(d: Draw) -> np.ndarray:
+    """The 3x3 linear map of brightness, saturation and hue (rotation of the YIQ chroma plane)."""
+    angle = d.hue * 2 * np.pi
+    rot = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]], np.float32)
+    hue = np.linalg.inv(_RGB_TO_YIQ) @ rot @ _RGB_TO_YIQ
+    sat = d.saturation * np.eye(3, dtype=np.float32) + (1 - d.saturation) * np.tile(_LUMA, (3, 1))
+    return (d.brightness * sat @ hue).astype(np.float32)
+
+
 def _photometric(rgb: np.ndarray, d: Draw) -> np.ndarray:
     """(T, H, W, 3) float32 in [0, 1] -> jittered, drifting, cluttered, noisy; same draw for all frames."""
     t = len(rgb)
-    hsv = cv2.cvtColor(rgb.reshape(-1, rgb.shape[2], 3), cv2.COLOR_RGB2HSV).reshape(rgb.shape)
-    hsv[..., 0] = np.mod(hsv[..., 0] + d.hue * 360.0, 360.0)
-    hsv[..., 1] = np.clip(hsv[..., 1] * d.saturation, 0, 1)
-    out = cv2.cvtColor(hsv.reshape(-1, rgb.shape[2], 3), cv2.COLOR_HSV2RGB).reshape(rgb.shape)
-    mean = out.mean(axis=(1, 2, 3), keepdims=True)
-    out = (out - mean) * d.contrast + mean
-    drift = np.linspace(d.drift[0], d.drift[1], t, dtype=np.float32).reshape(t, 1, 1, 1)
-    out = out * d.brightness + drift
+    matrix = colour_matrix(d)
+    drift = np.linspace(d.drift[0], d.drift[1], t, dtype=np.float32)
+    out = np.empty_like(rgb)
+    for k in range(t):
+        frame = cv2.transform(rgb[k], matrix)
+        mean = float(frame.mean())
+        out[k] = cv2.addWeighted(frame, d.contrast, frame, 0.0, (1 - d.contrast) * mean + float(drift[k]))
     for x, y, w, h, grey in d.clutter:
         out[:, y : y + h, x : x + w] = grey
     if d.noise_sigma > 0:
-        out = out + np.random.default_rng(d.noise_seed).normal(0, d.noise_sigma, out.shape).astype(np.float32)
-    return np.clip(out, 0, 1)
+        noise = np.random.default_rng(d.noise_seed).standard_normal(out.shape, dtype=np.float32)
+        out += noise * np.float32(d.noise_sigma)
+    return np.clip(out, 0, 1, out=out)
+
+
+def _flat_index(crop: tuple[float, float, float, float], size: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Flat index of the source pixel nearest to each output pixel centre, (H', W')."""
+    x0, y0, w, h = crop
+    rows = np.clip(np.floor(y0 + (np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), 0, shape[0] - 1)
+    cols = np.clip(np.floor(x0 + (np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), 0, shape[1] - 1)
+    return rows[:, None] * shape[1] + cols[None, :]
 
 
 def _nearest(images: np.ndarray, crop: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
-    x0, y0, w, h = crop
-    rows = np.clip(np.floor(y0 + (np.arange(size[0]) + 0.5) * h / size[0]).astype(int), 0, images.shape[1] - 1)
-    cols = np.clip(np.floor(x0 + (np.arange(size[1]) + 0.5) * w / size[1]).astype(int), 0, images.shape[2] - 1)
-    return images[:, rows][:, :, cols]
+    flat = _flat_index(crop, size, images.shape[1:3])
+    return images.reshape(len(images), -1, *images.shape[3:])[:, flat]
 
 
 def _source_coords(crop: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -101,15 +120,17 @@ def _source_coords(crop: tuple[float, float, float, float], size: tuple[int, int
 
 
 def _depth(depth: np.ndarray, crop: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
+    t, height, width = depth.shape
     x, y = _source_coords(crop, size)
-    i = np.clip(np.floor(x).astype(int), 0, depth.shape[2] - 2)
-    j = np.clip(np.floor(y).astype(int), 0, depth.shape[1] - 2)
-    fx, fy = np.clip(x - i, 0, 1)[None, None, :], np.clip(y - j, 0, 1)[None, :, None]
-    inv = 1.0 / depth.astype(np.float64)
-    c00, c01 = inv[:, j][:, :, i], inv[:, j][:, :, i + 1]
-    c10, c11 = inv[:, j + 1][:, :, i], inv[:, j + 1][:, :, i + 1]
-    planar = np.abs(c00 + c11 - c01 - c10) <= 1e-6 * np.maximum.reduce([c00, c01, c10, c11])
-    smooth = 1.0 / (c00 * (1 - fx) * (1 - fy) + c01 * fx * (1 - fy) + c10 * (1 - fx) * fy + c11 * fx * fy)
+    i = np.clip(np.floor(x).astype(np.int64), 0, width - 2)
+    j = np.clip(np.floor(y).astype(np.int64), 0, height - 2)
+    fx = np.clip(x - i, 0, 1).astype(np.float32)[None, :]
+    fy = np.clip(y - j, 0, 1).astype(np.float32)[:, None]
+    inv = (1.0 / depth).reshape(t, -1)
+    flat = j[:, None] * width + i[None, :]
+    c00, c01, c10, c11 = (inv[:, flat + off] for off in (0, 1, width, width + 1))
+    planar = np.abs(c00 + c11 - c01 - c10) <= 1e-5 * np.maximum(c00, c11)
+    smooth = 1.0 / (c00 * ((1 - fx) * (1 - fy)) + c01 * (fx * (1 - fy)) + c10 * ((1 - fx) * fy) + c11 * (fx * fy))
     nearest = _nearest(depth, crop, size)
     return np.where(planar, np.minimum(smooth, depth.max()), nearest).astype(np.float32)
 
