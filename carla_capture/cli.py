@@ -14,23 +14,13 @@ from typing import Any
 
 import click
 
+from carla_capture.clitools import ErrorGroup
 from carla_capture.config import CaptureConfig, VerifyConfig
-from carla_capture.errors import CaptureError
 from carla_capture.settings import apply_overrides, build, read_toml
 
 
-class _Group(click.Group):
-    """A click group that turns :class:`CaptureError` into one line and exit code 2."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except CaptureError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted: finished clips are kept; run the same command again to resume", err=True)
-            sys.exit(130)
+class _Group(ErrorGroup):
+    interrupt_hint = "interrupted: finished clips are kept; run the same command again to resume"
 
 
 @click.group(cls=_Group)

@@ -6,26 +6,13 @@ Commands stay thin: parse options, build the config, call one library function, 
 from __future__ import annotations
 
 import json
-import sys
-from typing import Any
 
 import click
 
-from carla_capture.errors import CaptureError
+from carla_capture.clitools import ErrorGroup
 
 
-class _Group(click.Group):
-    """Turns domain errors into one line and exit code 2."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except CaptureError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-
-
-@click.group(cls=_Group)
+@click.group(cls=ErrorGroup)
 def main() -> None:
     """Train and evaluate the temporal perception models on recorded clips."""
 

@@ -1,0 +1,27 @@
+"""What every click command of the project shares: domain errors become one line and exit 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from carla_capture.errors import CaptureError
+
+
+class ErrorGroup(click.Group):
+    """A click group that turns :class:`CaptureError` into ``error: <message>`` and exit code 2,
+    and Ctrl-C into a one-line hint and exit code 130 (no traceback either way)."""
+
+    interrupt_hint = "interrupted"
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CaptureError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo(self.interrupt_hint, err=True)
+            sys.exit(130)
