@@ -31,9 +31,17 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+CARLA_OPTIONS = ("host", "port", "tm_port", "timeout", "vehicles", "walkers", "sensor_timeout", "warmup_ticks",
+                 "max_restarts", "servers")
+
+
 def capture_config(config: Path | None, options: dict[str, Any], overrides: tuple[str, ...]) -> CaptureConfig:
     """File (optional) < command-line options < ``--set`` overrides, validated."""
     data: dict[str, Any] = read_toml(config) if config else {}
+    carla = {k: options.pop(k) for k in CARLA_OPTIONS if options.get(k) is not None}
+    if "servers" in carla:
+        carla["servers"] = [s for s in carla["servers"].split(",") if s]
+    data.setdefault("carla", {}).update(carla)
     data.update({k: v for k, v in options.items() if v is not None})
     data = apply_overrides(CaptureConfig, data, list(overrides))
     return build(CaptureConfig, data, "capture config")
@@ -51,14 +59,26 @@ def capture_config(config: Path | None, options: dict[str, Any], overrides: tupl
 @click.option("--clips-per-shard", type=int, help="Clips per HDF5 shard [default: 50].")
 @click.option("--compression", type=click.Choice(["zstd", "lz4", "gzip", "lzf", "none"]), help="Codec [default: zstd].")
 @click.option("--town-dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of town files to use instead of the packaged ones.")
+@click.option("--host", help="CARLA server host [default: 127.0.0.1].")
+@click.option("--port", type=int, help="CARLA RPC port [default: 2000].")
+@click.option("--tm-port", type=int, help="Traffic Manager port [default: 8000].")
+@click.option("--timeout", type=float, help="Seconds to wait for the server, per call and per tick [default: 10].")
+@click.option("--vehicles", type=int, help="Other vehicles to spawn [default: the town file's].")
+@click.option("--walkers", type=int, help="Pedestrians to spawn [default: the town file's].")
+@click.option("--sensor-timeout", type=float, help="Seconds to wait for a camera's measurement of a tick [default: 2].")
+@click.option("--warmup-ticks", type=int, help="Ticks discarded after (re)spawning [default: 20].")
+@click.option("--max-restarts", type=int, help="Reconnects to a crashed server before giving up [default: 3].")
+@click.option("--servers", help="host:port,host:port,...: one capture process per CARLA server, seeds seed, seed+1, ...")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with CaptureConfig fields.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set frames=10.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set frames=10 or --set carla.respawn_every=3.")
 def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> None:
     """Record clips into HDF5 shards under OUT/TOWN/, resuming where a previous run stopped.
 
     \b
     Examples:
       capture record --town Town03 --clips 200                 # CARLA server on 127.0.0.1:2000
+      capture record --town Town10 --clips 50 --host 10.0.0.5 --vehicles 80 --walkers 40
+      capture record --town Town03 --clips 400 --servers 127.0.0.1:2000,127.0.0.1:2002
       capture record --backend synthetic --town Town01 --clips 20 --out data/demo
       capture record --backend synthetic --town Town02 --clips 5 --frames 10 --set fps=10
 
@@ -67,6 +87,11 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
     from carla_capture.record import record as run_record
 
     cfg = capture_config(config, options, overrides)
+    if cfg.carla.servers:
+        from carla_capture.servers import record_on_servers
+
+        record_on_servers(cfg)
+        return
     todo_hint = f"{cfg.town} ({cfg.backend}, seed {cfg.seed})"
     with click.progressbar(length=cfg.clips, label=f"recording {todo_hint}", file=sys.stderr) as bar:
         summary = run_record(cfg, progress=lambda _cid: bar.update(1))

@@ -6,6 +6,7 @@ weather pool, the camera rig, and the layout the embedded simulator generates fo
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -123,6 +124,27 @@ def load_town(name: str, town_dir: Path | None = None) -> TownConfig:
     return town
 
 
+class CarlaSettings(BaseModel):
+    """How the CARLA backend talks to the server and populates the world."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = Field("127.0.0.1", description="CARLA server host.")
+    port: int = Field(2000, ge=1, le=65535, description="CARLA RPC port.")
+    tm_port: int = Field(8000, ge=1, le=65535, description="Traffic Manager port.")
+    timeout: float = Field(10.0, gt=0, description="Seconds to wait for any server call, tick included.")
+    vehicles: int | None = Field(None, ge=0, description="Other vehicles; default: the town file's.")
+    walkers: int | None = Field(None, ge=0, description="Pedestrians; default: the town file's.")
+    ego_blueprint: str = Field("vehicle.lincoln.mkz_2020", description="Blueprint id of the ego vehicle.")
+    sensor_timeout: float = Field(2.0, gt=0, description="Seconds to wait for a sensor's measurement of a tick.")
+    warmup_ticks: int = Field(20, ge=0, description="Ticks discarded after (re)spawning, while auto-exposure settles.")
+    respawn_every: int = Field(5, ge=1, description="Move the ego to a new spawn point every K clips.")
+    pose_tolerance_m: float = Field(0.5, gt=0, description="Allowed distance between a camera's pose and the ego's mount point.")
+    clip_attempts: int = Field(3, ge=1, description="Tries per clip when a sensor times out or disagrees.")
+    max_restarts: int = Field(3, ge=0, description="Reconnects after a lost server before giving up.")
+    restart_backoff_s: float = Field(2.0, ge=0, description="First wait before reconnecting; doubles each time.")
+    servers: tuple[str, ...] = Field((), description="host:port of several servers, one capture process each.")
+
+
 class CaptureConfig(BaseModel):
     """What ``capture record`` does; saved beside the data as ``record-<seed>.json``."""
 
@@ -140,6 +162,15 @@ class CaptureConfig(BaseModel):
         "zstd", description="Chunk codec (see docs/format.md; zstd needs hdf5plugin to read)."
     )
     town_dir: Path | None = Field(None, description="Folder of town files; default: the packaged one.")
+    carla: CarlaSettings = Field(default_factory=CarlaSettings, description="CARLA backend settings.")
+
+    @field_validator("town")
+    @classmethod
+    def _town_alias(cls, value: str) -> str:
+        if value == "Town10":
+            logging.getLogger(__name__).warning("CARLA 0.9.16 has no Town10; recording Town10HD")
+            return "Town10HD"
+        return value
 
     @field_validator("clips", "frames", "frame_stride", "clips_per_shard")
     @classmethod

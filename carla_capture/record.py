@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from carla_capture.backends import get_backend
-from carla_capture.backends.base import Backend, clip_id
+from carla_capture.backends.base import Backend, RetryClip, ServerLost, clip_id
 from carla_capture.config import CaptureConfig, TownConfig
-from carla_capture.errors import ConfigError
+from carla_capture.errors import CaptureError, ConfigError
 from carla_capture.records import Clip, Frame
 from carla_capture.shards import ShardReader, ShardWriter
 
@@ -205,6 +205,35 @@ class _Stager:
             self.dir.rmdir()
 
 
+class _Attempts:
+    """Retries of a clip after :class:`RetryClip`, reconnects after :class:`ServerLost` (per run)."""
+
+    def __init__(self, cfg: CaptureConfig) -> None:
+        self.cfg, self.restarts, self.reconnect = cfg, 0, False
+
+    def record(self, stager: _Stager, backend: Backend, index: int) -> Clip:
+        tries = 0
+        while True:
+            try:
+                if self.reconnect:  # inside the try: losing the server again while reconnecting counts too
+                    backend.restart(self.restarts)
+                    self.reconnect = False
+                return stager.record(backend, index)
+            except RetryClip as exc:
+                tries += 1
+                log.warning("clip %d, try %d: %s", index, tries, exc)
+                if tries >= self.cfg.carla.clip_attempts:
+                    raise CaptureError(f"clip {index} failed {tries} times ({exc}); finished clips are kept, "
+                                       "check the server and run the same command again") from None
+            except ServerLost as exc:
+                self.restarts += 1
+                if self.restarts > self.cfg.carla.max_restarts:
+                    raise CaptureError(f"{exc}; gave up after {self.cfg.carla.max_restarts} reconnects. Finished clips "
+                                       "are kept: restart the server and run the same command again") from None
+                log.warning("%s; reconnecting (%d of %d)", exc, self.restarts, self.cfg.carla.max_restarts)
+                self.reconnect = True
+
+
 def record(cfg: CaptureConfig, progress: Callable[[str], None] | None = None) -> RecordSummary:
     """Record until ``<out>/<Town>`` holds ``cfg.clips`` clips of ``cfg.seed``; resumable.
 
@@ -223,9 +252,10 @@ def record(cfg: CaptureConfig, progress: Callable[[str], None] | None = None) ->
     log.info("%s: %d of %d clips exist, recording %d", town.name, existing, cfg.clips, len(todo))
     started, frames = time.perf_counter(), 0
     if todo:
+        attempts = _Attempts(cfg)
         with backend_cls(cfg, town) as backend:
             for index in todo:
-                clip = stager.record(backend, index)
+                clip = attempts.record(stager, backend, index)
                 frames += len(clip)
                 if progress:
                     progress(clip.clip_id)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from carla_capture.config import CaptureConfig, TownConfig
+from carla_capture.errors import CaptureError
 from carla_capture.records import Clip, Frame
 
 FrameCallback = Callable[[Frame], None]
@@ -14,6 +15,14 @@ FrameCallback = Callable[[Frame], None]
 def clip_id(town: str, seed: int, index: int) -> str:
     """The dataset-wide unique id of clip ``index`` recorded in ``town`` with ``seed``."""
     return f"{town}-{seed}-{index:06d}"
+
+
+class RetryClip(CaptureError):
+    """This clip went wrong (a sensor timed out or disagreed); record it again."""
+
+
+class ServerLost(CaptureError):
+    """The simulator stopped answering; reconnect with :meth:`Backend.restart`, then retry the clip."""
 
 
 class Backend(Protocol):
@@ -34,3 +43,6 @@ class Backend(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
     def record_clip(self, index: int, on_frame: FrameCallback | None = None) -> Clip: ...
+
+    def restart(self, attempt: int = 1) -> None:
+        """Reconnect after :class:`ServerLost` (``attempt`` counts from 1; backends without a server never raise it)."""

@@ -73,9 +73,24 @@ def test_record_out_is_a_file(tmp_path, tiny_towns):
     assert target.read_text() == "keep me"
 
 
-def test_carla_backend_says_what_to_do(tmp_path, tiny_towns):
-    result = run("record", "--town", "Town01", "--clips", "1", "--out", str(tmp_path), "--town-dir", str(tiny_towns))
-    assert_clean_error(result, "--backend synthetic")
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_no_carla_server_is_a_clean_error_within_the_timeout(tmp_path, tiny_towns):
+    pytest.importorskip("carla")  # the real client, talking to a port where nothing listens
+    import time
+
+    port = _free_port()
+    start = time.monotonic()
+    result = run("record", "--town", "Town01", "--clips", "1", "--out", str(tmp_path), "--town-dir", str(tiny_towns),
+                 "--port", str(port), "--timeout", "1")
+    assert time.monotonic() - start < 8
+    assert_clean_error(result, f"no CARLA server answered at 127.0.0.1:{port} within 1 s", "CarlaUE4.sh", "--backend synthetic")
 
 
 def test_bad_town_file_names_file_and_key(tmp_path, tiny_towns):

@@ -11,11 +11,12 @@ import numpy as np
 from carla_capture import __version__
 from carla_capture.backends.base import FrameCallback, clip_id
 from carla_capture.backends.synthetic.render import Look, Renderer
-from carla_capture.backends.synthetic.town import build_town, town_rng
-from carla_capture.backends.synthetic.traffic import draw_weather, plan_route, spawn_actors
+from carla_capture.backends.synthetic.town import build_town
+from carla_capture.backends.synthetic.traffic import plan_route, spawn_actors
 from carla_capture.config import CaptureConfig, TownConfig
 from carla_capture.geometry import carla_to_cam_to_world, intrinsics
 from carla_capture.records import Clip, Frame
+from carla_capture.weather import draw_weather, seeded_rng
 
 #: Ticks between the starts of consecutive clips' frame numbers (keeps them disjoint).
 _WARMUP_TICKS = 50
@@ -39,6 +40,9 @@ class SyntheticBackend:
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def restart(self, attempt: int = 1) -> None:
+        """Nothing to reconnect: the embedded simulator never loses its server."""
+
     def camera_transform(self, x: float, y: float, yaw: float, t: float, phase: float) -> np.ndarray:
         """CARLA-style (x, y, z, pitch, yaw, roll) of the rig on a vehicle at (x, y, yaw) at time t,
         with a small suspension sway so every rotation axis is exercised."""
@@ -52,7 +56,7 @@ class SyntheticBackend:
     def record_clip(self, index: int, on_frame: FrameCallback | None = None) -> Clip:
         """Render clip ``index``: ``config.frames`` frames, ``config.frame_stride`` ticks apart."""
         cfg, town = self.config, self.town_config
-        rng = town_rng(town.name, town.layout.seed, cfg.seed, index)
+        rng = seeded_rng(town.name, town.layout.seed, cfg.seed, index)
         weather = draw_weather(town.weather, rng)
         look = Look.from_weather(weather)
         speed = rng.uniform(5.0, 11.0)

@@ -8,7 +8,6 @@ that stands up is a box (buildings, walls, fences, poles, lights, signs, trees, 
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from carla_capture.config import Layout
 from carla_capture.tags import TAG_ID
+from carla_capture.weather import seeded_rng
 
 RASTER_RES_M = 0.25
 _MARGIN_M = 60.0
@@ -78,11 +78,6 @@ class Town:
     def lane_offset(self) -> float:
         """Distance from a road's centreline to the centre of its right-hand lane, metres."""
         return self.road_width / 4.0
-
-
-def town_rng(name: str, *keys: int) -> np.random.Generator:
-    """A generator seeded from a town name and integer keys, stable across runs and machines."""
-    return np.random.default_rng([zlib.crc32(name.encode()), *keys])
 
 
 def _road_positions(rng: np.random.Generator, count: int, size: tuple[float, float]) -> np.ndarray:
@@ -224,7 +219,7 @@ def _block_boxes(layout: Layout, road_x: np.ndarray, road_y: np.ndarray, rng: np
 @lru_cache(maxsize=4)
 def _build_town_cached(name: str, layout_json: str) -> Town:
     layout = Layout.model_validate_json(layout_json)
-    rng = town_rng(name, layout.seed)
+    rng = seeded_rng(name, layout.seed)
     road_x = _road_positions(rng, layout.blocks[0], layout.block_size)
     road_y = _road_positions(rng, layout.blocks[1], layout.block_size)
     origin, ground = _ground_raster(layout, road_x, road_y, rng)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from carla_capture.backends.synthetic.town import Boxes, Town
-from carla_capture.config import Weather
 from carla_capture.tags import TAG_ID
 
 _DIRS = ((1, 0), (-1, 0), (0, 1), (0, -1))
@@ -172,16 +171,4 @@ def spawn_actors(town: Town, rng: np.random.Generator, vehicles: int, walkers: i
         owner=np.array(parts["owner"], dtype=np.int64), offset=np.array(parts["offset"], dtype=np.float64).reshape(-1, 3),
         half=np.array(parts["half"], dtype=np.float64).reshape(-1, 3), tag=np.array(parts["tag"], dtype=np.uint8),
         colour=np.array(parts["colour"], dtype=np.float32).reshape(-1, 3) / 255.0,
-    )
-
-
-def draw_weather(pool: tuple[Weather, ...], rng: np.random.Generator) -> Weather:
-    """One preset of the pool, with sun angles and clouds jittered, for one clip."""
-    base = pool[int(rng.integers(len(pool)))]
-    return base.model_copy(
-        update={
-            "sun_altitude_angle": float(np.clip(base.sun_altitude_angle + rng.uniform(-5, 5), -90, 90)),
-            "sun_azimuth_angle": float((base.sun_azimuth_angle + rng.uniform(-20, 20)) % 360),
-            "cloudiness": float(np.clip(base.cloudiness + rng.uniform(-10, 10), 0, 100)),
-        }
     )

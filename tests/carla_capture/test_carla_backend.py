@@ -1,0 +1,208 @@
+"""The CARLA backend against the in-process server double (tests/carla_double.py)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+
+from carla_capture.backends.carla.decode import decode_depth, decode_rgb, decode_semantic
+from carla_capture.config import CaptureConfig
+from carla_capture.errors import BackendUnavailableError, CaptureError, ConfigError
+from carla_capture.record import record, shard_paths
+from carla_capture.shards import ShardReader
+from tests import carla_double as double
+
+PORT = 2000
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setitem(sys.modules, "carla", double)
+    fake = double.FakeServer()
+    double.SERVERS.clear()
+    double.SERVERS[("127.0.0.1", PORT)] = fake
+    yield fake
+    double.SERVERS.clear()
+
+
+def _cfg(tmp_path, towns, **carla) -> CaptureConfig:
+    settings = {"warmup_ticks": 2, "sensor_timeout": 0.3, "restart_backoff_s": 0.0, "vehicles": 3, "walkers": 2,
+                "timeout": 1.0, "port": PORT, **carla}
+    return CaptureConfig(backend="carla", town="Town03", clips=3, frames=4, out=tmp_path, town_dir=towns, carla=settings)
+
+
+def _clips(tmp_path):
+    clips = []
+    for path in shard_paths(tmp_path / "Town03"):
+        with ShardReader(path) as reader:
+            clips += [reader.read_clip(cid) for cid in reader.clip_ids()]
+    return clips
+
+
+def _assert_good(clips, n=3):
+    """n clips, every frame's images decoded from that very frame, poses from the image itself."""
+    assert len(clips) == n
+    for clip in clips:
+        steps = np.diff([f.frame for f in clip.frames])
+        assert np.all(steps == 1)
+        for f in clip.frames:
+            h, w = f.semantic.shape
+            np.testing.assert_allclose(f.depth, double.expected_depth(h, w, f.frame), atol=1e-4)
+            assert np.array_equal(f.semantic, double.expected_tags(h, w, f.frame))
+            assert f.rgb[0, 1, 0] == (3 + f.frame) % 256  # red channel of pixel (0, 1)
+
+
+def _assert_clean_exit(server):
+    assert server.actors == {}, "every actor destroyed"
+    stops = {a for e, a in server.events if e == "stop"}
+    for i, (event, actor) in enumerate(server.events):
+        if event == "destroy" and actor in stops:
+            assert ("stop", actor) in server.events[:i], "sensors are stopped before they are destroyed"
+    assert server.settings.synchronous_mode is False and server.tm_sync is False, "settings restored"
+
+
+def test_records_synchronized_clips_and_cleans_up(tmp_path, tiny_towns, server):
+    summary = record(_cfg(tmp_path, tiny_towns))
+    assert summary.recorded == 3
+    _assert_good(_clips(tmp_path))
+    assert server.loads == 1 and server.map_name == "Town03"
+    # synchronous mode at 1/fps applied after load_world reset the settings, then restored
+    assert server.settings_log[0] == (True, 0.05) and server.settings_log[-1] == (False, None)
+    assert server.tm_seed == 0 and server.pedestrians_seed == 0
+    assert server.weather is not None and server.weather["cloudiness"] >= 0
+    _assert_clean_exit(server)
+    clip = _clips(tmp_path)[0]
+    assert clip.backend == "carla" and clip.attrs["simulator"] == "CARLA 0.9.16" and clip.attrs["map"] == "Town03"
+    np.testing.assert_allclose(clip.frames[0].carla_transform[3], -3.0)  # the rig's pitch, from the image's transform
+
+
+def test_reordered_and_stale_measurements_are_matched_by_frame(tmp_path, tiny_towns, server):
+    server.reorder = True
+    record(_cfg(tmp_path, tiny_towns))
+    _assert_good(_clips(tmp_path))
+
+
+def test_delayed_measurements_are_waited_for(tmp_path, tiny_towns, server):
+    server.delay_s = {"depth": 0.05}
+    record(_cfg(tmp_path, tiny_towns, sensor_timeout=1.0))
+    _assert_good(_clips(tmp_path))
+
+
+def test_a_dropped_measurement_means_a_retried_clip(tmp_path, tiny_towns, server, caplog):
+    server.drop = {("depth", 1014)}  # a frame of the second clip
+    with caplog.at_level(logging.WARNING):
+        record(_cfg(tmp_path, tiny_towns))
+    assert "sent no measurement of frame 1014" in caplog.text
+    _assert_good(_clips(tmp_path))
+    _assert_clean_exit(server)
+
+
+def test_a_pose_that_disagrees_with_the_ego_means_a_retried_clip(tmp_path, tiny_towns, server, caplog):
+    server.glitch = {1008: 3.0}
+    with caplog.at_level(logging.WARNING):
+        record(_cfg(tmp_path, tiny_towns))
+    assert "from the ego's mount point" in caplog.text
+    _assert_good(_clips(tmp_path))
+
+
+def test_a_sensor_that_never_answers_fails_cleanly(tmp_path, tiny_towns, server):
+    server.delay_s = {"semantic_segmentation": 5.0}
+    with pytest.raises(CaptureError, match="failed 2 times"):
+        record(_cfg(tmp_path, tiny_towns, sensor_timeout=0.1, clip_attempts=2))
+    _assert_clean_exit(server)
+
+
+def test_resume_after_server_crashes_gives_exactly_n_clips(tmp_path, tiny_towns, server, caplog):
+    server.crash_at_ticks = {12, 24}
+    with caplog.at_level(logging.WARNING):
+        record(_cfg(tmp_path, tiny_towns))
+    assert caplog.text.count("reconnecting") == 2 and server.epoch == 2
+    _assert_good(_clips(tmp_path))
+    _assert_clean_exit(server)
+
+
+def test_too_many_crashes_keep_finished_clips_and_resume(tmp_path, tiny_towns, server):
+    server.crash_at_ticks = set(range(12, 200, 3))
+    with pytest.raises(CaptureError, match="gave up after 1 reconnects"):
+        record(_cfg(tmp_path, tiny_towns, max_restarts=1))
+    assert server.settings.synchronous_mode is False
+    done_before = len(list((tmp_path / "Town03").rglob("*.h5")))
+    assert done_before >= 1  # the first clip survived in staging
+    server.crash_at_ticks = set()
+    summary = record(_cfg(tmp_path, tiny_towns))
+    assert summary.existing == done_before
+    _assert_good(_clips(tmp_path))
+
+
+def test_ctrl_c_restores_settings_and_destroys_actors(tmp_path, tiny_towns, server, monkeypatch):
+    calls = {"n": 0}
+    original = double.World.tick
+
+    def interrupted(self, seconds=10.0):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        return original(self, seconds)
+
+    monkeypatch.setattr(double.World, "tick", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        record(_cfg(tmp_path, tiny_towns))
+    _assert_clean_exit(server)
+
+
+def test_version_mismatch_warns_with_both_versions(tmp_path, tiny_towns, server, caplog):
+    server.version = "0.9.15"
+    with caplog.at_level(logging.WARNING):
+        record(_cfg(tmp_path, tiny_towns))
+    assert "0.9.16" in caplog.text and "0.9.15" in caplog.text
+
+
+def test_unknown_map_lists_the_servers_maps(tmp_path, tiny_towns, server):
+    server.maps = ("Town01", "Town02")
+    with pytest.raises(ConfigError, match="available maps: Town01, Town02"):
+        record(_cfg(tmp_path, tiny_towns))
+
+
+def test_no_server_names_the_address(tmp_path, tiny_towns, server):
+    with pytest.raises(BackendUnavailableError, match="no CARLA server answered at 127.0.0.1:2999.*CarlaUE4.sh"):
+        record(_cfg(tmp_path, tiny_towns, port=2999))
+
+
+def test_town10_is_town10hd(tiny_towns, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert CaptureConfig(town="Town10", town_dir=tiny_towns).town == "Town10HD"
+    assert "no Town10" in caplog.text
+
+
+class _Image:
+    def __init__(self, bgra: list[list[tuple[int, int, int, int]]]) -> None:
+        arr = np.array(bgra, dtype=np.uint8)
+        self.raw_data, self.height, self.width = arr.tobytes(), arr.shape[0], arr.shape[1]
+
+
+def test_decoding_against_hand_computed_encodings():
+    # depth: (B, G, R) = (0, 0, 1) is one code step; 12.345 m is code 207115 = 3 * 65536 + 41 * 256 + 11
+    img = _Image([[(0, 0, 1, 255), (3, 41, 11, 255), (255, 255, 255, 255), (0, 1, 0, 255)]])
+    np.testing.assert_allclose(decode_depth(img)[0], [1000 / 16777215, 207115 / 16777215 * 1000, 1000.0, 256 / 16777215 * 1000], rtol=1e-6)
+    assert abs(decode_depth(img)[0, 1] - 12.345) < 6e-5
+    # semantic: the tag is the red channel (index 2 of BGRA)
+    assert decode_semantic(_Image([[(9, 9, 14, 255), (0, 0, 28, 255)]])).tolist() == [[14, 28]]
+    # rgb: BGRA -> RGB
+    assert decode_rgb(_Image([[(10, 20, 30, 255)]])).tolist() == [[[30, 20, 10]]]
+
+
+def test_servers_option_splits_clips_seeds_and_ports(tmp_path, tiny_towns):
+    from carla_capture.servers import parse_servers, server_commands
+
+    cfg = CaptureConfig(town="Town03", clips=5, seed=7, out=tmp_path, town_dir=tiny_towns,
+                        carla={"servers": ("127.0.0.1:2000", "10.0.0.2:2002")})
+    commands = dict(server_commands(cfg))
+    assert list(commands) == ["127.0.0.1:2000", "10.0.0.2:2002"]
+    first, second = (" ".join(c) for c in commands.values())
+    assert "clips=3" in first and "seed=7" in first and '"tm_port":8000' in first
+    assert "clips=2" in second and "seed=8" in second and '"port":2002' in second and '"tm_port":8001' in second
+    with pytest.raises(ConfigError, match="host:port"):
+        parse_servers(("nohost",))

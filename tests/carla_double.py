@@ -1,0 +1,445 @@
+"""An in-process test double of the CARLA 0.9.16 server side, usable as the ``carla`` module.
+
+Tests put this module in ``sys.modules["carla"]`` and register a :class:`FakeServer` under
+``(host, port)``. The server keeps worlds, settings, actors, a Traffic Manager and a frame
+counter, and its cameras deliver BGRA images through ``listen`` callbacks with controllable
+faults: dropped measurements, reordering (with stale duplicates), wall-clock delays, pose
+glitches, and crashes that invalidate every handle until a new ``Client`` connects.
+Never imported by the package.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from carla_capture.geometry import ue_rotation
+
+SERVERS: dict[tuple[str, int], "FakeServer"] = {}
+CLIENT_VERSION = "0.9.16"
+
+
+def _check(obj) -> None:  # noqa: ANN001
+    if obj._epoch != obj._server.epoch:
+        raise RuntimeError("time-out of 2000ms while waiting for the simulator, make sure the simulator is ready and connected")
+
+
+class Location:
+    x = y = z = 0.0
+
+    def __init__(self, x: float = 0.0, y: float = 0.0, z: float = 0.0) -> None:
+        self.x, self.y, self.z = float(x), float(y), float(z)
+
+    def distance(self, other: "Location") -> float:
+        return float(np.linalg.norm([self.x - other.x, self.y - other.y, self.z - other.z]))
+
+
+class Rotation:
+    pitch = yaw = roll = 0.0
+
+    def __init__(self, pitch: float = 0.0, yaw: float = 0.0, roll: float = 0.0) -> None:
+        self.pitch, self.yaw, self.roll = float(pitch), float(yaw), float(roll)
+
+
+class Transform:
+    location = Location()
+    rotation = Rotation()
+
+    def __init__(self, location: Location | None = None, rotation: Rotation | None = None) -> None:
+        self.location, self.rotation = location or Location(), rotation or Rotation()
+
+    def transform(self, point: Location) -> Location:
+        r = self.rotation
+        p = ue_rotation(r.pitch, r.yaw, r.roll) @ [point.x, point.y, point.z]
+        return Location(p[0] + self.location.x, p[1] + self.location.y, p[2] + self.location.z)
+
+    def compose(self, local: "Transform") -> "Transform":
+        """World transform of ``local`` attached to this one (parents only yaw here, children only pitch)."""
+        r, q = self.rotation, local.rotation
+        return Transform(self.transform(local.location), Rotation(r.pitch + q.pitch, r.yaw + q.yaw, r.roll + q.roll))
+
+
+class WeatherParameters:
+    def __init__(self, cloudiness: float = 0.0, precipitation: float = 0.0, wetness: float = 0.0, fog_density: float = 0.0,
+                 sun_altitude_angle: float = 0.0, sun_azimuth_angle: float = 0.0) -> None:
+        self.values = dict(cloudiness=cloudiness, precipitation=precipitation, wetness=wetness, fog_density=fog_density,
+                           sun_altitude_angle=sun_altitude_angle, sun_azimuth_angle=sun_azimuth_angle)
+
+
+class WorldSettings:
+    synchronous_mode = False
+    fixed_delta_seconds = None
+
+    def __init__(self, synchronous_mode: bool = False, fixed_delta_seconds: float | None = None) -> None:
+        self.synchronous_mode, self.fixed_delta_seconds = synchronous_mode, fixed_delta_seconds
+
+    def copy(self) -> "WorldSettings":
+        return WorldSettings(self.synchronous_mode, self.fixed_delta_seconds)
+
+
+class ActorBlueprint:
+    id = ""
+
+    def __init__(self, blueprint_id: str) -> None:
+        self.id, self.attributes = blueprint_id, {}
+
+    def set_attribute(self, key: str, value: str) -> None:
+        self.attributes[key] = value
+
+    def has_attribute(self, key: str) -> bool:
+        return key in self.attributes
+
+
+class BlueprintLibrary:
+    IDS = ("vehicle.lincoln.mkz_2020", "vehicle.audi.a2", "vehicle.carlamotors.carlacola", "walker.pedestrian.0001",
+           "walker.pedestrian.0002", "controller.ai.walker", "sensor.camera.rgb", "sensor.camera.semantic_segmentation",
+           "sensor.camera.depth")
+
+    def find(self, blueprint_id: str) -> ActorBlueprint:
+        if blueprint_id not in self.IDS:
+            raise IndexError(f"blueprint '{blueprint_id}' not found")
+        return ActorBlueprint(blueprint_id)
+
+    def filter(self, pattern: str) -> list[ActorBlueprint]:
+        return [ActorBlueprint(i) for i in self.IDS if fnmatch.fnmatch(i, pattern)]
+
+
+class Map:
+    name = ""
+
+    def __init__(self, name: str) -> None:
+        self.name = f"Carla/Maps/{name}"
+
+    def get_spawn_points(self) -> list[Transform]:
+        return [Transform(Location(10.0 * i, 5.0 * (i % 3), 0.5), Rotation(yaw=90.0 * (i % 4))) for i in range(40)]
+
+
+class Image:
+    raw_data = b""
+    width = height = frame = 0
+    timestamp = 0.0
+    transform = Transform()
+
+    def __init__(self, raw_data: bytes, width: int, height: int, frame: int, timestamp: float, transform: Transform) -> None:
+        self.raw_data, self.width, self.height = raw_data, width, height
+        self.frame, self.timestamp, self.transform = frame, timestamp, transform
+
+
+class Actor:
+    id = 0
+
+    def __init__(self, server: "FakeServer", blueprint: ActorBlueprint, transform: Transform, parent: "Actor | None") -> None:
+        self._server, self._epoch = server, server.epoch
+        self.id, self.type_id, self.attributes = next(server.ids), blueprint.id, dict(blueprint.attributes)
+        self.parent, self._transform = parent, transform
+
+    def get_transform(self) -> Transform:
+        _check(self)
+        return self.parent.get_transform().compose(self._transform) if self.parent else self._transform
+
+    def set_transform(self, transform: Transform) -> None:
+        _check(self)
+        self._transform = transform
+
+    def destroy(self) -> bool:
+        _check(self)
+        self._server.events.append(("destroy", self.id))
+        return self._server.actors.pop(self.id, None) is not None
+
+
+class Vehicle(Actor):
+    autopilot = False
+
+    def set_autopilot(self, enabled: bool = True, tm_port: int = 8000) -> None:
+        _check(self)
+        self.autopilot = enabled
+
+
+class Sensor(Actor):
+    callback = None
+
+    def listen(self, callback) -> None:  # noqa: ANN001
+        _check(self)
+        self.callback = callback
+
+    def stop(self) -> None:
+        _check(self)
+        self._server.events.append(("stop", self.id))
+        self.callback = None
+
+
+class WalkerAIController(Actor):
+    def start(self) -> None:
+        _check(self)
+
+    def go_to_location(self, location: Location) -> None:
+        _check(self)
+
+    def set_max_speed(self, speed: float = 1.4) -> None:
+        _check(self)
+
+    def stop(self) -> None:
+        _check(self)
+
+
+class TrafficManager:
+    def __init__(self, server: "FakeServer", port: int) -> None:
+        self._server, self._epoch, self.port = server, server.epoch, port
+
+    def set_synchronous_mode(self, mode: bool = True) -> None:
+        _check(self)
+        self._server.tm_sync = mode
+
+    def set_random_device_seed(self, seed: int) -> None:
+        _check(self)
+        self._server.tm_seed = seed
+
+
+class _Command:
+    def __init__(self) -> None:
+        self.follow: list = []
+
+    def then(self, command: "_Command") -> "_Command":
+        self.follow.append(command)
+        return self
+
+
+class _SpawnActor(_Command):
+    def __init__(self, blueprint: ActorBlueprint, transform: Transform, parent: int | None = None) -> None:
+        super().__init__()
+        self.blueprint, self.transform, self.parent = blueprint, transform, parent
+
+
+class _SetAutopilot(_Command):
+    def __init__(self, actor: object, enabled: bool, tm_port: int = 8000) -> None:
+        super().__init__()
+        self.actor, self.enabled = actor, enabled
+
+
+class _DestroyActor(_Command):
+    def __init__(self, actor: int) -> None:
+        super().__init__()
+        self.actor = actor
+
+
+class _Response:
+    error = ""
+    actor_id = 0
+
+    def __init__(self, actor_id: int = 0, error: str = "") -> None:
+        self.actor_id, self.error = actor_id, error
+
+
+class command:  # noqa: N801 - mirrors carla.command
+    SpawnActor, SetAutopilot, DestroyActor, Response = _SpawnActor, _SetAutopilot, _DestroyActor, _Response
+    FutureActor = object()
+
+
+@dataclass
+class FakeServer:
+    """The server side. Faults (sensors named rgb, semantic_segmentation, depth): ``drop`` {(sensor, frame)},
+    ``reorder``, ``delay_s`` {sensor: s},
+    ``glitch`` {frame: metres} of camera pose error, ``crash_at_ticks`` {tick count}."""
+
+    maps: tuple[str, ...] = ("Town01", "Town02", "Town03", "Town04", "Town05", "Town06", "Town07", "Town10HD", "Town10HD_Opt")
+    version: str = CLIENT_VERSION
+    map_name: str = "Town01"
+    drop: set = field(default_factory=set)
+    reorder: bool = False
+    delay_s: dict = field(default_factory=dict)
+    glitch: dict = field(default_factory=dict)
+    crash_at_ticks: set = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.epoch, self.ids, self.ticks, self.frame = 0, itertools.count(1), 0, 1000
+        self.actors: dict[int, Actor] = {}
+        self.settings = WorldSettings()
+        self.settings_log: list[tuple[bool, float | None]] = []
+        self.events: list[tuple[str, int]] = []
+        self.tm_sync, self.tm_seed, self.pedestrians_seed, self.weather, self.loads = False, None, None, None, 0
+
+    def crash(self) -> None:
+        """The server process dies and comes back empty: every handle of the old one is dead."""
+        self.epoch += 1
+        self.actors, self.settings, self.tm_sync, self.map_name = {}, WorldSettings(), False, "Town01"
+
+    def sensors(self) -> list[Sensor]:
+        return [a for a in self.actors.values() if isinstance(a, Sensor) and a.callback is not None]
+
+    def step(self) -> int:
+        self.ticks += 1
+        if self.ticks in self.crash_at_ticks:
+            self.crash()
+            raise RuntimeError("time-out of 2000ms while waiting for the simulator")
+        self.frame += 1
+        for actor in self.actors.values():
+            if isinstance(actor, Vehicle) and actor.autopilot:
+                tf = actor._transform
+                yaw = np.radians(tf.rotation.yaw)
+                tf.location = Location(tf.location.x + 0.5 * np.cos(yaw), tf.location.y + 0.5 * np.sin(yaw), tf.location.z)
+        self._deliver()
+        return self.frame
+
+    def image(self, sensor: Sensor, frame: int) -> Image:
+        w, h = int(sensor.attributes["image_size_x"]), int(sensor.attributes["image_size_y"])
+        v, u = np.mgrid[0:h, 0:w]
+        px = np.zeros((h, w, 4), np.uint8)
+        px[..., 3] = 255
+        if sensor.type_id.endswith("depth"):
+            code = encode_depth(expected_depth(h, w, frame))
+            px[..., 2], px[..., 1], px[..., 0] = code & 255, (code >> 8) & 255, code >> 16
+        elif sensor.type_id.endswith("segmentation"):
+            px[..., 2] = expected_tags(h, w, frame)
+        else:
+            px[..., 2], px[..., 1], px[..., 0] = (u * 3 + frame) % 256, (v * 5) % 256, 128
+        tf = sensor.get_transform()
+        if frame in self.glitch:
+            tf = Transform(Location(tf.location.x + self.glitch[frame], tf.location.y, tf.location.z), tf.rotation)
+        return Image(px.tobytes(), w, h, frame, frame * (self.settings.fixed_delta_seconds or 0.05), tf)
+
+    def _deliver(self) -> None:
+        out = []
+        for sensor in self.sensors():
+            kind = sensor.type_id.rsplit(".", 1)[-1]
+            if (kind, self.frame) in self.drop:
+                continue
+            if self.reorder:  # a stale measurement first, then this frame's
+                out.append((sensor, self.image(sensor, self.frame - 1)))
+            out.append((sensor, self.image(sensor, self.frame)))
+        if self.reorder:
+            out.reverse()
+        for sensor, image in out:
+            delay = self.delay_s.get(sensor.type_id.rsplit(".", 1)[-1], 0.0)
+            if delay:
+                threading.Timer(delay, sensor.callback, (image,)).start()
+            else:
+                sensor.callback(image)
+
+
+def expected_depth(h: int, w: int, frame: int) -> np.ndarray:
+    """The depth the fake depth camera encodes at ``frame``, metres."""
+    v, u = np.mgrid[0:h, 0:w]
+    return 2.0 + 0.75 * v + 0.013 * u + 0.001 * frame
+
+
+def expected_tags(h: int, w: int, frame: int) -> np.ndarray:
+    """The tags the fake semantic camera sends at ``frame``."""
+    v, u = np.mgrid[0:h, 0:w]
+    return ((u // 4 + v // 4 + frame) % 29).astype(np.uint8)
+
+
+def encode_depth(metres: np.ndarray) -> np.ndarray:
+    """CARLA's 24-bit depth code of metres."""
+    return np.round(metres / 1000.0 * (256**3 - 1)).astype(np.int64)
+
+
+class World:
+    def __init__(self, server: FakeServer) -> None:
+        self._server, self._epoch = server, server.epoch
+
+    def get_settings(self) -> WorldSettings:
+        _check(self)
+        return self._server.settings.copy()
+
+    def apply_settings(self, settings: WorldSettings) -> int:
+        _check(self)
+        self._server.settings = settings.copy()
+        self._server.settings_log.append((settings.synchronous_mode, settings.fixed_delta_seconds))
+        return self._server.frame
+
+    def tick(self, seconds: float = 10.0) -> int:
+        _check(self)
+        if not self._server.settings.synchronous_mode:
+            raise RuntimeError("tick() in asynchronous mode")
+        return self._server.step()
+
+    def get_map(self) -> Map:
+        _check(self)
+        return Map(self._server.map_name)
+
+    def get_blueprint_library(self) -> BlueprintLibrary:
+        _check(self)
+        return BlueprintLibrary()
+
+    def spawn_actor(self, blueprint: ActorBlueprint, transform: Transform, attach_to: Actor | None = None) -> Actor:
+        _check(self)
+        cls = Sensor if blueprint.id.startswith("sensor.") else Vehicle if blueprint.id.startswith("vehicle.") else \
+            WalkerAIController if blueprint.id.startswith("controller.") else Actor
+        actor = cls(self._server, blueprint, transform, attach_to)
+        self._server.actors[actor.id] = actor
+        return actor
+
+    def get_actor(self, actor_id: int) -> Actor | None:
+        _check(self)
+        return self._server.actors.get(actor_id)
+
+    def set_weather(self, weather: WeatherParameters) -> None:
+        _check(self)
+        self._server.weather = weather.values
+
+    def set_pedestrians_seed(self, seed: int) -> None:
+        _check(self)
+        self._server.pedestrians_seed = seed
+
+    def get_random_location_from_navigation(self) -> Location:
+        _check(self)
+        return Location(float(np.random.uniform(0, 100)), float(np.random.uniform(0, 100)), 0.5)
+
+
+class Client:
+    def __init__(self, host: str = "127.0.0.1", port: int = 2000, worker_threads: int = 0) -> None:
+        self.address = (host, port)
+        self._server = SERVERS.get(self.address)
+        self._epoch = self._server.epoch if self._server else -1
+
+    def _live(self) -> FakeServer:
+        if self._server is None:
+            raise RuntimeError(f"time-out of 2000ms while waiting for the simulator, make sure the simulator is ready and connected to {self.address[0]}:{self.address[1]}")
+        _check(self)
+        return self._server
+
+    def set_timeout(self, seconds: float) -> None:
+        self.timeout = seconds
+
+    def get_server_version(self) -> str:
+        return self._live().version
+
+    def get_client_version(self) -> str:
+        return CLIENT_VERSION
+
+    def get_available_maps(self) -> list[str]:
+        return [f"/Game/Carla/Maps/{m}" for m in self._live().maps]
+
+    def get_world(self) -> World:
+        return World(self._live())
+
+    def load_world(self, map_name: str) -> World:
+        server = self._live()
+        server.map_name, server.settings, server.loads = map_name, WorldSettings(), server.loads + 1  # resets settings, like CARLA
+        server.actors = {}
+        return World(server)
+
+    def get_trafficmanager(self, port: int = 8000) -> TrafficManager:
+        return TrafficManager(self._live(), port)
+
+    def apply_batch_sync(self, commands: list, do_tick: bool = False) -> list[_Response]:
+        server, world = self._live(), World(self._live())
+        responses = []
+        for cmd in commands:
+            if isinstance(cmd, _SpawnActor):
+                parent = server.actors.get(cmd.parent) if cmd.parent is not None else None
+                actor = world.spawn_actor(cmd.blueprint, cmd.transform, parent)
+                for follow in cmd.follow:
+                    if isinstance(follow, _SetAutopilot) and isinstance(actor, Vehicle):
+                        actor.autopilot = follow.enabled
+                responses.append(_Response(actor.id))
+            elif isinstance(cmd, _DestroyActor):
+                actor = server.actors.get(cmd.actor)
+                responses.append(_Response(cmd.actor, "" if actor and actor.destroy() else "not found"))
+        if do_tick and server.settings.synchronous_mode:
+            server.step()
+        return responses
