@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -61,6 +61,20 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def _child(annotation: Any, key: str, node: dict[str, Any], path: str) -> Any:
+    """The annotation of ``key`` under ``annotation`` (a pydantic model, or a dict of them)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if key not in annotation.model_fields:
+            known = ", ".join(sorted(annotation.model_fields))
+            raise ConfigError(f"--set {path}: unknown key {key!r}; known keys here: {known}")
+        return annotation.model_fields[key].annotation
+    if get_origin(annotation) is dict:
+        if key not in node:
+            raise ConfigError(f"--set {path}: unknown key {key!r}; known keys here: {', '.join(sorted(node)) or '(none)'}")
+        return get_args(annotation)[1]
+    raise ConfigError(f"--set {path}: {key!r} is inside a value that has no keys")
+
+
 def apply_overrides(model: type[M], data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b=c`` overrides to a config dict, refusing keys ``model`` does not have."""
     data = json.loads(json.dumps(data, default=str))
@@ -69,14 +83,10 @@ def apply_overrides(model: type[M], data: dict[str, Any], overrides: list[str]) 
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set camera.width=640")
         key, _, raw = item.partition("=")
         parts = key.strip().split(".")
-        fields: type[BaseModel] | None = model
+        annotation: Any = model
         node = data
         for i, part in enumerate(parts):
-            if fields is None or part not in fields.model_fields:
-                known = ", ".join(sorted(fields.model_fields)) if fields else "(none)"
-                raise ConfigError(f"--set {key}: unknown key {part!r}; known keys here: {known}")
-            annotation = fields.model_fields[part].annotation
-            fields = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            annotation = _child(annotation, part, node, key)
             if i == len(parts) - 1:
                 node[part] = parse_value(raw)
             else:

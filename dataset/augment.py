@@ -82,7 +82,7 @@ def colour_matrix(d: Draw) -> np.ndarray:
     return (d.brightness * sat @ hue).astype(np.float32)
 
 
-def _photometric(rgb: np.ndarray, d: Draw) -> np.ndarray:
+def photometric(rgb: np.ndarray, d: Draw) -> np.ndarray:
     """(T, H, W, 3) float32 in [0, 1] -> jittered, drifting, cluttered, noisy; same draw for all frames."""
     t = len(rgb)
     matrix = colour_matrix(d)
@@ -142,21 +142,34 @@ def _bilinear(rgb: np.ndarray, crop: tuple[float, float, float, float], size: tu
     return np.stack([cv2.warpAffine(f, affine, (size[1], size[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) for f in rgb])
 
 
-def apply(d: Draw, rgb: np.ndarray, labels: np.ndarray, depth: np.ndarray, K: np.ndarray,
-          cam_to_world: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Augment a window: rgb (T,H,W,3) float32 [0,1], labels (T,H,W), depth (T,H,W), K (3,3),
-    cam_to_world (T,4,4). Returns the same five, geometry kept consistent."""
-    height, width = labels.shape[1:]
+#: The draw that changes nothing (used to only resize a window).
+IDENTITY = Draw(flip=False, crop=None, brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0, drift=(0.0, 0.0),
+                clutter=(), noise_sigma=0.0, noise_seed=0)
+
+
+def geometric(d: Draw, rgb: np.ndarray, labels: np.ndarray, depth: np.ndarray, K: np.ndarray,
+              cam_to_world: np.ndarray, size: tuple[int, int] | None = None) -> tuple[np.ndarray, ...]:
+    """Crop (or just resize to ``size``) and flip a window: rgb (T,H,W,3) float32, labels (T,H,W),
+    depth (T,H,W), K (3,3), cam_to_world (T,4,4). Returns the same five, geometry kept exact."""
+    in_h, in_w = labels.shape[1:]
+    height, width = size or (in_h, in_w)
+    crop = d.crop if d.crop is not None else ((0.0, 0.0, float(in_w), float(in_h)) if (height, width) != (in_h, in_w) else None)
     K = K.copy()
-    if d.crop is not None:
-        x0, y0, w, h = d.crop
-        rgb = _bilinear(rgb, d.crop, (height, width))
-        labels, depth = _nearest(labels, d.crop, (height, width)), _depth(depth, d.crop, (height, width))
+    if crop is not None:
+        x0, y0, w, h = crop
+        rgb = _bilinear(rgb, crop, (height, width))
+        labels, depth = _nearest(labels, crop, (height, width)), _depth(depth, crop, (height, width))
         K[0, 0], K[0, 2] = K[0, 0] * width / w, (K[0, 2] - x0) * width / w
         K[1, 1], K[1, 2] = K[1, 1] * height / h, (K[1, 2] - y0) * height / h
     if d.flip:
         rgb, labels, depth = rgb[:, :, ::-1], labels[:, :, ::-1], depth[:, :, ::-1]
         K[0, 2] = width - K[0, 2]
         cam_to_world = MIRROR @ cam_to_world @ MIRROR
-    rgb = _photometric(np.ascontiguousarray(rgb, dtype=np.float32), d)
-    return rgb, np.ascontiguousarray(labels), np.ascontiguousarray(depth), K, cam_to_world
+    return np.ascontiguousarray(rgb, dtype=np.float32), np.ascontiguousarray(labels), np.ascontiguousarray(depth), K, cam_to_world
+
+
+def apply(d: Draw, rgb: np.ndarray, labels: np.ndarray, depth: np.ndarray, K: np.ndarray,
+          cam_to_world: np.ndarray, size: tuple[int, int] | None = None) -> tuple[np.ndarray, ...]:
+    """Augment a window (see :func:`geometric`), then its colours (:func:`photometric`)."""
+    rgb, labels, depth, K, cam_to_world = geometric(d, rgb, labels, depth, K, cam_to_world, size)
+    return photometric(rgb, d), labels, depth, K, cam_to_world

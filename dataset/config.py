@@ -40,3 +40,4 @@ class DatasetConfig(BaseModel):
     label_map: str = Field("carla22", description="Label map name: carla22, cityscapes19, common12.")
     augment: Literal["train", "eval"] = Field("eval", description="Augmentation preset.")
     seed: int = Field(0, description="Seed of random windows and augmentations (with the epoch and index).")
+    size: tuple[int, int] | None = Field(None, description="(H, W) to resize windows to (intrinsics follow); None keeps the recorded size.")

@@ -12,6 +12,7 @@ key                 shape           dtype      meaning
 ``intrinsics``      (W, 3, 3)       float64    pinhole matrix after augmentation
 ``cam_to_world``    (W, 4, 4)       float64    OpenCV camera -> right-handed world
 ``rel_pose``        (W, 4, 4)       float64    motion t-1 -> t in frame t-1's camera; identity at 0
+``static``          (W, H, W)       bool       pixels of classes that never move (raw CARLA tags)
 ``frames``          (W,)            int64      simulator frame numbers
 ``clip_id``, ``town``  str
 ==================  ==============  =========  ==============================================
@@ -35,10 +36,14 @@ from torch.utils.data import Dataset
 from carla_capture.errors import CaptureError, ConfigError
 from carla_capture.geometry import FAR_PLANE_M, invert_pose
 from carla_capture.split import load_manifest
+from carla_capture.tags import STATIC_TAGS
 from dataset import augment as aug
 from dataset.config import AUGMENT_PRESETS, AugmentConfig, DatasetConfig
-from dataset.labels import load_label_map
+from dataset.labels import LabelMap, load_label_map
 from models.common import normalize
+
+_STATIC = np.zeros(256, bool)
+_STATIC[list(STATIC_TAGS)] = True
 
 
 def relative_poses(cam_to_world: np.ndarray) -> np.ndarray:
@@ -48,11 +53,36 @@ def relative_poses(cam_to_world: np.ndarray) -> np.ndarray:
     return rel
 
 
+def make_item(raw: dict[str, np.ndarray], label_map: LabelMap, draw: aug.Draw | None = None,
+              size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of one window from raw arrays (``rgb`` (T,H,W,3) uint8, ``semantic``, ``depth``,
+    ``cam_to_world``, ``intrinsics``, ``frames``), augmented by ``draw`` and resized to ``size``."""
+    rgb = raw["rgb"].astype(np.float32) / 255.0
+    tags, depth, K, c2w = raw["semantic"], raw["depth"], raw["intrinsics"], raw["cam_to_world"]
+    rgb, tags, depth, K, c2w = aug.geometric(draw or aug.IDENTITY, rgb, tags, depth, K, c2w, size)
+    if draw is not None and draw is not aug.IDENTITY:
+        rgb = aug.photometric(rgb, draw)
+    window = len(tags)
+    depth_t = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)).unsqueeze(1)
+    return {
+        "rgb": normalize(torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2)),
+        "labels": torch.from_numpy(label_map(tags).astype(np.int64)),
+        "depth": depth_t,
+        "valid_depth": depth_t < FAR_PLANE_M,
+        "static": torch.from_numpy(_STATIC[tags]),
+        "intrinsics": torch.from_numpy(np.repeat(K[None], window, axis=0)),
+        "cam_to_world": torch.from_numpy(np.ascontiguousarray(c2w)),
+        "rel_pose": torch.from_numpy(relative_poses(c2w)),
+        "frames": torch.from_numpy(np.asarray(raw["frames"]).astype(np.int64)),
+    }
+
+
 class ClipWindows(Dataset):
     """Windows of ``window`` frames from each clip of ``split`` in ``data_dir``'s split manifest."""
 
     def __init__(self, data_dir: str | Path, split: str = "train", window: int = 6, label_map: str = "carla22",
-                 augment: AugmentConfig | str | None = None, stride: int = 1, sampling: str = "all", seed: int = 0) -> None:
+                 augment: AugmentConfig | str | None = None, stride: int = 1, sampling: str = "all", seed: int = 0,
+                 size: tuple[int, int] | None = None) -> None:
         self.data_dir = Path(data_dir)
         manifest = load_manifest(self.data_dir)
         if split not in manifest["splits"]:
@@ -60,6 +90,7 @@ class ClipWindows(Dataset):
         self.label_map = load_label_map(label_map)
         self.augment = AUGMENT_PRESETS[augment] if isinstance(augment, str) else augment
         self.window, self.stride, self.sampling, self.seed, self.epoch = window, stride, sampling, seed, 0
+        self.size = tuple(size) if size else None
         self.clips = [(shard["path"], clip["id"], shard["town"], clip["frames"])
                       for shard in manifest["splits"][split]["shards"] for clip in shard["clips"]]
         short = [cid for _, cid, _, n in self.clips if n < window]
@@ -75,7 +106,7 @@ class ClipWindows(Dataset):
     @classmethod
     def from_config(cls, cfg: DatasetConfig) -> "ClipWindows":
         """Build from a :class:`DatasetConfig`."""
-        return cls(cfg.data_dir, cfg.split, cfg.window, cfg.label_map, cfg.augment, cfg.stride, cfg.sampling, cfg.seed)
+        return cls(cfg.data_dir, cfg.split, cfg.window, cfg.label_map, cfg.augment, cfg.stride, cfg.sampling, cfg.seed, cfg.size)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -116,21 +147,8 @@ class ClipWindows(Dataset):
         if start < 0:
             start = int(rng.integers(0, n - self.window + 1))
         raw = self._read(rel, clip_id, start)
-        rgb = raw["rgb"].astype(np.float32) / 255.0
-        labels, depth, K, c2w = self.label_map(raw["semantic"]), raw["depth"], raw["intrinsics"], raw["cam_to_world"]
+        draw = None
         if self.augment is not None:
-            draw = aug.draw(self.augment, rng, *labels.shape[1:])
-            rgb, labels, depth, K, c2w = aug.apply(draw, rgb, labels, depth, K, c2w)
-        depth = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)).unsqueeze(1)
-        return {
-            "rgb": normalize(torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2)),
-            "labels": torch.from_numpy(labels.astype(np.int64)),
-            "depth": depth,
-            "valid_depth": depth < FAR_PLANE_M,
-            "intrinsics": torch.from_numpy(np.repeat(K[None], self.window, axis=0)),
-            "cam_to_world": torch.from_numpy(np.ascontiguousarray(c2w)),
-            "rel_pose": torch.from_numpy(relative_poses(c2w)),
-            "frames": torch.from_numpy(raw["frames"].astype(np.int64)),
-            "clip_id": clip_id,
-            "town": town,
-        }
+            height, width = raw["semantic"].shape[1:]
+            draw = aug.draw(self.augment, rng, height, width)
+        return {**make_item(raw, self.label_map, draw, self.size), "clip_id": clip_id, "town": town}

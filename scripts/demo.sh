@@ -3,6 +3,7 @@
 # Re-running resumes: clips that exist are not recorded again.
 set -euo pipefail
 DATA="${1:-data/demo}"
+RUN="${2:-runs/demo}"
 BIN=.venv/bin
 
 echo "== recording (embedded simulator, no CARLA server needed) =="
@@ -19,3 +20,12 @@ echo "== verifying every clip =="
 echo "== inspecting =="
 "$BIN/capture" inspect "$DATA" --sheet "$DATA/clip.png" --video "$DATA/clip.mp4"
 echo "demo dataset in $DATA (contact sheet: $DATA/clip.png, video: $DATA/clip.mp4)"
+
+echo "== training the tiny preset through all four stages (CPU; a few minutes) =="
+"$BIN/train" run all --data "$DATA" --out "$RUN" --preset tiny --resume
+
+echo "== predictions of the temporal model on a test clip =="
+"$BIN/train" predict --run "$RUN" "$DATA/Town02"
+
+echo "== evaluation on the test town (frame-by-frame vs temporal) =="
+"$BIN/train" eval --run "$RUN" --split test

@@ -6,6 +6,9 @@ Commands stay thin: parse options, build the config, call one library function, 
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,8 +16,80 @@ from carla_capture.clitools import ErrorGroup
 
 
 @click.group(cls=ErrorGroup)
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
     """Train and evaluate the temporal perception models on recorded clips."""
+    logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("stage", type=click.Choice(["stage1", "stage2", "stage3", "stage4", "all"]))
+@click.option("--data", type=click.Path(path_type=Path, file_okay=False), required=True, help="Dataset folder with split.json.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder.")
+@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="tiny", show_default=True, help="Model sizes and schedule.")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with TrainConfig fields.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. --set stages.stage1.epochs=2.")
+@click.option("--resume", is_flag=True, help="Continue each stage from its last.pt.")
+def run(stage: str, data: Path, out: Path, preset: str, config: Path | None, overrides: tuple[str, ...], resume: bool) -> None:
+    """Train STAGE (stage1..stage4, or all four in order) into the run folder.
+
+    \b
+    Examples:
+      train run all --data data/demo --out runs/demo --preset tiny
+      train run stage4 --data data --out runs/paper --preset paper --set num_workers=4
+      train run stage1 --data data --out runs/r1 --set stages.stage1.epochs=5 --resume
+      torchrun --nproc-per-node 4 -m train run stage1 --data data --out runs/ddp --preset paper
+    """
+    from train.run import resolve_config, train
+
+    cfg = resolve_config(preset, {"data": data, "out": out}, config, overrides)
+    for path in train(cfg, stage, resume):
+        click.echo(f"best checkpoint: {path}")
+
+
+@main.command("eval")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder of train run all.")
+@click.option("--split", default="test", show_default=True, help="Manifest split to evaluate on.")
+@click.option("--data", type=click.Path(path_type=Path, file_okay=False), help="Dataset folder [default: the run's].")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the Markdown table.")
+def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json: bool) -> None:
+    """Compare the frame-by-frame models with the temporal model on SPLIT; writes RUN/eval.json and RUN/eval.md.
+
+    \b
+    Examples:
+      train eval --run runs/demo
+      train eval --run runs/paper --split val --device cuda
+    """
+    from train.evaluate import evaluate_run, to_markdown, write_report
+
+    report = evaluate_run(run_dir, split, data, device)
+    js, md = write_report(report, run_dir)
+    click.echo(json.dumps(report, indent=2) if as_json else to_markdown(report))
+    click.echo(f"-> {js}, {md}", err=True)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path, exists=True))
+@click.option("--run", "run_dir", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder.")
+@click.option("--clip", "clip_id", help="Clip id [default: the first clip].")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder [default: RUN/predictions].")
+@click.option("--gif", is_flag=True, help="Write a GIF instead of an MP4.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gif: bool, device: str) -> None:
+    """Video (RGB | predicted segmentation | predicted depth | ground truth) and point clouds of one clip.
+
+    PATH is a shard or a dataset folder.
+
+    \b
+    Examples:
+      train predict --run runs/demo data/demo/Town02
+      train predict --run runs/demo data/demo --clip Town02-0-000001 --gif
+    """
+    from train.predict import predict_clip
+
+    for written in predict_clip(run_dir, path, clip_id, out, ".gif" if gif else ".mp4", device):
+        click.echo(f"-> {written}")
 
 
 @main.command()

@@ -1,0 +1,127 @@
+"""Training stages: every stage learns, runs end to end, resumes exactly, refuses bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.utils.data import DataLoader
+
+from dataset import ClipWindows
+from tests.train.conftest import tiny_config
+from train import engine
+from train.cli import main as train_main
+from train.losses import total_loss
+from train.nets import STAGE_NETS
+from train.run import train
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3", "stage4"])
+def test_each_stage_lowers_its_loss(stage, trained_run, split_dataset):
+    cfg = tiny_config(split_dataset, trained_run)
+    spec = cfg.stages[stage]
+    torch.manual_seed(0)
+    net = STAGE_NETS[spec.model](cfg.model, trained_run)
+    for name in spec.frozen:
+        net.get_submodule(name).requires_grad_(False)
+    ds = ClipWindows(split_dataset, "train", window=spec.window, size=(64, 128))
+    batch = next(iter(DataLoader(ds, batch_size=2)))
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=5e-3)
+    losses = []
+    for _ in range(8):
+        engine.set_mode(net, spec, True)
+        loss, _ = total_loss(spec.losses, net(batch["rgb"]), batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_all_stages_write_checkpoints_and_config(trained_run):
+    for stage in ("stage1", "stage2", "stage3", "stage4"):
+        state = torch.load(trained_run / stage / "best.pt", weights_only=False)
+        assert state["epoch"] == 0 and state["history"][0]["val"]["loss"] > 0
+        assert (trained_run / stage / "last.pt").exists() and (trained_run / stage / "epoch-000.pt").exists()
+    assert "miou" in torch.load(trained_run / "stage1" / "best.pt", weights_only=False)["history"][0]["val"]
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["preset"] == "tiny" and config["stages"]["stage4"]["frozen"] == ["pipeline.ego_motion"]
+    # stage 4 starts from stage 1's head and keeps stage 3's ego-motion frozen
+    ego3 = torch.load(trained_run / "stage3" / "best.pt", weights_only=False)["components"]["ego_motion"]
+    ego4 = torch.load(trained_run / "stage4" / "best.pt", weights_only=False)["components"]["ego_motion"]
+    for key in ego3:
+        if "running" not in key and "num_batches" not in key:
+            assert torch.equal(ego3[key], ego4[key]), key
+
+
+def test_tensorboard_scalars_and_panels(tmp_path, split_dataset):
+    cfg = tiny_config(split_dataset, tmp_path, "tensorboard=true")
+    train(cfg, "stage1")
+    events = list((tmp_path / "tensorboard" / "stage1").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 1000
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, split_dataset, monkeypatch):
+    settings = ["deterministic=true", "stages.stage1.epochs=3"]
+    train(tiny_config(split_dataset, tmp_path / "straight", *settings), "stage1")
+    real = engine.train_one_epoch
+    calls = {"n": 0}
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(split_dataset, tmp_path / "killed", *settings), "stage1")
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    train(tiny_config(split_dataset, tmp_path / "killed", *settings), "stage1", resume=True)
+    a = torch.load(tmp_path / "straight" / "stage1" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "killed" / "stage1" / "last.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2
+    for key, value in a["net"].items():
+        assert torch.equal(value, b["net"][key]), key
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+
+
+def _train(*args: str):
+    return CliRunner().invoke(train_main, list(args))
+
+
+def _clean_error(result, *needles):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+
+
+def test_bad_input(tmp_path, split_dataset):
+    _clean_error(_train("run", "stage1", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")), "split.json", "capture split")
+    _clean_error(_train("run", "stage4", "--data", str(split_dataset), "--out", str(tmp_path / "r")), "stage1", "best.pt", "train stage1 first")
+    _clean_error(_train("run", "stage9", "--data", str(split_dataset), "--out", str(tmp_path / "r")), "stage9")
+    _clean_error(_train("run", "stage1", "--data", str(split_dataset), "--out", str(tmp_path / "r"), "--preset", "huge"), "huge")
+    _clean_error(_train("run", "stage1", "--data", str(split_dataset), "--out", str(tmp_path / "r"), "--set", "stages.stage1.epochz=1"),
+                 "unknown key 'epochz'")
+    _clean_error(_train("eval", "--run", str(tmp_path / "missing")), "config.json")
+
+
+def test_ddp_with_two_cpu_processes(tmp_path, split_dataset):
+    settings = [f"--set={s}" for s in ("stages.stage1.epochs=1", "stages.stage1.max_steps=2", "stages.stage1.batch_size=1",
+                                       "size=[64, 128]", "tensorboard=false", 'device="cpu"')]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "train", "run", "stage1",
+         "--data", str(split_dataset), "--out", str(tmp_path), *settings],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("best checkpoint") == 2
+    state = torch.load(tmp_path / "stage1" / "best.pt", weights_only=False)
+    assert state["history"][0]["val"]["miou"] >= 0

@@ -1,0 +1,69 @@
+"""Training configuration: stages as data (``StageConfig``) inside a ``TrainConfig``.
+
+A stage says which model it trains, which checkpoints of earlier stages it starts from, which
+modules are frozen (and kept in eval mode), its losses with weights, window length, epochs,
+batch size and learning rate. Presets (``train/schedules.py``) fill in the reference schedule.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models.config import ModelConfig
+
+StageName = Literal["stage1", "stage2", "stage3", "stage4"]
+LOSSES = ("ce", "depth", "pose")
+
+
+class StageConfig(BaseModel):
+    """One training stage."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: Literal["segmentation", "depth", "ego_motion", "sequence"] = Field(description="What this stage trains.")
+    needs: tuple[StageName, ...] = Field((), description="Earlier stages whose best checkpoints this one starts from.")
+    frozen: tuple[str, ...] = Field((), description="Submodules kept frozen and in eval mode (dotted names).")
+    losses: dict[str, float] = Field(description="Loss name (ce, depth, pose) -> weight.")
+    window: int = Field(1, ge=1, description="Frames per training item (backpropagation through all of them).")
+    epochs: int = Field(20, ge=1, description="Epochs.")
+    batch_size: int = Field(8, ge=1, description="Windows per batch (per process under DDP).")
+    lr: float = Field(3e-4, gt=0, description="Adam learning rate.")
+    max_steps: int | None = Field(None, ge=1, description="Cap on optimiser steps per epoch (None: the whole split).")
+
+    @field_validator("losses")
+    @classmethod
+    def _known(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(LOSSES)
+        if unknown or not value:
+            raise ValueError(f"losses must be a non-empty subset of {', '.join(LOSSES)}; got {sorted(value)}")
+        return value
+
+
+class TrainConfig(BaseModel):
+    """Everything ``train run`` needs; saved as ``<run>/config.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: Path = Field(Path("data"), description="Dataset folder holding split.json.")
+    out: Path = Field(Path("runs/default"), description="Run folder: checkpoints, TensorBoard logs, config.")
+    preset: str = Field("tiny", description="Model and schedule preset: paper, small, tiny.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Model sizes (from the preset).")
+    stages: dict[StageName, StageConfig] = Field(description="The four stages (from the preset).")
+    label_map: str = Field("carla22", description="Label map of the segmentation targets.")
+    size: tuple[int, int] | None = Field(None, description="(H, W) of training frames; default: the model's input_size.")
+    train_split: str = Field("train", description="Manifest split to train on.")
+    val_split: str = Field("val", description="Manifest split for validation, checkpoint selection and the LR schedule.")
+    augment: bool = Field(True, description="Use the train augmentation preset on the training split.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    seed: int = Field(0, description="Seed of sampling order, augmentation and initialisation.")
+    deterministic: bool = Field(False, description="Deterministic algorithms (bit-exact resume on CPU).")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
+    channels_last: bool = Field(False, description="channels_last memory format on CUDA.")
+    lr_patience: int = Field(2, ge=0, description="ReduceLROnPlateau patience in epochs (factor 0.1).")
+    tensorboard: bool = Field(True, description="Write TensorBoard scalars and image panels.")
+
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) of the frames the models see."""
+        return tuple(self.size or self.model.input_size)

@@ -1,0 +1,104 @@
+"""The network each stage trains, built from the model registry and earlier stages' checkpoints.
+
+Every stage network takes a batch of windows (``rgb`` (B, T, 3, H, W)) and returns
+pipeline-style outputs: ``seg_logits`` (B, T, K, H, W), ``depth`` (B, T, 1, H, W) metres,
+``motion`` (B, T-1, 6) as far as the stage predicts them. ``components()`` names the
+modules a checkpoint of the stage stores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from carla_capture.errors import CaptureError
+from models.common import pose_to_vector
+from models.config import ModelConfig
+from models.depth import build_depth
+from models.ego_motion import build_ego_motion
+from models.geometry_filter import build_geometry_filter
+from models.pipeline import build_pipeline
+from models.segmentation import build_segmentation
+
+
+def load_component(run_dir: Path, stage: str, component: str) -> dict[str, torch.Tensor]:
+    """The state dict of ``component`` in ``<run>/<stage>/best.pt``; a clear error if it is missing."""
+    path = Path(run_dir) / stage / "best.pt"
+    if not path.exists():
+        raise CaptureError(f"{path} does not exist: train {stage} first (train run {stage} --out {run_dir} ...)")
+    return torch.load(path, map_location="cpu", weights_only=False)["components"][component]
+
+
+class SegmentationStage(nn.Module):
+    """Stage 1: single-frame segmentation."""
+
+    def __init__(self, cfg: ModelConfig, run_dir: Path) -> None:
+        super().__init__()
+        self.segmentation = build_segmentation(cfg)
+
+    def components(self) -> dict[str, nn.Module]:
+        return {"segmentation": self.segmentation}
+
+    def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"seg_logits": self.segmentation(rgb.flatten(0, 1))["seg_logits"].unflatten(0, rgb.shape[:2])}
+
+
+class DepthStage(nn.Module):
+    """Stage 2: single-frame metric depth."""
+
+    def __init__(self, cfg: ModelConfig, run_dir: Path) -> None:
+        super().__init__()
+        self.depth = build_depth(cfg)
+
+    def components(self) -> dict[str, nn.Module]:
+        return {"depth": self.depth}
+
+    def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"depth": self.depth(rgb.flatten(0, 1))["depth"].unflatten(0, rgb.shape[:2])}
+
+
+class EgoMotionStage(nn.Module):
+    """Stage 3: the ego-motion filter on stage 1's (frozen) backbone embeddings."""
+
+    def __init__(self, cfg: ModelConfig, run_dir: Path) -> None:
+        super().__init__()
+        segmentation = build_segmentation(cfg)
+        segmentation.load_state_dict(load_component(run_dir, "stage1", "segmentation"))
+        self.backbone = segmentation.backbone
+        self.ego_motion = build_ego_motion(cfg, self.backbone.channels)
+
+    def components(self) -> dict[str, nn.Module]:
+        return {"ego_motion": self.ego_motion}
+
+    def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+        embeddings = self.backbone(rgb.flatten(0, 1))["out"].unflatten(0, rgb.shape[:2])
+        return {"motion": self.ego_motion(embeddings)["motion"]}
+
+
+class SequenceStage(nn.Module):
+    """Stage 4: the GeometryFilter (stage 1's backbone and head, stage 2's decoder, a new
+    memory) with stage 3's ego-motion, over whole windows."""
+
+    def __init__(self, cfg: ModelConfig, run_dir: Path) -> None:
+        super().__init__()
+        segmentation, depth = build_segmentation(cfg), build_depth(cfg)
+        segmentation.load_state_dict(load_component(run_dir, "stage1", "segmentation"))
+        depth.load_state_dict(load_component(run_dir, "stage2", "depth"))
+        geometry = build_geometry_filter(cfg, segmentation, depth)
+        ego = build_ego_motion(cfg, geometry.backbone.channels)
+        ego.load_state_dict(load_component(run_dir, "stage3", "ego_motion"))
+        self.pipeline = build_pipeline(cfg, geometry, ego)
+
+    def components(self) -> dict[str, nn.Module]:
+        return {"geometry_filter": self.pipeline.geometry, "ego_motion": self.pipeline.ego_motion}
+
+    def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.pipeline(rgb)
+        return {"seg_logits": out["seg_logits"], "depth": out["depth"], "motion": pose_to_vector(out["rel_pose"][:, 1:])}
+
+
+STAGE_NETS: dict[str, type[nn.Module]] = {
+    "segmentation": SegmentationStage, "depth": DepthStage, "ego_motion": EgoMotionStage, "sequence": SequenceStage,
+}

@@ -1,0 +1,52 @@
+"""``train run``: resolve the configuration, check the inputs, train the requested stages."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from carla_capture.errors import ConfigError
+from carla_capture.settings import apply_overrides, build, read_toml
+from carla_capture.split import load_manifest
+from train.config import TrainConfig
+from train.engine import run_stage, setup
+from train.schedules import preset_defaults
+
+log = logging.getLogger(__name__)
+
+STAGE_ORDER = ("stage1", "stage2", "stage3", "stage4")
+
+
+def resolve_config(preset: str, options: dict[str, Any], config_file: Path | None = None,
+                   overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Preset < config file < command-line options < ``--set`` overrides, validated."""
+    data = preset_defaults(preset)
+    if config_file:
+        data.update(read_toml(config_file))
+    data.update({k: v for k, v in options.items() if v is not None})
+    data = apply_overrides(TrainConfig, data, list(overrides))
+    return build(TrainConfig, data, "train config")
+
+
+def save_config(cfg: TrainConfig) -> None:
+    """Write the resolved config to ``<out>/config.json``; refuse a run folder of another model."""
+    path = Path(cfg.out) / "config.json"
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before["model"] != json.loads(cfg.model.model_dump_json()) or before["label_map"] != cfg.label_map:
+            raise ConfigError(f"{cfg.out} holds a run of another model or label map (preset {before['preset']}); "
+                              "use the same --preset and --set values, or another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(cfg.model_dump_json(indent=2))
+
+
+def train(cfg: TrainConfig, stage: str, resume: bool = False) -> list[Path]:
+    """Train ``stage`` (or ``all`` four in order); returns the best checkpoints."""
+    load_manifest(cfg.data)  # a missing dataset or manifest fails here, with the fix
+    ctx = setup(cfg)
+    if ctx.main:
+        save_config(cfg)
+    stages = STAGE_ORDER if stage == "all" else (stage,)
+    return [run_stage(cfg, name, ctx, resume) for name in stages]

@@ -1,0 +1,37 @@
+"""The presets' training schedules (the reference's for ``paper`` and ``small``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from carla_capture.errors import ConfigError
+from models.config import PRESETS
+
+
+def reference_stages(epochs: tuple[int, int, int, int] = (20, 20, 20, 10), batch: tuple[int, int, int, int] = (8, 8, 4, 2),
+                     lr: float = 3e-4) -> dict[str, dict[str, Any]]:
+    """Stage 1 segmentation (CE), 2 depth (log-L1), 3 ego-motion on the frozen stage-1 backbone (L1 pose),
+    4 the GeometryFilter on 6-frame windows with ego-motion loaded and frozen (CE + depth + pose)."""
+    return {
+        "stage1": {"model": "segmentation", "losses": {"ce": 1.0}, "epochs": epochs[0], "batch_size": batch[0], "lr": lr},
+        "stage2": {"model": "depth", "losses": {"depth": 1.0}, "epochs": epochs[1], "batch_size": batch[1], "lr": lr},
+        "stage3": {"model": "ego_motion", "needs": ["stage1"], "frozen": ["backbone"], "losses": {"pose": 1.0},
+                   "window": 6, "epochs": epochs[2], "batch_size": batch[2], "lr": lr},
+        "stage4": {"model": "sequence", "needs": ["stage1", "stage2", "stage3"], "frozen": ["pipeline.ego_motion"],
+                   "losses": {"ce": 1.0, "depth": 0.5, "pose": 0.1}, "window": 6, "epochs": epochs[3],
+                   "batch_size": batch[3], "lr": lr},
+    }
+
+
+SCHEDULES: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": reference_stages(),
+    "small": reference_stages(),
+    "tiny": reference_stages(epochs=(4, 4, 4, 3), batch=(8, 8, 4, 2), lr=1e-3),
+}
+
+
+def preset_defaults(name: str) -> dict[str, Any]:
+    """The TrainConfig fields a preset sets: model sizes and stage schedule."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return {"preset": name, "model": PRESETS[name].model_dump(), "stages": SCHEDULES[name]}
