@@ -20,7 +20,8 @@ class DepthDecoder(nn.Module):
     ``paper``: up to H/4, 3x3 conv C->384 + BN + ReLU, up to H/2, 1x1 conv 384->384 + BN +
     ReLU, up to H, 1x1 conv to 1, ReLU (no skips). ``skip``: the H/4 features are
     concatenated with the encoder's H/4 features first, and the convs are narrower.
-    The output unit is ``depth_scale_m`` metres, clamped to ``max_depth_m``.
+    The output unit is ``depth_scale_m`` metres, clamped to ``max_depth_m``; the last conv starts
+    at a uniform 1 (10 m) so that no pixel starts in the ReLU's dead zone.
     """
 
     def __init__(self, cfg: ModelConfig, channels: int, low_channels: int) -> None:
@@ -31,6 +32,9 @@ class DepthDecoder(nn.Module):
         self.quarter = _conv_bn_relu(first_in, width, 3)
         self.mid = _conv_bn_relu(width, width if not self.skip else width // 2, 1 if not self.skip else 3)
         self.out = nn.Conv2d(width if not self.skip else width // 2, 1, 1)
+        # start every pixel at depth_scale_m (10 m): no pixel begins in the ReLU's dead zone
+        nn.init.normal_(self.out.weight, std=1e-3)
+        nn.init.constant_(self.out.bias, 1.0)
         self.scale, self.max_depth = cfg.depth_scale_m, cfg.max_depth_m
 
     def forward(self, feats: dict[str, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
