@@ -7,7 +7,8 @@ RUN="${2:-runs/demo}"
 BIN=.venv/bin
 
 echo "== recording (embedded simulator, no CARLA server needed) =="
-"$BIN/capture" record --backend synthetic --town Town01 --clips 4 --clips-per-shard 2 --out "$DATA"
+"$BIN/capture" record --backend synthetic --town Town01 --clips 6 --clips-per-shard 4 --out "$DATA"
+"$BIN/capture" record --backend synthetic --town Town03 --clips 6 --out "$DATA"
 "$BIN/capture" record --backend synthetic --town Town10HD --clips 2 --out "$DATA"
 "$BIN/capture" record --backend synthetic --town Town02 --clips 2 --out "$DATA"
 
@@ -21,7 +22,7 @@ echo "== inspecting =="
 "$BIN/capture" inspect "$DATA" --sheet "$DATA/clip.png" --video "$DATA/clip.mp4"
 echo "demo dataset in $DATA (contact sheet: $DATA/clip.png, video: $DATA/clip.mp4)"
 
-echo "== training the tiny preset through all four stages (CPU; a few minutes) =="
+echo "== training the tiny preset through all four stages (CPU; about 5 minutes) =="
 "$BIN/train" run all --data "$DATA" --out "$RUN" --preset tiny --resume
 
 echo "== predictions of the temporal model on a test clip =="
