@@ -78,3 +78,11 @@ def test_manifest_problems_are_clear(dataset):
     shard.unlink()
     assert_clean_error(run("verify", str(dataset)), "gone")
     assert (dataset / MANIFEST_NAME).exists()
+
+
+def test_empty_dataset_folder_is_a_clear_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_clean_error(run("split", str(empty)), "no .h5 shards")
+    assert_clean_error(run("verify", str(empty)), "no .h5 shards")
+    assert list(empty.iterdir()) == []

@@ -127,10 +127,12 @@ def _first_batches(loader, n=2):
     return out
 
 
-def test_workers_under_spawn_match_the_main_process(split_dataset):
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+def test_workers_match_the_main_process(split_dataset, start_method):
     ds = ClipWindows(split_dataset, "train", window=3, augment="train", seed=5)
+    ds[0]  # the parent has open file handles: forked workers must not reuse them
     main = _first_batches(DataLoader(ds, batch_size=2, num_workers=0))
-    spawned = _first_batches(DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="spawn"))
+    spawned = _first_batches(DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context=start_method))
     for a, b in zip(main, spawned):
         for key in ("rgb", "labels", "depth", "rel_pose"):
             torch.testing.assert_close(a[key], b[key])
