@@ -14,14 +14,19 @@ from carla_capture.shards import ShardReader
 from carla_capture.tags import NUM_TAGS, TAG_NAMES, colorize
 
 
+QUARANTINE = "quarantine"
+
+
 def find_shards(path: Path) -> list[Path]:
-    """A shard file itself, or every final shard below a dataset folder (sorted)."""
+    """A shard file itself, or every final shard below a dataset folder (sorted), leaving out
+    staging folders (``.staging-*``) and shards moved to ``quarantine/`` by ``capture verify``."""
     path = Path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise CaptureError(f"{path} does not exist; pass a shard file or a dataset folder")
-    shards = sorted(p for p in path.rglob("*.h5") if not any(part.startswith(".") for part in p.relative_to(path).parts))
+    shards = sorted(p for p in path.rglob("*.h5")
+                    if not any(part.startswith(".") or part == QUARANTINE for part in p.relative_to(path).parent.parts))
     if not shards:
         raise CaptureError(f"no .h5 shards under {path}; record some with: capture record --backend synthetic --out {path}")
     return shards

@@ -73,8 +73,6 @@ def build_manifest(data_dir: Path, splits: SplitConfig) -> dict[str, Any]:
     result: dict[str, Any] = {name: {"towns": {}, "shards": [], "clips": 0, "frames": 0} for name in splits.splits}
     seen: dict[str, str] = {}
     for path in find_shards(data_dir):
-        if "quarantine" in path.relative_to(data_dir).parts:
-            continue
         with ShardReader(path) as reader:
             split = splits.split_of(reader.town)
             if split is None:

@@ -20,7 +20,7 @@ from carla_capture.config import VerifyConfig
 from carla_capture.consistency import reprojection_agreement
 from carla_capture.errors import CaptureError
 from carla_capture.geometry import FAR_PLANE_M
-from carla_capture.inspect import find_shards
+from carla_capture.inspect import QUARANTINE, find_shards
 from carla_capture.records import Clip
 from carla_capture.shards import ShardReader
 from carla_capture.split import MANIFEST_NAME, load_manifest
@@ -134,8 +134,6 @@ def verify_dataset(data_dir: Path, cfg: VerifyConfig) -> list[ClipReport]:
     reports = []
     for path in find_shards(data_dir):
         rel = str(path.relative_to(data_dir)) if path.is_relative_to(data_dir) else str(path)
-        if rel.startswith("quarantine/"):
-            continue
         with ShardReader(path) as reader:
             for cid in reader.clip_ids():
                 reports.append(verify_clip(reader.read_clip(cid), rel, cfg))
@@ -146,7 +144,7 @@ def quarantine(data_dir: Path, reports: list[ClipReport]) -> list[str]:
     """Move each shard holding a failing clip to ``<data_dir>/quarantine/`` (same relative path)."""
     moved = []
     for rel in sorted({r.shard for r in reports if not r.passed}):
-        src, dst = Path(data_dir) / rel, Path(data_dir) / "quarantine" / rel
+        src, dst = Path(data_dir) / rel, Path(data_dir) / QUARANTINE / rel
         if dst.exists():
             raise CaptureError(f"{dst} already exists; move it away, then run verify --quarantine again")
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -102,7 +102,7 @@ def _autocast(cfg: TrainConfig, ctx: Context) -> contextlib.AbstractContextManag
     return contextlib.nullcontext()
 
 
-def _to_device(batch: dict, ctx: Context, cfg: TrainConfig) -> dict:
+def _to_device(batch: dict, ctx: Context) -> dict:
     return {k: v.to(ctx.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
@@ -116,7 +116,7 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
     for batch in bar:
         if stage.max_steps is not None and steps >= stage.max_steps:
             break
-        batch = _to_device(batch, ctx, cfg)
+        batch = _to_device(batch, ctx)
         with _autocast(cfg, ctx):
             out = net(batch["rgb"])
         loss, parts = total_loss(stage.losses, out, batch)
@@ -141,7 +141,7 @@ def evaluate(net: nn.Module, loader: DataLoader, stage: StageConfig, cfg: TrainC
     confusion = ConfusionMatrix(label_map.num_classes)
     loss_sum, count = torch.zeros(1, dtype=torch.float64), 0
     for batch in loader:
-        batch = _to_device(batch, ctx, cfg)
+        batch = _to_device(batch, ctx)
         with _autocast(cfg, ctx):
             out = net(batch["rgb"])
         loss, _ = total_loss(stage.losses, out, batch)

@@ -73,8 +73,11 @@ def test_verify_cli_report_and_quarantine(tmp_path, tiny_dataset):
     assert "FAIL Town02-0-000000" in failed.stdout and "depth outside" in failed.stdout
     assert not bad.exists() and (data / "quarantine" / "Town02" / "Town02-00001.h5").exists()
     assert {p: p.read_bytes() for p in untouched} == untouched
-    # quarantined shards are not checked again
+    # quarantined shards are left out of verify, split and inspect from now on
     assert run("verify", str(data)).exit_code == 0
+    assert json.loads(run("inspect", str(data), "--json").stdout)["clips"] == 4
+    assert run("split", str(data)).exit_code == 0
+    assert json.loads((data / "split.json").read_text())["splits"]["test"]["towns"] == {}
 
 
 def test_thresholds_from_set(tmp_path, tiny_dataset):
