@@ -96,7 +96,7 @@ def structure_faults(group: Any, version: int) -> list[str]:
                               f"{height}x{width})")
             elif data.dtype != np.dtype(dtype):
                 faults.append(f"{name} has dtype {data.dtype}, expected {np.dtype(dtype)}")
-            elif name in IMAGES and data.chunks is not None and data.chunks[0] != 1:
+            elif name in IMAGES and (data.chunks is None or data.chunks[0] != 1):
                 faults.append(f"{name} is chunked {data.chunks}, expected one frame per chunk")
         if version >= 2:
             for name in sorted(names & set(OPTIONAL)):

@@ -309,7 +309,9 @@ class ShardReader:
     def faults(self, clip_id: str) -> list[str]:
         """Structural faults of a clip (cached); empty when it is well formed."""
         if clip_id not in self._faults:
-            self._faults[clip_id] = structure_faults(self.group(clip_id), self.version)
+            group = self.group(clip_id)
+            marker = [] if group.attrs.get(COMPLETE_ATTR, False) else ["no completion marker: its write never finished"]
+            self._faults[clip_id] = marker + structure_faults(group, self.version)
         return self._faults[clip_id]
 
     def _refuse(self, clip_id: str, faults: list[str]) -> None:
