@@ -265,17 +265,23 @@ def record(cfg: CaptureConfig, progress: Callable[[str], None] | None = None) ->
     town = cfg.town_config()
     backend_cls = get_backend(cfg.backend)
     town_dir = cfg.out / town.name
+    new_dir = not town_dir.exists()
     town_dir.mkdir(parents=True, exist_ok=True)
-    with RecordLock(town_dir, cfg.seed):
-        created = _check_config(town_dir, cfg, town)
-        stager = _Stager(town_dir, cfg, town.name)
-        try:
-            return _record_locked(cfg, town.name, town_dir, stager, backend_cls, progress)
-        except BaseException:
-            if created and stager.empty():
-                (town_dir / f"record-{cfg.seed}.json").unlink(missing_ok=True)
-                stager.cleanup()
-            raise
+    try:
+        with RecordLock(town_dir, cfg.seed):
+            created = _check_config(town_dir, cfg, town)
+            stager = _Stager(town_dir, cfg, town.name)
+            try:
+                return _record_locked(cfg, town.name, town_dir, stager, backend_cls, progress)
+            except BaseException:
+                if created and stager.empty():
+                    (town_dir / f"record-{cfg.seed}.json").unlink(missing_ok=True)
+                    stager.cleanup()
+                raise
+    except BaseException:
+        if new_dir and town_dir.is_dir() and not any(town_dir.iterdir()):
+            town_dir.rmdir()
+        raise
 
 
 def _record_locked(cfg: CaptureConfig, town: str, town_dir: Path, stager: _Stager, backend_cls: type[Backend],

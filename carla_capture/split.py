@@ -114,6 +114,19 @@ def build_manifest(data_dir: Path, splits: SplitConfig) -> dict[str, Any]:
             "splits": result}
 
 
+def require_clips(manifest: dict[str, Any], data_dir: Path, split: str, purpose: str) -> int:
+    """The number of clips of ``split``; a missing or empty split raises a one-line fix."""
+    if split not in manifest["splits"]:
+        raise ConfigError(f"split {split!r} is not in {Path(data_dir) / MANIFEST_NAME}; it has "
+                          f"{', '.join(manifest['splits'])}: pick one of those for {purpose}")
+    clips = int(manifest["splits"][split]["clips"])
+    if not clips:
+        towns = ", ".join(manifest.get("splits_config", {}).get("splits", {}).get(split, ())) or "its towns"
+        raise CaptureError(f"split {split!r} of {data_dir} has no clips, so there is nothing for {purpose}; record "
+                           f"{towns} (capture record --town ...), then run capture split {data_dir}")
+    return clips
+
+
 def empty_splits(manifest: dict[str, Any]) -> list[str]:
     """Names of the splits that hold no clip."""
     return [name for name, split in manifest["splits"].items() if not split["clips"]]
