@@ -223,7 +223,7 @@ class VerifyConfig(BaseModel):
     saturated_share: float = Field(0.5, gt=0, le=1, description="An RGB frame with more than this share of white pixels is saturated.")
     frozen_mean_diff: float = Field(0.5, ge=0, description="Consecutive RGB frames closer than this mean abs difference while the camera moved are frozen.")
     frozen_min_motion_m: float = Field(0.05, ge=0, description="Camera motion (metres) above which identical frames count as frozen.")
-    frozen_scene_change: float = Field(0.01, ge=0, le=1, description="Repeated RGB counts as a stalled camera when at least this share of pixels changed tag or depth (> 1 %); below it, the view is blocked (e.g. by a vehicle) and the clip passes.")
+    frozen_scene_change: float = Field(0.01, ge=0, le=1, description="Repeated RGB counts as a stalled camera when at least this share of pixels changed tag; below it, the view is blocked (e.g. by a vehicle) and the clip passes.")
     sky_far_iou: float = Field(0.98, ge=0, le=1, description="Minimum IoU between sky-tagged pixels and pixels at the far plane, per frame.")
     geometry_rel_tol: float = Field(0.005, gt=0, description="Relative depth tolerance of a reprojected static pixel.")
     min_depth_agree: float = Field(0.9, ge=0, le=1, description="Minimum mean share of static pixels whose reprojected depth agrees with the next frame.")

@@ -6,7 +6,7 @@ channels, dtypes, chunking), the content of :func:`~carla_capture.schema.content
 inf, depth range, rigid poses, frame order), then quality with thresholds from
 :class:`VerifyConfig`: frame numbers consecutive at the recorded stride and timestamps that match;
 no black, saturated or frozen RGB (a stalled camera, told apart from a stationary ego or a view
-blocked by a vehicle by whether depth and tags changed); the sky at the far plane; and geometric
+blocked by a vehicle by whether the tags changed); the sky at the far plane; and geometric
 consistency (static pixels reprojected into the next frame agree in depth and tag). Checks of a
 modality a clip does not have are skipped.
 """
@@ -76,15 +76,13 @@ def _check_timing(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None
 
 
 def _scene_change(arrays: Arrays, a: int, b: int) -> float | None:
-    """Share of pixels whose tag or depth (> 1 %) changed from frame a to b, or None without them."""
-    changed = None
+    """Share of pixels whose tag changed from frame a to b (None without tags on both).
+
+    Edges move in the tags when the scene moves in view; a view filled by one object (a truck
+    ahead, a wall) keeps its tags even when its depth changes, and may keep its colours."""
     if "semantic" in arrays and arrays["semantic_valid"][[a, b]].all():
-        changed = arrays["semantic"][a] != arrays["semantic"][b]
-    if "depth" in arrays and arrays["depth_valid"][[a, b]].all():
-        da, db = arrays["depth"][a], arrays["depth"][b]
-        moved = np.abs(da - db) > 0.01 * np.maximum(db, 1e-6)
-        changed = moved if changed is None else changed | moved
-    return None if changed is None else float(changed.mean())
+        return float((arrays["semantic"][a] != arrays["semantic"][b]).mean())
+    return None
 
 
 def _check_rgb(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None:
@@ -113,7 +111,7 @@ def _check_rgb(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None:
         report.metrics["blocked_view_frames"] = len(blocked)
     if stalled:
         report.failures.append(f"frozen RGB: frames {stalled} repeat the previous frame while the camera moved "
-                               "and depth / tags changed (a stalled camera)")
+                               "and the tags changed (a stalled camera)")
 
 
 def _check_depth_and_tags(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None:
