@@ -136,6 +136,34 @@ def measure(clips: list[Clip], town: str, tmp: Path) -> dict[str, dict]:
     return results
 
 
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "format.md"
+
+
+def write_docs_table(results: dict[str, dict], verdict: dict[str, dict]) -> Path:
+    """Rewrite the table between the storage-table markers of docs/format.md from ``results``."""
+    lines = ["| storage | synthetic: KiB/frame | read frames/s | vs PNG | textured: KiB/frame | read frames/s | vs PNG |",
+             "|---|---|---|---|---|---|---|"]
+    syn, tex = results["synthetic"], results["textured"]
+    for name in syn:
+        cells = []
+        for rows in (syn, tex):
+            r = rows[name]
+            ratio = "1x" if name == "png_folder" else f"{r['size_vs_png']:.2f}x size, {r['read_speedup_vs_png']:.1f}x read"
+            cells += [f"{r['bytes_per_frame'] / 1024:.0f}", f"{r['read_frames_per_s']:.0f}", ratio]
+        label = "PNG folder (CARLA `save_to_disk`)" if name == "png_folder" else f"`{name}`"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for case, v in verdict.items():
+        lines.append("")
+        lines.append(f"{case}: the default `{v['codec']}` reads {v['read_speedup_vs_png']:.1f}x the PNG folder's frames/s "
+                     f"at {v['size_vs_png']:.2f}x its size; the goal (>= 10x at <= 1.0x) is "
+                     f"{'met' if v['meets_goal'] else 'not met'}.")
+    text = DOCS.read_text()
+    start, end = "<!-- storage-table -->", "<!-- /storage-table -->"
+    head, rest = text.split(start, 1)
+    DOCS.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1])
+    return DOCS
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=4)
@@ -171,6 +199,7 @@ def main() -> None:
         for name, r in rows.items():
             extra = f"  size x{r['size_vs_png']:.2f}  read x{r['read_speedup_vs_png']:.1f}" if name != "png_folder" else ""
             print(f"  {name:<11} {r['bytes_per_frame'] / 1024:8.1f} KiB/frame {r['read_frames_per_s']:8.1f} frames/s{extra}")
+    print(f"-> {write_docs_table(results, verdict)}")
     for case, v in verdict.items():
         print(f"{case}: default {v['codec']} reads x{v['read_speedup_vs_png']:.1f} at x{v['size_vs_png']:.2f} the size: "
               f"{'meets' if v['meets_goal'] else 'misses'} the goal")
