@@ -17,7 +17,7 @@ import click
 from carla_capture.clitools import ErrorGroup
 from carla_capture.config import CaptureConfig, VerifyConfig
 from carla_capture.fsutil import atomic_write_text
-from carla_capture.settings import apply_overrides, build, read_toml
+from carla_capture.settings import apply_overrides, build, deep_merge, read_toml
 
 
 class _Group(ErrorGroup):
@@ -42,8 +42,7 @@ def capture_config(config: Path | None, options: dict[str, Any], overrides: tupl
     carla = {k: options.pop(k) for k in CARLA_OPTIONS if options.get(k) is not None}
     if "servers" in carla:
         carla["servers"] = [s for s in carla["servers"].split(",") if s]
-    data.setdefault("carla", {}).update(carla)
-    data.update({k: v for k, v in options.items() if v is not None})
+    data = deep_merge(data, {"carla": carla, **{k: v for k, v in options.items() if v is not None}})
     data = apply_overrides(CaptureConfig, data, list(overrides))
     return build(CaptureConfig, data, "capture config")
 
