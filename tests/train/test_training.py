@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from torch.utils.data import DataLoader
 
 from dataset import ClipWindows
-from tests.train.conftest import tiny_config
 from train import engine
 from train.cli import main as train_main
 from train.losses import total_loss
@@ -23,7 +22,7 @@ from train.run import train
 
 
 @pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3", "stage4"])
-def test_each_stage_lowers_its_loss(stage, trained_run, split_dataset):
+def test_each_stage_lowers_its_loss(tiny_config, stage, trained_run, split_dataset):
     cfg = tiny_config(split_dataset, trained_run)
     spec = cfg.stages[stage]
     torch.manual_seed(0)
@@ -60,14 +59,14 @@ def test_all_stages_write_checkpoints_and_config(trained_run):
             assert torch.equal(ego3[key], ego4[key]), key
 
 
-def test_tensorboard_scalars_and_panels(tmp_path, split_dataset):
+def test_tensorboard_scalars_and_panels(tiny_config, tmp_path, split_dataset):
     cfg = tiny_config(split_dataset, tmp_path, "tensorboard=true")
     train(cfg, "stage1")
     events = list((tmp_path / "tensorboard" / "stage1").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 1000
 
 
-def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, split_dataset, monkeypatch):
+def test_killed_and_resumed_run_ends_with_the_same_weights(tiny_config, tmp_path, split_dataset, monkeypatch):
     settings = ["deterministic=true", "stages.stage1.epochs=3"]
     train(tiny_config(split_dataset, tmp_path / "straight", *settings), "stage1")
     real = engine.train_one_epoch
@@ -105,7 +104,7 @@ def _clean_error(result, *needles):
 
 def test_bad_input(tmp_path, split_dataset):
     _clean_error(_train("run", "stage1", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")), "split.json", "capture split")
-    _clean_error(_train("run", "stage4", "--data", str(split_dataset), "--out", str(tmp_path / "r")), "stage1", "best.pt", "train stage1 first")
+    _clean_error(_train("run", "stage4", "--data", str(split_dataset), "--out", str(tmp_path / "r")), "stage1", "best.pt", "train run stage1")
     _clean_error(_train("run", "stage9", "--data", str(split_dataset), "--out", str(tmp_path / "r")), "stage9")
     _clean_error(_train("run", "stage1", "--data", str(split_dataset), "--out", str(tmp_path / "r"), "--preset", "huge"), "huge")
     _clean_error(_train("run", "stage1", "--data", str(split_dataset), "--out", str(tmp_path / "r"), "--set", "stages.stage1.epochz=1"),
