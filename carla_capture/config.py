@@ -138,11 +138,21 @@ class CarlaSettings(BaseModel):
     sensor_timeout: float = Field(2.0, gt=0, description="Seconds to wait for a sensor's measurement of a tick.")
     warmup_ticks: int = Field(20, ge=0, description="Ticks discarded after (re)spawning, while auto-exposure settles.")
     respawn_every: int = Field(5, ge=1, description="Move the ego to a new spawn point every K clips.")
-    pose_tolerance_m: float = Field(0.5, gt=0, description="Allowed distance between a camera's pose and the ego's mount point.")
+    pose_tolerance_m: float = Field(0.005, gt=0, description="Allowed distance (m) between an image's pose and the "
+                                    "ego's mount point in the world snapshot of the same frame.")
     clip_attempts: int = Field(3, ge=1, description="Tries per clip when a sensor times out or disagrees.")
     max_restarts: int = Field(3, ge=0, description="Reconnects after a lost server before giving up.")
     restart_backoff_s: float = Field(2.0, ge=0, description="First wait before reconnecting; doubles each time.")
     servers: tuple[str, ...] = Field((), description="host:port of several servers, one capture process each.")
+    map_timeout: float = Field(120.0, gt=0, description="Seconds allowed for load_world (a map load takes 10-60 s).")
+    server_wait: float = Field(60.0, ge=0, description="Seconds to wait for a lost server to answer again.")
+    keep_settings: bool = Field(False, description="On exit restore the server's settings as found, instead of "
+                                "leaving it asynchronous.")
+    stall_timeout: float = Field(60.0, gt=0, description="Seconds without a tick before the supervisor restarts "
+                                 "the recording worker.")
+    server_cmd: str | None = Field(None, description="Command that starts a server, with {port} (and {gpu}); "
+                                   "capture then starts, relaunches and stops it.")
+    supervise: bool = Field(True, description="Record in a worker process watched by a heartbeat per tick.")
 
 
 class CaptureConfig(BaseModel):

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +26,7 @@ CLIENT_VERSION = "0.9.16"
 
 
 def _check(obj) -> None:  # noqa: ANN001
+    obj._server.live()
     if obj._epoch != obj._server.epoch:
         raise RuntimeError("time-out of 2000ms while waiting for the simulator, make sure the simulator is ready and connected")
 
@@ -135,15 +138,21 @@ class Actor:
     def __init__(self, server: "FakeServer", blueprint: ActorBlueprint, transform: Transform, parent: "Actor | None") -> None:
         self._server, self._epoch = server, server.epoch
         self.id, self.type_id, self.attributes = next(server.ids), blueprint.id, dict(blueprint.attributes)
-        self.parent, self._transform = parent, transform
+        self.parent, self._transform, self._previous = parent, transform, transform
 
     def get_transform(self) -> Transform:
         _check(self)
         return self.parent.get_transform().compose(self._transform) if self.parent else self._transform
 
+    def world_transform(self, stale: bool = False) -> Transform:
+        """Where the server has the actor now (or one tick ago, ``stale``)."""
+        if self.parent:
+            return self.parent.world_transform(stale).compose(self._transform)
+        return self._previous if stale else self._transform
+
     def set_transform(self, transform: Transform) -> None:
         _check(self)
-        self._transform = transform
+        self._transform = self._previous = transform
 
     def destroy(self) -> bool:
         _check(self)
@@ -247,12 +256,18 @@ class FakeServer:
 
     maps: tuple[str, ...] = ("Town01", "Town02", "Town03", "Town04", "Town05", "Town06", "Town07", "Town10HD", "Town10HD_Opt")
     version: str = CLIENT_VERSION
-    map_name: str = "Town01"
+    map_name: str = "Town10HD_Opt"  # where a fresh 0.9.16 server starts
     drop: set = field(default_factory=set)
     reorder: bool = False
     delay_s: dict = field(default_factory=dict)
     glitch: dict = field(default_factory=dict)
     crash_at_ticks: set = field(default_factory=set)
+    down_s: float = 0.0  # after a crash the server answers nothing for this long (inf: until relaunched)
+    load_s: float = 0.0  # simulated seconds load_world takes (the client times out if its timeout is shorter)
+    hang_at_ticks: set = field(default_factory=set)  # these ticks never finish; world.tick(t) raises after t
+    stale_frames: set = field(default_factory=set)  # images of these frames carry the previous tick's pose
+    threaded: bool = False  # deliver each measurement from its own thread, like the client library
+    speed_m: float = 0.4  # metres an autopilot vehicle moves per tick
 
     def __post_init__(self) -> None:
         self.epoch, self.ids, self.ticks, self.frame = 0, itertools.count(1), 0, 1000
@@ -261,11 +276,19 @@ class FakeServer:
         self.settings_log: list[tuple[bool, float | None]] = []
         self.events: list[tuple[str, int]] = []
         self.tm_sync, self.tm_seed, self.pedestrians_seed, self.weather, self.loads = False, None, None, None, 0
+        self.down_until = 0.0
+
+    def live(self) -> None:
+        """Raise like the client library does while the server is down."""
+        if time.monotonic() < self.down_until:
+            raise RuntimeError("time-out of 2000ms while waiting for the simulator, make sure the simulator "
+                               "is ready and connected")
 
     def crash(self) -> None:
-        """The server process dies and comes back empty: every handle of the old one is dead."""
+        """The server process dies and comes back empty (after ``down_s``): every old handle is dead."""
         self.epoch += 1
-        self.actors, self.settings, self.tm_sync, self.map_name = {}, WorldSettings(), False, "Town01"
+        self.actors, self.settings, self.tm_sync, self.map_name = {}, WorldSettings(), False, "Town10HD_Opt"
+        self.down_until = time.monotonic() + self.down_s
 
     def sensors(self) -> list[Sensor]:
         return [a for a in self.actors.values() if isinstance(a, Sensor) and a.callback is not None]
@@ -277,10 +300,13 @@ class FakeServer:
             raise RuntimeError("time-out of 2000ms while waiting for the simulator")
         self.frame += 1
         for actor in self.actors.values():
+            actor._previous = actor._transform
             if isinstance(actor, Vehicle) and actor.autopilot:
                 tf = actor._transform
                 yaw = np.radians(tf.rotation.yaw)
-                tf.location = Location(tf.location.x + 0.5 * np.cos(yaw), tf.location.y + 0.5 * np.sin(yaw), tf.location.z)
+                loc = Location(tf.location.x + self.speed_m * np.cos(yaw), tf.location.y + self.speed_m * np.sin(yaw),
+                               tf.location.z)
+                actor._transform = Transform(loc, tf.rotation)
         self._deliver()
         return self.frame
 
@@ -296,7 +322,7 @@ class FakeServer:
             px[..., 2] = expected_tags(h, w, frame)
         else:
             px[..., 2], px[..., 1], px[..., 0] = (u * 3 + frame) % 256, (v * 5) % 256, 128
-        tf = sensor.get_transform()
+        tf = sensor.world_transform(stale=frame in self.stale_frames)
         if frame in self.glitch:
             tf = Transform(Location(tf.location.x + self.glitch[frame], tf.location.y, tf.location.z), tf.rotation)
         return Image(px.tobytes(), w, h, frame, frame * (self.settings.fixed_delta_seconds or 0.05), tf)
@@ -314,7 +340,7 @@ class FakeServer:
             out.reverse()
         for sensor, image in out:
             delay = self.delay_s.get(sensor.type_id.rsplit(".", 1)[-1], 0.0)
-            if delay:
+            if delay or self.threaded:
                 threading.Timer(delay, sensor.callback, (image,)).start()
             else:
                 sensor.callback(image)
@@ -355,7 +381,27 @@ class World:
         _check(self)
         if not self._server.settings.synchronous_mode:
             raise RuntimeError("tick() in asynchronous mode")
+        if self._server.ticks + 1 in self._server.hang_at_ticks:  # the frame never comes
+            self._server.ticks += 1
+            time.sleep(seconds)
+            raise RuntimeError(f"time-out of {seconds * 1000:.0f}ms while waiting for the simulator")
         return self._server.step()
+
+    def get_snapshot(self) -> "WorldSnapshot":
+        _check(self)
+        server = self._server
+        return WorldSnapshot(server.frame, {i: a.world_transform() for i, a in server.actors.items()})
+
+    def get_actors(self) -> "ActorList":
+        _check(self)
+        return ActorList(self._server.actors.values())
+
+    def try_spawn_actor(self, blueprint: ActorBlueprint, transform: Transform, attach_to: Actor | None = None) -> Actor | None:
+        try:
+            return self.spawn_actor(blueprint, transform, attach_to)
+        except RuntimeError:
+            _check(self)
+            return None
 
     def get_map(self) -> Map:
         _check(self)
@@ -367,6 +413,10 @@ class World:
 
     def spawn_actor(self, blueprint: ActorBlueprint, transform: Transform, attach_to: Actor | None = None) -> Actor:
         _check(self)
+        if attach_to is None and not blueprint.id.startswith(("sensor.", "controller.")):
+            for other in self._server.actors.values():
+                if other.parent is None and other.world_transform().location.distance(transform.location) < 2.0:
+                    raise RuntimeError("Spawn failed because of collision at spawn position")
         cls = Sensor if blueprint.id.startswith("sensor.") else Vehicle if blueprint.id.startswith("vehicle.") else \
             WalkerAIController if blueprint.id.startswith("controller.") else Actor
         actor = cls(self._server, blueprint, transform, attach_to)
@@ -390,6 +440,34 @@ class World:
         return Location(float(np.random.uniform(0, 100)), float(np.random.uniform(0, 100)), 0.5)
 
 
+class ActorSnapshot:
+    def __init__(self, transform: Transform) -> None:
+        self._transform = transform
+
+    def get_transform(self) -> Transform:
+        return self._transform
+
+
+class WorldSnapshot:
+    frame = 0
+
+    def __init__(self, frame: int, transforms: dict) -> None:
+        self.frame, self._transforms = frame, transforms
+
+    def find(self, actor_id: int) -> ActorSnapshot | None:
+        tf = self._transforms.get(actor_id)
+        return ActorSnapshot(tf) if tf is not None else None
+
+
+class ActorList(list):
+    def filter(self, pattern: str) -> "ActorList":
+        return ActorList(a for a in self if fnmatch.fnmatch(a.type_id, pattern))
+
+
+#: Traffic Manager ports bound by this process, like the client library's per-port cache.
+_TM_SOCKETS: dict[int, socket.socket] = {}
+
+
 class Client:
     def __init__(self, host: str = "127.0.0.1", port: int = 2000, worker_threads: int = 0) -> None:
         self.address = (host, port)
@@ -397,10 +475,14 @@ class Client:
         self._epoch = self._server.epoch if self._server else -1
 
     def _live(self) -> FakeServer:
+        if self._server is not None:
+            self._server.live()
         if self._server is None:
             raise RuntimeError(f"time-out of 2000ms while waiting for the simulator, make sure the simulator is ready and connected to {self.address[0]}:{self.address[1]}")
         _check(self)
         return self._server
+
+    timeout = 5.0
 
     def set_timeout(self, seconds: float) -> None:
         self.timeout = seconds
@@ -421,10 +503,23 @@ class Client:
         server = self._live()
         server.map_name, server.settings, server.loads = map_name, WorldSettings(), server.loads + 1  # resets settings, like CARLA
         server.actors = {}
+        if server.load_s > self.timeout:  # the server goes on loading; the client gives up waiting
+            raise RuntimeError(f"time-out of {self.timeout * 1000:.0f}ms while waiting for the simulator, "
+                               "failed to connect to newly created map")
         return World(server)
 
     def get_trafficmanager(self, port: int = 8000) -> TrafficManager:
-        return TrafficManager(self._live(), port)
+        server = self._live()
+        if port not in _TM_SOCKETS:
+            sock = socket.socket()
+            try:
+                sock.bind(("", port))
+            except OSError:
+                sock.close()
+                raise RuntimeError("trying to create rpc server for traffic manager; but the system failed to "
+                                   "create because of bind error.") from None
+            _TM_SOCKETS[port] = sock
+        return TrafficManager(server, port)
 
     def apply_batch_sync(self, commands: list, do_tick: bool = False) -> list[_Response]:
         server, world = self._live(), World(self._live())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import numpy as np
 import pytest
@@ -16,16 +15,6 @@ from carla_capture.shards import ShardReader
 from tests import carla_double as double
 
 PORT = 2000
-
-
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setitem(sys.modules, "carla", double)
-    fake = double.FakeServer()
-    double.SERVERS.clear()
-    double.SERVERS[("127.0.0.1", PORT)] = fake
-    yield fake
-    double.SERVERS.clear()
 
 
 def _cfg(tmp_path, towns, **carla) -> CaptureConfig:

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from carla_capture.backends.base import FrameCallback, RetryClip, ServerLost, clip_id
+from carla_capture.backends.base import FrameCallback, RetryClip, ServerGone, ServerLost, clip_id
 from carla_capture.backends.carla.decode import decode_depth, decode_rgb, decode_semantic, transform_to_array
 from carla_capture.backends.carla.session import Session
 from carla_capture.config import CaptureConfig, TownConfig
@@ -43,10 +43,9 @@ class CarlaBackend:
         self._clips_in_session = 0
 
     def __enter__(self) -> "CarlaBackend":
-        try:
-            self.session = Session.open(self.carla, self.cfg, self.town)
-        except RuntimeError as exc:
-            raise ServerLost(f"lost the CARLA server at {self.cfg.carla.host}:{self.cfg.carla.port} while setting up: {exc}") from None
+        """First contact: a one-line error when nothing answers. The world is set up by the first clip,
+        inside the record loop's retry policy."""
+        Session.probe(self.carla, self.cfg)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -54,16 +53,35 @@ class CarlaBackend:
             self.session.close()
             self.session = None
 
+    def _open(self) -> None:
+        address = f"{self.cfg.carla.host}:{self.cfg.carla.port}"
+        try:
+            self.session = Session.open(self.carla, self.cfg, self.town)
+        except (RuntimeError, BackendUnavailableError) as exc:
+            raise ServerLost(f"lost the CARLA server at {address} while setting up: {exc}") from None
+        self._clips_in_session = 0
+
     def restart(self, attempt: int = 1) -> None:
-        """Drop the session, wait (doubling with each attempt), reconnect and reload the town."""
+        """Drop the session, wait (doubling with each attempt), then wait up to ``server_wait`` seconds
+        for the server to answer; the next clip sets the world up again."""
         self.__exit__()
         time.sleep(self.cfg.carla.restart_backoff_s * 2 ** (attempt - 1))
-        self._clips_in_session = 0
-        self.__enter__()
+        s = self.cfg.carla
+        deadline = time.monotonic() + s.server_wait
+        while not Session.answers(self.carla, self.cfg):
+            if time.monotonic() > deadline:
+                raise ServerGone(
+                    f"the CARLA server at {s.host}:{s.port} did not answer for {s.server_wait:g} s after it was "
+                    "lost; start it again (or pass --server-cmd so capture relaunches it) and run the same "
+                    "command to resume"
+                )
+            time.sleep(min(0.5, s.server_wait))
 
     def record_clip(self, index: int, on_frame: FrameCallback | None = None) -> Clip:
         """Warm up, then record ``frames`` frames ``frame_stride`` ticks apart, each matched by frame."""
         try:
+            if self.session is None:
+                self._open()
             return self._record(index, on_frame)
         except RuntimeError as exc:  # any RPC failure: the server is gone or hung
             raise ServerLost(f"lost the CARLA server at {self.cfg.carla.host}:{self.cfg.carla.port}: {exc}") from None
@@ -102,11 +120,14 @@ class CarlaBackend:
         poses = {name: transform_to_array(m.transform) for name, m in data.items()}
         if not all(np.allclose(p, poses["rgb"], atol=1e-3) for p in poses.values()):
             raise RetryClip(f"frame {tick}: the three cameras report different poses")
-        rig = self.town.camera
-        mount = session.ego.get_transform().transform(self.carla.Location(x=rig.x, y=rig.y, z=rig.z))
+        rig, ego = self.town.camera, session.ego_poses.get(tick)
+        if ego is None:
+            raise RetryClip(f"frame {tick}: no world snapshot of this frame to check the camera pose against")
+        mount = ego.transform(self.carla.Location(x=rig.x, y=rig.y, z=rig.z))
         drift = mount.distance(data["rgb"].transform.location)
-        if drift > self.cfg.carla.pose_tolerance_m:
-            raise RetryClip(f"frame {tick}: camera pose is {drift:.2f} m from the ego's mount point")
+        if drift > self.cfg.carla.pose_tolerance_m:  # CARLA #8935: a pose one tick stale
+            raise RetryClip(f"frame {tick}: camera pose is {drift * 1000:.0f} mm from the ego's mount point in the "
+                            "world snapshot of the same frame (a stale pose)")
         rgb = data["rgb"]
         return Frame(decode_rgb(rgb), decode_semantic(data["semantic"]), decode_depth(data["depth"]),
                      carla_to_cam_to_world(poses["rgb"]), poses["rgb"], rgb.frame, rgb.timestamp)

@@ -1,20 +1,25 @@
 """One connection to a CARLA server: settings, Traffic Manager, actors and sensors.
 
-Opening a session saves the world's settings, switches to synchronous mode (after any
-``load_world``, which resets settings), seeds the Traffic Manager and pedestrians, and spawns
-the ego vehicle with its cameras, other vehicles and walkers. Closing it stops every sensor
-before destroying it, destroys every actor, and restores the saved settings; it is safe to
-call on any exit path, also when the server is gone.
+Opening a session saves the world's settings, loads the town under its own timeout (only if
+another map is loaded), removes actors a dead run left behind (by role name), binds the
+Traffic Manager (moving to a free port if its port is taken) before anything changes on the
+server, switches to synchronous mode, seeds the Traffic Manager and pedestrians, and spawns the
+ego vehicle with its cameras, other vehicles and walkers. Closing it stops every sensor before
+destroying it, destroys every actor, and leaves the server asynchronous (or, with
+``keep_settings``, as it was found); it is safe to call on any exit path, also when the server
+is gone.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass, field
 from types import ModuleType
 
 import numpy as np
 
+from carla_capture import heartbeat
 from carla_capture.backends.base import ServerLost
 from carla_capture.backends.carla.sync import SensorQueue
 from carla_capture.config import CaptureConfig, TownConfig
@@ -23,6 +28,10 @@ from carla_capture.errors import BackendUnavailableError, ConfigError
 log = logging.getLogger(__name__)
 
 CAMERAS = {"rgb": "sensor.camera.rgb", "semantic": "sensor.camera.semantic_segmentation", "depth": "sensor.camera.depth"}
+#: Role name of every actor a session spawns besides the ego (which is "hero" for CARLA's large maps).
+ROLE = "carla_capture"
+#: Traffic Manager ports this process holds (the client library caches one instance per port).
+_TM_PORTS: set[int] = set()
 HOW_TO_START = "start one with ./CarlaUE4.sh -RenderOffScreen -carla-rpc-port={port} (docs/carla.md), or record with --backend synthetic"
 
 
@@ -38,23 +47,43 @@ class Session:
     traffic_manager: object
     original_settings: object
     server_version: str
+    tm_port: int
     ego: object | None = None
     sensors: dict[str, tuple[object, SensorQueue]] = field(default_factory=dict)
     actor_ids: list[int] = field(default_factory=list)
     controllers: list[object] = field(default_factory=list)
+    #: frame -> the ego's transform in the world snapshot of that frame (the last few ticks)
+    ego_poses: dict[int, object] = field(default_factory=dict)
+
+    @staticmethod
+    def answers(carla: ModuleType, cfg: CaptureConfig, timeout: float = 2.0) -> bool:
+        """Whether the server answers a version request within ``timeout`` seconds."""
+        client = carla.Client(cfg.carla.host, cfg.carla.port)
+        client.set_timeout(min(timeout, cfg.carla.timeout))
+        try:
+            client.get_server_version()
+        except RuntimeError:
+            return False
+        return True
+
+    @staticmethod
+    def probe(carla: ModuleType, cfg: CaptureConfig) -> None:
+        """First contact: a one-line :class:`BackendUnavailableError` if no server answers."""
+        s = cfg.carla
+        if not Session.answers(carla, cfg, s.timeout):
+            raise BackendUnavailableError(
+                f"no CARLA server answered at {s.host}:{s.port} within {s.timeout:g} s; "
+                + HOW_TO_START.format(port=s.port)
+            )
 
     @classmethod
     def open(cls, carla: ModuleType, cfg: CaptureConfig, town: TownConfig) -> "Session":
         """Connect, configure the world and spawn everything; raises a one-line error if no server answers."""
         s = cfg.carla
+        Session.probe(carla, cfg)
         client = carla.Client(s.host, s.port)
         client.set_timeout(s.timeout)
-        try:
-            server_version = client.get_server_version()
-        except RuntimeError:
-            raise BackendUnavailableError(
-                f"no CARLA server answered at {s.host}:{s.port} within {s.timeout:g} s; " + HOW_TO_START.format(port=s.port)
-            ) from None
+        server_version = client.get_server_version()
         client_version = client.get_client_version()
         if server_version != client_version:
             log.warning("CARLA client %s and server %s differ; use matching versions (0.9.16)", client_version, server_version)
@@ -63,16 +92,16 @@ class Session:
             raise ConfigError(f"map {town.carla_map} is not on the server at {s.host}:{s.port}; available maps: {', '.join(maps)}")
         world = client.get_world()
         original = world.get_settings()
-        if world.get_map().name.rsplit("/", 1)[-1] != town.carla_map:
-            log.info("loading %s", town.carla_map)
-            world = client.load_world(town.carla_map)  # resets settings: apply ours after this
-        settings = world.get_settings()
-        settings.synchronous_mode = True
-        settings.fixed_delta_seconds = 1.0 / cfg.fps
-        world.apply_settings(settings)
-        tm = client.get_trafficmanager(s.tm_port)
-        session = cls(carla, cfg, town, client, world, tm, original, server_version)
+        world = _load_town(client, world, town.carla_map, s.map_timeout, s.timeout)
+        # before any setting changes, so that a bind error leaves the server as it was
+        tm, tm_port = _traffic_manager(client, s.tm_port)
+        session = cls(carla, cfg, town, client, world, tm, original, server_version, tm_port)
         try:
+            session._remove_leftovers()
+            settings = world.get_settings()
+            settings.synchronous_mode = True
+            settings.fixed_delta_seconds = 1.0 / cfg.fps
+            world.apply_settings(settings)
             tm.set_synchronous_mode(True)
             tm.set_random_device_seed(cfg.seed)
             world.set_pedestrians_seed(cfg.seed)
@@ -82,6 +111,13 @@ class Session:
             raise
         return session
 
+    def _remove_leftovers(self) -> None:
+        """Destroy actors a previous run left behind: our role name, or a "hero" of our ego blueprint."""
+        mine = [a.id for a in self.world.get_actors() if _is_ours(a, self.cfg.carla.ego_blueprint)]
+        if mine:
+            log.warning("removing %d actors a previous capture run left on the server", len(mine))
+            self.client.apply_batch_sync([self.carla.command.DestroyActor(i) for i in mine], False)
+
     def _spawn(self, rng: np.random.Generator) -> None:
         carla, world, s = self.carla, self.world, self.cfg.carla
         library = world.get_blueprint_library()
@@ -89,13 +125,18 @@ class Session:
         order = rng.permutation(len(points))
         ego_bp = library.find(s.ego_blueprint)
         ego_bp.set_attribute("role_name", "hero")
-        self.ego = world.spawn_actor(ego_bp, points[order[0]], None)
+        for i in order:  # an occupied spawn point gives None
+            self.ego = world.try_spawn_actor(ego_bp, points[i], None)
+            if self.ego is not None:
+                break
+        else:
+            raise RuntimeError(f"all {len(points)} spawn points are occupied; use fewer --vehicles")
         self.actor_ids.append(self.ego.id)
-        self.ego.set_autopilot(True, s.tm_port)
+        self.ego.set_autopilot(True, self.tm_port)
         rig = self.town.camera
         mount = carla.Transform(carla.Location(x=rig.x, y=rig.y, z=rig.z), carla.Rotation(pitch=rig.pitch, yaw=0.0, roll=0.0))
         for name, blueprint_id in CAMERAS.items():
-            bp = library.find(blueprint_id)
+            bp = _ours(library.find(blueprint_id))
             for key, value in (("image_size_x", rig.width), ("image_size_y", rig.height), ("fov", rig.hfov), ("sensor_tick", 0.0)):
                 bp.set_attribute(key, str(value))
             sensor = world.spawn_actor(bp, mount, self.ego)
@@ -103,10 +144,10 @@ class Session:
             sensor.listen(inbox)
             self.sensors[name] = (sensor, inbox)
         vehicles = s.vehicles if s.vehicles is not None else self.town.vehicles
-        blueprints = list(library.filter("vehicle.*"))
+        blueprints = [_ours(bp) for bp in library.filter("vehicle.*")]
         batch = [
             carla.command.SpawnActor(blueprints[int(rng.integers(len(blueprints)))], points[i]).then(
-                carla.command.SetAutopilot(carla.command.FutureActor, True, s.tm_port))
+                carla.command.SetAutopilot(carla.command.FutureActor, True, self.tm_port))
             for i in order[1 : 1 + vehicles]
         ]
         self.actor_ids += [r.actor_id for r in self.client.apply_batch_sync(batch, True) if not r.error]
@@ -117,12 +158,12 @@ class Session:
         carla = self.carla
         if count == 0:
             return
-        walkers = list(library.filter("walker.pedestrian.*"))
+        walkers = [_ours(bp) for bp in library.filter("walker.pedestrian.*")]
         spots = [self.world.get_random_location_from_navigation() for _ in range(count)]
         batch = [carla.command.SpawnActor(walkers[int(rng.integers(len(walkers)))], carla.Transform(spot, carla.Rotation(pitch=0.0, yaw=0.0, roll=0.0)))
                  for spot in spots if spot is not None]
         ids = [r.actor_id for r in self.client.apply_batch_sync(batch, True) if not r.error]
-        controller_bp = library.find("controller.ai.walker")
+        controller_bp = _ours(library.find("controller.ai.walker"))
         origin = carla.Transform(carla.Location(x=0.0, y=0.0, z=0.0), carla.Rotation(pitch=0.0, yaw=0.0, roll=0.0))
         responses = self.client.apply_batch_sync([carla.command.SpawnActor(controller_bp, origin, w) for w in ids], True)
         self.actor_ids += ids
@@ -139,9 +180,17 @@ class Session:
     def tick(self) -> int:
         """Advance one step; returns the new frame number. A timeout means the server is lost."""
         try:
-            return int(self.world.tick(self.cfg.carla.timeout))
+            frame = int(self.world.tick(self.cfg.carla.timeout))
         except RuntimeError as exc:
             raise ServerLost(f"tick failed at {self.cfg.carla.host}:{self.cfg.carla.port}: {exc}") from None
+        heartbeat.beat()
+        snapshot = self.world.get_snapshot()
+        ego = snapshot.find(self.ego.id) if self.ego is not None else None
+        if ego is not None:
+            self.ego_poses[int(snapshot.frame)] = ego.get_transform()
+            for old in [f for f in self.ego_poses if f < frame - 8]:
+                del self.ego_poses[old]
+        return frame
 
     def respawn_ego(self, rng: np.random.Generator) -> None:
         """Move the ego to a spawn point drawn with ``rng`` (clips then start somewhere new)."""
@@ -153,17 +202,82 @@ class Session:
         for _, inbox in self.sensors.values():
             inbox.clear()
 
+    def _leave_settings(self) -> None:
+        """Asynchronous, variable step (what was found may be a dead run's synchronous mode)."""
+        if self.cfg.carla.keep_settings:
+            self.world.apply_settings(self.original_settings)
+            return
+        settings = self.world.get_settings()
+        settings.synchronous_mode = False
+        settings.fixed_delta_seconds = None
+        self.world.apply_settings(settings)
+
     def close(self) -> None:
-        """Stop and destroy everything spawned, restore the settings; never raises for a dead server."""
+        """Stop and destroy everything spawned, leave the server asynchronous; never raises for a dead server."""
         steps = [lambda: [c.stop() for c in self.controllers]]
         steps += [sensor.stop for sensor, _ in self.sensors.values()]
         steps += [sensor.destroy for sensor, _ in self.sensors.values()]
         steps.append(lambda: self.client.apply_batch_sync([self.carla.command.DestroyActor(i) for i in reversed(self.actor_ids)], False))
         steps.append(lambda: self.traffic_manager.set_synchronous_mode(False))
-        steps.append(lambda: self.world.apply_settings(self.original_settings))
+        steps.append(self._leave_settings)
         for step in steps:
             try:
                 step()
             except RuntimeError as exc:
                 log.warning("cleanup step failed (server gone?): %s", exc)
         self.sensors, self.actor_ids, self.controllers = {}, [], []
+
+
+def _is_ours(actor: object, ego_blueprint: str) -> bool:
+    role = actor.attributes.get("role_name", "")
+    return role == ROLE or (role == "hero" and actor.type_id == ego_blueprint)
+
+
+def _ours(blueprint: object) -> object:
+    """``blueprint`` with our role name (so a later run can find what a dead one left)."""
+    if blueprint.has_attribute("role_name"):
+        blueprint.set_attribute("role_name", ROLE)
+    return blueprint
+
+
+def _load_town(client: object, world: object, name: str, map_timeout: float, timeout: float) -> object:
+    """The world with map ``name``: loaded under ``map_timeout`` unless it is already loaded."""
+    loaded = world.get_map().name.rsplit("/", 1)[-1]
+    if loaded in (name, f"{name}_Opt"):
+        return world
+    log.info("loading %s (was %s; allowing %g s)", name, loaded, map_timeout)
+    client.set_timeout(map_timeout)
+    try:
+        return client.load_world(name)  # resets settings: ours are applied after this
+    finally:
+        client.set_timeout(timeout)
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return True
+    return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def _traffic_manager(client: object, port: int) -> tuple[object, int]:
+    """The Traffic Manager on ``port``, or on a free port when another program holds that one."""
+    if port not in _TM_PORTS and _port_taken(port):
+        moved = _free_port()
+        log.warning("Traffic Manager port %d is taken by another program; using %d", port, moved)
+        port = moved
+    try:
+        tm = client.get_trafficmanager(port)
+    except RuntimeError as exc:
+        raise ConfigError(f"the Traffic Manager could not bind port {port} ({exc}); "
+                          "pass a free one with --tm-port") from None
+    _TM_PORTS.add(port)
+    return tm, port
