@@ -32,7 +32,8 @@ def main(verbose: int) -> None:
 
 
 CARLA_OPTIONS = ("host", "port", "tm_port", "timeout", "vehicles", "walkers", "sensor_timeout", "warmup_ticks",
-                 "max_restarts", "servers")
+                 "max_restarts", "servers", "server_cmd", "server_wait", "map_timeout", "stall_timeout",
+                 "keep_settings")
 
 
 def capture_config(config: Path | None, options: dict[str, Any], overrides: tuple[str, ...]) -> CaptureConfig:
@@ -69,6 +70,13 @@ def capture_config(config: Path | None, options: dict[str, Any], overrides: tupl
 @click.option("--warmup-ticks", type=int, help="Ticks discarded after (re)spawning [default: 20].")
 @click.option("--max-restarts", type=int, help="Reconnects to a crashed server before giving up [default: 3].")
 @click.option("--servers", help="host:port,host:port,...: one capture process per CARLA server, seeds seed, seed+1, ...")
+@click.option("--server-cmd", help="Start, relaunch and stop the server yourself: a command with {port} "
+              "(and {gpu}), e.g. \"/opt/carla/CarlaUE4.sh -RenderOffScreen -nosound -carla-rpc-port={port}\".")
+@click.option("--server-wait", type=float, help="Seconds to wait for a lost or (re)launched server [default: 60].")
+@click.option("--map-timeout", type=float, help="Seconds allowed for loading the town's map [default: 120].")
+@click.option("--stall-timeout", type=float, help="Seconds without a tick before the worker is restarted [default: 60].")
+@click.option("--keep-settings", is_flag=True, default=None, help="On exit restore the server's settings as found "
+              "instead of leaving it asynchronous.")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with CaptureConfig fields.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set frames=10 or --set carla.respawn_every=3.")
 def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> None:
@@ -92,6 +100,8 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
 
         record_on_servers(cfg)
         return
+    if cfg.backend == "carla" and cfg.carla.supervise:
+        from carla_capture.supervisor import supervised_record as run_record
     todo_hint = f"{cfg.town} ({cfg.backend}, seed {cfg.seed})"
     with click.progressbar(length=cfg.clips, label=f"recording {todo_hint}", file=sys.stderr) as bar:
         summary = run_record(cfg, progress=lambda _cid: bar.update(1))

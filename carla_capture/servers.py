@@ -39,7 +39,8 @@ def server_commands(cfg: CaptureConfig) -> list[tuple[str, list[str]]]:
         clips = share + (1 if k < extra else 0)
         if clips == 0:
             continue
-        carla = cfg.carla.model_copy(update={"host": host, "port": port, "tm_port": cfg.carla.tm_port + k, "servers": ()})
+        carla = cfg.carla.model_copy(update={"host": host, "port": port, "tm_port": cfg.carla.tm_port + k, "servers": (),
+                                              "server_gpu": k})
         data = cfg.model_copy(update={"clips": clips, "seed": cfg.seed + k, "carla": carla})
         settings = json.loads(data.model_dump_json(exclude={"out", "town_dir", "carla"}))
         cmd = [sys.executable, "-m", "carla_capture", "record", "--out", str(cfg.out)]

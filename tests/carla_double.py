@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import json
+import os
 import socket
 import threading
 import time
@@ -201,6 +203,8 @@ class TrafficManager:
 
     def set_synchronous_mode(self, mode: bool = True) -> None:
         _check(self)
+        if self._server.remote is not None:
+            self._server._remote("tm", sync=mode)
         self._server.tm_sync = mode
 
     def set_random_device_seed(self, seed: int) -> None:
@@ -268,6 +272,7 @@ class FakeServer:
     stale_frames: set = field(default_factory=set)  # images of these frames carry the previous tick's pose
     threaded: bool = False  # deliver each measurement from its own thread, like the client library
     speed_m: float = 0.4  # metres an autopilot vehicle moves per tick
+    remote: tuple | None = None  # (host, port) of a tests/carla_standin.py process holding the server's state
 
     def __post_init__(self) -> None:
         self.epoch, self.ids, self.ticks, self.frame = 0, itertools.count(1), 0, 1000
@@ -276,10 +281,37 @@ class FakeServer:
         self.settings_log: list[tuple[bool, float | None]] = []
         self.events: list[tuple[str, int]] = []
         self.tm_sync, self.tm_seed, self.pedestrians_seed, self.weather, self.loads = False, None, None, None, 0
-        self.down_until = 0.0
+        self.down_until, self.boot, self._link = 0.0, None, None
+
+    def _remote(self, op: str, **args: object) -> dict:
+        """One request to the stand-in process; a dead or restarted one invalidates every handle."""
+        try:
+            if self._link is None or self._link[0] != os.getpid():
+                sock = socket.create_connection(self.remote, timeout=2.0)
+                sock.settimeout(None)  # a hung tick blocks forever, like the client library's C++ side
+                self._link = (os.getpid(), sock, sock.makefile("r"))
+            _, sock, reader = self._link
+            sock.sendall((json.dumps({"op": op, **args}) + "\n").encode())
+            line = reader.readline()
+            if not line:
+                raise OSError("connection closed")
+        except OSError as exc:
+            self._link = None
+            raise RuntimeError(f"time-out of 2000ms while waiting for the simulator ({exc})") from None
+        reply = json.loads(line)
+        if reply["boot"] != self.boot:
+            if self.boot is not None:  # the server restarted: every handle of the old one is dead
+                self.epoch += 1
+                self.actors = {}
+            self.boot = reply["boot"]
+        self.map_name, self.tm_sync, self.frame = reply["map"], reply["tm_sync"], reply["frame"]
+        self.settings = WorldSettings(reply["sync"], reply["delta"])
+        return reply
 
     def live(self) -> None:
         """Raise like the client library does while the server is down."""
+        if self.remote is not None:
+            self._remote("hello")
         if time.monotonic() < self.down_until:
             raise RuntimeError("time-out of 2000ms while waiting for the simulator, make sure the simulator "
                                "is ready and connected")
@@ -298,7 +330,10 @@ class FakeServer:
         if self.ticks in self.crash_at_ticks:
             self.crash()
             raise RuntimeError("time-out of 2000ms while waiting for the simulator")
-        self.frame += 1
+        if self.remote is not None:
+            self._remote("tick")
+        else:
+            self.frame += 1
         for actor in self.actors.values():
             actor._previous = actor._transform
             if isinstance(actor, Vehicle) and actor.autopilot:
@@ -373,6 +408,8 @@ class World:
 
     def apply_settings(self, settings: WorldSettings) -> int:
         _check(self)
+        if self._server.remote is not None:
+            self._server._remote("settings", sync=settings.synchronous_mode, delta=settings.fixed_delta_seconds)
         self._server.settings = settings.copy()
         self._server.settings_log.append((settings.synchronous_mode, settings.fixed_delta_seconds))
         return self._server.frame
@@ -472,6 +509,11 @@ class Client:
     def __init__(self, host: str = "127.0.0.1", port: int = 2000, worker_threads: int = 0) -> None:
         self.address = (host, port)
         self._server = SERVERS.get(self.address)
+        if self._server is not None and self._server.remote is not None:
+            try:
+                self._server.live()  # learn whether the server restarted since the last client
+            except RuntimeError:
+                pass
         self._epoch = self._server.epoch if self._server else -1
 
     def _live(self) -> FakeServer:
@@ -501,6 +543,8 @@ class Client:
 
     def load_world(self, map_name: str) -> World:
         server = self._live()
+        if server.remote is not None:
+            server._remote("load", map=map_name)
         server.map_name, server.settings, server.loads = map_name, WorldSettings(), server.loads + 1  # resets settings, like CARLA
         server.actors = {}
         if server.load_s > self.timeout:  # the server goes on loading; the client gives up waiting
