@@ -32,17 +32,55 @@ class CameraRig(BaseModel):
     pitch: float = Field(-3.0, ge=-45.0, le=45.0, description="Mount pitch in degrees (negative looks down).")
 
 
+#: ``carla.WeatherParameters`` presets of CARLA 0.9.16 (checked against the client in test_carla_contract).
+CARLA_PRESETS = (
+    "ClearNight", "ClearNoon", "ClearSunset", "CloudyNight", "CloudyNoon", "CloudySunset", "Default", "DustStorm",
+    "HardRainNight", "HardRainNoon", "HardRainSunset", "MidRainSunset", "MidRainyNight", "MidRainyNoon",
+    "SoftRainNight", "SoftRainNoon", "SoftRainSunset", "WetCloudyNight", "WetCloudyNoon", "WetCloudySunset",
+    "WetNight", "WetNoon", "WetSunset",
+)
+#: Every field of ``carla.WeatherParameters`` (a field not passed to its constructor is 0).
+WEATHER_FIELDS = (
+    "cloudiness", "precipitation", "precipitation_deposits", "wind_intensity", "sun_azimuth_angle",
+    "sun_altitude_angle", "fog_density", "fog_distance", "fog_falloff", "wetness", "scattering_intensity",
+    "mie_scattering_scale", "rayleigh_scattering_scale", "dust_storm",
+)
+
+
 class Weather(BaseModel):
-    """One weather preset; field names follow ``carla.WeatherParameters``."""
+    """One weather of a town's pool: a CARLA preset (every field) with the fields set here on top."""
 
     model_config = _STRICT
-    name: str = Field(description="Preset name, stored in the clip's weather attribute.")
+    name: str = Field(description="Weather name, stored in the clip's weather attribute.")
+    preset: str | None = Field(None, description="CARLA preset it starts from; default: name when that is a "
+                               "preset, else ClearNoon.")
     cloudiness: float = Field(10.0, ge=0, le=100, description="Cloud cover, 0..100.")
     precipitation: float = Field(0.0, ge=0, le=100, description="Rain, 0..100.")
     wetness: float = Field(0.0, ge=0, le=100, description="Wet road look, 0..100.")
     fog_density: float = Field(0.0, ge=0, le=100, description="Fog thickness, 0..100.")
     sun_altitude_angle: float = Field(60.0, ge=-90, le=90, description="Sun elevation, degrees.")
     sun_azimuth_angle: float = Field(180.0, ge=0, le=360, description="Sun azimuth, degrees.")
+    precipitation_deposits: float | None = Field(None, ge=0, le=100, description="Puddles, 0..100; default: "
+                                                 "the preset's (so are the fields below).")
+    wind_intensity: float | None = Field(None, ge=0, le=100, description="Wind, 0..100.")
+    fog_distance: float | None = Field(None, ge=0, description="Fog start distance, metres.")
+    fog_falloff: float | None = Field(None, ge=0, description="Fog density over height (0: fog everywhere).")
+    scattering_intensity: float | None = Field(None, ge=0, description="Light scattering into fog.")
+    mie_scattering_scale: float | None = Field(None, ge=0, description="Mie scattering (haze around lights).")
+    rayleigh_scattering_scale: float | None = Field(None, ge=0, description="Rayleigh scattering (sky colour).")
+    dust_storm: float | None = Field(None, ge=0, le=100, description="Dust storm, 0..100.")
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, value: str | None) -> str | None:
+        if value is not None and value not in CARLA_PRESETS:
+            raise ValueError(f"{value!r} is not a CARLA 0.9.16 weather preset; use one of {', '.join(CARLA_PRESETS)}")
+        return value
+
+    @property
+    def base_preset(self) -> str:
+        """The CARLA preset this weather starts from."""
+        return self.preset or (self.name if self.name in CARLA_PRESETS else "ClearNoon")
 
 
 class Layout(BaseModel):

@@ -68,11 +68,57 @@ class Transform:
         return Transform(self.transform(local.location), Rotation(r.pitch + q.pitch, r.yaw + q.yaw, r.roll + q.roll))
 
 
+WEATHER_FIELDS = ("cloudiness", "precipitation", "precipitation_deposits", "wind_intensity", "sun_azimuth_angle",
+                  "sun_altitude_angle", "fog_density", "fog_distance", "fog_falloff", "wetness", "scattering_intensity",
+                  "mie_scattering_scale", "rayleigh_scattering_scale", "dust_storm")
+_PRESET_VALUES = {  # CARLA 0.9.16's presets, in the order of WEATHER_FIELDS (checked in test_carla_contract)
+    "ClearNight": (5.0, 0.0, 0.0, 10.0, -1.0, -90.0, 60.0, 75.0, 1.0, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "ClearNoon": (5.0, 0.0, 0.0, 10.0, -1.0, 45.0, 2.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "ClearSunset": (5.0, 0.0, 0.0, 10.0, -1.0, 15.0, 2.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "CloudyNight": (60.0, 0.0, 0.0, 10.0, -1.0, -90.0, 60.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "CloudyNoon": (60.0, 0.0, 0.0, 10.0, -1.0, 45.0, 3.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "CloudySunset": (60.0, 0.0, 0.0, 10.0, -1.0, 15.0, 3.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "Default": (-1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 0.03, 0.0331, 0.0),
+    "DustStorm": (100.0, 0.0, 0.0, 100.0, -1.0, 45.0, 2.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 100.0),
+    "HardRainNight": (100.0, 100.0, 90.0, 100.0, -1.0, -90.0, 100.0, 0.75, 0.1, 100.0, 1.0, 0.03, 0.0331, 0.0),
+    "HardRainNoon": (100.0, 100.0, 90.0, 100.0, -1.0, 45.0, 7.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "HardRainSunset": (100.0, 100.0, 90.0, 100.0, -1.0, 15.0, 7.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "MidRainSunset": (60.0, 60.0, 60.0, 60.0, -1.0, 15.0, 3.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "MidRainyNight": (80.0, 60.0, 60.0, 60.0, -1.0, -90.0, 60.0, 0.75, 0.1, 80.0, 1.0, 0.03, 0.0331, 0.0),
+    "MidRainyNoon": (60.0, 60.0, 60.0, 60.0, -1.0, 45.0, 3.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "SoftRainNight": (60.0, 30.0, 50.0, 30.0, -1.0, -90.0, 60.0, 0.75, 0.1, 60.0, 1.0, 0.03, 0.0331, 0.0),
+    "SoftRainNoon": (20.0, 30.0, 50.0, 30.0, -1.0, 45.0, 3.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "SoftRainSunset": (20.0, 30.0, 50.0, 30.0, -1.0, 15.0, 2.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "WetCloudyNight": (60.0, 0.0, 50.0, 10.0, -1.0, -90.0, 60.0, 0.75, 0.1, 60.0, 1.0, 0.03, 0.0331, 0.0),
+    "WetCloudyNoon": (60.0, 0.0, 50.0, 10.0, -1.0, 45.0, 3.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "WetCloudySunset": (60.0, 0.0, 50.0, 10.0, -1.0, 15.0, 2.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "WetNight": (5.0, 0.0, 50.0, 10.0, -1.0, -90.0, 60.0, 75.0, 1.0, 60.0, 1.0, 0.03, 0.0331, 0.0),
+    "WetNoon": (5.0, 0.0, 50.0, 10.0, -1.0, 45.0, 3.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "WetSunset": (5.0, 0.0, 50.0, 10.0, -1.0, 15.0, 2.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+}
+
+
 class WeatherParameters:
-    def __init__(self, cloudiness: float = 0.0, precipitation: float = 0.0, wetness: float = 0.0, fog_density: float = 0.0,
-                 sun_altitude_angle: float = 0.0, sun_azimuth_angle: float = 0.0) -> None:
-        self.values = dict(cloudiness=cloudiness, precipitation=precipitation, wetness=wetness, fog_density=fog_density,
-                           sun_altitude_angle=sun_altitude_angle, sun_azimuth_angle=sun_azimuth_angle)
+    """Like the client's: a field not passed is 0 (rayleigh_scattering_scale 0.0331); presets set every field."""
+
+    def __init__(self, cloudiness: float = 0.0, precipitation: float = 0.0, precipitation_deposits: float = 0.0,
+                 wind_intensity: float = 0.0, sun_azimuth_angle: float = 0.0, sun_altitude_angle: float = 0.0,
+                 fog_density: float = 0.0, fog_distance: float = 0.0, fog_falloff: float = 0.0, wetness: float = 0.0,
+                 scattering_intensity: float = 0.0, mie_scattering_scale: float = 0.0,
+                 rayleigh_scattering_scale: float = 0.0331, dust_storm: float = 0.0) -> None:
+        values = locals()
+        for name in WEATHER_FIELDS:
+            setattr(self, name, float(values[name]))
+
+    @property
+    def values(self) -> dict:
+        return {name: getattr(self, name) for name in WEATHER_FIELDS}
+
+
+for _name, _values in _PRESET_VALUES.items():
+    setattr(WeatherParameters, _name, WeatherParameters(**dict(zip(WEATHER_FIELDS, _values))))
+for _field in WEATHER_FIELDS:  # class-level defaults, so the contract sees the attributes on the class
+    setattr(WeatherParameters, _field, 0.0)
 
 
 class WorldSettings:
@@ -154,6 +200,9 @@ class Actor:
 
     def set_transform(self, transform: Transform) -> None:
         _check(self)
+        near = [a.world_transform().location.distance(transform.location) for a in self._server.actors.values()
+                if a is not self and a.parent is None and a.type_id.startswith(("vehicle.", "walker."))]
+        self._server.teleports.append(min(near, default=np.inf))
         self._transform = self._previous = transform
 
     def destroy(self) -> bool:
@@ -184,14 +233,20 @@ class Sensor(Actor):
 
 
 class WalkerAIController(Actor):
+    goal = None
+    speed = 1.4
+
     def start(self) -> None:
         _check(self)
 
     def go_to_location(self, location: Location) -> None:
         _check(self)
+        self.goal = location
+        self._server.destinations += 1
 
     def set_max_speed(self, speed: float = 1.4) -> None:
         _check(self)
+        self.speed = speed
 
     def stop(self) -> None:
         _check(self)
@@ -272,6 +327,7 @@ class FakeServer:
     stale_frames: set = field(default_factory=set)  # images of these frames carry the previous tick's pose
     threaded: bool = False  # deliver each measurement from its own thread, like the client library
     speed_m: float = 0.4  # metres an autopilot vehicle moves per tick
+    nav_extent_m: float = 100.0  # navigation points lie in [0, extent]^2
     remote: tuple | None = None  # (host, port) of a tests/carla_standin.py process holding the server's state
 
     def __post_init__(self) -> None:
@@ -281,7 +337,7 @@ class FakeServer:
         self.settings_log: list[tuple[bool, float | None]] = []
         self.events: list[tuple[str, int]] = []
         self.tm_sync, self.tm_seed, self.pedestrians_seed, self.weather, self.loads = False, None, None, None, 0
-        self.down_until, self.boot, self._link = 0.0, None, None
+        self.down_until, self.boot, self._link, self.destinations, self.teleports = 0.0, None, None, 0, []
 
     def _remote(self, op: str, **args: object) -> dict:
         """One request to the stand-in process; a dead or restarted one invalidates every handle."""
@@ -342,8 +398,22 @@ class FakeServer:
                 loc = Location(tf.location.x + self.speed_m * np.cos(yaw), tf.location.y + self.speed_m * np.sin(yaw),
                                tf.location.z)
                 actor._transform = Transform(loc, tf.rotation)
+            if isinstance(actor, WalkerAIController) and actor.goal is not None and actor.parent is not None:
+                self._walk(actor)
         self._deliver()
         return self.frame
+
+    def _walk(self, controller: "WalkerAIController") -> None:
+        """Move the walker towards its goal; it stops there (like CARLA's AI walkers)."""
+        walker, goal = controller.parent, controller.goal
+        here = walker._transform.location
+        gap = np.array([goal.x - here.x, goal.y - here.y])
+        step = controller.speed * (self.settings.fixed_delta_seconds or 0.05)
+        if np.linalg.norm(gap) <= step:
+            walker._transform, controller.goal = Transform(Location(goal.x, goal.y, here.z)), None
+            return
+        move = gap / np.linalg.norm(gap) * step
+        walker._transform = Transform(Location(here.x + move[0], here.y + move[1], here.z), walker._transform.rotation)
 
     def image(self, sensor: Sensor, frame: int) -> Image:
         w, h = int(sensor.attributes["image_size_x"]), int(sensor.attributes["image_size_y"])
@@ -474,7 +544,8 @@ class World:
 
     def get_random_location_from_navigation(self) -> Location:
         _check(self)
-        return Location(float(np.random.uniform(0, 100)), float(np.random.uniform(0, 100)), 0.5)
+        extent = self._server.nav_extent_m
+        return Location(float(np.random.uniform(0, extent)), float(np.random.uniform(0, extent)), 0.5)
 
 
 class ActorSnapshot:
@@ -571,7 +642,11 @@ class Client:
         for cmd in commands:
             if isinstance(cmd, _SpawnActor):
                 parent = server.actors.get(cmd.parent) if cmd.parent is not None else None
-                actor = world.spawn_actor(cmd.blueprint, cmd.transform, parent)
+                try:
+                    actor = world.spawn_actor(cmd.blueprint, cmd.transform, parent)
+                except RuntimeError as exc:  # reported per command, like the server
+                    responses.append(_Response(0, str(exc)))
+                    continue
                 for follow in cmd.follow:
                     if isinstance(follow, _SetAutopilot) and isinstance(actor, Vehicle):
                         actor.autopilot = follow.enabled

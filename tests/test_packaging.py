@@ -7,6 +7,7 @@ nothing is downloaded); the editable install of this checkout is not visible the
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -41,8 +42,9 @@ def fresh_venv(tmp_path_factory) -> Path:
 
 
 def _run(env: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     return subprocess.run([str(env / "bin" / args[0]), *args[1:]], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env=clean)
 
 
 def test_wheel_holds_every_package_and_records(fresh_venv, tmp_path, tiny_towns):

@@ -137,3 +137,34 @@ def test_a_pose_one_tick_stale_is_detected_and_the_clip_retried(tmp_path, tiny_t
     assert "frame 1010: camera pose is 400 mm from the ego's mount point" in caplog.text
     assert all(1010 not in f for f in _frames(tmp_path))
     _assert_done(tmp_path, server)
+
+
+def test_weather_starts_from_a_carla_preset_with_every_field(tmp_path, tiny_towns, server):
+    from carla_capture.config import WEATHER_FIELDS
+
+    record(_cfg(tmp_path, tiny_towns))
+    assert set(server.weather) == set(WEATHER_FIELDS)
+    for path in shard_paths(tmp_path / "Town03"):
+        with ShardReader(path) as reader:
+            for cid in reader.clip_ids():
+                weather = reader.read_clip(cid).weather
+                preset = double._PRESET_VALUES[weather["preset"]]
+                assert set(WEATHER_FIELDS) <= set(weather)
+                for name in ("fog_falloff", "fog_distance", "wind_intensity", "scattering_intensity",
+                             "mie_scattering_scale", "precipitation_deposits"):
+                    assert weather[name] == pytest.approx(preset[double.WEATHER_FIELDS.index(name)]), name
+                assert weather["fog_falloff"] > 0  # 0 would fog the whole scene
+    assert server.weather == {k: pytest.approx(weather[k]) for k in WEATHER_FIELDS}  # the last clip's, all sent
+
+
+def test_walkers_get_a_new_destination_when_they_arrive(tmp_path, tiny_towns, server):
+    server.nav_extent_m = 3.0  # destinations a few steps away: every walker arrives within a clip
+    record(_cfg(tmp_path, tiny_towns, walkers=2))
+    walkers = 2
+    assert server.destinations > 2 * walkers  # each walker was sent on more than once
+
+
+def test_the_ego_respawns_only_on_a_free_spawn_point(tmp_path, tiny_towns, server):
+    server.speed_m = 0.0  # 30 parked vehicles on 40 spawn points
+    record(_cfg(tmp_path, tiny_towns, vehicles=30, respawn_every=1))
+    assert len(server.teleports) == 3 and min(server.teleports) > 5.0

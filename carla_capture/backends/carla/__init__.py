@@ -15,13 +15,23 @@ import numpy as np
 from carla_capture.backends.base import FrameCallback, RetryClip, ServerGone, ServerLost, clip_id
 from carla_capture.backends.carla.decode import decode_depth, decode_rgb, decode_semantic, transform_to_array
 from carla_capture.backends.carla.session import Session
-from carla_capture.config import CaptureConfig, TownConfig
+from carla_capture.config import WEATHER_FIELDS, CaptureConfig, TownConfig, Weather
 from carla_capture.errors import BackendUnavailableError
 from carla_capture.geometry import carla_to_cam_to_world, intrinsics
 from carla_capture.records import Clip, Frame
 from carla_capture.weather import draw_weather, seeded_rng
 
 log = logging.getLogger(__name__)
+
+
+def carla_weather(carla: object, weather: Weather) -> dict:
+    """Every field of ``weather``: its CARLA preset's values with the fields it sets on top (a
+    ``carla.WeatherParameters`` built from a few fields would leave the others at 0, and
+    ``fog_falloff`` 0 fogs the whole scene)."""
+    base = getattr(carla.WeatherParameters, weather.base_preset)
+    values = {f: float(getattr(base, f)) for f in WEATHER_FIELDS}
+    values.update(weather.model_dump(include=set(WEATHER_FIELDS), exclude_none=True))
+    return {"name": weather.name, "preset": weather.base_preset, **values}
 
 
 class CarlaBackend:
@@ -89,8 +99,8 @@ class CarlaBackend:
     def _record(self, index: int, on_frame: FrameCallback | None) -> Clip:
         cfg, s, session = self.cfg, self.cfg.carla, self.session
         rng = seeded_rng(self.town.name, cfg.seed, index)
-        weather = draw_weather(self.town.weather, rng)
-        session.world.set_weather(self.carla.WeatherParameters(**weather.model_dump(exclude={"name"})))
+        weather = carla_weather(self.carla, draw_weather(self.town.weather, rng))
+        session.world.set_weather(self.carla.WeatherParameters(**{f: weather[f] for f in WEATHER_FIELDS}))
         if self._clips_in_session % s.respawn_every == 0:
             session.respawn_ego(rng)
         self._clips_in_session += 1
@@ -107,7 +117,7 @@ class CarlaBackend:
                 on_frame(frame)
         return Clip(
             clip_id=clip_id(self.town.name, cfg.seed, index), town=self.town.name, backend=self.name, seed=cfg.seed,
-            fps=cfg.fps, frame_stride=cfg.frame_stride, intrinsics=self.K, weather=weather.model_dump(),
+            fps=cfg.fps, frame_stride=cfg.frame_stride, intrinsics=self.K, weather=weather,
             camera=self.town.camera.model_dump(), frames=tuple(frames),
             attrs={"clip_index": index, "map": self.town.carla_map, "simulator": f"CARLA {session.server_version}",
                    "tm_seed": cfg.seed, "pedestrians_seed": cfg.seed, "server": f"{s.host}:{s.port}"},

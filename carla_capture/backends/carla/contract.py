@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from carla_capture.config import CARLA_PRESETS, WEATHER_FIELDS
+
 
 @dataclass(frozen=True)
 class Use:
@@ -25,7 +27,6 @@ def _attrs(owner: str, *names: str) -> tuple[Use, ...]:
     return tuple(Use(owner, n, attribute=True) for n in names)
 
 
-WEATHER_FIELDS = ("cloudiness", "precipitation", "wetness", "fog_density", "sun_altitude_angle", "sun_azimuth_angle")
 
 CONTRACT: tuple[Use, ...] = (
     Use("Client", "__init__", 2),
@@ -78,6 +79,7 @@ CONTRACT: tuple[Use, ...] = (
     Use("Rotation", "__init__", 0, ("pitch", "yaw", "roll")),
     *_attrs("Rotation", "pitch", "yaw", "roll"),
     Use("WeatherParameters", "__init__", 0, WEATHER_FIELDS),
+    *_attrs("WeatherParameters", *WEATHER_FIELDS, *CARLA_PRESETS),
     Use("command.SpawnActor", "__init__", 2),
     Use("command.SpawnActor", "then", 1),
     Use("command.SetAutopilot", "__init__", 3),

@@ -13,6 +13,7 @@ is gone.
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 CAMERAS = {"rgb": "sensor.camera.rgb", "semantic": "sensor.camera.semantic_segmentation", "depth": "sensor.camera.depth"}
 #: Role name of every actor a session spawns besides the ego (which is "hero" for CARLA's large maps).
 ROLE = "carla_capture"
+#: A walker this close (metres, horizontally) to its destination has arrived and gets a new one.
+ARRIVED_M = 1.5
+#: A spawn point this close (metres) to another vehicle or walker is taken.
+FREE_M = 6.0
 #: Traffic Manager ports this process holds (the client library caches one instance per port).
 _TM_PORTS: set[int] = set()
 HOW_TO_START = "start one with ./CarlaUE4.sh -RenderOffScreen -carla-rpc-port={port} (docs/carla.md), or record with --backend synthetic"
@@ -52,6 +57,8 @@ class Session:
     sensors: dict[str, tuple[object, SensorQueue]] = field(default_factory=dict)
     actor_ids: list[int] = field(default_factory=list)
     controllers: list[object] = field(default_factory=list)
+    #: [controller, walker id, destination or None] of each walker
+    walkers: list[list] = field(default_factory=list)
     #: frame -> the ego's transform in the world snapshot of that frame (the last few ticks)
     ego_poses: dict[int, object] = field(default_factory=dict)
 
@@ -167,15 +174,30 @@ class Session:
         origin = carla.Transform(carla.Location(x=0.0, y=0.0, z=0.0), carla.Rotation(pitch=0.0, yaw=0.0, roll=0.0))
         responses = self.client.apply_batch_sync([carla.command.SpawnActor(controller_bp, origin, w) for w in ids], True)
         self.actor_ids += ids
-        for response in responses:
+        for walker_id, response in zip(ids, responses):
             if response.error:
                 continue
             controller = self.world.get_actor(response.actor_id)
             controller.start()
-            controller.go_to_location(self.world.get_random_location_from_navigation())
             controller.set_max_speed(float(rng.uniform(1.0, 1.8)))
             self.controllers.append(controller)
+            self.walkers.append([controller, walker_id, None])
             self.actor_ids.append(response.actor_id)
+        self._keep_walking(self.world.get_snapshot())
+
+    def _keep_walking(self, snapshot: object) -> None:
+        """A new destination for every walker that reached its own (an AI walker stops there)."""
+        for entry in self.walkers:
+            controller, walker_id, goal = entry
+            walker = snapshot.find(walker_id)
+            if walker is None:
+                continue
+            here = walker.get_transform().location
+            if goal is None or math.hypot(here.x - goal.x, here.y - goal.y) < ARRIVED_M:
+                goal = self.world.get_random_location_from_navigation()  # None when the navmesh has no point
+                if goal is not None:
+                    controller.go_to_location(goal)
+                entry[2] = goal
 
     def tick(self) -> int:
         """Advance one step; returns the new frame number. A timeout means the server is lost."""
@@ -185,6 +207,7 @@ class Session:
             raise ServerLost(f"tick failed at {self.cfg.carla.host}:{self.cfg.carla.port}: {exc}") from None
         heartbeat.beat()
         snapshot = self.world.get_snapshot()
+        self._keep_walking(snapshot)
         ego = snapshot.find(self.ego.id) if self.ego is not None else None
         if ego is not None:
             self.ego_poses[int(snapshot.frame)] = ego.get_transform()
@@ -193,9 +216,17 @@ class Session:
         return frame
 
     def respawn_ego(self, rng: np.random.Generator) -> None:
-        """Move the ego to a spawn point drawn with ``rng`` (clips then start somewhere new)."""
+        """Move the ego to a free spawn point drawn with ``rng`` (clips then start somewhere new); it stays
+        where it is when every spawn point has a vehicle or walker near it."""
         points = self.world.get_map().get_spawn_points()
-        self.ego.set_transform(points[int(rng.integers(len(points)))])
+        actors = self.world.get_actors()
+        others = [a.get_transform().location for pattern in ("vehicle.*", "walker.*")
+                  for a in actors.filter(pattern) if a.id != self.ego.id]
+        for i in rng.permutation(len(points)):
+            if all(points[i].location.distance(o) > FREE_M for o in others):
+                self.ego.set_transform(points[i])
+                return
+        log.warning("no free spawn point to move the ego to; it drives on from where it is")
 
     def clear_sensors(self) -> None:
         """Drop every measurement received so far."""
@@ -225,7 +256,7 @@ class Session:
                 step()
             except RuntimeError as exc:
                 log.warning("cleanup step failed (server gone?): %s", exc)
-        self.sensors, self.actor_ids, self.controllers = {}, [], []
+        self.sensors, self.actor_ids, self.controllers, self.walkers = {}, [], [], []
 
 
 def _is_ours(actor: object, ego_blueprint: str) -> bool:
