@@ -168,3 +168,38 @@ def test_the_ego_respawns_only_on_a_free_spawn_point(tmp_path, tiny_towns, serve
     server.speed_m = 0.0  # 30 parked vehicles on 40 spawn points
     record(_cfg(tmp_path, tiny_towns, vehicles=30, respawn_every=1))
     assert len(server.teleports) == 3 and min(server.teleports) > 5.0
+
+
+def test_a_port_that_is_not_a_carla_server_is_one_line_naming_it(tmp_path, tiny_towns):
+    """The real client aborts the process (std::bad_cast, SIGABRT) on a peer speaking another protocol."""
+    pytest.importorskip("carla")
+    import threading
+
+    from click.testing import CliRunner
+
+    from carla_capture.cli import main
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" * 3)
+                conn.close()
+            except OSError:
+                return
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        result = CliRunner().invoke(main, ["record", "--town", "Town01", "--clips", "1", "--out", str(tmp_path),
+                                           "--town-dir", str(tiny_towns), "--port", str(port), "--timeout", "2"])
+    finally:
+        listener.close()
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error")]
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "not a CARLA 0.9.16 server" in lines[0], lines

@@ -17,6 +17,7 @@ from carla_capture.backends.carla.decode import decode_depth, decode_rgb, decode
 from carla_capture.backends.carla.session import Session
 from carla_capture.config import WEATHER_FIELDS, CaptureConfig, TownConfig, Weather
 from carla_capture.errors import BackendUnavailableError
+from carla_capture.preflight import preflight
 from carla_capture.geometry import carla_to_cam_to_world, intrinsics
 from carla_capture.records import Clip, Frame
 from carla_capture.weather import draw_weather, seeded_rng
@@ -55,7 +56,8 @@ class CarlaBackend:
     def __enter__(self) -> "CarlaBackend":
         """First contact: a one-line error when nothing answers. The world is set up by the first clip,
         inside the record loop's retry policy."""
-        Session.probe(self.carla, self.cfg)
+        s = self.cfg.carla
+        preflight(s.host, s.port, s.timeout)  # in a child: a C++ abort there becomes a one-line error
         return self
 
     def __exit__(self, *exc: object) -> None:
