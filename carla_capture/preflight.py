@@ -8,6 +8,7 @@ the address. Asking for the server's version in a forked child turns that into a
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import multiprocessing as mp
 import os
@@ -22,6 +23,7 @@ HOW_TO_START = ("start one with ./CarlaUE4.sh -RenderOffScreen -carla-rpc-port={
 def _child(conn: object, host: str, port: int, timeout: float) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)  # the C++ "terminate called ..." lines; the parent prints one line instead
+    faulthandler.disable()
     carla = importlib.import_module("carla")
     client = carla.Client(host, port)
     client.set_timeout(timeout)

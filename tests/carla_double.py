@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,57 @@ def _check(obj) -> None:  # noqa: ANN001
         raise RuntimeError("time-out of 2000ms while waiting for the simulator, make sure the simulator is ready and connected")
 
 
-class Location:
+#: double class -> member -> the declared uses (contract.Use) of it; filled at the end of this module
+STRICT: dict[type, dict[str, list]] = {}
+_PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "carla_capture", "")
+
+
+def _from_package(depth: int = 2) -> bool:
+    return bool(STRICT) and sys._getframe(depth).f_code.co_filename.startswith(_PACKAGE)
+
+
+def _declared(cls: type, member: str) -> list:
+    return [use for k in cls.__mro__ for use in STRICT.get(k, {}).get(member, ())]
+
+
+def _fits(uses: list, args: tuple, kwargs: dict) -> bool:
+    return any(len(args) == u.args and set(kwargs) <= set(u.kwargs) for u in uses)
+
+
+def _refuse(cls: type, what: str) -> AttributeError:
+    return AttributeError(f"carla.{cls.__name__.lstrip('_')}.{what} is not in the contract "
+                          "(carla_capture/backends/carla/contract.py); declare it there")
+
+
+class _Strict:
+    """Refuses, to the package's code, every member and call shape the contract does not list: the
+    backend cannot come to depend on something never checked against the real client."""
+
+    def __new__(cls, *args, **kwargs):  # noqa: ANN204
+        if _from_package() and not _fits(_declared(cls, "__init__"), args, kwargs):
+            raise _refuse(cls, f"__init__ with {len(args)} arguments and keywords {sorted(kwargs)}")
+        return super().__new__(cls)
+
+    def __getattribute__(self, name: str):  # noqa: ANN204
+        value = object.__getattribute__(self, name)
+        if name.startswith("_") or not _from_package():
+            return value
+        cls = type(self)
+        uses = _declared(cls, name)
+        if not uses:
+            raise _refuse(cls, name)
+        if not callable(value) or any(u.attribute for u in uses):
+            return value
+
+        def checked(*args, **kwargs):  # noqa: ANN202
+            if not _fits(uses, args, kwargs):
+                raise _refuse(cls, f"{name} with {len(args)} arguments and keywords {sorted(kwargs)}")
+            return value(*args, **kwargs)
+
+        return checked
+
+
+class Location(_Strict):
     x = y = z = 0.0
 
     def __init__(self, x: float = 0.0, y: float = 0.0, z: float = 0.0) -> None:
@@ -43,14 +94,14 @@ class Location:
         return float(np.linalg.norm([self.x - other.x, self.y - other.y, self.z - other.z]))
 
 
-class Rotation:
+class Rotation(_Strict):
     pitch = yaw = roll = 0.0
 
     def __init__(self, pitch: float = 0.0, yaw: float = 0.0, roll: float = 0.0) -> None:
         self.pitch, self.yaw, self.roll = float(pitch), float(yaw), float(roll)
 
 
-class Transform:
+class Transform(_Strict):
     location = Location()
     rotation = Rotation()
 
@@ -98,7 +149,7 @@ _PRESET_VALUES = {  # CARLA 0.9.16's presets, in the order of WEATHER_FIELDS (ch
 }
 
 
-class WeatherParameters:
+class WeatherParameters(_Strict):
     """Like the client's: a field not passed is 0 (rayleigh_scattering_scale 0.0331); presets set every field."""
 
     def __init__(self, cloudiness: float = 0.0, precipitation: float = 0.0, precipitation_deposits: float = 0.0,
@@ -121,7 +172,7 @@ for _field in WEATHER_FIELDS:  # class-level defaults, so the contract sees the 
     setattr(WeatherParameters, _field, 0.0)
 
 
-class WorldSettings:
+class WorldSettings(_Strict):
     synchronous_mode = False
     fixed_delta_seconds = None
 
@@ -132,20 +183,35 @@ class WorldSettings:
         return WorldSettings(self.synchronous_mode, self.fixed_delta_seconds)
 
 
-class ActorBlueprint:
+#: Attributes of the blueprints the double offers (CARLA 0.9.16 blueprint library docs, abridged).
+ATTRIBUTES = {
+    "sensor.camera.*": ("image_size_x", "image_size_y", "fov", "sensor_tick", "role_name", "lens_circle_falloff",
+                        "lens_circle_multiplier", "lens_k", "lens_kcube", "lens_x_size", "lens_y_size"),
+    "vehicle.*": ("role_name", "color", "number_of_wheels", "generation", "sticky_control", "object_type",
+                  "base_type", "special_type", "has_dynamic_doors", "has_lights"),
+    "walker.pedestrian.*": ("role_name", "is_invincible", "speed", "age", "gender", "generation",
+                            "can_use_wheelchair"),
+    "controller.ai.walker": (),
+}
+
+
+class ActorBlueprint(_Strict):
     id = ""
 
     def __init__(self, blueprint_id: str) -> None:
         self.id, self.attributes = blueprint_id, {}
+        self.known = next(names for pattern, names in ATTRIBUTES.items() if fnmatch.fnmatch(blueprint_id, pattern))
 
     def set_attribute(self, key: str, value: str) -> None:
+        if key not in self.known:
+            raise IndexError(f"ActorBlueprint: no attribute '{key}' in {self.id}")
         self.attributes[key] = value
 
     def has_attribute(self, key: str) -> bool:
-        return key in self.attributes
+        return key in self.known
 
 
-class BlueprintLibrary:
+class BlueprintLibrary(_Strict):
     IDS = ("vehicle.lincoln.mkz_2020", "vehicle.audi.a2", "vehicle.carlamotors.carlacola", "walker.pedestrian.0001",
            "walker.pedestrian.0002", "controller.ai.walker", "sensor.camera.rgb", "sensor.camera.semantic_segmentation",
            "sensor.camera.depth")
@@ -159,7 +225,7 @@ class BlueprintLibrary:
         return [ActorBlueprint(i) for i in self.IDS if fnmatch.fnmatch(i, pattern)]
 
 
-class Map:
+class Map(_Strict):
     name = ""
 
     def __init__(self, name: str) -> None:
@@ -169,7 +235,7 @@ class Map:
         return [Transform(Location(10.0 * i, 5.0 * (i % 3), 0.5), Rotation(yaw=90.0 * (i % 4))) for i in range(40)]
 
 
-class Image:
+class Image(_Strict):
     raw_data = b""
     width = height = frame = 0
     timestamp = 0.0
@@ -180,8 +246,10 @@ class Image:
         self.frame, self.timestamp, self.transform = frame, timestamp, transform
 
 
-class Actor:
+class Actor(_Strict):
     id = 0
+    type_id = ""
+    attributes: dict = {}
 
     def __init__(self, server: "FakeServer", blueprint: ActorBlueprint, transform: Transform, parent: "Actor | None") -> None:
         self._server, self._epoch = server, server.epoch
@@ -252,7 +320,7 @@ class WalkerAIController(Actor):
         _check(self)
 
 
-class TrafficManager:
+class TrafficManager(_Strict):
     def __init__(self, server: "FakeServer", port: int) -> None:
         self._server, self._epoch, self.port = server, server.epoch, port
 
@@ -267,7 +335,7 @@ class TrafficManager:
         self._server.tm_seed = seed
 
 
-class _Command:
+class _Command(_Strict):
     def __init__(self) -> None:
         self.follow: list = []
 
@@ -294,7 +362,7 @@ class _DestroyActor(_Command):
         self.actor = actor
 
 
-class _Response:
+class _Response(_Strict):
     error = ""
     actor_id = 0
 
@@ -338,6 +406,7 @@ class FakeServer:
         self.events: list[tuple[str, int]] = []
         self.tm_sync, self.tm_seed, self.pedestrians_seed, self.weather, self.loads = False, None, None, None, 0
         self.down_until, self.boot, self._link, self.destinations, self.teleports = 0.0, None, None, 0, []
+        self.rng = np.random.default_rng(0)  # navigation points
 
     def _remote(self, op: str, **args: object) -> dict:
         """One request to the stand-in process; a dead or restarted one invalidates every handle."""
@@ -468,7 +537,7 @@ def encode_depth(metres: np.ndarray) -> np.ndarray:
     return np.round(metres / 1000.0 * (256**3 - 1)).astype(np.int64)
 
 
-class World:
+class World(_Strict):
     def __init__(self, server: FakeServer) -> None:
         self._server, self._epoch = server, server.epoch
 
@@ -545,10 +614,11 @@ class World:
     def get_random_location_from_navigation(self) -> Location:
         _check(self)
         extent = self._server.nav_extent_m
-        return Location(float(np.random.uniform(0, extent)), float(np.random.uniform(0, extent)), 0.5)
+        x, y = self._server.rng.uniform(0, extent, 2)
+        return Location(float(x), float(y), 0.5)
 
 
-class ActorSnapshot:
+class ActorSnapshot(_Strict):
     def __init__(self, transform: Transform) -> None:
         self._transform = transform
 
@@ -556,7 +626,7 @@ class ActorSnapshot:
         return self._transform
 
 
-class WorldSnapshot:
+class WorldSnapshot(_Strict):
     frame = 0
 
     def __init__(self, frame: int, transforms: dict) -> None:
@@ -567,7 +637,7 @@ class WorldSnapshot:
         return ActorSnapshot(tf) if tf is not None else None
 
 
-class ActorList(list):
+class ActorList(_Strict, list):
     def filter(self, pattern: str) -> "ActorList":
         return ActorList(a for a in self if fnmatch.fnmatch(a.type_id, pattern))
 
@@ -576,7 +646,7 @@ class ActorList(list):
 _TM_SOCKETS: dict[int, socket.socket] = {}
 
 
-class Client:
+class Client(_Strict):
     def __init__(self, host: str = "127.0.0.1", port: int = 2000, worker_threads: int = 0) -> None:
         self.address = (host, port)
         self._server = SERVERS.get(self.address)
@@ -657,3 +727,19 @@ class Client:
         if do_tick and server.settings.synchronous_mode:
             server.step()
         return responses
+
+
+def _contract_classes() -> dict[type, dict[str, list]]:
+    from carla_capture.backends.carla.contract import CONTRACT
+
+    out: dict[type, dict[str, list]] = {}
+    for use in CONTRACT:
+        owner = sys.modules[__name__]
+        for part in filter(None, use.owner.split(".")):
+            owner = getattr(owner, part)
+        if isinstance(owner, type):
+            out.setdefault(owner, {}).setdefault(use.member, []).append(use)
+    return out
+
+
+STRICT.update(_contract_classes())
