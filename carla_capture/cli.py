@@ -197,3 +197,32 @@ def verify(data_dir: Path, report: Path | None, do_quarantine: bool, config: Pat
     click.echo(f"report -> {report}")
     if any(not r.passed for r in reports):
         sys.exit(1)
+
+
+@main.command()
+@click.option("--host", help="CARLA server host [default: 127.0.0.1].")
+@click.option("--port", type=int, help="CARLA RPC port [default: 2000].")
+@click.option("--tm-port", type=int, help="Traffic Manager port [default: 8000].")
+@click.option("--town", help="Town whose map to load and record from [default: Town03].")
+@click.option("--town-dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of town files.")
+@click.option("--timeout", type=float, help="Seconds to wait for the server, per call [default: 10].")
+@click.option("--map-timeout", type=float, help="Seconds allowed for loading the map [default: 120].")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON (for bug reports).")
+def doctor(as_json: bool, **options: Any) -> None:
+    """Check a CARLA server before recording: versions, maps, map load time, synchronous tick rate,
+    Traffic Manager, latency per camera, one short clip with the reprojection checks. Prints a
+    table with the fix of every failure; exits 1 when a check fails. Leaves the server asynchronous.
+
+    \b
+    Examples:
+      capture doctor
+      capture doctor --host 10.0.0.5 --port 2000 --town Town10HD
+      capture doctor --json > doctor.json
+    """
+    from carla_capture import doctor as dr
+
+    cfg = capture_config(None, {**options, "backend": "carla", "frames": 5, "out": Path(".")}, ())
+    checks = dr.run_doctor(cfg)
+    click.echo(json.dumps(dr.as_json(checks), indent=2) if as_json else dr.format_table(checks))
+    if not all(c.passed for c in checks):
+        sys.exit(1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import time
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -61,6 +62,8 @@ class Session:
     walkers: list[list] = field(default_factory=list)
     #: frame -> the ego's transform in the world snapshot of that frame (the last few ticks)
     ego_poses: dict[int, object] = field(default_factory=dict)
+    #: frame -> monotonic time its tick was requested (the last 64)
+    tick_started: dict[int, float] = field(default_factory=dict)
 
     @staticmethod
     def answers(carla: ModuleType, cfg: CaptureConfig, timeout: float = 2.0) -> bool:
@@ -201,11 +204,15 @@ class Session:
 
     def tick(self) -> int:
         """Advance one step; returns the new frame number. A timeout means the server is lost."""
+        started = time.monotonic()
         try:
             frame = int(self.world.tick(self.cfg.carla.timeout))
         except RuntimeError as exc:
             raise ServerLost(f"tick failed at {self.cfg.carla.host}:{self.cfg.carla.port}: {exc}") from None
         heartbeat.beat()
+        self.tick_started[frame] = started
+        if len(self.tick_started) > 64:
+            self.tick_started.pop(next(iter(self.tick_started)))
         snapshot = self.world.get_snapshot()
         self._keep_walking(snapshot)
         ego = snapshot.find(self.ego.id) if self.ego is not None else None
