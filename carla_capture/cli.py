@@ -69,7 +69,8 @@ def capture_config(config: Path | None, options: dict[str, Any], overrides: tupl
 @click.option("--sensor-timeout", type=float, help="Seconds to wait for a camera's measurement of a tick [default: 2].")
 @click.option("--warmup-ticks", type=int, help="Ticks discarded after (re)spawning [default: 20].")
 @click.option("--max-restarts", type=int, help="Reconnects to a crashed server before giving up [default: 3].")
-@click.option("--servers", help="host:port,host:port,...: one capture process per CARLA server, seeds seed, seed+1, ...")
+@click.option("--servers", help="host:port,host:port,...: one capture process per CARLA server, seeds seed, seed+1, ...; "
+              "or N with --server-cmd: N servers launched on ports port, port+4, ... and GPUs 0..N-1.")
 @click.option("--server-cmd", help="Start, relaunch and stop the server yourself: a command with {port} "
               "(and {gpu}), e.g. \"/opt/carla/CarlaUE4.sh -RenderOffScreen -nosound -carla-rpc-port={port}\".")
 @click.option("--server-wait", type=float, help="Seconds to wait for a lost or (re)launched server [default: 60].")

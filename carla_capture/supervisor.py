@@ -62,11 +62,15 @@ def _worker(cfg: CaptureConfig, beat: object, conn: object) -> None:
 
     try:
         with terminate_like_interrupt():
-            conn.send(("done", record(cfg, progress=progress)))
+            outcome = ("done", record(cfg, progress=progress))
     except CaptureError as exc:
-        conn.send(("error", exc))
+        outcome = ("error", exc)
     except KeyboardInterrupt:
-        conn.send(("interrupted", None))
+        outcome = ("interrupted", None)
+    try:
+        conn.send(outcome)
+    except OSError:  # the supervisor is gone: nobody to tell
+        pass
 
 
 class Supervisor:
@@ -149,9 +153,9 @@ class Supervisor:
 
     def _after_error(self, exc: CaptureError) -> str:
         """A worker's error: re-raised unless a (relaunched) server may fix it."""
+        self.proc.join(10.0)  # it exits right after telling
         if not isinstance(exc, (ServerGone, ServerLost)) or self.server is None:
             raise exc
-        self.proc.join()
         self.server.relaunch(str(exc), max(self.cfg.carla.server_wait, 1.0))
         return f"{exc} (server relaunched)"
 

@@ -99,3 +99,42 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path, tiny_towns, server, monkeypatch
     with pytest.raises(KeyboardInterrupt), terminate_like_interrupt():
         record(cfg)
     assert server.actors == {} and server.settings.synchronous_mode is False and server.tm_sync is False
+
+
+def test_servers_n_launches_n_servers_on_distinct_ports_and_gpus(tmp_path, tiny_towns):
+    from carla_capture.config import CaptureConfig
+    from carla_capture.errors import ConfigError
+    from carla_capture.servers import server_commands
+
+    cmd = "CarlaUE4.sh -RenderOffScreen -carla-rpc-port={port} -graphicsadapter={gpu}"
+    cfg = CaptureConfig(town="Town03", clips=4, out=tmp_path, town_dir=tiny_towns,
+                        carla={"servers": ("2",), "server_cmd": cmd})
+    commands = server_commands(cfg)
+    assert [address for address, _ in commands] == ["127.0.0.1:2000", "127.0.0.1:2004"]
+    carla = [json.loads(c[c.index("--set", len(c) - 2) + 1].split("=", 1)[1]) for _, c in commands]
+    assert [(c["port"], c["tm_port"], c["server_gpu"], c["server_cmd"]) for c in carla] == [
+        (2000, 8000, 0, cmd), (2004, 8001, 1, cmd)]
+    with pytest.raises(ConfigError, match="needs --server-cmd"):
+        server_commands(cfg.model_copy(update={"carla": cfg.carla.model_copy(update={"server_cmd": None})}))
+
+
+def test_a_worker_that_dies_is_restarted_and_resumes(tmp_path, tiny_towns, server, monkeypatch, caplog):
+    """A C++ abort (exit 134) in the worker, once: the supervisor restarts it; exactly N clips."""
+    from carla_capture.config import CaptureConfig
+    from carla_capture.supervisor import supervised_record
+
+    marker, original, calls = tmp_path / "died", double.World.tick, {"n": 0}
+
+    def abort_once(self, seconds=10.0):
+        calls["n"] += 1
+        if calls["n"] == 15 and not marker.exists():
+            marker.touch()
+            os._exit(134)
+        return original(self, seconds)
+
+    monkeypatch.setattr(double.World, "tick", abort_once)
+    cfg = CaptureConfig(backend="carla", town="Town03", clips=4, frames=3, out=tmp_path / "data",
+                        town_dir=tiny_towns, carla={"warmup_ticks": 1, "vehicles": 1, "walkers": 0, "timeout": 1.0})
+    summary = supervised_record(cfg)
+    assert "the worker died (exit code 134)" in caplog.text and marker.exists()
+    assert summary.existing + summary.recorded == 4 and len(_clip_frames(tmp_path / "data")) == 4
