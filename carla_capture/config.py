@@ -190,6 +190,8 @@ class CarlaSettings(BaseModel):
                                  "the recording worker.")
     server_cmd: str | None = Field(None, description="Command that starts a server, with {port} (and {gpu}); "
                                    "capture then starts, relaunches and stops it.")
+    contact_wait: float = Field(0.0, ge=0, description="Seconds the first contact waits for the server to "
+                                "answer (the supervisor sets it for a restarted worker).")
     server_gpu: int = Field(0, ge=0, description="Value of {gpu} in server_cmd (--servers numbers them 0, 1, ...).")
     supervise: bool = Field(True, description="Record in a worker process watched by a heartbeat per tick.")
 

@@ -36,6 +36,10 @@ def _child(conn: object, host: str, port: int, timeout: float) -> None:
                       "maps": sorted(m.rsplit("/", 1)[-1] for m in client.get_available_maps())}))
 
 
+class NoAnswer(BackendUnavailableError):
+    """Nothing answered at the address within the timeout."""
+
+
 def _death(code: int | None) -> str:
     if code is not None and code < 0:
         return f"signal {signal.Signals(-code).name}"
@@ -66,7 +70,7 @@ def preflight(host: str, port: int, timeout: float) -> dict:
     if kind == "ok":
         return value
     if kind == "silent" or child.exitcode == -signal.SIGKILL:
-        raise BackendUnavailableError(f"no CARLA server answered at {host}:{port} within {timeout:g} s; "
+        raise NoAnswer(f"no CARLA server answered at {host}:{port} within {timeout:g} s; "
                                       + HOW_TO_START.format(port=port))
     raise BackendUnavailableError(
         f"the CARLA client library died ({_death(child.exitcode)}) talking to {host}:{port}: that port is not a "

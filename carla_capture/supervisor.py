@@ -53,7 +53,7 @@ def terminate_like_interrupt() -> Iterator[None]:
 def _worker(cfg: CaptureConfig, beat: object, conn: object) -> None:
     from carla_capture.record import record
 
-    heartbeat.attach(beat)
+    heartbeat.attach(beat, cfg.carla.stall_timeout)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which sends SIGTERM once
 
     def progress(cid: str) -> None:
@@ -113,12 +113,15 @@ class Supervisor:
 
     def _one_worker(self) -> tuple[str, object]:
         """Run one worker to its end: ("done", summary) or ("restart", reason)."""
-        beat = self.ctx.Value("d", time.monotonic(), lock=False)
+        stall = self.cfg.carla.stall_timeout
+        beat = self.ctx.Value("d", time.monotonic() + stall + 30.0, lock=False)  # + start-up
+        cfg = self.cfg
+        if self.restarts:  # the server may be on its way back: the first contact waits for it
+            cfg = cfg.model_copy(update={"carla": cfg.carla.model_copy(update={"contact_wait": cfg.carla.server_wait})})
         receive, send = self.ctx.Pipe(duplex=False)
-        self.proc = self.ctx.Process(target=_worker, args=(self.cfg, beat, send), name="capture-worker")
+        self.proc = self.ctx.Process(target=_worker, args=(cfg, beat, send), name="capture-worker")
         self.proc.start()
         send.close()
-        stall = self.cfg.carla.stall_timeout
         while True:
             message = self._receive(receive)
             if message is not None:
@@ -139,9 +142,9 @@ class Supervisor:
                 return "restart", "the server process exited and was relaunched"
             if not self.proc.is_alive():
                 return "restart", f"the worker died (exit code {self.proc.exitcode})"
-            if time.monotonic() - beat.value > stall:
+            if time.monotonic() > beat.value:
                 self._stop_worker()
-                return "restart", f"no simulator tick for {stall:g} s (a hung tick)"
+                return "restart", f"no simulator tick for {stall:g} s (a hung tick or server call)"
 
     def _receive(self, conn: object) -> tuple[str, object] | None:
         try:

@@ -32,7 +32,7 @@ class StandIn:
             "map": "Town10HD_Opt", "launches": 0}
         self.state.update(sync=False, delta=None, tm_sync=False, map="Town10HD_Opt")  # a fresh server
         self.state["launches"] += 1
-        self.boot = uuid.uuid4().hex
+        self.boot, self.down_s = uuid.uuid4().hex, None
         self.conns: list[socket.socket] = []
         self._save()
 
@@ -47,18 +47,19 @@ class StandIn:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind(("127.0.0.1", self.port))
             listener.listen(16)
-            self.listener, self.down_s = listener, None
+            listener.settimeout(0.05)  # closing a socket from another thread does not wake accept()
             while self.down_s is None:
                 try:
                     conn, _ = listener.accept()
-                except OSError:
-                    break
+                except TimeoutError:
+                    continue
+                conn.settimeout(None)
                 self.conns.append(conn)
                 threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-            if self.down_s is None or self.down_s < 0:
-                os._exit(3)
+            listener.close()  # down: connections are refused
             time.sleep(self.down_s)
             with self.lock:  # comes back as a fresh server
+                self.down_s = None
                 self.state.update(sync=False, delta=None, tm_sync=False, map="Town10HD_Opt")
                 self.boot = uuid.uuid4().hex
                 self._save()
@@ -74,7 +75,6 @@ class StandIn:
         self.conns = []
         if down_s < 0:
             os._exit(3)
-        self.listener.close()
 
     def _handle(self, conn: socket.socket) -> None:
         reader = conn.makefile("r")
@@ -82,6 +82,7 @@ class StandIn:
             request = json.loads(line)
             reply = self._answer(request)
             if reply is None:
+                conn.close()
                 return
             try:
                 conn.sendall((json.dumps(reply) + "\n").encode())
@@ -91,6 +92,8 @@ class StandIn:
     def _answer(self, request: dict) -> dict | None:
         op, s = request["op"], self.state
         with self.lock:
+            if self.down_s is not None:  # crashed: a connection accepted in the meantime gets nothing
+                return None
             if op == "tick":
                 s["ticks"] += 1
                 key = str(s["ticks"])

@@ -69,6 +69,8 @@ def test_long_run_survives_a_hung_tick_and_two_crashes(tmp_path, monkeypatch, ca
     assert final["launches"] == 2, "relaunched once through --server-cmd"
     assert sorted(final["fired"]) == ["100", "30", "60"], final
     assert final["sync"] is False and final["delta"] is None and final["tm_sync"] is False, "left asynchronous"
+    # two worker restarts: the hung tick and the relaunch; the 5 s outage was waited out inside the worker
+    assert caplog.text.count("restarting the recording worker") == 2
     assert "no simulator tick for 1.5 s" in caplog.text
     assert "relaunching the CARLA server" in caplog.text
     from carla_capture.config import VerifyConfig

@@ -17,7 +17,8 @@ from carla_capture.backends.carla.decode import decode_depth, decode_rgb, decode
 from carla_capture.backends.carla.session import Session
 from carla_capture.config import WEATHER_FIELDS, CaptureConfig, TownConfig, Weather
 from carla_capture.errors import BackendUnavailableError
-from carla_capture.preflight import preflight
+from carla_capture import heartbeat
+from carla_capture.preflight import NoAnswer, preflight
 from carla_capture.geometry import carla_to_cam_to_world, intrinsics
 from carla_capture.records import Clip, Frame
 from carla_capture.weather import draw_weather, seeded_rng
@@ -57,8 +58,16 @@ class CarlaBackend:
         """First contact: a one-line error when nothing answers. The world is set up by the first clip,
         inside the record loop's retry policy."""
         s = self.cfg.carla
-        preflight(s.host, s.port, s.timeout)  # in a child: a C++ abort there becomes a one-line error
-        return self
+        deadline = time.monotonic() + s.contact_wait
+        while True:
+            heartbeat.expect(s.timeout + 15.0)
+            try:
+                preflight(s.host, s.port, s.timeout)  # in a child: a C++ abort there becomes a one-line error
+                return self
+            except NoAnswer:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
 
     def __exit__(self, *exc: object) -> None:
         if self.session is not None:
@@ -66,7 +75,8 @@ class CarlaBackend:
             self.session = None
 
     def _open(self) -> None:
-        address = f"{self.cfg.carla.host}:{self.cfg.carla.port}"
+        address, s = f"{self.cfg.carla.host}:{self.cfg.carla.port}", self.cfg.carla
+        heartbeat.expect(s.map_timeout + 6 * s.timeout + 10.0)  # map load, spawning: no ticks yet
         try:
             self.session = Session.open(self.carla, self.cfg, self.town)
         except (RuntimeError, BackendUnavailableError) as exc:
@@ -76,9 +86,11 @@ class CarlaBackend:
     def restart(self, attempt: int = 1) -> None:
         """Drop the session, wait (doubling with each attempt), then wait up to ``server_wait`` seconds
         for the server to answer; the next clip sets the world up again."""
-        self.__exit__()
-        time.sleep(self.cfg.carla.restart_backoff_s * 2 ** (attempt - 1))
         s = self.cfg.carla
+        backoff = s.restart_backoff_s * 2 ** (attempt - 1)
+        heartbeat.expect(backoff + s.server_wait + 3 * s.timeout + 5.0)
+        self.__exit__()
+        time.sleep(backoff)
         deadline = time.monotonic() + s.server_wait
         while not Session.answers(self.carla, self.cfg):
             if time.monotonic() > deadline:
