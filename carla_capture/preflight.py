@@ -46,6 +46,35 @@ def _death(code: int | None) -> str:
     return f"exit code {code}"
 
 
+def _cleanup_child(conn: object, cfg: object) -> None:
+    from carla_capture.backends.carla.session import leave_server
+
+    try:
+        leave_server(importlib.import_module("carla"), cfg)
+        conn.send(("ok", None))
+    except RuntimeError as exc:
+        conn.send(("failed", str(exc)))
+
+
+def cleanup_in_child(cfg: object, timeout: float) -> str | None:
+    """Run :func:`leave_server` in a child process; None when it worked, else why not."""
+    ctx = mp.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_cleanup_child, args=(send, cfg), name="carla-cleanup", daemon=True)
+    child.start()
+    send.close()
+    outcome = ("failed", f"no answer within {timeout:g} s")
+    try:
+        if receive.poll(timeout):
+            outcome = receive.recv()
+    except EOFError:
+        outcome = ("failed", "the client library died")
+    if child.is_alive():
+        child.kill()
+    child.join()
+    return None if outcome[0] == "ok" else outcome[1]
+
+
 def preflight(host: str, port: int, timeout: float) -> dict:
     """Server and client versions and the maps of ``host:port``, asked from a child process.
 

@@ -77,7 +77,7 @@ class Supervisor:
     """Runs workers until the recording is done; owns the server process of ``--server-cmd``."""
 
     def __init__(self, cfg: CaptureConfig, progress: Callable[[str], None] | None = None) -> None:
-        self.cfg, self.progress, self.restarts = cfg, progress, 0
+        self.cfg, self.progress, self.restarts, self.killed = cfg, progress, 0, False
         self.ctx = mp.get_context("fork")  # the worker inherits the loaded modules; the parent never imports carla
         s = cfg.carla
         self.server = ServerProcess(s.server_cmd, s.host, s.port, s.server_gpu) if s.server_cmd else None
@@ -97,11 +97,27 @@ class Supervisor:
                     self._count(value)
             except KeyboardInterrupt:
                 self._stop_worker(grace_s=30.0)  # let it stop its sensors and leave the server asynchronous
+                self._leave_server()
+                raise
+            except BaseException:
+                self._stop_worker()
+                self._leave_server()
                 raise
             finally:
                 self._stop_worker()
                 if self.server is not None:
                     self.server.stop()
+
+    def _leave_server(self) -> None:
+        """After a killed worker: its actors destroyed and the server asynchronous (from a child)."""
+        if not self.killed or (self.server is not None and not self.server.alive()):
+            return
+        from carla_capture.preflight import cleanup_in_child
+
+        problem = cleanup_in_child(self.cfg, self.cfg.carla.timeout + 10.0)
+        if problem:
+            log.warning("could not leave the server at %s:%d asynchronous (%s); restart it before the next run",
+                        self.cfg.carla.host, self.cfg.carla.port, problem)
 
     def _count(self, reason: str) -> None:
         self.restarts += 1
@@ -141,6 +157,7 @@ class Supervisor:
                 self.server.relaunch("the server process exited", max(self.cfg.carla.server_wait, 1.0))
                 return "restart", "the server process exited and was relaunched"
             if not self.proc.is_alive():
+                self.killed = True
                 return "restart", f"the worker died (exit code {self.proc.exitcode})"
             if time.monotonic() > beat.value:
                 self._stop_worker()
@@ -172,6 +189,7 @@ class Supervisor:
         if proc.is_alive():
             proc.kill()
             proc.join()
+        self.killed = True
 
 
 def supervised_record(cfg: CaptureConfig, progress: Callable[[str], None] | None = None) -> object:

@@ -140,3 +140,19 @@ def test_a_worker_that_dies_is_restarted_and_resumes(tmp_path, tiny_towns, serve
     summary = supervised_record(cfg)
     assert "the worker died (exit code 134)" in caplog.text and marker.exists()
     assert summary.existing + summary.recorded == 4 and len(_clip_frames(tmp_path / "data")) == 4
+
+
+def test_giving_up_after_a_killed_worker_still_leaves_the_server_async(tmp_path, monkeypatch):
+    towns = write_towns(tmp_path / "towns", 64, 32)
+    port, state = _free_port(), tmp_path / "standin.json"
+    server_cmd = (f"{shlex.quote(sys.executable)} {shlex.quote(str(STANDIN))} --port {{port}} "
+                  f"--state {shlex.quote(str(state))} --faults {shlex.quote(json.dumps({'hang': [8]}))}")
+    monkeypatch.setitem(sys.modules, "carla", double)
+    monkeypatch.setitem(double.SERVERS, ("127.0.0.1", port), double.FakeServer(remote=("127.0.0.1", port)))
+    result = CliRunner().invoke(main, [
+        "record", "--town", "Town03", "--clips", "5", "--frames", "3", "--warmup-ticks", "1", "--out",
+        str(tmp_path / "data"), "--town-dir", str(towns), "--port", str(port), "--vehicles", "1", "--walkers",
+        "0", "--timeout", "1", "--stall-timeout", "1", "--max-restarts", "0", "--server-cmd", server_cmd])
+    assert result.exit_code == 2 and "gave up after 0 restarts" in result.stderr, result.output
+    final = json.loads(state.read_text())
+    assert final["fired"] == ["8"] and final["sync"] is False and final["delta"] is None

@@ -266,6 +266,20 @@ class Session:
         self.sensors, self.actor_ids, self.controllers, self.walkers = {}, [], [], []
 
 
+def leave_server(carla: ModuleType, cfg: CaptureConfig) -> None:
+    """What a killed worker could not do: destroy its actors and leave the server asynchronous."""
+    s = cfg.carla
+    client = carla.Client(s.host, s.port)
+    client.set_timeout(s.timeout)
+    world = client.get_world()
+    mine = [a.id for a in world.get_actors() if _is_ours(a, s.ego_blueprint)]
+    client.apply_batch_sync([carla.command.DestroyActor(i) for i in mine], False)
+    settings = world.get_settings()
+    settings.synchronous_mode = False
+    settings.fixed_delta_seconds = None
+    world.apply_settings(settings)
+
+
 def _is_ours(actor: object, ego_blueprint: str) -> bool:
     role = actor.attributes.get("role_name", "")
     return role == ROLE or (role == "hero" and actor.type_id == ego_blueprint)
