@@ -16,6 +16,7 @@ import click
 
 from carla_capture.clitools import ErrorGroup
 from carla_capture.config import CaptureConfig, VerifyConfig
+from carla_capture.fsutil import atomic_write_text
 from carla_capture.settings import apply_overrides, build, read_toml
 
 
@@ -165,6 +166,9 @@ def split(data_dir: Path, splits_file: Path | None) -> None:
     manifest = sp.build_manifest(data_dir, sp.load_splits(splits_file))
     changed = sp.write_manifest(data_dir, manifest)
     click.echo(sp.split_table(manifest))
+    for name in sp.empty_splits(manifest):
+        click.echo(f"warning: split {name!r} has no clips; record its towns before training or evaluating on it",
+                   err=True)
     click.echo(f"{'wrote' if changed else 'unchanged:'} {data_dir / sp.MANIFEST_NAME}")
 
 
@@ -191,7 +195,7 @@ def verify(data_dir: Path, report: Path | None, do_quarantine: bool, config: Pat
     reports = vf.verify_dataset(data_dir, cfg)
     moved = vf.quarantine(data_dir, reports) if do_quarantine else []
     report = report or data_dir / "verify-report.json"
-    report.write_text(json.dumps(vf.report_json(data_dir, reports, cfg, moved), indent=2) + "\n")
+    atomic_write_text(report, json.dumps(vf.report_json(data_dir, reports, cfg, moved), indent=2) + "\n")
     click.echo(vf.report_table(reports))
     for rel in moved:
         click.echo(f"quarantined {rel}")

@@ -1,4 +1,5 @@
-"""What every click command of the project shares: domain errors become one line and exit 2."""
+"""What every click command of the project shares: domain errors and OS faults become one line
+and exit 2."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import Any
 import click
 
 from carla_capture.errors import CaptureError
+from carla_capture.fsutil import os_error_message
 
 
 class ErrorGroup(click.Group):
-    """A click group that turns :class:`CaptureError` into ``error: <message>`` and exit code 2,
-    and Ctrl-C into a one-line hint and exit code 130 (no traceback either way)."""
+    """A click group that turns :class:`CaptureError` and OS faults (full disk, permission, ...)
+    into ``error: <message>`` and exit code 2, and Ctrl-C into a one-line hint and exit code 130
+    (no traceback either way)."""
 
     interrupt_hint = "interrupted"
 
@@ -21,6 +24,12 @@ class ErrorGroup(click.Group):
             return super().invoke(ctx)
         except CaptureError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except (OSError, RuntimeError) as exc:
+            message = os_error_message(exc)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo(self.interrupt_hint, err=True)

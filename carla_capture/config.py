@@ -17,6 +17,8 @@ from carla_capture.errors import ConfigError
 from carla_capture.settings import build, read_toml
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+#: Clips of one town and seed: clip ids number them with 6 digits.
+MAX_CLIPS = 1_000_000
 
 
 class CameraRig(BaseModel):
@@ -209,7 +211,7 @@ class CaptureConfig(BaseModel):
     seed: int = Field(0, description="Seed of this recording; clip ids contain it.")
     out: Path = Field(Path("data"), description="Dataset folder; shards go to <out>/<Town>/.")
     clips_per_shard: int = Field(50, description="Clips per HDF5 shard (about 50 MB each at 512x256).")
-    compression: Literal["zstd", "gzip", "lzf", "none"] = Field(
+    compression: Literal["zstd", "lz4", "gzip", "lzf", "none"] = Field(
         "zstd", description="Chunk codec (see docs/format.md; zstd needs hdf5plugin to read)."
     )
     town_dir: Path | None = Field(None, description="Folder of town files; default: the packaged one.")
@@ -228,6 +230,14 @@ class CaptureConfig(BaseModel):
     def _positive(cls, value: int, info) -> int:  # noqa: ANN001 - pydantic's ValidationInfo
         if value < 1:
             raise ValueError(f"must be at least 1, got {value}; pass --{info.field_name.replace('_', '-')} N with N >= 1")
+        return value
+
+    @field_validator("clips")
+    @classmethod
+    def _clips_bound(cls, value: int) -> int:
+        if value > MAX_CLIPS:
+            raise ValueError(f"at most {MAX_CLIPS:,} clips per town and seed (clip ids have 6 digits), got {value:,};"
+                             " record more with another --seed")
         return value
 
     @field_validator("seed")
@@ -264,6 +274,7 @@ class VerifyConfig(BaseModel):
     saturated_share: float = Field(0.5, gt=0, le=1, description="An RGB frame with more than this share of white pixels is saturated.")
     frozen_mean_diff: float = Field(0.5, ge=0, description="Consecutive RGB frames closer than this mean abs difference while the camera moved are frozen.")
     frozen_min_motion_m: float = Field(0.05, ge=0, description="Camera motion (metres) above which identical frames count as frozen.")
+    frozen_scene_change: float = Field(0.01, ge=0, le=1, description="Repeated RGB counts as a stalled camera when at least this share of pixels changed tag; below it, the view is blocked (e.g. by a vehicle) and the clip passes.")
     sky_far_iou: float = Field(0.98, ge=0, le=1, description="Minimum IoU between sky-tagged pixels and pixels at the far plane, per frame.")
     geometry_rel_tol: float = Field(0.005, gt=0, description="Relative depth tolerance of a reprojected static pixel.")
     min_depth_agree: float = Field(0.9, ge=0, le=1, description="Minimum mean share of static pixels whose reprojected depth agrees with the next frame.")

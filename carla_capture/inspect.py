@@ -46,12 +46,14 @@ def summarize(path: Path) -> dict[str, Any]:
             entry["shards"] += 1
             codecs.add(reader.codec)
             for cid in reader.clip_ids():
-                group = reader.group(cid)
-                semantic = group["semantic"][()]
-                hist += np.bincount(semantic.ravel(), minlength=NUM_TAGS)[:NUM_TAGS]
+                arrays = reader.read_arrays(cid, only=("semantic",))
+                if "semantic" in arrays:
+                    tags = arrays["semantic"][arrays["semantic_valid"]]
+                    hist += np.bincount(tags.ravel(), minlength=NUM_TAGS)[:NUM_TAGS]
+                height, width = reader.group(cid)["rgb"].shape[1:3]
                 entry["clips"] += 1
-                entry["frames"] += semantic.shape[0]
-                sizes.add(f"{semantic.shape[2]}x{semantic.shape[1]}")
+                entry["frames"] += len(arrays["frame"])
+                sizes.add(f"{width}x{height}")
     frames = sum(t["frames"] for t in towns.values())
     share = hist / max(hist.sum(), 1)
     return {
@@ -92,9 +94,12 @@ def depth_to_rgb(depth: np.ndarray) -> np.ndarray:
     return bgr[..., ::-1].reshape(*depth.shape, 3)
 
 
-def frame_panel(rgb: np.ndarray, semantic: np.ndarray, depth: np.ndarray) -> np.ndarray:
-    """One row RGB | semantic (CARLA palette) | depth, as (H, 3W, 3) uint8 RGB."""
-    return np.concatenate([rgb, colorize(semantic), depth_to_rgb(depth)], axis=1)
+def frame_panel(rgb: np.ndarray, semantic: np.ndarray | None, depth: np.ndarray | None) -> np.ndarray:
+    """One row RGB | semantic (CARLA palette) | depth, as (H, 3W, 3) uint8 RGB; a missing
+    modality is drawn grey."""
+    grey = np.full_like(rgb, 128)
+    return np.concatenate([rgb, grey if semantic is None else colorize(semantic),
+                           grey if depth is None else depth_to_rgb(depth)], axis=1)
 
 
 def load_clip(path: Path, clip_id: str | None = None) -> Clip:

@@ -16,7 +16,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,9 @@ from carla_capture.backends import get_backend
 from carla_capture.backends.base import Backend, RetryClip, ServerLost, clip_id
 from carla_capture.config import CaptureConfig, TownConfig
 from carla_capture.errors import CaptureError, ConfigError
-from carla_capture.records import Clip, Frame
+from carla_capture.fsutil import atomic_write_text
+from carla_capture.lock import RecordLock
+from carla_capture.records import OPTIONAL, Clip, Frame
 from carla_capture.shards import ShardReader, ShardWriter
 
 log = logging.getLogger(__name__)
@@ -61,9 +63,12 @@ def existing_clip_ids(town_dir: Path) -> set[str]:
     return ids
 
 
-def _check_config(town_dir: Path, cfg: CaptureConfig, town: TownConfig) -> None:
-    """Save the resolved config; refuse to resume with settings that change the data."""
+def _check_config(town_dir: Path, cfg: CaptureConfig, town: TownConfig) -> bool:
+    """Save the resolved config; refuse to resume with settings that change the data.
+
+    Returns True when this call created the file (nothing of this seed was recorded before)."""
     path = town_dir / f"record-{cfg.seed}.json"
+    created = not path.exists()
     resolved = {"capture": json.loads(cfg.model_dump_json()), "town": json.loads(town.model_dump_json())}
     if path.exists():
         before = json.loads(path.read_text())
@@ -78,9 +83,8 @@ def _check_config(town_dir: Path, cfg: CaptureConfig, town: TownConfig) -> None:
                 f"the town file of {town.name} changed since seed {cfg.seed} was recorded in {town_dir}; "
                 "restore it, or record with another --seed or --out"
             )
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(resolved, indent=2, sort_keys=True))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(resolved, indent=2, sort_keys=True))
+    return created
 
 
 class _ClipStream:
@@ -105,7 +109,8 @@ class _ClipStream:
                 continue
             try:
                 if self._group is None:
-                    self._group = self.writer.open_clip(self.cid, self.num_frames, *frame.size)
+                    modalities = tuple(n for n in OPTIONAL if getattr(frame, n) is not None)
+                    self._group = self.writer.open_clip(self.cid, self.num_frames, *frame.size, modalities)
                 self.writer.write_frame(self._group, k, frame)
                 k += 1
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
@@ -204,6 +209,10 @@ class _Stager:
         if self.dir.exists() and not any(self.dir.iterdir()):
             self.dir.rmdir()
 
+    def empty(self) -> bool:
+        """True when this run has staged and written nothing."""
+        return not self.written and not (self.dir.exists() and any(self.dir.glob("*.h5")))
+
 
 class _Attempts:
     """Retries of a clip after :class:`RetryClip`, reconnects after :class:`ServerLost` (per run)."""
@@ -234,33 +243,64 @@ class _Attempts:
                 self.reconnect = True
 
 
+def _index_of(cid: str, town: str, seed: int) -> float:
+    """The clip index of one of this (town, seed)'s clip ids; infinity for any other id."""
+    prefix = clip_id(town, seed, 0)[:-6]
+    tail = cid[len(prefix):]
+    return int(tail) if cid.startswith(prefix) and tail.isdigit() else float("inf")
+
+
+def _todo(town: str, seed: int, clips: int, have: set[str]) -> Iterator[int]:
+    """Indices of the clips still to record, lazily (``clips`` may be large)."""
+    return (i for i in range(clips) if clip_id(town, seed, i) not in have)
+
+
 def record(cfg: CaptureConfig, progress: Callable[[str], None] | None = None) -> RecordSummary:
     """Record until ``<out>/<Town>`` holds ``cfg.clips`` clips of ``cfg.seed``; resumable.
 
-    ``progress`` is called with each clip id once that clip is safely staged.
+    One process per (town, seed) and folder at a time (:class:`RecordLock`). ``progress`` is
+    called with each clip id once that clip is safely staged. A run that fails before staging
+    anything leaves nothing behind, so a later run (with other settings) starts clean.
     """
     town = cfg.town_config()
     backend_cls = get_backend(cfg.backend)
     town_dir = cfg.out / town.name
+    new_dir = not town_dir.exists()
     town_dir.mkdir(parents=True, exist_ok=True)
-    _check_config(town_dir, cfg, town)
-    stager = _Stager(town_dir, cfg, town.name)
+    try:
+        with RecordLock(town_dir, cfg.seed):
+            created = _check_config(town_dir, cfg, town)
+            stager = _Stager(town_dir, cfg, town.name)
+            try:
+                return _record_locked(cfg, town.name, town_dir, stager, backend_cls, progress)
+            except BaseException:
+                if created and stager.empty():
+                    (town_dir / f"record-{cfg.seed}.json").unlink(missing_ok=True)
+                    stager.cleanup()
+                raise
+    except BaseException:
+        if new_dir and town_dir.is_dir() and not any(town_dir.iterdir()):
+            town_dir.rmdir()
+        raise
+
+
+def _record_locked(cfg: CaptureConfig, town: str, town_dir: Path, stager: _Stager, backend_cls: type[Backend],
+                   progress: Callable[[str], None] | None) -> RecordSummary:
     done = existing_clip_ids(town_dir)
-    staged = set(stager.recover(done))
-    todo = [i for i in range(cfg.clips) if clip_id(town.name, cfg.seed, i) not in done | staged]
-    existing = cfg.clips - len(todo)
-    log.info("%s: %d of %d clips exist, recording %d", town.name, existing, cfg.clips, len(todo))
-    started, frames = time.perf_counter(), 0
-    if todo:
+    have = done | set(stager.recover(done))
+    existing = sum(1 for cid in have if _index_of(cid, town, cfg.seed) < cfg.clips)
+    log.info("%s: %d of %d clips exist, recording %d", town, existing, cfg.clips, cfg.clips - existing)
+    started, frames, recorded = time.perf_counter(), 0, 0
+    if existing < cfg.clips:
         attempts = _Attempts(cfg)
-        with backend_cls(cfg, town) as backend:
-            for index in todo:
+        with backend_cls(cfg, cfg.town_config()) as backend:
+            for index in _todo(town, cfg.seed, cfg.clips, have):
                 clip = attempts.record(stager, backend, index)
-                frames += len(clip)
+                frames, recorded = frames + len(clip), recorded + 1
                 if progress:
                     progress(clip.clip_id)
                 if stager.count() >= cfg.clips_per_shard:
                     stager.assemble()
     stager.assemble()
     stager.cleanup()
-    return RecordSummary(town.name, cfg.clips, existing, len(todo), stager.written, frames, time.perf_counter() - started)
+    return RecordSummary(town, cfg.clips, existing, recorded, stager.written, frames, time.perf_counter() - started)

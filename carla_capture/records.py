@@ -14,6 +14,10 @@ field              shape        dtype      meaning
 ``timestamp``      scalar       float      simulation time in seconds
 ``intrinsics``     (3, 3)       float64    pinhole matrix (see :mod:`carla_capture.geometry`)
 =================  ===========  =========  ===============================================
+
+Every modality but ``rgb``, ``frame`` and ``timestamp`` is optional (``None``): data imported from
+elsewhere may have no depth, no pose, or labels on some frames only. A clip's intrinsics are
+``None`` when the camera is not calibrated.
 """
 
 from __future__ import annotations
@@ -30,24 +34,28 @@ def _frozen(array: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
     return out
 
 
+#: Per-frame fields that may be ``None``, with their dtypes.
+OPTIONAL = {"semantic": np.uint8, "depth": np.float32, "cam_to_world": np.float64,
+            "carla_transform": np.float64}
+
+
 @dataclass(frozen=True)
 class Frame:
     """One synchronized measurement of all sensors at one simulator tick."""
 
     rgb: np.ndarray
-    semantic: np.ndarray
-    depth: np.ndarray
-    cam_to_world: np.ndarray
-    carla_transform: np.ndarray
+    semantic: np.ndarray | None
+    depth: np.ndarray | None
+    cam_to_world: np.ndarray | None
+    carla_transform: np.ndarray | None
     frame: int
     timestamp: float
 
     def __post_init__(self) -> None:
-        for name, dtype in (
-            ("rgb", np.uint8), ("semantic", np.uint8), ("depth", np.float32),
-            ("cam_to_world", np.float64), ("carla_transform", np.float64),
-        ):
-            object.__setattr__(self, name, _frozen(getattr(self, name), dtype))
+        object.__setattr__(self, "rgb", _frozen(self.rgb, np.uint8))
+        for name, dtype in OPTIONAL.items():
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _frozen(getattr(self, name), dtype))
         object.__setattr__(self, "frame", int(self.frame))
         object.__setattr__(self, "timestamp", float(self.timestamp))
 
@@ -71,19 +79,48 @@ class Clip:
     seed: int
     fps: float
     frame_stride: int
-    intrinsics: np.ndarray
+    intrinsics: np.ndarray | None
     weather: dict[str, Any]
     camera: dict[str, Any]
     frames: tuple[Frame, ...]
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "intrinsics", _frozen(self.intrinsics, np.float64))
+        if self.intrinsics is not None:
+            object.__setattr__(self, "intrinsics", _frozen(self.intrinsics, np.float64))
         object.__setattr__(self, "frames", tuple(self.frames))
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def stack(self, name: str) -> np.ndarray:
-        """Stack one per-frame field over time: e.g. ``stack("rgb")`` is (T, H, W, 3)."""
-        return np.stack([getattr(f, name) for f in self.frames])
+        """Stack one per-frame field over time: e.g. ``stack("rgb")`` is (T, H, W, 3).
+
+        Raises ``ValueError`` if a frame lacks it (see :meth:`valid`)."""
+        values = [getattr(f, name) for f in self.frames]
+        if any(v is None for v in values):
+            raise ValueError(f"clip {self.clip_id}: {name} is missing on some frames; check clip.valid({name!r})")
+        return np.stack(values)
+
+    def valid(self, name: str) -> np.ndarray:
+        """(T,) bool: which frames carry the field ``name``."""
+        return np.array([getattr(f, name) is not None for f in self.frames], dtype=bool)
+
+    def has(self, name: str) -> bool:
+        """True when at least one frame carries the field ``name``."""
+        return bool(self.valid(name).any())
+
+    def arrays(self) -> dict[str, Any]:
+        """The clip as a reader returns it (``ShardReader.read_arrays``): stacked per-frame fields,
+        each optional one it has with a ``<name>_valid`` (T,) mask (zeros where invalid),
+        ``intrinsics`` and ``attrs`` (``fps``, ``frame_stride`` and :attr:`attrs`)."""
+        out: dict[str, Any] = {name: self.stack(name) for name in ("rgb", "frame", "timestamp")}
+        for name in OPTIONAL:
+            valid = self.valid(name)
+            if valid.any():
+                zero = np.zeros_like(getattr(self.frames[int(np.argmax(valid))], name))
+                out[name] = np.stack([zero if getattr(f, name) is None else getattr(f, name) for f in self.frames])
+                out[f"{name}_valid"] = valid
+        out["intrinsics"] = self.intrinsics
+        out["attrs"] = {**self.attrs, "fps": self.fps, "frame_stride": self.frame_stride}
+        return out

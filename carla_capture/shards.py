@@ -1,14 +1,18 @@
-"""HDF5 shard format v1 (``docs/format.md``): a validating writer and a version-checking reader.
+"""HDF5 shards (``docs/format.md``): a validating writer (format 2) and the one reader (formats 1, 2).
 
-A shard holds whole clips of one town under ``/clips/<clip_id>``. Every per-frame dataset
-is chunked one frame per chunk, so reading a 6-frame window decodes 6 chunks.
+A shard holds whole clips of one town under ``/clips/<clip_id>``. Every per-frame image dataset
+is chunked one frame per chunk, so reading a 6-frame window decodes 6 chunks. Every program that
+reads shards (the training loader, verify, inspect, split, eval, predict) reads through
+:class:`ShardReader`, which refuses a file or clip that :mod:`carla_capture.schema` finds faulty.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +22,17 @@ import numpy as np
 
 from carla_capture import __version__
 from carla_capture.errors import ClipValidationError, ShardFormatError
+from carla_capture.fsutil import as_os_error, fault_errno
 from carla_capture.geometry import FAR_PLANE_M
 from carla_capture.records import Clip, Frame
-from carla_capture.tags import NUM_TAGS, SEMANTIC_SCHEMA
+from carla_capture.schema import (
+    COMPLETE_ATTR, DEPTH_ENCODING, DEPTH_SCALE_M, FORMAT, FORMAT_VERSION, OPTIONAL, READABLE_VERSIONS,
+    content_faults, decode_depth, encode_depth, expected_shapes, structure_faults,
+)
+from carla_capture.tags import SEMANTIC_SCHEMA
 
 log = logging.getLogger(__name__)
 
-FORMAT = "carla-clips"
-FORMAT_VERSION = 1
-COMPLETE_ATTR = "complete"
 PER_FRAME = ("rgb", "semantic", "depth", "cam_to_world", "carla_transform", "frame", "timestamp")
 
 
@@ -49,32 +55,26 @@ def validate_clip(clip: Clip) -> None:
     """Raise :class:`ClipValidationError` if ``clip`` breaks the format's shapes, dtypes or ranges."""
 
     def fail(msg: str) -> None:
-        raise ClipValidationError(f"clip {clip.clip_id!r}: {msg}; this is a bug in the capture backend")
+        raise ClipValidationError(f"clip {clip.clip_id!r}: {msg}; this is a bug in the capture backend or importer")
 
     if not clip.frames:
         fail("has no frames")
     if not clip.clip_id or "/" in clip.clip_id:
         fail("clip id must be non-empty and contain no '/'")
     height, width = clip.frames[0].size
-    if clip.intrinsics.shape != (3, 3) or not np.allclose(clip.intrinsics[2], [0, 0, 1]):
-        fail(f"intrinsics must be a (3,3) pinhole matrix, got {clip.intrinsics.tolist()}")
-    previous = None
+    K = clip.intrinsics
+    if K is not None and (K.shape != (3, 3) or not np.allclose(K[2], [0, 0, 1])):
+        fail(f"intrinsics must be a (3,3) pinhole matrix, got {K.tolist()}")
+    shapes = expected_shapes(len(clip), height, width, FORMAT_VERSION)
     for k, f in enumerate(clip.frames):
-        if f.rgb.shape != (height, width, 3) or f.semantic.shape != (height, width) or f.depth.shape != (height, width):
-            fail(f"frame {k}: image shapes {f.rgb.shape}, {f.semantic.shape}, {f.depth.shape} disagree with ({height}, {width})")
-        if int(f.semantic.max()) >= NUM_TAGS:
-            fail(f"frame {k}: tag {int(f.semantic.max())} is outside the {SEMANTIC_SCHEMA} schema (0..{NUM_TAGS - 1})")
-        if not np.all(np.isfinite(f.depth)) or f.depth.min() <= 0 or f.depth.max() > FAR_PLANE_M * (1 + 1e-6):
-            fail(f"frame {k}: depth must be finite in (0, {FAR_PLANE_M:g}] metres")
-        rot = f.cam_to_world[:3, :3]
-        if f.cam_to_world.shape != (4, 4) or not np.allclose(f.cam_to_world[3], [0, 0, 0, 1]) \
-                or not np.allclose(rot @ rot.T, np.eye(3), atol=1e-6) or np.linalg.det(rot) < 0:
-            fail(f"frame {k}: cam_to_world is not a rigid transform with a proper rotation")
-        if f.carla_transform.shape != (6,):
-            fail(f"frame {k}: carla_transform must have 6 values (x, y, z, pitch, yaw, roll)")
-        if previous is not None and (f.frame <= previous.frame or f.timestamp <= previous.timestamp):
-            fail(f"frame {k}: frame numbers and timestamps must increase ({previous.frame} -> {f.frame})")
-        previous = f
+        for name in ("rgb", *OPTIONAL):
+            value = getattr(f, name)
+            if value is not None and value.shape != shapes[name][0][1:]:
+                fail(f"frame {k}: {name} has shape {value.shape}, expected {shapes[name][0][1:]}")
+    arrays = clip.arrays()
+    faults = content_faults(arrays)
+    if faults:
+        fail("; ".join(faults))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -101,7 +101,12 @@ class ShardWriter:
             raise FileExistsError(f"{self.path} exists; shards are never overwritten")
         fd = os.open(self.partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         os.close(fd)
-        self._h5 = h5py.File(self.partial, "w")
+        try:
+            with self._io():
+                self._h5 = h5py.File(self.partial, "w")
+        except BaseException:
+            self.partial.unlink(missing_ok=True)
+            raise
         attrs = self._h5.attrs
         attrs.update(format=FORMAT, format_version=FORMAT_VERSION, town=town,
                      semantic_schema=SEMANTIC_SCHEMA, software_version=__version__, codec=codec)
@@ -110,6 +115,16 @@ class ShardWriter:
 
     def __enter__(self) -> "ShardWriter":
         return self
+
+    @contextlib.contextmanager
+    def _io(self) -> Iterator[None]:
+        """HDF5 faults (full disk, ...) as ``OSError`` naming this shard's partial file."""
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            if isinstance(exc, FileExistsError) or fault_errno(exc) is None and isinstance(exc, RuntimeError):
+                raise
+            raise as_os_error(exc, self.partial) from exc
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if exc_type is None:
@@ -121,30 +136,47 @@ class ShardWriter:
         """Validate ``clip`` and write it; its completion marker is written last."""
         validate_clip(clip)
         height, width = clip.frames[0].size
-        group = self.open_clip(clip.clip_id, len(clip), height, width)
+        modalities = tuple(name for name in OPTIONAL if clip.has(name))
+        group = self.open_clip(clip.clip_id, len(clip), height, width, modalities)
         for k, frame in enumerate(clip.frames):
             self.write_frame(group, k, frame)
         self.close_clip(group, clip)
 
-    def open_clip(self, clip_id: str, num_frames: int, height: int, width: int) -> h5py.Group:
-        """Create an empty clip group whose frames are then written one by one."""
+    def open_clip(self, clip_id: str, num_frames: int, height: int, width: int,
+                  modalities: tuple[str, ...] = OPTIONAL) -> h5py.Group:
+        """Create an empty clip group with datasets for rgb, frame, timestamp and ``modalities``
+        (each with a ``<name>_valid`` mask), whose frames are then written one by one."""
         if clip_id in self._clips:
             raise ClipValidationError(f"clip {clip_id!r} is already in {self.path.name}")
+        unknown = set(modalities) - set(OPTIONAL)
+        if unknown:
+            raise ClipValidationError(f"clip {clip_id!r}: unknown modalities {sorted(unknown)}")
         group = self._clips.create_group(clip_id)
-        image = {"rgb": ((height, width, 3), np.uint8), "semantic": ((height, width), np.uint8),
-                 "depth": ((height, width), np.float32)}
-        for name, (shape, dtype) in image.items():
-            group.create_dataset(name, shape=(num_frames, *shape), dtype=dtype, chunks=(1, *shape), **self._codec)
-        for name, shape, dtype in (("cam_to_world", (4, 4), np.float64), ("carla_transform", (6,), np.float64),
-                                   ("frame", (), np.int64), ("timestamp", (), np.float64)):
-            group.create_dataset(name, shape=(num_frames, *shape), dtype=dtype)
+        shapes = expected_shapes(num_frames, height, width, FORMAT_VERSION)
+        for name in ("rgb", "frame", "timestamp", *modalities):
+            shape, dtype = shapes[name]
+            chunked = {"chunks": (1, *shape[1:]), **self._codec} if len(shape) > 2 else {}
+            group.create_dataset(name, shape=shape, dtype=dtype, **chunked)
+        for name in modalities:
+            group.create_dataset(f"{name}_valid", shape=(num_frames,), dtype=bool)
+        if "depth" in modalities:
+            group["depth"].attrs.update(encoding=DEPTH_ENCODING, scale_m=DEPTH_SCALE_M, far_plane_m=FAR_PLANE_M)
         return group
 
-    @staticmethod
-    def write_frame(group: h5py.Group, k: int, frame: Frame) -> None:
-        """Write frame ``k`` of an open clip group (one chunk per image dataset)."""
-        for name in PER_FRAME:
-            group[name][k] = getattr(frame, name)
+    def write_frame(self, group: h5py.Group, k: int, frame: Frame) -> None:
+        """Write frame ``k`` of an open clip group (one chunk per image dataset); a modality the
+        frame lacks stays zero with its ``<name>_valid`` flag False."""
+        with self._io():
+            group["rgb"][k], group["frame"][k], group["timestamp"][k] = frame.rgb, frame.frame, frame.timestamp
+            for name in OPTIONAL:
+                value = getattr(frame, name)
+                if name not in group:
+                    if value is not None:
+                        raise ClipValidationError(f"frame {k} has {name}, which clip {group.name} was opened without")
+                    continue
+                if value is not None:
+                    group[name][k] = encode_depth(value) if name == "depth" else value
+                group[f"{name}_valid"][k] = value is not None
 
     def close_clip(self, group: h5py.Group, clip: Clip) -> None:
         """Validate the whole clip against what was written, then add metadata and the marker."""
@@ -154,30 +186,39 @@ class ShardWriter:
         written = group["frame"][()]
         if len(written) != len(clip) or not np.array_equal(written, [f.frame for f in clip.frames]):
             raise ClipValidationError(f"clip {clip.clip_id!r}: frames written {written.tolist()} differ from the clip's")
-        group.create_dataset("intrinsics", data=clip.intrinsics)
+        with self._io():
+            self._finish_clip(group, clip)
+        self.count += 1
+
+    @staticmethod
+    def _finish_clip(group: h5py.Group, clip: Clip) -> None:
+        if clip.intrinsics is not None:
+            group.create_dataset("intrinsics", data=clip.intrinsics)
         group.attrs.update(
             town=clip.town, backend=clip.backend, seed=clip.seed, fps=clip.fps, frame_stride=clip.frame_stride,
             weather=json.dumps(clip.weather, sort_keys=True), camera=json.dumps(clip.camera, sort_keys=True),
             num_frames=len(clip), height=clip.frames[0].size[0], width=clip.frames[0].size[1],
+            modalities=json.dumps([name for name in OPTIONAL if name in group]),
         )
         group.attrs.update(dict(clip.attrs))
         group.attrs[COMPLETE_ATTR] = True
-        self.count += 1
 
     def add_copy(self, source: h5py.Group) -> None:
         """Copy an already written, complete clip group (chunks are copied, not re-encoded)."""
         if not source.attrs.get(COMPLETE_ATTR, False):
             raise ClipValidationError(f"clip {source.name} is incomplete and cannot be copied")
         name = source.name.rsplit("/", 1)[-1]
-        self._h5.copy(source, self._clips, name=name)
+        with self._io():
+            self._h5.copy(source, self._clips, name=name)
         self.count += 1
 
     def close(self) -> Path:
         """Finish the shard and make it visible under its final name."""
-        self._h5.flush()
-        self._h5.close()
-        with open(self.partial, "rb+") as fh:
-            os.fsync(fh.fileno())
+        with self._io():
+            self._h5.flush()
+            self._h5.close()
+            with open(self.partial, "rb+") as fh:
+                os.fsync(fh.fileno())
         if self.path.exists():
             raise FileExistsError(f"{self.path} appeared while writing; left the data in {self.partial}")
         os.rename(self.partial, self.path)
@@ -188,36 +229,52 @@ class ShardWriter:
     def abort(self) -> None:
         """Drop the partial file (nothing under the final name is touched)."""
         try:
-            self._h5.close()
+            with contextlib.suppress(OSError, RuntimeError):  # a full disk can fail the close too
+                self._h5.close()
         finally:
             self.partial.unlink(missing_ok=True)
 
 
+
+
+#: Clip attributes that :meth:`ShardReader.read_clip` turns into :class:`Clip` fields.
+_CLIP_FIELDS = {"town", "backend", "seed", "fps", "frame_stride", "weather", "camera", COMPLETE_ATTR}
+
+
 class ShardReader:
-    """Read-only access to one shard; refuses files of another format or version."""
+    """Read-only access to one shard, the only way the project reads shards.
+
+    Opening checks the file (HDF5, ``carla-clips``, a readable ``format_version``); every clip is
+    checked for structure (:func:`~carla_capture.schema.structure_faults`) when first read, and
+    every read for content (:func:`~carla_capture.schema.content_faults`) unless ``check=False``.
+    A fault raises :class:`ShardFormatError` naming the file, clip, frame and fault.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         try:
             self._h5 = h5py.File(self.path, "r")
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             raise ShardFormatError(
                 f"{self.path} is not a readable HDF5 file ({str(exc).split(' (')[0]}): "
-                "it is truncated or not a shard; move it out of the dataset or re-record it"
+                "it is truncated or not a shard; run capture verify --quarantine or re-record it"
             ) from None
         attrs = self._h5.attrs
         if attrs.get("format") != FORMAT:
             self._h5.close()
-            raise ShardFormatError(f"{self.path} is an HDF5 file but not a {FORMAT} shard; move it out of the dataset folder")
-        version = int(attrs.get("format_version", -1))
-        if version != FORMAT_VERSION:
+            raise ShardFormatError(f"{self.path} is an HDF5 file but not a {FORMAT} shard; "
+                                   "move it out of the dataset folder")
+        self.version = int(attrs.get("format_version", -1))
+        if self.version not in READABLE_VERSIONS:
             self._h5.close()
             raise ShardFormatError(
-                f"{self.path} has format_version {version}, this software reads {FORMAT_VERSION}; "
-                "use the carla-temporal release that wrote it or re-record the clips"
+                f"{self.path} has format_version {self.version}, this software reads "
+                f"{', '.join(map(str, READABLE_VERSIONS))}; use the carla-temporal release that wrote it "
+                "or re-record the clips"
             )
-        self.town = str(attrs["town"])
+        self.town = str(attrs.get("town", "?"))
         self.codec = str(attrs.get("codec", "unknown"))
+        self._faults: dict[str, list[str]] = {}
 
     def __enter__(self) -> "ShardReader":
         return self
@@ -229,37 +286,101 @@ class ShardReader:
         """Close the file."""
         self._h5.close()
 
+    def _all_ids(self) -> list[str]:
+        clips = self._h5.get("clips")
+        return sorted(clips) if clips is not None else []
+
     def clip_ids(self) -> list[str]:
         """Ids of the complete clips in this shard, sorted."""
-        clips = self._h5.get("clips")
-        if clips is None:
-            return []
-        return sorted(k for k in clips if clips[k].attrs.get(COMPLETE_ATTR, False))
+        return [k for k in self._all_ids() if self._h5["clips"][k].attrs.get(COMPLETE_ATTR, False)]
+
+    def incomplete_ids(self) -> list[str]:
+        """Ids of clip groups without the completion marker (a write that never finished)."""
+        return [k for k in self._all_ids() if not self._h5["clips"][k].attrs.get(COMPLETE_ATTR, False)]
 
     def group(self, clip_id: str) -> h5py.Group:
-        """The raw HDF5 group of a clip (for copying or custom reads)."""
+        """The raw HDF5 group of a clip (for copying; read data with :meth:`read_arrays`)."""
         try:
             return self._h5["clips"][clip_id]
-        except KeyError:
-            raise ShardFormatError(f"{self.path} has no clip {clip_id!r}; run capture inspect {self.path} to list them") from None
+        except (KeyError, OSError):
+            raise ShardFormatError(f"{self.path} has no clip {clip_id!r}; "
+                                   f"run capture inspect {self.path} to list them") from None
 
-    def read_clip(self, clip_id: str, start: int = 0, stop: int | None = None) -> Clip:
-        """Frames ``start:stop`` of a clip as a :class:`Clip` (reads only those chunks)."""
-        g = self.group(clip_id)
+    def faults(self, clip_id: str) -> list[str]:
+        """Structural faults of a clip (cached); empty when it is well formed."""
+        if clip_id not in self._faults:
+            group = self.group(clip_id)
+            marker = [] if group.attrs.get(COMPLETE_ATTR, False) else ["no completion marker: its write never finished"]
+            self._faults[clip_id] = marker + structure_faults(group, self.version)
+        return self._faults[clip_id]
+
+    def _refuse(self, clip_id: str, faults: list[str]) -> None:
+        raise ShardFormatError(f"{self.path}: clip {clip_id}: {'; '.join(faults)}; run capture verify "
+                               "--quarantine on the dataset, then re-record or re-import the clip")
+
+    def modalities(self, clip_id: str) -> tuple[str, ...]:
+        """The optional modalities a clip stores (see :data:`~carla_capture.schema.OPTIONAL`)."""
+        faults = self.faults(clip_id)
+        if faults:
+            self._refuse(clip_id, faults)
+        group = self.group(clip_id)
+        return tuple(name for name in OPTIONAL if name in group)
+
+    def num_frames(self, clip_id: str) -> int:
+        """Frames in a clip (structure checked)."""
+        self.modalities(clip_id)
+        return int(self.group(clip_id)["rgb"].shape[0])
+
+    def read_arrays(self, clip_id: str, start: int = 0, stop: int | None = None,
+                    check: bool = True, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Frames ``start:stop`` of a clip as arrays (reads only their chunks).
+
+        Keys: ``rgb``, ``frame``, ``timestamp``, each stored modality (depth decoded to float32
+        metres) with its ``<name>_valid`` (T,) mask, ``intrinsics`` ((3, 3) or None) and ``attrs``;
+        ``only`` restricts the images read (``frame`` and ``timestamp`` are always read).
+        ``check`` refuses NaN / inf, out-of-range depth, non-rigid poses and frames out of order.
+        """
+        names = ("frame", "timestamp", *(n for n in ("rgb", *self.modalities(clip_id)) if only is None or n in only))
+        group = self.group(clip_id)
         try:
-            data = {name: g[name][start:stop] for name in PER_FRAME}
-            a = dict(g.attrs)
-            frames = tuple(
-                Frame(data["rgb"][k], data["semantic"][k], data["depth"][k], data["cam_to_world"][k],
-                      data["carla_transform"][k], data["frame"][k], data["timestamp"][k])
-                for k in range(len(data["frame"]))
-            )
-            known = {"town", "backend", "seed", "fps", "frame_stride", "weather", "camera", COMPLETE_ATTR}
+            out: dict[str, Any] = {name: group[name][start:stop] for name in names}
+            for name in OPTIONAL:
+                if name in out:
+                    out[f"{name}_valid"] = group[f"{name}_valid"][start:stop] if self.version >= 2 \
+                        else np.ones(len(out["frame"]), bool)
+            if "depth" in out and self.version >= 2:
+                out["depth"] = decode_depth(out["depth"])
+            out["intrinsics"] = group["intrinsics"][()] if "intrinsics" in group else None
+            out["attrs"] = dict(group.attrs)
+        except (KeyError, OSError, ValueError, RuntimeError) as exc:
+            self._refuse(clip_id, [f"unreadable data ({str(exc).split(' (')[0]})"])
+        if check:
+            faults = content_faults(out, start or 0)
+            if faults:
+                self._refuse(clip_id, faults)
+        return out
+
+    def read_clip(self, clip_id: str, start: int = 0, stop: int | None = None, check: bool = True) -> Clip:
+        """Frames ``start:stop`` of a clip as a :class:`Clip` (a frame lacking a modality has None)."""
+        data = self.read_arrays(clip_id, start, stop, check)
+        a = data["attrs"]
+
+        def value(name: str, k: int) -> np.ndarray | None:
+            return data[name][k] if name in data and data[f"{name}_valid"][k] else None
+
+        frames = tuple(
+            Frame(data["rgb"][k], value("semantic", k), value("depth", k), value("cam_to_world", k),
+                  value("carla_transform", k), data["frame"][k], data["timestamp"][k])
+            for k in range(len(data["frame"]))
+        )
+        try:
             return Clip(
-                clip_id=clip_id, town=str(a["town"]), backend=str(a["backend"]), seed=int(a["seed"]),
-                fps=float(a["fps"]), frame_stride=int(a["frame_stride"]), intrinsics=g["intrinsics"][()],
-                weather=json.loads(a["weather"]), camera=json.loads(a["camera"]), frames=frames,
-                attrs={k: v for k, v in a.items() if k not in known},
+                clip_id=clip_id, town=str(a.get("town", self.town)), backend=str(a.get("backend", "unknown")),
+                seed=int(a.get("seed", 0)), fps=float(a["fps"]), frame_stride=int(a["frame_stride"]),
+                intrinsics=data["intrinsics"], weather=json.loads(a.get("weather", "{}")),
+                camera=json.loads(a.get("camera", "{}")), frames=frames,
+                attrs={k: v for k, v in a.items() if k not in _CLIP_FIELDS},
             )
-        except (KeyError, OSError, ValueError) as exc:
-            raise ShardFormatError(f"{self.path}: clip {clip_id!r} is damaged ({exc}); re-record it or quarantine the shard") from None
+        except (KeyError, ValueError) as exc:
+            self._refuse(clip_id, [f"bad clip attributes ({exc})"])
+            raise  # unreachable: _refuse raises

@@ -1,9 +1,14 @@
-"""``capture verify``: per-clip quality checks of a dataset, with thresholds from :class:`VerifyConfig`.
+"""``capture verify``: per-clip structure, content and quality checks of a dataset; never raises.
 
-Checks per clip: frame numbers consecutive at the recorded stride and timestamps that match;
-no black, saturated or frozen RGB; depth finite in (0, 1000] m with the sky at the far plane;
-tags inside the schema; poses that are proper rigid transforms; and geometric consistency
-(static pixels reprojected into the next frame agree in depth and tag).
+Per shard: readable HDF5, ``carla-clips``, a known format version; per clip: the completion
+marker and the structure of :func:`~carla_capture.schema.structure_faults` (shapes, frame counts,
+channels, dtypes, chunking), the content of :func:`~carla_capture.schema.content_faults` (NaN /
+inf, depth range, rigid poses, frame order), then quality with thresholds from
+:class:`VerifyConfig`: frame numbers consecutive at the recorded stride and timestamps that match;
+no black, saturated or frozen RGB (a stalled camera, told apart from a stationary ego or a view
+blocked by a vehicle by whether the tags changed); the sky at the far plane; and geometric
+consistency (static pixels reprojected into the next frame agree in depth and tag). Checks of a
+modality a clip does not have are skipped.
 """
 
 from __future__ import annotations
@@ -22,11 +27,15 @@ from carla_capture.errors import CaptureError
 from carla_capture.geometry import FAR_PLANE_M
 from carla_capture.inspect import QUARANTINE, find_shards
 from carla_capture.records import Clip
-from carla_capture.shards import ShardReader
+from carla_capture.schema import content_faults
+from carla_capture.shards import ShardFormatError, ShardReader
 from carla_capture.split import MANIFEST_NAME, load_manifest
 from carla_capture.tags import NUM_TAGS, TAG_ID, TAG_NAMES
 
 log = logging.getLogger(__name__)
+
+#: ``clip_id`` of the report of a shard that could not be opened at all.
+WHOLE_SHARD = "(whole shard)"
 
 
 @dataclass
@@ -46,107 +55,180 @@ class ClipReport:
         return not self.failures
 
 
-def _check_timing(clip: Clip, cfg: VerifyConfig, report: ClipReport) -> None:
-    frames = clip.stack("frame")
-    steps = np.diff(frames)
-    if np.any(steps != clip.frame_stride):
-        report.failures.append(f"frames not consecutive at stride {clip.frame_stride}: steps {sorted(set(steps.tolist()))}")
-    dt = np.diff(clip.stack("timestamp"))
-    if np.any(np.abs(dt - clip.frame_stride / clip.fps) > cfg.timestamp_tolerance_s):
-        report.failures.append(f"timestamp steps {np.round(dt, 4).tolist()} do not match frame_stride / fps")
+Arrays = dict[str, Any]
 
 
-def _check_rgb(clip: Clip, cfg: VerifyConfig, report: ClipReport) -> None:
-    rgb = clip.stack("rgb")
-    means = rgb.reshape(len(rgb), -1).mean(axis=1)
-    white = np.all(rgb == 255, axis=-1).reshape(len(rgb), -1).mean(axis=1)
+def _all(arrays: Arrays, *names: str) -> np.ndarray | None:
+    """(T,) frames that carry every modality of ``names``, or None if the clip lacks one."""
+    if any(n not in arrays for n in names):
+        return None
+    return np.logical_and.reduce([arrays[f"{n}_valid"] for n in names])
+
+
+def _check_timing(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None:
+    stride, fps = int(arrays["attrs"]["frame_stride"]), float(arrays["attrs"]["fps"])
+    steps = np.diff(arrays["frame"])
+    if np.any(steps != stride):
+        report.failures.append(f"frames not consecutive at stride {stride}: steps {sorted(set(steps.tolist()))}")
+    dt = np.diff(arrays["timestamp"])
+    if np.any(np.abs(dt - stride / fps) > cfg.timestamp_tolerance_s):
+        report.failures.append(f"timestamp steps {np.round(dt, 4).tolist()[:6]} do not match frame_stride / fps")
+
+
+def _scene_change(arrays: Arrays, a: int, b: int) -> float | None:
+    """Share of pixels whose tag changed from frame a to b (None without tags on both).
+
+    Edges move in the tags when the scene moves in view; a view filled by one object (a truck
+    ahead, a wall) keeps its tags even when its depth changes, and may keep its colours."""
+    if "semantic" in arrays and arrays["semantic_valid"][[a, b]].all():
+        return float((arrays["semantic"][a] != arrays["semantic"][b]).mean())
+    return None
+
+
+def _check_rgb(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None:
+    rgb = arrays["rgb"]
+    n = len(rgb)
+    means = rgb.reshape(n, -1).mean(axis=1)
+    white = np.all(rgb == 255, axis=-1).reshape(n, -1).mean(axis=1)
     report.metrics["rgb_mean_min"] = float(means.min())
     if np.any(means < cfg.black_mean):
         report.failures.append(f"black RGB frames {np.nonzero(means < cfg.black_mean)[0].tolist()}")
     if np.any(white > cfg.saturated_share):
         report.failures.append(f"saturated RGB frames {np.nonzero(white > cfg.saturated_share)[0].tolist()}")
-    poses = clip.stack("cam_to_world")
-    moved = np.linalg.norm(np.diff(poses[:, :3, 3], axis=0), axis=1)
-    diff = np.abs(np.diff(rgb.astype(np.int16), axis=0)).reshape(len(rgb) - 1, -1).mean(axis=1) if len(rgb) > 1 else np.zeros(0)
-    frozen = np.nonzero((diff < cfg.frozen_mean_diff) & (moved > cfg.frozen_min_motion_m))[0]
-    if frozen.size:
-        report.failures.append(f"frozen RGB: frames {(frozen + 1).tolist()} repeat the previous frame while the camera moved")
+    if n < 2:
+        return
+    diff = np.abs(np.diff(rgb.astype(np.int16), axis=0)).reshape(n - 1, -1).mean(axis=1)
+    poses = _all(arrays, "cam_to_world")
+    stalled, blocked = [], []
+    for k in np.nonzero(diff < cfg.frozen_mean_diff)[0]:
+        moved = poses is not None and poses[[k, k + 1]].all() and np.linalg.norm(
+            arrays["cam_to_world"][k + 1, :3, 3] - arrays["cam_to_world"][k, :3, 3]) > cfg.frozen_min_motion_m
+        if not moved:
+            continue  # a stationary ego sees the same picture
+        change = _scene_change(arrays, k, k + 1)
+        (blocked if change is not None and change < cfg.frozen_scene_change else stalled).append(int(k + 1))
+    if blocked:
+        report.metrics["blocked_view_frames"] = len(blocked)
+    if stalled:
+        report.failures.append(f"frozen RGB: frames {stalled} repeat the previous frame while the camera moved "
+                               "and the tags changed (a stalled camera)")
 
 
-def _check_depth_and_tags(clip: Clip, cfg: VerifyConfig, report: ClipReport) -> None:
-    depth, tags = clip.stack("depth"), clip.stack("semantic")
-    if not np.all(np.isfinite(depth)) or depth.min() <= 0 or depth.max() > FAR_PLANE_M * (1 + 1e-6):
-        report.failures.append(f"depth outside (0, {FAR_PLANE_M:g}] m: range {np.nanmin(depth):.4g} .. {np.nanmax(depth):.4g}")
+def _check_depth_and_tags(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None:
+    if "semantic" in arrays:
+        tags = arrays["semantic"][arrays["semantic_valid"]]
+        hist = np.bincount(tags.ravel(), minlength=NUM_TAGS)[:NUM_TAGS] / max(tags.size, 1)
+        report.class_histogram = {TAG_NAMES[i]: round(float(h), 6) for i, h in enumerate(hist) if h > 0}
+    both = _all(arrays, "semantic", "depth")
+    if both is None or not both.any():
+        return
+    depth, tags = arrays["depth"][both], arrays["semantic"][both]
     sky, far = tags == TAG_ID["Sky"], depth >= FAR_PLANE_M * (1 - 1e-6)
     union = (sky | far).reshape(len(depth), -1).sum(axis=1)
     inter = (sky & far).reshape(len(depth), -1).sum(axis=1)
     iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     report.metrics["sky_far_iou_min"] = float(iou.min())
     if iou.min() < cfg.sky_far_iou:
-        report.failures.append(f"sky is not at the far plane: IoU(sky, depth = {FAR_PLANE_M:g} m) {iou.min():.3f} < {cfg.sky_far_iou}")
-    if int(tags.max()) >= NUM_TAGS:
-        report.failures.append(f"tag {int(tags.max())} outside the carla-0.9.16 schema (0..{NUM_TAGS - 1})")
-    hist = np.bincount(tags.ravel(), minlength=NUM_TAGS)[:NUM_TAGS] / tags.size
-    report.class_histogram = {TAG_NAMES[i]: round(float(h), 6) for i, h in enumerate(hist) if h > 0}
+        report.failures.append(f"sky is not at the far plane: IoU(sky, depth = {FAR_PLANE_M:g} m) {iou.min():.3f} "
+                               f"< {cfg.sky_far_iou}")
 
 
-def _check_geometry(clip: Clip, cfg: VerifyConfig, report: ClipReport) -> None:
-    poses = clip.stack("cam_to_world")
-    rot = poses[:, :3, :3]
-    orthonormal = np.allclose(rot @ np.swapaxes(rot, 1, 2), np.eye(3), atol=1e-5)
-    if not orthonormal or np.any(np.linalg.det(rot) < 0) or not np.allclose(poses[:, 3], [0, 0, 0, 1]):
-        report.failures.append("cam_to_world is not a rigid transform with a proper rotation (a flipped axis?)")
+def _check_geometry(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None:
+    ok = _all(arrays, "semantic", "depth", "cam_to_world")
+    if ok is None or arrays["intrinsics"] is None:
         return
     depth_agree, label_agree = [], []
-    for a, b in zip(clip.frames, clip.frames[1:]):
-        agree = reprojection_agreement(a.depth, a.semantic, a.cam_to_world, b.depth, b.semantic, b.cam_to_world,
-                                       clip.intrinsics, rel_tol=cfg.geometry_rel_tol)
+    d, s, c2w = arrays["depth"], arrays["semantic"], arrays["cam_to_world"]
+    for a in np.nonzero(ok[:-1] & ok[1:])[0]:
+        agree = reprojection_agreement(d[a], s[a], c2w[a], d[a + 1], s[a + 1], c2w[a + 1], arrays["intrinsics"],
+                                       rel_tol=cfg.geometry_rel_tol)
         if agree.in_view >= cfg.min_static_pixels:
             depth_agree.append(agree.depth_agree)
             label_agree.append(agree.label_agree)
+    report.metrics["geometry_pairs"] = len(depth_agree)
     if not depth_agree:
-        report.metrics["geometry_pairs"] = 0
         return
-    report.metrics.update(geometry_pairs=len(depth_agree), depth_agree=float(np.mean(depth_agree)),
-                          label_agree=float(np.mean(label_agree)))
+    report.metrics.update(depth_agree=float(np.mean(depth_agree)), label_agree=float(np.mean(label_agree)))
     if report.metrics["depth_agree"] < cfg.min_depth_agree:
-        report.failures.append(f"geometry: reprojected depth agrees for {report.metrics['depth_agree']:.1%} < {cfg.min_depth_agree:.0%} of static pixels")
+        report.failures.append(f"geometry: reprojected depth agrees for {report.metrics['depth_agree']:.1%} "
+                               f"< {cfg.min_depth_agree:.0%} of static pixels")
     if report.metrics["label_agree"] < cfg.min_label_agree:
-        report.failures.append(f"geometry: reprojected tags agree for {report.metrics['label_agree']:.1%} < {cfg.min_label_agree:.0%}")
+        report.failures.append(f"geometry: reprojected tags agree for {report.metrics['label_agree']:.1%} "
+                               f"< {cfg.min_label_agree:.0%}")
 
 
 CHECKS = (_check_timing, _check_rgb, _check_depth_and_tags, _check_geometry)
 
 
-def verify_clip(clip: Clip, shard: str, cfg: VerifyConfig) -> ClipReport:
-    """Run every check on one clip."""
-    report = ClipReport(clip.clip_id, shard, clip.town)
+def verify_arrays(arrays: Arrays, clip_id: str, shard: str, town: str, cfg: VerifyConfig) -> ClipReport:
+    """Content and quality checks of one clip read with ``ShardReader.read_arrays(check=False)``."""
+    report = ClipReport(clip_id, shard, town)
+    report.failures += content_faults(arrays)
+    if report.failures:  # quality checks assume sane values
+        return report
     for check in CHECKS:
-        check(clip, cfg, report)
+        check(arrays, cfg, report)
     return report
 
 
+def verify_clip(clip: Clip, shard: str, cfg: VerifyConfig) -> ClipReport:
+    """Every check on a :class:`Clip` in memory (e.g. straight from a backend)."""
+    return verify_arrays(clip.arrays(), clip.clip_id, shard, clip.town, cfg)
+
+
+def _verify_clip(reader: ShardReader, cid: str, rel: str, cfg: VerifyConfig) -> ClipReport:
+    faults = reader.faults(cid)
+    if faults:
+        return ClipReport(cid, rel, reader.town, failures=list(faults))
+    try:
+        return verify_arrays(reader.read_arrays(cid, check=False), cid, rel, reader.town, cfg)
+    except ShardFormatError as exc:
+        return ClipReport(cid, rel, reader.town, failures=[str(exc)])
+    except Exception as exc:  # noqa: BLE001 - verify reports every fault and carries on
+        log.debug("checking %s in %s failed", cid, rel, exc_info=True)
+        return ClipReport(cid, rel, reader.town, failures=[f"could not be checked ({type(exc).__name__}: {exc})"])
+
+
+def verify_shard(path: Path, rel: str, cfg: VerifyConfig) -> list[ClipReport]:
+    """Reports of every clip of one shard; one :data:`WHOLE_SHARD` report if it cannot be opened."""
+    try:
+        reader = ShardReader(path)
+    except ShardFormatError as exc:
+        return [ClipReport(WHOLE_SHARD, rel, "?", failures=[str(exc)])]
+    with reader:
+        reports = [ClipReport(cid, rel, reader.town, failures=["no completion marker: writing it never finished"])
+                   for cid in reader.incomplete_ids()]
+        return reports + [_verify_clip(reader, cid, rel, cfg) for cid in reader.clip_ids()]
+
+
 def verify_dataset(data_dir: Path, cfg: VerifyConfig) -> list[ClipReport]:
-    """Check every clip of every shard under ``data_dir`` (its manifest first, if there is one)."""
+    """Check every clip of every shard under ``data_dir``; a manifest whose shards changed is
+    reported (as clip ``split.json``), and verify carries on."""
     data_dir = Path(data_dir)
-    if (data_dir / MANIFEST_NAME).exists():
-        load_manifest(data_dir, verify_checksums=True)
     reports = []
+    if (data_dir / MANIFEST_NAME).exists():
+        try:
+            load_manifest(data_dir, verify_checksums=True)
+        except CaptureError as exc:
+            reports.append(ClipReport(MANIFEST_NAME, MANIFEST_NAME, "-", failures=[str(exc)]))
     for path in find_shards(data_dir):
         rel = str(path.relative_to(data_dir)) if path.is_relative_to(data_dir) else str(path)
-        with ShardReader(path) as reader:
-            for cid in reader.clip_ids():
-                reports.append(verify_clip(reader.read_clip(cid), rel, cfg))
+        reports += verify_shard(path, rel, cfg)
     return reports
 
 
 def quarantine(data_dir: Path, reports: list[ClipReport]) -> list[str]:
-    """Move each shard holding a failing clip to ``<data_dir>/quarantine/`` (same relative path)."""
+    """Move each shard holding a failing clip, or unreadable, to ``<data_dir>/quarantine/`` (same
+    relative path; ``.2``, ``.3``, ... appended if a file of that name is already there)."""
     moved = []
-    for rel in sorted({r.shard for r in reports if not r.passed}):
+    for rel in sorted({r.shard for r in reports if not r.passed and r.shard != MANIFEST_NAME}):
         src, dst = Path(data_dir) / rel, Path(data_dir) / QUARANTINE / rel
-        if dst.exists():
-            raise CaptureError(f"{dst} already exists; move it away, then run verify --quarantine again")
+        if not src.exists():
+            continue
+        n = 1
+        while dst.exists():  # never overwrite an earlier quarantined file
+            n += 1
+            dst = Path(data_dir) / QUARANTINE / f"{rel}.{n}"
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(src, dst)
         moved.append(rel)
@@ -169,7 +251,9 @@ def report_table(reports: list[ClipReport]) -> str:
     for r in reports:
         m = r.metrics
         geo = (f"{m['depth_agree']:>8.1%} {m['label_agree']:>7.1%}" if "depth_agree" in m else f"{'-':>8} {'-':>7}")
-        lines.append(f"{r.clip_id:<22} {m.get('rgb_mean_min', 0):>7.1f} {m.get('sky_far_iou_min', 0):>7.3f} {geo}  {'PASS' if r.passed else 'FAIL'}")
+        rgb = f"{m['rgb_mean_min']:>7.1f}" if "rgb_mean_min" in m else f"{'-':>7}"
+        sky = f"{m['sky_far_iou_min']:>7.3f}" if "sky_far_iou_min" in m else f"{'-':>7}"
+        lines.append(f"{r.clip_id:<22} {rgb} {sky} {geo}  {'PASS' if r.passed else 'FAIL'}")
     for r in reports:
         lines += [f"FAIL {r.clip_id} ({r.shard}): {why}" for why in r.failures]
     lines.append(f"{sum(r.passed for r in reports)} passed, {sum(not r.passed for r in reports)} failed")

@@ -7,18 +7,23 @@ key                 shape           dtype      meaning
 ==================  ==============  =========  ==============================================
 ``rgb``             (W, 3, H, W)    float32    RGB normalised with ImageNet mean / std
 ``labels``          (W, H, W)       int64      classes of the label map, 255 = ignore
-``depth``           (W, 1, H, W)    float32    planar depth, metres
+``depth``           (W, 1, H, W)    float32    planar depth, metres (0 where the clip has none)
 ``valid_depth``     (W, 1, H, W)    bool       depth below the 1000 m far plane (not sky)
-``intrinsics``      (W, 3, 3)       float64    pinhole matrix after augmentation
+``intrinsics``      (W, 3, 3)       float64    pinhole matrix after augmentation (NaN if uncalibrated)
 ``cam_to_world``    (W, 4, 4)       float64    OpenCV camera -> right-handed world
 ``rel_pose``        (W, 4, 4)       float64    motion t-1 -> t in frame t-1's camera; identity at 0
+``valid_pose``      (W,)            bool       frame t and t-1 both have a pose (True at t = 0 if t has)
 ``static``          (W, H, W)       bool       pixels of classes that never move (raw CARLA tags)
 ``frames``          (W,)            int64      simulator frame numbers
 ``clip_id``, ``town``  str
 ==================  ==============  =========  ==============================================
 
-HDF5 files are opened lazily in each process (worker) that reads, so the dataset works
-with ``num_workers > 0`` under fork, spawn and forkserver and with ``DistributedSampler``.
+A modality a clip lacks (imported data) reads as "no label" (255), invalid depth or invalid pose.
+Shards are read through the one :class:`~carla_capture.shards.ShardReader`, which checks each
+clip's structure when first opened and every window's content (NaN / inf, depth range, rigid
+poses, frame order): bad data raises an error naming the shard, clip and frame instead of
+reaching training. Files are opened lazily in each process (worker) that reads, so the dataset
+works with ``num_workers > 0`` under fork, spawn and forkserver and with ``DistributedSampler``.
 """
 
 from __future__ import annotations
@@ -27,14 +32,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import h5py
-import hdf5plugin  # noqa: F401 - registers the Blosc filter for reading
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from carla_capture.errors import CaptureError, ConfigError
+from carla_capture.errors import ConfigError
 from carla_capture.geometry import FAR_PLANE_M, invert_pose
+from carla_capture.shards import ShardReader
 from carla_capture.split import load_manifest
 from carla_capture.tags import STATIC_TAGS
 from dataset import augment as aug
@@ -56,7 +60,9 @@ def relative_poses(cam_to_world: np.ndarray) -> np.ndarray:
 def make_item(raw: dict[str, np.ndarray], label_map: LabelMap, draw: aug.Draw | None = None,
               size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
     """Tensors of one window from raw arrays (``rgb`` (T,H,W,3) uint8, ``semantic``, ``depth``,
-    ``cam_to_world``, ``intrinsics``, ``frames``), augmented by ``draw`` and resized to ``size``."""
+    ``cam_to_world``, ``intrinsics``, ``frames``, optional ``<name>_valid`` (T,) masks), augmented by
+    ``draw`` and resized to ``size``."""
+    raw = complete_modalities(raw)
     rgb = raw["rgb"].astype(np.float32) / 255.0
     tags, depth, K, c2w = raw["semantic"], raw["depth"], raw["intrinsics"], raw["cam_to_world"]
     rgb, tags, depth, K, c2w = aug.geometric(draw or aug.IDENTITY, rgb, tags, depth, K, c2w, size)
@@ -64,17 +70,40 @@ def make_item(raw: dict[str, np.ndarray], label_map: LabelMap, draw: aug.Draw | 
         rgb = aug.photometric(rgb, draw)
     window = len(tags)
     depth_t = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)).unsqueeze(1)
+    labels = label_map(tags).astype(np.int64)
+    labels[~raw["semantic_valid"]] = 255
+    has_pose = raw["cam_to_world_valid"]
+    valid_depth = (depth_t < FAR_PLANE_M) & (depth_t > 0) & torch.from_numpy(raw["depth_valid"])[:, None, None, None]
     return {
         "rgb": normalize(torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2)),
-        "labels": torch.from_numpy(label_map(tags).astype(np.int64)),
+        "labels": torch.from_numpy(labels),
         "depth": depth_t,
-        "valid_depth": depth_t < FAR_PLANE_M,
+        "valid_depth": valid_depth,
         "static": torch.from_numpy(_STATIC[tags]),
         "intrinsics": torch.from_numpy(np.repeat(K[None], window, axis=0)),
         "cam_to_world": torch.from_numpy(np.ascontiguousarray(c2w)),
         "rel_pose": torch.from_numpy(relative_poses(c2w)),
+        "valid_pose": torch.from_numpy(has_pose & np.r_[has_pose[:1], has_pose[:-1]]),
         "frames": torch.from_numpy(np.asarray(raw["frames"]).astype(np.int64)),
     }
+
+
+def complete_modalities(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with every modality present: a missing one as zeros (identity poses, NaN intrinsics)
+    with an all-False ``<name>_valid`` mask; invalid frames' poses set to identity."""
+    out = dict(raw)
+    t, height, width = raw["rgb"].shape[:3]
+    fills = {"semantic": np.zeros((t, height, width), np.uint8), "depth": np.zeros((t, height, width), np.float32),
+             "cam_to_world": np.repeat(np.eye(4)[None], t, axis=0)}
+    for name, fill in fills.items():
+        if name not in out:
+            out[name], out[f"{name}_valid"] = fill, np.zeros(t, bool)
+        out.setdefault(f"{name}_valid", np.ones(t, bool))
+    if not out["cam_to_world_valid"].all():
+        out["cam_to_world"] = np.where(out["cam_to_world_valid"][:, None, None], out["cam_to_world"], np.eye(4))
+    if out.get("intrinsics") is None:
+        out["intrinsics"] = np.full((3, 3), np.nan)
+    return out
 
 
 class ClipWindows(Dataset):
@@ -100,7 +129,7 @@ class ClipWindows(Dataset):
             self.index = [(c, s) for c, (_, _, _, n) in enumerate(self.clips) for s in range(0, n - window + 1, stride)]
         else:
             self.index = [(c, -1) for c in range(len(self.clips))]
-        self._files: dict[str, h5py.File] = {}
+        self._readers: dict[str, ShardReader] = {}
         self._pid = os.getpid()
 
     @classmethod
@@ -117,28 +146,20 @@ class ClipWindows(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_files"] = {}  # h5py handles never cross process boundaries
+        state["_readers"] = {}  # HDF5 handles never cross process boundaries
         return state
 
-    def _file(self, rel: str) -> h5py.File:
+    def _reader(self, rel: str) -> ShardReader:
         if os.getpid() != self._pid:  # forked worker: do not share the parent's handles
-            self._files, self._pid = {}, os.getpid()
-        if rel not in self._files:
-            self._files[rel] = h5py.File(self.data_dir / rel, "r")
-        return self._files[rel]
+            self._readers, self._pid = {}, os.getpid()
+        if rel not in self._readers:
+            self._readers[rel] = ShardReader(self.data_dir / rel)
+        return self._readers[rel]
 
-    def _read(self, rel: str, clip_id: str, start: int) -> dict[str, np.ndarray]:
-        stop = start + self.window
-        try:
-            group = self._file(rel)["clips"][clip_id]
-            return {
-                "rgb": group["rgb"][start:stop], "semantic": group["semantic"][start:stop],
-                "depth": group["depth"][start:stop], "cam_to_world": group["cam_to_world"][start:stop],
-                "frames": group["frame"][start:stop], "intrinsics": group["intrinsics"][()],
-            }
-        except (OSError, KeyError, ValueError) as exc:
-            raise CaptureError(f"cannot read clip {clip_id} from shard {self.data_dir / rel} ({exc}); "
-                               "run capture verify on the dataset, re-record or quarantine the shard") from None
+    def _read(self, rel: str, clip_id: str, start: int) -> dict[str, Any]:
+        raw = self._reader(rel).read_arrays(clip_id, start, start + self.window)
+        raw["frames"] = raw.pop("frame")
+        return raw
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         clip, start = self.index[i]

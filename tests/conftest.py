@@ -62,3 +62,64 @@ def split_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) 
     shutil.copytree(tiny_dataset, out)
     write_manifest(out, build_manifest(out, load_splits()))
     return out
+
+
+def invoke(main, *args: str):  # noqa: ANN001, ANN201 - a click group and click's Result
+    """Run a click command in-process (stdout and stderr apart)."""
+    from click.testing import CliRunner
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(result, *needles: str) -> str:  # noqa: ANN001 - click's Result
+    """Assert exit 2, a single ``error: ...`` line with every needle on stderr, and no traceback."""
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith(("recording", "warning"))]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def cli():  # noqa: ANN201
+    """``cli.capture(*args)`` and ``cli.train(*args)`` run the CLIs in-process; ``cli.error(result,
+    *needles)`` asserts a one-line error."""
+    from types import SimpleNamespace
+
+    from carla_capture.cli import main as capture_main
+    from train.cli import main as train_main
+
+    return SimpleNamespace(capture=lambda *a: invoke(capture_main, *a), train=lambda *a: invoke(train_main, *a),
+                           error=one_line_error)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):  # noqa: ANN201
+    """A 1 MiB tmpfs (a disk that fills up); skipped where mounting is not allowed (not root)."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def fill_disk():  # noqa: ANN201
+    """``fill_disk(folder)`` writes a filler file until the file system holding ``folder`` is full."""
+
+    def fill(folder: Path) -> None:
+        with open(folder / "filler", "wb") as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+
+    return fill

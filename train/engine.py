@@ -183,8 +183,9 @@ def _score(stage: StageConfig, val: dict[str, float]) -> float:
     return val["miou"] if "ce" in stage.losses else -val["loss"]
 
 
-def run_stage(cfg: TrainConfig, name: str, ctx: Context, resume: bool = False) -> Path:
-    """Train one stage to ``<out>/<name>/``; returns its best checkpoint."""
+def run_stage(cfg: TrainConfig, name: str, ctx: Context, resume: bool = False, validate: bool = True) -> Path:
+    """Train one stage to ``<out>/<name>/``; returns its best checkpoint (the last epoch's
+    when ``validate`` is False: no validation split)."""
     stage, stage_dir = cfg.stages[name], Path(cfg.out) / name
     stage_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
@@ -210,11 +211,12 @@ def run_stage(cfg: TrainConfig, name: str, ctx: Context, resume: bool = False) -
         seed_everything(cfg.seed * 1000 + epoch)
         train = train_one_epoch(net, make_loader(cfg, stage, cfg.train_split, True, epoch, ctx), optimizer, stage, cfg, ctx,
                                 f"{name} epoch {epoch + 1}/{stage.epochs}")
-        val_loader = make_loader(cfg, stage, cfg.val_split, False, epoch, ctx)
-        val = evaluate(net, val_loader, stage, cfg, ctx)
-        scheduler.step(val["loss"])
-        improved = best is None or _score(stage, val) > best
-        best = _score(stage, val) if improved else best
+        val_loader = make_loader(cfg, stage, cfg.val_split, False, epoch, ctx) if validate else None
+        val = evaluate(net, val_loader, stage, cfg, ctx) if val_loader is not None else {}
+        if val:
+            scheduler.step(val["loss"])
+        improved = not val or best is None or _score(stage, val) > best
+        best = _score(stage, val) if val and improved else best
         history.append({"epoch": epoch, "train": train, "val": val, "lr": optimizer.param_groups[0]["lr"]})
         if ctx.main:
             save_checkpoint(stage_dir / "last.pt", net, optimizer, scheduler, epoch, best, history, cfg)
@@ -236,7 +238,7 @@ def _writer(cfg: TrainConfig, name: str, ctx: Context) -> object | None:
 
 
 def _log_epoch(writer: object | None, name: str, epoch: int, train: dict, val: dict, optimizer: torch.optim.Optimizer,
-               net: nn.Module, val_loader: DataLoader, cfg: TrainConfig, ctx: Context) -> None:
+               net: nn.Module, val_loader: DataLoader | None, cfg: TrainConfig, ctx: Context) -> None:
     log.info("%s epoch %d: train %s | val %s | %.1f frames/s", name, epoch + 1,
              ", ".join(f"{k} {v:.4f}" for k, v in train.items() if k != "frames_per_s"),
              ", ".join(f"{k} {v:.4f}" for k, v in val.items()), train["frames_per_s"])
@@ -247,7 +249,7 @@ def _log_epoch(writer: object | None, name: str, epoch: int, train: dict, val: d
     for k, v in val.items():
         writer.add_scalar(f"val/{k}", v, epoch)
     writer.add_scalar("lr", optimizer.param_groups[0]["lr"], epoch)
-    image = panel(unwrap(net), next(iter(val_loader)), cfg, ctx.device)
+    image = panel(unwrap(net), next(iter(val_loader)), cfg, ctx.device) if val_loader is not None else None
     if image is not None:
         writer.add_image("val/panel", image, epoch, dataformats="HWC")
     writer.flush()

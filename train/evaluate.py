@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from carla_capture.errors import CaptureError
+from carla_capture.split import load_manifest, require_clips
 from dataset import ClipWindows
 from dataset.labels import load_label_map
 from models.depth import build_depth
@@ -99,6 +100,7 @@ def evaluate_run(run_dir: Path, split: str = "test", data: Path | None = None, d
     """The comparison table of a run trained through all four stages, as a dict."""
     cfg = load_run(run_dir)
     data = Path(data or cfg.data)
+    require_clips(load_manifest(data), data, split, "evaluation")
     probe = ClipWindows(data, split, window=1, label_map=cfg.label_map)
     window = min(n for *_, n in probe.clips)
     ds = ClipWindows(data, split, window=window, stride=window, label_map=cfg.label_map, size=cfg.frame_size())

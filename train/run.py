@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from carla_capture.errors import ConfigError
+from carla_capture.errors import CaptureError, ConfigError
 from carla_capture.settings import apply_overrides, build, read_toml
-from carla_capture.split import load_manifest
+from carla_capture.split import load_manifest, require_clips
 from train.config import TrainConfig
 from train.engine import run_stage, setup
 from train.schedules import preset_defaults
@@ -43,10 +43,19 @@ def save_config(cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig, stage: str, resume: bool = False) -> list[Path]:
-    """Train ``stage`` (or ``all`` four in order); returns the best checkpoints."""
-    load_manifest(cfg.data)  # a missing dataset or manifest fails here, with the fix
+    """Train ``stage`` (or ``all`` four in order); returns the best checkpoints.
+
+    Without clips in the validation split it trains without validation (with a warning): each
+    stage's ``best.pt`` is then its last epoch."""
+    manifest = load_manifest(cfg.data)  # a missing dataset or manifest fails here, with the fix
+    require_clips(manifest, cfg.data, cfg.train_split, "training")
+    try:
+        validate = require_clips(manifest, cfg.data, cfg.val_split, "validation") > 0
+    except CaptureError as exc:
+        log.warning("training without validation (best.pt is the last epoch): %s", exc)
+        validate = False
     ctx = setup(cfg)
     if ctx.main:
         save_config(cfg)
     stages = STAGE_ORDER if stage == "all" else (stage,)
-    return [run_stage(cfg, name, ctx, resume) for name in stages]
+    return [run_stage(cfg, name, ctx, resume, validate) for name in stages]

@@ -1,4 +1,4 @@
-"""Shard format v1: round trip, chunking, validation on write, refusals on read."""
+"""Shard format v2: round trip, chunking, depth code, optional modalities, validation on write, refusals on read."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.config import CaptureConfig, load_town
 from carla_capture.errors import ClipValidationError, ShardFormatError
 from carla_capture.records import Clip
+from carla_capture.geometry import FAR_PLANE_M
+from carla_capture.schema import DEPTH_CODE_MAX, DEPTH_SCALE_M, decode_depth, encode_depth
 from carla_capture.shards import FORMAT_VERSION, ShardReader, ShardWriter
 
 
@@ -28,10 +30,32 @@ def test_round_trip_is_lossless(tmp_path, clip, codec):
     with ShardReader(tmp_path / "Town02-00001.h5") as reader:
         assert reader.clip_ids() == [clip.clip_id]
         back = reader.read_clip(clip.clip_id)
-    for name in ("rgb", "semantic", "depth", "cam_to_world", "carla_transform", "frame", "timestamp"):
+    for name in ("rgb", "semantic", "cam_to_world", "carla_transform", "frame", "timestamp"):
         assert np.array_equal(back.stack(name), clip.stack(name)), name
+    # depth is stored as CARLA's 24-bit code: the simulator's float depth within half a code
+    assert np.abs(back.stack("depth").astype(np.float64) - clip.stack("depth")).max() <= DEPTH_SCALE_M / 2 + 1e-6
     assert np.array_equal(back.intrinsics, clip.intrinsics)
     assert back.weather == clip.weather and back.camera == clip.camera and back.seed == clip.seed
+
+
+def test_carla_depth_is_stored_exactly(tmp_path, clip):
+    """Depth decoded from CARLA's 24-bit code (all CARLA data) comes back bit for bit."""
+    codes = np.random.default_rng(0).integers(1, DEPTH_CODE_MAX + 1, size=(len(clip), *clip.frames[0].size))
+    codes[:, 0, :4] = [1, 2**23, 2**24 - 2, DEPTH_CODE_MAX]  # near, middle and far-plane codes
+    carla = dataclasses.replace(clip, frames=tuple(dataclasses.replace(f, depth=decode_depth(c))
+                                                   for f, c in zip(clip.frames, codes)))
+    with ShardWriter(tmp_path / "Town02-00001.h5", "Town02") as writer:
+        writer.add(carla)
+    with ShardReader(tmp_path / "Town02-00001.h5") as reader:
+        back = reader.read_clip(clip.clip_id)
+    assert np.array_equal(back.stack("depth"), carla.stack("depth"))
+
+
+def test_depth_code_round_trip_covers_every_code():
+    codes = np.arange(1, DEPTH_CODE_MAX + 1, dtype=np.uint32)
+    metres = decode_depth(codes)
+    assert np.array_equal(decode_depth(encode_depth(metres)), metres)
+    assert metres[-1] == FAR_PLANE_M and np.all(np.diff(metres) >= 0)
 
 
 def test_layout_attrs_and_chunks(tmp_path, clip):
@@ -45,7 +69,8 @@ def test_layout_attrs_and_chunks(tmp_path, clip):
         t, hgt, wid = len(clip), *clip.frames[0].size
         assert g["rgb"].shape == (t, hgt, wid, 3) and g["rgb"].chunks == (1, hgt, wid, 3)
         assert g["semantic"].chunks == (1, hgt, wid) and g["depth"].chunks == (1, hgt, wid)
-        assert g["depth"].dtype == np.float32 and g["cam_to_world"].dtype == np.float64
+        assert g["depth"].dtype == np.uint32 and g["depth"].attrs["encoding"] == "carla-24bit"
+        assert g["cam_to_world"].dtype == np.float64 and g["depth_valid"][()].all()
         assert g["frame"].dtype == np.int64 and g["carla_transform"].shape == (t, 6)
         assert g.attrs["complete"] and g.attrs["fps"] == clip.fps
 
@@ -102,8 +127,8 @@ def test_reader_refuses_other_versions_and_foreign_files(tmp_path, clip):
     with ShardWriter(path, "Town02") as writer:
         writer.add(clip)
     with h5py.File(path, "a") as h5:
-        h5.attrs["format_version"] = 2
-    with pytest.raises(ShardFormatError, match="format_version 2"):
+        h5.attrs["format_version"] = 3
+    with pytest.raises(ShardFormatError, match="format_version 3"):
         ShardReader(path)
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as h5:

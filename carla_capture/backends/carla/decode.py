@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from carla_capture.geometry import FAR_PLANE_M
+from carla_capture.schema import decode_depth as depth_from_code
 
 
 def bgra(image: object) -> np.ndarray:
@@ -23,10 +23,10 @@ def decode_semantic(image: object) -> np.ndarray:
 
 
 def decode_depth(image: object) -> np.ndarray:
-    """Depth camera -> (H, W) float32 planar depth in metres: 1000 * (R + G*256 + B*256^2) / (256^3 - 1)."""
-    px = bgra(image).astype(np.float64)
-    code = px[..., 2] + px[..., 1] * 256.0 + px[..., 0] * 65536.0
-    return (code / (256.0**3 - 1) * FAR_PLANE_M).astype(np.float32)
+    """Depth camera -> (H, W) float32 planar depth in metres: 1000 * (R + G*256 + B*256^2) / (256^3 - 1)
+    (the shards store that 24-bit code, so this is lossless)."""
+    px = bgra(image).astype(np.uint32)
+    return depth_from_code(px[..., 2] | (px[..., 1] << 8) | (px[..., 0] << 16))
 
 
 def transform_to_array(transform: object) -> np.ndarray:

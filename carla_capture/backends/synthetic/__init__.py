@@ -12,7 +12,7 @@ from carla_capture import __version__
 from carla_capture.backends.base import FrameCallback, clip_id
 from carla_capture.backends.synthetic.render import Look, Renderer
 from carla_capture.backends.synthetic.town import build_town
-from carla_capture.backends.synthetic.traffic import plan_route, spawn_actors
+from carla_capture.backends.synthetic.traffic import clear_path, plan_route, spawn_actors
 from carla_capture.config import CaptureConfig, TownConfig
 from carla_capture.geometry import carla_to_cam_to_world, intrinsics
 from carla_capture.records import Clip, Frame
@@ -64,6 +64,8 @@ class SyntheticBackend:
         start = rng.uniform(5.0, 40.0)
         route = plan_route(self.town, rng, start + speed * duration)
         actors = spawn_actors(self.town, rng, town.vehicles, town.walkers, route.pose(start), speed)
+        times = [k * cfg.frame_stride / cfg.fps for k in range(cfg.frames)]
+        actors = clear_path(actors, [route.pose(start + speed * t) for t in times], times)
         phase = rng.uniform(0, 2 * np.pi)
         first = _WARMUP_TICKS + index * (cfg.frames * cfg.frame_stride + _WARMUP_TICKS)
         frames = []

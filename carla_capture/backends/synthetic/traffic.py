@@ -105,6 +105,16 @@ class Actors:
     tag: np.ndarray
     colour: np.ndarray
 
+    def without(self, drop: np.ndarray) -> "Actors":
+        """These actors less those whose index is in ``drop``."""
+        keep_actor = np.ones(len(self.axis), bool)
+        keep_actor[np.asarray(drop, dtype=np.int64)] = False
+        keep_part = keep_actor[self.owner]
+        renumber = np.cumsum(keep_actor) - 1
+        return Actors(self.axis[keep_actor], self.cross[keep_actor], self.sign[keep_actor], self.s0[keep_actor],
+                      self.speed[keep_actor], self.span, renumber[self.owner[keep_part]], self.offset[keep_part],
+                      self.half[keep_part], self.tag[keep_part], self.colour[keep_part])
+
     def boxes_at(self, t: float) -> Boxes:
         """The actors' boxes at simulation time ``t`` seconds."""
         lo = np.where(self.axis == 0, self.span[0], self.span[2])
@@ -172,3 +182,22 @@ def spawn_actors(town: Town, rng: np.random.Generator, vehicles: int, walkers: i
         half=np.array(parts["half"], dtype=np.float64).reshape(-1, 3), tag=np.array(parts["tag"], dtype=np.uint8),
         colour=np.array(parts["colour"], dtype=np.float32).reshape(-1, 3) / 255.0,
     )
+
+
+def clear_path(actors: Actors, ego: list[tuple[float, float, float]], times: list[float],
+               ahead_m: float = 15.0, behind_m: float = 4.0, half_width_m: float = 2.5) -> Actors:
+    """Drop every actor that comes into the ego's corridor at any of ``times`` (seconds), the ego
+    at ``ego`` (x, y, yaw in degrees) then: ``behind_m`` behind to ``ahead_m`` ahead, and within
+    ``half_width_m`` (plus the actor's own half width) of its centre line. Actors spawned away
+    from the ego can meet it after a turn, or wrap around the town's edge into its lane; this keeps
+    the ego from driving into or through them (a truck filling the view)."""
+    hit = set()
+    for (x, y, yaw), t in zip(ego, times):
+        boxes = actors.boxes_at(t)
+        fwd = np.array([np.cos(np.radians(yaw)), np.sin(np.radians(yaw))])
+        rel = boxes.centre[:, :2] - [x, y]
+        along, across = rel @ fwd, rel @ _right(fwd)
+        reach = np.max(boxes.half[:, :2], axis=1)
+        near = (along > -behind_m - reach) & (along < ahead_m + reach) & (np.abs(across) < half_width_m + reach)
+        hit.update(actors.owner[near].tolist())
+    return actors.without(np.array(sorted(hit), dtype=np.int64)) if hit else actors

@@ -1,0 +1,74 @@
+"""File-system faults as one-line messages, and atomic writes of small text files.
+
+Every command turns an OS fault (full disk, permission, read-only file system, a path through
+a file) into ``error: <message>`` naming the path and the fix (see :mod:`carla_capture.clitools`);
+HDF5 reports the same faults as ``OSError`` or ``RuntimeError`` with ``errno = N`` in the text.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+_ERRNO_RE = re.compile(r"errno = (\d+)")
+_NAME_RE = re.compile(r"name = '([^']+)'")
+
+_FIXES = {
+    errno.ENOSPC: "no space left on the device: free some space (finished work is kept) and run the same "
+                  "command again",
+    errno.EDQUOT: "disk quota exceeded: free some space and run the same command again",
+    errno.EACCES: "permission denied: choose a folder you can write to, or fix its permissions",
+    errno.EPERM: "operation not permitted: choose a folder you can write to, or fix its permissions",
+    errno.EROFS: "read-only file system: choose a writable folder",
+    errno.ENOTDIR: "a part of this path is a file, not a folder: pass a folder path",
+    errno.EISDIR: "this is a folder: pass a file path",
+    errno.ENOENT: "no such file or folder: check the path",
+    errno.EFBIG: "file too large for this file system (or a file size limit): use another folder",
+}
+
+
+def fault_errno(exc: BaseException) -> int | None:
+    """The errno of an ``OSError``, or the ``errno = N`` that HDF5 writes into its messages."""
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    found = _ERRNO_RE.search(str(exc))
+    return int(found.group(1)) if found else None
+
+
+def os_error_message(exc: BaseException, path: Path | str | None = None) -> str | None:
+    """``<path>: <what happened and the fix>`` for an OS fault, or None if ``exc`` is not one."""
+    code = fault_errno(exc)
+    if code is None and not isinstance(exc, OSError):
+        return None
+    name = getattr(exc, "filename", None) or path
+    if name is None and (found := _NAME_RE.search(str(exc))):
+        name = found.group(1)
+    what = _FIXES.get(code) if code else None
+    if what is None:
+        text = getattr(exc, "strerror", None) or str(exc).split(" (")[0]
+        what = f"{text}: check the path and the device"
+    return f"{name}: {what}" if name else what
+
+
+def as_os_error(exc: BaseException, path: Path | str) -> OSError:
+    """An HDF5 ``RuntimeError``/``OSError`` as an ``OSError`` with its errno and ``path``."""
+    code = fault_errno(exc)
+    return OSError(code or errno.EIO, os.strerror(code or errno.EIO), str(path))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename; on any failure the old
+    file (if any) is left as it was and no temporary file remains."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,176 @@
+"""What a valid clip group of a ``carla-clips`` shard looks like (``docs/format.md``), and the checks.
+
+The writer (:mod:`carla_capture.shards`), the reader and ``capture verify`` all use the checks
+here, so "valid" means one thing. Two kinds:
+
+- :func:`structure_faults`: datasets, shapes, dtypes, frame counts, chunking and attributes of one
+  clip group; reads only metadata, so it is cheap enough to run on every clip a reader opens.
+- :func:`content_faults`: values of decoded arrays (NaN / inf, depth range, rigid poses, frame
+  order and tags); cheap enough for the data loader on every window.
+
+Depth is stored (format 2) as CARLA's own 24-bit depth code: ``metres = code * DEPTH_SCALE_M``
+with ``DEPTH_SCALE_M = 1000 / (2^24 - 1)`` (about 0.06 mm), in a uint32 dataset; readers return
+float32 metres.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from carla_capture.geometry import FAR_PLANE_M
+from carla_capture.tags import NUM_TAGS
+
+FORMAT = "carla-clips"
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+COMPLETE_ATTR = "complete"
+
+DEPTH_CODE_MAX = 2**24 - 1
+DEPTH_SCALE_M = FAR_PLANE_M / DEPTH_CODE_MAX
+DEPTH_ENCODING = "carla-24bit"
+
+REQUIRED = ("rgb", "frame", "timestamp")
+#: Optional per-frame modalities; each present one has a ``<name>_valid`` (T,) bool dataset.
+OPTIONAL = ("semantic", "depth", "cam_to_world", "carla_transform")
+IMAGES = ("rgb", "semantic", "depth")
+RIGID_ATOL = 1e-5
+
+
+def decode_depth(code: np.ndarray) -> np.ndarray:
+    """uint32 24-bit depth codes -> float32 planar depth in metres."""
+    return (np.asarray(code, dtype=np.float64) * DEPTH_SCALE_M).astype(np.float32)
+
+
+def encode_depth(depth: np.ndarray) -> np.ndarray:
+    """float32 metres in (0, 1000] -> uint32 codes, within half a code (0.03 mm).
+
+    A value that is itself the decoding of a code (all CARLA depth) gets that code back, so
+    ``decode_depth(encode_depth(d)) == d`` exactly for CARLA data; near the far plane two codes
+    can decode to one float32, and either is returned.
+    """
+    d = np.asarray(depth, dtype=np.float32)
+    code = np.rint(d.astype(np.float64) / DEPTH_SCALE_M)
+    for step in (-1.0, 1.0):  # float32 rounding can leave the nearest code one step away
+        other = np.clip(code + step, 0, DEPTH_CODE_MAX)
+        better = (decode_depth(other) == d) & (decode_depth(code.clip(0, DEPTH_CODE_MAX)) != d)
+        code = np.where(better, other, code)
+    return np.clip(code, 0, DEPTH_CODE_MAX).astype(np.uint32)
+
+
+def expected_shapes(num_frames: int, height: int, width: int, version: int) -> dict[str, tuple[tuple, Any]]:
+    """Dataset name -> (shape, dtype) of a clip of ``num_frames`` frames of ``height`` x ``width``."""
+    t = num_frames
+    return {
+        "rgb": ((t, height, width, 3), np.uint8), "semantic": ((t, height, width), np.uint8),
+        "depth": ((t, height, width), np.uint32 if version >= 2 else np.float32),
+        "cam_to_world": ((t, 4, 4), np.float64), "carla_transform": ((t, 6), np.float64),
+        "frame": ((t,), np.int64), "timestamp": ((t,), np.float64),
+        **{f"{name}_valid": ((t,), np.bool_) for name in OPTIONAL},
+    }
+
+
+def structure_faults(group: Any, version: int) -> list[str]:
+    """Everything wrong with the layout of one clip group (h5py.Group); empty when it is valid."""
+    faults: list[str] = []
+    try:
+        names = set(group.keys())
+        missing = [n for n in REQUIRED if n not in names]
+        if missing:
+            return [f"missing dataset(s) {', '.join(missing)}"]
+        rgb = group["rgb"]
+        if rgb.ndim != 4 or rgb.shape[-1] != 3:
+            return [f"rgb has shape {rgb.shape}, expected (frames, height, width, 3)"]
+        t, height, width = rgb.shape[:3]
+        attrs = group.attrs
+        for key, value in (("num_frames", t), ("height", height), ("width", width)):
+            if key in attrs and int(attrs[key]) != value:
+                faults.append(f"attribute {key}={int(attrs[key])} but rgb holds {value}")
+        shapes = expected_shapes(t, height, width, version)
+        for name in sorted(names & set(shapes)):
+            shape, dtype = shapes[name]
+            data = group[name]
+            if data.shape != shape:
+                faults.append(f"{name} has shape {data.shape}, expected {shape} (as rgb: {t} frames of "
+                              f"{height}x{width})")
+            elif data.dtype != np.dtype(dtype):
+                faults.append(f"{name} has dtype {data.dtype}, expected {np.dtype(dtype)}")
+            elif name in IMAGES and (data.chunks is None or data.chunks[0] != 1):
+                faults.append(f"{name} is chunked {data.chunks}, expected one frame per chunk")
+        if version >= 2:
+            for name in sorted(names & set(OPTIONAL)):
+                if f"{name}_valid" not in names:
+                    faults.append(f"{name} has no {name}_valid dataset")
+            if "depth" in names and group["depth"].attrs.get("encoding") != DEPTH_ENCODING:
+                faults.append(f"depth has no encoding={DEPTH_ENCODING!r} attribute")
+        elif not set(OPTIONAL) <= names:
+            faults.append(f"format 1 clip lacks {', '.join(sorted(set(OPTIONAL) - names))}")
+        if "intrinsics" in names:
+            k = group["intrinsics"]
+            if k.shape != (3, 3) or not np.allclose(k[()][2], [0, 0, 1]) or not np.all(np.isfinite(k[()])):
+                faults.append("intrinsics is not a finite (3, 3) pinhole matrix")
+        for key in ("fps", "frame_stride"):
+            if key not in attrs:
+                faults.append(f"attribute {key} is missing")
+    except (KeyError, OSError, ValueError, TypeError, RuntimeError) as exc:
+        faults.append(f"unreadable ({exc})")
+    return faults
+
+
+def content_faults(arrays: dict[str, np.ndarray], start: int = 0) -> list[str]:
+    """Faults of decoded arrays of frames ``start, start + 1, ...`` (keys as :func:`expected_shapes`,
+    depth in metres, ``<name>_valid`` masks optional); each message names the frame(s)."""
+    faults: list[str] = []
+
+    def where(mask: np.ndarray) -> str:
+        frames = (np.nonzero(mask)[0] + start).tolist()
+        return f"frame{'s' if len(frames) > 1 else ''} {', '.join(map(str, frames[:5]))}" + \
+            (" ..." if len(frames) > 5 else "")
+
+    def valid(name: str) -> np.ndarray:
+        return np.asarray(arrays.get(f"{name}_valid", np.ones(len(arrays[name]), bool)), bool)
+
+    if "depth" in arrays:
+        d, ok = arrays["depth"], valid("depth")
+        flat = d.reshape(len(d), -1)
+        bad = ~np.isfinite(flat).all(axis=1) & ok
+        if bad.any():
+            faults.append(f"depth is NaN or inf on {where(bad)}")
+        clean = np.where(np.isfinite(flat), flat, FAR_PLANE_M)
+        out = ((clean.min(axis=1) <= 0) | (clean.max(axis=1) > FAR_PLANE_M * (1 + 1e-6))) & ok & ~bad
+        if out.any():
+            faults.append(f"depth outside (0, {FAR_PLANE_M:g}] m on {where(out)}")
+    if "semantic" in arrays:
+        s, ok = arrays["semantic"], valid("semantic")
+        high = (s.reshape(len(s), -1).max(axis=1) >= NUM_TAGS) & ok
+        if high.any():
+            faults.append(f"semantic tag above {NUM_TAGS - 1} on {where(high)}")
+    if "cam_to_world" in arrays:
+        faults += _pose_faults(arrays["cam_to_world"], valid("cam_to_world"), where)
+    for name in ("frame", "timestamp"):
+        values = np.asarray(arrays[name], dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            faults.append(f"{name} is NaN or inf on {where(~np.isfinite(values))}")
+        elif len(values) > 1 and np.any(np.diff(values) <= 0):
+            faults.append(f"{name} does not increase at {where(np.r_[False, np.diff(values) <= 0])}")
+    return faults
+
+
+def _pose_faults(poses: np.ndarray, ok: np.ndarray, where: Any) -> list[str]:
+    finite = np.isfinite(poses.reshape(len(poses), -1)).all(axis=1)
+    if np.any(~finite & ok):
+        return [f"cam_to_world is NaN or inf on {where(~finite & ok)}"]
+    rot = poses[:, :3, :3]
+    with np.errstate(invalid="ignore"):
+        ortho = np.abs(rot @ np.swapaxes(rot, 1, 2) - np.eye(3)).reshape(len(poses), -1).max(axis=1) <= RIGID_ATOL
+        det = np.linalg.det(rot) if len(rot) else np.zeros(0)
+    last = np.abs(poses[:, 3] - [0, 0, 0, 1]).max(axis=1) <= RIGID_ATOL if len(poses) else np.zeros(0, bool)
+    faults = []
+    if np.any(~ortho & ok):
+        faults.append(f"cam_to_world rotation is not orthonormal on {where(~ortho & ok)}")
+    if np.any((det < 0) & ok):
+        faults.append(f"cam_to_world rotation has determinant -1 (a flipped axis) on {where((det < 0) & ok)}")
+    if np.any(~last & ok):
+        faults.append(f"cam_to_world last row is not (0, 0, 0, 1) on {where(~last & ok)}")
+    return faults
