@@ -16,8 +16,10 @@ import signal
 
 from carla_capture.errors import BackendUnavailableError
 
-HOW_TO_START = ("start one with ./CarlaUE4.sh -RenderOffScreen -carla-rpc-port={port} (docs/carla.md), "
-                "or record with --backend synthetic")
+HOW_TO_START = (
+    "start one with ./CarlaUE4.sh -RenderOffScreen -carla-rpc-port={port} (docs/carla.md), "
+    "or record with --backend synthetic"
+)
 
 
 def _child(conn: object, host: str, port: int, timeout: float) -> None:
@@ -32,8 +34,16 @@ def _child(conn: object, host: str, port: int, timeout: float) -> None:
     except RuntimeError as exc:
         conn.send(("silent", str(exc)))
         return
-    conn.send(("ok", {"server_version": server, "client_version": client.get_client_version(),
-                      "maps": sorted(m.rsplit("/", 1)[-1] for m in client.get_available_maps())}))
+    conn.send(
+        (
+            "ok",
+            {
+                "server_version": server,
+                "client_version": client.get_client_version(),
+                "maps": sorted(m.rsplit("/", 1)[-1] for m in client.get_available_maps()),
+            },
+        )
+    )
 
 
 class NoAnswer(BackendUnavailableError):
@@ -83,7 +93,9 @@ def preflight(host: str, port: int, timeout: float) -> dict:
     """
     ctx = mp.get_context("fork")  # the child sees the same ``carla`` module as this process
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child, args=(send, host, port, timeout), name="carla-preflight", daemon=True)
+    child = ctx.Process(
+        target=_child, args=(send, host, port, timeout), name="carla-preflight", daemon=True
+    )
     child.start()
     send.close()
     kind, value = None, None
@@ -99,10 +111,12 @@ def preflight(host: str, port: int, timeout: float) -> dict:
     if kind == "ok":
         return value
     if kind == "silent" or child.exitcode == -signal.SIGKILL:
-        raise NoAnswer(f"no CARLA server answered at {host}:{port} within {timeout:g} s; "
-                                      + HOW_TO_START.format(port=port))
+        raise NoAnswer(
+            f"no CARLA server answered at {host}:{port} within {timeout:g} s; "
+            + HOW_TO_START.format(port=port)
+        )
     raise BackendUnavailableError(
-        f"the CARLA client library died ({_death(child.exitcode)}) talking to {host}:{port}: that port is not a "
-        "CARLA 0.9.16 server (another program, or another CARLA version); check --host and --port, and run "
-        "the server of the carla==0.9.16 client"
+        f"the CARLA client library died ({_death(child.exitcode)}) talking to {host}:{port}: that "
+        "port is not a CARLA 0.9.16 server (another program, or another CARLA version); check "
+        "--host and --port, and run the server of the carla==0.9.16 client"
     )

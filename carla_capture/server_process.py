@@ -33,14 +33,22 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 class ServerProcess:
     """One server process on ``port``; :meth:`start`, :meth:`relaunch`, :meth:`stop`."""
 
-    def __init__(self, template: str, host: str, port: int, gpu: int = 0, grace_s: float = 10.0) -> None:
+    def __init__(
+        self, template: str, host: str, port: int, gpu: int = 0, grace_s: float = 10.0
+    ) -> None:
         if "{port}" not in template:
-            raise ConfigError(f"--server-cmd {template!r} has no {{port}}; add it where the server takes its RPC "
-                              "port, e.g. \"./CarlaUE4.sh -RenderOffScreen -carla-rpc-port={port}\"")
+            raise ConfigError(
+                f"--server-cmd {template!r} has no {{port}}; add it where the server takes its RPC "
+                'port, e.g. "./CarlaUE4.sh -RenderOffScreen -carla-rpc-port={port}"'
+            )
         try:
-            self.argv = shlex.split(template.replace("{port}", str(port)).replace("{gpu}", str(gpu)))
+            self.argv = shlex.split(
+                template.replace("{port}", str(port)).replace("{gpu}", str(gpu))
+            )
         except ValueError as exc:
-            raise ConfigError(f"--server-cmd {template!r} is not a command line ({exc}); check its quotes") from None
+            raise ConfigError(
+                f"--server-cmd {template!r} is not a command line ({exc}); check its quotes"
+            ) from None
         self.host, self.port, self.grace_s = host, port, grace_s
         self.proc: subprocess.Popen | None = None
         self.launches = 0
@@ -48,10 +56,14 @@ class ServerProcess:
     def start(self) -> None:
         """Launch the command in a new process group."""
         try:
-            self.proc = subprocess.Popen(self.argv, start_new_session=True, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                self.argv, start_new_session=True, stdin=subprocess.DEVNULL
+            )
         except OSError as exc:
-            raise ConfigError(f"--server-cmd could not start {self.argv[0]}: {exc.strerror}; "
-                              "check the path to CarlaUE4.sh") from None
+            raise ConfigError(
+                f"--server-cmd could not start {self.argv[0]}: {exc.strerror}; "
+                "check the path to CarlaUE4.sh"
+            ) from None
         self.launches += 1
         log.info("started the CARLA server (pid %d): %s", self.proc.pid, " ".join(self.argv))
 
@@ -60,16 +72,20 @@ class ServerProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def wait_ready(self, timeout: float) -> None:
-        """Wait until the server accepts connections; a one-line error if it exits or takes too long."""
+        """Wait until the server accepts connections; one line if it exits or takes too long."""
         deadline = time.monotonic() + timeout
         while not port_open(self.host, self.port):
             if not self.alive():
                 code = self.proc.returncode if self.proc else None
-                raise BackendUnavailableError(f"the server started with --server-cmd exited (code {code}) before "
-                                              f"it answered on port {self.port}; run the command by hand to see why")
+                raise BackendUnavailableError(
+                    f"the server started with --server-cmd exited (code {code}) before "
+                    f"it answered on port {self.port}; run the command by hand to see why"
+                )
             if time.monotonic() > deadline:
-                raise BackendUnavailableError(f"the server started with --server-cmd did not answer on port "
-                                              f"{self.port} within {timeout:g} s; raise --server-wait")
+                raise BackendUnavailableError(
+                    f"the server started with --server-cmd did not answer on port "
+                    f"{self.port} within {timeout:g} s; raise --server-wait"
+                )
             time.sleep(0.1)
 
     def stop(self) -> None:

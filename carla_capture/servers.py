@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def parse_servers(spec: tuple[str, ...]) -> list[tuple[str, int]]:
-    """``("host:port", ...)`` -> [(host, port), ...]; a malformed entry is a :class:`ConfigError`."""
+    """``("host:port", ...)`` -> [(host, port), ...]; a malformed entry is a ConfigError."""
     out = []
     for item in spec:
         host, sep, port = item.strip().rpartition(":")
@@ -33,17 +33,20 @@ def parse_servers(spec: tuple[str, ...]) -> list[tuple[str, int]]:
     return out
 
 
-#: Ports between two servers that capture launches (CARLA uses the RPC port, +1 streaming, +2 secondary).
+#: Ports between two servers capture launches (CARLA uses the RPC port, +1 streaming, +2 secondary).
 PORT_STEP = 4
 
 
 def expand_servers(cfg: CaptureConfig) -> list[tuple[str, int]]:
-    """``--servers N`` with ``--server-cmd``: N servers on ports port, port + 4, ...; else the host:port list."""
+    """``--servers N`` with ``--server-cmd``: N servers on ports port, port + 4, ...; else the
+    host:port list."""
     spec = cfg.carla.servers
     if len(spec) == 1 and spec[0].strip().isdigit():
         if not cfg.carla.server_cmd:
-            raise ConfigError("--servers N needs --server-cmd to launch the N servers; without it list them as "
-                              "host:port,host:port")
+            raise ConfigError(
+                "--servers N needs --server-cmd to launch the N servers; without it list them as "
+                "host:port,host:port"
+            )
         return [(cfg.carla.host, cfg.carla.port + PORT_STEP * k) for k in range(int(spec[0]))]
     return parse_servers(spec)
 
@@ -57,8 +60,15 @@ def server_commands(cfg: CaptureConfig) -> list[tuple[str, list[str]]]:
         clips = share + (1 if k < extra else 0)
         if clips == 0:
             continue
-        carla = cfg.carla.model_copy(update={"host": host, "port": port, "tm_port": cfg.carla.tm_port + k, "servers": (),
-                                              "server_gpu": k})
+        carla = cfg.carla.model_copy(
+            update={
+                "host": host,
+                "port": port,
+                "tm_port": cfg.carla.tm_port + k,
+                "servers": (),
+                "server_gpu": k,
+            }
+        )
         data = cfg.model_copy(update={"clips": clips, "seed": cfg.seed + k, "carla": carla})
         settings = json.loads(data.model_dump_json(exclude={"out", "town_dir", "carla"}))
         cmd = [sys.executable, "-m", "carla_capture", "record", "--out", str(cfg.out)]
@@ -76,5 +86,7 @@ def record_on_servers(cfg: CaptureConfig) -> None:
     procs = [(address, subprocess.Popen(cmd)) for address, cmd in server_commands(cfg)]
     failed = [address for address, proc in procs if proc.wait() != 0]
     if failed:
-        raise CaptureError(f"the capture processes of {', '.join(failed)} failed (see their messages above); "
-                           "run the same command again to resume them")
+        raise CaptureError(
+            f"the capture processes of {', '.join(failed)} failed (see their messages above); "
+            "run the same command again to resume them"
+        )

@@ -42,7 +42,9 @@ def _raise_terminated(signum: int, _frame: object) -> None:
 @contextlib.contextmanager
 def terminate_like_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM and SIGHUP raise :class:`Terminated` (a KeyboardInterrupt)."""
-    previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {
+        sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         yield
     finally:
@@ -54,7 +56,9 @@ def _worker(cfg: CaptureConfig, beat: object, conn: object) -> None:
     from carla_capture.record import record
 
     heartbeat.attach(beat, cfg.carla.stall_timeout)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which sends SIGTERM once
+    signal.signal(
+        signal.SIGINT, signal.SIG_IGN
+    )  # Ctrl-C reaches the supervisor, which sends SIGTERM once
 
     def progress(cid: str) -> None:
         heartbeat.beat()
@@ -78,9 +82,13 @@ class Supervisor:
 
     def __init__(self, cfg: CaptureConfig, progress: Callable[[str], None] | None = None) -> None:
         self.cfg, self.progress, self.restarts, self.killed = cfg, progress, 0, False
-        self.ctx = mp.get_context("fork")  # the worker inherits the loaded modules; the parent never imports carla
+        self.ctx = mp.get_context(
+            "fork"
+        )  # the worker inherits the loaded modules; the parent never imports carla
         s = cfg.carla
-        self.server = ServerProcess(s.server_cmd, s.host, s.port, s.server_gpu) if s.server_cmd else None
+        self.server = (
+            ServerProcess(s.server_cmd, s.host, s.port, s.server_gpu) if s.server_cmd else None
+        )
         self.proc: mp.process.BaseProcess | None = None
 
     def run(self) -> object:
@@ -96,7 +104,9 @@ class Supervisor:
                         return value
                     self._count(value)
             except KeyboardInterrupt:
-                self._stop_worker(grace_s=30.0)  # let it stop its sensors and leave the server asynchronous
+                self._stop_worker(
+                    grace_s=30.0
+                )  # let it stop its sensors and leave the server asynchronous
                 self._leave_server()
                 raise
             except BaseException:
@@ -109,22 +119,29 @@ class Supervisor:
                     self.server.stop()
 
     def _leave_server(self) -> None:
-        """After a killed worker: its actors destroyed and the server asynchronous (from a child)."""
+        """After a killed worker: its actors destroyed, the server asynchronous (from a child)."""
         if not self.killed or (self.server is not None and not self.server.alive()):
             return
         from carla_capture.preflight import cleanup_in_child
 
         problem = cleanup_in_child(self.cfg, self.cfg.carla.timeout + 10.0)
         if problem:
-            log.warning("could not leave the server at %s:%d asynchronous (%s); restart it before the next run",
-                        self.cfg.carla.host, self.cfg.carla.port, problem)
+            log.warning(
+                "could not leave the server at %s:%d asynchronous (%s); restart it before the "
+                "next run",
+                self.cfg.carla.host,
+                self.cfg.carla.port,
+                problem,
+            )
 
     def _count(self, reason: str) -> None:
         self.restarts += 1
         limit = self.cfg.carla.max_restarts
         if self.restarts > limit:
-            raise CaptureError(f"{reason}; gave up after {limit} restarts. Finished clips are kept: check the "
-                               "server and run the same command again")
+            raise CaptureError(
+                f"{reason}; gave up after {limit} restarts. Finished clips are kept: check the "
+                "server and run the same command again"
+            )
         log.warning("restarting the recording worker (%d of %d): %s", self.restarts, limit, reason)
 
     def _one_worker(self) -> tuple[str, object]:
@@ -133,7 +150,11 @@ class Supervisor:
         beat = self.ctx.Value("d", time.monotonic() + stall + 30.0, lock=False)  # + start-up
         cfg = self.cfg
         if self.restarts:  # the server may be on its way back: the first contact waits for it
-            cfg = cfg.model_copy(update={"carla": cfg.carla.model_copy(update={"contact_wait": cfg.carla.server_wait})})
+            cfg = cfg.model_copy(
+                update={
+                    "carla": cfg.carla.model_copy(update={"contact_wait": cfg.carla.server_wait})
+                }
+            )
         receive, send = self.ctx.Pipe(duplex=False)
         self.proc = self.ctx.Process(target=_worker, args=(cfg, beat, send), name="capture-worker")
         self.proc.start()
@@ -154,7 +175,9 @@ class Supervisor:
                 continue
             if self.server is not None and not self.server.alive():
                 self._stop_worker()
-                self.server.relaunch("the server process exited", max(self.cfg.carla.server_wait, 1.0))
+                self.server.relaunch(
+                    "the server process exited", max(self.cfg.carla.server_wait, 1.0)
+                )
                 return "restart", "the server process exited and was relaunched"
             if not self.proc.is_alive():
                 self.killed = True

@@ -27,10 +27,23 @@ class StandIn:
     def __init__(self, port: int, state: Path, faults: dict) -> None:
         self.port, self.path, self.faults = port, state, faults
         self.lock = threading.Lock()
-        self.state = json.loads(state.read_text()) if state.exists() else {
-            "ticks": 0, "frame": 1000, "fired": [], "sync": False, "delta": None, "tm_sync": False,
-            "map": "Town10HD_Opt", "launches": 0}
-        self.state.update(sync=False, delta=None, tm_sync=False, map="Town10HD_Opt")  # a fresh server
+        self.state = (
+            json.loads(state.read_text())
+            if state.exists()
+            else {
+                "ticks": 0,
+                "frame": 1000,
+                "fired": [],
+                "sync": False,
+                "delta": None,
+                "tm_sync": False,
+                "map": "Town10HD_Opt",
+                "launches": 0,
+            }
+        )
+        self.state.update(
+            sync=False, delta=None, tm_sync=False, map="Town10HD_Opt"
+        )  # a fresh server
         self.state["launches"] += 1
         self.boot, self.down_s = uuid.uuid4().hex, None
         self.conns: list[socket.socket] = []
@@ -92,7 +105,9 @@ class StandIn:
     def _answer(self, request: dict) -> dict | None:
         op, s = request["op"], self.state
         with self.lock:
-            if self.down_s is not None:  # crashed: a connection accepted in the meantime gets nothing
+            if (
+                self.down_s is not None
+            ):  # crashed: a connection accepted in the meantime gets nothing
                 return None
             if op == "tick":
                 s["ticks"] += 1
@@ -124,8 +139,14 @@ class StandIn:
             elif op == "tm":
                 s["tm_sync"] = request["sync"]
             self._save()
-            return {"boot": self.boot, "frame": s["frame"], "map": s["map"], "sync": s["sync"],
-                    "delta": s["delta"], "tm_sync": s["tm_sync"]}
+            return {
+                "boot": self.boot,
+                "frame": s["frame"],
+                "map": s["map"],
+                "sync": s["sync"],
+                "delta": s["delta"],
+                "tm_sync": s["tm_sync"],
+            }
 
 
 def main() -> None:

@@ -19,10 +19,25 @@ from tests import carla_double as double
 
 
 def _cfg(tmp_path, towns, **carla) -> CaptureConfig:
-    settings = {"warmup_ticks": 2, "sensor_timeout": 0.3, "restart_backoff_s": 0.0, "vehicles": 3, "walkers": 2,
-                "timeout": 1.0, "port": 2000, **carla}
-    return CaptureConfig(backend="carla", town="Town03", clips=3, frames=4, out=tmp_path, town_dir=towns,
-                         carla=settings)
+    settings = {
+        "warmup_ticks": 2,
+        "sensor_timeout": 0.3,
+        "restart_backoff_s": 0.0,
+        "vehicles": 3,
+        "walkers": 2,
+        "timeout": 1.0,
+        "port": 2000,
+        **carla,
+    }
+    return CaptureConfig(
+        backend="carla",
+        town="Town03",
+        clips=3,
+        frames=4,
+        out=tmp_path,
+        town_dir=towns,
+        carla=settings,
+    )
 
 
 def _frames(tmp_path) -> list[list[int]]:
@@ -49,7 +64,9 @@ def test_a_slow_map_load_gets_its_own_timeout(tmp_path, tiny_towns, server):
 
 
 def test_a_failed_setup_is_retried_like_a_lost_server(tmp_path, tiny_towns, server, caplog):
-    server.load_s = 30.0  # longer than --map-timeout: the first setup fails, the map goes on loading
+    server.load_s = (
+        30.0  # longer than --map-timeout: the first setup fails, the map goes on loading
+    )
     with caplog.at_level(logging.WARNING):
         record(_cfg(tmp_path, tiny_towns, map_timeout=5.0))
     assert "while setting up" in caplog.text and "reconnecting (1 of 3)" in caplog.text
@@ -73,13 +90,15 @@ def test_a_server_down_for_a_while_is_waited_for(tmp_path, tiny_towns, server, c
 
 def test_a_server_that_stays_down_stops_with_one_line(tmp_path, tiny_towns, server):
     server.crash_at_ticks, server.down_s = {12}, math.inf
-    with pytest.raises(ServerGone, match="did not answer for 0.5 s after it was lost.*--server-cmd"):
+    with pytest.raises(
+        ServerGone, match="did not answer for 0.5 s after it was lost.*--server-cmd"
+    ):
         record(_cfg(tmp_path, tiny_towns, server_wait=0.5))
     assert len(_frames(tmp_path)) + len(list((tmp_path / "Town03").glob(".staging-0/*.h5"))) >= 1
 
 
 def _leftovers(server: double.FakeServer) -> None:
-    """What a capture run killed with -9 leaves: sync mode, its ego on a spawn point, sensors, NPCs."""
+    """What a run killed with -9 leaves: sync mode, its ego on a spawn point, sensors, NPCs."""
     server.map_name = "Town03"
     server.settings = double.WorldSettings(True, 0.05)
     world, library = double.World(server), double.BlueprintLibrary()
@@ -112,7 +131,9 @@ def test_keep_settings_restores_what_was_found(tmp_path, tiny_towns, server):
     assert (server.settings.synchronous_mode, server.settings.fixed_delta_seconds) == (True, 0.1)
 
 
-def test_a_taken_traffic_manager_port_moves_and_leaves_the_server_async(tmp_path, tiny_towns, server, caplog):
+def test_a_taken_traffic_manager_port_moves_and_leaves_the_server_async(
+    tmp_path, tiny_towns, server, caplog
+):
     with socket.socket() as taken:
         taken.bind(("", 0))
         port = taken.getsockname()[1]
@@ -130,7 +151,9 @@ def test_a_tick_that_times_out_is_a_lost_server(tmp_path, tiny_towns, server, ca
     _assert_done(tmp_path, server)
 
 
-def test_a_pose_one_tick_stale_is_detected_and_the_clip_retried(tmp_path, tiny_towns, server, caplog):
+def test_a_pose_one_tick_stale_is_detected_and_the_clip_retried(
+    tmp_path, tiny_towns, server, caplog
+):
     server.threaded, server.stale_frames = True, {1010}  # 0.4 m per tick: 8 m/s, an urban speed
     with caplog.at_level(logging.WARNING):
         record(_cfg(tmp_path, tiny_towns))
@@ -150,11 +173,21 @@ def test_weather_starts_from_a_carla_preset_with_every_field(tmp_path, tiny_town
                 weather = reader.read_clip(cid).weather
                 preset = double._PRESET_VALUES[weather["preset"]]
                 assert set(WEATHER_FIELDS) <= set(weather)
-                for name in ("fog_falloff", "fog_distance", "wind_intensity", "scattering_intensity",
-                             "mie_scattering_scale", "precipitation_deposits"):
-                    assert weather[name] == pytest.approx(preset[double.WEATHER_FIELDS.index(name)]), name
+                for name in (
+                    "fog_falloff",
+                    "fog_distance",
+                    "wind_intensity",
+                    "scattering_intensity",
+                    "mie_scattering_scale",
+                    "precipitation_deposits",
+                ):
+                    assert weather[name] == pytest.approx(
+                        preset[double.WEATHER_FIELDS.index(name)]
+                    ), name
                 assert weather["fog_falloff"] > 0  # 0 would fog the whole scene
-    assert server.weather == {k: pytest.approx(weather[k]) for k in WEATHER_FIELDS}  # the last clip's, all sent
+    assert server.weather == {
+        k: pytest.approx(weather[k]) for k in WEATHER_FIELDS
+    }  # the last clip's, all sent
 
 
 def test_walkers_get_a_new_destination_when_they_arrive(tmp_path, tiny_towns, server):
@@ -170,7 +203,7 @@ def test_the_ego_respawns_only_on_a_free_spawn_point(tmp_path, tiny_towns, serve
 
 
 def test_a_port_that_is_not_a_carla_server_is_one_line_naming_it(tmp_path, tiny_towns):
-    """The real client aborts the process (std::bad_cast, SIGABRT) on a peer speaking another protocol."""
+    """The real client aborts (std::bad_cast, SIGABRT) on a peer speaking another protocol."""
     pytest.importorskip("carla")
     import threading
 
@@ -195,10 +228,30 @@ def test_a_port_that_is_not_a_carla_server_is_one_line_naming_it(tmp_path, tiny_
 
     threading.Thread(target=serve, daemon=True).start()
     try:
-        result = CliRunner().invoke(main, ["record", "--town", "Town01", "--clips", "1", "--out", str(tmp_path),
-                                           "--town-dir", str(tiny_towns), "--port", str(port), "--timeout", "2"])
+        result = CliRunner().invoke(
+            main,
+            [
+                "record",
+                "--town",
+                "Town01",
+                "--clips",
+                "1",
+                "--out",
+                str(tmp_path),
+                "--town-dir",
+                str(tiny_towns),
+                "--port",
+                str(port),
+                "--timeout",
+                "2",
+            ],
+        )
     finally:
         listener.close()
     assert result.exit_code == 2, result.output
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error")]
-    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "not a CARLA 0.9.16 server" in lines[0], lines
+    assert (
+        len(lines) == 1
+        and f"127.0.0.1:{port}" in lines[0]
+        and "not a CARLA 0.9.16 server" in lines[0]
+    ), lines

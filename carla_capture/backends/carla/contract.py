@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from carla_capture.config import CARLA_PRESETS, WEATHER_FIELDS
 
 
-#: Blueprint attributes the backend sets, per blueprint id pattern (CARLA 0.9.16 blueprint library docs);
+#: Blueprint attributes the backend sets, per blueprint id pattern (CARLA 0.9.16 blueprint docs);
 #: the test double refuses any other name, like the server does.
 BLUEPRINT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "sensor.camera.*": ("image_size_x", "image_size_y", "fov", "sensor_tick", "role_name"),
@@ -35,7 +35,6 @@ class Use:
 
 def _attrs(owner: str, *names: str) -> tuple[Use, ...]:
     return tuple(Use(owner, n, attribute=True) for n in names)
-
 
 
 CONTRACT: tuple[Use, ...] = (

@@ -26,11 +26,16 @@ from carla_capture.backends.base import ServerLost
 from carla_capture.backends.carla.sync import SensorQueue
 from carla_capture.config import CaptureConfig, TownConfig
 from carla_capture.errors import BackendUnavailableError, ConfigError
+from carla_capture.preflight import HOW_TO_START
 
 log = logging.getLogger(__name__)
 
-CAMERAS = {"rgb": "sensor.camera.rgb", "semantic": "sensor.camera.semantic_segmentation", "depth": "sensor.camera.depth"}
-#: Role name of every actor a session spawns besides the ego (which is "hero" for CARLA's large maps).
+CAMERAS = {
+    "rgb": "sensor.camera.rgb",
+    "semantic": "sensor.camera.semantic_segmentation",
+    "depth": "sensor.camera.depth",
+}
+#: Role name of every actor a session spawns but the ego (which is "hero" for CARLA's large maps).
 ROLE = "carla_capture"
 #: A walker this close (metres, horizontally) to its destination has arrived and gets a new one.
 ARRIVED_M = 1.5
@@ -38,7 +43,6 @@ ARRIVED_M = 1.5
 FREE_M = 6.0
 #: Traffic Manager ports this process holds (the client library caches one instance per port).
 _TM_PORTS: set[int] = set()
-HOW_TO_START = "start one with ./CarlaUE4.sh -RenderOffScreen -carla-rpc-port={port} (docs/carla.md), or record with --backend synthetic"
 
 
 @dataclass
@@ -88,7 +92,7 @@ class Session:
 
     @classmethod
     def open(cls, carla: ModuleType, cfg: CaptureConfig, town: TownConfig) -> "Session":
-        """Connect, configure the world and spawn everything; raises a one-line error if no server answers."""
+        """Connect, configure the world, spawn everything; one-line error if no server answers."""
         s = cfg.carla
         Session.probe(carla, cfg)
         client = carla.Client(s.host, s.port)
@@ -96,10 +100,17 @@ class Session:
         server_version = client.get_server_version()
         client_version = client.get_client_version()
         if server_version != client_version:
-            log.warning("CARLA client %s and server %s differ; use matching versions (0.9.16)", client_version, server_version)
+            log.warning(
+                "CARLA client %s and server %s differ; use matching versions (0.9.16)",
+                client_version,
+                server_version,
+            )
         maps = sorted(m.rsplit("/", 1)[-1] for m in client.get_available_maps())
         if town.carla_map not in maps:
-            raise ConfigError(f"map {town.carla_map} is not on the server at {s.host}:{s.port}; available maps: {', '.join(maps)}")
+            raise ConfigError(
+                f"map {town.carla_map} is not on the server at {s.host}:{s.port}; "
+                f"available maps: {', '.join(maps)}"
+            )
         world = client.get_world()
         original = world.get_settings()
         world = _load_town(client, world, town.carla_map, s.map_timeout, s.timeout)
@@ -122,7 +133,7 @@ class Session:
         return session
 
     def _remove_leftovers(self) -> None:
-        """Destroy actors a previous run left behind: our role name, or a "hero" of our ego blueprint."""
+        """Destroy actors a previous run left: our role name, or a "hero" of our ego blueprint."""
         mine = [a.id for a in self.world.get_actors() if _is_ours(a, self.cfg.carla.ego_blueprint)]
         if mine:
             log.warning("removing %d actors a previous capture run left on the server", len(mine))
@@ -144,10 +155,18 @@ class Session:
         self.actor_ids.append(self.ego.id)
         self.ego.set_autopilot(True, self.tm_port)
         rig = self.town.camera
-        mount = carla.Transform(carla.Location(x=rig.x, y=rig.y, z=rig.z), carla.Rotation(pitch=rig.pitch, yaw=0.0, roll=0.0))
+        mount = carla.Transform(
+            carla.Location(x=rig.x, y=rig.y, z=rig.z),
+            carla.Rotation(pitch=rig.pitch, yaw=0.0, roll=0.0),
+        )
         for name, blueprint_id in CAMERAS.items():
             bp = _ours(library.find(blueprint_id))
-            for key, value in (("image_size_x", rig.width), ("image_size_y", rig.height), ("fov", rig.hfov), ("sensor_tick", 0.0)):
+            for key, value in (
+                ("image_size_x", rig.width),
+                ("image_size_y", rig.height),
+                ("fov", rig.hfov),
+                ("sensor_tick", 0.0),
+            ):
                 bp.set_attribute(key, str(value))
             sensor = world.spawn_actor(bp, mount, self.ego)
             inbox = SensorQueue(name)
@@ -156,11 +175,14 @@ class Session:
         vehicles = s.vehicles if s.vehicles is not None else self.town.vehicles
         blueprints = [_ours(bp) for bp in library.filter("vehicle.*")]
         batch = [
-            carla.command.SpawnActor(blueprints[int(rng.integers(len(blueprints)))], points[i]).then(
-                carla.command.SetAutopilot(carla.command.FutureActor, True, self.tm_port))
+            carla.command.SpawnActor(
+                blueprints[int(rng.integers(len(blueprints)))], points[i]
+            ).then(carla.command.SetAutopilot(carla.command.FutureActor, True, self.tm_port))
             for i in order[1 : 1 + vehicles]
         ]
-        self.actor_ids += [r.actor_id for r in self.client.apply_batch_sync(batch, True) if not r.error]
+        self.actor_ids += [
+            r.actor_id for r in self.client.apply_batch_sync(batch, True) if not r.error
+        ]
         self._spawn_walkers(rng, library, s.walkers if s.walkers is not None else self.town.walkers)
         self.world.tick(s.timeout)
 
@@ -170,12 +192,22 @@ class Session:
             return
         walkers = [_ours(bp) for bp in library.filter("walker.pedestrian.*")]
         spots = [self.world.get_random_location_from_navigation() for _ in range(count)]
-        batch = [carla.command.SpawnActor(walkers[int(rng.integers(len(walkers)))], carla.Transform(spot, carla.Rotation(pitch=0.0, yaw=0.0, roll=0.0)))
-                 for spot in spots if spot is not None]
+        batch = [
+            carla.command.SpawnActor(
+                walkers[int(rng.integers(len(walkers)))],
+                carla.Transform(spot, carla.Rotation(pitch=0.0, yaw=0.0, roll=0.0)),
+            )
+            for spot in spots
+            if spot is not None
+        ]
         ids = [r.actor_id for r in self.client.apply_batch_sync(batch, True) if not r.error]
         controller_bp = _ours(library.find("controller.ai.walker"))
-        origin = carla.Transform(carla.Location(x=0.0, y=0.0, z=0.0), carla.Rotation(pitch=0.0, yaw=0.0, roll=0.0))
-        responses = self.client.apply_batch_sync([carla.command.SpawnActor(controller_bp, origin, w) for w in ids], True)
+        origin = carla.Transform(
+            carla.Location(x=0.0, y=0.0, z=0.0), carla.Rotation(pitch=0.0, yaw=0.0, roll=0.0)
+        )
+        responses = self.client.apply_batch_sync(
+            [carla.command.SpawnActor(controller_bp, origin, w) for w in ids], True
+        )
         self.actor_ids += ids
         for walker_id, response in zip(ids, responses):
             if response.error:
@@ -197,7 +229,9 @@ class Session:
                 continue
             here = walker.get_transform().location
             if goal is None or math.hypot(here.x - goal.x, here.y - goal.y) < ARRIVED_M:
-                goal = self.world.get_random_location_from_navigation()  # None when the navmesh has no point
+                goal = (
+                    self.world.get_random_location_from_navigation()
+                )  # None when the navmesh has no point
                 if goal is not None:
                     controller.go_to_location(goal)
                 entry[2] = goal
@@ -208,7 +242,9 @@ class Session:
         try:
             frame = int(self.world.tick(self.cfg.carla.timeout))
         except RuntimeError as exc:
-            raise ServerLost(f"tick failed at {self.cfg.carla.host}:{self.cfg.carla.port}: {exc}") from None
+            raise ServerLost(
+                f"tick failed at {self.cfg.carla.host}:{self.cfg.carla.port}: {exc}"
+            ) from None
         heartbeat.beat()
         self.tick_started[frame] = started
         if len(self.tick_started) > 64:
@@ -223,12 +259,16 @@ class Session:
         return frame
 
     def respawn_ego(self, rng: np.random.Generator) -> None:
-        """Move the ego to a free spawn point drawn with ``rng`` (clips then start somewhere new); it stays
+        """Move the ego to a free spawn point drawn with ``rng`` (clips start somewhere new); stays
         where it is when every spawn point has a vehicle or walker near it."""
         points = self.world.get_map().get_spawn_points()
         actors = self.world.get_actors()
-        others = [a.get_transform().location for pattern in ("vehicle.*", "walker.*")
-                  for a in actors.filter(pattern) if a.id != self.ego.id]
+        others = [
+            a.get_transform().location
+            for pattern in ("vehicle.*", "walker.*")
+            for a in actors.filter(pattern)
+            if a.id != self.ego.id
+        ]
         for i in rng.permutation(len(points)):
             if all(points[i].location.distance(o) > FREE_M for o in others):
                 self.ego.set_transform(points[i])
@@ -251,11 +291,16 @@ class Session:
         self.world.apply_settings(settings)
 
     def close(self) -> None:
-        """Stop and destroy everything spawned, leave the server asynchronous; never raises for a dead server."""
+        """Stop and destroy everything spawned, leave the server asynchronous; never raises for a
+        dead server."""
         steps = [lambda: [c.stop() for c in self.controllers]]
         steps += [sensor.stop for sensor, _ in self.sensors.values()]
         steps += [sensor.destroy for sensor, _ in self.sensors.values()]
-        steps.append(lambda: self.client.apply_batch_sync([self.carla.command.DestroyActor(i) for i in reversed(self.actor_ids)], False))
+        steps.append(
+            lambda: self.client.apply_batch_sync(
+                [self.carla.command.DestroyActor(i) for i in reversed(self.actor_ids)], False
+            )
+        )
         steps.append(lambda: self.traffic_manager.set_synchronous_mode(False))
         steps.append(self._leave_settings)
         for step in steps:
@@ -292,7 +337,9 @@ def _ours(blueprint: object) -> object:
     return blueprint
 
 
-def _load_town(client: object, world: object, name: str, map_timeout: float, timeout: float) -> object:
+def _load_town(
+    client: object, world: object, name: str, map_timeout: float, timeout: float
+) -> object:
     """The world with map ``name``: loaded under ``map_timeout`` unless it is already loaded."""
     loaded = world.get_map().name.rsplit("/", 1)[-1]
     if loaded in (name, f"{name}_Opt"):
@@ -329,7 +376,9 @@ def _traffic_manager(client: object, port: int) -> tuple[object, int]:
     try:
         tm = client.get_trafficmanager(port)
     except RuntimeError as exc:
-        raise ConfigError(f"the Traffic Manager could not bind port {port} ({exc}); "
-                          "pass a free one with --tm-port") from None
+        raise ConfigError(
+            f"the Traffic Manager could not bind port {port} ({exc}); "
+            "pass a free one with --tm-port"
+        ) from None
     _TM_PORTS.add(port)
     return tm, port
