@@ -17,7 +17,7 @@ import click
 from carla_capture.clitools import ErrorGroup
 from carla_capture.config import CaptureConfig, VerifyConfig
 from carla_capture.fsutil import atomic_write_text
-from carla_capture.settings import apply_overrides, build, read_toml
+from carla_capture.settings import apply_overrides, build, deep_merge, read_toml
 
 
 class _Group(ErrorGroup):
@@ -43,8 +43,7 @@ def capture_config(config: Path | None, options: dict[str, Any], overrides: tupl
     carla = {k: options.pop(k) for k in CARLA_OPTIONS if options.get(k) is not None}
     if "servers" in carla:
         carla["servers"] = [s for s in carla["servers"].split(",") if s]
-    data.setdefault("carla", {}).update(carla)
-    data.update({k: v for k, v in options.items() if v is not None})
+    data = deep_merge(data, {"carla": carla, **{k: v for k, v in options.items() if v is not None}})
     data = apply_overrides(CaptureConfig, data, list(overrides))
     return build(CaptureConfig, data, "capture config")
 
@@ -59,7 +58,8 @@ def capture_config(config: Path | None, options: dict[str, Any], overrides: tupl
 @click.option("--seed", type=int, help="Seed of this recording; part of every clip id [default: 0].")
 @click.option("--out", type=click.Path(path_type=Path), help="Dataset folder [default: data].")
 @click.option("--clips-per-shard", type=int, help="Clips per HDF5 shard [default: 50].")
-@click.option("--compression", type=click.Choice(["zstd", "lz4", "gzip", "lzf", "none"]), help="Codec [default: zstd].")
+@click.option("--compression", type=click.Choice(["zstd+lz4hc", "zstd", "lz4", "gzip", "lzf", "none"]),
+              help="Codec [default: zstd+lz4hc: zstd images, lz4hc depth].")
 @click.option("--town-dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of town files to use instead of the packaged ones.")
 @click.option("--host", help="CARLA server host [default: 127.0.0.1].")
 @click.option("--port", type=int, help="CARLA RPC port [default: 2000].")

@@ -8,9 +8,9 @@ here, so "valid" means one thing. Two kinds:
 - :func:`content_faults`: values of decoded arrays (NaN / inf, depth range, rigid poses, frame
   order and tags); cheap enough for the data loader on every window.
 
-Depth is stored (format 2) as CARLA's own 24-bit depth code: ``metres = code * DEPTH_SCALE_M``
-with ``DEPTH_SCALE_M = 1000 / (2^24 - 1)`` (about 0.06 mm), in a uint32 dataset; readers return
-float32 metres.
+Depth is stored (format 2) as CARLA's own 24-bit depth code in a uint32 dataset; readers return
+float32 metres ``float32(code) * float32(1000 / (2^24 - 1))`` (one float32 rounding: about
+0.06 mm steps, the far-plane code decodes to exactly 1000 m).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ COMPLETE_ATTR = "complete"
 
 DEPTH_CODE_MAX = 2**24 - 1
 DEPTH_SCALE_M = FAR_PLANE_M / DEPTH_CODE_MAX
+_SCALE32 = np.float32(DEPTH_SCALE_M)
 DEPTH_ENCODING = "carla-24bit"
 
 REQUIRED = ("rgb", "frame", "timestamp")
@@ -39,8 +40,10 @@ RIGID_ATOL = 1e-5
 
 
 def decode_depth(code: np.ndarray) -> np.ndarray:
-    """uint32 24-bit depth codes -> float32 planar depth in metres."""
-    return (np.asarray(code, dtype=np.float64) * DEPTH_SCALE_M).astype(np.float32)
+    """uint32 24-bit depth codes -> float32 planar depth in metres (a new array)."""
+    out = np.asarray(code).astype(np.float32)  # exact: codes have 24 bits
+    out *= _SCALE32
+    return out
 
 
 def encode_depth(depth: np.ndarray) -> np.ndarray:
@@ -131,7 +134,13 @@ def content_faults(arrays: dict[str, np.ndarray], start: int = 0) -> list[str]:
     def valid(name: str) -> np.ndarray:
         return np.asarray(arrays.get(f"{name}_valid", np.ones(len(arrays[name]), bool)), bool)
 
-    if "depth" in arrays:
+    if "depth" in arrays and np.issubdtype(arrays["depth"].dtype, np.integer):  # undecoded codes
+        c, ok = arrays["depth"], valid("depth")
+        flat = c.reshape(len(c), -1)
+        out = ((flat.min(axis=1) == 0) | (flat.max(axis=1) > DEPTH_CODE_MAX)) & ok
+        if out.any():
+            faults.append(f"depth outside (0, {FAR_PLANE_M:g}] m on {where(out)}")
+    elif "depth" in arrays:
         d, ok = arrays["depth"], valid("depth")
         flat = d.reshape(len(d), -1)
         bad = ~np.isfinite(flat).all(axis=1) & ok

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +37,30 @@ log = logging.getLogger(__name__)
 PER_FRAME = ("rgb", "semantic", "depth", "cam_to_world", "carla_transform", "frame", "timestamp")
 
 
-def codec_options(name: str) -> dict[str, Any]:
-    """h5py ``create_dataset`` keyword arguments of a named lossless codec."""
-    if name == "zstd":
-        return dict(hdf5plugin.Blosc(cname="zstd", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
-    if name == "lz4":
-        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+#: Codec names; ``zstd+lz4hc`` (the default) is zstd for 8-bit images and lz4hc for depth codes.
+CODECS = ("zstd+lz4hc", "zstd", "lz4", "gzip", "lzf", "none")
+
+
+def codec_options(name: str, modality: str = "rgb") -> dict[str, Any]:
+    """h5py ``create_dataset`` keyword arguments of a named lossless codec for one modality.
+
+    Blosc shuffles bits of 8-bit images (rgb, semantic: the noisy low bits of real images stop
+    spoiling the rest) and bytes of depth codes (the always-zero top byte of a 24-bit code
+    compresses away). ``zstd+lz4hc`` compresses depth with lz4hc, which decodes it about twice as
+    fast as zstd for 15 % more bytes; see ``benchmarks/storage.py``."""
+    if name == "zstd+lz4hc":
+        name = "lz4hc" if modality == "depth" else "zstd"
+    if name in ("zstd", "lz4", "lz4hc"):
+        depth = modality == "depth"
+        shuffle = hdf5plugin.Blosc.SHUFFLE if depth else hdf5plugin.Blosc.BITSHUFFLE
+        return dict(hdf5plugin.Blosc(cname=name, clevel=9 if name == "lz4hc" else 5, shuffle=shuffle))
     if name == "gzip":
         return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
     if name == "lzf":
         return {"compression": "lzf", "shuffle": True}
     if name == "none":
         return {}
-    raise ValueError(f"unknown codec {name!r}; choose zstd, lz4, gzip, lzf or none")
+    raise ValueError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}")
 
 
 def validate_clip(clip: Clip) -> None:
@@ -93,8 +105,9 @@ class ShardWriter:
     file. Leaving the ``with`` block through an exception deletes the partial file.
     """
 
-    def __init__(self, path: Path, town: str, codec: str = "zstd") -> None:
-        self.path, self.town, self._codec = Path(path), town, codec_options(codec)
+    def __init__(self, path: Path, town: str, codec: str = CODECS[0]) -> None:
+        self.path, self.town = Path(path), town
+        codec_options(codec)  # an unknown name fails here
         self.codec_name = codec
         self.partial = self.path.with_name(self.path.name + ".partial")
         if self.path.exists():
@@ -155,7 +168,7 @@ class ShardWriter:
         shapes = expected_shapes(num_frames, height, width, FORMAT_VERSION)
         for name in ("rgb", "frame", "timestamp", *modalities):
             shape, dtype = shapes[name]
-            chunked = {"chunks": (1, *shape[1:]), **self._codec} if len(shape) > 2 else {}
+            chunked = {"chunks": (1, *shape[1:]), **codec_options(self.codec_name, name)} if len(shape) > 2 else {}
             group.create_dataset(name, shape=shape, dtype=dtype, **chunked)
         for name in modalities:
             group.create_dataset(f"{name}_valid", shape=(num_frames,), dtype=bool)
@@ -237,6 +250,46 @@ class ShardWriter:
 
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_heap_tuned = False
+
+
+def keep_chunk_buffers_on_heap() -> None:
+    """Let glibc serve HDF5's chunk-size buffers from its heap (once per process).
+
+    HDF5 and its compression filters allocate and free a buffer of a chunk's size (one frame:
+    0.1 to 1 MB) for every chunk read. Above glibc's mmap threshold each one is a fresh ``mmap``
+    whose pages fault in one by one, which costs three to four times the decompression itself.
+    Raising the mmap and trim thresholds keeps them on the heap, reused; reads get about 4x
+    faster (``benchmarks/storage.py``). A no-op off glibc, or with ``CARLA_TEMPORAL_HEAP_TUNE=0``.
+    """
+    global _heap_tuned
+    if _heap_tuned or os.environ.get("CARLA_TEMPORAL_HEAP_TUNE", "1") == "0":
+        return
+    _heap_tuned = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
+    except (OSError, AttributeError):
+        log.debug("not glibc: chunk buffers keep the default allocator")
+
+
+@dataclass(frozen=True)
+class _ClipMeta:
+    """Per-clip metadata a reader keeps after the first read."""
+
+    group: h5py.Group
+    datasets: dict[str, h5py.Dataset]
+    modalities: tuple[str, ...]
+    frames: int
+    valid: dict[str, np.ndarray]
+    intrinsics: np.ndarray | None
+    attrs: dict[str, Any]
+
+
 #: Clip attributes that :meth:`ShardReader.read_clip` turns into :class:`Clip` fields.
 _CLIP_FIELDS = {"town", "backend", "seed", "fps", "frame_stride", "weather", "camera", COMPLETE_ATTR}
 
@@ -252,6 +305,7 @@ class ShardReader:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        keep_chunk_buffers_on_heap()
         try:
             self._h5 = h5py.File(self.path, "r")
         except (OSError, RuntimeError) as exc:
@@ -275,6 +329,7 @@ class ShardReader:
         self.town = str(attrs.get("town", "?"))
         self.codec = str(attrs.get("codec", "unknown"))
         self._faults: dict[str, list[str]] = {}
+        self._metas: dict[str, _ClipMeta] = {}
 
     def __enter__(self) -> "ShardReader":
         return self
@@ -318,18 +373,33 @@ class ShardReader:
         raise ShardFormatError(f"{self.path}: clip {clip_id}: {'; '.join(faults)}; run capture verify "
                                "--quarantine on the dataset, then re-record or re-import the clip")
 
+    def _meta(self, clip_id: str) -> _ClipMeta:
+        """What every read of a clip needs, read once: structure checked, masks, calibration, attrs."""
+        if clip_id not in self._metas:
+            faults = self.faults(clip_id)
+            if faults:
+                self._refuse(clip_id, faults)
+            group = self.group(clip_id)
+            try:
+                modalities = tuple(name for name in OPTIONAL if name in group)
+                frames = group["rgb"].shape[0]
+                valid = {name: group[f"{name}_valid"][()] if self.version >= 2 else np.ones(frames, bool)
+                         for name in modalities}
+                intrinsics = group["intrinsics"][()] if "intrinsics" in group else None
+                datasets = {name: group[name] for name in ("rgb", "frame", "timestamp", *modalities)}
+                self._metas[clip_id] = _ClipMeta(group, datasets, modalities, frames, valid, intrinsics,
+                                                 dict(group.attrs))
+            except (KeyError, OSError, ValueError, RuntimeError) as exc:
+                self._refuse(clip_id, [f"unreadable metadata ({str(exc).split(' (')[0]})"])
+        return self._metas[clip_id]
+
     def modalities(self, clip_id: str) -> tuple[str, ...]:
         """The optional modalities a clip stores (see :data:`~carla_capture.schema.OPTIONAL`)."""
-        faults = self.faults(clip_id)
-        if faults:
-            self._refuse(clip_id, faults)
-        group = self.group(clip_id)
-        return tuple(name for name in OPTIONAL if name in group)
+        return self._meta(clip_id).modalities
 
     def num_frames(self, clip_id: str) -> int:
         """Frames in a clip (structure checked)."""
-        self.modalities(clip_id)
-        return int(self.group(clip_id)["rgb"].shape[0])
+        return self._meta(clip_id).frames
 
     def read_arrays(self, clip_id: str, start: int = 0, stop: int | None = None,
                     check: bool = True, only: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -337,27 +407,25 @@ class ShardReader:
 
         Keys: ``rgb``, ``frame``, ``timestamp``, each stored modality (depth decoded to float32
         metres) with its ``<name>_valid`` (T,) mask, ``intrinsics`` ((3, 3) or None) and ``attrs``;
-        ``only`` restricts the images read (``frame`` and ``timestamp`` are always read).
+        ``only`` restricts the other modalities read (``frame`` and ``timestamp`` are always read).
         ``check`` refuses NaN / inf, out-of-range depth, non-rigid poses and frames out of order.
         """
-        names = ("frame", "timestamp", *(n for n in ("rgb", *self.modalities(clip_id)) if only is None or n in only))
-        group = self.group(clip_id)
+        meta = self._meta(clip_id)
+        names = ("frame", "timestamp", *(n for n in ("rgb", *meta.modalities) if only is None or n in only))
         try:
-            out: dict[str, Any] = {name: group[name][start:stop] for name in names}
-            for name in OPTIONAL:
-                if name in out:
-                    out[f"{name}_valid"] = group[f"{name}_valid"][start:stop] if self.version >= 2 \
-                        else np.ones(len(out["frame"]), bool)
-            if "depth" in out and self.version >= 2:
-                out["depth"] = decode_depth(out["depth"])
-            out["intrinsics"] = group["intrinsics"][()] if "intrinsics" in group else None
-            out["attrs"] = dict(group.attrs)
+            out: dict[str, Any] = {name: meta.datasets[name][start:stop] for name in names}
         except (KeyError, OSError, ValueError, RuntimeError) as exc:
             self._refuse(clip_id, [f"unreadable data ({str(exc).split(' (')[0]})"])
-        if check:
+        for name in meta.modalities:
+            if name in out:
+                out[f"{name}_valid"] = meta.valid[name][start:stop]
+        if check:  # before decoding: depth codes are checked as integers
             faults = content_faults(out, start or 0)
             if faults:
                 self._refuse(clip_id, faults)
+        if "depth" in out and self.version >= 2:
+            out["depth"] = decode_depth(out["depth"])
+        out["intrinsics"], out["attrs"] = meta.intrinsics, meta.attrs
         return out
 
     def read_clip(self, clip_id: str, start: int = 0, stop: int | None = None, check: bool = True) -> Clip:

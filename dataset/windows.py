@@ -46,6 +46,8 @@ from dataset.config import AUGMENT_PRESETS, AugmentConfig, DatasetConfig
 from dataset.labels import LabelMap, load_label_map
 from models.common import normalize
 
+#: What a window needs from a shard (not carla_transform).
+_READ = ("rgb", "semantic", "depth", "cam_to_world")
 _STATIC = np.zeros(256, bool)
 _STATIC[list(STATIC_TAGS)] = True
 
@@ -157,7 +159,7 @@ class ClipWindows(Dataset):
         return self._readers[rel]
 
     def _read(self, rel: str, clip_id: str, start: int) -> dict[str, Any]:
-        raw = self._reader(rel).read_arrays(clip_id, start, start + self.window)
+        raw = self._reader(rel).read_arrays(clip_id, start, start + self.window, only=_READ)
         raw["frames"] = raw.pop("frame")
         return raw
 

@@ -59,8 +59,8 @@ def predict_clip(run_dir: Path, path: Path, clip_id: str | None = None, out_dir:
     cfg = load_run(run_dir)
     label_map = load_label_map(cfg.label_map)
     clip = load_clip(path, clip_id)
-    raw = {"rgb": clip.stack("rgb"), "semantic": clip.stack("semantic"), "depth": clip.stack("depth"),
-           "cam_to_world": clip.stack("cam_to_world"), "intrinsics": clip.intrinsics, "frames": clip.stack("frame")}
+    raw = clip.arrays()  # a modality the clip lacks becomes "no label" / invalid depth in make_item
+    raw["frames"] = raw.pop("frame")
     item = make_item(raw, label_map, None, cfg.frame_size())
     model = temporal_model(cfg, run_dir).to(device)
     height, width = item["rgb"].shape[-2:]

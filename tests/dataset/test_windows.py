@@ -164,3 +164,28 @@ def test_missing_manifest_and_split(tmp_path, split_dataset):
         ClipWindows(tmp_path, "train")
     with pytest.raises(CaptureError, match="not in"):
         ClipWindows(split_dataset, "holdout")
+
+
+def test_nan_depth_never_reaches_training(tmp_path, split_dataset):
+    """A format-1 shard with NaN depth (its structure is fine, so capture split accepts it): the loader
+    refuses the window with the shard, the clip and the frame."""
+    import h5py
+
+    from carla_capture.split import build_manifest, load_splits, write_manifest
+
+    data = tmp_path / "data"
+    shutil.copytree(split_dataset, data)
+    shard = data / "Town02" / "Town02-00001.h5"
+    with h5py.File(shard, "a") as h5:
+        group = next(iter(h5["clips"].values()))
+        depth = group["depth"][()].astype(np.float32) * np.float32(group["depth"].attrs["scale_m"])
+        depth[4, 3, 3] = np.nan
+        del group["depth"]
+        group.create_dataset("depth", data=depth, chunks=(1, *depth.shape[1:]))
+        for name in [n for n in group if n.endswith("_valid")]:
+            del group[name]
+        h5.attrs["format_version"] = 1
+    write_manifest(data, build_manifest(data, load_splits()))
+    ds = ClipWindows(data, "test", window=6)
+    with pytest.raises(CaptureError, match=r"Town02-00001\.h5: clip Town02-0-000000: depth is NaN or inf on frame 4"):
+        ds[0]
