@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from carla_capture.geometry import ue_rotation
+from carla_capture.backends.synthetic.render import Look, Renderer
+from carla_capture.backends.synthetic.town import Boxes, Town, build_town
+from carla_capture.config import Layout, Weather
+from carla_capture.geometry import carla_to_cam_to_world, intrinsics, ue_rotation
 
 SERVERS: dict[tuple[str, int], "FakeServer"] = {}
 CLIENT_VERSION = "0.9.16"
@@ -519,14 +522,56 @@ class BlueprintLibrary(_Strict):
 class Map(_Strict):
     name = ""
 
-    def __init__(self, name: str) -> None:
-        self.name = f"Carla/Maps/{name}"
+    def __init__(self, name: str, scene: "Scene | None" = None) -> None:
+        self.name, self._scene = f"Carla/Maps/{name}", scene
 
     def get_spawn_points(self) -> list[Transform]:
+        if self._scene is not None:
+            return self._scene.spawn_points()
         return [
             Transform(Location(10.0 * i, 5.0 * (i % 3), 0.5), Rotation(yaw=90.0 * (i % 4)))
             for i in range(40)
         ]
+
+
+_NO_BOXES = Boxes(
+    np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), np.zeros(0, np.uint8), np.zeros((0, 3), np.float32)
+)
+
+
+class Scene:
+    """What the cameras see when a server is made with ``scene=True``: the embedded simulator's
+    town of the loaded map, rendered from each camera's true pose (static world, default weather),
+    so that recorded clips are geometrically consistent and pass ``capture verify``."""
+
+    def __init__(self, map_name: str) -> None:
+        self.town: Town = build_town(map_name, Layout())
+        self._renderers: dict[tuple, Renderer] = {}
+        self._last: tuple | None = None
+        self._look = Look.from_weather(Weather(name="ClearNoon"))
+
+    def spawn_points(self) -> list[Transform]:
+        """Points on the right-hand lane of every road along x, heading +x (UE: +y is right)."""
+        t = self.town
+        xs = np.linspace(t.road_x.min() + 15.0, t.road_x.max() - 80.0, 8)
+        return [
+            Transform(Location(float(x), float(y + t.lane_offset), 0.5), Rotation())
+            for y in t.road_y
+            for x in xs
+        ]
+
+    def render(self, width: int, height: int, fov: float, pose: Transform) -> tuple:
+        """rgb (H, W, 3) uint8, tags (H, W) uint8, depth (H, W) float32 metres seen from ``pose``."""
+        p, r = pose.location, pose.rotation
+        key = (width, height, fov, p.x, p.y, p.z, r.pitch, r.yaw, r.roll)
+        if self._last is None or self._last[0] != key:
+            size = (width, height, fov)
+            if size not in self._renderers:
+                K = intrinsics(width, height, fov)
+                self._renderers[size] = Renderer(self.town, K, width, height)
+            cam = carla_to_cam_to_world(np.array(key[3:]))
+            self._last = (key, self._renderers[size].render(cam, _NO_BOXES, self._look))
+        return self._last[1]
 
 
 class Image(_Strict):
@@ -741,6 +786,15 @@ class FakeServer:
     remote: tuple | None = (
         None  # (host, port) of a tests/carla_standin.py process holding the server's state
     )
+    scene: bool = False  # cameras see the embedded simulator's town (see Scene), not test patterns
+
+    def scene_of_map(self) -> Scene | None:
+        """The rendered town of the loaded map, when the server was made with ``scene=True``."""
+        if not self.scene:
+            return None
+        if getattr(self, "_scene", None) is None or self._scene.town.name != self.map_name:
+            self._scene = Scene(self.map_name)
+        return self._scene
 
     def __post_init__(self) -> None:
         self.epoch, self.ids, self.ticks, self.frame = 0, itertools.count(1), 0, 1000
@@ -865,13 +919,20 @@ class FakeServer:
         v, u = np.mgrid[0:h, 0:w]
         px = np.zeros((h, w, 4), np.uint8)
         px[..., 3] = 255
+        scene = self.scene_of_map()
+        if scene is not None:  # content from the true pose, even when the reported one is wrong
+            fov = float(sensor.attributes.get("fov", 90.0))
+            rgb, tags, metres = scene.render(w, h, fov, sensor.world_transform())
+        else:
+            rgb = np.stack([(u * 3 + frame) % 256, (v * 5) % 256, np.full_like(u, 128)], -1)
+            tags, metres = expected_tags(h, w, frame), expected_depth(h, w, frame)
         if sensor.type_id.endswith("depth"):
-            code = encode_depth(expected_depth(h, w, frame))
+            code = encode_depth(metres)
             px[..., 2], px[..., 1], px[..., 0] = code & 255, (code >> 8) & 255, code >> 16
         elif sensor.type_id.endswith("segmentation"):
-            px[..., 2] = expected_tags(h, w, frame)
+            px[..., 2] = tags
         else:
-            px[..., 2], px[..., 1], px[..., 0] = (u * 3 + frame) % 256, (v * 5) % 256, 128
+            px[..., 2], px[..., 1], px[..., 0] = rgb[..., 0], rgb[..., 1], rgb[..., 2]
         tf = sensor.world_transform(stale=frame in self.stale_frames)
         if frame in self.glitch:
             tf = Transform(
@@ -970,7 +1031,7 @@ class World(_Strict):
 
     def get_map(self) -> Map:
         _check(self)
-        return Map(self._server.map_name)
+        return Map(self._server.map_name, self._server.scene_of_map())
 
     def get_blueprint_library(self) -> BlueprintLibrary:
         _check(self)
