@@ -33,7 +33,7 @@ def test_warp_matches_rendered_target(clip, size, tol, share):
     height, width = depth.shape[1:]
     if size is not None:
         depth = resample_depth(depth, (0.0, 0.0, float(width), float(height)), size)
-        K = scale_intrinsics(torch.from_numpy(K), (height, width), size).numpy()
+        K = scale_intrinsics(torch.from_numpy(np.array(K)), (height, width), size).numpy()
     worlds = [_world_image(depth[t], K, c2w[t]).float() for t in range(2)]
     rel = torch.from_numpy(invert_pose(c2w[0]) @ c2w[1])[None]
     assert float(rel[0, 2, 3]) > 0.2, "the camera must move"
