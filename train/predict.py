@@ -67,7 +67,8 @@ def predict_clip(run_dir: Path, path: Path, clip_id: str | None = None, out_dir:
     state = model.init_state(1, height, width, device)
     labels, depths, poses, panels = [], [], [], []
     for t in range(len(clip)):
-        out, state = model.step(item["rgb"][t][None].to(device), state)
+        out, state = model.step(item["rgb"][t][None].to(device), state, item["intrinsics"][t][None].to(device),
+                                item["depth"][t][None].to(device), item["rel_pose"][t][None].to(device))
         label = out["seg_logits"][0].argmax(0).cpu().numpy()
         depth = out["depth"][0, 0].float().cpu().numpy()
         labels.append(label)
