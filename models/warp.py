@@ -20,10 +20,13 @@ import torch.nn.functional as F
 MIN_Z_M = 1e-3
 
 
-def scale_intrinsics(K: torch.Tensor, image_size: tuple[int, int], feature_size: tuple[int, int]) -> torch.Tensor:
+def scale_intrinsics(
+    K: torch.Tensor, image_size: tuple[int, int], feature_size: tuple[int, int]
+) -> torch.Tensor:
     """(..., 3, 3) intrinsics of an (H, W) image -> those of an (h, w) map covering the same view.
 
-    With pixel centres at ``i + 0.5``, ``u' = u * w / W``: fx and cx scale by w / W, fy and cy by h / H.
+    With pixel centres at ``i + 0.5``, ``u' = u * w / W``: fx and cx scale by w / W, fy and cy
+    by h / H.
     """
     sx = feature_size[1] / image_size[1]
     sy = feature_size[0] / image_size[0]
@@ -31,8 +34,9 @@ def scale_intrinsics(K: torch.Tensor, image_size: tuple[int, int], feature_size:
     return K * scale
 
 
-def warp_previous(prev: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
-                  rel_pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def warp_previous(
+    prev: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, rel_pose: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of frame t-1 seen from frame t.
 
     prev (B, C, h, w); depth (B, 1, h, w) planar depth of frame t in metres; K (B, 3, 3)
@@ -43,8 +47,11 @@ def warp_previous(prev: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
     b, _, h, w = prev.shape
     dtype = prev.dtype
     K, rel_pose, depth = K.to(torch.float32), rel_pose.to(torch.float32), depth.to(torch.float32)
-    v, u = torch.meshgrid(torch.arange(h, device=prev.device, dtype=torch.float32) + 0.5,
-                          torch.arange(w, device=prev.device, dtype=torch.float32) + 0.5, indexing="ij")
+    v, u = torch.meshgrid(
+        torch.arange(h, device=prev.device, dtype=torch.float32) + 0.5,
+        torch.arange(w, device=prev.device, dtype=torch.float32) + 0.5,
+        indexing="ij",
+    )
     pixels = torch.stack([u, v, torch.ones_like(u)]).reshape(1, 3, -1)  # (1, 3, h*w)
     rays = torch.linalg.inv(K) @ pixels  # (B, 3, h*w), z = 1
     points = rays * depth.reshape(b, 1, -1)
@@ -56,6 +63,8 @@ def warp_previous(prev: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
     valid = (z > MIN_Z_M) & (px >= 0) & (px <= w) & (py >= 0) & (py <= h)
     grid = torch.stack([2 * px / w - 1, 2 * py / h - 1], -1).reshape(b, h, w, 2)
     grid = torch.where(valid.reshape(b, h, w, 1), grid, torch.zeros_like(grid))
-    warped = F.grid_sample(prev.to(torch.float32), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    warped = F.grid_sample(
+        prev.to(torch.float32), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
     valid = valid.reshape(b, 1, h, w).to(torch.float32)
     return (warped * valid).to(dtype), valid.to(dtype)

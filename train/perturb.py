@@ -3,7 +3,8 @@
 Applied to RGB in [0, 1] (the normalised frames are de-normalised, corrupted, re-normalised):
 
 - sensor noise: Gaussian, standard deviation ``noise_sigma``;
-- brightness flicker: every frame scaled by a factor drawn uniformly from [1 - flicker, 1 + flicker];
+- brightness flicker: every frame scaled by a factor drawn uniformly from
+  [1 - flicker, 1 + flicker];
 - occluders: ``occluders`` rectangles per frame of a random flat colour, each side up to
   ``occluder_size`` of the image's side, at random places.
 
@@ -24,9 +25,13 @@ class Perturbation(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     noise_sigma: float = Field(0.08, ge=0, description="Gaussian noise std in RGB [0, 1] units.")
-    flicker: float = Field(0.35, ge=0, lt=1, description="Brightness factor drawn from [1 - flicker, 1 + flicker].")
+    flicker: float = Field(
+        0.35, ge=0, lt=1, description="Brightness factor drawn from [1 - flicker, 1 + flicker]."
+    )
     occluders: int = Field(2, ge=0, description="Occluding rectangles per frame.")
-    occluder_size: float = Field(0.25, gt=0, le=1, description="Largest occluder side, as a share of the image side.")
+    occluder_size: float = Field(
+        0.25, gt=0, le=1, description="Largest occluder side, as a share of the image side."
+    )
     seed: int = Field(0, description="Seed of all draws.")
 
 
@@ -43,6 +48,8 @@ def perturb_window(rgb: torch.Tensor, p: Perturbation, index: int) -> torch.Tens
             oh = max(1, int(rng.uniform(0.3, 1.0) * p.occluder_size * h))
             ow = max(1, int(rng.uniform(0.3, 1.0) * p.occluder_size * w))
             y, x = int(rng.integers(0, h - oh + 1)), int(rng.integers(0, w - ow + 1))
-            frame[:, y:y + oh, x:x + ow] = torch.from_numpy(rng.uniform(0, 1, (3, 1, 1))).float()
+            frame[:, y : y + oh, x : x + ow] = torch.from_numpy(
+                rng.uniform(0, 1, (3, 1, 1))
+            ).float()
         frames[k] = frame.clamp(0, 1)
     return normalize(frames).to(rgb.dtype)

@@ -37,11 +37,23 @@ DEPTH_FLIP = 0.05
 DEPTH_FLOOR_M = 1.0
 DELTA = 1.25
 HEADLINE = ("mean_consistent_accuracy", "consistent_depth_accuracy", "depth_log_change")
-LOWER_IS_BETTER = {"depth_log_change", "label_flip_rate", "stable_flip_rate", "depth_rel_change", "depth_flip_rate"}
+LOWER_IS_BETTER = {
+    "depth_log_change",
+    "label_flip_rate",
+    "stable_flip_rate",
+    "depth_rel_change",
+    "depth_flip_rate",
+}
 
 
-def correspondences(depth_t: np.ndarray, depth_t1: np.ndarray, valid: np.ndarray, K: np.ndarray,
-                    pose_t: np.ndarray, pose_t1: np.ndarray) -> tuple[np.ndarray, ...]:
+def correspondences(
+    depth_t: np.ndarray,
+    depth_t1: np.ndarray,
+    valid: np.ndarray,
+    K: np.ndarray,
+    pose_t: np.ndarray,
+    pose_t1: np.ndarray,
+) -> tuple[np.ndarray, ...]:
     """Source indices (j, i), destination indices (j', i') and true depth ratio z'/z of the
     pixels of frame t that stay visible in frame t+1."""
     h, w = depth_t.shape
@@ -70,14 +82,27 @@ class Pairs:
 def window_pairs(item: dict[str, torch.Tensor]) -> list[Pairs]:
     """The correspondences of every consecutive frame pair of a window item (computed once,
     shared by every predictor scored on that window)."""
-    gt_depth, static = item["depth"][:, 0].numpy(), (item["static"] & item["valid_depth"][:, 0]).numpy()
+    gt_depth, static = (
+        item["depth"][:, 0].numpy(),
+        (item["static"] & item["valid_depth"][:, 0]).numpy(),
+    )
     labels = item["labels"].numpy()
     K, poses = item["intrinsics"][0].numpy(), item["cam_to_world"].numpy()
     out = []
     for t in range(len(gt_depth) - 1):
-        j, i, jj, ii, ratio = correspondences(gt_depth[t], gt_depth[t + 1], static[t], K, poses[t], poses[t + 1])
-        out.append(Pairs(t, (j, i), (jj, ii), ratio, (labels[t][j, i], labels[t + 1][jj, ii]),
-                         (gt_depth[t][j, i], gt_depth[t + 1][jj, ii])))
+        j, i, jj, ii, ratio = correspondences(
+            gt_depth[t], gt_depth[t + 1], static[t], K, poses[t], poses[t + 1]
+        )
+        out.append(
+            Pairs(
+                t,
+                (j, i),
+                (jj, ii),
+                ratio,
+                (labels[t][j, i], labels[t + 1][jj, ii]),
+                (gt_depth[t][j, i], gt_depth[t + 1][jj, ii]),
+            )
+        )
     return out
 
 
@@ -93,8 +118,13 @@ class TemporalConsistency:
         self.class_pairs = np.zeros(num_classes, np.int64)
         self.class_hits = np.zeros(num_classes, np.int64)
 
-    def update(self, labels: torch.Tensor, depth: torch.Tensor, item: dict[str, torch.Tensor],
-               pairs: list[Pairs] | None = None) -> None:
+    def update(
+        self,
+        labels: torch.Tensor,
+        depth: torch.Tensor,
+        item: dict[str, torch.Tensor],
+        pairs: list[Pairs] | None = None,
+    ) -> None:
         """Predicted ``labels`` (T, H, W) and ``depth`` (T, H, W) metres of one window ``item``
         (``pairs``: its :func:`window_pairs`, computed here if not given)."""
         labels, depth = labels.cpu().numpy(), depth.float().cpu().numpy()
@@ -102,7 +132,9 @@ class TemporalConsistency:
             if len(p.ratio) == 0:
                 continue
             self._labels(labels[p.t][p.src], labels[p.t + 1][p.dst], *p.gt_label)
-            self._depth(depth[p.t][p.src].astype(np.float64), depth[p.t + 1][p.dst].astype(np.float64), p)
+            self._depth(
+                depth[p.t][p.src].astype(np.float64), depth[p.t + 1][p.dst].astype(np.float64), p
+            )
             self.pixels += len(p.ratio)
 
     def _labels(self, a: np.ndarray, b: np.ndarray, ga: np.ndarray, gb: np.ndarray) -> None:
@@ -130,12 +162,20 @@ class TemporalConsistency:
     def result(self) -> dict:
         n = max(self.pixels, 1)
         present = self.class_pairs > 0
-        mca = float((self.class_hits[present] / self.class_pairs[present]).mean()) if present.any() else 0.0
+        mca = (
+            float((self.class_hits[present] / self.class_pairs[present]).mean())
+            if present.any()
+            else 0.0
+        )
         return {
-            "mean_consistent_accuracy": mca, "consistent_depth_accuracy": self.depth_both / n,
+            "mean_consistent_accuracy": mca,
+            "consistent_depth_accuracy": self.depth_both / n,
             "depth_log_change": self.log_change / n,
-            "tc_miou": self.confusion.result()["miou"], "label_flip_rate": self.flips / n,
+            "tc_miou": self.confusion.result()["miou"],
+            "label_flip_rate": self.flips / n,
             "stable_flip_rate": self.stable_flips / max(self.stable, 1),
-            "depth_rel_change": self.depth_change / n, "depth_flip_rate": self.depth_flips / n,
-            "pixels": self.pixels, "stable_pixels": self.stable,
+            "depth_rel_change": self.depth_change / n,
+            "depth_flip_rate": self.depth_flips / n,
+            "pixels": self.pixels,
+            "stable_pixels": self.stable,
         }

@@ -1,4 +1,5 @@
-"""Depth resampling: the sky is never valid at any size, no depth between two surfaces, planes exact."""
+"""Depth resampling: the sky is never valid at any size, no depth between two surfaces, planes
+exact."""
 
 from __future__ import annotations
 
@@ -24,12 +25,20 @@ def test_sky_never_valid_and_validity_is_nearest(small_towns, size):
     depth = clip.stack("depth")
     assert (depth >= FAR_PLANE_M).any(), "the scene must show sky"
     out = resample_depth(depth, _full(depth.shape[1:]), size)
-    nearest = depth.reshape(len(depth), -1)[:, nearest_index(_full(depth.shape[1:]), size, depth.shape[1:])]
+    nearest = depth.reshape(len(depth), -1)[
+        :, nearest_index(_full(depth.shape[1:]), size, depth.shape[1:])
+    ]
     np.testing.assert_array_equal(valid_depth(out), valid_depth(nearest))
     assert np.all(out[~valid_depth(nearest)] == FAR_PLANE_M)
     # the window item at that size: no pixel labelled sky has valid depth
-    raw = {"rgb": clip.stack("rgb"), "semantic": clip.stack("semantic"), "depth": depth,
-           "cam_to_world": clip.stack("cam_to_world"), "intrinsics": clip.intrinsics, "frames": clip.stack("frame")}
+    raw = {
+        "rgb": clip.stack("rgb"),
+        "semantic": clip.stack("semantic"),
+        "depth": depth,
+        "cam_to_world": clip.stack("cam_to_world"),
+        "intrinsics": clip.intrinsics,
+        "frames": clip.stack("frame"),
+    }
     item = make_item(raw, load_label_map("carla22"), None, size)
     sky = item["labels"] == load_label_map("carla22").class_names.index("Sky")
     assert sky.any() and not item["valid_depth"][:, 0][sky].any()

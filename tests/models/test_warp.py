@@ -22,10 +22,13 @@ def clip(small_towns):
 
 def _world_image(depth: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray) -> torch.Tensor:
     """A rendering of the scene's world coordinates (3, H, W): one exact value per surface point."""
-    return torch.from_numpy(transform_points(cam_to_world, backproject(depth.astype(np.float64), K))).permute(2, 0, 1)
+    return torch.from_numpy(
+        transform_points(cam_to_world, backproject(depth.astype(np.float64), K))
+    ).permute(2, 0, 1)
 
 
-# bilinear sampling of a perspective rendering is exact only to O(pixel^2): coarser maps, wider tolerance
+# bilinear sampling of a perspective rendering is exact only to O(pixel^2): coarser maps,
+# wider tolerance
 # (edges and disocclusions are a larger share of a coarse map)
 @pytest.mark.parametrize(("size", "tol", "share"), [(None, 0.01, 0.85), ((32, 64), 0.03, 0.75)])
 def test_warp_matches_rendered_target(clip, size, tol, share):
@@ -41,14 +44,18 @@ def test_warp_matches_rendered_target(clip, size, tol, share):
     surface = target_depth[:, 0] < 1000  # sky has no surface point
 
     def agreement(pose: torch.Tensor) -> float:
-        warped, valid = warp_previous(worlds[0][None], target_depth, torch.from_numpy(np.array(K))[None], pose)
+        warped, valid = warp_previous(
+            worlds[0][None], target_depth, torch.from_numpy(np.array(K))[None], pose
+        )
         keep = surface & (valid[:, 0] > 0)
         assert keep.float().mean() > 0.5
         err = (warped[0] - worlds[1]).norm(dim=0)[keep[0]] / target_depth[0, 0][keep[0]]
         return float((err < tol).float().mean())
 
     assert agreement(rel) > share
-    assert agreement(torch.eye(4, dtype=torch.float64)[None]) < 0.1  # no motion: wrong almost everywhere
+    assert (
+        agreement(torch.eye(4, dtype=torch.float64)[None]) < 0.1
+    )  # no motion: wrong almost everywhere
 
 
 def test_validity_and_gradient():
