@@ -65,8 +65,8 @@ class ResidualMemory(nn.Module):
 class GeometryFilter(nn.Module):
     """Per frame: embed, update memory, decode segmentation logits and depth (metres)."""
 
-    def __init__(self, backbone: Backbone, memory: ResidualMemory, seg_head: nn.Module, depth_decoder: DepthDecoder,
-                 alignment: str = "estimated") -> None:
+    def __init__(self, backbone: Backbone, memory: ResidualMemory, seg_head: nn.Module,
+                 depth_decoder: DepthDecoder, alignment: str = "estimated") -> None:
         super().__init__()
         self.backbone, self.memory, self.seg_head, self.depth_decoder = backbone, memory, seg_head, depth_decoder
         self.alignment = alignment
@@ -83,12 +83,14 @@ class GeometryFilter(nn.Module):
         return {"seg_logits": logits, "depth": self.depth_decoder({**feats, "out": fused}, size)}
 
     @torch.no_grad()
-    def alignment_depth(self, feats: dict[str, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    def alignment_depth(self, feats: dict[str, torch.Tensor],
+                        size: tuple[int, int]) -> torch.Tensor:
         """Single-frame depth (B, 1, H, W) metres from the frame's own (unfused) features."""
         return self.depth_decoder(feats, size)
 
-    def align(self, memory: torch.Tensor, first: bool, size: tuple[int, int], intrinsics: torch.Tensor | None,
-              rel_pose: torch.Tensor | None, depth: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def align(self, memory: torch.Tensor, first: bool, size: tuple[int, int],
+              intrinsics: torch.Tensor | None, rel_pose: torch.Tensor | None,
+              depth: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Memory of frame t-1 -> (memory aligned to frame t, validity (B, 1, h, w)).
 
         ``size`` (H, W) of the frames; ``intrinsics`` (B, 3, 3) at that size; ``rel_pose``
@@ -98,17 +100,19 @@ class GeometryFilter(nn.Module):
         if first or self.alignment == "none":
             return memory, valid
         if intrinsics is None or rel_pose is None or depth is None:
-            raise ValueError("a memory aligned by geometry needs intrinsics (B, 3, 3), the relative pose and depth; "
-                             "pass intrinsics= (and ground truth for memory_alignment='ground_truth'), "
-                             "or build the model with memory_alignment='none'")
+            raise ValueError("a memory aligned by geometry needs intrinsics (B, 3, 3), the "
+                             "relative pose and depth; pass intrinsics= (and ground truth for "
+                             "memory_alignment='ground_truth'), or build the model with "
+                             "memory_alignment='none'")
         fsize = tuple(memory.shape[-2:])
         inv = F.interpolate(1.0 / depth.detach().float().clamp_min(1e-3), size=fsize, mode="area")
         K = scale_intrinsics(intrinsics.float(), size, fsize)
         return warp_previous(memory, 1.0 / inv, K, rel_pose.detach().float())
 
-    def step(self, x: torch.Tensor, memory: torch.Tensor, first: bool = True, intrinsics: torch.Tensor | None = None,
-             rel_pose: torch.Tensor | None = None,
-             depth: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    def step(self, x: torch.Tensor, memory: torch.Tensor, first: bool = True,
+             intrinsics: torch.Tensor | None = None, rel_pose: torch.Tensor | None = None,
+             depth: torch.Tensor | None = None
+             ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """One normalised frame (B, 3, H, W) -> outputs, new memory, and the frame's embedding.
 
         ``first``: no earlier frame (the memory is empty). Otherwise the memory is aligned with

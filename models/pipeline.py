@@ -53,11 +53,12 @@ class TemporalPipeline(nn.Module):
         if self.geometry.alignment != "ground_truth":
             return None, None
         if depth is None or rel_pose is None:
-            raise ValueError("memory_alignment='ground_truth' needs the true depth and rel_pose of the frames")
+            raise ValueError("memory_alignment='ground_truth' needs the true depth and rel_pose of "
+                             "the frames")
         return depth, rel_pose
 
-    def step(self, frame: torch.Tensor, state: PipelineState, intrinsics: torch.Tensor | None = None,
-             depth: torch.Tensor | None = None,
+    def step(self, frame: torch.Tensor, state: PipelineState,
+             intrinsics: torch.Tensor | None = None, depth: torch.Tensor | None = None,
              rel_pose: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], PipelineState]:
         """One normalised frame (B, 3, H, W) -> ``seg_logits``, ``depth`` and, after the first
         frame, ``rel_pose`` (motion from the previous frame, in its camera coordinates) and
@@ -78,14 +79,16 @@ class TemporalPipeline(nn.Module):
         align_pose = true_pose if true_pose is not None else (None if first else motion["rel_pose"])
         if not first and self.geometry.alignment == "estimated":
             true_depth = self.geometry.alignment_depth(feats, size)
-        memory, valid = self.geometry.align(state.memory, first, size, intrinsics, align_pose, true_depth)
+        memory, valid = self.geometry.align(state.memory, first, size, intrinsics, align_pose,
+                                            true_depth)
         fused, memory = self.geometry.memory(embedding, memory, valid)
         out = self.geometry.decode(feats, fused, size)
         if motion is not None:
             out.update(rel_pose=motion["rel_pose"], cam_to_world=pose)
         return out, PipelineState(memory, embedding, ego, pose, state.frames + 1)
 
-    def forward(self, window: torch.Tensor, intrinsics: torch.Tensor | None = None, depth: torch.Tensor | None = None,
+    def forward(self, window: torch.Tensor, intrinsics: torch.Tensor | None = None,
+                depth: torch.Tensor | None = None,
                 rel_pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """(B, T, 3, H, W) -> ``seg_logits`` (B, T, K, H, W), ``depth`` (B, T, 1, H, W) metres,
         ``rel_pose`` and ``cam_to_world`` (B, T, 4, 4) (identity at t = 0).
@@ -107,7 +110,8 @@ class TemporalPipeline(nn.Module):
         fused = []
         for k in range(t):
             d = true_depth[:, k] if true_depth is not None else None
-            memory, valid = self.geometry.align(memory, k == 0, (h, w), intrinsics, align_pose[:, k], d)
+            memory, valid = self.geometry.align(memory, k == 0, (h, w), intrinsics,
+                                                align_pose[:, k], d)
             f, memory = self.geometry.memory(bottleneck[:, k], memory, valid)
             fused.append(f)
         out = self.geometry.decode(feats, torch.stack(fused, 1).flatten(0, 1), (h, w))

@@ -53,8 +53,10 @@ def run(stage: str, data: Path, out: Path, preset: str, config: Path | None, ove
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False), help="Dataset folder [default: the run's].")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the Markdown table.")
-@click.option("--perturbed", is_flag=True, help="Also evaluate under per-frame noise, flicker and occluders.")
-def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json: bool, perturbed: bool) -> None:
+@click.option("--perturbed", is_flag=True,
+              help="Also evaluate under per-frame noise, flicker and occluders.")
+def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json: bool,
+             perturbed: bool) -> None:
     """Compare the frame-by-frame models with the temporal model on SPLIT; writes RUN/eval.json and RUN/eval.md.
 
     \b

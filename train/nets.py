@@ -104,7 +104,8 @@ class SequenceStage(nn.Module):
     def components(self) -> dict[str, nn.Module]:
         return {"geometry_filter": self.pipeline.geometry, "ego_motion": self.pipeline.ego_motion}
 
-    def forward(self, rgb: torch.Tensor, intrinsics: torch.Tensor | None = None, depth: torch.Tensor | None = None,
+    def forward(self, rgb: torch.Tensor, intrinsics: torch.Tensor | None = None,
+                depth: torch.Tensor | None = None,
                 rel_pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         out = self.pipeline(rgb, intrinsics, depth, rel_pose)
         return {"seg_logits": out["seg_logits"], "depth": out["depth"], "motion": pose_to_vector(out["rel_pose"][:, 1:])}
@@ -116,7 +117,8 @@ STAGE_NETS: dict[str, type[nn.Module]] = {
 
 
 def build_stage_net(stage: StageConfig, cfg: ModelConfig, run_dir: Path) -> nn.Module:
-    """The network ``stage`` trains (a depth stage that needs stage 1 decodes stage 1's backbone)."""
+    """The network ``stage`` trains (a depth stage that needs stage 1 decodes stage 1's
+    backbone)."""
     if stage.model == "depth":
         return DepthStage(cfg, run_dir, shared_backbone="stage1" in stage.needs)
     return STAGE_NETS[stage.model](cfg, run_dir)

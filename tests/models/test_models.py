@@ -28,7 +28,8 @@ def test_paper_parameter_counts_match_the_reference(name):
 
 def _intrinsics(batch: int, height: int, width: int) -> torch.Tensor:
     """A 90-degree pinhole camera for frames of ``height`` x ``width`` (docs/conventions.md)."""
-    return torch.tensor([[width / 2, 0, width / 2], [0, width / 2, height / 2], [0, 0, 1]]).expand(batch, 3, 3)
+    K = torch.tensor([[width / 2, 0, width / 2], [0, width / 2, height / 2], [0, 0, 1]])
+    return K.expand(batch, 3, 3)
 
 
 def _small_input(cfg: ModelConfig) -> ModelConfig:
@@ -72,7 +73,8 @@ def _train_briefly(model: torch.nn.Module, *geometry: torch.Tensor) -> None:
     """A few optimiser steps so that no parameter is still at its identity initialisation."""
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     for _ in range(2):
-        out = model(torch.randn(2, 3, 3, 64, 128), _intrinsics(2, 64, 128), *(g[:, :3] for g in geometry))
+        truth = (g[:, :3] for g in geometry)
+        out = model(torch.randn(2, 3, 3, 64, 128), _intrinsics(2, 64, 128), *truth)
         loss = sum(v.float().pow(2).mean() for v in out.values())
         opt.zero_grad()
         loss.backward()
@@ -82,7 +84,8 @@ def _train_briefly(model: torch.nn.Module, *geometry: torch.Tensor) -> None:
 def _geometry(batch: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Depth (B, T, 1, 64, 128) metres and a forward-moving, turning rel_pose (B, T, 4, 4)."""
     depth = torch.rand(batch, frames, 1, 64, 128) * 30 + 2
-    rel = pose_from_vector(torch.tensor([0.1, 0.0, 1.0, 0.0, 0.05, 0.0]).expand(batch, frames, 6)).clone()
+    motion = torch.tensor([0.1, 0.0, 1.0, 0.0, 0.05, 0.0]).expand(batch, frames, 6)
+    rel = pose_from_vector(motion).clone()
     rel[:, 0] = torch.eye(4)
     return depth, rel
 
@@ -117,11 +120,15 @@ def test_alignment_changes_what_the_memory_reads():
     window = torch.randn(1, 3, 3, 64, 128)
     for alignment in ("none", "ground_truth"):
         torch.manual_seed(0)
-        model = MODELS["pipeline"](PRESETS["tiny"].model_copy(update={"memory_alignment": alignment}))
-        torch.nn.init.normal_(model.geometry.memory.up.weight, std=0.5)  # as after sequence training
+        cfg = PRESETS["tiny"].model_copy(update={"memory_alignment": alignment})
+        model = MODELS["pipeline"](cfg)
+        # as after sequence training
+        torch.nn.init.normal_(model.geometry.memory.up.weight, std=0.5)
         with torch.no_grad():
-            outs[alignment] = model.eval()(window, _intrinsics(1, 64, 128), depth, rel)["seg_logits"]
-    torch.testing.assert_close(outs["none"][:, 0], outs["ground_truth"][:, 0])  # nothing to align yet
+            out = model.eval()(window, _intrinsics(1, 64, 128), depth, rel)
+        outs[alignment] = out["seg_logits"]
+    # nothing to align on the first frame
+    torch.testing.assert_close(outs["none"][:, 0], outs["ground_truth"][:, 0])
     assert (outs["none"][:, 2] - outs["ground_truth"][:, 2]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="intrinsics"):
         MODELS["pipeline"](PRESETS["tiny"])(window)
@@ -147,7 +154,8 @@ def test_geometry_filter_is_identity_around_memory_at_init(preset):
     seg, depth = MODELS["segmentation"](cfg), MODELS["depth"](cfg)
     _train_briefly_single(seg, depth)
     seg.eval(), depth.eval()
-    depth.backbone.load_state_dict(seg.backbone.state_dict())  # stage 2 trains on stage 1's backbone
+    # stage 2 trains on stage 1's backbone
+    depth.backbone.load_state_dict(seg.backbone.state_dict())
     geometry = MODELS["geometry_filter"](cfg, segmentation=seg, depth=depth).eval()
     pipeline = MODELS["pipeline"](cfg, geometry).eval()
     window = torch.randn(1, 3, 3, 64, 96)
@@ -159,11 +167,13 @@ def test_geometry_filter_is_identity_around_memory_at_init(preset):
             for got in (out, {k: v[:, t] for k, v in full.items()}):
                 torch.testing.assert_close(got["seg_logits"], seg(window[:, t])["seg_logits"])
                 torch.testing.assert_close(got["depth"], depth(window[:, t])["depth"])
-        assert state.memory.abs().sum() > 0  # the memory runs, it just does not change the outputs yet
+        # the memory runs, it just does not change the outputs yet
+        assert state.memory.abs().sum() > 0
 
 
 def _train_briefly_single(*models: torch.nn.Module) -> None:
-    """One optimiser step each, so that no head is still at its initialisation (e.g. uniform depth)."""
+    """One optimiser step each, so that no head is still at its initialisation (e.g. uniform
+    depth)."""
     for model in models:
         opt = torch.optim.SGD(model.parameters(), lr=0.05)
         out = model(torch.randn(2, 3, 64, 96))

@@ -62,17 +62,21 @@ def _component(run: Path, stage: str, name: str) -> dict[str, torch.Tensor]:
 def test_stage4_follows_the_reference_recipe(trained_run):
     """Stage 2 decodes stage 1's backbone; stage 4 keeps backbone, segmentation head and ego-motion
     (stage 3's) frozen, and trains the memory and the depth decoder."""
-    seg1, depth2 = _component(trained_run, "stage1", "segmentation"), _component(trained_run, "stage2", "depth")
-    ego3, ego4 = _component(trained_run, "stage3", "ego_motion"), _component(trained_run, "stage4", "ego_motion")
+    seg1 = _component(trained_run, "stage1", "segmentation")
+    depth2 = _component(trained_run, "stage2", "depth")
+    ego3 = _component(trained_run, "stage3", "ego_motion")
+    ego4 = _component(trained_run, "stage4", "ego_motion")
     geo4 = _component(trained_run, "stage4", "geometry_filter")
     for key, value in seg1.items():
-        assert torch.equal(value, geo4[key.replace("head.", "seg_head.", 1) if key.startswith("head.") else key]), key
+        key4 = "seg_head." + key.removeprefix("head.") if key.startswith("head.") else key
+        assert torch.equal(value, geo4[key4]), key
         if key.startswith("backbone."):
             assert torch.equal(value, depth2[key]), key
     for key in ego3:
         assert torch.equal(ego3[key], ego4[key]), key
-    decoder2 = {k.removeprefix("decoder."): v for k, v in depth2.items() if k.startswith("decoder.")}
-    changed = [k for k, v in decoder2.items() if v.is_floating_point() and not torch.equal(v, geo4["depth_decoder." + k])]
+    decoder2 = {k: v for k, v in depth2.items() if k.startswith("decoder.")}
+    changed = [k for k, v in decoder2.items()
+               if v.is_floating_point() and not torch.equal(v, geo4["depth_" + k])]
     assert changed, "stage 4 trains the depth decoder"
     assert not torch.equal(geo4["memory.up.weight"], torch.zeros_like(geo4["memory.up.weight"]))
 
