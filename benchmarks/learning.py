@@ -333,7 +333,8 @@ def main() -> None:
     out = write_result(
         "learning",
         {
-            "command": f"python benchmarks/learning.py --clips {args.clips}",
+            "command": f"python benchmarks/learning.py --clips {args.clips}"
+            + "".join(f" --set {o}" for o in args.overrides),
             "minutes": clock.minutes,
             "verdict": verdict,
             "variants": LABELS,
