@@ -53,17 +53,22 @@ def run(stage: str, data: Path, out: Path, preset: str, config: Path | None, ove
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False), help="Dataset folder [default: the run's].")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the Markdown table.")
-def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json: bool) -> None:
+@click.option("--perturbed", is_flag=True,
+              help="Also evaluate under per-frame noise, flicker and occluders.")
+def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json: bool,
+             perturbed: bool) -> None:
     """Compare the frame-by-frame models with the temporal model on SPLIT; writes RUN/eval.json and RUN/eval.md.
 
     \b
     Examples:
       train eval --run runs/demo
+      train eval --run runs/demo --perturbed
       train eval --run runs/paper --split val --device cuda
     """
     from train.evaluate import evaluate_run, to_markdown, write_report
+    from train.perturb import Perturbation
 
-    report = evaluate_run(run_dir, split, data, device)
+    report = evaluate_run(run_dir, split, data, device, Perturbation() if perturbed else None)
     js, md = write_report(report, run_dir)
     click.echo(json.dumps(report, indent=2) if as_json else to_markdown(report))
     click.echo(f"-> {js}, {md}", err=True)
