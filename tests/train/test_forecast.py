@@ -201,6 +201,9 @@ def test_forecast_cli_eval_and_predict(forecast_run: Path, split_dataset: Path, 
                                        "--task", "forecast", "--variant", "forecast-tiny-stack", "--gif",
                                        "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert list(tmp_path.glob("*forecast-tiny-stack.gif"))
+    (gif,) = tmp_path.glob("*forecast-tiny-stack.gif")
+    from PIL import Image
+
+    assert Image.open(gif).n_frames == 2  # a 6-frame clip: targets 4 and 5 have the pattern's history
     result = CliRunner().invoke(main, ["eval", "--run", str(tmp_path), "--task", "forecast"])
     assert result.exit_code != 0 and "train run" in result.output
