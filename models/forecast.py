@@ -20,13 +20,20 @@ from models.config import ModelConfig
 from models.segmentation import SegmentationModel, build_segmentation
 
 
-def _conv3d(cin: int, cout: int, kernel: tuple[int, int, int], padding: tuple[int, int, int]) -> nn.Sequential:
-    return nn.Sequential(nn.Conv3d(cin, cout, kernel, padding=padding, bias=False), nn.BatchNorm3d(cout),
-                         nn.ReLU(inplace=True))
+def _conv3d(
+    cin: int, cout: int, kernel: tuple[int, int, int], padding: tuple[int, int, int]
+) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, kernel, padding=padding, bias=False),
+        nn.BatchNorm3d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 def _conv2d(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class TemporalModule(nn.Module):
@@ -39,10 +46,15 @@ class TemporalModule(nn.Module):
     def __init__(self, channels: int, frames: int, width: int, kind: str) -> None:
         super().__init__()
         self.kind, self.frames = kind, frames
-        self.reduce = nn.Sequential(nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.reduce = nn.Sequential(
+            nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
         if kind == "conv3d":
-            self.mix = nn.Sequential(_conv3d(width, width, (3, 3, 3), (1, 1, 1)), _conv3d(width, width, (3, 3, 3), (1, 1, 1)),
-                                     _conv3d(width, width, (frames, 1, 1), (0, 0, 0)))
+            self.mix = nn.Sequential(
+                _conv3d(width, width, (3, 3, 3), (1, 1, 1)),
+                _conv3d(width, width, (3, 3, 3), (1, 1, 1)),
+                _conv3d(width, width, (frames, 1, 1), (0, 0, 0)),
+            )
         elif kind == "stack":
             self.mix = nn.Sequential(_conv2d(width * frames, width), _conv2d(width, width))
         else:
@@ -67,7 +79,9 @@ class Forecaster(nn.Module):
     """Input (B, T, 3, H, W) ImageNet-normalised past frames; output
     ``{"seg_logits": (B, K, H, W)}`` of the target frame and ``{"features": (B, C, h, w)}``."""
 
-    def __init__(self, segmentation: SegmentationModel, frames: int, temporal: str, width: int) -> None:
+    def __init__(
+        self, segmentation: SegmentationModel, frames: int, temporal: str, width: int
+    ) -> None:
         super().__init__()
         self.backbone, self.head = segmentation.backbone, segmentation.head
         self.temporal = TemporalModule(self.backbone.channels, frames, width, temporal)
@@ -77,11 +91,19 @@ class Forecaster(nn.Module):
         feats = self.backbone(rgb.flatten(0, 1))["out"].unflatten(0, (b, t))
         fused = feats[:, -1] + self.temporal(feats)
         logits = self.head(fused)
-        return {"seg_logits": F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False), "features": fused}
+        return {
+            "seg_logits": F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False),
+            "features": fused,
+        }
 
 
-def build_forecaster(cfg: ModelConfig, frames: int, temporal: str = "conv3d", width: int = 64,
-                     segmentation: SegmentationModel | None = None) -> Forecaster:
+def build_forecaster(
+    cfg: ModelConfig,
+    frames: int,
+    temporal: str = "conv3d",
+    width: int = 64,
+    segmentation: SegmentationModel | None = None,
+) -> Forecaster:
     """A forecaster of ``frames`` input frames; encoder and decoder copied from ``segmentation``
     (stage 1) when given, else freshly built for ``cfg``."""
     seg = copy.deepcopy(segmentation) if segmentation is not None else build_segmentation(cfg)

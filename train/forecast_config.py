@@ -18,15 +18,24 @@ class HorizonConfig(BaseModel):
     """Input frame indices (ascending) and the target frame index, in clip frames."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    inputs: tuple[int, ...] = Field(description="Clip frame indices the forecaster sees, ascending.")
+    inputs: tuple[int, ...] = Field(
+        description="Clip frame indices the forecaster sees, ascending."
+    )
     target: int = Field(description="Clip frame index whose segmentation is forecast.")
 
     @model_validator(mode="after")
     def _ordered(self) -> "HorizonConfig":
         ins = self.inputs
-        if not ins or ins[0] < 0 or any(b <= a for a, b in zip(ins, ins[1:])) or ins[-1] >= self.target:
-            raise ValueError(f"inputs {list(ins)} must be ascending, >= 0 and before target {self.target}; "
-                             "e.g. inputs=[15, 16, 17, 18], target=19")
+        if (
+            not ins
+            or ins[0] < 0
+            or any(b <= a for a, b in zip(ins, ins[1:]))
+            or ins[-1] >= self.target
+        ):
+            raise ValueError(
+                f"inputs {list(ins)} must be ascending, >= 0 and before target {self.target}; "
+                "e.g. inputs=[15, 16, 17, 18], target=19"
+            )
         return self
 
     @property
@@ -57,21 +66,30 @@ class ForecastConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     horizon: str = Field("short", description="Which of ``horizons`` to train (short, mid, long).")
-    horizons: dict[str, HorizonConfig] = Field(default_factory=lambda: dict(HORIZONS),
-                                               description="Named input / target frame patterns.")
+    horizons: dict[str, HorizonConfig] = Field(
+        default_factory=lambda: dict(HORIZONS), description="Named input / target frame patterns."
+    )
     temporal: Literal["conv3d", "stack"] = Field(
-        "conv3d", description="Conv3D temporal module, or the ablation: frames' features stacked, 2D convs.")
+        "conv3d",
+        description="Conv3D temporal module, or the ablation: frames' features stacked, 2D convs.",
+    )
     width: int = Field(64, ge=4, description="Channels of the temporal module.")
-    distill_weight: float = Field(100.0, ge=0, description="lambda of the distillation loss (0: no teacher).")
+    distill_weight: float = Field(
+        100.0, ge=0, description="lambda of the distillation loss (0: no teacher)."
+    )
     epochs: int = Field(4, ge=1, description="Epochs.")
     batch_size: int = Field(8, ge=1, description="Samples per batch.")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate (the paper's).")
-    max_steps: int | None = Field(None, ge=1, description="Cap on optimiser steps per epoch (None: the whole split).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Cap on optimiser steps per epoch (None: the whole split)."
+    )
 
     @model_validator(mode="after")
     def _known(self) -> "ForecastConfig":
         if self.horizon not in self.horizons:
-            raise ValueError(f"forecast.horizon {self.horizon!r} is not one of {', '.join(self.horizons)}")
+            raise ValueError(
+                f"forecast.horizon {self.horizon!r} is not one of {', '.join(self.horizons)}"
+            )
         return self
 
     def pattern(self) -> HorizonConfig:

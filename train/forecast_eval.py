@@ -44,7 +44,9 @@ def variant_label(name: str) -> str:
     parts = name.split("-")[2:]
     if not parts:
         return "forecaster (Conv3D + distillation)"
-    return "forecaster, " + ", ".join({"stack": "frames stacked", "nodistill": "no distillation"}[p] for p in parts)
+    return "forecaster, " + ", ".join(
+        {"stack": "frames stacked", "nodistill": "no distillation"}[p] for p in parts
+    )
 
 
 def class_groups(label_map_name: str) -> tuple[list[str], list[str]]:
@@ -61,10 +63,14 @@ class _Row:
     def __init__(self, num_classes: int) -> None:
         self.confusion, self.holes = ConfusionMatrix(num_classes), []
 
-    def result(self, names: tuple[str, ...], static: list[str], dynamic: list[str]) -> dict[str, Any]:
+    def result(
+        self, names: tuple[str, ...], static: list[str], dynamic: list[str]
+    ) -> dict[str, Any]:
         r = self.confusion.result(names)
         iou = r["per_class_iou"]
-        group = lambda g: float(np.mean([iou[n] for n in g if n in iou])) if any(n in iou for n in g) else None  # noqa: E731
+        group = lambda g: (
+            float(np.mean([iou[n] for n in g if n in iou])) if any(n in iou for n in g) else None
+        )  # noqa: E731
         out = {k: r[k] for k in ("miou", "pixel_accuracy", "mean_class_accuracy", "per_class_iou")}
         out.update(static_miou=group(static), dynamic_miou=group(dynamic))
         if self.holes:
@@ -85,7 +91,7 @@ class _Frame:
         self.ego.to(device).eval()
 
     def past_motion(self, rgb: torch.Tensor) -> torch.Tensor:
-        """(B, T, 3, H, W) inputs -> (B, 4, 4) estimated motion from the second-last to the last input."""
+        """(B, T, 3, H, W) inputs -> (B, 4, 4) estimated motion, second-last to last input."""
         if rgb.shape[1] < 2:
             return torch.eye(4, dtype=torch.float64).expand(len(rgb), 4, 4)
         emb = self.teacher.backbone(rgb.flatten(0, 1))["out"].unflatten(0, rgb.shape[:2])
@@ -98,8 +104,16 @@ def _true_past_motion(c2w: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate_horizon(frame: _Frame, forecasters: dict[str, torch.nn.Module], cfg: Any, data: Path, split: str,
-                     pattern: HorizonConfig, device: str, batch_size: int = 4) -> dict[str, Any]:
+def evaluate_horizon(
+    frame: _Frame,
+    forecasters: dict[str, torch.nn.Module],
+    cfg: Any,
+    data: Path,
+    split: str,
+    pattern: HorizonConfig,
+    device: str,
+    batch_size: int = 4,
+) -> dict[str, Any]:
     """Every forecaster and every baseline on the same samples of one horizon."""
     names = load_label_map(cfg.label_map).class_names
     static, dynamic = class_groups(cfg.label_map)
@@ -112,7 +126,9 @@ def evaluate_horizon(frame: _Frame, forecasters: dict[str, torch.nn.Module], cfg
             rows[name].confusion.update(net(rgb)["seg_logits"].argmax(1).cpu(), labels)
         last = frame.teacher(rgb[:, -1])["seg_logits"].argmax(1).cpu()
         rows["zero_motion"].confusion.update(last, labels)
-        rows["stage1_on_target"].confusion.update(frame.teacher(batch["target_rgb"].to(device))["seg_logits"].argmax(1).cpu(), labels)
+        rows["stage1_on_target"].confusion.update(
+            frame.teacher(batch["target_rgb"].to(device))["seg_logits"].argmax(1).cpu(), labels
+        )
         depth = frame.depth(rgb[:, -1])["depth"][:, 0].float().cpu().numpy()
         est_motion = frame.past_motion(rgb).numpy()
         for b in range(len(labels)):
@@ -120,35 +136,55 @@ def evaluate_horizon(frame: _Frame, forecasters: dict[str, torch.nn.Module], cfg
             true_future = invert_pose(c2w[-1].numpy()) @ batch["target_cam_to_world"][b].numpy()
             cases = {
                 "warp_estimated": (depth[b], extrapolate_motion(est_motion[b], gap, pattern.lead)),
-                "warp_true_depth_past_poses": (batch["last_depth"][b].numpy(),
-                                               extrapolate_motion(_true_past_motion(c2w), gap, pattern.lead)),
+                "warp_true_depth_past_poses": (
+                    batch["last_depth"][b].numpy(),
+                    extrapolate_motion(_true_past_motion(c2w), gap, pattern.lead),
+                ),
                 "warp_true_depth_true_pose": (batch["last_depth"][b].numpy(), true_future),
             }
             for name, (d, motion) in cases.items():
                 warped, holes = warp_forecast(last[b].numpy(), d, K, motion)
                 rows[name].confusion.update(torch.from_numpy(warped), labels[b])
                 rows[name].holes.append(holes)
-    return {"inputs": list(pattern.inputs), "target": pattern.target, "offsets": list(pattern.offsets),
-            "samples": len(ds), "rows": {name: row.result(names, static, dynamic) for name, row in rows.items()}}
+    return {
+        "inputs": list(pattern.inputs),
+        "target": pattern.target,
+        "offsets": list(pattern.offsets),
+        "samples": len(ds),
+        "rows": {name: row.result(names, static, dynamic) for name, row in rows.items()},
+    }
 
 
-def evaluate_forecast(run_dir: Path, split: str = "test", data: Path | None = None, device: str = "cpu") -> dict[str, Any]:
+def evaluate_forecast(
+    run_dir: Path, split: str = "test", data: Path | None = None, device: str = "cpu"
+) -> dict[str, Any]:
     """Tables of every horizon with a trained forecaster in ``run_dir`` (``forecast-*/best.pt``)."""
     run_dir = Path(run_dir)
     cfg = load_run(run_dir)
     variants = sorted(p.parent.name for p in run_dir.glob("forecast-*/best.pt"))
     if not variants:
-        raise CaptureError(f"{run_dir} has no forecaster: train one first (train run forecast --out {run_dir} ...)")
+        raise CaptureError(
+            f"{run_dir} has no forecaster: train one first (train run forecast --out {run_dir} ...)"
+        )
     frame = _Frame(cfg, run_dir, device)
     by_horizon: dict[str, tuple[HorizonConfig, dict[str, torch.nn.Module]]] = {}
     for name in variants:
         net, net_cfg = load_forecaster(run_dir, name, device)
         horizon = net_cfg.forecast.horizon
         by_horizon.setdefault(horizon, (net_cfg.forecast.pattern(), {}))[1][name] = net
-    horizons = {h: evaluate_horizon(frame, nets, cfg, Path(data or cfg.data), split, pattern, device)
-                for h, (pattern, nets) in sorted(by_horizon.items(), key=lambda kv: kv[1][0].history)}
-    return {"run": str(run_dir), "split": split, "preset": cfg.preset, "frame_size": list(cfg.frame_size()),
-            "label_map": cfg.label_map, "static_classes": class_groups(cfg.label_map)[0], "horizons": horizons}
+    horizons = {
+        h: evaluate_horizon(frame, nets, cfg, Path(data or cfg.data), split, pattern, device)
+        for h, (pattern, nets) in sorted(by_horizon.items(), key=lambda kv: kv[1][0].history)
+    }
+    return {
+        "run": str(run_dir),
+        "split": split,
+        "preset": cfg.preset,
+        "frame_size": list(cfg.frame_size()),
+        "label_map": cfg.label_map,
+        "static_classes": class_groups(cfg.label_map)[0],
+        "horizons": horizons,
+    }
 
 
 def _cell(v: float | None) -> str:
@@ -157,19 +193,28 @@ def _cell(v: float | None) -> str:
 
 def to_markdown(report: dict[str, Any], title: str | None = None) -> str:
     """One Markdown table per horizon."""
-    lines = [f"# {title or 'Forecast evaluation of ' + report['run']} on {report['split']} "
-             f"({report['frame_size'][0]}x{report['frame_size'][1]}, preset {report['preset']})", ""]
+    lines = [
+        f"# {title or 'Forecast evaluation of ' + report['run']} on {report['split']} "
+        f"({report['frame_size'][0]}x{report['frame_size'][1]}, preset {report['preset']})",
+        "",
+    ]
     for h, res in report["horizons"].items():
-        lines += [f"## {h}: inputs {res['inputs']} -> target {res['target']} "
-                  f"(offsets {res['offsets']}; {res['samples']} samples)", "",
-                  "| model | mIoU | pixel accuracy | mean class accuracy | static mIoU | dynamic mIoU | warp holes |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {h}: inputs {res['inputs']} -> target {res['target']} "
+            f"(offsets {res['offsets']}; {res['samples']} samples)",
+            "",
+            "| model | mIoU | pixel accuracy | mean class accuracy | static mIoU | dynamic mIoU "
+            "| warp holes |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, row in res["rows"].items():
             label = BASELINES.get(name) or variant_label(name)
             holes = f"{row['hole_fraction']:.3f}" if "hole_fraction" in row else ""
-            lines.append(f"| {label} | {_cell(row['miou'])} | {_cell(row['pixel_accuracy'])} | "
-                         f"{_cell(row['mean_class_accuracy'])} | {_cell(row['static_miou'])} | "
-                         f"{_cell(row['dynamic_miou'])} | {holes} |")
+            lines.append(
+                f"| {label} | {_cell(row['miou'])} | {_cell(row['pixel_accuracy'])} | "
+                f"{_cell(row['mean_class_accuracy'])} | {_cell(row['static_miou'])} | "
+                f"{_cell(row['dynamic_miou'])} | {holes} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -184,9 +229,16 @@ def write_forecast_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, 
 
 
 @torch.no_grad()
-def predict_forecast(run_dir: Path, path: Path, clip_id: str | None = None, out_dir: Path | None = None,
-                     video_suffix: str = ".mp4", device: str = "cpu", variant: str | None = None) -> list[Path]:
-    """Video of one clip: last input RGB | forecast | zero-motion | ground truth, one frame per target."""
+def predict_forecast(
+    run_dir: Path,
+    path: Path,
+    clip_id: str | None = None,
+    out_dir: Path | None = None,
+    video_suffix: str = ".mp4",
+    device: str = "cpu",
+    variant: str | None = None,
+) -> list[Path]:
+    """Video of one clip: last input RGB | forecast | zero-motion | ground truth, per target."""
     from carla_capture.inspect import load_clip, write_video
     from dataset.windows import make_item
     from train.panels import to_uint8
@@ -198,20 +250,37 @@ def predict_forecast(run_dir: Path, path: Path, clip_id: str | None = None, out_
     teacher = load_teacher(cfg, run_dir).to(device)
     label_map = load_label_map(cfg.label_map)
     clip = load_clip(path, clip_id)
-    raw = {"rgb": clip.stack("rgb"), "semantic": clip.stack("semantic"), "depth": clip.stack("depth"),
-           "cam_to_world": clip.stack("cam_to_world"), "intrinsics": clip.intrinsics, "frames": clip.stack("frame")}
+    raw = {
+        "rgb": clip.stack("rgb"),
+        "semantic": clip.stack("semantic"),
+        "depth": clip.stack("depth"),
+        "cam_to_world": clip.stack("cam_to_world"),
+        "intrinsics": clip.intrinsics,
+        "frames": clip.stack("frame"),
+    }
     item = make_item(raw, label_map, None, cfg.frame_size())
     samples = forecast_samples(len(clip), cfg.forecast.pattern())
     if not samples:
-        raise CaptureError(f"clip {clip.clip_id} has {len(clip)} frames, fewer than the {cfg.forecast.horizon} "
-                           f"horizon needs ({cfg.forecast.pattern().history + 1}); pick a shorter horizon")
+        raise CaptureError(
+            f"clip {clip.clip_id} has {len(clip)} frames, fewer than the {cfg.forecast.horizon} "
+            f"horizon needs ({cfg.forecast.pattern().history + 1}); pick a shorter horizon"
+        )
     panels = []
     for inputs, target in samples:
         rgb = item["rgb"][list(inputs)][None].to(device)
         forecast = net(rgb)["seg_logits"][0].argmax(0).cpu().numpy()
         zero = teacher(rgb[:, -1])["seg_logits"][0].argmax(0).cpu().numpy()
-        panels.append(np.concatenate([to_uint8(item["rgb"][inputs[-1]]), label_map.colorize(forecast),
-                                      label_map.colorize(zero), label_map.colorize(item["labels"][target].numpy())], 1))
+        panels.append(
+            np.concatenate(
+                [
+                    to_uint8(item["rgb"][inputs[-1]]),
+                    label_map.colorize(forecast),
+                    label_map.colorize(zero),
+                    label_map.colorize(item["labels"][target].numpy()),
+                ],
+                1,
+            )
+        )
     out_dir = Path(out_dir or run_dir / "predictions")
     out_dir.mkdir(parents=True, exist_ok=True)
     video = out_dir / f"{clip.clip_id}-{variant}{video_suffix}"

@@ -54,7 +54,7 @@ def _left_jacobian(omega: np.ndarray) -> np.ndarray:
 
 
 def pose_power(pose: np.ndarray, power: float) -> np.ndarray:
-    """``pose`` to a real ``power`` along its screw motion (0: identity, 1: pose, 2: pose @ pose)."""
+    """``pose`` to a real ``power`` along its screw motion (0: identity, 2: pose @ pose)."""
     return se3_exp(power * se3_log(pose))
 
 
@@ -64,15 +64,24 @@ def extrapolate_motion(prev_to_last: np.ndarray, gap: int, lead: int) -> np.ndar
     return pose_power(prev_to_last, lead / gap)
 
 
-def splat_labels(labels: np.ndarray, depth: np.ndarray, K: np.ndarray, motion: np.ndarray,
-                 unknown: int = UNKNOWN) -> np.ndarray:
+def splat_labels(
+    labels: np.ndarray, depth: np.ndarray, K: np.ndarray, motion: np.ndarray, unknown: int = UNKNOWN
+) -> np.ndarray:
     """Forward-warp a (H, W) label map with its planar depth (metres) into a camera whose pose in
     the source camera's frame is ``motion`` (4, 4); nearest pixel, z-buffer, ``unknown`` holes."""
     height, width = labels.shape
     points = transform_points(invert_pose(motion), backproject(depth, K))
     u, v, z = project(points, K)
     with np.errstate(invalid="ignore"):
-        ok = (z > 1e-6) & np.isfinite(u) & np.isfinite(v) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+        ok = (
+            (z > 1e-6)
+            & np.isfinite(u)
+            & np.isfinite(v)
+            & (u >= 0)
+            & (u < width)
+            & (v >= 0)
+            & (v < height)
+        )
     cols, rows = np.floor(u[ok]).astype(np.int64), np.floor(v[ok]).astype(np.int64)
     dst, z, src = rows * width + cols, z[ok], labels[ok]
     order = np.lexsort((z, dst))  # by destination pixel, nearest first
@@ -84,9 +93,14 @@ def splat_labels(labels: np.ndarray, depth: np.ndarray, K: np.ndarray, motion: n
     return out.reshape(height, width)
 
 
-def warp_forecast(labels: np.ndarray, depth: np.ndarray, K: np.ndarray, motion: np.ndarray,
-                  fill: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """:func:`splat_labels`, with holes filled from ``fill`` (default: ``labels``, i.e. zero motion);
+def warp_forecast(
+    labels: np.ndarray,
+    depth: np.ndarray,
+    K: np.ndarray,
+    motion: np.ndarray,
+    fill: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
+    """:func:`splat_labels`, holes filled from ``fill`` (default: ``labels``, i.e. zero motion);
     returns the forecast and the fraction of pixels that were holes."""
     warped = splat_labels(labels, depth, K, motion)
     holes = warped == UNKNOWN

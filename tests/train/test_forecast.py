@@ -17,10 +17,23 @@ from models.config import PRESETS
 from models.forecast import build_forecaster
 from models.segmentation import build_segmentation
 from train.cli import main
-from train.forecast import ForecastWindows, distillation_loss, forecast_loss, forecast_samples, train_forecast
+from train.forecast import (
+    ForecastWindows,
+    distillation_loss,
+    forecast_loss,
+    forecast_samples,
+    train_forecast,
+)
 from train.forecast_config import HORIZONS, ForecastConfig, HorizonConfig
 from train.forecast_eval import evaluate_forecast, to_markdown
-from train.forecast_warp import UNKNOWN, extrapolate_motion, pose_power, se3_exp, splat_labels, warp_forecast
+from train.forecast_warp import (
+    UNKNOWN,
+    extrapolate_motion,
+    pose_power,
+    se3_exp,
+    splat_labels,
+    warp_forecast,
+)
 from train.metrics import ConfusionMatrix
 
 from .conftest import tiny_config
@@ -65,7 +78,9 @@ def test_constant_velocity_extrapolation_is_exact_for_a_screw_motion() -> None:
         poses.append(poses[-1] @ m)
     assert np.allclose(pose_power(m, 3.0), m @ m @ m, atol=1e-10)
     prev_to_last = invert_pose(poses[3]) @ poses[6]  # gap 3
-    assert np.allclose(extrapolate_motion(prev_to_last, 3, 5), invert_pose(poses[6]) @ poses[11], atol=1e-9)
+    assert np.allclose(
+        extrapolate_motion(prev_to_last, 3, 5), invert_pose(poses[6]) @ poses[11], atol=1e-9
+    )
     assert np.allclose(extrapolate_motion(prev_to_last, 3, 0), np.eye(4), atol=1e-12)
 
 
@@ -73,7 +88,7 @@ F_PX, W, H, NEAR, FAR = 32.0, 64, 32, 8.0, 32.0
 
 
 def _render(camera_x: float) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and planar depth of a static scene seen by a camera at (camera_x, 0, 0) looking along +z:
+    """Labels and planar depth of a static scene seen by a camera at (camera_x, 0, 0), along +z:
     a wall strip x in [-2, 2) at 8 m (class 5) in front of a striped background plane at 32 m."""
     u = np.arange(W) + 0.5
     ray = np.broadcast_to((u - W / 2) / F_PX, (H, W))
@@ -90,7 +105,9 @@ def test_static_scene_with_known_motion_is_forecast_exactly() -> None:
     for t, pose in enumerate(poses):
         pose[0, 3] = 1.0 * t  # 1 m per frame: 1 px per frame at 32 m, 4 px at 8 m
     labels, depth = _render(poses[6][0, 3])
-    motion = extrapolate_motion(invert_pose(poses[3]) @ poses[6], 3, 3)  # mid-like: inputs 0, 3, 6 -> 9
+    motion = extrapolate_motion(
+        invert_pose(poses[3]) @ poses[6], 3, 3
+    )  # mid-like: inputs 0, 3, 6 -> 9
     assert np.allclose(motion, invert_pose(poses[6]) @ poses[9])
     truth, _ = _render(poses[9][0, 3])
     warped = splat_labels(labels, depth, K, motion)
@@ -107,7 +124,10 @@ def test_the_nearest_surface_wins_where_two_land_on_one_pixel() -> None:
     K = np.array([[F_PX, 0, W / 2], [0, F_PX, H / 2], [0, 0, 1.0]])
     labels = np.zeros((H, W), np.int64)
     depth = np.full((H, W), FAR)
-    labels[:, 40], depth[:, 40] = 7, NEAR  # moving the camera 1 m left: near column lands 4 px right ...
+    labels[:, 40], depth[:, 40] = (
+        7,
+        NEAR,
+    )  # moving the camera 1 m left: near column lands 4 px right ...
     labels[:, 43] = 2  # ... on the far column that moves 1 px
     motion = np.eye(4)
     motion[0, 3] = -1.0
@@ -125,7 +145,9 @@ def test_warping_true_labels_beats_zero_motion_on_simulated_clips(split_dataset:
         motion = invert_pose(c2w[-1]) @ item["target_cam_to_world"].numpy()
         last = item["last_labels"].numpy().copy()
         last[last == 255] = 0
-        forecast, _ = warp_forecast(last, item["last_depth"].numpy(), item["intrinsics"].numpy(), motion)
+        forecast, _ = warp_forecast(
+            last, item["last_depth"].numpy(), item["intrinsics"].numpy(), motion
+        )
         warp.update(torch.from_numpy(forecast), item["labels"])
         zero.update(torch.from_numpy(last), item["labels"])
     assert warp.result()["pixel_accuracy"] > zero.result()["pixel_accuracy"] + 0.02
@@ -143,7 +165,9 @@ def test_distillation_loss() -> None:
     labels = torch.randint(0, 5, (2, 4, 6))
     ce, parts = forecast_loss(student, labels, None, 100.0)
     total, parts = forecast_loss(student, labels, teacher, 100.0)
-    assert float(total.detach()) == pytest.approx(float(ce.detach()) + 100 * parts["distill"], rel=1e-6)
+    assert float(total.detach()) == pytest.approx(
+        float(ce.detach()) + 100 * parts["distill"], rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("temporal", ["conv3d", "stack"])
@@ -160,15 +184,25 @@ def test_an_untrained_forecaster_is_the_zero_motion_model(temporal: str) -> None
         net(rgb[:, :2])
 
 
-SMALL = ['forecast.horizons={"tiny": {"inputs": [1, 3], "target": 5}}', 'forecast.horizon="tiny"',
-         "forecast.epochs=1", "forecast.max_steps=1", "forecast.batch_size=2", "forecast.width=8"]
+SMALL = [
+    'forecast.horizons={"tiny": {"inputs": [1, 3], "target": 5}}',
+    'forecast.horizon="tiny"',
+    "forecast.epochs=1",
+    "forecast.max_steps=1",
+    "forecast.batch_size=2",
+    "forecast.width=8",
+]
 
 
 @pytest.fixture(scope="module")
-def forecast_run(tmp_path_factory: pytest.TempPathFactory, trained_run: Path, split_dataset: Path) -> Path:
-    """Stages 1-3 of the session's tiny run, plus the forecaster and both ablations, one step each."""
+def forecast_run(
+    tmp_path_factory: pytest.TempPathFactory, trained_run: Path, split_dataset: Path
+) -> Path:
+    """Stages 1-3 of the session's tiny run, the forecaster and both ablations, one step each."""
     out = tmp_path_factory.mktemp("forecast") / "run"
-    shutil.copytree(trained_run, out, ignore=shutil.ignore_patterns("epoch-*", "tensorboard", "stage4"))
+    shutil.copytree(
+        trained_run, out, ignore=shutil.ignore_patterns("epoch-*", "tensorboard", "stage4")
+    )
     for extra in ([], ['forecast.temporal="stack"'], ["forecast.distill_weight=0"]):
         train_forecast(tiny_config(split_dataset, out, *SMALL, *extra))
     return out
@@ -178,14 +212,24 @@ def test_forecaster_and_ablations_train_one_step(forecast_run: Path) -> None:
     for name in ("forecast-tiny", "forecast-tiny-stack", "forecast-tiny-nodistill"):
         state = torch.load(forecast_run / name / "best.pt", map_location="cpu", weights_only=False)
         train = state["history"][0]["train"]
-        assert np.isfinite(train["loss"]) and ("distill" in train) == (name != "forecast-tiny-nodistill")
+        assert np.isfinite(train["loss"]) and ("distill" in train) == (
+            name != "forecast-tiny-nodistill"
+        )
 
 
 def test_forecast_evaluation_has_every_baseline(forecast_run: Path) -> None:
     report = evaluate_forecast(forecast_run, "test")
     rows = report["horizons"]["tiny"]["rows"]
-    assert set(rows) == {"forecast-tiny", "forecast-tiny-stack", "forecast-tiny-nodistill", "zero_motion",
-                         "warp_estimated", "warp_true_depth_past_poses", "warp_true_depth_true_pose", "stage1_on_target"}
+    assert set(rows) == {
+        "forecast-tiny",
+        "forecast-tiny-stack",
+        "forecast-tiny-nodistill",
+        "zero_motion",
+        "warp_estimated",
+        "warp_true_depth_past_poses",
+        "warp_true_depth_true_pose",
+        "stage1_on_target",
+    }
     assert report["horizons"]["tiny"]["samples"] == 2  # one 6-frame test clip: targets 4 and 5
     for row in rows.values():
         assert 0 <= row["miou"] <= 1 and 0 <= row["pixel_accuracy"] <= 1
@@ -193,17 +237,34 @@ def test_forecast_evaluation_has_every_baseline(forecast_run: Path) -> None:
     assert "frames stacked" in to_markdown(report) and "no distillation" in to_markdown(report)
 
 
-def test_forecast_cli_eval_and_predict(forecast_run: Path, split_dataset: Path, tmp_path: Path) -> None:
+def test_forecast_cli_eval_and_predict(
+    forecast_run: Path, split_dataset: Path, tmp_path: Path
+) -> None:
     result = CliRunner().invoke(main, ["eval", "--run", str(forecast_run), "--task", "forecast"])
     assert result.exit_code == 0, result.output
     assert "zero-motion" in result.output and (forecast_run / "forecast_eval.json").exists()
-    result = CliRunner().invoke(main, ["predict", "--run", str(forecast_run), str(split_dataset / "Town02"),
-                                       "--task", "forecast", "--variant", "forecast-tiny-stack", "--gif",
-                                       "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "predict",
+            "--run",
+            str(forecast_run),
+            str(split_dataset / "Town02"),
+            "--task",
+            "forecast",
+            "--variant",
+            "forecast-tiny-stack",
+            "--gif",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     (gif,) = tmp_path.glob("*forecast-tiny-stack.gif")
     from PIL import Image
 
-    assert Image.open(gif).n_frames == 2  # a 6-frame clip: targets 4 and 5 have the pattern's history
+    assert (
+        Image.open(gif).n_frames == 2
+    )  # a 6-frame clip: targets 4 and 5 have the pattern's history
     result = CliRunner().invoke(main, ["eval", "--run", str(tmp_path), "--task", "forecast"])
     assert result.exit_code != 0 and "train run" in result.output
