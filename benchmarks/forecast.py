@@ -124,12 +124,13 @@ def write_doc(result: dict) -> None:
         "",
         f"Data: synthetic 20-frame clips, {opts['clips']} per train town, 3 of Town10HD "
         f"(validation), {opts['test_clips']} of Town02 (test), trained and evaluated at "
-        f"{height}x{width}. Preset `tiny`: stages 1-3 on their schedule, then each forecaster "
+        f"{height}x{width}. Preset `tiny`: stages 1-3 for "
+        f"{'/'.join(map(str, opts['stage_epochs']))} epochs, then each forecaster "
         f"{opts['steps']} steps (batch 8, Adam 1e-3, lambda 100; epochs of at most 40 steps, "
         "best epoch by validation mIoU). Ablations (frames stacked instead of Conv3D; no "
         f"distillation) at: {opts['ablations']}.",
         "",
-        "Time (minutes; a record time of 0.0 means the data of an earlier run was reused): "
+        "Time (minutes; a phase near 0.0 was reused from an earlier, interrupted run): "
         + ", ".join(f"{k} {v['wall']:.1f} wall / {v['cpu']:.1f} CPU" for k, v in minutes.items())
         + f"; total {total['wall']:.1f} wall / {total['cpu']:.1f} CPU.",
         "",
@@ -157,7 +158,8 @@ def write_doc(result: dict) -> None:
 def command(args: argparse.Namespace) -> str:
     return (
         f"python benchmarks/forecast.py --clips {args.clips} --test-clips {args.test_clips} "
-        f"--steps {args.steps} --size {args.size[0]} {args.size[1]} --ablations {args.ablations}"
+        f"--steps {args.steps} --size {args.size[0]} {args.size[1]} --ablations {args.ablations} "
+        f"--stage-epochs {' '.join(map(str, args.stage_epochs))}"
     )
 
 
@@ -168,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clips", type=int, default=4, help="Clips per train town.")
     parser.add_argument("--test-clips", type=int, default=6, help="Clips of the test town.")
     parser.add_argument("--steps", type=int, default=100, help="Steps per forecaster (batch 8).")
+    parser.add_argument("--stage-epochs", type=int, nargs=3, default=(4, 4, 4),
+                        help="Epochs of stages 1, 2, 3 (the tiny preset: 4 4 4).")
     parser.add_argument("--size", type=int, nargs=2, default=(64, 128), help="(H, W) of frames.")
     parser.add_argument("--ablations", default="mid", help="Horizons that train the ablations too.")
     parser.add_argument("--out", type=Path, default=Path("/tmp/carla-temporal-forecast"))
@@ -200,7 +204,8 @@ def main() -> None:
     data, run, clock = args.out / "data", args.out / "run", Clock()
     clock.run("record", record_data, data, args.clips, args.test_clips)
     base = ['device="cpu"', "tensorboard=false", f"size=[{args.size[0]}, {args.size[1]}]"]
-    cfg = resolve_config("tiny", {"data": data, "out": run}, None, base)
+    epochs = [f"stages.stage{i + 1}.epochs={n}" for i, n in enumerate(args.stage_epochs)]
+    cfg = resolve_config("tiny", {"data": data, "out": run}, None, [*base, *epochs])
     for stage in ("stage1", "stage2", "stage3"):
         clock.run(stage, train, cfg, stage, True)
     train_forecasters(args, data, run, base, clock)
