@@ -26,11 +26,20 @@ class StageConfig(BaseModel):
     model: Literal["segmentation", "depth", "ego_motion", "sequence"] = Field(description="What this stage trains.")
     needs: tuple[StageName, ...] = Field((), description="Earlier stages whose best checkpoints this one starts from.")
     frozen: tuple[str, ...] = Field((), description="Submodules kept frozen and in eval mode (dotted names).")
+    frozen_stats: tuple[str, ...] = Field(
+        (), description="Submodules that train but whose BatchNorm layers keep their running "
+        "statistics (eval mode): for fine-tuning a trained module on small, correlated batches.")
+    validate_start: bool = Field(
+        False, description="Validate before the first update and keep the starting weights as a "
+        "best-checkpoint candidate (for a stage that starts from a working model).")
     losses: dict[str, float] = Field(description="Loss name (ce, depth, pose) -> weight.")
     window: int = Field(1, ge=1, description="Frames per training item (backpropagation through all of them).")
     epochs: int = Field(20, ge=1, description="Epochs.")
     batch_size: int = Field(8, ge=1, description="Windows per batch (per process under DDP).")
     lr: float = Field(3e-4, gt=0, description="Adam learning rate.")
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="Linear learning-rate warmup over this many epochs' optimiser "
+        "steps: Adam's first updates move every weight by about lr, too far for a trained module.")
     max_steps: int | None = Field(None, ge=1, description="Cap on optimiser steps per epoch (None: the whole split).")
 
     @field_validator("losses")

@@ -90,10 +90,15 @@ def make_loader(cfg: TrainConfig, stage: StageConfig, split: str, training: bool
 
 
 def set_mode(net: nn.Module, stage: StageConfig, training: bool) -> None:
-    """Train (or eval) mode, with the stage's frozen modules always in eval mode."""
+    """Train (or eval) mode, with the stage's frozen modules, and the BatchNorm layers of its
+    ``frozen_stats`` modules, always in eval mode."""
     net.train(training)
     for name in stage.frozen:
         net.get_submodule(name).eval()
+    for name in stage.frozen_stats:
+        for module in net.get_submodule(name).modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def _autocast(cfg: TrainConfig, ctx: Context) -> contextlib.AbstractContextManager:
@@ -106,10 +111,24 @@ def _to_device(batch: dict, ctx: Context) -> dict:
     return {k: v.to(ctx.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def steps_per_epoch(loader: DataLoader, stage: StageConfig) -> int:
+    """Optimiser steps of one epoch: the loader's batches, at most ``stage.max_steps``."""
+    return min(len(loader), stage.max_steps) if stage.max_steps is not None else len(loader)
+
+
+def warmup_factor(stage: StageConfig, step: int, per_epoch: int) -> float:
+    """Learning-rate factor of the stage's ``step``-th optimiser step (0-based): linear from
+    1 / n to 1 over the first n = ``warmup_epochs`` x ``per_epoch`` steps, then 1."""
+    n = round(stage.warmup_epochs * per_epoch)
+    return min(1.0, (step + 1) / n) if n > 0 else 1.0
+
+
 def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, stage: StageConfig,
-                    cfg: TrainConfig, ctx: Context, desc: str) -> dict[str, float]:
-    """One pass over ``loader`` (at most ``stage.max_steps`` steps); mean losses and frames/s."""
+                    cfg: TrainConfig, ctx: Context, desc: str, epoch: int = 0) -> dict[str, float]:
+    """One pass over ``loader`` (at most ``stage.max_steps`` steps), the first steps of the stage
+    warmed up (:func:`warmup_factor`; ``epoch`` places them); mean losses and frames/s."""
     set_mode(net, stage, True)
+    per_epoch = steps_per_epoch(loader, stage)
     sums: dict[str, float] = {}
     steps, frames, start = 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, disable=not ctx.main, leave=False, dynamic_ncols=True)
@@ -122,7 +141,13 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
         loss, parts = total_loss(stage.losses, out, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        factor = warmup_factor(stage, epoch * per_epoch + steps, per_epoch)
+        rates = [group["lr"] for group in optimizer.param_groups]
+        for group, rate in zip(optimizer.param_groups, rates):
+            group["lr"] = rate * factor
         optimizer.step()
+        for group, rate in zip(optimizer.param_groups, rates):  # the schedule's rate, unwarmed
+            group["lr"] = rate
         steps += 1
         frames += batch["rgb"].shape[0] * batch["rgb"].shape[1]
         for k, v in {"loss": float(loss.detach()), **parts}.items():
@@ -135,25 +160,27 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
 
 @torch.no_grad()
 def evaluate(net: nn.Module, loader: DataLoader, stage: StageConfig, cfg: TrainConfig, ctx: Context) -> dict[str, float]:
-    """Mean loss over the split and, for stages with a segmentation loss, mIoU from one confusion matrix."""
+    """Mean weighted loss over the split, each loss's mean (``ce``, ``depth``, ``pose``) and, for
+    stages with a segmentation loss, mIoU from one confusion matrix."""
     set_mode(net, stage, False)
     label_map = load_label_map(cfg.label_map)
     confusion = ConfusionMatrix(label_map.num_classes)
-    loss_sum, count = torch.zeros(1, dtype=torch.float64), 0
+    names = ("loss", *stage.losses)
+    sums, count = torch.zeros(len(names), dtype=torch.float64), 0
     for batch in loader:
         batch = _to_device(batch, ctx)
         with _autocast(cfg, ctx):
             out = stage_forward(net, batch)
-        loss, _ = total_loss(stage.losses, out, batch)
-        loss_sum += float(loss) * len(batch["rgb"])
+        loss, parts = total_loss(stage.losses, out, batch)
+        sums += torch.tensor([float(loss), *parts.values()], dtype=torch.float64) * len(batch["rgb"])
         count += len(batch["rgb"])
         if "seg_logits" in out:
             confusion.update(out["seg_logits"].argmax(2).cpu(), batch["labels"].cpu())
-    totals = torch.cat([loss_sum, torch.tensor([float(count)], dtype=torch.float64)])
+    totals = torch.cat([sums, torch.tensor([float(count)], dtype=torch.float64)])
     if ctx.distributed:
         dist.all_reduce(totals)
         dist.all_reduce(confusion.matrix)
-    result = {"loss": float(totals[0] / max(float(totals[1]), 1.0))}
+    result = {k: float(v / max(float(totals[-1]), 1.0)) for k, v in zip(names, totals[:-1])}
     if "ce" in stage.losses:
         result["miou"] = confusion.result()["miou"]
     return result
@@ -179,8 +206,17 @@ def save_checkpoint(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer
     os.replace(tmp, path)
 
 
+def _no_worse(stage: StageConfig, val: dict[str, float], history: list[dict]) -> bool:
+    """For a stage validated at its start (epoch -1 of ``history``): no loss of ``val`` is worse
+    than at the start, so an epoch that trades one head for another never replaces it."""
+    start = next((h["val"] for h in history if h["epoch"] == -1 and h["val"]), None)
+    return start is None or all(val[k] <= start[k] for k in stage.losses)
+
+
 def _score(stage: StageConfig, val: dict[str, float]) -> float:
-    return val["miou"] if "ce" in stage.losses else -val["loss"]
+    """Higher is better: mIoU when segmentation is the stage's only loss, otherwise minus the
+    weighted validation loss (so a stage that also trains depth is not judged by mIoU alone)."""
+    return val["miou"] if set(stage.losses) == {"ce"} else -val["loss"]
 
 
 def run_stage(cfg: TrainConfig, name: str, ctx: Context, resume: bool = False, validate: bool = True) -> Path:
@@ -207,15 +243,18 @@ def run_stage(cfg: TrainConfig, name: str, ctx: Context, resume: bool = False, v
     if ctx.distributed:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     writer = _writer(cfg, name, ctx)
+    if stage.validate_start and validate and start == 0:
+        best = _validate_start(net, optimizer, scheduler, stage, stage_dir, history, cfg, ctx)
     for epoch in range(start, stage.epochs):
         seed_everything(cfg.seed * 1000 + epoch)
         train = train_one_epoch(net, make_loader(cfg, stage, cfg.train_split, True, epoch, ctx), optimizer, stage, cfg, ctx,
-                                f"{name} epoch {epoch + 1}/{stage.epochs}")
+                                f"{name} epoch {epoch + 1}/{stage.epochs}", epoch)
         val_loader = make_loader(cfg, stage, cfg.val_split, False, epoch, ctx) if validate else None
         val = evaluate(net, val_loader, stage, cfg, ctx) if val_loader is not None else {}
         if val:
             scheduler.step(val["loss"])
-        improved = not val or best is None or _score(stage, val) > best
+        improved = not val or best is None or (
+            _score(stage, val) > best and _no_worse(stage, val, history))
         best = _score(stage, val) if val and improved else best
         history.append({"epoch": epoch, "train": train, "val": val, "lr": optimizer.param_groups[0]["lr"]})
         if ctx.main:
@@ -227,6 +266,21 @@ def run_stage(cfg: TrainConfig, name: str, ctx: Context, resume: bool = False, v
     if ctx.distributed:
         dist.barrier()
     return stage_dir / "best.pt"
+
+
+def _validate_start(net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: object,
+                    stage: StageConfig, stage_dir: Path, history: list[dict], cfg: TrainConfig,
+                    ctx: Context) -> float:
+    """Validate the weights the stage starts from; they become ``best.pt`` (epoch -1), so that
+    training has to beat them to replace them. Returns their score."""
+    val = evaluate(net, make_loader(cfg, stage, cfg.val_split, False, 0, ctx), stage, cfg, ctx)
+    history.append({"epoch": -1, "train": {}, "val": val, "lr": optimizer.param_groups[0]["lr"]})
+    best = _score(stage, val)
+    if ctx.main:
+        log.info("%s before training: val %s", stage_dir.name,
+                 ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+        save_checkpoint(stage_dir / "best.pt", net, optimizer, scheduler, -1, best, history, cfg)
+    return best
 
 
 def _writer(cfg: TrainConfig, name: str, ctx: Context) -> object | None:

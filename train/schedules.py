@@ -14,7 +14,13 @@ def reference_stages(epochs: tuple[int, int, int, int] = (20, 20, 20, 10), batch
     that the GeometryFilter keeps the backbone its decoder was trained on; 3 ego-motion on the
     frozen stage-1 backbone (L1 pose); 4 the GeometryFilter on 6-frame windows, the reference's
     recipe: backbone, segmentation head and ego-motion frozen, memory and depth decoder trained
-    (CE + depth). Unfreeze with ``--set 'stages.stage4.frozen=["pipeline.ego_motion"]'``."""
+    (CE + depth). Unfreeze with ``--set 'stages.stage4.frozen=["pipeline.ego_motion"]'``.
+    Stage 4 fine-tunes a trained depth decoder on windows of consecutive frames, so its
+    BatchNorm statistics stay fixed (batch statistics of 2 windows drifted from the running ones
+    and evaluation depth broke), its learning rate warms up over the first epoch (Adam's first
+    steps move every weight by about lr and wrecked the decoder), and it validates its starting
+    state (stage 1 + 2 quality, the identity) as a best-checkpoint candidate, which an epoch
+    replaces only with a lower validation loss and no loss worse than at the start."""
     return {
         "stage1": {"model": "segmentation", "losses": {"ce": 1.0}, "epochs": epochs[0], "batch_size": batch[0], "lr": lr},
         "stage2": {"model": "depth", "needs": ["stage1"], "frozen": ["depth.backbone"],
@@ -24,6 +30,8 @@ def reference_stages(epochs: tuple[int, int, int, int] = (20, 20, 20, 10), batch
         "stage4": {"model": "sequence", "needs": ["stage1", "stage2", "stage3"],
                    "frozen": ["pipeline.ego_motion", "pipeline.geometry.backbone",
                               "pipeline.geometry.seg_head"],
+                   "frozen_stats": ["pipeline.geometry.depth_decoder"], "warmup_epochs": 1.0,
+                   "validate_start": True,
                    "losses": {"ce": 1.0, "depth": 0.5}, "window": 6, "epochs": epochs[3],
                    "batch_size": batch[3], "lr": lr},
     }
