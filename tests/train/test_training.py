@@ -51,6 +51,7 @@ def test_all_stages_write_checkpoints_and_config(trained_run):
     state = torch.load(trained_run / "stage4" / "best.pt", weights_only=False)
     assert state["epoch"] in (-1, 0) and state["history"][0]["epoch"] == -1
     assert state["history"][0]["val"]["depth"] > 0 and state["history"][0]["val"]["ce"] > 0
+    for stage in ("stage1", "stage2", "stage3", "stage4"):
         assert (trained_run / stage / "last.pt").exists() and (trained_run / stage / "epoch-000.pt").exists()
     assert "miou" in torch.load(trained_run / "stage1" / "best.pt", weights_only=False)["history"][0]["val"]
     config = json.loads((trained_run / "config.json").read_text())
