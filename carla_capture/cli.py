@@ -60,6 +60,8 @@ def capture_config(config: Path | None, options: dict[str, Any], overrides: tupl
 @click.option("--compression", type=click.Choice(["zstd+lz4hc", "zstd", "lz4", "gzip", "lzf", "none"]),
               help="Codec [default: zstd+lz4hc: zstd images, lz4hc depth].")
 @click.option("--town-dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of town files to use instead of the packaged ones.")
+@click.option("--appearance", type=click.Choice(["default", "textured"]),
+              help="Embedded simulator's look; textured is a second domain for sim2real [default: default].")
 @click.option("--host", help="CARLA server host [default: 127.0.0.1].")
 @click.option("--port", type=int, help="CARLA RPC port [default: 2000].")
 @click.option("--tm-port", type=int, help="Traffic Manager port [default: 8000].")
@@ -82,6 +84,7 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
       capture record --town Town03 --clips 400 --servers 127.0.0.1:2000,127.0.0.1:2002
       capture record --backend synthetic --town Town01 --clips 20 --out data/demo
       capture record --backend synthetic --town Town02 --clips 5 --frames 10 --set fps=10
+      capture record --backend synthetic --town Town01 --clips 20 --appearance textured --out data/real
 
     Running the same command again after a crash or Ctrl-C records only the missing clips.
     """

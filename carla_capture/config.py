@@ -165,6 +165,10 @@ class CaptureConfig(BaseModel):
         "none (see docs/format.md; all but gzip, lzf and none need hdf5plugin to read)."
     )
     town_dir: Path | None = Field(None, description="Folder of town files; default: the packaged one.")
+    appearance: Literal["default", "textured"] = Field(
+        "default", description="Embedded simulator's look: default, or textured (another palette, lighting, "
+        "textures, noise, blur, vignetting: a domain gap for sim2real; see docs/sim2real.md)."
+    )
     carla: CarlaSettings = Field(default_factory=CarlaSettings, description="CARLA backend settings.")
 
     @field_validator("town")

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 _SHARD_RE = re.compile(r"^(?P<town>.+)-(?P<num>\d{5})\.h5(\.partial)?$")
 #: Settings that change the data; a resumed run must use the same ones.
-_DATA_KEYS = ("backend", "frames", "frame_stride", "fps")
+_DATA_KEYS = ("backend", "frames", "frame_stride", "fps", "appearance")
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,9 @@ def _check_config(town_dir: Path, cfg: CaptureConfig, town: TownConfig) -> bool:
     if path.exists():
         before = json.loads(path.read_text())
         for key in _DATA_KEYS:
-            if before["capture"][key] != resolved["capture"][key]:
+            if before["capture"].get(key, CaptureConfig.model_fields[key].default) != resolved["capture"][key]:
                 raise ConfigError(
-                    f"{town_dir} already holds seed {cfg.seed} clips recorded with {key}={before['capture'][key]}; "
+                    f"{town_dir} already holds seed {cfg.seed} clips recorded with {key}={before['capture'].get(key)}; "
                     f"use the same value, another --seed, or another --out"
                 )
         if before["town"] != resolved["town"]:

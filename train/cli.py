@@ -23,14 +23,18 @@ def main(verbose: int) -> None:
 
 
 @main.command()
-@click.argument("stage", type=click.Choice(["stage1", "stage2", "stage3", "stage4", "all"]))
+@click.argument("stage", type=click.Choice(["stage1", "stage2", "stage3", "stage4", "all", "sim2real-vae",
+                                            "sim2real-tasks"]))
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False), required=True, help="Dataset folder with split.json.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder.")
 @click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="tiny", show_default=True, help="Model sizes and schedule.")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with TrainConfig fields.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. --set stages.stage1.epochs=2.")
 @click.option("--resume", is_flag=True, help="Continue each stage from its last.pt.")
-def run(stage: str, data: Path, out: Path, preset: str, config: Path | None, overrides: tuple[str, ...], resume: bool) -> None:
+@click.option("--target", type=click.Path(path_type=Path),
+              help="sim2real: folder of unlabelled target images (JPG/PNG) or shards.")
+def run(stage: str, data: Path, out: Path, preset: str, config: Path | None, overrides: tuple[str, ...], resume: bool,
+        target: Path | None) -> None:
     """Train STAGE (stage1..stage4, or all four in order) into the run folder.
 
     \b
@@ -39,7 +43,16 @@ def run(stage: str, data: Path, out: Path, preset: str, config: Path | None, ove
       train run stage4 --data data --out runs/paper --preset paper --set num_workers=4
       train run stage1 --data data --out runs/r1 --set stages.stage1.epochs=5 --resume
       torchrun --nproc-per-node 4 -m train run stage1 --data data --out runs/ddp --preset paper
+      train run sim2real-vae --data data --target photos/ --out runs/s2r    # then:
+      train run sim2real-tasks --data data --out runs/s2r
     """
+    if stage.startswith("sim2real"):
+        from train.sim2real import resolve_config as sim2real_config
+        from train.sim2real import train as sim2real_train
+
+        cfg = sim2real_config(preset, {"data": data, "out": out, "target": target}, config, overrides)
+        click.echo(f"checkpoint: {sim2real_train(cfg, stage)}")
+        return
     from train.run import resolve_config, train
 
     cfg = resolve_config(preset, {"data": data, "out": out}, config, overrides)

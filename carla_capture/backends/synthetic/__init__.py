@@ -10,6 +10,7 @@ import numpy as np
 
 from carla_capture import __version__
 from carla_capture.backends.base import FrameCallback, clip_id
+from carla_capture.backends.synthetic.appearance import apply_appearance
 from carla_capture.backends.synthetic.render import Look, Renderer
 from carla_capture.backends.synthetic.town import build_town
 from carla_capture.backends.synthetic.traffic import clear_path, plan_route, spawn_actors
@@ -75,6 +76,7 @@ class SyntheticBackend:
             transform = self.camera_transform(*route.pose(start + speed * t), t, phase)
             cam_to_world = carla_to_cam_to_world(transform)
             rgb, tags, depth = self.renderer.render(cam_to_world, actors.boxes_at(t), look)
+            rgb = apply_appearance(cfg.appearance, rgb, tags, depth, tick)
             frames.append(Frame(rgb, tags, depth, cam_to_world, transform, tick, tick / cfg.fps))
             if on_frame is not None:
                 on_frame(frames[-1])
@@ -83,5 +85,6 @@ class SyntheticBackend:
             fps=cfg.fps, frame_stride=cfg.frame_stride, intrinsics=self.K,
             weather=weather.model_dump(), camera=town.camera.model_dump(), frames=tuple(frames),
             attrs={"clip_index": index, "map": town.carla_map, "simulator": f"carla-temporal-synthetic {__version__}",
-                   "speed_mps": float(speed), "layout_seed": town.layout.seed},
+                   "speed_mps": float(speed), "layout_seed": town.layout.seed,
+                   **({"appearance": cfg.appearance} if cfg.appearance != "default" else {})},
         )
