@@ -58,8 +58,8 @@ def capture_config(config: Path | None, options: dict[str, Any], overrides: tupl
 @click.option("--seed", type=int, help="Seed of this recording; part of every clip id [default: 0].")
 @click.option("--out", type=click.Path(path_type=Path), help="Dataset folder [default: data].")
 @click.option("--clips-per-shard", type=int, help="Clips per HDF5 shard [default: 50].")
-@click.option("--compression", type=click.Choice(["zstd+lz4hc", "zstd", "lz4", "gzip", "lzf", "none"]),
-              help="Codec [default: zstd+lz4hc: zstd images, lz4hc depth].")
+@click.option("--compression", type=click.Choice(["lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none"]),
+              help="Codec [default: lz4hc+zstd: lz4hc images, zstd depth].")
 @click.option("--town-dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of town files to use instead of the packaged ones.")
 @click.option("--host", help="CARLA server host [default: 127.0.0.1].")
 @click.option("--port", type=int, help="CARLA RPC port [default: 2000].")

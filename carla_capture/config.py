@@ -230,8 +230,8 @@ class CaptureConfig(BaseModel):
     seed: int = Field(0, description="Seed of this recording; clip ids contain it.")
     out: Path = Field(Path("data"), description="Dataset folder; shards go to <out>/<Town>/.")
     clips_per_shard: int = Field(50, description="Clips per HDF5 shard (about 50 MB each at 512x256).")
-    compression: Literal["zstd+lz4hc", "zstd", "lz4", "gzip", "lzf", "none"] = Field(
-        "zstd+lz4hc", description="Chunk codec: zstd+lz4hc (zstd images, lz4hc depth), zstd, lz4, gzip, lzf or "
+    compression: Literal["lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none"] = Field(
+        "lz4hc+zstd", description="Chunk codec: lz4hc+zstd (lz4hc images, zstd depth), zstd, lz4, gzip, lzf or "
         "none (see docs/format.md; all but gzip, lzf and none need hdf5plugin to read)."
     )
     town_dir: Path | None = Field(None, description="Folder of town files; default: the packaged one.")
