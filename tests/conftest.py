@@ -120,7 +120,7 @@ def fill_disk():  # noqa: ANN201
     """``fill_disk(folder)`` writes a filler file until the file system holding ``folder`` is full."""
 
     def fill(folder: Path) -> None:
-        with open(folder / "filler", "wb") as fh:
+        with open(folder / "filler", "wb", buffering=0) as fh:  # unbuffered: close cannot fail
             try:
                 while True:
                     fh.write(b"\0" * 65536)

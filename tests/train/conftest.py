@@ -17,7 +17,7 @@ def make_tiny_config(data: Path, out: Path, *extra: str):  # noqa: ANN201
                           [*FAST, "size=[64, 128]", "tensorboard=false", "device=\"cpu\"", *extra])
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config():  # noqa: ANN201
     """``tiny_config(data, out, *set_overrides)``: see :func:`make_tiny_config`."""
     return make_tiny_config

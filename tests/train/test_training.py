@@ -17,7 +17,7 @@ from dataset import ClipWindows
 from train import engine
 from train.cli import main as train_main
 from train.losses import total_loss
-from train.nets import STAGE_NETS
+from train.nets import build_stage_net, stage_forward
 from train.run import train
 
 
@@ -26,7 +26,7 @@ def test_each_stage_lowers_its_loss(tiny_config, stage, trained_run, split_datas
     cfg = tiny_config(split_dataset, trained_run)
     spec = cfg.stages[stage]
     torch.manual_seed(0)
-    net = STAGE_NETS[spec.model](cfg.model, trained_run)
+    net = build_stage_net(spec, cfg.model, trained_run)
     for name in spec.frozen:
         net.get_submodule(name).requires_grad_(False)
     ds = ClipWindows(split_dataset, "train", window=spec.window, size=(64, 128))
@@ -35,7 +35,7 @@ def test_each_stage_lowers_its_loss(tiny_config, stage, trained_run, split_datas
     losses = []
     for _ in range(8):
         engine.set_mode(net, spec, True)
-        loss, _ = total_loss(spec.losses, net(batch["rgb"]), batch)
+        loss, _ = total_loss(spec.losses, stage_forward(net, batch), batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -50,13 +50,34 @@ def test_all_stages_write_checkpoints_and_config(trained_run):
         assert (trained_run / stage / "last.pt").exists() and (trained_run / stage / "epoch-000.pt").exists()
     assert "miou" in torch.load(trained_run / "stage1" / "best.pt", weights_only=False)["history"][0]["val"]
     config = json.loads((trained_run / "config.json").read_text())
-    assert config["preset"] == "tiny" and config["stages"]["stage4"]["frozen"] == ["pipeline.ego_motion"]
-    # stage 4 starts from stage 1's head and keeps stage 3's ego-motion frozen
-    ego3 = torch.load(trained_run / "stage3" / "best.pt", weights_only=False)["components"]["ego_motion"]
-    ego4 = torch.load(trained_run / "stage4" / "best.pt", weights_only=False)["components"]["ego_motion"]
+    assert config["preset"] == "tiny" and config["stages"]["stage4"]["frozen"] == [
+        "pipeline.ego_motion", "pipeline.geometry.backbone", "pipeline.geometry.seg_head"]
+
+
+def _component(run: Path, stage: str, name: str) -> dict[str, torch.Tensor]:
+    return torch.load(run / stage / "best.pt", weights_only=False)["components"][name]
+
+
+def test_stage4_follows_the_reference_recipe(trained_run):
+    """Stage 2 decodes stage 1's backbone; stage 4 keeps backbone, segmentation head and ego-motion
+    (stage 3's) frozen, and trains the memory and the depth decoder."""
+    seg1 = _component(trained_run, "stage1", "segmentation")
+    depth2 = _component(trained_run, "stage2", "depth")
+    ego3 = _component(trained_run, "stage3", "ego_motion")
+    ego4 = _component(trained_run, "stage4", "ego_motion")
+    geo4 = _component(trained_run, "stage4", "geometry_filter")
+    for key, value in seg1.items():
+        key4 = "seg_head." + key.removeprefix("head.") if key.startswith("head.") else key
+        assert torch.equal(value, geo4[key4]), key
+        if key.startswith("backbone."):
+            assert torch.equal(value, depth2[key]), key
     for key in ego3:
-        if "running" not in key and "num_batches" not in key:
-            assert torch.equal(ego3[key], ego4[key]), key
+        assert torch.equal(ego3[key], ego4[key]), key
+    decoder2 = {k: v for k, v in depth2.items() if k.startswith("decoder.")}
+    changed = [k for k, v in decoder2.items()
+               if v.is_floating_point() and not torch.equal(v, geo4["depth_" + k])]
+    assert changed, "stage 4 trains the depth decoder"
+    assert not torch.equal(geo4["memory.up.weight"], torch.zeros_like(geo4["memory.up.weight"]))
 
 
 def test_tensorboard_scalars_and_panels(tiny_config, tmp_path, split_dataset):
