@@ -18,27 +18,27 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+import argparse
+import re
+import time
 
-import argparse  # noqa: E402
-import re  # noqa: E402
-import time  # noqa: E402
+import torch
+from common import write_result
 
-import torch  # noqa: E402
-
-from carla_capture.config import CaptureConfig, default_town_dir  # noqa: E402
-from carla_capture.record import record  # noqa: E402
-from carla_capture.split import build_manifest, load_splits, write_manifest  # noqa: E402
-from models.sim2real import Sim2RealModelConfig, TwinVAE  # noqa: E402
-from train.sim2real import Sim2RealConfig, evaluate, source_loader, train_stage  # noqa: E402
+from carla_capture.config import CaptureConfig, default_town_dir
+from carla_capture.record import record
+from carla_capture.split import build_manifest, load_splits, write_manifest
+from models.sim2real import Sim2RealModelConfig, TwinVAE
+from train.sim2real import Sim2RealConfig, evaluate, source_loader, train_stage
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sim2real.md"
 START, END = "<!-- sim2real-table:start -->", "<!-- sim2real-table:end -->"
 METRICS = ("abs_rel", "sq_rel", "rmse", "log_rmse", "miou", "pixel_accuracy")
 LOWER_BETTER = {"abs_rel", "sq_rel", "rmse", "log_rmse"}
 #: Model of this proxy: 32 x 64 frames, a narrow stem and 2-deep packing (CPU budget).
-MODEL = Sim2RealModelConfig(preset="proxy", input_size=(32, 64), channels=(8, 32, 64), latent_channels=32,
-                            pack_depth=2)
+MODEL = Sim2RealModelConfig(
+    preset="proxy", input_size=(32, 64), channels=(8, 32, 64), latent_channels=32, pack_depth=2
+)
 
 
 def write_towns(folder: Path, width: int = 128, height: int = 64) -> Path:
@@ -50,11 +50,24 @@ def write_towns(folder: Path, width: int = 128, height: int = 64) -> Path:
     return folder
 
 
-def record_domain(out: Path, towns: Path, names: tuple[str, ...], appearance: str, seed: int, clips: int) -> Path:
+def record_domain(
+    out: Path, towns: Path, names: tuple[str, ...], appearance: str, seed: int, clips: int
+) -> Path:
     """Record ``clips`` clips of 10 frames of each town in one appearance, then write split.json."""
     for town in names:
-        record(CaptureConfig(backend="synthetic", town=town, clips=clips, frames=10, frame_stride=4, out=out, seed=seed,
-                             town_dir=towns, appearance=appearance))
+        record(
+            CaptureConfig(
+                backend="synthetic",
+                town=town,
+                clips=clips,
+                frames=10,
+                frame_stride=4,
+                out=out,
+                seed=seed,
+                town_dir=towns,
+                appearance=appearance,
+            )
+        )
     write_manifest(out, build_manifest(out, load_splits()))
     return out
 
@@ -85,15 +98,29 @@ def constant_from(cfg: Sim2RealConfig) -> Constant:
     return Constant(float(torch.cat(depths).median()), int(counts.argmax()), cfg.model.num_classes)
 
 
-def make_config(data: Path, out: Path, target: Path | None, steps: int, tasks: dict[str, float],
-                from_vae: bool) -> Sim2RealConfig:
-    """One run of the proxy: ``steps`` optimiser steps per stage, batch 8, lr 1e-3 (short schedule)."""
+def make_config(
+    data: Path, out: Path, target: Path | None, steps: int, tasks: dict[str, float], from_vae: bool
+) -> Sim2RealConfig:
+    """One run of the proxy: ``steps`` optimiser steps per stage, batch 8, lr 1e-3 (short)."""
     stage = {"epochs": 1000, "max_steps": None, "batch_size": 8, "lr": 1e-3}
     vae = {"kl": 0.01, "vae_recon": 10.0, "mse_recon": 10.0, "mmd": 1.0, "cycle": 10.0}
     cfg = Sim2RealConfig(
-        data=data, target=target, out=out, preset="proxy", model=MODEL, device="cpu",
-        stages={"sim2real-vae": {**stage, "losses": vae}, "sim2real-tasks": {
-            **stage, "losses": tasks, "from_vae": from_vae, "frozen": ["decoders"] if from_vae else []}})
+        data=data,
+        target=target,
+        out=out,
+        preset="proxy",
+        model=MODEL,
+        device="cpu",
+        stages={
+            "sim2real-vae": {**stage, "losses": vae},
+            "sim2real-tasks": {
+                **stage,
+                "losses": tasks,
+                "from_vae": from_vae,
+                "frozen": ["decoders"] if from_vae else [],
+            },
+        },
+    )
     return _with_steps(cfg, steps)
 
 
@@ -117,16 +144,26 @@ def gap_closed(source: dict, adapted: dict, oracle: dict) -> dict[str, float | N
 
 def table(rows: dict[str, dict], closed: dict[str, float | None]) -> str:
     """The Markdown table of the proxy."""
-    head = "| model | AbsRel | SqRel | RMSE (m) | log RMSE | mIoU | pixel acc. |\n|---|---|---|---|---|---|---|\n"
-    body = "".join(f"| {name} | " + " | ".join(f"{r[m]:.3f}" for m in METRICS) + " |\n" for name, r in rows.items())
+    head = "| model | AbsRel | SqRel | RMSE (m) | log RMSE | mIoU | pixel acc. |\n"
+    head += "|---|---|---|---|---|---|---|\n"
+    body = "".join(
+        f"| {name} | " + " | ".join(f"{r[m]:.3f}" for m in METRICS) + " |\n"
+        for name, r in rows.items()
+    )
     share = " | ".join("n/a" if closed[m] is None else f"{100 * closed[m]:.0f} %" for m in METRICS)
     return head + body + f"| gap closed by the twin VAE | {share} |\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=150, help="Optimiser steps per stage (batch 8).")
-    parser.add_argument("--clips", type=int, default=6, help="Clips of 10 frames per town and domain.")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--steps", type=int, default=150, help="Optimiser steps per stage (batch 8)."
+    )
+    parser.add_argument(
+        "--clips", type=int, default=6, help="Clips of 10 frames per town and domain."
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/carla-temporal-sim2real"))
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -137,17 +174,36 @@ def main() -> None:
     b_test = record_domain(args.out / "B-test", towns, ("Town02",), "textured", 2, args.clips)
     recorded = time.perf_counter()
     plain = {"depth": 1.0, "seg": 1.0}
-    twin_losses = {"depth": 1.0, "seg": 1.0, "depth_translated": 1.0, "seg_translated": 1.0, "kl": 0.01, "mmd": 1.0}
+    twin_losses = {
+        "depth": 1.0,
+        "seg": 1.0,
+        "depth_translated": 1.0,
+        "seg_translated": 1.0,
+        "kl": 0.01,
+        "mmd": 1.0,
+    }
     runs = {
-        "source-only (A labels)": (make_config(a, args.out / "source", None, args.steps, plain, False), "sim"),
-        "twin VAE (A labels + unlabelled B)": (make_config(a, args.out / "twin", b, args.steps, twin_losses, True), "real"),
-        "oracle (B labels)": (make_config(b, args.out / "oracle", None, args.steps, plain, False), "sim"),
+        "source-only (A labels)": (
+            make_config(a, args.out / "source", None, args.steps, plain, False),
+            "sim",
+        ),
+        "twin VAE (A labels + unlabelled B)": (
+            make_config(a, args.out / "twin", b, args.steps, twin_losses, True),
+            "real",
+        ),
+        "oracle (B labels)": (
+            make_config(b, args.out / "oracle", None, args.steps, plain, False),
+            "sim",
+        ),
     }
     rows, minutes = {}, {"record": (recorded - start) / 60}
     src_cfg = runs["source-only (A labels)"][0]
-    test_loader = source_loader(src_cfg, src_cfg.stages["sim2real-tasks"], 0, split="test", data=b_test, training=False)
-    rows["constant (A's median depth, majority class)"] = evaluate(constant_from(src_cfg), test_loader, "real",
-                                                                   MODEL.num_classes)
+    test_loader = source_loader(
+        src_cfg, src_cfg.stages["sim2real-tasks"], 0, split="test", data=b_test, training=False
+    )
+    rows["constant (A's median depth, majority class)"] = evaluate(
+        constant_from(src_cfg), test_loader, "real", MODEL.num_classes
+    )
     for name, (cfg, domain) in runs.items():
         t0 = time.perf_counter()
         model = TwinVAE(cfg.model)
@@ -163,26 +219,39 @@ def main() -> None:
         "twin_beats_source_only_on_miou": twin["miou"] > source["miou"],
         "oracle_beats_source_only_on_abs_rel": oracle["abs_rel"] < source["abs_rel"],
         "oracle_beats_source_only_on_miou": oracle["miou"] > source["miou"],
-        "source_only_beats_constant_on_abs_rel": source["abs_rel"] < rows["constant (A's median depth, majority class)"]["abs_rel"],
-        "source_only_beats_constant_on_miou": source["miou"] > rows["constant (A's median depth, majority class)"]["miou"],
+        "source_only_beats_constant_on_abs_rel": source["abs_rel"]
+        < rows["constant (A's median depth, majority class)"]["abs_rel"],
+        "source_only_beats_constant_on_miou": source["miou"]
+        > rows["constant (A's median depth, majority class)"]["miou"],
     }
     command = f"python benchmarks/sim2real.py --steps {args.steps} --clips {args.clips}"
-    out = write_result("sim2real", {
-        "command": command, "note": "2-core CPU machine shared with 4 other engineers' jobs; times are indicative",
-        "model": MODEL.model_dump(), "steps_per_stage": args.steps, "minutes": minutes, "rows": rows,
-        "gap_closed": closed, "verdict": verdict,
-    })
+    out = write_result(
+        "sim2real",
+        {
+            "command": command,
+            "note": "2-core CPU machine shared with 4 other engineers' jobs; times are indicative",
+            "model": MODEL.model_dump(),
+            "steps_per_stage": args.steps,
+            "minutes": minutes,
+            "rows": rows,
+            "gap_closed": closed,
+            "verdict": verdict,
+        },
+    )
     lines = [f"- {k.replace('_', ' ')}: **{'yes' if v else 'no'}**" for k, v in verdict.items()]
     total = sum(minutes.values())
     section = (
-        f"{START}\nCommand: `{command}` ({total:.1f} min on the project's 2-core CPU machine, shared with other "
-        f"jobs). Test: Town02 in appearance B, {args.clips} clips x 10 frames, at {MODEL.input_size[0]}x"
+        f"{START}\nCommand: `{command}` ({total:.1f} min on the project's 2-core CPU machine, "
+        f"shared with other jobs). Test: Town02 in appearance B, {args.clips} clips x 10 frames, "
+        f"at {MODEL.input_size[0]}x"
         f"{MODEL.input_size[1]}; depth up to 80 m; segmentation over common12.\n\n"
-        + table(rows, closed) + "\nVerdict (computed by the script):\n\n" + "\n".join(lines)
+        + table(rows, closed)
+        + "\nVerdict (computed by the script):\n\n"
+        + "\n".join(lines)
         + f"\n\nRaw numbers: `benchmarks/results/{out.name}`.\n{END}"
     )
     text = DOC.read_text()
-    DOC.write_text(text[: text.index(START)] + section + text[text.index(END) + len(END):])
+    DOC.write_text(text[: text.index(START)] + section + text[text.index(END) + len(END) :])
     print(table(rows, closed))
     print(verdict, minutes)
 

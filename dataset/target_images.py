@@ -37,18 +37,26 @@ class TargetImages(Dataset):
     def __init__(self, folder: str | Path, size: tuple[int, int]) -> None:
         self.folder, self.size = Path(folder), tuple(size)
         if not self.folder.is_dir():
-            raise ConfigError(f"target folder {self.folder} does not exist; pass a folder of JPG/PNG images "
-                              "or of shards with --target")
+            raise ConfigError(
+                f"target folder {self.folder} does not exist; pass a folder of JPG/PNG images "
+                "or of shards with --target"
+            )
         files = sorted(p for p in self.folder.rglob("*") if p.is_file())
         self.images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         self.frames: list[tuple[Path, str, int]] = []
         if not self.images:
             for shard in (p for p in files if p.suffix == ".h5" and not p.name.startswith(".")):
                 with ShardReader(shard) as reader:
-                    self.frames += [(shard, cid, k) for cid in reader.clip_ids() for k in range(reader.num_frames(cid))]
+                    self.frames += [
+                        (shard, cid, k)
+                        for cid in reader.clip_ids()
+                        for k in range(reader.num_frames(cid))
+                    ]
         if not self.images and not self.frames:
-            raise ConfigError(f"{self.folder} holds no JPG/PNG images and no shards; pass a folder of "
-                              "target-domain images (any size) or of recorded shards")
+            raise ConfigError(
+                f"{self.folder} holds no JPG/PNG images and no shards; pass a folder of "
+                "target-domain images (any size) or of recorded shards"
+            )
         self._readers: dict[Path, ShardReader] = {}
         self._pid = os.getpid()
 

@@ -1,4 +1,4 @@
-"""Sim2real twin VAE with PackNet packing / unpacking layers (Raghavan et al.; Guizilini et al. 2020).
+"""Sim2real twin VAE with PackNet packing / unpacking layers (Raghavan et al.; Guizilini 2020).
 
 Two encoders (sim ``S``, real ``R``) map an image to a Gaussian over one shared spatial latent
 space; two decoders map a latent back to each domain's images; a depth decoder and a
@@ -14,8 +14,6 @@ the latent is (B, latent_channels, H / 2**n, W / 2**n).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,20 +25,38 @@ class Sim2RealModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     preset: str = Field("tiny", description="Name of the preset these values came from.")
-    input_size: tuple[int, int] = Field((64, 128), description="(H, W) images are resized to; multiples of 2**n.")
-    channels: tuple[int, ...] = Field((16, 32, 64), description="Width after each packing block (n blocks).")
+    input_size: tuple[int, int] = Field(
+        (64, 128), description="(H, W) images are resized to; multiples of 2**n."
+    )
+    channels: tuple[int, ...] = Field(
+        (16, 32, 64), description="Width after each packing block (n blocks)."
+    )
     latent_channels: int = Field(32, ge=1, description="Channels of the shared latent.")
-    pack_depth: int = Field(4, ge=1, description="Output channels of the 3D convolution in (un)packing blocks.")
+    pack_depth: int = Field(
+        4, ge=1, description="Output channels of the 3D convolution in (un)packing blocks."
+    )
     num_classes: int = Field(12, ge=2, description="Segmentation classes (common12).")
-    max_depth_m: float = Field(80.0, gt=0, description="Depth is predicted as log-depth up to this, metres.")
+    max_depth_m: float = Field(
+        80.0, gt=0, description="Depth is predicted as log-depth up to this, metres."
+    )
 
 
 SIM2REAL_PRESETS: dict[str, Sim2RealModelConfig] = {
     # the paper's 256 x 256 images and PackNet-like widths
-    "paper": Sim2RealModelConfig(preset="paper", input_size=(256, 256), channels=(64, 128, 256, 512),
-                                 latent_channels=256, pack_depth=8),
-    "small": Sim2RealModelConfig(preset="small", input_size=(128, 256), channels=(32, 64, 128),
-                                 latent_channels=64, pack_depth=8),
+    "paper": Sim2RealModelConfig(
+        preset="paper",
+        input_size=(256, 256),
+        channels=(64, 128, 256, 512),
+        latent_channels=256,
+        pack_depth=8,
+    ),
+    "small": Sim2RealModelConfig(
+        preset="small",
+        input_size=(128, 256),
+        channels=(32, 64, 128),
+        latent_channels=64,
+        pack_depth=8,
+    ),
     "tiny": Sim2RealModelConfig(preset="tiny"),
 }
 
@@ -50,31 +66,37 @@ def _norm_act(channels: int) -> list[nn.Module]:
 
 
 class Packing(nn.Module):
-    """(B, C_in, H, W) -> (B, C_out, H/r, W/r): space-to-depth, 3D conv over the folded channels, 2D conv."""
+    """(B, C_in, H, W) -> (B, C_out, H/r, W/r): space-to-depth, 3D conv, 2D conv."""
 
     def __init__(self, c_in: int, c_out: int, r: int = 2, depth: int = 4) -> None:
         super().__init__()
         self.r = r
         self.conv3d = nn.Conv3d(1, depth, 3, padding=1)
-        self.conv = nn.Sequential(nn.Conv2d(c_in * r * r * depth, c_out, 3, padding=1), *_norm_act(c_out))
+        self.conv = nn.Sequential(
+            nn.Conv2d(c_in * r * r * depth, c_out, 3, padding=1), *_norm_act(c_out)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pixel_unshuffle(x, self.r)
-        b, c, h, w = x.shape
+        b, _, h, w = x.shape
         x = self.conv3d(x.unsqueeze(1)).reshape(b, -1, h, w)
         return self.conv(x)
 
 
 class Unpacking(nn.Module):
-    """(B, C_in, H, W) -> (B, C_out, rH, rW): 2D conv, 3D conv expanding channels, depth-to-space."""
+    """(B, C_in, H, W) -> (B, C_out, rH, rW): 2D conv, 3D conv, depth-to-space."""
 
     def __init__(self, c_in: int, c_out: int, r: int = 2, depth: int = 4) -> None:
         super().__init__()
         self.r, self.depth = r, depth
         folded = c_out * r * r
         if folded % depth:
-            raise ValueError(f"unpacking: {c_out} * {r * r} channels must be a multiple of depth {depth}")
-        self.conv = nn.Sequential(nn.Conv2d(c_in, folded // depth, 3, padding=1), *_norm_act(folded // depth))
+            raise ValueError(
+                f"unpacking: {c_out} * {r * r} channels must be a multiple of depth {depth}"
+            )
+        self.conv = nn.Sequential(
+            nn.Conv2d(c_in, folded // depth, 3, padding=1), *_norm_act(folded // depth)
+        )
         self.conv3d = nn.Conv3d(1, depth, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,8 +113,12 @@ class Encoder(nn.Module):
         super().__init__()
         widths = (cfg.channels[0], *cfg.channels)
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 5, padding=2), *_norm_act(widths[0]))
-        self.blocks = nn.Sequential(*(Packing(widths[i], widths[i + 1], depth=cfg.pack_depth)
-                                      for i in range(len(cfg.channels))))
+        self.blocks = nn.Sequential(
+            *(
+                Packing(widths[i], widths[i + 1], depth=cfg.pack_depth)
+                for i in range(len(cfg.channels))
+            )
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem(x * 2 - 1))
@@ -101,12 +127,18 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Latent (B, Z, h, w) -> (B, out_channels, h*2**n, w*2**n) via unpacking blocks."""
 
-    def __init__(self, cfg: Sim2RealModelConfig, out_channels: int, shared_first: nn.Module | None = None) -> None:
+    def __init__(
+        self, cfg: Sim2RealModelConfig, out_channels: int, shared_first: nn.Module | None = None
+    ) -> None:
         super().__init__()
         widths = tuple(reversed(cfg.channels))
         self.first = shared_first if shared_first is not None else _latent_in(cfg)
-        self.blocks = nn.Sequential(*(Unpacking(widths[i], widths[min(i + 1, len(widths) - 1)], depth=cfg.pack_depth)
-                                      for i in range(len(widths))))
+        self.blocks = nn.Sequential(
+            *(
+                Unpacking(widths[i], widths[min(i + 1, len(widths) - 1)], depth=cfg.pack_depth)
+                for i in range(len(widths))
+            )
+        )
         self.head = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -114,7 +146,9 @@ class Decoder(nn.Module):
 
 
 def _latent_in(cfg: Sim2RealModelConfig) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(cfg.latent_channels, cfg.channels[-1], 3, padding=1), *_norm_act(cfg.channels[-1]))
+    return nn.Sequential(
+        nn.Conv2d(cfg.latent_channels, cfg.channels[-1], 3, padding=1), *_norm_act(cfg.channels[-1])
+    )
 
 
 class TwinVAE(nn.Module):
@@ -134,12 +168,16 @@ class TwinVAE(nn.Module):
         c = cfg.channels
         if len(c) < 2:
             raise ValueError("channels needs at least two widths (own blocks, then the shared one)")
-        shared_enc = nn.Sequential(Packing(c[-2], c[-1], depth=cfg.pack_depth),
-                                   nn.Conv2d(c[-1], 2 * cfg.latent_channels, 3, padding=1))
+        shared_enc = nn.Sequential(
+            Packing(c[-2], c[-1], depth=cfg.pack_depth),
+            nn.Conv2d(c[-1], 2 * cfg.latent_channels, 3, padding=1),
+        )
         shared_dec = _latent_in(cfg)
         # each domain's own blocks go channels[0] -> channels[-2]; the last packing block is shared
         enc_cfg = cfg.model_copy(update={"channels": c[:-1]})
-        self.encoders = nn.ModuleDict({d: _DomainEncoder(enc_cfg, shared_enc) for d in self.DOMAINS})
+        self.encoders = nn.ModuleDict(
+            {d: _DomainEncoder(enc_cfg, shared_enc) for d in self.DOMAINS}
+        )
         self.decoders = nn.ModuleDict({d: Decoder(cfg, 3, shared_dec) for d in self.DOMAINS})
         self.depth_decoder = Decoder(cfg, 1)
         self.seg_decoder = Decoder(cfg, cfg.num_classes)
@@ -173,9 +211,15 @@ class TwinVAE(nn.Module):
     def forward(self, x: torch.Tensor, domain: str = "real") -> dict[str, torch.Tensor]:
         mu, logvar = self.encode(x, domain)
         z = self.sample(mu, logvar)
-        return {"mu": mu, "logvar": logvar, "z": z, "recon": self.decode(z, domain),
-                "translated": self.decode(z, self.other(domain)), "depth": self.depth(z),
-                "seg_logits": self.seg_decoder(z)}
+        return {
+            "mu": mu,
+            "logvar": logvar,
+            "z": z,
+            "recon": self.decode(z, domain),
+            "translated": self.decode(z, self.other(domain)),
+            "depth": self.depth(z),
+            "seg_logits": self.seg_decoder(z),
+        }
 
 
 class _DomainEncoder(nn.Module):
@@ -196,6 +240,8 @@ def build_sim2real(cfg: Sim2RealModelConfig | str = "tiny") -> TwinVAE:
         from carla_capture.errors import ConfigError
 
         if cfg not in SIM2REAL_PRESETS:
-            raise ConfigError(f"unknown sim2real preset {cfg!r}; choose one of: {', '.join(SIM2REAL_PRESETS)}")
+            raise ConfigError(
+                f"unknown sim2real preset {cfg!r}; choose one of: {', '.join(SIM2REAL_PRESETS)}"
+            )
         cfg = SIM2REAL_PRESETS[cfg]
     return TwinVAE(cfg)

@@ -37,7 +37,9 @@ def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean()
 
 
-def latent_vectors(z: torch.Tensor, n: int = MMD_SAMPLES, generator: torch.Generator | None = None) -> torch.Tensor:
+def latent_vectors(
+    z: torch.Tensor, n: int = MMD_SAMPLES, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """(B, Z, h, w) latent -> (min(n, B*h*w), Z) vectors, a random subset of its positions."""
     vec = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
     if len(vec) > n:
@@ -45,7 +47,9 @@ def latent_vectors(z: torch.Tensor, n: int = MMD_SAMPLES, generator: torch.Gener
     return vec
 
 
-def mmd(a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...] = MMD_BANDWIDTHS) -> torch.Tensor:
+def mmd(
+    a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...] = MMD_BANDWIDTHS
+) -> torch.Tensor:
     """Biased squared MMD between samples a (N, D) and b (M, D) with a sum of Gaussian kernels
     exp(-|x - y|^2 / (2 s^2 D)); >= 0, and 0 when the two samples are identical."""
     both = torch.cat([a, b])
@@ -61,7 +65,9 @@ def mmd_to_prior(z: torch.Tensor) -> torch.Tensor:
     return mmd(vec, torch.randn_like(vec))
 
 
-def log_depth_mse(log_pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, max_depth_m: float) -> torch.Tensor:
+def log_depth_mse(
+    log_pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, max_depth_m: float
+) -> torch.Tensor:
     """MSE of log depth over valid pixels with ground truth in (0, max_depth_m]; 0 without any."""
     keep = valid & (depth > 0) & (depth <= max_depth_m)
     if not keep.any():
@@ -77,7 +83,7 @@ def seg_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def vae_terms(model: torch.nn.Module, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Stage-1 terms summed over both domains; ``x`` maps ``sim`` / ``real`` to (B, 3, H, W) in [0, 1]."""
+    """Stage-1 terms summed over both domains; ``x``: ``sim`` / ``real`` -> (B, 3, H, W) in [0, 1]."""
     terms = {name: x["sim"].new_zeros(()) for name in VAE_LOSSES}
     for d in ("sim", "real"):
         other = model.other(d)
@@ -93,8 +99,14 @@ def vae_terms(model: torch.nn.Module, x: dict[str, torch.Tensor]) -> dict[str, t
     return terms
 
 
-def task_terms(model: torch.nn.Module, x_sim: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor,
-               labels: torch.Tensor, translated: bool = True) -> dict[str, torch.Tensor]:
+def task_terms(
+    model: torch.nn.Module,
+    x_sim: torch.Tensor,
+    depth: torch.Tensor,
+    valid: torch.Tensor,
+    labels: torch.Tensor,
+    translated: bool = True,
+) -> dict[str, torch.Tensor]:
     """Stage-2 terms on sim images x_sim (B, 3, H, W) in [0, 1] with depth (B, 1, H, W) metres,
     its validity and labels (B, H, W). With ``translated``, also the terms of x_R' = G_R(E_S(x_S))
     (computed without gradient) seen through the real encoder; otherwise those terms are 0."""
@@ -102,9 +114,14 @@ def task_terms(model: torch.nn.Module, x_sim: torch.Tensor, depth: torch.Tensor,
     z_s = model.sample(mu_s, logvar_s)
     max_d = model.cfg.max_depth_m
     zero = x_sim.new_zeros(())
-    terms = {"depth": log_depth_mse(model.log_depth(z_s), depth, valid, max_d),
-             "seg": seg_ce(model.seg_decoder(z_s), labels), "kl": kl_standard_normal(mu_s, logvar_s),
-             "depth_translated": zero, "seg_translated": zero, "mmd": zero}
+    terms = {
+        "depth": log_depth_mse(model.log_depth(z_s), depth, valid, max_d),
+        "seg": seg_ce(model.seg_decoder(z_s), labels),
+        "kl": kl_standard_normal(mu_s, logvar_s),
+        "depth_translated": zero,
+        "seg_translated": zero,
+        "mmd": zero,
+    }
     if translated:
         with torch.no_grad():
             x_rp = model.decode(mu_s, "real")

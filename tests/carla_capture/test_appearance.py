@@ -11,18 +11,23 @@ from carla_capture.record import record
 from carla_capture.shards import ShardReader
 
 
-def _first_clip(folder):  # noqa: ANN001, ANN202
-    shard = sorted((folder / "Town01").glob("*.h5"))[0]
+def _first_clip(folder):
+    shard = min((folder / "Town01").glob("*.h5"))
     with ShardReader(shard) as reader:
         return reader.read_arrays(reader.clip_ids()[0])
 
 
 def test_default_appearance_leaves_pixels_untouched():
     rgb = np.random.default_rng(0).integers(0, 255, (8, 8, 3), np.uint8)
-    assert apply_appearance("default", rgb, np.zeros((8, 8), np.uint8), np.ones((8, 8), np.float32), 3) is rgb
+    assert (
+        apply_appearance("default", rgb, np.zeros((8, 8), np.uint8), np.ones((8, 8), np.float32), 3)
+        is rgb
+    )
 
 
-def test_textured_recording_has_the_same_labels_and_another_look(tmp_path, tiny_towns, synthetic_config):
+def test_textured_recording_has_the_same_labels_and_another_look(
+    tmp_path, tiny_towns, synthetic_config
+):
     plain, textured = tmp_path / "a", tmp_path / "b"
     record(synthetic_config(plain, tiny_towns, clips=1, frames=2))
     record(synthetic_config(textured, tiny_towns, clips=1, frames=2, appearance="textured"))
@@ -33,7 +38,9 @@ def test_textured_recording_has_the_same_labels_and_another_look(tmp_path, tiny_
     assert b["attrs"]["appearance"] == "textured" and "appearance" not in a["attrs"]
 
 
-def test_resume_refuses_another_appearance_and_accepts_old_records(tmp_path, tiny_towns, synthetic_config, cli):
+def test_resume_refuses_another_appearance_and_accepts_old_records(
+    tmp_path, tiny_towns, synthetic_config, cli
+):
     out = tmp_path / "data"
     record(synthetic_config(out, tiny_towns, clips=1, frames=2))
     saved = out / "Town01" / "record-0.json"
@@ -41,6 +48,23 @@ def test_resume_refuses_another_appearance_and_accepts_old_records(tmp_path, tin
     del before["capture"]["appearance"]  # written before the field existed
     saved.write_text(json.dumps(before))
     record(synthetic_config(out, tiny_towns, clips=2, frames=2))  # default look: resumes
-    result = cli.capture("record", "--backend", "synthetic", "--town", "Town01", "--clips", "3", "--frames", "2",
-                         "--out", out, "--town-dir", tiny_towns, "--clips-per-shard", "2", "--appearance", "textured")
+    result = cli.capture(
+        "record",
+        "--backend",
+        "synthetic",
+        "--town",
+        "Town01",
+        "--clips",
+        "3",
+        "--frames",
+        "2",
+        "--out",
+        out,
+        "--town-dir",
+        tiny_towns,
+        "--clips-per-shard",
+        "2",
+        "--appearance",
+        "textured",
+    )
     cli.error(result, "appearance=default")

@@ -21,10 +21,12 @@ def test_packing_then_unpacking_keeps_spatial_size(c_in, c_mid, depth):
 
 
 def test_packing_then_unpacking_is_trainable():
-    """Packing -> unpacking learns to reproduce its input: loss falls, every weight gets a gradient."""
+    """Packing -> unpacking learns to reproduce its input; every weight gets a gradient."""
     torch.manual_seed(0)
-    net = torch.nn.Sequential(Packing(3, 16, depth=4), Unpacking(16, 4, depth=4), torch.nn.Conv2d(4, 3, 1))
-    x = torch.rand(4, 3, 16, 16)
+    net = torch.nn.Sequential(
+        Packing(3, 16, depth=4), Unpacking(16, 4, depth=4), torch.nn.Conv2d(4, 3, 1)
+    )
+    x = torch.rand(4, 3, 8, 8)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):

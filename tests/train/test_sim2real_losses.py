@@ -9,7 +9,15 @@ import torch
 
 from models.sim2real import build_sim2real
 from train.sim2real_losses import (
-    TASK_LOSSES, VAE_LOSSES, kl_standard_normal, log_depth_mse, mmd, mmd_to_prior, seg_ce, task_terms, vae_terms,
+    TASK_LOSSES,
+    VAE_LOSSES,
+    kl_standard_normal,
+    log_depth_mse,
+    mmd,
+    mmd_to_prior,
+    seg_ce,
+    task_terms,
+    vae_terms,
     weighted_total,
 )
 
@@ -23,13 +31,13 @@ class IdentityVAE(torch.nn.Module):
     def other(domain: str) -> str:
         return "real" if domain == "sim" else "sim"
 
-    def encode(self, x, domain):  # noqa: ANN001, ANN201
+    def encode(self, x, domain):
         return x, torch.zeros_like(x)
 
-    def sample(self, mu, logvar):  # noqa: ANN001, ANN201
+    def sample(self, mu, logvar):
         return mu
 
-    def decode(self, z, domain):  # noqa: ANN001, ANN201
+    def decode(self, z, domain):
         return z
 
 
@@ -85,6 +93,8 @@ def test_task_terms_are_named_finite_and_switch_off_the_translated_ones():
     assert float(terms["seg_translated"]) > 0
     with torch.no_grad():
         off = task_terms(model, x, depth, valid, labels, translated=False)
-    assert float(off["seg_translated"]) == float(off["depth_translated"]) == float(off["mmd"]) == 0.0
+    assert (
+        float(off["seg_translated"]) == float(off["depth_translated"]) == float(off["mmd"]) == 0.0
+    )
     total = weighted_total(terms, {"depth": 1.0, "seg": 0.0})
     assert float(total) == pytest.approx(float(terms["depth"]))

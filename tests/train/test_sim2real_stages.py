@@ -11,8 +11,15 @@ import pytest
 
 from dataset.target_images import TargetImages
 
-FAST = ["model.input_size=[32, 64]", "device=\"cpu\"", *(f"stages.{s}.{k}={v}" for s in ("sim2real-vae", "sim2real-tasks")
-                                                   for k, v in (("epochs", 1), ("max_steps", 2), ("batch_size", 2)))]
+FAST = [
+    "model.input_size=[32, 64]",
+    'device="cpu"',
+    *(
+        f"stages.{s}.{k}={v}"
+        for s in ("sim2real-vae", "sim2real-tasks")
+        for k, v in (("epochs", 1), ("max_steps", 2), ("batch_size", 2))
+    ),
+]
 
 
 def _sets(*items: str) -> list[str]:
@@ -50,30 +57,64 @@ def test_target_folder_without_images_is_refused_in_one_line(cli, tmp_path, spli
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("no images here")
-    result = cli.train("run", "sim2real-vae", "--data", split_dataset, "--target", empty, "--out", tmp_path / "run",
-                       *_sets(*FAST))
+    result = cli.train(
+        "run",
+        "sim2real-vae",
+        "--data",
+        split_dataset,
+        "--target",
+        empty,
+        "--out",
+        tmp_path / "run",
+        *_sets(*FAST),
+    )
     cli.error(result, "no JPG/PNG images", str(empty))
 
 
 def test_both_stages_train_and_save(cli, tmp_path, split_dataset, photos):
     out = tmp_path / "run"
-    result = cli.train("run", "sim2real-vae", "--data", split_dataset, "--target", photos, "--out", out, *_sets(*FAST))
+    result = cli.train(
+        "run",
+        "sim2real-vae",
+        "--data",
+        split_dataset,
+        "--target",
+        photos,
+        "--out",
+        out,
+        *_sets(*FAST),
+    )
     assert result.exit_code == 0, result.output
     vae = json.loads((out / "sim2real-vae" / "history.json").read_text())
     assert vae[0]["steps"] == 2 and {"kl", "vae_recon", "mse_recon", "mmd", "cycle"} <= set(vae[0])
     # an ablation is a config change: the MMD term switched off (still logged, weighted 0)
-    result = cli.train("run", "sim2real-tasks", "--data", split_dataset, "--out", out,
-                       *_sets(*FAST, "stages.sim2real-tasks.losses.mmd=0"))
+    result = cli.train(
+        "run",
+        "sim2real-tasks",
+        "--data",
+        split_dataset,
+        "--out",
+        out,
+        *_sets(*FAST, "stages.sim2real-tasks.losses.mmd=0"),
+    )
     assert result.exit_code == 0, result.output
     assert (out / "sim2real-tasks" / "model.pt").exists()
     tasks = json.loads((out / "sim2real-tasks" / "history.json").read_text())
     row = tasks[0]
-    expected = sum(row[k] for k in ("depth", "seg", "depth_translated", "seg_translated")) + 0.01 * row["kl"]
+    expected = (
+        sum(row[k] for k in ("depth", "seg", "depth_translated", "seg_translated"))
+        + 0.01 * row["kl"]
+    )
     assert row["total"] == pytest.approx(expected, rel=1e-4) and row["mmd"] > 0
     saved = json.loads((out / "sim2real-config.json").read_text())
-    assert saved["stages"]["sim2real-tasks"]["losses"]["mmd"] == 0 and saved["model"]["num_classes"] == 12
+    assert (
+        saved["stages"]["sim2real-tasks"]["losses"]["mmd"] == 0
+        and saved["model"]["num_classes"] == 12
+    )
 
 
 def test_tasks_stage_needs_the_vae_stage(cli, tmp_path, split_dataset):
-    result = cli.train("run", "sim2real-tasks", "--data", split_dataset, "--out", tmp_path / "run", *_sets(*FAST))
+    result = cli.train(
+        "run", "sim2real-tasks", "--data", split_dataset, "--out", tmp_path / "run", *_sets(*FAST)
+    )
     cli.error(result, "sim2real-vae")

@@ -18,10 +18,19 @@ APPEARANCES = ("default", "textured")
 
 #: Per-tag colour multipliers (RGB) of the ``textured`` look.
 _TINT = {
-    "Roads": (1.25, 1.0, 0.8), "RoadLines": (1.0, 0.95, 0.6), "Sidewalks": (0.9, 1.0, 1.15),
-    "Buildings": (1.3, 0.85, 0.7), "Walls": (1.2, 0.9, 0.8), "Vegetation": (0.75, 1.15, 0.55),
-    "Terrain": (1.2, 1.05, 0.65), "Ground": (1.2, 1.05, 0.7), "Sky": (1.15, 0.95, 0.85),
-    "Car": (0.8, 0.9, 1.3), "Truck": (1.1, 1.1, 0.8), "Bus": (0.9, 1.2, 1.0), "Poles": (0.7, 0.7, 0.8),
+    "Roads": (1.25, 1.0, 0.8),
+    "RoadLines": (1.0, 0.95, 0.6),
+    "Sidewalks": (0.9, 1.0, 1.15),
+    "Buildings": (1.3, 0.85, 0.7),
+    "Walls": (1.2, 0.9, 0.8),
+    "Vegetation": (0.75, 1.15, 0.55),
+    "Terrain": (1.2, 1.05, 0.65),
+    "Ground": (1.2, 1.05, 0.7),
+    "Sky": (1.15, 0.95, 0.85),
+    "Car": (0.8, 0.9, 1.3),
+    "Truck": (1.1, 1.1, 0.8),
+    "Bus": (0.9, 1.2, 1.0),
+    "Poles": (0.7, 0.7, 0.8),
 }
 _TINT_LUT = np.ones((256, 3), np.float32)
 for _name, _rgb in _TINT.items():
@@ -42,8 +51,10 @@ def _texture(height: int, width: int, depth: np.ndarray, tags: np.ndarray) -> np
     return tex
 
 
-def apply_appearance(name: str, rgb: np.ndarray, tags: np.ndarray, depth: np.ndarray, frame: int) -> np.ndarray:
-    """RGB (H, W, 3) uint8 of the scene in appearance ``name`` (``default`` returns ``rgb`` itself)."""
+def apply_appearance(
+    name: str, rgb: np.ndarray, tags: np.ndarray, depth: np.ndarray, frame: int
+) -> np.ndarray:
+    """RGB (H, W, 3) uint8 of the scene in appearance ``name`` (``default``: ``rgb`` itself)."""
     if name == "default":
         return rgb
     if name != "textured":
@@ -52,7 +63,7 @@ def apply_appearance(name: str, rgb: np.ndarray, tags: np.ndarray, depth: np.nda
     img = rgb.astype(np.float32) / 255.0
     img = img * _TINT_LUT[tags] * _texture(height, width, depth, tags)[..., None]
     # warmer, hazier light with lower contrast and a lifted black level
-    img = 0.08 + 0.8 * img ** 0.8 * np.array([1.08, 0.98, 0.85], np.float32)
+    img = 0.08 + 0.8 * img**0.8 * np.array([1.08, 0.98, 0.85], np.float32)
     img = cv2.GaussianBlur(img, (0, 0), sigmaX=max(0.6, width / 400))
     v, u = np.mgrid[0:height, 0:width].astype(np.float32)
     r2 = ((u - width / 2) / (width / 2)) ** 2 + ((v - height / 2) / (height / 2)) ** 2
