@@ -230,7 +230,8 @@ def main() -> None:
         {
             "command": command,
             "note": "2-core CPU machine shared with 4 other engineers' jobs; times are indicative",
-            "model": MODEL.model_dump(),
+            "cpu_minutes": time.process_time() / 60,
+        "model": MODEL.model_dump(),
             "steps_per_stage": args.steps,
             "minutes": minutes,
             "rows": rows,
