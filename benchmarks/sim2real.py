@@ -159,7 +159,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--steps", type=int, default=150, help="Optimiser steps per stage (batch 8)."
+        "--steps", type=int, default=60, help="Optimiser steps per stage (batch 8)."
     )
     parser.add_argument(
         "--clips", type=int, default=6, help="Clips of 10 frames per town and domain."
