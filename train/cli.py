@@ -113,11 +113,14 @@ def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json:
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder [default: RUN/predictions].")
 @click.option("--gif", is_flag=True, help="Write a GIF instead of an MP4.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--task", type=click.Choice(["pipeline", "forecast"]), default="pipeline", show_default=True,
-              help="forecast: last input | forecast | zero-motion | ground truth, per target frame.")
+@click.option("--task", type=click.Choice(["pipeline", "forecast", "sim2real"]), default="pipeline",
+              show_default=True, help="forecast: last input | forecast | zero-motion | ground truth, per target "
+              "frame; sim2real: input | translation | reconstruction | depth | segmentation (a PNG).")
+@click.option("--domain", type=click.Choice(["real", "sim"]), default="real", show_default=True,
+              help="sim2real: the encoder the images go through.")
 @click.option("--variant", help="Forecaster folder for --task forecast, e.g. forecast-mid [default: the first].")
 def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gif: bool, device: str, task: str,
-            variant: str | None) -> None:
+            variant: str | None, domain: str) -> None:
     """Video (RGB | predicted segmentation | predicted depth | ground truth) and point clouds of one clip.
 
     PATH is a shard or a dataset folder.
@@ -127,7 +130,13 @@ def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gi
       train predict --run runs/demo data/demo/Town02
       train predict --run runs/demo data/demo --clip Town02-0-000001 --gif
       train predict --run runs/demo data/demo/Town02 --task forecast --variant forecast-mid --gif
+      train predict --run runs/s2r photos/ --task sim2real
     """
+    if task == "sim2real":
+        from train.sim2real_predict import predict_sim2real
+
+        click.echo(f"-> {predict_sim2real(run_dir, path, out, domain)}")
+        return
     if task == "forecast":
         from train.forecast_eval import predict_forecast
 

@@ -106,6 +106,14 @@ def test_both_stages_train_and_save(cli, tmp_path, split_dataset, photos):
         + 0.01 * row["kl"]
     )
     assert row["total"] == pytest.approx(expected, rel=1e-4) and row["mmd"] > 0
+    # predict: input | translation | reconstruction | depth | segmentation, one row per image
+    result = cli.train(
+        "predict", "--run", out, split_dataset, "--task", "sim2real", "--out", tmp_path / "p"
+    )
+    assert result.exit_code == 0, result.output
+    png = cv2.imread(str(tmp_path / "p" / "sim2real-real.png"))
+    scale = png.shape[1] // (5 * 64)
+    assert png.shape[:2] == (4 * 32 * scale, 5 * 64 * scale)
     saved = json.loads((out / "sim2real-config.json").read_text())
     assert (
         saved["stages"]["sim2real-tasks"]["losses"]["mmd"] == 0
