@@ -75,11 +75,19 @@ def run(stage: str, data: Path, out: Path, preset: str, config: Path | None, ove
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the Markdown table.")
 @click.option("--perturbed", is_flag=True,
               help="Also evaluate under per-frame noise, flicker and occluders.")
-@click.option("--task", type=click.Choice(["pipeline", "forecast"]), default="pipeline",
+@click.option("--task", type=click.Choice(["pipeline", "forecast", "sim2real"]), default="pipeline",
               show_default=True,
-              help="forecast: every trained forecaster against its baselines, per horizon.")
+              help="forecast: every trained forecaster against its baselines, per horizon; "
+              "sim2real: the twin VAE on SPLIT of --data, or on --images with --depth-png.")
+@click.option("--domain", type=click.Choice(["real", "sim"]), default="real", show_default=True,
+              help="sim2real: the encoder the images go through.")
+@click.option("--images", type=click.Path(path_type=Path, file_okay=False),
+              help="sim2real: folder of real images.")
+@click.option("--depth-png", type=click.Path(path_type=Path, file_okay=False),
+              help="sim2real: KITTI depth PNGs (16-bit, metres x 256) named like --images.")
 def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json: bool,
-             perturbed: bool, task: str) -> None:
+             perturbed: bool, task: str, domain: str, images: Path | None,
+             depth_png: Path | None) -> None:
     """Compare the frame-by-frame models with the temporal model on SPLIT; writes RUN/eval.json and RUN/eval.md.
 
     \b
@@ -88,7 +96,14 @@ def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json:
       train eval --run runs/demo --perturbed
       train eval --run runs/paper --split val --device cuda
       train eval --run runs/demo --task forecast
+      train eval --run runs/s2r --task sim2real --images kitti/img --depth-png kitti/depth
     """
+    if task == "sim2real":
+        from train.sim2real_eval import evaluate_sim2real_run
+
+        report = evaluate_sim2real_run(run_dir, domain, data, split, images, depth_png)
+        click.echo(json.dumps(report, indent=2))
+        return
     if task == "forecast":
         from train.forecast_eval import evaluate_forecast, to_markdown, write_forecast_report
 

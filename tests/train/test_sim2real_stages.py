@@ -114,6 +114,26 @@ def test_both_stages_train_and_save(cli, tmp_path, split_dataset, photos):
     png = cv2.imread(str(tmp_path / "p" / "sim2real-real.png"))
     scale = png.shape[1] // (5 * 64)
     assert png.shape[:2] == (4 * 32 * scale, 5 * 64 * scale)
+    # the paper's protocol on real data: KITTI depth PNGs (metres x 256) named like the images
+    (tmp_path / "depth").mkdir()
+    gt = np.full((40, 90), 10.0, np.float32)
+    gt[:10] = 0  # no measurement
+    gt[10:12] = 200.0  # beyond the 80 m cap
+    cv2.imwrite(str(tmp_path / "depth" / "a.png"), (gt * 256).astype(np.uint16))
+    result = cli.train(
+        "eval",
+        "--run",
+        out,
+        "--task",
+        "sim2real",
+        "--images",
+        photos,
+        "--depth-png",
+        tmp_path / "depth",
+    )
+    assert result.exit_code == 0, result.output
+    kitti = json.loads(result.stdout)["kitti_depth"]
+    assert kitti["images"] == 1 and kitti["pixels"] == 28 * 90 and np.isfinite(kitti["abs_rel"])
     saved = json.loads((out / "sim2real-config.json").read_text())
     assert (
         saved["stages"]["sim2real-tasks"]["losses"]["mmd"] == 0
