@@ -67,7 +67,7 @@ def main() -> None:
         png.mkdir()
         clips = {}
         for rel, cid, _, _ in plain.clips:
-            from carla_capture.shards import ShardReader
+            from clipcore.shards import ShardReader
 
             with ShardReader(data / rel) as reader:
                 clips[cid] = reader.read_clip(cid)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from carla_capture.geometry import FAR_PLANE_M, reproject
-from carla_capture.tags import STATIC_TAGS
+from clipcore.geometry import FAR_PLANE_M, reproject
+from clipcore.tags import STATIC_TAGS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from carla_capture.config import CaptureConfig, VerifyConfig
-from carla_capture.errors import CaptureError
+from clipcore.errors import CaptureError
 from carla_capture.preflight import preflight
 
 SUPPORTED = "0.9.16"

@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from carla_capture.errors import CaptureError
+from clipcore.errors import CaptureError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import multiprocessing as mp
 import os
 import signal
 
-from carla_capture.errors import BackendUnavailableError
+from clipcore.errors import BackendUnavailableError
 
 HOW_TO_START = (
     "start one with ./CarlaUE4.sh -RenderOffScreen -carla-rpc-port={port} (docs/carla.md), "

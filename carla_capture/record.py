@@ -23,11 +23,11 @@ from pathlib import Path
 from carla_capture.backends import get_backend
 from carla_capture.backends.base import Backend, RetryClip, ServerLost, clip_id
 from carla_capture.config import CaptureConfig, TownConfig
-from carla_capture.errors import CaptureError, ConfigError
-from carla_capture.fsutil import atomic_write_text
+from clipcore.errors import CaptureError, ConfigError
+from clipcore.fsutil import atomic_write_text
 from carla_capture.lock import RecordLock
-from carla_capture.records import OPTIONAL, Clip, Frame
-from carla_capture.shards import ShardReader, ShardWriter
+from clipcore.records import OPTIONAL, Clip, Frame
+from clipcore.shards import ShardReader, ShardWriter
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """``capture verify``: per-clip structure, content and quality checks of a dataset; never raises.
 
 Per shard: readable HDF5, ``carla-clips``, a known format version; per clip: the completion
-marker and the structure of :func:`~carla_capture.schema.structure_faults` (shapes, frame counts,
-channels, dtypes, chunking), the content of :func:`~carla_capture.schema.content_faults` (NaN /
+marker and the structure of :func:`~clipcore.schema.structure_faults` (shapes, frame counts,
+channels, dtypes, chunking), the content of :func:`~clipcore.schema.content_faults` (NaN /
 inf, depth range, rigid poses, frame order), then quality with thresholds from
 :class:`VerifyConfig`: frame numbers consecutive at the recorded stride and timestamps that match;
 no black, saturated or frozen RGB (a stalled camera, told apart from a stationary ego or a view
@@ -23,14 +23,14 @@ import numpy as np
 
 from carla_capture.config import VerifyConfig
 from carla_capture.consistency import reprojection_agreement
-from carla_capture.errors import CaptureError
-from carla_capture.geometry import FAR_PLANE_M
-from carla_capture.inspect import QUARANTINE, find_shards
-from carla_capture.records import Clip
-from carla_capture.schema import content_faults
-from carla_capture.shards import ShardFormatError, ShardReader
-from carla_capture.split import MANIFEST_NAME, load_manifest
-from carla_capture.tags import NUM_TAGS, TAG_ID, TAG_NAMES
+from clipcore.errors import CaptureError
+from clipcore.geometry import FAR_PLANE_M
+from clipcore.folder import QUARANTINE, find_shards
+from clipcore.records import Clip
+from clipcore.schema import content_faults
+from clipcore.shards import ShardFormatError, ShardReader
+from clipcore.manifest import MANIFEST_NAME, load_manifest
+from clipcore.tags import NUM_TAGS, TAG_ID, TAG_NAMES
 
 log = logging.getLogger(__name__)
 

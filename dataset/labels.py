@@ -14,8 +14,8 @@ from importlib import resources
 
 import numpy as np
 
-from carla_capture.errors import ConfigError
-from carla_capture.tags import NUM_TAGS, TAG_ID
+from clipcore.errors import ConfigError
+from clipcore.tags import NUM_TAGS, TAG_ID
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from carla_capture.geometry import FAR_PLANE_M
+from clipcore.geometry import FAR_PLANE_M
 
 #: Largest depth ratio inside a 2x2 cell that is still interpolated (a larger one is an edge).
 MAX_CELL_RATIO = 1.25

@@ -19,7 +19,7 @@ key                 shape           dtype      meaning
 ==================  ==============  =========  ==============================================
 
 A modality a clip lacks (imported data) reads as "no label" (255), invalid depth or invalid pose.
-Shards are read through the one :class:`~carla_capture.shards.ShardReader`, which checks each
+Shards are read through the one :class:`~clipcore.shards.ShardReader`, which checks each
 clip's structure when first opened and every window's content (NaN / inf, depth range, rigid
 poses, frame order): bad data raises an error naming the shard, clip and frame instead of
 reaching training. Files are opened lazily in each process (worker) that reads, so the dataset
@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from carla_capture.errors import ConfigError
-from carla_capture.geometry import FAR_PLANE_M, invert_pose
-from carla_capture.shards import ShardReader
-from carla_capture.split import load_manifest
-from carla_capture.tags import STATIC_TAGS
+from clipcore.errors import ConfigError
+from clipcore.geometry import FAR_PLANE_M, invert_pose
+from clipcore.shards import ShardReader
+from clipcore.manifest import load_manifest
+from clipcore.tags import STATIC_TAGS
 from dataset import augment as aug
 from dataset.config import AUGMENT_PRESETS, AugmentConfig, DatasetConfig
 from dataset.labels import LabelMap, load_label_map

@@ -25,7 +25,7 @@ import numpy as np
 from carla_capture.backends.synthetic.render import Look, Renderer
 from carla_capture.backends.synthetic.town import Boxes, Town, build_town
 from carla_capture.config import Layout, Weather
-from carla_capture.geometry import carla_to_cam_to_world, intrinsics, ue_rotation
+from clipcore.geometry import carla_to_cam_to_world, intrinsics, ue_rotation
 
 SERVERS: dict[tuple[str, int], "FakeServer"] = {}
 CLIENT_VERSION = "0.9.16"

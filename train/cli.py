@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from carla_capture.clitools import ErrorGroup
+from clipcore.clitools import ErrorGroup
 
 
 @click.group(cls=ErrorGroup)

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from carla_capture.config import CaptureConfig, TownConfig
-from carla_capture.errors import BackendUnavailableError, CaptureError
-from carla_capture.records import Clip, Frame
+from clipcore.errors import BackendUnavailableError, CaptureError
+from clipcore.records import Clip, Frame
 
 FrameCallback = Callable[[Frame], None]
 

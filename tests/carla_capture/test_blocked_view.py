@@ -10,7 +10,7 @@ import numpy as np
 from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.backends.synthetic.traffic import clear_path, plan_route, spawn_actors
 from carla_capture.config import CaptureConfig, VerifyConfig, load_town
-from carla_capture.tags import TAG_ID
+from clipcore.tags import TAG_ID
 from carla_capture.verify import verify_clip
 
 VEHICLES = [TAG_ID[n] for n in ("Car", "Truck", "Bus", "Motorcycle", "Bicycle")]

@@ -9,9 +9,9 @@ import pytest
 
 from carla_capture.backends.carla.decode import decode_depth, decode_rgb, decode_semantic
 from carla_capture.config import CaptureConfig
-from carla_capture.errors import BackendUnavailableError, CaptureError, ConfigError
+from clipcore.errors import BackendUnavailableError, CaptureError, ConfigError
 from carla_capture.record import record, shard_paths
-from carla_capture.shards import ShardReader
+from clipcore.shards import ShardReader
 from tests import carla_double as double
 
 PORT = 2000

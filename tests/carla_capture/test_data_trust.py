@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from carla_capture import record as record_module
-from carla_capture.errors import BackendUnavailableError
-from carla_capture.shards import ShardReader
+from clipcore.errors import BackendUnavailableError
+from clipcore.shards import ShardReader
 
 
 def _record_args(out: Path, towns: Path, *extra: str) -> list[str]:

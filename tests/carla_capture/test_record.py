@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from carla_capture.backends.synthetic import SyntheticBackend
-from carla_capture.errors import ConfigError
+from clipcore.errors import ConfigError
 from carla_capture.record import existing_clip_ids, record, shard_paths
-from carla_capture.shards import ShardReader
+from clipcore.shards import ShardReader
 
 
 def _all_clips(town_dir: Path) -> list[str]:

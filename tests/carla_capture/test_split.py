@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 
-from carla_capture.errors import CaptureError, ConfigError
-from carla_capture.split import MANIFEST_NAME, build_manifest, load_manifest, load_splits, write_manifest
+from clipcore.errors import CaptureError, ConfigError
+from carla_capture.split import build_manifest, load_splits, write_manifest
+from clipcore.manifest import MANIFEST_NAME, load_manifest
 
 
 @pytest.fixture

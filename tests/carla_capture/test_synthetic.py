@@ -8,8 +8,8 @@ import pytest
 from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.config import CaptureConfig, available_towns, load_town
 from carla_capture.consistency import reprojection_agreement
-from carla_capture.geometry import FAR_PLANE_M, reproject
-from carla_capture.tags import STATIC_TAGS, TAG_ID
+from clipcore.geometry import FAR_PLANE_M, reproject
+from clipcore.tags import STATIC_TAGS, TAG_ID
 
 
 def _clip(town_dir, town="Town03", index=0, frames=3, seed=0):

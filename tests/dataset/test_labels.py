@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from carla_capture.tags import TAG_ID
+from clipcore.tags import TAG_ID
 from dataset.labels import IGNORE_INDEX, available_label_maps, load_label_map
 
 
@@ -33,7 +33,7 @@ def test_carla22_follows_the_old_tag_list():
 
 
 def test_unknown_map_is_a_clear_error():
-    from carla_capture.errors import ConfigError
+    from clipcore.errors import ConfigError
 
     with pytest.raises(ConfigError, match="carla22"):
         load_label_map("nope")

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.config import CaptureConfig, load_town
 from carla_capture.consistency import reprojection_agreement
-from carla_capture.errors import CaptureError
+from clipcore.errors import CaptureError
 from dataset import ClipWindows
 from dataset import augment as aug
 from dataset.config import AugmentConfig

@@ -21,11 +21,11 @@ from carla_capture.backends.carla.decode import (
 )
 from carla_capture.backends.carla.session import Session
 from carla_capture.config import WEATHER_FIELDS, CaptureConfig, TownConfig, Weather
-from carla_capture.errors import BackendUnavailableError
+from clipcore.errors import BackendUnavailableError
 from carla_capture import heartbeat
 from carla_capture.preflight import NoAnswer, preflight
-from carla_capture.geometry import carla_to_cam_to_world, intrinsics
-from carla_capture.records import Clip, Frame
+from clipcore.geometry import carla_to_cam_to_world, intrinsics
+from clipcore.records import Clip, Frame
 from carla_capture.weather import draw_weather, seeded_rng
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from carla_capture.schema import decode_depth as depth_from_code
+from clipcore.schema import decode_depth as depth_from_code
 
 
 def bgra(image: object) -> np.ndarray:

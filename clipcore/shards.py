@@ -3,7 +3,7 @@
 A shard holds whole clips of one town under ``/clips/<clip_id>``. Every per-frame image dataset
 is chunked one frame per chunk, so reading a 6-frame window decodes 6 chunks. Every program that
 reads shards (the training loader, verify, inspect, split, eval, predict) reads through
-:class:`ShardReader`, which refuses a file or clip that :mod:`carla_capture.schema` finds faulty.
+:class:`ShardReader`, which refuses a file or clip that :mod:`clipcore.schema` finds faulty.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from carla_capture import __version__
-from carla_capture.errors import ClipValidationError, ShardFormatError
-from carla_capture.fsutil import as_os_error, fault_errno
-from carla_capture.geometry import FAR_PLANE_M
-from carla_capture.records import Clip, Frame
-from carla_capture.schema import (
+from clipcore import __version__
+from clipcore.errors import ClipValidationError, ShardFormatError
+from clipcore.fsutil import as_os_error, fault_errno
+from clipcore.geometry import FAR_PLANE_M
+from clipcore.records import Clip, Frame
+from clipcore.schema import (
     COMPLETE_ATTR, DEPTH_ENCODING, DEPTH_SCALE_M, FORMAT, FORMAT_VERSION, OPTIONAL, READABLE_VERSIONS,
     content_faults, decode_depth, encode_depth, expected_shapes, structure_faults,
 )
-from carla_capture.tags import SEMANTIC_SCHEMA
+from clipcore.tags import SEMANTIC_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -292,8 +292,8 @@ class ShardReader:
     """Read-only access to one shard, the only way the project reads shards.
 
     Opening checks the file (HDF5, ``carla-clips``, a readable ``format_version``); every clip is
-    checked for structure (:func:`~carla_capture.schema.structure_faults`) when first read, and
-    every read for content (:func:`~carla_capture.schema.content_faults`) unless ``check=False``.
+    checked for structure (:func:`~clipcore.schema.structure_faults`) when first read, and
+    every read for content (:func:`~clipcore.schema.content_faults`) unless ``check=False``.
     A fault raises :class:`ShardFormatError` naming the file, clip, frame and fault.
     ``cache_bytes`` sizes HDF5's cache of decoded chunks per dataset (None: HDF5's 1 MiB).
     """
@@ -389,7 +389,7 @@ class ShardReader:
         return self._metas[clip_id]
 
     def modalities(self, clip_id: str) -> tuple[str, ...]:
-        """The optional modalities a clip stores (see :data:`~carla_capture.schema.OPTIONAL`)."""
+        """The optional modalities a clip stores (see :data:`~clipcore.schema.OPTIONAL`)."""
         return self._meta(clip_id).modalities
 
     def num_frames(self, clip_id: str) -> int:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from carla_capture.tags import NUM_TAGS, TAG_ID, TAGS, colorize, palette
+from clipcore.tags import NUM_TAGS, TAG_ID, TAGS, colorize, palette
 
 # carla's enum names differ from the docs' table for two ids
 _ALIASES = {"NONE": "Unlabeled"}

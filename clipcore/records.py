@@ -12,7 +12,7 @@ field              shape        dtype      meaning
 ``carla_transform`` (6,)        float64    raw sensor pose x, y, z (m), pitch, yaw, roll (deg)
 ``frame``          scalar       int        simulator frame number
 ``timestamp``      scalar       float      simulation time in seconds
-``intrinsics``     (3, 3)       float64    pinhole matrix (see :mod:`carla_capture.geometry`)
+``intrinsics``     (3, 3)       float64    pinhole matrix (see :mod:`clipcore.geometry`)
 =================  ===========  =========  ===============================================
 
 Every modality but ``rgb``, ``frame`` and ``timestamp`` is optional (``None``): data imported from

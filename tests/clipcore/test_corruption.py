@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.cli import main
 from carla_capture.config import CaptureConfig, VerifyConfig, load_town
-from carla_capture.errors import ShardFormatError
-from carla_capture.shards import ShardReader, ShardWriter
+from clipcore.errors import ShardFormatError
+from clipcore.shards import ShardReader, ShardWriter
 from carla_capture.verify import verify_shard
 
 CLIP = "Town02-0-000000"

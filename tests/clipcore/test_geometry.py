@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from carla_capture.geometry import (
+from clipcore.geometry import (
     backproject, carla_to_cam_to_world, intrinsics, invert_pose, project, transform_points, ue_rotation,
 )
 

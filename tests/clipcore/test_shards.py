@@ -10,11 +10,11 @@ import pytest
 
 from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.config import CaptureConfig, load_town
-from carla_capture.errors import ClipValidationError, ShardFormatError
-from carla_capture.records import Clip
-from carla_capture.geometry import FAR_PLANE_M
-from carla_capture.schema import DEPTH_CODE_MAX, DEPTH_SCALE_M, decode_depth, encode_depth
-from carla_capture.shards import FORMAT_VERSION, ShardReader, ShardWriter
+from clipcore.errors import ClipValidationError, ShardFormatError
+from clipcore.records import Clip
+from clipcore.geometry import FAR_PLANE_M
+from clipcore.schema import DEPTH_CODE_MAX, DEPTH_SCALE_M, decode_depth, encode_depth
+from clipcore.shards import FORMAT_VERSION, ShardReader, ShardWriter
 
 
 @pytest.fixture(scope="module")

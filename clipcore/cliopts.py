@@ -6,7 +6,7 @@ Each option is named after its field (``clips_per_shard`` -> ``--clips-per-shard
 ``tuple[str, ...]`` -> a comma-separated list), its help from the field's description and shows
 the field's default. The option's value is None unless given, so an option only overrides what
 the preset or the config file set; :func:`nest` turns the given values into a nested dict for
-:func:`~carla_capture.settings.deep_merge`.
+:func:`~clipcore.settings.deep_merge`.
 """
 
 from __future__ import annotations

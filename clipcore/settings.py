@@ -13,7 +13,7 @@ from typing import Any, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from carla_capture.errors import ConfigError
+from clipcore.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,7 +1,7 @@
 """File-system faults as one-line messages, and atomic writes of small text files.
 
 Every command turns an OS fault (full disk, permission, read-only file system, a path through
-a file) into ``error: <message>`` naming the path and the fix (see :mod:`carla_capture.clitools`);
+a file) into ``error: <message>`` naming the path and the fix (see :mod:`clipcore.clitools`);
 HDF5 reports the same faults as ``OSError`` or ``RuntimeError`` with ``errno = N`` in the text.
 """
 

@@ -1,6 +1,6 @@
 """What a valid clip group of a ``carla-clips`` shard looks like (``docs/format.md``), and the checks.
 
-The writer (:mod:`carla_capture.shards`), the reader and ``capture verify`` all use the checks
+The writer (:mod:`clipcore.shards`), the reader and ``capture verify`` all use the checks
 here, so "valid" means one thing. Two kinds:
 
 - :func:`structure_faults`: datasets, shapes, dtypes, frame counts, chunking and attributes of one
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from carla_capture.geometry import FAR_PLANE_M
-from carla_capture.tags import NUM_TAGS
+from clipcore.geometry import FAR_PLANE_M
+from clipcore.tags import NUM_TAGS
 
 FORMAT = "carla-clips"
 FORMAT_VERSION = 2
