@@ -14,14 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from carla_capture.config import default_town_dir
 from clipcore.errors import CaptureError, ConfigError
-from clipcore.fsutil import atomic_write_text
 from clipcore.folder import find_shards
+from clipcore.fsutil import atomic_write_text
 from clipcore.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, sha256
 from clipcore.settings import build, read_toml
 from clipcore.shards import ShardReader
 
 log = logging.getLogger(__name__)
-
 
 
 class SplitConfig(BaseModel):
@@ -34,12 +33,15 @@ class SplitConfig(BaseModel):
     @classmethod
     def _disjoint(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
         if not value:
-            raise ValueError("no splits defined; add e.g. train = [\"Town01\"] under [splits]")
+            raise ValueError('no splits defined; add e.g. train = ["Town01"] under [splits]')
         owner: dict[str, str] = {}
         for name, towns in value.items():
             for town in towns:
                 if town in owner:
-                    raise ValueError(f"{town} is in both {owner[town]!r} and {name!r}; a town may be in one split only")
+                    raise ValueError(
+                        f"{town} is in both {owner[town]!r} and {name!r}; a town may be in one "
+                        "split only"
+                    )
                 owner[town] = name
         return value
 
@@ -61,27 +63,48 @@ def _shard_entry(path: Path, data_dir: Path, seen: dict[str, str]) -> dict[str, 
         clips = []
         for cid in reader.clip_ids():
             if cid in seen:
-                raise CaptureError(f"clip {cid} is in both {seen[cid]} and {rel}; remove one copy, then split again")
+                raise CaptureError(
+                    f"clip {cid} is in both {seen[cid]} and {rel}; remove one copy, then split "
+                    "again"
+                )
             seen[cid] = rel
             modalities = reader.modalities(cid)
             rgb = reader.group(cid)["rgb"]
-            clips.append({"id": cid, "frames": int(rgb.shape[0]), "size": [int(rgb.shape[1]), int(rgb.shape[2])],
-                          "modalities": list(modalities)})
+            clips.append(
+                {
+                    "id": cid,
+                    "frames": int(rgb.shape[0]),
+                    "size": [int(rgb.shape[1]), int(rgb.shape[2])],
+                    "modalities": list(modalities),
+                }
+            )
         stat = path.stat()
-        return {"path": rel, "town": reader.town, "format_version": reader.version, "bytes": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns, "sha256": sha256(path), "clips": clips}
+        return {
+            "path": rel,
+            "town": reader.town,
+            "format_version": reader.version,
+            "bytes": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "sha256": sha256(path),
+            "clips": clips,
+        }
 
 
 def build_manifest(data_dir: Path, splits: SplitConfig) -> dict[str, Any]:
     """Assign every shard under ``data_dir`` to its town's split; refuse any leakage."""
     data_dir = Path(data_dir)
-    result: dict[str, Any] = {name: {"towns": {}, "shards": [], "clips": 0, "frames": 0} for name in splits.splits}
+    result: dict[str, Any] = {
+        name: {"towns": {}, "shards": [], "clips": 0, "frames": 0} for name in splits.splits
+    }
     seen: dict[str, str] = {}
     for path in find_shards(data_dir):
         entry = _shard_entry(path, data_dir, seen)
         split = splits.split_of(entry["town"])
         if split is None:
-            raise ConfigError(f"{entry['path']}: town {entry['town']} is in no split; add it to one in the splits file")
+            raise ConfigError(
+                f"{entry['path']}: town {entry['town']} is in no split; add it to one in the "
+                "splits file"
+            )
         bucket = result[split]
         bucket["shards"].append(entry)
         frames = sum(c["frames"] for c in entry["clips"])
@@ -92,14 +115,23 @@ def build_manifest(data_dir: Path, splits: SplitConfig) -> dict[str, Any]:
         bucket["frames"] += frames
     for name, bucket in result.items():
         if not bucket["clips"]:
-            log.warning("split %r has no clips: no shards of %s under %s", name,
-                        ", ".join(splits.splits[name]) or "any town", data_dir)
-    return {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "splits_config": splits.model_dump(mode="json"),
-            "splits": result}
+            log.warning(
+                "split %r has no clips: no shards of %s under %s",
+                name,
+                ", ".join(splits.splits[name]) or "any town",
+                data_dir,
+            )
+    return {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "splits_config": splits.model_dump(mode="json"),
+        "splits": result,
+    }
 
 
 def write_manifest(data_dir: Path, manifest: dict[str, Any]) -> bool:
-    """Write ``split.json`` atomically; returns False when an identical manifest is already there."""
+    """Write ``split.json`` atomically; returns False when an identical manifest is already
+    there."""
     path = Path(data_dir) / MANIFEST_NAME
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     if path.exists() and path.read_text() == text:

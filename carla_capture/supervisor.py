@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator
 from carla_capture import heartbeat
 from carla_capture.backends.base import ServerGone, ServerLost
 from carla_capture.config import CaptureConfig
-from clipcore.errors import CaptureError
 from carla_capture.server_process import ServerProcess
+from clipcore.errors import CaptureError
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,9 @@ def _strip_optional(annotation: Any) -> Any:
     return annotation
 
 
-def _split_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
+def _split_list(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> list[str] | None:
     return None if value is None else [part for part in value.split(",") if part]
 
 
@@ -64,8 +66,9 @@ def _click_kwargs(info: FieldInfo) -> dict[str, Any]:
     return kwargs
 
 
-def config_options(model: type[BaseModel], paths: Iterable[str],
-                   **tweaks: dict[str, Any]) -> Callable[[Callable], Callable]:
+def config_options(
+    model: type[BaseModel], paths: Iterable[str], **tweaks: dict[str, Any]
+) -> Callable[[Callable], Callable]:
     """A decorator adding one click option per field path of ``model`` (``"frames"``,
     ``"carla.host"``); ``tweaks`` (by leaf name) adds or replaces click.option keyword arguments,
     e.g. ``town_dir={"type": click.Path(path_type=Path, file_okay=False)}``."""

@@ -19,10 +19,18 @@ def find_shards(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise CaptureError(f"{path} does not exist; pass a shard file or a dataset folder")
-    shards = sorted(p for p in path.rglob("*.h5")
-                    if not any(part.startswith(".") or part == QUARANTINE for part in p.relative_to(path).parent.parts))
+    shards = sorted(
+        p
+        for p in path.rglob("*.h5")
+        if not any(
+            part.startswith(".") or part == QUARANTINE for part in p.relative_to(path).parent.parts
+        )
+    )
     if not shards:
-        raise CaptureError(f"no .h5 shards under {path}; record some with: capture record --backend synthetic --out {path}")
+        raise CaptureError(
+            f"no .h5 shards under {path}; record some with: capture record --backend synthetic "
+            f"--out {path}"
+        )
     return shards
 
 
@@ -35,4 +43,6 @@ def load_clip(path: Path, clip_id: str | None = None) -> Clip:
                 return reader.read_clip(ids[0])
             if clip_id in ids:
                 return reader.read_clip(clip_id)
-    raise CaptureError(f"clip {clip_id!r} is not in {path}; list clips with capture inspect {path} --json")
+    raise CaptureError(
+        f"clip {clip_id!r} is not in {path}; list clips with capture inspect {path} --json"
+    )

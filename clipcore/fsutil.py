@@ -16,11 +16,13 @@ _ERRNO_RE = re.compile(r"errno = (\d+)")
 _NAME_RE = re.compile(r"name = '([^']+)'")
 
 _FIXES = {
-    errno.ENOSPC: "no space left on the device: free some space (finished work is kept) and run the same "
-                  "command again",
+    errno.ENOSPC: "no space left on the device: free some space (finished work is kept) and run "
+    "the same "
+    "command again",
     errno.EDQUOT: "disk quota exceeded: free some space and run the same command again",
     errno.EACCES: "permission denied: choose a folder you can write to, or fix its permissions",
-    errno.EPERM: "operation not permitted: choose a folder you can write to, or fix its permissions",
+    errno.EPERM: "operation not permitted: choose a folder you can write to, or fix its "
+    "permissions",
     errno.EROFS: "read-only file system: choose a writable folder",
     errno.ENOTDIR: "a part of this path is a file, not a folder: pass a folder path",
     errno.EISDIR: "this is a folder: pass a file path",

@@ -32,13 +32,21 @@ def sha256(path: Path, block: int = 1 << 20) -> str:
 def require_clips(manifest: dict[str, Any], data_dir: Path, split: str, purpose: str) -> int:
     """The number of clips of ``split``; a missing or empty split raises a one-line fix."""
     if split not in manifest["splits"]:
-        raise ConfigError(f"split {split!r} is not in {Path(data_dir) / MANIFEST_NAME}; it has "
-                          f"{', '.join(manifest['splits'])}: pick one of those for {purpose}")
+        raise ConfigError(
+            f"split {split!r} is not in {Path(data_dir) / MANIFEST_NAME}; it has "
+            f"{', '.join(manifest['splits'])}: pick one of those for {purpose}"
+        )
     clips = int(manifest["splits"][split]["clips"])
     if not clips:
-        towns = ", ".join(manifest.get("splits_config", {}).get("splits", {}).get(split, ())) or "its towns"
-        raise CaptureError(f"split {split!r} of {data_dir} has no clips, so there is nothing for {purpose}; record "
-                           f"{towns} (capture record --town ...), then run capture split {data_dir}")
+        towns = (
+            ", ".join(manifest.get("splits_config", {}).get("splits", {}).get(split, ()))
+            or "its towns"
+        )
+        raise CaptureError(
+            f"split {split!r} of {data_dir} has no clips, so there is nothing for {purpose}; "
+            "record "
+            f"{towns} (capture record --town ...), then run capture split {data_dir}"
+        )
     return clips
 
 
@@ -50,14 +58,21 @@ def empty_splits(manifest: dict[str, Any]) -> list[str]:
 def _check_shard(data_dir: Path, shard: dict[str, Any], verify_checksums: bool, hint: str) -> None:
     file = Path(data_dir) / shard["path"]
     if not file.exists():
-        raise CaptureError(f"{shard['path']} is listed in {MANIFEST_NAME} but gone; restore it or {hint}")
+        raise CaptureError(
+            f"{shard['path']} is listed in {MANIFEST_NAME} but gone; restore it or {hint}"
+        )
     stat = file.stat()
     changed = stat.st_size != shard["bytes"]
-    if not changed and (verify_checksums or stat.st_mtime_ns != shard.get("mtime_ns", stat.st_mtime_ns)):
+    if not changed and (
+        verify_checksums or stat.st_mtime_ns != shard.get("mtime_ns", stat.st_mtime_ns)
+    ):
         changed = sha256(file) != shard["sha256"]
     if changed:
-        raise CaptureError(f"{shard['path']} changed since {MANIFEST_NAME} was written (size or checksum differs); "
-                           f"restore it or {hint}")
+        raise CaptureError(
+            f"{shard['path']} changed since {MANIFEST_NAME} was written (size or checksum "
+            "differs); "
+            f"restore it or {hint}"
+        )
 
 
 def load_manifest(data_dir: Path, verify_checksums: bool = False) -> dict[str, Any]:
@@ -71,8 +86,11 @@ def load_manifest(data_dir: Path, verify_checksums: bool = False) -> dict[str, A
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CaptureError(f"{path} is unreadable ({exc}); {hint}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT \
-            or manifest.get("version") not in READABLE_MANIFESTS:
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != MANIFEST_FORMAT
+        or manifest.get("version") not in READABLE_MANIFESTS
+    ):
         raise CaptureError(f"{path} is not a split manifest this version reads; {hint}")
     for split in manifest["splits"].values():
         for shard in split["shards"]:
