@@ -42,9 +42,8 @@ RIGID_ATOL = 1e-5
 
 def decode_depth(code: np.ndarray) -> np.ndarray:
     """uint32 24-bit depth codes -> float32 planar depth in metres (a new array)."""
-    out = np.asarray(code).astype(np.float32)  # exact: codes have 24 bits
-    out *= _SCALE32
-    return out
+    # one pass; each code converts to float32 exactly (24 bits), then one float32 product
+    return np.multiply(np.asarray(code), _SCALE32, dtype=np.float32)
 
 
 def encode_depth(depth: np.ndarray) -> np.ndarray:
