@@ -72,7 +72,9 @@ def cleanup_in_child(
     None when it worked, else why not."""
     ctx = mp.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_cleanup_child, args=(send, cleanup, cfg), name="carla-cleanup", daemon=True)
+    child = ctx.Process(
+        target=_cleanup_child, args=(send, cleanup, cfg), name="carla-cleanup", daemon=True
+    )
     child.start()
     send.close()
     outcome = ("failed", f"no answer within {timeout:g} s")
