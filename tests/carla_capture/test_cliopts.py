@@ -9,7 +9,7 @@ import pytest
 
 from carla_capture.cli import RECORD_FIELDS, capture_config, record
 from carla_capture.config import CaptureConfig
-from clipcore.shards import CODECS
+from clipcore.codecs import CODECS
 
 
 def _option(name: str) -> click.Option:
