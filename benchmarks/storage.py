@@ -36,8 +36,8 @@ import numpy as np  # noqa: E402
 
 from carla_capture.backends.synthetic import SyntheticBackend  # noqa: E402
 from carla_capture.config import CaptureConfig  # noqa: E402
-from clipcore.records import Clip  # noqa: E402
 from clipcore.codecs import CODECS  # noqa: E402
+from clipcore.records import Clip  # noqa: E402
 from clipcore.shards import ShardReader, ShardWriter  # noqa: E402
 
 cv2.setNumThreads(1)
