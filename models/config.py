@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ModelConfig(BaseModel):
-    """Sizes and variants of the four models; a preset fills every field."""
+    """Sizes and variants of the four models; a preset fills every field (the preset's name is
+    ``TrainConfig.preset``, the one place it is kept)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    preset: str = Field("tiny", description="Name of the preset these values came from.")
     backbone: Literal["resnet50", "mobilenet_v3_small"] = Field("mobilenet_v3_small", description="Image encoder.")
     num_classes: int = Field(22, ge=2, description="Segmentation classes (the label map's size).")
     input_size: tuple[int, int] = Field((128, 256), description="(H, W) the preset is sized for; FLOPs are reported at it.")
@@ -32,17 +34,25 @@ class ModelConfig(BaseModel):
         "none", description="torchvision weights to load (needs network access once; never used by tests)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_old_preset_name(cls, data: Any) -> Any:
+        """Runs saved before the preset name moved to TrainConfig carry ``model.preset``."""
+        if isinstance(data, dict) and "preset" in data:
+            data = {k: v for k, v in data.items() if k != "preset"}
+        return data
+
 
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(
-        preset="paper", backbone="resnet50", input_size=(256, 512), seg_head="deeplab", decoder="paper",
+        backbone="resnet50", input_size=(256, 512), seg_head="deeplab", decoder="paper",
         decoder_channels=384, memory_channels=None, motion_channels=(1024, 256, 128), motion_hidden=128,
     ),
     "small": ModelConfig(
-        preset="small", backbone="resnet50", input_size=(256, 512), seg_head="deeplab", decoder="skip",
+        backbone="resnet50", input_size=(256, 512), seg_head="deeplab", decoder="skip",
         decoder_channels=128, memory_channels=256, motion_channels=(256, 128, 128), motion_hidden=128,
     ),
-    "tiny": ModelConfig(preset="tiny"),
+    "tiny": ModelConfig(),
 }
 
 

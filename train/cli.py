@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from clipcore.clitools import ErrorGroup
+from models.config import PRESETS
 
 
 @click.group(cls=ErrorGroup)
@@ -26,7 +27,7 @@ def main(verbose: int) -> None:
 @click.argument("stage", type=click.Choice(["stage1", "stage2", "stage3", "stage4", "all", "forecast"]))
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False), required=True, help="Dataset folder with split.json.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder.")
-@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="tiny", show_default=True, help="Model sizes and schedule.")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="tiny", show_default=True, help="Model sizes and schedule.")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with TrainConfig fields.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. --set stages.stage1.epochs=2.")
 @click.option("--resume", is_flag=True, help="Continue each stage from its last.pt.")
@@ -127,7 +128,7 @@ def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gi
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="paper", show_default=True,
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="paper", show_default=True,
               help="Model sizes to describe.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def models(preset: str, as_json: bool) -> None:
@@ -138,7 +139,6 @@ def models(preset: str, as_json: bool) -> None:
       train models --preset paper
       train models --preset tiny --json
     """
-    from models.config import PRESETS
     from models.summary import format_rows, summarize
 
     cfg = PRESETS[preset]
@@ -146,4 +146,4 @@ def models(preset: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"preset": preset, "input_size": list(cfg.input_size), "models": rows}, indent=2))
     else:
-        click.echo(format_rows(cfg, rows))
+        click.echo(format_rows(preset, cfg, rows))
