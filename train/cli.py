@@ -76,19 +76,19 @@ def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json:
       train eval --run runs/paper --split val --device cuda
       train eval --run runs/demo --task forecast
     """
+    from train.evaluate import write_report
+
     if task == "forecast":
-        from train.forecast_eval import evaluate_forecast, to_markdown, write_forecast_report
+        from train.forecast_eval import evaluate_forecast, to_markdown
 
-        report = evaluate_forecast(run_dir, split, data, device)
-        js, md = write_forecast_report(report, run_dir)
-        click.echo(json.dumps(report, indent=2) if as_json else to_markdown(report))
-        click.echo(f"-> {js}, {md}", err=True)
-        return
-    from train.evaluate import evaluate_run, to_markdown, write_report
-    from train.perturb import Perturbation
+        report, name = evaluate_forecast(run_dir, split, data, device), "forecast_eval"
+    else:
+        from train.evaluate import evaluate_run, to_markdown
+        from train.perturb import Perturbation
 
-    report = evaluate_run(run_dir, split, data, device, Perturbation() if perturbed else None)
-    js, md = write_report(report, run_dir)
+        report = evaluate_run(run_dir, split, data, device, Perturbation() if perturbed else None)
+        name = "eval"
+    js, md = write_report(report, run_dir, name, to_markdown)
     click.echo(json.dumps(report, indent=2) if as_json else to_markdown(report))
     click.echo(f"-> {js}, {md}", err=True)
 
