@@ -17,6 +17,7 @@ import click
 from carla_capture.clitools import ErrorGroup
 from carla_capture.config import CaptureConfig, VerifyConfig
 from carla_capture.fsutil import atomic_write_text
+from carla_capture.import_cli import import_group
 from carla_capture.settings import apply_overrides, build, read_toml
 
 
@@ -192,3 +193,6 @@ def verify(data_dir: Path, report: Path | None, do_quarantine: bool, config: Pat
     click.echo(f"report -> {report}")
     if any(not r.passed for r in reports):
         sys.exit(1)
+
+
+main.add_command(import_group)
