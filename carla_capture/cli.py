@@ -18,7 +18,7 @@ from carla_capture.clitools import ErrorGroup
 from carla_capture.config import CaptureConfig, VerifyConfig
 from carla_capture.fsutil import atomic_write_text
 from carla_capture.import_cli import import_group
-from carla_capture.settings import apply_overrides, build, read_toml
+from carla_capture.settings import apply_overrides, build, deep_merge, read_toml
 
 
 class _Group(ErrorGroup):
@@ -34,7 +34,8 @@ def main(verbose: int) -> None:
 
 
 CARLA_OPTIONS = ("host", "port", "tm_port", "timeout", "vehicles", "walkers", "sensor_timeout", "warmup_ticks",
-                 "max_restarts", "servers")
+                 "max_restarts", "servers",
+                 "server_cmd", "server_wait", "map_timeout", "stall_timeout", "keep_settings")
 
 
 def capture_config(config: Path | None, options: dict[str, Any], overrides: tuple[str, ...]) -> CaptureConfig:
@@ -43,8 +44,7 @@ def capture_config(config: Path | None, options: dict[str, Any], overrides: tupl
     carla = {k: options.pop(k) for k in CARLA_OPTIONS if options.get(k) is not None}
     if "servers" in carla:
         carla["servers"] = [s for s in carla["servers"].split(",") if s]
-    data.setdefault("carla", {}).update(carla)
-    data.update({k: v for k, v in options.items() if v is not None})
+    data = deep_merge(data, {"carla": carla, **{k: v for k, v in options.items() if v is not None}})
     data = apply_overrides(CaptureConfig, data, list(overrides))
     return build(CaptureConfig, data, "capture config")
 
@@ -71,7 +71,20 @@ def capture_config(config: Path | None, options: dict[str, Any], overrides: tupl
 @click.option("--sensor-timeout", type=float, help="Seconds to wait for a camera's measurement of a tick [default: 2].")
 @click.option("--warmup-ticks", type=int, help="Ticks discarded after (re)spawning [default: 20].")
 @click.option("--max-restarts", type=int, help="Reconnects to a crashed server before giving up [default: 3].")
-@click.option("--servers", help="host:port,host:port,...: one capture process per CARLA server, seeds seed, seed+1, ...")
+@click.option("--servers", help="host:port,host:port,...: one capture process per CARLA server, "
+              "seeds seed, seed+1, ...; or N with --server-cmd: N servers launched on ports port, "
+              "port+4, ... and GPUs 0..N-1.")
+@click.option("--server-cmd", help="Start, relaunch and stop the server yourself: a command with "
+              "{port} (and {gpu}), e.g. \"/opt/carla/CarlaUE4.sh -RenderOffScreen -nosound "
+              "-carla-rpc-port={port}\".")
+@click.option("--server-wait", type=float,
+              help="Seconds to wait for a lost or (re)launched server [default: 60].")
+@click.option("--map-timeout", type=float,
+              help="Seconds allowed for loading the town's map [default: 120].")
+@click.option("--stall-timeout", type=float,
+              help="Seconds without a tick before the worker is restarted [default: 60].")
+@click.option("--keep-settings", is_flag=True, default=None,
+              help="On exit restore the server's settings as found, not asynchronous.")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with CaptureConfig fields.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set frames=10 or --set carla.respawn_every=3.")
 def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> None:
@@ -95,6 +108,8 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
 
         record_on_servers(cfg)
         return
+    if cfg.backend == "carla" and cfg.carla.supervise:
+        from carla_capture.supervisor import supervised_record as run_record
     todo_hint = f"{cfg.town} ({cfg.backend}, seed {cfg.seed})"
     with click.progressbar(length=cfg.clips, label=f"recording {todo_hint}", file=sys.stderr) as bar:
         summary = run_record(cfg, progress=lambda _cid: bar.update(1))
@@ -192,6 +207,36 @@ def verify(data_dir: Path, report: Path | None, do_quarantine: bool, config: Pat
         click.echo(f"quarantined {rel}")
     click.echo(f"report -> {report}")
     if any(not r.passed for r in reports):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--host", help="CARLA server host [default: 127.0.0.1].")
+@click.option("--port", type=int, help="CARLA RPC port [default: 2000].")
+@click.option("--tm-port", type=int, help="Traffic Manager port [default: 8000].")
+@click.option("--town", help="Town whose map to load and record from [default: Town03].")
+@click.option("--town-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder of town files.")
+@click.option("--timeout", type=float, help="Seconds to wait per server call [default: 10].")
+@click.option("--map-timeout", type=float, help="Seconds for loading the map [default: 120].")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON (for bug reports).")
+def doctor(as_json: bool, **options: Any) -> None:
+    """Check a CARLA server before recording: versions, maps, map load time, synchronous tick rate,
+    Traffic Manager, latency per camera, one short clip with the reprojection checks. Prints a
+    table with the fix of every failure; exits 1 when a check fails. Leaves the server asynchronous.
+
+    \b
+    Examples:
+      capture doctor
+      capture doctor --host 10.0.0.5 --port 2000 --town Town10HD
+      capture doctor --json > doctor.json
+    """
+    from carla_capture import doctor as dr
+
+    cfg = capture_config(None, {**options, "backend": "carla", "frames": 5, "out": Path(".")}, ())
+    checks = dr.run_doctor(cfg)
+    click.echo(json.dumps(dr.as_json(checks), indent=2) if as_json else dr.format_table(checks))
+    if not all(c.passed for c in checks):
         sys.exit(1)
 
 

@@ -34,17 +34,64 @@ class CameraRig(BaseModel):
     pitch: float = Field(-3.0, ge=-45.0, le=45.0, description="Mount pitch in degrees (negative looks down).")
 
 
+#: ``carla.WeatherParameters`` presets of CARLA 0.9.16 (test_carla_contract checks them).
+CARLA_PRESETS = (
+    "ClearNight", "ClearNoon", "ClearSunset", "CloudyNight", "CloudyNoon", "CloudySunset",
+    "Default", "DustStorm", "HardRainNight", "HardRainNoon", "HardRainSunset", "MidRainSunset",
+    "MidRainyNight", "MidRainyNoon", "SoftRainNight", "SoftRainNoon", "SoftRainSunset",
+    "WetCloudyNight", "WetCloudyNoon", "WetCloudySunset", "WetNight", "WetNoon", "WetSunset",
+)  # fmt: skip
+#: Every field of ``carla.WeatherParameters`` (a field not passed to its constructor is 0).
+WEATHER_FIELDS = (
+    "cloudiness", "precipitation", "precipitation_deposits", "wind_intensity",
+    "sun_azimuth_angle", "sun_altitude_angle", "fog_density", "fog_distance", "fog_falloff",
+    "wetness", "scattering_intensity", "mie_scattering_scale", "rayleigh_scattering_scale",
+    "dust_storm",
+)  # fmt: skip
+
+
 class Weather(BaseModel):
-    """One weather preset; field names follow ``carla.WeatherParameters``."""
+    """One weather of a town's pool: a CARLA preset (every field), the fields set here on top."""
 
     model_config = _STRICT
-    name: str = Field(description="Preset name, stored in the clip's weather attribute.")
+    name: str = Field(description="Weather name, stored in the clip's weather attribute.")
+    preset: str | None = Field(
+        None, description="CARLA preset it starts from; default: name if a preset, else ClearNoon."
+    )
     cloudiness: float = Field(10.0, ge=0, le=100, description="Cloud cover, 0..100.")
     precipitation: float = Field(0.0, ge=0, le=100, description="Rain, 0..100.")
     wetness: float = Field(0.0, ge=0, le=100, description="Wet road look, 0..100.")
     fog_density: float = Field(0.0, ge=0, le=100, description="Fog thickness, 0..100.")
     sun_altitude_angle: float = Field(60.0, ge=-90, le=90, description="Sun elevation, degrees.")
     sun_azimuth_angle: float = Field(180.0, ge=0, le=360, description="Sun azimuth, degrees.")
+    # The fields below default to the preset's values.
+    precipitation_deposits: float | None = Field(None, ge=0, le=100, description="Puddles, 0..100.")
+    wind_intensity: float | None = Field(None, ge=0, le=100, description="Wind, 0..100.")
+    fog_distance: float | None = Field(None, ge=0, description="Fog start distance, metres.")
+    fog_falloff: float | None = Field(
+        None, ge=0, description="Fog density over height (0: fog everywhere)."
+    )
+    scattering_intensity: float | None = Field(None, ge=0, description="Light scattering in fog.")
+    mie_scattering_scale: float | None = Field(None, ge=0, description="Mie scattering (haze).")
+    rayleigh_scattering_scale: float | None = Field(
+        None, ge=0, description="Rayleigh scattering (sky colour)."
+    )
+    dust_storm: float | None = Field(None, ge=0, le=100, description="Dust storm, 0..100.")
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, value: str | None) -> str | None:
+        if value is not None and value not in CARLA_PRESETS:
+            raise ValueError(
+                f"{value!r} is not a CARLA 0.9.16 weather preset; use one of "
+                + ", ".join(CARLA_PRESETS)
+            )
+        return value
+
+    @property
+    def base_preset(self) -> str:
+        """The CARLA preset this weather starts from."""
+        return self.preset or (self.name if self.name in CARLA_PRESETS else "ClearNoon")
 
 
 class Layout(BaseModel):
@@ -140,11 +187,34 @@ class CarlaSettings(BaseModel):
     sensor_timeout: float = Field(2.0, gt=0, description="Seconds to wait for a sensor's measurement of a tick.")
     warmup_ticks: int = Field(20, ge=0, description="Ticks discarded after (re)spawning, while auto-exposure settles.")
     respawn_every: int = Field(5, ge=1, description="Move the ego to a new spawn point every K clips.")
-    pose_tolerance_m: float = Field(0.5, gt=0, description="Allowed distance between a camera's pose and the ego's mount point.")
+    pose_tolerance_m: float = Field(
+        0.005, gt=0, description="Allowed distance (m) between an image's pose and the ego's mount "
+        "point in the world snapshot of the same frame.",
+    )
     clip_attempts: int = Field(3, ge=1, description="Tries per clip when a sensor times out or disagrees.")
     max_restarts: int = Field(3, ge=0, description="Reconnects after a lost server before giving up.")
     restart_backoff_s: float = Field(2.0, ge=0, description="First wait before reconnecting; doubles each time.")
     servers: tuple[str, ...] = Field((), description="host:port of several servers, one capture process each.")
+    map_timeout: float = Field(120.0, gt=0, description="Seconds allowed for load_world.")
+    server_wait: float = Field(
+        60.0, ge=0, description="Seconds to wait for a lost server to answer again."
+    )
+    keep_settings: bool = Field(
+        False, description="On exit restore the server's settings as found, not asynchronous."
+    )
+    stall_timeout: float = Field(
+        60.0, gt=0, description="Seconds without a tick before the worker is restarted."
+    )
+    server_cmd: str | None = Field(
+        None, description="Command that starts a server, with {port} (and {gpu}); capture then "
+        "starts, relaunches and stops it.",
+    )
+    contact_wait: float = Field(
+        0.0, ge=0, description="Seconds the first contact waits for an answer (the supervisor "
+        "sets it for a restarted worker).",
+    )
+    server_gpu: int = Field(0, ge=0, description="Value of {gpu} in server_cmd.")
+    supervise: bool = Field(True, description="Record in a worker watched by a heartbeat per tick.")
 
 
 class CaptureConfig(BaseModel):

@@ -45,6 +45,20 @@ def validation_message(exc: ValidationError, source: str) -> str:
     return f"{source}: {key}: {msg}{more}"
 
 
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in, key by key at every depth (a new dict; inputs untouched).
+
+    A table in a config file changes only the keys it names: ``[stages.stage1] epochs = 2``
+    keeps the rest of stage 1, and ``[model] motion_hidden = 32`` the rest of the preset's model."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def build(model: type[M], data: dict[str, Any], source: str) -> M:
     """Validate ``data`` as ``model``; errors become a one-line :class:`ConfigError`."""
     try:

@@ -8,10 +8,11 @@ Geometry follows ``docs/conventions.md``: pixel centres at ``i + 0.5``.
   so poses stay proper rotations and ``rel_pose' = M @ rel_pose @ M``.
 - Resized crop of box (x0, y0, w, h) to the output size: ``u' = (u - x0) * W'/w``, so
   ``fx' = fx * W'/w``, ``cx' = (cx - x0) * W'/w`` (same for y); RGB is resampled bilinearly,
-  labels by nearest pixel centre. Depth is resampled by nearest pixel centre at depth edges,
-  and inside faces by bilinear interpolation of inverse depth (exact on a plane), so every
-  output pixel's depth belongs to its own ray and reprojection stays exact, with no
-  "flying pixels" between surfaces.
+  labels by nearest pixel centre. Depth is resampled by nearest pixel centre at depth edges
+  and on the far plane, and inside faces by bilinear interpolation of inverse depth (exact on
+  a plane; see ``dataset/resample.py``), so every output pixel's depth belongs to its own ray,
+  reprojection stays exact, no "flying pixels" appear between surfaces and the sky stays
+  exactly on the far plane (invalid) at any size.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import cv2
 import numpy as np
 
 from dataset.config import AugmentConfig
+from dataset.resample import nearest_index, resample_depth
 
 MIRROR = np.diag([-1.0, 1.0, 1.0, 1.0])
 
@@ -100,39 +102,13 @@ def photometric(rgb: np.ndarray, d: Draw) -> np.ndarray:
     return np.clip(out, 0, 1, out=out)
 
 
-def _flat_index(crop: tuple[float, float, float, float], size: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-    """Flat index of the source pixel nearest to each output pixel centre, (H', W')."""
-    x0, y0, w, h = crop
-    rows = np.clip(np.floor(y0 + (np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), 0, shape[0] - 1)
-    cols = np.clip(np.floor(x0 + (np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), 0, shape[1] - 1)
-    return rows[:, None] * shape[1] + cols[None, :]
-
-
 def _nearest(images: np.ndarray, crop: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
-    flat = _flat_index(crop, size, images.shape[1:3])
+    flat = nearest_index(crop, size, images.shape[1:3])
     return images.reshape(len(images), -1, *images.shape[3:])[:, flat]
 
 
-def _source_coords(crop: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Continuous source coordinates of the output pixel centres, in index space (centres at integers)."""
-    x0, y0, w, h = crop
-    return x0 + (np.arange(size[1]) + 0.5) * w / size[1] - 0.5, y0 + (np.arange(size[0]) + 0.5) * h / size[0] - 0.5
-
-
 def _depth(depth: np.ndarray, crop: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
-    t, height, width = depth.shape
-    x, y = _source_coords(crop, size)
-    i = np.clip(np.floor(x).astype(np.int64), 0, width - 2)
-    j = np.clip(np.floor(y).astype(np.int64), 0, height - 2)
-    fx = np.clip(x - i, 0, 1).astype(np.float32)[None, :]
-    fy = np.clip(y - j, 0, 1).astype(np.float32)[:, None]
-    inv = (1.0 / depth).reshape(t, -1)
-    flat = j[:, None] * width + i[None, :]
-    c00, c01, c10, c11 = (inv[:, flat + off] for off in (0, 1, width, width + 1))
-    planar = np.abs(c00 + c11 - c01 - c10) <= 1e-5 * np.maximum(c00, c11)
-    smooth = 1.0 / (c00 * ((1 - fx) * (1 - fy)) + c01 * (fx * (1 - fy)) + c10 * ((1 - fx) * fy) + c11 * (fx * fy))
-    nearest = _nearest(depth, crop, size)
-    return np.where(planar, np.minimum(smooth, depth.max()), nearest).astype(np.float32)
+    return resample_depth(depth, crop, size)
 
 
 def _bilinear(rgb: np.ndarray, crop: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:

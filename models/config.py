@@ -19,6 +19,11 @@ class ModelConfig(BaseModel):
     decoder: Literal["paper", "skip"] = Field("skip", description="Depth decoder: the reference's, or a lighter one with a skip.")
     decoder_channels: int = Field(64, ge=8, description="Width of the depth decoder.")
     memory_channels: int | None = Field(64, description="ConvGRU width; None runs it on the full bottleneck (paper).")
+    memory_alignment: Literal["none", "estimated", "ground_truth"] = Field(
+        "estimated",
+        description="Warp the memory into each new frame by depth and pose: the model's own "
+        "estimates, ground truth (an oracle for ablations), or none (fixed pixel positions).",
+    )
     motion_channels: tuple[int, int, int] = Field((128, 64, 64), description="MotionEstimator conv widths.")
     motion_hidden: int = Field(64, ge=4, description="Ego-motion GRU hidden size.")
     max_depth_m: float = Field(1000.0, gt=0, description="Predicted depth is clamped to this, metres.")

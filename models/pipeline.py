@@ -2,7 +2,9 @@
 
 ``state = model.init_state(batch, height, width)`` then ``outputs, state = model.step(frame, state)``
 runs a clip of any length at constant memory and cost per frame; ``model(window)`` runs a
-(B, T, 3, H, W) window at once for training (backpropagation through time).
+(B, T, 3, H, W) window at once for training (backpropagation through time). Both give the same
+outputs. A memory aligned by geometry needs the camera's ``intrinsics`` (B, 3, 3) at the frames'
+size; the ``ground_truth`` oracle also needs the true ``depth`` and ``rel_pose``.
 """
 
 from __future__ import annotations
@@ -47,33 +49,73 @@ class TemporalPipeline(nn.Module):
         return PipelineState(self.geometry.init_state(batch, height, width, device, dtype), None,
                              self.ego_motion.init_state(batch, device, dtype), eye)
 
-    def step(self, frame: torch.Tensor, state: PipelineState) -> tuple[dict[str, torch.Tensor], PipelineState]:
+    def _truth(self, depth: torch.Tensor | None, rel_pose: torch.Tensor | None) -> tuple:
+        if self.geometry.alignment != "ground_truth":
+            return None, None
+        if depth is None or rel_pose is None:
+            raise ValueError("memory_alignment='ground_truth' needs the true depth and rel_pose of "
+                             "the frames")
+        return depth, rel_pose
+
+    def step(self, frame: torch.Tensor, state: PipelineState,
+             intrinsics: torch.Tensor | None = None, depth: torch.Tensor | None = None,
+             rel_pose: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], PipelineState]:
         """One normalised frame (B, 3, H, W) -> ``seg_logits``, ``depth`` and, after the first
         frame, ``rel_pose`` (motion from the previous frame, in its camera coordinates) and
-        ``cam_to_world`` (accumulated, relative to the first frame)."""
-        out, memory, embedding = self.geometry.step(frame, state.memory)
+        ``cam_to_world`` (accumulated, relative to the first frame).
+
+        ``intrinsics`` (B, 3, 3) at the frame's size; ``depth`` (B, 1, H, W) and ``rel_pose``
+        (B, 4, 4) are the ground truth, read only by the ``ground_truth`` alignment."""
+        true_depth, true_pose = self._truth(depth, rel_pose)
         ego, pose = state.ego, state.cam_to_world
+        feats = self.geometry.backbone(frame)
+        embedding = feats["out"]
+        motion = None
         if state.embedding is not None:
             motion, ego = self.ego_motion.step(state.embedding, embedding, ego)
             pose = pose @ motion["rel_pose"]
+        first = state.embedding is None
+        size = tuple(frame.shape[-2:])
+        align_pose = true_pose if true_pose is not None else (None if first else motion["rel_pose"])
+        if not first and self.geometry.alignment == "estimated":
+            true_depth = self.geometry.alignment_depth(feats, size)
+        memory, valid = self.geometry.align(state.memory, first, size, intrinsics, align_pose,
+                                            true_depth)
+        fused, memory = self.geometry.memory(embedding, memory, valid)
+        out = self.geometry.decode(feats, fused, size)
+        if motion is not None:
             out.update(rel_pose=motion["rel_pose"], cam_to_world=pose)
         return out, PipelineState(memory, embedding, ego, pose, state.frames + 1)
 
-    def forward(self, window: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, window: torch.Tensor, intrinsics: torch.Tensor | None = None,
+                depth: torch.Tensor | None = None,
+                rel_pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """(B, T, 3, H, W) -> ``seg_logits`` (B, T, K, H, W), ``depth`` (B, T, 1, H, W) metres,
-        ``rel_pose`` and ``cam_to_world`` (B, T, 4, 4) (identity at t = 0)."""
+        ``rel_pose`` and ``cam_to_world`` (B, T, 4, 4) (identity at t = 0).
+
+        ``intrinsics`` (B, 3, 3) or (B, T, 3, 3); ``depth`` (B, T, 1, H, W) and ``rel_pose``
+        (B, T, 4, 4): the ground truth, read only by the ``ground_truth`` alignment."""
         b, t, _, h, w = window.shape
+        true_depth, true_pose = self._truth(depth, rel_pose)
+        if intrinsics is not None and intrinsics.dim() == 4:
+            intrinsics = intrinsics[:, 0]
         feats = self.geometry.backbone(window.flatten(0, 1))
         bottleneck = feats["out"].unflatten(0, (b, t))
+        eye = torch.eye(4, device=window.device, dtype=window.dtype).expand(b, 1, 4, 4)
+        rel = torch.cat([eye, self.ego_motion(bottleneck)["rel_pose"]], 1) if t > 1 else eye
+        align_pose = true_pose if true_pose is not None else rel
+        if self.geometry.alignment == "estimated" and t > 1:
+            true_depth = self.geometry.alignment_depth(feats, (h, w)).unflatten(0, (b, t))
         memory = self.geometry.init_state(b, h, w, window.device, window.dtype)
         fused = []
         for k in range(t):
-            f, memory = self.geometry.memory(bottleneck[:, k], memory)
+            d = true_depth[:, k] if true_depth is not None else None
+            memory, valid = self.geometry.align(memory, k == 0, (h, w), intrinsics,
+                                                align_pose[:, k], d)
+            f, memory = self.geometry.memory(bottleneck[:, k], memory, valid)
             fused.append(f)
         out = self.geometry.decode(feats, torch.stack(fused, 1).flatten(0, 1), (h, w))
         out = {k: v.unflatten(0, (b, t)) for k, v in out.items()}
-        eye = torch.eye(4, device=window.device, dtype=window.dtype).expand(b, 1, 4, 4)
-        rel = torch.cat([eye, self.ego_motion(bottleneck)["rel_pose"]], 1) if t > 1 else eye
         poses = [rel[:, 0]]
         for k in range(1, t):
             poses.append(poses[-1] @ rel[:, k])

@@ -43,13 +43,14 @@ def summarize(cfg: ModelConfig) -> list[dict[str, Any]]:
         pipeline = build_pipeline(cfg, geometry, ego).eval()
         memory = geometry.init_state(1, h, w)
         embedding = geometry.backbone(frame)["out"]
-        state = pipeline.step(frame, pipeline.init_state(1, h, w))[1]
+        K = torch.empty(1, 3, 3)  # shapes only: the meta device computes nothing
+        state = pipeline.step(frame, pipeline.init_state(1, h, w), K)[1]
         runs = {
             "SegmentationModel": (seg, lambda: seg(frame)),
             "DepthEstimationModel": (depth, lambda: depth(frame)),
             "GeometryFilter": (geometry, lambda: geometry.step(frame, memory)),
             "EgoMotionFilter": (ego, lambda: ego.step(embedding, embedding, ego.init_state(1))),
-            "Full pipeline": (pipeline, lambda: pipeline.step(frame, state)),
+            "Full pipeline": (pipeline, lambda: pipeline.step(frame, state, K)),
         }
         for name, (model, run) in runs.items():
             rows.append({"model": name, "parameters": count_parameters(model), "gflops_per_frame": _flops(run) / 1e9})

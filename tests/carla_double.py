@@ -12,23 +12,91 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import json
+import os
+import socket
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from carla_capture.geometry import ue_rotation
+from carla_capture.backends.synthetic.render import Look, Renderer
+from carla_capture.backends.synthetic.town import Boxes, Town, build_town
+from carla_capture.config import Layout, Weather
+from carla_capture.geometry import carla_to_cam_to_world, intrinsics, ue_rotation
 
 SERVERS: dict[tuple[str, int], "FakeServer"] = {}
 CLIENT_VERSION = "0.9.16"
 
 
 def _check(obj) -> None:  # noqa: ANN001
+    obj._server.live()
     if obj._epoch != obj._server.epoch:
-        raise RuntimeError("time-out of 2000ms while waiting for the simulator, make sure the simulator is ready and connected")
+        raise RuntimeError(
+            "time-out of 2000ms while waiting for the simulator, make sure the simulator is ready "
+            "and connected"
+        )
 
 
-class Location:
+#: double class -> member -> the declared uses (contract.Use) of it; filled at the end
+STRICT: dict[type, dict[str, list]] = {}
+_PACKAGE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "carla_capture", ""
+)
+
+
+def _from_package(depth: int = 2) -> bool:
+    return bool(STRICT) and sys._getframe(depth).f_code.co_filename.startswith(_PACKAGE)
+
+
+def _declared(cls: type, member: str) -> list:
+    return [use for k in cls.__mro__ for use in STRICT.get(k, {}).get(member, ())]
+
+
+def _fits(uses: list, args: tuple, kwargs: dict) -> bool:
+    return any(len(args) == u.args and set(kwargs) <= set(u.kwargs) for u in uses)
+
+
+def _refuse(cls: type, what: str) -> AttributeError:
+    return AttributeError(
+        f"carla.{cls.__name__.lstrip('_')}.{what} is not in the contract "
+        "(carla_capture/backends/carla/contract.py); declare it there"
+    )
+
+
+class _Strict:
+    """Refuses, to the package's code, every member and call shape the contract does not list: the
+    backend cannot come to depend on something never checked against the real client."""
+
+    def __new__(cls, *args, **kwargs):  # noqa: ANN204
+        if _from_package() and not _fits(_declared(cls, "__init__"), args, kwargs):
+            raise _refuse(cls, f"__init__ with {len(args)} arguments and keywords {sorted(kwargs)}")
+        return super().__new__(cls)
+
+    def __getattribute__(self, name: str):  # noqa: ANN204
+        value = object.__getattribute__(self, name)
+        if name.startswith("_") or not _from_package():
+            return value
+        cls = type(self)
+        uses = _declared(cls, name)
+        if not uses:
+            raise _refuse(cls, name)
+        if not callable(value) or any(u.attribute for u in uses):
+            return value
+
+        def checked(*args, **kwargs):  # noqa: ANN202
+            if not _fits(uses, args, kwargs):
+                raise _refuse(
+                    cls, f"{name} with {len(args)} arguments and keywords {sorted(kwargs)}"
+                )
+            return value(*args, **kwargs)
+
+        return checked
+
+
+class Location(_Strict):
     x = y = z = 0.0
 
     def __init__(self, x: float = 0.0, y: float = 0.0, z: float = 0.0) -> None:
@@ -38,14 +106,14 @@ class Location:
         return float(np.linalg.norm([self.x - other.x, self.y - other.y, self.z - other.z]))
 
 
-class Rotation:
+class Rotation(_Strict):
     pitch = yaw = roll = 0.0
 
     def __init__(self, pitch: float = 0.0, yaw: float = 0.0, roll: float = 0.0) -> None:
         self.pitch, self.yaw, self.roll = float(pitch), float(yaw), float(roll)
 
 
-class Transform:
+class Transform(_Strict):
     location = Location()
     rotation = Rotation()
 
@@ -58,46 +126,389 @@ class Transform:
         return Location(p[0] + self.location.x, p[1] + self.location.y, p[2] + self.location.z)
 
     def compose(self, local: "Transform") -> "Transform":
-        """World transform of ``local`` attached to this one (parents only yaw here, children only pitch)."""
+        """World transform of ``local`` attached to this one (parents yaw only, children pitch)."""
         r, q = self.rotation, local.rotation
-        return Transform(self.transform(local.location), Rotation(r.pitch + q.pitch, r.yaw + q.yaw, r.roll + q.roll))
+        return Transform(
+            self.transform(local.location),
+            Rotation(r.pitch + q.pitch, r.yaw + q.yaw, r.roll + q.roll),
+        )
 
 
-class WeatherParameters:
-    def __init__(self, cloudiness: float = 0.0, precipitation: float = 0.0, wetness: float = 0.0, fog_density: float = 0.0,
-                 sun_altitude_angle: float = 0.0, sun_azimuth_angle: float = 0.0) -> None:
-        self.values = dict(cloudiness=cloudiness, precipitation=precipitation, wetness=wetness, fog_density=fog_density,
-                           sun_altitude_angle=sun_altitude_angle, sun_azimuth_angle=sun_azimuth_angle)
+WEATHER_FIELDS = (
+    "cloudiness",
+    "precipitation",
+    "precipitation_deposits",
+    "wind_intensity",
+    "sun_azimuth_angle",
+    "sun_altitude_angle",
+    "fog_density",
+    "fog_distance",
+    "fog_falloff",
+    "wetness",
+    "scattering_intensity",
+    "mie_scattering_scale",
+    "rayleigh_scattering_scale",
+    "dust_storm",
+)
+# CARLA 0.9.16's presets, in the order of WEATHER_FIELDS (checked in test_carla_contract)
+_PRESET_VALUES = {
+    "ClearNight": (5.0, 0.0, 0.0, 10.0, -1.0, -90.0, 60.0, 75.0, 1.0, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "ClearNoon": (5.0, 0.0, 0.0, 10.0, -1.0, 45.0, 2.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "ClearSunset": (5.0, 0.0, 0.0, 10.0, -1.0, 15.0, 2.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "CloudyNight": (
+        60.0,
+        0.0,
+        0.0,
+        10.0,
+        -1.0,
+        -90.0,
+        60.0,
+        0.75,
+        0.1,
+        0.0,
+        1.0,
+        0.03,
+        0.0331,
+        0.0,
+    ),
+    "CloudyNoon": (60.0, 0.0, 0.0, 10.0, -1.0, 45.0, 3.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "CloudySunset": (60.0, 0.0, 0.0, 10.0, -1.0, 15.0, 3.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "Default": (-1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 1.0, 0.03, 0.0331, 0.0),
+    "DustStorm": (
+        100.0,
+        0.0,
+        0.0,
+        100.0,
+        -1.0,
+        45.0,
+        2.0,
+        0.75,
+        0.1,
+        0.0,
+        1.0,
+        0.03,
+        0.0331,
+        100.0,
+    ),
+    "HardRainNight": (
+        100.0,
+        100.0,
+        90.0,
+        100.0,
+        -1.0,
+        -90.0,
+        100.0,
+        0.75,
+        0.1,
+        100.0,
+        1.0,
+        0.03,
+        0.0331,
+        0.0,
+    ),
+    "HardRainNoon": (
+        100.0,
+        100.0,
+        90.0,
+        100.0,
+        -1.0,
+        45.0,
+        7.0,
+        0.75,
+        0.1,
+        0.0,
+        1.0,
+        0.03,
+        0.0331,
+        0.0,
+    ),
+    "HardRainSunset": (
+        100.0,
+        100.0,
+        90.0,
+        100.0,
+        -1.0,
+        15.0,
+        7.0,
+        0.75,
+        0.1,
+        0.0,
+        1.0,
+        0.03,
+        0.0331,
+        0.0,
+    ),
+    "MidRainSunset": (
+        60.0,
+        60.0,
+        60.0,
+        60.0,
+        -1.0,
+        15.0,
+        3.0,
+        0.75,
+        0.1,
+        0.0,
+        1.0,
+        0.03,
+        0.0331,
+        0.0,
+    ),
+    "MidRainyNight": (
+        80.0,
+        60.0,
+        60.0,
+        60.0,
+        -1.0,
+        -90.0,
+        60.0,
+        0.75,
+        0.1,
+        80.0,
+        1.0,
+        0.03,
+        0.0331,
+        0.0,
+    ),
+    "MidRainyNoon": (
+        60.0,
+        60.0,
+        60.0,
+        60.0,
+        -1.0,
+        45.0,
+        3.0,
+        0.75,
+        0.1,
+        0.0,
+        1.0,
+        0.03,
+        0.0331,
+        0.0,
+    ),
+    "SoftRainNight": (
+        60.0,
+        30.0,
+        50.0,
+        30.0,
+        -1.0,
+        -90.0,
+        60.0,
+        0.75,
+        0.1,
+        60.0,
+        1.0,
+        0.03,
+        0.0331,
+        0.0,
+    ),
+    "SoftRainNoon": (
+        20.0,
+        30.0,
+        50.0,
+        30.0,
+        -1.0,
+        45.0,
+        3.0,
+        0.75,
+        0.1,
+        0.0,
+        1.0,
+        0.03,
+        0.0331,
+        0.0,
+    ),
+    "SoftRainSunset": (
+        20.0,
+        30.0,
+        50.0,
+        30.0,
+        -1.0,
+        15.0,
+        2.0,
+        0.75,
+        0.1,
+        0.0,
+        1.0,
+        0.03,
+        0.0331,
+        0.0,
+    ),
+    "WetCloudyNight": (
+        60.0,
+        0.0,
+        50.0,
+        10.0,
+        -1.0,
+        -90.0,
+        60.0,
+        0.75,
+        0.1,
+        60.0,
+        1.0,
+        0.03,
+        0.0331,
+        0.0,
+    ),
+    "WetCloudyNoon": (
+        60.0,
+        0.0,
+        50.0,
+        10.0,
+        -1.0,
+        45.0,
+        3.0,
+        0.75,
+        0.1,
+        0.0,
+        1.0,
+        0.03,
+        0.0331,
+        0.0,
+    ),
+    "WetCloudySunset": (
+        60.0,
+        0.0,
+        50.0,
+        10.0,
+        -1.0,
+        15.0,
+        2.0,
+        0.75,
+        0.1,
+        0.0,
+        1.0,
+        0.03,
+        0.0331,
+        0.0,
+    ),
+    "WetNight": (5.0, 0.0, 50.0, 10.0, -1.0, -90.0, 60.0, 75.0, 1.0, 60.0, 1.0, 0.03, 0.0331, 0.0),
+    "WetNoon": (5.0, 0.0, 50.0, 10.0, -1.0, 45.0, 3.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+    "WetSunset": (5.0, 0.0, 50.0, 10.0, -1.0, 15.0, 2.0, 0.75, 0.1, 0.0, 1.0, 0.03, 0.0331, 0.0),
+}
 
 
-class WorldSettings:
+class WeatherParameters(_Strict):
+    """Like the client's: a field not passed is 0 (rayleigh_scattering_scale 0.0331); presets set
+    every field."""
+
+    def __init__(
+        self,
+        cloudiness: float = 0.0,
+        precipitation: float = 0.0,
+        precipitation_deposits: float = 0.0,
+        wind_intensity: float = 0.0,
+        sun_azimuth_angle: float = 0.0,
+        sun_altitude_angle: float = 0.0,
+        fog_density: float = 0.0,
+        fog_distance: float = 0.0,
+        fog_falloff: float = 0.0,
+        wetness: float = 0.0,
+        scattering_intensity: float = 0.0,
+        mie_scattering_scale: float = 0.0,
+        rayleigh_scattering_scale: float = 0.0331,
+        dust_storm: float = 0.0,
+    ) -> None:
+        values = locals()
+        for name in WEATHER_FIELDS:
+            setattr(self, name, float(values[name]))
+
+    @property
+    def values(self) -> dict:
+        return {name: getattr(self, name) for name in WEATHER_FIELDS}
+
+
+for _name, _values in _PRESET_VALUES.items():
+    setattr(WeatherParameters, _name, WeatherParameters(**dict(zip(WEATHER_FIELDS, _values))))
+for (
+    _field
+) in WEATHER_FIELDS:  # class-level defaults, so the contract sees the attributes on the class
+    setattr(WeatherParameters, _field, 0.0)
+
+
+class WorldSettings(_Strict):
     synchronous_mode = False
     fixed_delta_seconds = None
 
-    def __init__(self, synchronous_mode: bool = False, fixed_delta_seconds: float | None = None) -> None:
+    def __init__(
+        self, synchronous_mode: bool = False, fixed_delta_seconds: float | None = None
+    ) -> None:
         self.synchronous_mode, self.fixed_delta_seconds = synchronous_mode, fixed_delta_seconds
 
     def copy(self) -> "WorldSettings":
         return WorldSettings(self.synchronous_mode, self.fixed_delta_seconds)
 
 
-class ActorBlueprint:
+#: Attributes of the blueprints the double offers (CARLA 0.9.16 blueprint library docs, abridged).
+ATTRIBUTES = {
+    "sensor.camera.*": (
+        "image_size_x",
+        "image_size_y",
+        "fov",
+        "sensor_tick",
+        "role_name",
+        "lens_circle_falloff",
+        "lens_circle_multiplier",
+        "lens_k",
+        "lens_kcube",
+        "lens_x_size",
+        "lens_y_size",
+    ),
+    "vehicle.*": (
+        "role_name",
+        "color",
+        "number_of_wheels",
+        "generation",
+        "sticky_control",
+        "object_type",
+        "base_type",
+        "special_type",
+        "has_dynamic_doors",
+        "has_lights",
+    ),
+    "walker.pedestrian.*": (
+        "role_name",
+        "is_invincible",
+        "speed",
+        "age",
+        "gender",
+        "generation",
+        "can_use_wheelchair",
+    ),
+    "controller.ai.walker": (),
+}
+
+
+class ActorBlueprint(_Strict):
     id = ""
 
     def __init__(self, blueprint_id: str) -> None:
         self.id, self.attributes = blueprint_id, {}
+        self.known = next(
+            names for pattern, names in ATTRIBUTES.items() if fnmatch.fnmatch(blueprint_id, pattern)
+        )
 
     def set_attribute(self, key: str, value: str) -> None:
+        if key not in self.known:
+            raise IndexError(f"ActorBlueprint: no attribute '{key}' in {self.id}")
         self.attributes[key] = value
 
     def has_attribute(self, key: str) -> bool:
-        return key in self.attributes
+        return key in self.known
 
 
-class BlueprintLibrary:
-    IDS = ("vehicle.lincoln.mkz_2020", "vehicle.audi.a2", "vehicle.carlamotors.carlacola", "walker.pedestrian.0001",
-           "walker.pedestrian.0002", "controller.ai.walker", "sensor.camera.rgb", "sensor.camera.semantic_segmentation",
-           "sensor.camera.depth")
+class BlueprintLibrary(_Strict):
+    IDS = (
+        "vehicle.lincoln.mkz_2020",
+        "vehicle.audi.a2",
+        "vehicle.carlamotors.carlacola",
+        "walker.pedestrian.0001",
+        "walker.pedestrian.0002",
+        "controller.ai.walker",
+        "sensor.camera.rgb",
+        "sensor.camera.semantic_segmentation",
+        "sensor.camera.depth",
+    )
 
     def find(self, blueprint_id: str) -> ActorBlueprint:
         if blueprint_id not in self.IDS:
@@ -108,42 +519,121 @@ class BlueprintLibrary:
         return [ActorBlueprint(i) for i in self.IDS if fnmatch.fnmatch(i, pattern)]
 
 
-class Map:
+class Map(_Strict):
     name = ""
 
-    def __init__(self, name: str) -> None:
-        self.name = f"Carla/Maps/{name}"
+    def __init__(self, name: str, scene: "Scene | None" = None) -> None:
+        self.name, self._scene = f"Carla/Maps/{name}", scene
 
     def get_spawn_points(self) -> list[Transform]:
-        return [Transform(Location(10.0 * i, 5.0 * (i % 3), 0.5), Rotation(yaw=90.0 * (i % 4))) for i in range(40)]
+        if self._scene is not None:
+            return self._scene.spawn_points()
+        return [
+            Transform(Location(10.0 * i, 5.0 * (i % 3), 0.5), Rotation(yaw=90.0 * (i % 4)))
+            for i in range(40)
+        ]
 
 
-class Image:
+_NO_BOXES = Boxes(
+    np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), np.zeros(0, np.uint8), np.zeros((0, 3), np.float32)
+)
+
+
+class Scene:
+    """What the cameras see when a server is made with ``scene=True``: the embedded simulator's
+    town of the loaded map, rendered from each camera's true pose (static world, default weather),
+    so that recorded clips are geometrically consistent and pass ``capture verify``."""
+
+    def __init__(self, map_name: str) -> None:
+        self.town: Town = build_town(map_name, Layout())
+        self._renderers: dict[tuple, Renderer] = {}
+        self._last: tuple | None = None
+        self._look = Look.from_weather(Weather(name="ClearNoon"))
+
+    def spawn_points(self) -> list[Transform]:
+        """Points on the right-hand lane of every road along x, heading +x (UE: +y is right)."""
+        t = self.town
+        xs = np.linspace(t.road_x.min() + 15.0, t.road_x.max() - 80.0, 8)
+        return [
+            Transform(Location(float(x), float(y + t.lane_offset), 0.5), Rotation())
+            for y in t.road_y
+            for x in xs
+        ]
+
+    def render(self, width: int, height: int, fov: float, pose: Transform) -> tuple:
+        """rgb (H, W, 3) uint8, tags (H, W) uint8, depth (H, W) float32 metres seen from ``pose``."""
+        p, r = pose.location, pose.rotation
+        key = (width, height, fov, p.x, p.y, p.z, r.pitch, r.yaw, r.roll)
+        if self._last is None or self._last[0] != key:
+            size = (width, height, fov)
+            if size not in self._renderers:
+                K = intrinsics(width, height, fov)
+                self._renderers[size] = Renderer(self.town, K, width, height)
+            cam = carla_to_cam_to_world(np.array(key[3:]))
+            self._last = (key, self._renderers[size].render(cam, _NO_BOXES, self._look))
+        return self._last[1]
+
+
+class Image(_Strict):
     raw_data = b""
     width = height = frame = 0
     timestamp = 0.0
     transform = Transform()
 
-    def __init__(self, raw_data: bytes, width: int, height: int, frame: int, timestamp: float, transform: Transform) -> None:
+    def __init__(
+        self,
+        raw_data: bytes,
+        width: int,
+        height: int,
+        frame: int,
+        timestamp: float,
+        transform: Transform,
+    ) -> None:
         self.raw_data, self.width, self.height = raw_data, width, height
         self.frame, self.timestamp, self.transform = frame, timestamp, transform
 
 
-class Actor:
+class Actor(_Strict):
     id = 0
+    type_id = ""
+    attributes: dict = {}
 
-    def __init__(self, server: "FakeServer", blueprint: ActorBlueprint, transform: Transform, parent: "Actor | None") -> None:
+    def __init__(
+        self,
+        server: "FakeServer",
+        blueprint: ActorBlueprint,
+        transform: Transform,
+        parent: "Actor | None",
+    ) -> None:
         self._server, self._epoch = server, server.epoch
-        self.id, self.type_id, self.attributes = next(server.ids), blueprint.id, dict(blueprint.attributes)
-        self.parent, self._transform = parent, transform
+        self.id, self.type_id, self.attributes = (
+            next(server.ids),
+            blueprint.id,
+            dict(blueprint.attributes),
+        )
+        self.parent, self._transform, self._previous = parent, transform, transform
 
     def get_transform(self) -> Transform:
         _check(self)
-        return self.parent.get_transform().compose(self._transform) if self.parent else self._transform
+        return (
+            self.parent.get_transform().compose(self._transform) if self.parent else self._transform
+        )
+
+    def world_transform(self, stale: bool = False) -> Transform:
+        """Where the server has the actor now (or one tick ago, ``stale``)."""
+        if self.parent:
+            return self.parent.world_transform(stale).compose(self._transform)
+        return self._previous if stale else self._transform
 
     def set_transform(self, transform: Transform) -> None:
         _check(self)
-        self._transform = transform
+        near = [
+            a.world_transform().location.distance(transform.location)
+            for a in self._server.actors.values()
+            if a is not self and a.parent is None and a.type_id.startswith(("vehicle.", "walker."))
+        ]
+        self._server.teleports.append(min(near, default=np.inf))
+        self._transform = self._previous = transform
 
     def destroy(self) -> bool:
         _check(self)
@@ -173,25 +663,33 @@ class Sensor(Actor):
 
 
 class WalkerAIController(Actor):
+    goal = None
+    speed = 1.4
+
     def start(self) -> None:
         _check(self)
 
     def go_to_location(self, location: Location) -> None:
         _check(self)
+        self.goal = location
+        self._server.destinations += 1
 
     def set_max_speed(self, speed: float = 1.4) -> None:
         _check(self)
+        self.speed = speed
 
     def stop(self) -> None:
         _check(self)
 
 
-class TrafficManager:
+class TrafficManager(_Strict):
     def __init__(self, server: "FakeServer", port: int) -> None:
         self._server, self._epoch, self.port = server, server.epoch, port
 
     def set_synchronous_mode(self, mode: bool = True) -> None:
         _check(self)
+        if self._server.remote is not None:
+            self._server._remote("tm", sync=mode)
         self._server.tm_sync = mode
 
     def set_random_device_seed(self, seed: int) -> None:
@@ -199,7 +697,7 @@ class TrafficManager:
         self._server.tm_seed = seed
 
 
-class _Command:
+class _Command(_Strict):
     def __init__(self) -> None:
         self.follow: list = []
 
@@ -209,7 +707,9 @@ class _Command:
 
 
 class _SpawnActor(_Command):
-    def __init__(self, blueprint: ActorBlueprint, transform: Transform, parent: int | None = None) -> None:
+    def __init__(
+        self, blueprint: ActorBlueprint, transform: Transform, parent: int | None = None
+    ) -> None:
         super().__init__()
         self.blueprint, self.transform, self.parent = blueprint, transform, parent
 
@@ -226,7 +726,7 @@ class _DestroyActor(_Command):
         self.actor = actor
 
 
-class _Response:
+class _Response(_Strict):
     error = ""
     actor_id = 0
 
@@ -235,24 +735,66 @@ class _Response:
 
 
 class command:  # noqa: N801 - mirrors carla.command
-    SpawnActor, SetAutopilot, DestroyActor, Response = _SpawnActor, _SetAutopilot, _DestroyActor, _Response
+    SpawnActor, SetAutopilot, DestroyActor, Response = (
+        _SpawnActor,
+        _SetAutopilot,
+        _DestroyActor,
+        _Response,
+    )
     FutureActor = object()
 
 
 @dataclass
 class FakeServer:
-    """The server side. Faults (sensors named rgb, semantic_segmentation, depth): ``drop`` {(sensor, frame)},
+    """The server side. Faults (sensors rgb, semantic_segmentation, depth): ``drop`` {(sensor, f)},
     ``reorder``, ``delay_s`` {sensor: s},
     ``glitch`` {frame: metres} of camera pose error, ``crash_at_ticks`` {tick count}."""
 
-    maps: tuple[str, ...] = ("Town01", "Town02", "Town03", "Town04", "Town05", "Town06", "Town07", "Town10HD", "Town10HD_Opt")
+    maps: tuple[str, ...] = (
+        "Town01",
+        "Town02",
+        "Town03",
+        "Town04",
+        "Town05",
+        "Town06",
+        "Town07",
+        "Town10HD",
+        "Town10HD_Opt",
+    )
     version: str = CLIENT_VERSION
-    map_name: str = "Town01"
+    map_name: str = "Town10HD_Opt"  # where a fresh 0.9.16 server starts
     drop: set = field(default_factory=set)
     reorder: bool = False
     delay_s: dict = field(default_factory=dict)
     glitch: dict = field(default_factory=dict)
     crash_at_ticks: set = field(default_factory=set)
+    down_s: float = (
+        0.0  # after a crash the server answers nothing for this long (inf: until relaunched)
+    )
+    load_s: float = (
+        0.0  # simulated seconds load_world takes (the client times out if its timeout is shorter)
+    )
+    hang_at_ticks: set = field(
+        default_factory=set
+    )  # these ticks never finish; world.tick(t) raises after t
+    stale_frames: set = field(
+        default_factory=set
+    )  # images of these frames carry the previous tick's pose
+    threaded: bool = False  # deliver each measurement from its own thread, like the client library
+    speed_m: float = 0.4  # metres an autopilot vehicle moves per tick
+    nav_extent_m: float = 100.0  # navigation points lie in [0, extent]^2
+    remote: tuple | None = (
+        None  # (host, port) of a tests/carla_standin.py process holding the server's state
+    )
+    scene: bool = False  # cameras see the embedded simulator's town (see Scene), not test patterns
+
+    def scene_of_map(self) -> Scene | None:
+        """The rendered town of the loaded map, when the server was made with ``scene=True``."""
+        if not self.scene:
+            return None
+        if getattr(self, "_scene", None) is None or self._scene.town.name != self.map_name:
+            self._scene = Scene(self.map_name)
+        return self._scene
 
     def __post_init__(self) -> None:
         self.epoch, self.ids, self.ticks, self.frame = 0, itertools.count(1), 0, 1000
@@ -260,12 +802,71 @@ class FakeServer:
         self.settings = WorldSettings()
         self.settings_log: list[tuple[bool, float | None]] = []
         self.events: list[tuple[str, int]] = []
-        self.tm_sync, self.tm_seed, self.pedestrians_seed, self.weather, self.loads = False, None, None, None, 0
+        self.tm_sync, self.tm_seed, self.pedestrians_seed, self.weather, self.loads = (
+            False,
+            None,
+            None,
+            None,
+            0,
+        )
+        self.down_until, self.boot, self._link, self.destinations, self.teleports = (
+            0.0,
+            None,
+            None,
+            0,
+            [],
+        )
+        self.rng = np.random.default_rng(0)  # navigation points
+
+    def _remote(self, op: str, **args: object) -> dict:
+        """One request to the stand-in process; a dead or restarted one invalidates every handle."""
+        try:
+            if self._link is None or self._link[0] != os.getpid():
+                sock = socket.create_connection(self.remote, timeout=2.0)
+                sock.settimeout(
+                    None
+                )  # a hung tick blocks forever, like the client library's C++ side
+                self._link = (os.getpid(), sock, sock.makefile("r"))
+            _, sock, reader = self._link
+            sock.sendall((json.dumps({"op": op, **args}) + "\n").encode())
+            line = reader.readline()
+            if not line:
+                raise OSError("connection closed")
+        except OSError as exc:
+            self._link = None
+            raise RuntimeError(
+                f"time-out of 2000ms while waiting for the simulator ({exc})"
+            ) from None
+        reply = json.loads(line)
+        if reply["boot"] != self.boot:
+            if self.boot is not None:  # the server restarted: every handle of the old one is dead
+                self.epoch += 1
+                self.actors = {}
+            self.boot = reply["boot"]
+        self.map_name, self.tm_sync, self.frame = reply["map"], reply["tm_sync"], reply["frame"]
+        self.settings = WorldSettings(reply["sync"], reply["delta"])
+        return reply
+
+    def live(self) -> None:
+        """Raise like the client library does while the server is down."""
+        if self.remote is not None:
+            self._remote("hello")
+        if time.monotonic() < self.down_until:
+            raise RuntimeError(
+                "time-out of 2000ms while waiting for the simulator, make sure the simulator "
+                "is ready and connected"
+            )
 
     def crash(self) -> None:
-        """The server process dies and comes back empty: every handle of the old one is dead."""
+        """The server process dies and comes back empty (after ``down_s``): old handles are dead."""
         self.epoch += 1
-        self.actors, self.settings, self.tm_sync, self.map_name = {}, WorldSettings(), False, "Town01"
+        self.actors, self.settings, self.tm_sync, self.map_name = (
+            {},
+            WorldSettings(),
+            False,
+            "Town10HD_Opt",
+        )
+        self.down_until = time.monotonic() + self.down_s
 
     def sensors(self) -> list[Sensor]:
         return [a for a in self.actors.values() if isinstance(a, Sensor) and a.callback is not None]
@@ -275,31 +876,72 @@ class FakeServer:
         if self.ticks in self.crash_at_ticks:
             self.crash()
             raise RuntimeError("time-out of 2000ms while waiting for the simulator")
-        self.frame += 1
+        if self.remote is not None:
+            self._remote("tick")
+        else:
+            self.frame += 1
         for actor in self.actors.values():
+            actor._previous = actor._transform
             if isinstance(actor, Vehicle) and actor.autopilot:
                 tf = actor._transform
                 yaw = np.radians(tf.rotation.yaw)
-                tf.location = Location(tf.location.x + 0.5 * np.cos(yaw), tf.location.y + 0.5 * np.sin(yaw), tf.location.z)
+                loc = Location(
+                    tf.location.x + self.speed_m * np.cos(yaw),
+                    tf.location.y + self.speed_m * np.sin(yaw),
+                    tf.location.z,
+                )
+                actor._transform = Transform(loc, tf.rotation)
+            if (
+                isinstance(actor, WalkerAIController)
+                and actor.goal is not None
+                and actor.parent is not None
+            ):
+                self._walk(actor)
         self._deliver()
         return self.frame
+
+    def _walk(self, controller: "WalkerAIController") -> None:
+        """Move the walker towards its goal; it stops there (like CARLA's AI walkers)."""
+        walker, goal = controller.parent, controller.goal
+        here = walker._transform.location
+        gap = np.array([goal.x - here.x, goal.y - here.y])
+        step = controller.speed * (self.settings.fixed_delta_seconds or 0.05)
+        if np.linalg.norm(gap) <= step:
+            walker._transform, controller.goal = Transform(Location(goal.x, goal.y, here.z)), None
+            return
+        move = gap / np.linalg.norm(gap) * step
+        walker._transform = Transform(
+            Location(here.x + move[0], here.y + move[1], here.z), walker._transform.rotation
+        )
 
     def image(self, sensor: Sensor, frame: int) -> Image:
         w, h = int(sensor.attributes["image_size_x"]), int(sensor.attributes["image_size_y"])
         v, u = np.mgrid[0:h, 0:w]
         px = np.zeros((h, w, 4), np.uint8)
         px[..., 3] = 255
+        scene = self.scene_of_map()
+        if scene is not None:  # content from the true pose, even when the reported one is wrong
+            fov = float(sensor.attributes.get("fov", 90.0))
+            rgb, tags, metres = scene.render(w, h, fov, sensor.world_transform())
+        else:
+            rgb = np.stack([(u * 3 + frame) % 256, (v * 5) % 256, np.full_like(u, 128)], -1)
+            tags, metres = expected_tags(h, w, frame), expected_depth(h, w, frame)
         if sensor.type_id.endswith("depth"):
-            code = encode_depth(expected_depth(h, w, frame))
+            code = encode_depth(metres)
             px[..., 2], px[..., 1], px[..., 0] = code & 255, (code >> 8) & 255, code >> 16
         elif sensor.type_id.endswith("segmentation"):
-            px[..., 2] = expected_tags(h, w, frame)
+            px[..., 2] = tags
         else:
-            px[..., 2], px[..., 1], px[..., 0] = (u * 3 + frame) % 256, (v * 5) % 256, 128
-        tf = sensor.get_transform()
+            px[..., 2], px[..., 1], px[..., 0] = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+        tf = sensor.world_transform(stale=frame in self.stale_frames)
         if frame in self.glitch:
-            tf = Transform(Location(tf.location.x + self.glitch[frame], tf.location.y, tf.location.z), tf.rotation)
-        return Image(px.tobytes(), w, h, frame, frame * (self.settings.fixed_delta_seconds or 0.05), tf)
+            tf = Transform(
+                Location(tf.location.x + self.glitch[frame], tf.location.y, tf.location.z),
+                tf.rotation,
+            )
+        return Image(
+            px.tobytes(), w, h, frame, frame * (self.settings.fixed_delta_seconds or 0.05), tf
+        )
 
     def _deliver(self) -> None:
         out = []
@@ -314,7 +956,7 @@ class FakeServer:
             out.reverse()
         for sensor, image in out:
             delay = self.delay_s.get(sensor.type_id.rsplit(".", 1)[-1], 0.0)
-            if delay:
+            if delay or self.threaded:
                 threading.Timer(delay, sensor.callback, (image,)).start()
             else:
                 sensor.callback(image)
@@ -337,7 +979,7 @@ def encode_depth(metres: np.ndarray) -> np.ndarray:
     return np.round(metres / 1000.0 * (256**3 - 1)).astype(np.int64)
 
 
-class World:
+class World(_Strict):
     def __init__(self, server: FakeServer) -> None:
         self._server, self._epoch = server, server.epoch
 
@@ -347,6 +989,10 @@ class World:
 
     def apply_settings(self, settings: WorldSettings) -> int:
         _check(self)
+        if self._server.remote is not None:
+            self._server._remote(
+                "settings", sync=settings.synchronous_mode, delta=settings.fixed_delta_seconds
+            )
         self._server.settings = settings.copy()
         self._server.settings_log.append((settings.synchronous_mode, settings.fixed_delta_seconds))
         return self._server.frame
@@ -355,20 +1001,62 @@ class World:
         _check(self)
         if not self._server.settings.synchronous_mode:
             raise RuntimeError("tick() in asynchronous mode")
+        if self._server.ticks + 1 in self._server.hang_at_ticks:  # the frame never comes
+            self._server.ticks += 1
+            time.sleep(seconds)
+            raise RuntimeError(
+                f"time-out of {seconds * 1000:.0f}ms while waiting for the simulator"
+            )
         return self._server.step()
+
+    def get_snapshot(self) -> "WorldSnapshot":
+        _check(self)
+        server = self._server
+        return WorldSnapshot(
+            server.frame, {i: a.world_transform() for i, a in server.actors.items()}
+        )
+
+    def get_actors(self) -> "ActorList":
+        _check(self)
+        return ActorList(self._server.actors.values())
+
+    def try_spawn_actor(
+        self, blueprint: ActorBlueprint, transform: Transform, attach_to: Actor | None = None
+    ) -> Actor | None:
+        try:
+            return self.spawn_actor(blueprint, transform, attach_to)
+        except RuntimeError:
+            _check(self)
+            return None
 
     def get_map(self) -> Map:
         _check(self)
-        return Map(self._server.map_name)
+        return Map(self._server.map_name, self._server.scene_of_map())
 
     def get_blueprint_library(self) -> BlueprintLibrary:
         _check(self)
         return BlueprintLibrary()
 
-    def spawn_actor(self, blueprint: ActorBlueprint, transform: Transform, attach_to: Actor | None = None) -> Actor:
+    def spawn_actor(
+        self, blueprint: ActorBlueprint, transform: Transform, attach_to: Actor | None = None
+    ) -> Actor:
         _check(self)
-        cls = Sensor if blueprint.id.startswith("sensor.") else Vehicle if blueprint.id.startswith("vehicle.") else \
-            WalkerAIController if blueprint.id.startswith("controller.") else Actor
+        if attach_to is None and not blueprint.id.startswith(("sensor.", "controller.")):
+            for other in self._server.actors.values():
+                if (
+                    other.parent is None
+                    and other.world_transform().location.distance(transform.location) < 2.0
+                ):
+                    raise RuntimeError("Spawn failed because of collision at spawn position")
+        cls = (
+            Sensor
+            if blueprint.id.startswith("sensor.")
+            else Vehicle
+            if blueprint.id.startswith("vehicle.")
+            else WalkerAIController
+            if blueprint.id.startswith("controller.")
+            else Actor
+        )
         actor = cls(self._server, blueprint, transform, attach_to)
         self._server.actors[actor.id] = actor
         return actor
@@ -387,20 +1075,62 @@ class World:
 
     def get_random_location_from_navigation(self) -> Location:
         _check(self)
-        return Location(float(np.random.uniform(0, 100)), float(np.random.uniform(0, 100)), 0.5)
+        extent = self._server.nav_extent_m
+        x, y = self._server.rng.uniform(0, extent, 2)
+        return Location(float(x), float(y), 0.5)
 
 
-class Client:
+class ActorSnapshot(_Strict):
+    def __init__(self, transform: Transform) -> None:
+        self._transform = transform
+
+    def get_transform(self) -> Transform:
+        return self._transform
+
+
+class WorldSnapshot(_Strict):
+    frame = 0
+
+    def __init__(self, frame: int, transforms: dict) -> None:
+        self.frame, self._transforms = frame, transforms
+
+    def find(self, actor_id: int) -> ActorSnapshot | None:
+        tf = self._transforms.get(actor_id)
+        return ActorSnapshot(tf) if tf is not None else None
+
+
+class ActorList(_Strict, list):
+    def filter(self, pattern: str) -> "ActorList":
+        return ActorList(a for a in self if fnmatch.fnmatch(a.type_id, pattern))
+
+
+#: Traffic Manager ports bound by this process, like the client library's per-port cache.
+_TM_SOCKETS: dict[int, socket.socket] = {}
+
+
+class Client(_Strict):
     def __init__(self, host: str = "127.0.0.1", port: int = 2000, worker_threads: int = 0) -> None:
         self.address = (host, port)
         self._server = SERVERS.get(self.address)
+        if self._server is not None and self._server.remote is not None:
+            try:
+                self._server.live()  # learn whether the server restarted since the last client
+            except RuntimeError:
+                pass
         self._epoch = self._server.epoch if self._server else -1
 
     def _live(self) -> FakeServer:
+        if self._server is not None:
+            self._server.live()
         if self._server is None:
-            raise RuntimeError(f"time-out of 2000ms while waiting for the simulator, make sure the simulator is ready and connected to {self.address[0]}:{self.address[1]}")
+            raise RuntimeError(
+                "time-out of 2000ms while waiting for the simulator, make sure the simulator is "
+                f"ready and connected to {self.address[0]}:{self.address[1]}"
+            )
         _check(self)
         return self._server
+
+    timeout = 5.0
 
     def set_timeout(self, seconds: float) -> None:
         self.timeout = seconds
@@ -419,12 +1149,35 @@ class Client:
 
     def load_world(self, map_name: str) -> World:
         server = self._live()
-        server.map_name, server.settings, server.loads = map_name, WorldSettings(), server.loads + 1  # resets settings, like CARLA
+        if server.remote is not None:
+            server._remote("load", map=map_name)
+        server.map_name, server.settings, server.loads = (
+            map_name,
+            WorldSettings(),
+            server.loads + 1,
+        )  # resets settings, like CARLA
         server.actors = {}
+        if server.load_s > self.timeout:  # the server goes on loading; the client gives up waiting
+            raise RuntimeError(
+                f"time-out of {self.timeout * 1000:.0f}ms while waiting for the simulator, "
+                "failed to connect to newly created map"
+            )
         return World(server)
 
     def get_trafficmanager(self, port: int = 8000) -> TrafficManager:
-        return TrafficManager(self._live(), port)
+        server = self._live()
+        if port not in _TM_SOCKETS:
+            sock = socket.socket()
+            try:
+                sock.bind(("", port))
+            except OSError:
+                sock.close()
+                raise RuntimeError(
+                    "trying to create rpc server for traffic manager; but the system failed to "
+                    "create because of bind error."
+                ) from None
+            _TM_SOCKETS[port] = sock
+        return TrafficManager(server, port)
 
     def apply_batch_sync(self, commands: list, do_tick: bool = False) -> list[_Response]:
         server, world = self._live(), World(self._live())
@@ -432,14 +1185,36 @@ class Client:
         for cmd in commands:
             if isinstance(cmd, _SpawnActor):
                 parent = server.actors.get(cmd.parent) if cmd.parent is not None else None
-                actor = world.spawn_actor(cmd.blueprint, cmd.transform, parent)
+                try:
+                    actor = world.spawn_actor(cmd.blueprint, cmd.transform, parent)
+                except RuntimeError as exc:  # reported per command, like the server
+                    responses.append(_Response(0, str(exc)))
+                    continue
                 for follow in cmd.follow:
                     if isinstance(follow, _SetAutopilot) and isinstance(actor, Vehicle):
                         actor.autopilot = follow.enabled
                 responses.append(_Response(actor.id))
             elif isinstance(cmd, _DestroyActor):
                 actor = server.actors.get(cmd.actor)
-                responses.append(_Response(cmd.actor, "" if actor and actor.destroy() else "not found"))
+                responses.append(
+                    _Response(cmd.actor, "" if actor and actor.destroy() else "not found")
+                )
         if do_tick and server.settings.synchronous_mode:
             server.step()
         return responses
+
+
+def _contract_classes() -> dict[type, dict[str, list]]:
+    from carla_capture.backends.carla.contract import CONTRACT
+
+    out: dict[type, dict[str, list]] = {}
+    for use in CONTRACT:
+        owner = sys.modules[__name__]
+        for part in filter(None, use.owner.split(".")):
+            owner = getattr(owner, part)
+        if isinstance(owner, type):
+            out.setdefault(owner, {}).setdefault(use.member, []).append(use)
+    return out
+
+
+STRICT.update(_contract_classes())

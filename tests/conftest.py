@@ -34,7 +34,7 @@ def small_towns(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_towns(tmp_path_factory.mktemp("towns-small"), 256, 128)
 
 
-def synthetic_config(out: Path, town_dir: Path, **overrides: object) -> CaptureConfig:
+def make_synthetic_config(out: Path, town_dir: Path, **overrides: object) -> CaptureConfig:
     """A synthetic-backend capture config writing to ``out`` with tiny towns."""
     values = {"backend": "synthetic", "town": "Town01", "clips": 2, "frames": 6, "out": out,
               "clips_per_shard": 2, "town_dir": town_dir}
@@ -42,12 +42,18 @@ def synthetic_config(out: Path, town_dir: Path, **overrides: object) -> CaptureC
     return CaptureConfig(**values)
 
 
+@pytest.fixture
+def synthetic_config():  # noqa: ANN201
+    """``synthetic_config(out, town_dir, **fields)``: a synthetic-backend CaptureConfig (2 clips of 6 frames)."""
+    return make_synthetic_config
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_towns: Path) -> Path:
     """A dataset of 3 towns (train Town01 x3 clips, val Town10HD x1, test Town02 x1), 6 frames each."""
     out = tmp_path_factory.mktemp("dataset")
     for town, clips in (("Town01", 3), ("Town10HD", 1), ("Town02", 1)):
-        record(synthetic_config(out, tiny_towns, town=town, clips=clips))
+        record(make_synthetic_config(out, tiny_towns, town=town, clips=clips))
     return out
 
 
@@ -114,7 +120,7 @@ def fill_disk():  # noqa: ANN201
     """``fill_disk(folder)`` writes a filler file until the file system holding ``folder`` is full."""
 
     def fill(folder: Path) -> None:
-        with open(folder / "filler", "wb") as fh:
+        with open(folder / "filler", "wb", buffering=0) as fh:  # unbuffered: close cannot fail
             try:
                 while True:
                     fh.write(b"\0" * 65536)

@@ -23,7 +23,7 @@ def main(verbose: int) -> None:
 
 
 @main.command()
-@click.argument("stage", type=click.Choice(["stage1", "stage2", "stage3", "stage4", "all"]))
+@click.argument("stage", type=click.Choice(["stage1", "stage2", "stage3", "stage4", "all", "forecast"]))
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False), required=True, help="Dataset folder with split.json.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder.")
 @click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="tiny", show_default=True, help="Model sizes and schedule.")
@@ -31,7 +31,7 @@ def main(verbose: int) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. --set stages.stage1.epochs=2.")
 @click.option("--resume", is_flag=True, help="Continue each stage from its last.pt.")
 def run(stage: str, data: Path, out: Path, preset: str, config: Path | None, overrides: tuple[str, ...], resume: bool) -> None:
-    """Train STAGE (stage1..stage4, or all four in order) into the run folder.
+    """Train STAGE (stage1..stage4, all four in order, or forecast after stage1) into the run folder.
 
     \b
     Examples:
@@ -39,10 +39,16 @@ def run(stage: str, data: Path, out: Path, preset: str, config: Path | None, ove
       train run stage4 --data data --out runs/paper --preset paper --set num_workers=4
       train run stage1 --data data --out runs/r1 --set stages.stage1.epochs=5 --resume
       torchrun --nproc-per-node 4 -m train run stage1 --data data --out runs/ddp --preset paper
+      train run forecast --data data/demo --out runs/demo --set 'forecast.horizon="mid"'
     """
     from train.run import resolve_config, train
 
     cfg = resolve_config(preset, {"data": data, "out": out}, config, overrides)
+    if stage == "forecast":
+        from train.forecast import train_forecast
+
+        click.echo(f"best checkpoint: {train_forecast(cfg, resume)}")
+        return
     for path in train(cfg, stage, resume):
         click.echo(f"best checkpoint: {path}")
 
@@ -53,17 +59,34 @@ def run(stage: str, data: Path, out: Path, preset: str, config: Path | None, ove
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False), help="Dataset folder [default: the run's].")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the Markdown table.")
-def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json: bool) -> None:
+@click.option("--perturbed", is_flag=True,
+              help="Also evaluate under per-frame noise, flicker and occluders.")
+@click.option("--task", type=click.Choice(["pipeline", "forecast"]), default="pipeline",
+              show_default=True,
+              help="forecast: every trained forecaster against its baselines, per horizon.")
+def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json: bool,
+             perturbed: bool, task: str) -> None:
     """Compare the frame-by-frame models with the temporal model on SPLIT; writes RUN/eval.json and RUN/eval.md.
 
     \b
     Examples:
       train eval --run runs/demo
+      train eval --run runs/demo --perturbed
       train eval --run runs/paper --split val --device cuda
+      train eval --run runs/demo --task forecast
     """
-    from train.evaluate import evaluate_run, to_markdown, write_report
+    if task == "forecast":
+        from train.forecast_eval import evaluate_forecast, to_markdown, write_forecast_report
 
-    report = evaluate_run(run_dir, split, data, device)
+        report = evaluate_forecast(run_dir, split, data, device)
+        js, md = write_forecast_report(report, run_dir)
+        click.echo(json.dumps(report, indent=2) if as_json else to_markdown(report))
+        click.echo(f"-> {js}, {md}", err=True)
+        return
+    from train.evaluate import evaluate_run, to_markdown, write_report
+    from train.perturb import Perturbation
+
+    report = evaluate_run(run_dir, split, data, device, Perturbation() if perturbed else None)
     js, md = write_report(report, run_dir)
     click.echo(json.dumps(report, indent=2) if as_json else to_markdown(report))
     click.echo(f"-> {js}, {md}", err=True)
@@ -76,7 +99,11 @@ def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json:
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder [default: RUN/predictions].")
 @click.option("--gif", is_flag=True, help="Write a GIF instead of an MP4.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gif: bool, device: str) -> None:
+@click.option("--task", type=click.Choice(["pipeline", "forecast"]), default="pipeline", show_default=True,
+              help="forecast: last input | forecast | zero-motion | ground truth, per target frame.")
+@click.option("--variant", help="Forecaster folder for --task forecast, e.g. forecast-mid [default: the first].")
+def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gif: bool, device: str, task: str,
+            variant: str | None) -> None:
     """Video (RGB | predicted segmentation | predicted depth | ground truth) and point clouds of one clip.
 
     PATH is a shard or a dataset folder.
@@ -85,7 +112,14 @@ def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gi
     Examples:
       train predict --run runs/demo data/demo/Town02
       train predict --run runs/demo data/demo --clip Town02-0-000001 --gif
+      train predict --run runs/demo data/demo/Town02 --task forecast --variant forecast-mid --gif
     """
+    if task == "forecast":
+        from train.forecast_eval import predict_forecast
+
+        for written in predict_forecast(run_dir, path, clip_id, out, ".gif" if gif else ".mp4", device, variant):
+            click.echo(f"-> {written}")
+        return
     from train.predict import predict_clip
 
     for written in predict_clip(run_dir, path, clip_id, out, ".gif" if gif else ".mp4", device):

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.config import ModelConfig
+from train.forecast_config import ForecastConfig
 
 StageName = Literal["stage1", "stage2", "stage3", "stage4"]
 LOSSES = ("ce", "depth", "pose")
@@ -63,6 +64,17 @@ class TrainConfig(BaseModel):
     channels_last: bool = Field(False, description="channels_last memory format on CUDA.")
     lr_patience: int = Field(2, ge=0, description="ReduceLROnPlateau patience in epochs (factor 0.1).")
     tensorboard: bool = Field(True, description="Write TensorBoard scalars and image panels.")
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig, description="The forecasting stage (train run forecast).")
+
+    @model_validator(mode="after")
+    def _classes_from_label_map(self) -> "TrainConfig":
+        """The segmentation head has as many classes as the label map (``model.num_classes`` follows it)."""
+        from dataset.labels import load_label_map
+
+        classes = load_label_map(self.label_map).num_classes
+        if self.model.num_classes != classes:
+            self.model = self.model.model_copy(update={"num_classes": classes})
+        return self
 
     def frame_size(self) -> tuple[int, int]:
         """(H, W) of the frames the models see."""

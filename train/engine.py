@@ -28,7 +28,7 @@ from dataset.labels import load_label_map
 from train.config import StageConfig, TrainConfig
 from train.losses import total_loss
 from train.metrics import ConfusionMatrix
-from train.nets import STAGE_NETS
+from train.nets import build_stage_net, stage_forward
 from train.panels import panel
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
             break
         batch = _to_device(batch, ctx)
         with _autocast(cfg, ctx):
-            out = net(batch["rgb"])
+            out = stage_forward(net, batch)
         loss, parts = total_loss(stage.losses, out, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -143,7 +143,7 @@ def evaluate(net: nn.Module, loader: DataLoader, stage: StageConfig, cfg: TrainC
     for batch in loader:
         batch = _to_device(batch, ctx)
         with _autocast(cfg, ctx):
-            out = net(batch["rgb"])
+            out = stage_forward(net, batch)
         loss, _ = total_loss(stage.losses, out, batch)
         loss_sum += float(loss) * len(batch["rgb"])
         count += len(batch["rgb"])
@@ -189,7 +189,7 @@ def run_stage(cfg: TrainConfig, name: str, ctx: Context, resume: bool = False, v
     stage, stage_dir = cfg.stages[name], Path(cfg.out) / name
     stage_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    net = STAGE_NETS[stage.model](cfg.model, Path(cfg.out)).to(ctx.device)
+    net = build_stage_net(stage, cfg.model, Path(cfg.out)).to(ctx.device)
     for frozen in stage.frozen:
         net.get_submodule(frozen).requires_grad_(False)
     if cfg.channels_last and ctx.device.type == "cuda":

@@ -1,6 +1,7 @@
 """``train eval``: the frame-by-frame models (stages 1 + 2, with stage 3's ego-motion) against the
-temporal model (stage 4) on the same whole-clip windows, plus the ground truth as the
-stability ceiling and trivial baselines (majority class, mean depth, no motion)."""
+temporal model (stage 4) on the same whole-clip windows, clean and (optionally) under per-frame
+corruptions, beside the ground truth and trivial baselines (majority class, mean depth, no
+motion; a constant class with zero or clip-median depth on every temporal figure)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from carla_capture.errors import CaptureError
 from carla_capture.split import load_manifest, require_clips
 from dataset import ClipWindows
-from dataset.labels import load_label_map
+from dataset.labels import IGNORE_INDEX, load_label_map
 from models.depth import build_depth
 from models.ego_motion import build_ego_motion
 from models.geometry_filter import build_geometry_filter
@@ -22,7 +23,8 @@ from models.segmentation import build_segmentation
 from train.config import TrainConfig
 from train.metrics import ConfusionMatrix, DepthMetrics, PoseMetrics
 from train.nets import load_component
-from train.temporal import TemporalConsistency
+from train.perturb import Perturbation, perturb_window
+from train.temporal import TemporalConsistency, window_pairs
 
 
 def load_run(run_dir: Path) -> TrainConfig:
@@ -66,22 +68,130 @@ class FrameModel(torch.nn.Module):
 
 class _Scores:
     def __init__(self, num_classes: int) -> None:
-        self.confusion, self.depth, self.pose = ConfusionMatrix(num_classes), DepthMetrics(), PoseMetrics()
+        self.confusion, self.depth, self.pose = (
+            ConfusionMatrix(num_classes),
+            DepthMetrics(),
+            PoseMetrics(),
+        )
         self.temporal = TemporalConsistency(num_classes)
 
-    def update(self, labels: torch.Tensor, depth: torch.Tensor, rel_pose: torch.Tensor | None, item: dict) -> None:
+    def update(
+        self,
+        labels: torch.Tensor,
+        depth: torch.Tensor,
+        rel_pose: torch.Tensor | None,
+        item: dict,
+        pairs: list,
+    ) -> None:
         self.confusion.update(labels, item["labels"])
         self.depth.update(depth, item["depth"][:, 0], item["valid_depth"][:, 0])
         if rel_pose is not None:
             self.pose.update(rel_pose[None], item["rel_pose"][None])
-        self.temporal.update(labels, depth, item)
+        self.temporal.update(labels, depth, item, pairs)
 
     def result(self, names: tuple[str, ...]) -> dict[str, Any]:
-        return {"segmentation": self.confusion.result(names), "depth": self.depth.result(), "ego_motion": self.pose.result(),
-                "temporal": self.temporal.result()}
+        return {
+            "segmentation": self.confusion.result(names),
+            "depth": self.depth.result(),
+            "ego_motion": self.pose.result(),
+            "temporal": self.temporal.result(),
+        }
 
 
-def _baselines(confusion: ConfusionMatrix, depths: list[torch.Tensor], pose: PoseMetrics) -> dict[str, Any]:
+def run_model(model: torch.nn.Module, rgb: torch.Tensor, item: dict) -> dict[str, torch.Tensor]:
+    """Outputs of a frame-by-frame or temporal model on one window ``rgb`` (1, T, 3, H, W); the
+    temporal pipeline also reads the window's intrinsics (and, as an oracle, depth and pose)."""
+    if isinstance(model, TemporalPipeline):
+        device = rgb.device
+        return model(
+            rgb,
+            item["intrinsics"][None, 0].to(device),
+            item["depth"][None].to(device),
+            item["rel_pose"][None].to(device),
+        )
+    return model(rgb)
+
+
+def _majority_class(ds: ClipWindows, num_classes: int) -> int:
+    counts = torch.zeros(num_classes, dtype=torch.int64)
+    for index in range(len(ds)):
+        labels = ds[index]["labels"]
+        counts += torch.bincount(labels[labels != IGNORE_INDEX], minlength=num_classes)[
+            :num_classes
+        ]
+    return int(counts.argmax())
+
+
+@torch.no_grad()
+def score_models(
+    models: dict[str, torch.nn.Module],
+    ds: ClipWindows,
+    names: tuple[str, ...],
+    device: str = "cpu",
+    perturbation: Perturbation | None = None,
+) -> dict[str, Any]:
+    """Every model on every window of ``ds`` (corrupted by ``perturbation`` if given): segmentation,
+    depth, ego-motion and temporal figures; plus the ground truth's temporal figures and trivial
+    baselines (majority class, mean depth, no motion, and the temporal figures of a constant class
+    with all-zero depth and with each clip's median depth)."""
+    scores = {name: _Scores(len(names)) for name in models}
+    majority = _majority_class(ds, len(names))
+    truth = TemporalConsistency(len(names))
+    trivial = {
+        "constant_class_zero_depth": TemporalConsistency(len(names)),
+        "constant_class_median_depth": TemporalConsistency(len(names)),
+    }
+    no_motion, depths, generator = PoseMetrics(), [], torch.Generator().manual_seed(0)
+    for index in range(len(ds)):
+        item = ds[index]
+        pairs = window_pairs(item)
+        rgb = (
+            item["rgb"]
+            if perturbation is None
+            else perturb_window(item["rgb"], perturbation, index)
+        )
+        for name, model in models.items():
+            out = run_model(model, rgb[None].to(device), item)
+            scores[name].update(
+                out["seg_logits"][0].argmax(1).cpu(),
+                out["depth"][0, :, 0].float().cpu(),
+                out["rel_pose"][0].cpu(),
+                item,
+                pairs,
+            )
+        gt_depth, valid_depth = item["depth"][:, 0], item["valid_depth"][:, 0]
+        truth.update(item["labels"], gt_depth, item, pairs)
+        constant = torch.full_like(item["labels"], majority)
+        median = gt_depth[valid_depth].median() if valid_depth.any() else torch.tensor(10.0)
+        trivial["constant_class_zero_depth"].update(
+            constant, torch.zeros_like(gt_depth), item, pairs
+        )
+        trivial["constant_class_median_depth"].update(
+            constant, torch.full_like(gt_depth, float(median)), item, pairs
+        )
+        no_motion.update(
+            torch.eye(4, dtype=torch.float64).expand(1, len(gt_depth), 4, 4), item["rel_pose"][None]
+        )
+        valid = gt_depth[valid_depth]
+        depths.append(
+            valid[torch.randint(len(valid), (min(len(valid), 4096),), generator=generator)]
+            if len(valid)
+            else valid
+        )
+    confusion = next(iter(scores.values())).confusion if scores else ConfusionMatrix(len(names))
+    baselines = _baselines(confusion, depths, no_motion)
+    baselines["majority_class"] = names[majority]
+    baselines["temporal"] = {k: v.result() for k, v in trivial.items()}
+    return {
+        "models": {name: s.result(names) for name, s in scores.items()},
+        "ground_truth": {"temporal": truth.result()},
+        "baselines": baselines,
+    }
+
+
+def _baselines(
+    confusion: ConfusionMatrix, depths: list[torch.Tensor], pose: PoseMetrics
+) -> dict[str, Any]:
     gt = confusion.matrix.sum(1).double()
     majority = int(gt.argmax())
     present = int((gt > 0).sum())
@@ -90,43 +200,55 @@ def _baselines(confusion: ConfusionMatrix, depths: list[torch.Tensor], pose: Pos
     mean80 = near.mean()
     return {
         "majority_class_miou": float(gt[majority] / gt.sum() / max(present, 1)),
-        "mean_depth_abs_rel_cap_80m": float(((mean80 - near).abs() / near).mean()) if len(near) else 0.0,
+        "mean_depth_abs_rel_cap_80m": float(((mean80 - near).abs() / near).mean())
+        if len(near)
+        else 0.0,
         "no_motion": pose.result(),
     }
 
 
-@torch.no_grad()
-def evaluate_run(run_dir: Path, split: str = "test", data: Path | None = None, device: str = "cpu") -> dict[str, Any]:
-    """The comparison table of a run trained through all four stages, as a dict."""
-    cfg = load_run(run_dir)
-    data = Path(data or cfg.data)
+def whole_clips(cfg: TrainConfig, data: Path, split: str) -> ClipWindows:
+    """The split's clips as whole windows (as long as its shortest clip) at the run's frame size;
+    a split without clips is refused with what to do."""
     require_clips(load_manifest(data), data, split, "evaluation")
     probe = ClipWindows(data, split, window=1, label_map=cfg.label_map)
     window = min(n for *_, n in probe.clips)
-    ds = ClipWindows(data, split, window=window, stride=window, label_map=cfg.label_map, size=cfg.frame_size())
+    return ClipWindows(
+        data, split, window=window, stride=window, label_map=cfg.label_map, size=cfg.frame_size()
+    )
+
+
+@torch.no_grad()
+def evaluate_run(
+    run_dir: Path,
+    split: str = "test",
+    data: Path | None = None,
+    device: str = "cpu",
+    perturbation: Perturbation | None = None,
+) -> dict[str, Any]:
+    """The comparison table of a run trained through all four stages, as a dict; with
+    ``perturbation``, also under per-frame corruptions (``report["perturbed"]``)."""
+    cfg = load_run(run_dir)
+    ds = whole_clips(cfg, Path(data or cfg.data), split)
     names = load_label_map(cfg.label_map).class_names
-    frame, temporal = FrameModel(cfg, run_dir).to(device), temporal_model(cfg, run_dir).to(device)
-    scores = {"frame_by_frame": _Scores(len(names)), "temporal": _Scores(len(names))}
-    truth = TemporalConsistency(len(names))
-    no_motion, depths, generator = PoseMetrics(), [], torch.Generator().manual_seed(0)
-    for index in range(len(ds)):
-        item = ds[index]
-        rgb = item["rgb"][None].to(device)
-        for name, model in (("frame_by_frame", frame), ("temporal", temporal)):
-            out = model(rgb)
-            scores[name].update(out["seg_logits"][0].argmax(1).cpu(), out["depth"][0, :, 0].float().cpu(),
-                                out["rel_pose"][0].cpu(), item)
-        truth.update(item["labels"], item["depth"][:, 0], item)
-        no_motion.update(torch.eye(4, dtype=torch.float64).expand(1, window, 4, 4), item["rel_pose"][None])
-        valid = item["depth"][:, 0][item["valid_depth"][:, 0]]
-        depths.append(valid[torch.randint(len(valid), (min(len(valid), 4096),), generator=generator)] if len(valid) else valid)
-    results = {name: s.result(names) for name, s in scores.items()}
-    return {
-        "run": str(run_dir), "split": split, "windows": len(ds), "frames_per_window": window,
-        "frame_size": list(cfg.frame_size()), "preset": cfg.preset, "label_map": cfg.label_map, "models": results,
-        "ground_truth": {"temporal": truth.result()},
-        "baselines": _baselines(scores["temporal"].confusion, depths, no_motion),
+    models = {
+        "frame_by_frame": FrameModel(cfg, run_dir).to(device),
+        "temporal": temporal_model(cfg, run_dir).to(device),
     }
+    report = {
+        "run": str(run_dir),
+        "split": split,
+        "windows": len(ds),
+        "frames_per_window": ds.window,
+        "frame_size": list(cfg.frame_size()),
+        "preset": cfg.preset,
+        "label_map": cfg.label_map,
+        **score_models(models, ds, names, device),
+    }
+    if perturbation is not None:
+        report["perturbation"] = perturbation.model_dump()
+        report["perturbed"] = score_models(models, ds, names, device, perturbation)
+    return report
 
 
 ROWS = (
@@ -140,16 +262,41 @@ ROWS = (
     ("delta < 1.25 (<= 80 m)", ("depth", "cap_80m", "delta_1.25"), "{:.3f}"),
     ("delta < 1.25^2 (<= 80 m)", ("depth", "cap_80m", "delta_1.25^2"), "{:.3f}"),
     ("delta < 1.25^3 (<= 80 m)", ("depth", "cap_80m", "delta_1.25^3"), "{:.3f}"),
-    ("depth AbsRel (<= 1000 m)", ("depth", "cap_1000m", "abs_rel"), "{:.3f}"),
-    ("delta < 1.25 (<= 1000 m)", ("depth", "cap_1000m", "delta_1.25"), "{:.3f}"),
+    ("depth AbsRel (all valid, < 1000 m)", ("depth", "cap_1000m", "abs_rel"), "{:.3f}"),
+    ("delta < 1.25 (all valid, < 1000 m)", ("depth", "cap_1000m", "delta_1.25"), "{:.3f}"),
     ("RPE translation (m)", ("ego_motion", "rpe_translation_m"), "{:.3f}"),
     ("RPE rotation (deg)", ("ego_motion", "rpe_rotation_deg"), "{:.3f}"),
     ("ATE (m)", ("ego_motion", "ate_m"), "{:.3f}"),
-    ("temporal-consistency mIoU", ("temporal", "tc_miou"), "{:.3f}"),
-    ("label flip rate", ("temporal", "label_flip_rate"), "{:.4f}"),
-    ("depth relative change", ("temporal", "depth_rel_change"), "{:.4f}"),
-    ("depth flip rate (> 5 %)", ("temporal", "depth_flip_rate"), "{:.4f}"),
 )
+
+#: Temporal rows: headline figures (a constant cannot win them) first, marked **bold**.
+TEMPORAL_ROWS = (
+    (
+        "**mean consistent accuracy (mCA)** (higher is better)",
+        ("temporal", "mean_consistent_accuracy"),
+        "{:.3f}",
+    ),
+    (
+        "**consistent depth accuracy** (higher is better)",
+        ("temporal", "consistent_depth_accuracy"),
+        "{:.3f}",
+    ),
+    ("**depth log change** (lower is better)", ("temporal", "depth_log_change"), "{:.4f}"),
+    ("temporal-consistency mIoU (a constant scores 1)", ("temporal", "tc_miou"), "{:.3f}"),
+    ("label flip rate (a constant scores 0)", ("temporal", "label_flip_rate"), "{:.4f}"),
+    (
+        "flip rate where the truth is stable (a constant scores 0)",
+        ("temporal", "stable_flip_rate"),
+        "{:.4f}",
+    ),
+    ("depth relative change (zero depth scores 0)", ("temporal", "depth_rel_change"), "{:.4f}"),
+    ("depth flip rate > 5 % (zero depth scores 0)", ("temporal", "depth_flip_rate"), "{:.4f}"),
+)
+
+TRIVIAL = {
+    "constant_class_zero_depth": "constant class, zero depth",
+    "constant_class_median_depth": "constant class, clip-median depth",
+}
 
 
 def _get(d: dict, path: tuple[str, ...]) -> Any:
@@ -158,29 +305,94 @@ def _get(d: dict, path: tuple[str, ...]) -> Any:
     return d
 
 
-def to_markdown(report: dict[str, Any]) -> str:
-    """The report as one Markdown table (plus baselines and per-class IoU)."""
-    m, gt, base = report["models"], report["ground_truth"], report["baselines"]
-    lines = [f"# Evaluation of {report['run']} on {report['split']} ({report['windows']} clips of "
-             f"{report['frames_per_window']} frames at {report['frame_size'][0]}x{report['frame_size'][1]}, preset {report['preset']})", "",
-             "| metric | frame-by-frame (stages 1+2+3) | temporal (stage 4) | ground truth |", "|---|---|---|---|"]
+def _fmt(fmt: str, value: Any) -> str:
+    return fmt.format(value) if value is not None else "-"
+
+
+def comparison_table(columns: dict[str, dict], scored: dict[str, Any]) -> list[str]:
+    """Markdown lines: one column per model result (``columns``: header -> result), then on the
+    temporal rows the ground truth and the trivial baselines of ``scored`` (a :func:`score_models`
+    result)."""
+    extra = {"ground truth": scored["ground_truth"]}
+    extra.update(
+        {
+            label: {"temporal": scored["baselines"]["temporal"][key]}
+            for key, label in TRIVIAL.items()
+        }
+    )
+    headers = [*columns, *extra]
+    lines = ["| metric | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
     for label, path, fmt in ROWS:
-        cells = [fmt.format(v) if (v := _get(m[k], path)) is not None else "-" for k in ("frame_by_frame", "temporal")]
-        truth = _get(gt, path) if path[0] == "temporal" else None
-        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {fmt.format(truth) if truth is not None else ''} |")
-    lines += ["", "| baseline | value |", "|---|---|",
-              f"| majority class mIoU | {base['majority_class_miou']:.3f} |",
-              f"| mean depth AbsRel (<= 80 m) | {base['mean_depth_abs_rel_cap_80m']:.3f} |",
-              f"| no motion RPE translation (m) | {base['no_motion']['rpe_translation_m']:.3f} |",
-              f"| no motion ATE (m) | {base['no_motion']['ate_m']:.3f} |", ""]
-    names = sorted(set(m["frame_by_frame"]["segmentation"]["per_class_iou"]) | set(m["temporal"]["segmentation"]["per_class_iou"]))
+        cells = [_fmt(fmt, _get(c, path)) for c in columns.values()] + [""] * len(extra)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for label, path, fmt in TEMPORAL_ROWS:
+        cells = [_fmt(fmt, _get(c, path)) for c in [*columns.values(), *extra.values()]]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def baseline_lines(base: dict[str, Any]) -> list[str]:
+    """The single-figure baselines as a small Markdown table."""
+    return [
+        "| baseline | value |",
+        "|---|---|",
+        f"| majority class ({base['majority_class']}) mIoU | {base['majority_class_miou']:.3f} |",
+        f"| mean depth AbsRel (<= 80 m) | {base['mean_depth_abs_rel_cap_80m']:.3f} |",
+        f"| no motion RPE translation (m) | {base['no_motion']['rpe_translation_m']:.3f} |",
+        f"| no motion ATE (m) | {base['no_motion']['ate_m']:.3f} |",
+    ]
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: the comparison (clean, and perturbed if measured), baselines,
+    per-class IoU."""
+    m = report["models"]
+    columns = {
+        "frame-by-frame (stages 1+2+3)": m["frame_by_frame"],
+        "temporal (stage 4)": m["temporal"],
+    }
+    lines = [
+        f"# Evaluation of {report['run']} on {report['split']} ({report['windows']} clips of "
+        f"{report['frames_per_window']} frames at "
+        f"{report['frame_size'][0]}x{report['frame_size'][1]}, preset {report['preset']})",
+        "",
+        *comparison_table(columns, report),
+        "",
+    ]
+    if "perturbed" in report:
+        pm = report["perturbed"]["models"]
+        lines += [
+            "## Under per-frame corruptions",
+            "",
+            f"Corruptions: {report['perturbation']}.",
+            "",
+            *comparison_table(
+                {
+                    "frame-by-frame (stages 1+2+3)": pm["frame_by_frame"],
+                    "temporal (stage 4)": pm["temporal"],
+                },
+                report["perturbed"],
+            ),
+            "",
+        ]
+    lines += [*baseline_lines(report["baselines"]), ""]
+    names = sorted(
+        set(m["frame_by_frame"]["segmentation"]["per_class_iou"])
+        | set(m["temporal"]["segmentation"]["per_class_iou"])
+    )
     lines += ["| class IoU | frame-by-frame | temporal |", "|---|---|---|"]
     for name in names:
         a = m["frame_by_frame"]["segmentation"]["per_class_iou"].get(name)
         b = m["temporal"]["segmentation"]["per_class_iou"].get(name)
-        lines.append(f"| {name} | {'-' if a is None else f'{a:.3f}'} | {'-' if b is None else f'{b:.3f}'} |")
+        lines.append(
+            f"| {name} | {'-' if a is None else f'{a:.3f}'} | {'-' if b is None else f'{b:.3f}'} |"
+        )
     absent = m["temporal"]["segmentation"]["absent_classes"]
-    lines += ["", f"Classes absent from both prediction and ground truth (not in mIoU): {', '.join(absent) or 'none'}."]
+    lines += [
+        "",
+        "Classes absent from both prediction and ground truth (not in mIoU): "
+        f"{', '.join(absent) or 'none'}.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -18,8 +18,9 @@ class ConfusionMatrix:
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """Add integer predictions and targets of any (same) shape; 255 targets are ignored."""
-        keep = target != IGNORE_INDEX
+        """Add integer predictions and targets of any (same) shape; pixels where either is 255 (no
+        label: the ground truth scored as a prediction has those) are left out."""
+        keep = (target != IGNORE_INDEX) & (pred != IGNORE_INDEX)
         if mask is not None:
             keep &= mask
         idx = target[keep].long() * self.num_classes + pred[keep].long()

@@ -3,7 +3,8 @@
 Every stage network takes a batch of windows (``rgb`` (B, T, 3, H, W)) and returns
 pipeline-style outputs: ``seg_logits`` (B, T, K, H, W), ``depth`` (B, T, 1, H, W) metres,
 ``motion`` (B, T-1, 6) as far as the stage predicts them. ``components()`` names the
-modules a checkpoint of the stage stores.
+modules a checkpoint of the stage stores. A network with ``reads_geometry = True`` also takes
+the batch's ``intrinsics``, ``depth`` and ``rel_pose`` (:func:`stage_forward` passes them).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from models.ego_motion import build_ego_motion
 from models.geometry_filter import build_geometry_filter
 from models.pipeline import build_pipeline
 from models.segmentation import build_segmentation
+from train.config import StageConfig
 
 
 def load_component(run_dir: Path, stage: str, component: str) -> dict[str, torch.Tensor]:
@@ -46,11 +48,17 @@ class SegmentationStage(nn.Module):
 
 
 class DepthStage(nn.Module):
-    """Stage 2: single-frame metric depth."""
+    """Stage 2: single-frame metric depth; with ``shared_backbone``, its decoder on stage 1's
+    backbone (the one the GeometryFilter uses, so stage 4 keeps the backbone the decoder was
+    trained on)."""
 
-    def __init__(self, cfg: ModelConfig, run_dir: Path) -> None:
+    def __init__(self, cfg: ModelConfig, run_dir: Path, shared_backbone: bool = False) -> None:
         super().__init__()
         self.depth = build_depth(cfg)
+        if shared_backbone:
+            segmentation = build_segmentation(cfg)
+            segmentation.load_state_dict(load_component(run_dir, "stage1", "segmentation"))
+            self.depth.backbone = segmentation.backbone
 
     def components(self) -> dict[str, nn.Module]:
         return {"depth": self.depth}
@@ -91,14 +99,34 @@ class SequenceStage(nn.Module):
         ego.load_state_dict(load_component(run_dir, "stage3", "ego_motion"))
         self.pipeline = build_pipeline(cfg, geometry, ego)
 
+    reads_geometry = True
+
     def components(self) -> dict[str, nn.Module]:
         return {"geometry_filter": self.pipeline.geometry, "ego_motion": self.pipeline.ego_motion}
 
-    def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.pipeline(rgb)
+    def forward(self, rgb: torch.Tensor, intrinsics: torch.Tensor | None = None,
+                depth: torch.Tensor | None = None,
+                rel_pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out = self.pipeline(rgb, intrinsics, depth, rel_pose)
         return {"seg_logits": out["seg_logits"], "depth": out["depth"], "motion": pose_to_vector(out["rel_pose"][:, 1:])}
 
 
 STAGE_NETS: dict[str, type[nn.Module]] = {
     "segmentation": SegmentationStage, "depth": DepthStage, "ego_motion": EgoMotionStage, "sequence": SequenceStage,
 }
+
+
+def build_stage_net(stage: StageConfig, cfg: ModelConfig, run_dir: Path) -> nn.Module:
+    """The network ``stage`` trains (a depth stage that needs stage 1 decodes stage 1's
+    backbone)."""
+    if stage.model == "depth":
+        return DepthStage(cfg, run_dir, shared_backbone="stage1" in stage.needs)
+    return STAGE_NETS[stage.model](cfg, run_dir)
+
+
+def stage_forward(net: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+    """Run a stage network (or its DDP wrapper) on a batch of windows."""
+    inner = net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
+    if getattr(inner, "reads_geometry", False):
+        return net(batch["rgb"], batch["intrinsics"], batch["depth"], batch["rel_pose"])
+    return net(batch["rgb"])

@@ -10,6 +10,7 @@ from carla_capture.inspect import depth_to_rgb
 from dataset.labels import load_label_map
 from models.common import denormalize
 from train.config import TrainConfig
+from train.nets import stage_forward
 
 
 def to_uint8(rgb: torch.Tensor) -> np.ndarray:
@@ -21,7 +22,8 @@ def to_uint8(rgb: torch.Tensor) -> np.ndarray:
 def panel(net: nn.Module, batch: dict, cfg: TrainConfig, device: torch.device) -> np.ndarray | None:
     """One row per kind of output of the first window's first frame: RGB | prediction | ground truth."""
     label_map = load_label_map(cfg.label_map)
-    out = net(batch["rgb"][:1].to(device))
+    first = {k: v[:1].to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    out = stage_forward(net, first)
     rgb = to_uint8(batch["rgb"][0, 0])
     rows = []
     if "seg_logits" in out:

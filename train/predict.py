@@ -67,7 +67,9 @@ def predict_clip(run_dir: Path, path: Path, clip_id: str | None = None, out_dir:
     state = model.init_state(1, height, width, device)
     labels, depths, poses, panels = [], [], [], []
     for t in range(len(clip)):
-        out, state = model.step(item["rgb"][t][None].to(device), state)
+        frame = {k: item[k][t][None].to(device) for k in ("rgb", "intrinsics", "depth", "rel_pose")}
+        out, state = model.step(frame["rgb"], state, frame["intrinsics"], frame["depth"],
+                                frame["rel_pose"])
         label = out["seg_logits"][0].argmax(0).cpu().numpy()
         depth = out["depth"][0, 0].float().cpu().numpy()
         labels.append(label)

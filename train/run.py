@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from carla_capture.errors import CaptureError, ConfigError
-from carla_capture.settings import apply_overrides, build, read_toml
+from carla_capture.settings import apply_overrides, build, deep_merge, read_toml
 from carla_capture.split import load_manifest, require_clips
 from train.config import TrainConfig
 from train.engine import run_stage, setup
@@ -21,11 +21,11 @@ STAGE_ORDER = ("stage1", "stage2", "stage3", "stage4")
 
 def resolve_config(preset: str, options: dict[str, Any], config_file: Path | None = None,
                    overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Preset < config file < command-line options < ``--set`` overrides, validated."""
+    """Preset < config file < command-line options < ``--set`` overrides, merged deeply, validated."""
     data = preset_defaults(preset)
     if config_file:
-        data.update(read_toml(config_file))
-    data.update({k: v for k, v in options.items() if v is not None})
+        data = deep_merge(data, read_toml(config_file))
+    data = deep_merge(data, {k: v for k, v in options.items() if v is not None})
     data = apply_overrides(TrainConfig, data, list(overrides))
     return build(TrainConfig, data, "train config")
 
@@ -58,4 +58,14 @@ def train(cfg: TrainConfig, stage: str, resume: bool = False) -> list[Path]:
     if ctx.main:
         save_config(cfg)
     stages = STAGE_ORDER if stage == "all" else (stage,)
-    return [run_stage(cfg, name, ctx, resume, validate) for name in stages]
+    return [run_stage(cfg, name, ctx, resume, validate) for name in _check_needs(cfg, stages)]
+
+
+def _check_needs(cfg: TrainConfig, stages: tuple[str, ...]) -> tuple[str, ...]:
+    """Refuse a stage whose ``needs`` are neither trained in ``out`` nor trained earlier in this call."""
+    for i, name in enumerate(stages):
+        for need in cfg.stages[name].needs:
+            if need not in stages[:i] and not (Path(cfg.out) / need / "best.pt").exists():
+                raise ConfigError(f"{name} starts from {need}, but {Path(cfg.out) / need / 'best.pt'} does not exist; "
+                                  f"run: train run {need} (same --out), or train run all")
+    return stages

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from carla_capture.config import CaptureConfig, TownConfig
-from carla_capture.errors import CaptureError
+from carla_capture.errors import BackendUnavailableError, CaptureError
 from carla_capture.records import Clip, Frame
 
 FrameCallback = Callable[[Frame], None]
@@ -23,6 +23,10 @@ class RetryClip(CaptureError):
 
 class ServerLost(CaptureError):
     """The simulator stopped answering; reconnect with :meth:`Backend.restart`, then retry the clip."""
+
+
+class ServerGone(BackendUnavailableError):
+    """A lost server did not answer again within ``--server-wait`` seconds."""
 
 
 class Backend(Protocol):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import numpy as np
 import pytest
@@ -18,20 +17,26 @@ from tests import carla_double as double
 PORT = 2000
 
 
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setitem(sys.modules, "carla", double)
-    fake = double.FakeServer()
-    double.SERVERS.clear()
-    double.SERVERS[("127.0.0.1", PORT)] = fake
-    yield fake
-    double.SERVERS.clear()
-
-
 def _cfg(tmp_path, towns, **carla) -> CaptureConfig:
-    settings = {"warmup_ticks": 2, "sensor_timeout": 0.3, "restart_backoff_s": 0.0, "vehicles": 3, "walkers": 2,
-                "timeout": 1.0, "port": PORT, **carla}
-    return CaptureConfig(backend="carla", town="Town03", clips=3, frames=4, out=tmp_path, town_dir=towns, carla=settings)
+    settings = {
+        "warmup_ticks": 2,
+        "sensor_timeout": 0.3,
+        "restart_backoff_s": 0.0,
+        "vehicles": 3,
+        "walkers": 2,
+        "timeout": 1.0,
+        "port": PORT,
+        **carla,
+    }
+    return CaptureConfig(
+        backend="carla",
+        town="Town03",
+        clips=3,
+        frames=4,
+        out=tmp_path,
+        town_dir=towns,
+        carla=settings,
+    )
 
 
 def _clips(tmp_path):
@@ -60,8 +65,12 @@ def _assert_clean_exit(server):
     stops = {a for e, a in server.events if e == "stop"}
     for i, (event, actor) in enumerate(server.events):
         if event == "destroy" and actor in stops:
-            assert ("stop", actor) in server.events[:i], "sensors are stopped before they are destroyed"
-    assert server.settings.synchronous_mode is False and server.tm_sync is False, "settings restored"
+            assert ("stop", actor) in server.events[:i], (
+                "sensors are stopped before they are destroyed"
+            )
+    assert server.settings.synchronous_mode is False and server.tm_sync is False, (
+        "settings restored"
+    )
 
 
 def test_records_synchronized_clips_and_cleans_up(tmp_path, tiny_towns, server):
@@ -75,8 +84,14 @@ def test_records_synchronized_clips_and_cleans_up(tmp_path, tiny_towns, server):
     assert server.weather is not None and server.weather["cloudiness"] >= 0
     _assert_clean_exit(server)
     clip = _clips(tmp_path)[0]
-    assert clip.backend == "carla" and clip.attrs["simulator"] == "CARLA 0.9.16" and clip.attrs["map"] == "Town03"
-    np.testing.assert_allclose(clip.frames[0].carla_transform[3], -3.0)  # the rig's pitch, from the image's transform
+    assert (
+        clip.backend == "carla"
+        and clip.attrs["simulator"] == "CARLA 0.9.16"
+        and clip.attrs["map"] == "Town03"
+    )
+    np.testing.assert_allclose(
+        clip.frames[0].carla_transform[3], -3.0
+    )  # the rig's pitch, from the image's transform
 
 
 def test_reordered_and_stale_measurements_are_matched_by_frame(tmp_path, tiny_towns, server):
@@ -100,7 +115,9 @@ def test_a_dropped_measurement_means_a_retried_clip(tmp_path, tiny_towns, server
     _assert_clean_exit(server)
 
 
-def test_a_pose_that_disagrees_with_the_ego_means_a_retried_clip(tmp_path, tiny_towns, server, caplog):
+def test_a_pose_that_disagrees_with_the_ego_means_a_retried_clip(
+    tmp_path, tiny_towns, server, caplog
+):
     server.glitch = {1008: 3.0}
     with caplog.at_level(logging.WARNING):
         record(_cfg(tmp_path, tiny_towns))
@@ -167,7 +184,9 @@ def test_unknown_map_lists_the_servers_maps(tmp_path, tiny_towns, server):
 
 
 def test_no_server_names_the_address(tmp_path, tiny_towns, server):
-    with pytest.raises(BackendUnavailableError, match="no CARLA server answered at 127.0.0.1:2999.*CarlaUE4.sh"):
+    with pytest.raises(
+        BackendUnavailableError, match="no CARLA server answered at 127.0.0.1:2999.*CarlaUE4.sh"
+    ):
         record(_cfg(tmp_path, tiny_towns, port=2999))
 
 
@@ -186,7 +205,11 @@ class _Image:
 def test_decoding_against_hand_computed_encodings():
     # depth: (B, G, R) = (0, 0, 1) is one code step; 12.345 m is code 207115 = 3 * 65536 + 41 * 256 + 11
     img = _Image([[(0, 0, 1, 255), (3, 41, 11, 255), (255, 255, 255, 255), (0, 1, 0, 255)]])
-    np.testing.assert_allclose(decode_depth(img)[0], [1000 / 16777215, 207115 / 16777215 * 1000, 1000.0, 256 / 16777215 * 1000], rtol=1e-6)
+    np.testing.assert_allclose(
+        decode_depth(img)[0],
+        [1000 / 16777215, 207115 / 16777215 * 1000, 1000.0, 256 / 16777215 * 1000],
+        rtol=1e-6,
+    )
     assert abs(decode_depth(img)[0, 1] - 12.345) < 6e-5
     # semantic: the tag is the red channel (index 2 of BGRA)
     assert decode_semantic(_Image([[(9, 9, 14, 255), (0, 0, 28, 255)]])).tolist() == [[14, 28]]
@@ -197,12 +220,23 @@ def test_decoding_against_hand_computed_encodings():
 def test_servers_option_splits_clips_seeds_and_ports(tmp_path, tiny_towns):
     from carla_capture.servers import parse_servers, server_commands
 
-    cfg = CaptureConfig(town="Town03", clips=5, seed=7, out=tmp_path, town_dir=tiny_towns,
-                        carla={"servers": ("127.0.0.1:2000", "10.0.0.2:2002")})
+    cfg = CaptureConfig(
+        town="Town03",
+        clips=5,
+        seed=7,
+        out=tmp_path,
+        town_dir=tiny_towns,
+        carla={"servers": ("127.0.0.1:2000", "10.0.0.2:2002")},
+    )
     commands = dict(server_commands(cfg))
     assert list(commands) == ["127.0.0.1:2000", "10.0.0.2:2002"]
     first, second = (" ".join(c) for c in commands.values())
     assert "clips=3" in first and "seed=7" in first and '"tm_port":8000' in first
-    assert "clips=2" in second and "seed=8" in second and '"port":2002' in second and '"tm_port":8001' in second
+    assert (
+        "clips=2" in second
+        and "seed=8" in second
+        and '"port":2002' in second
+        and '"tm_port":8001' in second
+    )
     with pytest.raises(ConfigError, match="host:port"):
         parse_servers(("nohost",))

@@ -24,7 +24,7 @@ def _resolve(module: object, path: str) -> object:
 
 
 def _boost_overloads(doc: str) -> list[list[tuple[str, bool]]]:
-    """(name, has_default) of each parameter, after self, for each overload in a Boost.Python docstring."""
+    """(name, has_default) of each parameter after self, per overload of a Boost.Python doc."""
     out = []
     for match in _SIGNATURE.finditer(doc or ""):
         params = re.findall(r"\((\w+)\)(\w+)(=[^,\]\[]*)?", match.group(1))
@@ -36,7 +36,7 @@ def _fits(params: list[tuple[str, bool]], use: Use) -> bool:
     required = sum(not has_default for _, has_default in params)
     names = [name for name, _ in params]
     given = use.args + len(use.kwargs)
-    return required <= given <= len(params) and all(k in names[use.args:] for k in use.kwargs)
+    return required <= given <= len(params) and all(k in names[use.args :] for k in use.kwargs)
 
 
 @pytest.mark.parametrize("use", CONTRACT, ids=lambda u: f"{u.owner or 'carla'}.{u.member}")
@@ -66,8 +66,81 @@ def test_backend_uses_only_the_contract():
 
     import carla_capture.backends.carla as backend
 
-    declared = {u.owner.split(".")[0] or u.member for u in CONTRACT} | {u.member for u in CONTRACT if u.owner == ""}
-    source = "".join(p.read_text() for p in Path(backend.__file__).parent.glob("*.py") if p.name != "contract.py")
+    declared = {u.owner.split(".")[0] or u.member for u in CONTRACT} | {
+        u.member for u in CONTRACT if u.owner == ""
+    }
+    source = "".join(
+        p.read_text() for p in Path(backend.__file__).parent.glob("*.py") if p.name != "contract.py"
+    )
     member = r"carla\.([A-Z]\w*|command)\b"
-    used = set(re.findall(r"(?<![\w.])" + member, source)) | set(re.findall(r"self\." + member, source))
+    used = set(re.findall(r"(?<![\w.])" + member, source)) | set(
+        re.findall(r"self\." + member, source)
+    )
     assert used and used <= declared, used - declared
+
+
+def test_the_double_refuses_the_package_anything_the_contract_does_not_list(server):
+    """The strict double: a member or call shape not in the contract fails for package code."""
+    import types
+
+    from carla_capture.backends.carla import (
+        session,
+    )  # a module of the package: strictness applies to it
+
+    probe = types.FunctionType(
+        compile(
+            "def uses(carla):\n"
+            "    world = carla.Client('127.0.0.1', 2000).get_world()\n"
+            "    return world.get_settings().copy\n",
+            session.__file__,
+            "exec",
+        ).co_consts[0],
+        {},
+    )
+    with pytest.raises(AttributeError, match="WorldSettings.copy is not in the contract"):
+        probe(carla_double)
+    shape = types.FunctionType(
+        compile(
+            "def uses(carla, bp, transform):\n"
+            "    return carla.command.SpawnActor(bp, transform, 7, 'socket')\n",
+            session.__file__,
+            "exec",
+        ).co_consts[0],
+        {},
+    )
+    with pytest.raises(AttributeError, match="SpawnActor.__init__ with 4 arguments"):
+        shape(
+            carla_double,
+            carla_double.ActorBlueprint("walker.pedestrian.0001"),
+            carla_double.Transform(),
+        )
+
+
+def test_blueprint_attributes_the_backend_sets_exist_in_the_double():
+    import fnmatch
+
+    from carla_capture.backends.carla.contract import BLUEPRINT_ATTRIBUTES
+
+    for pattern, names in BLUEPRINT_ATTRIBUTES.items():
+        ids = [i for i in carla_double.BlueprintLibrary.IDS if fnmatch.fnmatch(i, pattern)]
+        assert ids, pattern
+        for blueprint_id in ids:
+            bp = carla_double.ActorBlueprint(blueprint_id)
+            assert all(bp.has_attribute(n) for n in names), (blueprint_id, names)
+    with pytest.raises(IndexError, match="no attribute 'image_size'"):
+        carla_double.ActorBlueprint("sensor.camera.rgb").set_attribute("image_size", "64")
+
+
+def test_weather_presets_of_the_double_are_the_clients():
+    from carla_capture.config import CARLA_PRESETS, WEATHER_FIELDS
+
+    real = sorted(n for n in dir(carla.WeatherParameters) if n[0].isupper())
+    assert real == sorted(CARLA_PRESETS)
+    assert list(carla_double.WEATHER_FIELDS) == list(WEATHER_FIELDS)
+    for name in CARLA_PRESETS:
+        mine, theirs = (
+            getattr(carla_double.WeatherParameters, name),
+            getattr(carla.WeatherParameters, name),
+        )
+        for f in WEATHER_FIELDS:
+            assert getattr(mine, f) == pytest.approx(getattr(theirs, f), abs=1e-5), (name, f)

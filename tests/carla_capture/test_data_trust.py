@@ -130,3 +130,12 @@ def test_empty_split_warns(cli, tmp_path, tiny_towns):
     assert "split 'val' has no clips" in result.stderr and "split 'test' has no clips" in result.stderr
     manifest = json.loads((out / "split.json").read_text())
     assert manifest["splits"]["train"]["clips"] == 1 and manifest["splits"]["val"]["clips"] == 0
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd+lz4hc", "gzip"])
+def test_every_offered_codec_records(cli, tmp_path, tiny_towns, codec):
+    """The CLI offers exactly the codecs the config accepts (``--compression lz4`` was refused)."""
+    result = cli.capture(*_record_args(tmp_path, tiny_towns, "--clips", "1", "--compression", codec))
+    assert result.exit_code == 0, result.output
+    with ShardReader(next((tmp_path / "Town01").glob("*.h5"))) as reader:
+        assert reader.codec == codec

@@ -15,7 +15,6 @@ from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.errors import ConfigError
 from carla_capture.record import existing_clip_ids, record, shard_paths
 from carla_capture.shards import ShardReader
-from tests.conftest import synthetic_config
 
 
 def _all_clips(town_dir: Path) -> list[str]:
@@ -28,7 +27,7 @@ def _all_clips(town_dir: Path) -> list[str]:
     return ids
 
 
-def test_records_requested_clips_into_shards(tmp_path, tiny_towns):
+def test_records_requested_clips_into_shards(synthetic_config, tmp_path, tiny_towns):
     summary = record(synthetic_config(tmp_path, tiny_towns, clips=5, clips_per_shard=2))
     town_dir = tmp_path / "Town01"
     assert summary.recorded == 5 and len(summary.shards_written) == 3
@@ -39,7 +38,7 @@ def test_records_requested_clips_into_shards(tmp_path, tiny_towns):
     assert not list(town_dir.glob(".staging*")) and not list(town_dir.glob("*.partial"))
 
 
-def test_rerun_records_nothing_and_extends(tmp_path, tiny_towns):
+def test_rerun_records_nothing_and_extends(synthetic_config, tmp_path, tiny_towns):
     record(synthetic_config(tmp_path, tiny_towns, clips=2))
     first = {p: p.stat().st_mtime_ns for p in shard_paths(tmp_path / "Town01")}
     again = record(synthetic_config(tmp_path, tiny_towns, clips=2))
@@ -50,7 +49,7 @@ def test_rerun_records_nothing_and_extends(tmp_path, tiny_towns):
     assert len(_all_clips(tmp_path / "Town01")) == 3
 
 
-def test_exception_mid_run_loses_only_the_clip_in_progress(tmp_path, tiny_towns, monkeypatch):
+def test_exception_mid_run_loses_only_the_clip_in_progress(synthetic_config, tmp_path, tiny_towns, monkeypatch):
     calls = {"n": 0}
     original = SyntheticBackend.record_clip
 
@@ -80,7 +79,7 @@ def test_exception_mid_run_loses_only_the_clip_in_progress(tmp_path, tiny_towns,
     assert sorted(_all_clips(town_dir)) == [f"Town01-0-{i:06d}" for i in range(5)]
 
 
-def test_resume_refuses_settings_that_change_the_data(tmp_path, tiny_towns):
+def test_resume_refuses_settings_that_change_the_data(synthetic_config, tmp_path, tiny_towns):
     record(synthetic_config(tmp_path, tiny_towns, clips=1))
     with pytest.raises(ConfigError, match="frames=6"):
         record(synthetic_config(tmp_path, tiny_towns, clips=2, frames=8))

@@ -9,7 +9,6 @@ import pytest
 
 from carla_capture.errors import CaptureError, ConfigError
 from carla_capture.split import MANIFEST_NAME, build_manifest, load_manifest, load_splits, write_manifest
-from tests.carla_capture.test_cli import assert_clean_error, run
 
 
 @pytest.fixture
@@ -25,8 +24,8 @@ def test_default_splits_file():
     assert splits["val"] == ("Town10HD",) and splits["test"] == ("Town02",)
 
 
-def test_split_writes_manifest_and_is_idempotent(dataset):
-    result = run("split", str(dataset))
+def test_split_writes_manifest_and_is_idempotent(cli, dataset):
+    result = cli.capture("split", str(dataset))
     assert result.exit_code == 0, result.output
     manifest = json.loads((dataset / MANIFEST_NAME).read_text())
     counts = {name: (s["clips"], s["frames"]) for name, s in manifest["splits"].items()}
@@ -34,16 +33,16 @@ def test_split_writes_manifest_and_is_idempotent(dataset):
     assert all(len(sh["sha256"]) == 64 for s in manifest["splits"].values() for sh in s["shards"])
     assert "train   Town01" in result.stdout
     before = (dataset / MANIFEST_NAME).stat().st_mtime_ns
-    again = run("split", str(dataset))
+    again = cli.capture("split", str(dataset))
     assert "unchanged" in again.stdout and (dataset / MANIFEST_NAME).stat().st_mtime_ns == before
 
 
-def test_refuses_a_town_in_two_splits(tmp_path, dataset):
+def test_refuses_a_town_in_two_splits(cli, tmp_path, dataset):
     bad = tmp_path / "splits.toml"
     bad.write_text('[splits]\ntrain = ["Town01", "Town02"]\ntest = ["Town02"]\n')
     with pytest.raises(ConfigError, match="Town02 is in both"):
         load_splits(bad)
-    assert_clean_error(run("split", str(dataset), "--splits", str(bad)), "Town02 is in both")
+    cli.error(cli.capture("split", str(dataset), "--splits", str(bad)), "Town02 is in both")
     assert not (dataset / MANIFEST_NAME).exists()
 
 
@@ -54,13 +53,13 @@ def test_refuses_a_clip_in_two_shards(dataset):
         build_manifest(dataset, load_splits())
 
 
-def test_refuses_a_town_in_no_split(tmp_path, dataset):
+def test_refuses_a_town_in_no_split(cli, tmp_path, dataset):
     only = tmp_path / "splits.toml"
     only.write_text('[splits]\ntrain = ["Town01"]\n')
-    assert_clean_error(run("split", str(dataset), "--splits", str(only)), "in no split")
+    cli.error(cli.capture("split", str(dataset), "--splits", str(only)), "in no split")
 
 
-def test_manifest_problems_are_clear(dataset):
+def test_manifest_problems_are_clear(cli, dataset):
     with pytest.raises(CaptureError, match="capture split"):
         load_manifest(dataset)
     write_manifest(dataset, build_manifest(dataset, load_splits()))
@@ -78,18 +77,18 @@ def test_manifest_problems_are_clear(dataset):
     with pytest.raises(CaptureError, match="changed"):
         load_manifest(dataset)
     # verify reports the changed shard and carries on with every clip
-    changed = run("verify", str(dataset))
+    changed = cli.capture("verify", str(dataset))
     assert changed.exit_code == 1 and "changed since split.json" in changed.stdout
     assert "Town01-0-000000" in changed.stdout
     shard.unlink()
-    gone = run("verify", str(dataset))
+    gone = cli.capture("verify", str(dataset))
     assert gone.exit_code == 1 and "gone" in gone.stdout
     assert (dataset / MANIFEST_NAME).exists()
 
 
-def test_empty_dataset_folder_is_a_clear_error(tmp_path):
+def test_empty_dataset_folder_is_a_clear_error(cli, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert_clean_error(run("split", str(empty)), "no .h5 shards")
-    assert_clean_error(run("verify", str(empty)), "no .h5 shards")
+    cli.error(cli.capture("split", str(empty)), "no .h5 shards")
+    cli.error(cli.capture("verify", str(empty)), "no .h5 shards")
     assert list(empty.iterdir()) == []

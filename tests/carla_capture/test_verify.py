@@ -13,7 +13,6 @@ import pytest
 from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.config import CaptureConfig, VerifyConfig, load_town
 from carla_capture.verify import verify_clip
-from tests.carla_capture.test_cli import run
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +53,10 @@ def test_corruption_fails(clip, name):
     assert not report.passed, name
 
 
-def test_verify_cli_report_and_quarantine(tmp_path, tiny_dataset):
+def test_verify_cli_report_and_quarantine(cli, tmp_path, tiny_dataset):
     data = tmp_path / "data"
     shutil.copytree(tiny_dataset, data)
-    ok = run("verify", str(data))
+    ok = cli.capture("verify", str(data))
     assert ok.exit_code == 0, ok.output
     assert "5 passed, 0 failed" in ok.stdout
     report = json.loads((data / "verify-report.json").read_text())
@@ -68,36 +67,36 @@ def test_verify_cli_report_and_quarantine(tmp_path, tiny_dataset):
         group = next(iter(h5["clips"].values()))
         group["depth"][...] = group["depth"][()] * 100
     untouched = {p: p.read_bytes() for p in data.rglob("*.h5") if p != bad}
-    failed = run("verify", str(data), "--quarantine")
+    failed = cli.capture("verify", str(data), "--quarantine")
     assert failed.exit_code == 1
     assert "FAIL Town02-0-000000" in failed.stdout and "depth outside" in failed.stdout
     assert not bad.exists() and (data / "quarantine" / "Town02" / "Town02-00001.h5").exists()
     assert {p: p.read_bytes() for p in untouched} == untouched
     # quarantined shards are left out of verify, split and inspect from now on
-    assert run("verify", str(data)).exit_code == 0
-    assert json.loads(run("inspect", str(data), "--json").stdout)["clips"] == 4
-    assert run("split", str(data)).exit_code == 0
+    assert cli.capture("verify", str(data)).exit_code == 0
+    assert json.loads(cli.capture("inspect", str(data), "--json").stdout)["clips"] == 4
+    assert cli.capture("split", str(data)).exit_code == 0
     assert json.loads((data / "split.json").read_text())["splits"]["test"]["towns"] == {}
 
 
-def test_thresholds_from_set(tmp_path, tiny_dataset):
-    result = run("verify", str(tiny_dataset), "--set", "min_depth_agree=1.01", "--report", str(tmp_path / "r.json"))
+def test_thresholds_from_set(cli, tmp_path, tiny_dataset):
+    result = cli.capture("verify", str(tiny_dataset), "--set", "min_depth_agree=1.01", "--report", str(tmp_path / "r.json"))
     assert result.exit_code == 2 and "min_depth_agree" in result.stderr
-    strict = run("verify", str(tiny_dataset), "--set", "min_label_agree=0.9999", "--report", str(tmp_path / "r.json"))
+    strict = cli.capture("verify", str(tiny_dataset), "--set", "min_label_agree=0.9999", "--report", str(tmp_path / "r.json"))
     assert strict.exit_code == 1 and "tags agree" in strict.stdout
 
 
-def test_inspect_video(tmp_path, tiny_dataset):
+def test_inspect_video(cli, tmp_path, tiny_dataset):
     import cv2
     from PIL import Image
 
     mp4, gif = tmp_path / "clip.mp4", tmp_path / "clip.gif"
-    assert run("inspect", str(tiny_dataset), "--video", str(mp4)).exit_code == 0
+    assert cli.capture("inspect", str(tiny_dataset), "--video", str(mp4)).exit_code == 0
     cap = cv2.VideoCapture(str(mp4))
     frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     ok, first = cap.read()
     assert ok and first.shape == (48, 3 * 96, 3) and frames == 6
-    assert run("inspect", str(tiny_dataset), "--video", str(gif)).exit_code == 0
+    assert cli.capture("inspect", str(tiny_dataset), "--video", str(gif)).exit_code == 0
     assert Image.open(gif).n_frames == 6
-    bad = run("inspect", str(tiny_dataset), "--video", str(tmp_path / "clip.avi"))
+    bad = cli.capture("inspect", str(tiny_dataset), "--video", str(tmp_path / "clip.avi"))
     assert bad.exit_code == 2 and ".mp4 or .gif" in bad.stderr

@@ -26,6 +26,12 @@ def test_paper_parameter_counts_match_the_reference(name):
     assert count_parameters(model) / 1e6 == pytest.approx(PAPER_MILLIONS[name], rel=0.005)
 
 
+def _intrinsics(batch: int, height: int, width: int) -> torch.Tensor:
+    """A 90-degree pinhole camera for frames of ``height`` x ``width`` (docs/conventions.md)."""
+    K = torch.tensor([[width / 2, 0, width / 2], [0, width / 2, height / 2], [0, 0, 1]])
+    return K.expand(batch, 3, 3)
+
+
 def _small_input(cfg: ModelConfig) -> ModelConfig:
     return cfg.model_copy(update={"input_size": (64, 128)})
 
@@ -47,7 +53,7 @@ def test_single_frame_shapes(preset, name):
 def test_pipeline_window_shapes(preset):
     model = MODELS["pipeline"](PRESETS[preset]).eval()
     with torch.no_grad():
-        out = model(torch.randn(2, 3, 3, 64, 128))
+        out = model(torch.randn(2, 3, 3, 64, 128), _intrinsics(2, 64, 128))
     assert out["seg_logits"].shape == (2, 3, 22, 64, 128)
     assert out["depth"].shape == (2, 3, 1, 64, 128)
     assert out["rel_pose"].shape == (2, 3, 4, 4) and out["cam_to_world"].shape == (2, 3, 4, 4)
@@ -57,34 +63,47 @@ def test_pipeline_window_shapes(preset):
 def test_paper_pipeline_shapes_on_meta():
     with torch.device("meta"):
         model = MODELS["pipeline"](PRESETS["paper"]).eval()
-        out = model(torch.empty(1, 2, 3, 256, 512))
+        out = model(torch.empty(1, 2, 3, 256, 512), torch.empty(1, 3, 3))
         state = model.init_state(1, 256, 512)
     assert out["seg_logits"].shape == (1, 2, 22, 256, 512)
     assert state.memory.shape == (1, 2048, 32, 64)  # ConvGRU at the bottleneck, 32x64 at 256x512
 
 
-def _train_briefly(model: torch.nn.Module) -> None:
+def _train_briefly(model: torch.nn.Module, *geometry: torch.Tensor) -> None:
     """A few optimiser steps so that no parameter is still at its identity initialisation."""
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     for _ in range(2):
-        out = model(torch.randn(2, 3, 3, 64, 128))
+        truth = (g[:, :3] for g in geometry)
+        out = model(torch.randn(2, 3, 3, 64, 128), _intrinsics(2, 64, 128), *truth)
         loss = sum(v.float().pow(2).mean() for v in out.values())
         opt.zero_grad()
         loss.backward()
         opt.step()
 
 
-def test_step_over_frames_equals_forward_over_window():
+def _geometry(batch: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depth (B, T, 1, 64, 128) metres and a forward-moving, turning rel_pose (B, T, 4, 4)."""
+    depth = torch.rand(batch, frames, 1, 64, 128) * 30 + 2
+    motion = torch.tensor([0.1, 0.0, 1.0, 0.0, 0.05, 0.0]).expand(batch, frames, 6)
+    rel = pose_from_vector(motion).clone()
+    rel[:, 0] = torch.eye(4)
+    return depth, rel
+
+
+@pytest.mark.parametrize("alignment", ["none", "estimated", "ground_truth"])
+def test_step_over_frames_equals_forward_over_window(alignment):
     torch.manual_seed(0)
-    model = MODELS["pipeline"](PRESETS["tiny"])
-    _train_briefly(model)
+    model = MODELS["pipeline"](PRESETS["tiny"].model_copy(update={"memory_alignment": alignment}))
+    depth, rel = _geometry(2, 4)
+    K = _intrinsics(2, 64, 128)
+    _train_briefly(model, depth, rel)
     model.eval()
     window = torch.randn(2, 4, 3, 64, 128)
     with torch.no_grad():
-        full = model(window)
+        full = model(window, K, depth, rel)
         state = model.init_state(2, 64, 128)
         for t in range(4):
-            out, state = model.step(window[:, t], state)
+            out, state = model.step(window[:, t], state, K, depth[:, t], rel[:, t])
             torch.testing.assert_close(out["seg_logits"], full["seg_logits"][:, t], rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(out["depth"], full["depth"][:, t], rtol=1e-4, atol=1e-4)
             if t:
@@ -94,6 +113,25 @@ def test_step_over_frames_equals_forward_over_window():
                 assert "rel_pose" not in out
 
 
+def test_alignment_changes_what_the_memory_reads():
+    torch.manual_seed(0)
+    outs = {}
+    depth, rel = _geometry(1, 3)
+    window = torch.randn(1, 3, 3, 64, 128)
+    for alignment in ("none", "ground_truth"):
+        torch.manual_seed(0)
+        cfg = PRESETS["tiny"].model_copy(update={"memory_alignment": alignment})
+        model = MODELS["pipeline"](cfg)
+        # as after sequence training
+        torch.nn.init.normal_(model.geometry.memory.up.weight, std=0.5)
+        with torch.no_grad():
+            out = model.eval()(window, _intrinsics(1, 64, 128), depth, rel)
+        outs[alignment] = out["seg_logits"]
+    # nothing to align on the first frame
+    torch.testing.assert_close(outs["none"][:, 0], outs["ground_truth"][:, 0])
+    assert (outs["none"][:, 2] - outs["ground_truth"][:, 2]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="intrinsics"):
+        MODELS["pipeline"](PRESETS["tiny"])(window)
 
 def test_memory_carries_history_once_open():
     torch.manual_seed(0)
@@ -110,17 +148,37 @@ def test_memory_carries_history_once_open():
 
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 def test_geometry_filter_is_identity_around_memory_at_init(preset):
+    """Both heads: the stage-4 model starts as stage 1's segmentation and stage 2's depth."""
     torch.manual_seed(0)
     cfg = PRESETS[preset]
-    seg, depth = MODELS["segmentation"](cfg).eval(), MODELS["depth"](cfg).eval()
+    seg, depth = MODELS["segmentation"](cfg), MODELS["depth"](cfg)
+    _train_briefly_single(seg, depth)
+    seg.eval(), depth.eval()
+    # stage 2 trains on stage 1's backbone
+    depth.backbone.load_state_dict(seg.backbone.state_dict())
     geometry = MODELS["geometry_filter"](cfg, segmentation=seg, depth=depth).eval()
+    pipeline = MODELS["pipeline"](cfg, geometry).eval()
     window = torch.randn(1, 3, 3, 64, 96)
     with torch.no_grad():
-        memory = geometry.init_state(1, 64, 96)
+        full = pipeline(window, _intrinsics(1, 64, 96))
+        state = pipeline.init_state(1, 64, 96)
         for t in range(3):
-            out, memory, _ = geometry.step(window[:, t], memory)
-            torch.testing.assert_close(out["seg_logits"], seg(window[:, t])["seg_logits"])
-        assert memory.abs().sum() > 0  # the memory runs, it just does not change the outputs yet
+            out, state = pipeline.step(window[:, t], state, _intrinsics(1, 64, 96))
+            for got in (out, {k: v[:, t] for k, v in full.items()}):
+                torch.testing.assert_close(got["seg_logits"], seg(window[:, t])["seg_logits"])
+                torch.testing.assert_close(got["depth"], depth(window[:, t])["depth"])
+        # the memory runs, it just does not change the outputs yet
+        assert state.memory.abs().sum() > 0
+
+
+def _train_briefly_single(*models: torch.nn.Module) -> None:
+    """One optimiser step each, so that no head is still at its initialisation (e.g. uniform
+    depth)."""
+    for model in models:
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        out = model(torch.randn(2, 3, 64, 96))
+        sum(v.float().pow(2).mean() for v in out.values()).backward()
+        opt.step()
 
 
 def test_paper_memory_gate_starts_closed():
@@ -162,10 +220,10 @@ def test_axis_angle_round_trip_and_small_angles():
 def test_tiny_forward_and_backward_is_fast_on_cpu():
     torch.manual_seed(0)
     model = MODELS["pipeline"](PRESETS["tiny"])
-    window = torch.randn(2, 3, 3, 128, 256)
-    model(window)  # warm-up
+    window, K = torch.randn(2, 3, 3, 128, 256), _intrinsics(2, 128, 256)
+    model(window, K)  # warm-up
     start = time.perf_counter()
-    out = model(window)
+    out = model(window, K)
     sum(v.float().mean() for v in out.values()).backward()
     assert time.perf_counter() - start < 5.0  # typically well under 2 s on 2 cores
     assert all(p.grad is not None for n, p in model.named_parameters() if "ego_motion" in n or "memory" in n)

@@ -11,11 +11,11 @@ from click.testing import CliRunner
 
 from dataset import ClipWindows
 from train.cli import main as train_main
-from train.temporal import TemporalConsistency
+from train.temporal import HEADLINE, LOWER_IS_BETTER, TemporalConsistency, window_pairs
 
 
 def test_eval_writes_the_comparison_table(trained_run):
-    result = CliRunner().invoke(train_main, ["eval", "--run", str(trained_run)])
+    result = CliRunner().invoke(train_main, ["eval", "--run", str(trained_run), "--perturbed"])
     assert result.exit_code == 0, result.output
     report = json.loads((trained_run / "eval.json").read_text())
     for model in ("frame_by_frame", "temporal"):
@@ -26,7 +26,21 @@ def test_eval_writes_the_comparison_table(trained_run):
     assert report["baselines"]["no_motion"]["rpe_translation_m"] > 0.1  # the camera really moves
     md = (trained_run / "eval.md").read_text()
     assert "| mIoU |" in md and "frame-by-frame (stages 1+2+3)" in md and "temporal (stage 4)" in md
-    assert "| label flip rate |" in md and "majority class mIoU" in md
+    assert "| label flip rate (a constant scores 0) |" in md and "| majority class (" in md
+    assert "**mean consistent accuracy (mCA)**" in md and "constant class, zero depth" in md
+    assert "## Under per-frame corruptions" in md
+    for condition in (report, report["perturbed"]):
+        assert condition["ground_truth"]["temporal"]["mean_consistent_accuracy"] == 1.0
+        constant = condition["baselines"]["temporal"]["constant_class_zero_depth"]
+        assert constant["tc_miou"] == 1.0 and constant["depth_log_change"] > 0.01
+    # the corruptions reach the models: their outputs, hence their scores, change
+    assert report["perturbed"]["models"]["temporal"] != report["models"]["temporal"]
+    # no sky pixel in any depth figure: the "all valid" figure counts far fewer pixels than the
+    # frames hold
+    m = report["models"]["temporal"]["depth"]
+    height, width = report["frame_size"]
+    frames = report["windows"] * report["frames_per_window"] * height * width
+    assert m["cap_1000m"]["pixels"] < 0.9 * frames
 
 
 def test_temporal_consistency_scores_truth_high_and_noise_low(split_dataset):
@@ -39,6 +53,40 @@ def test_temporal_consistency_scores_truth_high_and_noise_low(split_dataset):
     t, n = truth.result(), noise.result()
     assert t["pixels"] > 1000 and t["label_flip_rate"] < 0.05 and t["depth_flip_rate"] < 0.05
     assert n["label_flip_rate"] > 0.9 and n["depth_flip_rate"] > 0.5 and n["tc_miou"] < t["tc_miou"]
+
+
+def test_constant_predictions_lose_every_headline_temporal_figure(split_dataset):
+    """A good model (the truth with 10 % of labels and 5 % of depth disturbed per frame) beats a
+    constant class, all-zero depth and a constant depth on mCA, consistent depth accuracy and depth
+    log change, although a constant wins the old figures (TC-mIoU, flip rates)."""
+    ds = ClipWindows(split_dataset, "test", window=6)
+    rng = torch.Generator().manual_seed(0)
+    scorers = {name: TemporalConsistency(22) for name in ("good", "constant", "zero")}
+    for index in range(len(ds)):
+        item = ds[index]
+        pairs = window_pairs(item)
+        labels, depth = item["labels"].clone(), item["depth"][:, 0]
+        wrong = torch.rand(labels.shape, generator=rng) < 0.1
+        labels[wrong] = torch.randint(0, 22, (int(wrong.sum()),), generator=rng)
+        noisy = depth * (1 + 0.05 * torch.randn(depth.shape, generator=rng))
+        majority = int(torch.bincount(item["labels"][item["labels"] != 255]).argmax())
+        median = float(depth[item["valid_depth"][:, 0]].median())
+        scorers["good"].update(labels, noisy, item, pairs)
+        constant = torch.full_like(labels, majority)
+        scorers["constant"].update(constant, torch.full_like(depth, median), item, pairs)
+        scorers["zero"].update(constant, torch.zeros_like(depth), item, pairs)
+    good, constant, zero = (scorers[k].result() for k in ("good", "constant", "zero"))
+    assert good["pixels"] > 1000 and good["stable_pixels"] > 1000
+    for key in HEADLINE:
+        for trivial in (constant, zero):
+            if key in LOWER_IS_BETTER:
+                assert good[key] < trivial[key], (key, good[key], trivial[key])
+            else:
+                assert good[key] > trivial[key], (key, good[key], trivial[key])
+    # the old figures are won by the constant: why they are not headline figures
+    assert constant["tc_miou"] == 1.0 and constant["label_flip_rate"] == 0
+    assert constant["stable_flip_rate"] == 0
+    assert zero["depth_rel_change"] == 0.0
 
 
 def _ply_vertices(path) -> np.ndarray:

@@ -14,20 +14,19 @@ from click.testing import CliRunner
 from torch.utils.data import DataLoader
 
 from dataset import ClipWindows
-from tests.train.conftest import tiny_config
 from train import engine
 from train.cli import main as train_main
 from train.losses import total_loss
-from train.nets import STAGE_NETS
+from train.nets import build_stage_net, stage_forward
 from train.run import train
 
 
 @pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3", "stage4"])
-def test_each_stage_lowers_its_loss(stage, trained_run, split_dataset):
+def test_each_stage_lowers_its_loss(tiny_config, stage, trained_run, split_dataset):
     cfg = tiny_config(split_dataset, trained_run)
     spec = cfg.stages[stage]
     torch.manual_seed(0)
-    net = STAGE_NETS[spec.model](cfg.model, trained_run)
+    net = build_stage_net(spec, cfg.model, trained_run)
     for name in spec.frozen:
         net.get_submodule(name).requires_grad_(False)
     ds = ClipWindows(split_dataset, "train", window=spec.window, size=(64, 128))
@@ -36,7 +35,7 @@ def test_each_stage_lowers_its_loss(stage, trained_run, split_dataset):
     losses = []
     for _ in range(8):
         engine.set_mode(net, spec, True)
-        loss, _ = total_loss(spec.losses, net(batch["rgb"]), batch)
+        loss, _ = total_loss(spec.losses, stage_forward(net, batch), batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -51,23 +50,44 @@ def test_all_stages_write_checkpoints_and_config(trained_run):
         assert (trained_run / stage / "last.pt").exists() and (trained_run / stage / "epoch-000.pt").exists()
     assert "miou" in torch.load(trained_run / "stage1" / "best.pt", weights_only=False)["history"][0]["val"]
     config = json.loads((trained_run / "config.json").read_text())
-    assert config["preset"] == "tiny" and config["stages"]["stage4"]["frozen"] == ["pipeline.ego_motion"]
-    # stage 4 starts from stage 1's head and keeps stage 3's ego-motion frozen
-    ego3 = torch.load(trained_run / "stage3" / "best.pt", weights_only=False)["components"]["ego_motion"]
-    ego4 = torch.load(trained_run / "stage4" / "best.pt", weights_only=False)["components"]["ego_motion"]
+    assert config["preset"] == "tiny" and config["stages"]["stage4"]["frozen"] == [
+        "pipeline.ego_motion", "pipeline.geometry.backbone", "pipeline.geometry.seg_head"]
+
+
+def _component(run: Path, stage: str, name: str) -> dict[str, torch.Tensor]:
+    return torch.load(run / stage / "best.pt", weights_only=False)["components"][name]
+
+
+def test_stage4_follows_the_reference_recipe(trained_run):
+    """Stage 2 decodes stage 1's backbone; stage 4 keeps backbone, segmentation head and ego-motion
+    (stage 3's) frozen, and trains the memory and the depth decoder."""
+    seg1 = _component(trained_run, "stage1", "segmentation")
+    depth2 = _component(trained_run, "stage2", "depth")
+    ego3 = _component(trained_run, "stage3", "ego_motion")
+    ego4 = _component(trained_run, "stage4", "ego_motion")
+    geo4 = _component(trained_run, "stage4", "geometry_filter")
+    for key, value in seg1.items():
+        key4 = "seg_head." + key.removeprefix("head.") if key.startswith("head.") else key
+        assert torch.equal(value, geo4[key4]), key
+        if key.startswith("backbone."):
+            assert torch.equal(value, depth2[key]), key
     for key in ego3:
-        if "running" not in key and "num_batches" not in key:
-            assert torch.equal(ego3[key], ego4[key]), key
+        assert torch.equal(ego3[key], ego4[key]), key
+    decoder2 = {k: v for k, v in depth2.items() if k.startswith("decoder.")}
+    changed = [k for k, v in decoder2.items()
+               if v.is_floating_point() and not torch.equal(v, geo4["depth_" + k])]
+    assert changed, "stage 4 trains the depth decoder"
+    assert not torch.equal(geo4["memory.up.weight"], torch.zeros_like(geo4["memory.up.weight"]))
 
 
-def test_tensorboard_scalars_and_panels(tmp_path, split_dataset):
+def test_tensorboard_scalars_and_panels(tiny_config, tmp_path, split_dataset):
     cfg = tiny_config(split_dataset, tmp_path, "tensorboard=true")
     train(cfg, "stage1")
     events = list((tmp_path / "tensorboard" / "stage1").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 1000
 
 
-def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, split_dataset, monkeypatch):
+def test_killed_and_resumed_run_ends_with_the_same_weights(tiny_config, tmp_path, split_dataset, monkeypatch):
     settings = ["deterministic=true", "stages.stage1.epochs=3"]
     train(tiny_config(split_dataset, tmp_path / "straight", *settings), "stage1")
     real = engine.train_one_epoch
@@ -105,7 +125,7 @@ def _clean_error(result, *needles):
 
 def test_bad_input(tmp_path, split_dataset):
     _clean_error(_train("run", "stage1", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")), "split.json", "capture split")
-    _clean_error(_train("run", "stage4", "--data", str(split_dataset), "--out", str(tmp_path / "r")), "stage1", "best.pt", "train stage1 first")
+    _clean_error(_train("run", "stage4", "--data", str(split_dataset), "--out", str(tmp_path / "r")), "stage1", "best.pt", "train run stage1")
     _clean_error(_train("run", "stage9", "--data", str(split_dataset), "--out", str(tmp_path / "r")), "stage9")
     _clean_error(_train("run", "stage1", "--data", str(split_dataset), "--out", str(tmp_path / "r"), "--preset", "huge"), "huge")
     _clean_error(_train("run", "stage1", "--data", str(split_dataset), "--out", str(tmp_path / "r"), "--set", "stages.stage1.epochz=1"),

@@ -9,6 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from carla_capture.config import CARLA_PRESETS, WEATHER_FIELDS
+
+
+#: Blueprint attributes the backend sets, per blueprint id pattern (CARLA 0.9.16 blueprint docs);
+#: the test double refuses any other name, like the server does.
+BLUEPRINT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "sensor.camera.*": ("image_size_x", "image_size_y", "fov", "sensor_tick", "role_name"),
+    "vehicle.*": ("role_name",),
+    "walker.pedestrian.*": ("role_name",),
+    "controller.ai.walker": (),  # role_name only where has_attribute says so
+}
+
 
 @dataclass(frozen=True)
 class Use:
@@ -24,8 +36,6 @@ class Use:
 def _attrs(owner: str, *names: str) -> tuple[Use, ...]:
     return tuple(Use(owner, n, attribute=True) for n in names)
 
-
-WEATHER_FIELDS = ("cloudiness", "precipitation", "wetness", "fog_density", "sun_altitude_angle", "sun_azimuth_angle")
 
 CONTRACT: tuple[Use, ...] = (
     Use("Client", "__init__", 2),
@@ -43,6 +53,13 @@ CONTRACT: tuple[Use, ...] = (
     Use("World", "get_map"),
     Use("World", "get_blueprint_library"),
     Use("World", "spawn_actor", 3),
+    Use("World", "try_spawn_actor", 3),
+    Use("World", "get_actors"),
+    Use("World", "get_snapshot"),
+    Use("WorldSnapshot", "find", 1),
+    *_attrs("WorldSnapshot", "frame"),
+    Use("ActorSnapshot", "get_transform"),
+    Use("ActorList", "filter", 1),
     Use("World", "get_actor", 1),
     Use("World", "set_weather", 1),
     Use("World", "set_pedestrians_seed", 1),
@@ -58,7 +75,7 @@ CONTRACT: tuple[Use, ...] = (
     Use("Actor", "get_transform"),
     Use("Actor", "set_transform", 1),
     Use("Actor", "destroy"),
-    *_attrs("Actor", "id"),
+    *_attrs("Actor", "id", "type_id", "attributes"),
     Use("Vehicle", "set_autopilot", 2),
     Use("Sensor", "listen", 1),
     Use("Sensor", "stop"),
@@ -78,7 +95,9 @@ CONTRACT: tuple[Use, ...] = (
     Use("Rotation", "__init__", 0, ("pitch", "yaw", "roll")),
     *_attrs("Rotation", "pitch", "yaw", "roll"),
     Use("WeatherParameters", "__init__", 0, WEATHER_FIELDS),
+    *_attrs("WeatherParameters", *WEATHER_FIELDS, *CARLA_PRESETS),
     Use("command.SpawnActor", "__init__", 2),
+    Use("command.SpawnActor", "__init__", 3),  # (blueprint, transform, parent_id)
     Use("command.SpawnActor", "then", 1),
     Use("command.SetAutopilot", "__init__", 3),
     Use("command.DestroyActor", "__init__", 1),

@@ -29,8 +29,13 @@ class SensorQueue:
         self._inbox: queue.Queue = queue.Queue()
         self._early: dict[int, object] = {}
         self.dropped = 0
+        #: frame -> monotonic time its measurement arrived (the last 64; for ``capture doctor``)
+        self.arrivals: dict[int, float] = {}
 
     def __call__(self, measurement: object) -> None:
+        self.arrivals[measurement.frame] = time.monotonic()
+        if len(self.arrivals) > 64:
+            self.arrivals.pop(next(iter(self.arrivals)))
         self._inbox.put(measurement)
 
     def get(self, frame: int, timeout: float) -> object:
