@@ -13,7 +13,6 @@ as raw tags.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,11 @@ import numpy as np
 
 from carla_capture.errors import CaptureError
 from carla_capture.records import Clip, Frame
-from carla_capture.shards import ShardWriter
+from carla_capture.shard_names import open_next_shard
 from carla_capture.tags import TAGS
 
 log = logging.getLogger(__name__)
 
-_SHARD_RE = re.compile(r"^(?P<town>.+)-(?P<num>\d{5})\.h5(\.partial)?$")
 #: Bytes per pixel and channel order of the supported ``sensor_msgs/Image`` encodings.
 ENCODINGS = {"rgb8": (3, np.uint8), "bgr8": (3, np.uint8), "bgra8": (4, np.uint8),
              "rgba8": (4, np.uint8), "mono8": (1, np.uint8), "32FC1": (1, np.float32)}
@@ -168,11 +166,6 @@ def _intrinsics(info: Any) -> np.ndarray:
     return np.asarray(k, dtype=np.float64).reshape(3, 3)
 
 
-def _next_path(town_dir: Path, town: str) -> Path:
-    numbers = [int(m["num"]) for p in town_dir.iterdir() if (m := _SHARD_RE.match(p.name))]
-    return town_dir / f"{town}-{max(numbers, default=0) + 1:05d}.h5"
-
-
 def import_rosbag(bag: Path, out: Path, town: str, rgb: str, semantic: str,
                   depth: str | None = None, camera_info: str | None = None, frames: int = 20,
                   tolerance_ms: float = 10.0) -> ImportReport:
@@ -218,8 +211,8 @@ def import_rosbag(bag: Path, out: Path, town: str, rgb: str, semantic: str,
     if clips:
         town_dir = Path(out) / town
         town_dir.mkdir(parents=True, exist_ok=True)
-        path = _next_path(town_dir, town)
-        with ShardWriter(path, town) as writer:
+        with open_next_shard(town_dir, town) as writer:
+            path = writer.path
             for k, built in enumerate(clips):  # the shard's name keeps clip ids unique
                 writer.add(Clip(clip_id=f"{path.stem}-bag-{k:04d}", town=town, backend="rosbag",
                                 seed=0, fps=1.0 / period, frame_stride=1, intrinsics=intrinsics,
