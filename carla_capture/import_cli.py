@@ -9,7 +9,7 @@ import click
 
 @click.group("import")
 def import_group() -> None:
-    """Import data recorded elsewhere (ROS bags) into shards of one town."""
+    """Import data recorded elsewhere (ROS bags, Cityscapes) into shards."""
 
 
 @import_group.command("rosbag")
@@ -42,3 +42,30 @@ def rosbag(bag: Path, out: Path, town: str, rgb: str, semantic: str, depth: str 
     click.echo(report.summary())
     for path in report.shards:
         click.echo(f"wrote {path}")
+
+
+@import_group.command("cityscapes")
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset folder.")
+@click.option("--frames", default=30, show_default=True,
+              help="Frames per clip cut from leftImg8bit_sequence (a snippet has 30).")
+@click.option("--size", type=(int, int), metavar="H W",
+              help="Resize images (area) and labels (nearest) to H x W [default: as recorded].")
+def cityscapes(root: Path, out: Path, frames: int, size: tuple[int, int] | None) -> None:
+    """Import a Cityscapes folder (leftImg8bit[_sequence]/, gtFine/, camera/) into one town per
+    city, labels as CARLA tags that the cityscapes19 label map turns into the 19 official classes.
+
+    \b
+    Example:
+      capture import cityscapes ~/cityscapes --out data/cs --size 128 256
+      capture split data/cs --splits data/cs/cityscapes_splits.toml
+      train run stage1 --data data/cs --out runs/cs --preset lowres --set label_map=cityscapes19
+    """
+    from carla_capture.cityscapes_import import SPLITS_FILE, import_cityscapes
+
+    report = import_cityscapes(root, out, frames=frames, size=size)
+    click.echo(report.summary())
+    for path in report.shards:
+        click.echo(f"wrote {path}")
+    if report.cities:
+        click.echo(f"next: capture split {out} --splits {out / SPLITS_FILE}")
