@@ -154,31 +154,33 @@ def _runs(items: list[_Item], frames: int) -> tuple[list[list[_Item]], int]:
     return clips, left
 
 
-def _read_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+def _open(path: Path, rgb: bool = False) -> np.ndarray:
+    """The pixels of an image file; an unreadable one is a one-line error naming it."""
     try:
         with Image.open(path) as img:
-            rgb = np.asarray(img.convert("RGB"))
+            return np.asarray(img.convert("RGB") if rgb else img)
     except (OSError, ValueError) as exc:
-        raise CaptureError(f"cannot read {path} as an image ({exc}); restore or remove it") from None
+        raise CaptureError(f"cannot read {path} as an image ({exc}); restore or remove it") \
+            from None
+
+
+def _read_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    rgb = _open(path, rgb=True)
     if size is not None and rgb.shape[:2] != size:
         rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
     return rgb
 
 
 def _read_labels(path: Path, lut: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            ids = np.asarray(img)
-    except (OSError, ValueError) as exc:
-        raise CaptureError(f"cannot read {path} as an image ({exc}); restore or remove it") from None
+    ids = _open(path)
     if ids.ndim != 2 or ids.dtype != np.uint8:
-        raise CaptureError(f"{path} is not a Cityscapes labelIds image (one uint8 channel); use the "
-                           "*_gtFine_labelIds.png files")
+        raise CaptureError(f"{path} is not a Cityscapes labelIds image (one uint8 channel); "
+                           "use the *_gtFine_labelIds.png files")
     tags = lut[ids]
     if (tags == 255).any():
         bad = int(ids[tags == 255][0])
-        raise CaptureError(f"{path} holds label id {bad}, which Cityscapes does not define; use the "
-                           "*_gtFine_labelIds.png files")
+        raise CaptureError(f"{path} holds label id {bad}, which Cityscapes does not define; "
+                           "use the *_gtFine_labelIds.png files")
     if tags.shape != shape:
         tags = cv2.resize(tags, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     return tags

@@ -120,7 +120,8 @@ def test_label_table_gives_the_official_train_ids() -> None:
     assert cs19.class_names[cs19(lut[7])] == "road" and cs19(lut[1]) == 255  # ego vehicle
 
 
-def test_resize_scales_labels_and_intrinsics(cityscapes: dict, tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_resize_scales_labels_and_intrinsics(cityscapes: dict, tmp_path: Path,
+                                             cli) -> None:  # noqa: ANN001
     from carla_capture.cityscapes_import import label_lut
 
     out = tmp_path / "data"
