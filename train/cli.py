@@ -26,7 +26,7 @@ def main(verbose: int) -> None:
 @click.argument("stage", type=click.Choice(["stage1", "stage2", "stage3", "stage4", "all", "forecast"]))
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False), required=True, help="Dataset folder with split.json.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder.")
-@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="tiny", show_default=True, help="Model sizes and schedule.")
+@click.option("--preset", type=click.Choice(["paper", "small", "tiny", "lowres"]), default="tiny", show_default=True, help="Model sizes and schedule.")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with TrainConfig fields.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. --set stages.stage1.epochs=2.")
 @click.option("--resume", is_flag=True, help="Continue each stage from its last.pt.")
@@ -127,7 +127,7 @@ def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gi
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="paper", show_default=True,
+@click.option("--preset", type=click.Choice(["paper", "small", "tiny", "lowres"]), default="paper", show_default=True,
               help="Model sizes to describe.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def models(preset: str, as_json: bool) -> None:
