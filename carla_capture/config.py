@@ -194,7 +194,11 @@ class CarlaSettings(BaseModel):
     clip_attempts: int = Field(3, ge=1, description="Tries per clip when a sensor times out or disagrees.")
     max_restarts: int = Field(3, ge=0, description="Reconnects after a lost server before giving up.")
     restart_backoff_s: float = Field(2.0, ge=0, description="First wait before reconnecting; doubles each time.")
-    servers: tuple[str, ...] = Field((), description="host:port of several servers, one capture process each.")
+    servers: tuple[str, ...] = Field(
+        (), description="host:port,host:port,...: one capture process per CARLA server, seeds seed, "
+        "seed+1, ...; or N with --server-cmd: N servers launched on ports port, port+4, ... and GPUs "
+        "0..N-1.",
+    )
     map_timeout: float = Field(120.0, gt=0, description="Seconds allowed for load_world.")
     server_wait: float = Field(
         60.0, ge=0, description="Seconds to wait for a lost server to answer again."
@@ -230,8 +234,8 @@ class CaptureConfig(BaseModel):
     seed: int = Field(0, description="Seed of this recording; clip ids contain it.")
     out: Path = Field(Path("data"), description="Dataset folder; shards go to <out>/<Town>/.")
     clips_per_shard: int = Field(50, description="Clips per HDF5 shard (about 50 MB each at 512x256).")
-    compression: Literal["zstd+lz4hc", "zstd", "lz4", "gzip", "lzf", "none"] = Field(
-        "zstd+lz4hc", description="Chunk codec: zstd+lz4hc (zstd images, lz4hc depth), zstd, lz4, gzip, lzf or "
+    compression: Literal["lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none"] = Field(
+        "lz4hc+zstd", description="Chunk codec: lz4hc+zstd (lz4hc images, zstd depth), zstd, lz4, gzip, lzf or "
         "none (see docs/format.md; all but gzip, lzf and none need hdf5plugin to read)."
     )
     town_dir: Path | None = Field(None, description="Folder of town files; default: the packaged one.")

@@ -104,7 +104,9 @@ class _ClipStream:
             try:
                 if self._group is None:
                     modalities = tuple(n for n in OPTIONAL if getattr(frame, n) is not None)
-                    self._group = self.writer.open_clip(self.cid, self.num_frames, *frame.size, modalities)
+                    self._group = self.writer.open_clip(
+                        self.cid, self.num_frames, *frame.size, modalities, frame.rgb
+                    )
                 self.writer.write_frame(self._group, k, frame)
                 k += 1
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread

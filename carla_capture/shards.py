@@ -9,6 +9,7 @@ reads shards (the training loader, verify, inspect, split, eval, predict) reads 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -37,23 +38,41 @@ log = logging.getLogger(__name__)
 PER_FRAME = ("rgb", "semantic", "depth", "cam_to_world", "carla_transform", "frame", "timestamp")
 
 
-#: Codec names; ``zstd+lz4hc`` (the default) is zstd for 8-bit images and lz4hc for depth codes.
-CODECS = ("zstd+lz4hc", "zstd", "lz4", "gzip", "lzf", "none")
+#: Codec names; ``lz4hc+zstd`` (the default) is lz4hc for 8-bit images and zstd for depth codes.
+CODECS = ("lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none")
+
+_BIT, _BYTE, _NO = hdf5plugin.Blosc.BITSHUFFLE, hdf5plugin.Blosc.SHUFFLE, hdf5plugin.Blosc.NOSHUFFLE
+#: Blosc (compressor, level, shuffle) per modality of each Blosc codec; chosen by
+#: ``benchmarks/storage.py`` (size and single-core decode time on CARLA-like images).
+_BLOSC = {
+    "lz4hc+zstd": {"rgb": ("lz4hc", 9, _BIT), "semantic": ("lz4hc", 9, _NO), "depth": ("zstd", 5, _BYTE)},
+    "zstd": {"rgb": ("zstd", 5, _BIT), "semantic": ("zstd", 5, _NO), "depth": ("zstd", 5, _BYTE)},
+    "lz4": {"rgb": ("lz4", 5, _BIT), "semantic": ("lz4", 5, _NO), "depth": ("lz4", 5, _BYTE)},
+}
 
 
-def codec_options(name: str, modality: str = "rgb") -> dict[str, Any]:
+def _packed_size(image: np.ndarray, cname: str, level: int, shuffle: int) -> int:
+    """Bytes of one image compressed by Blosc (in an HDF5 file in memory)."""
+    with h5py.File(io.BytesIO(), "w") as f:
+        data = f.create_dataset("x", data=image, chunks=image.shape, **hdf5plugin.Blosc(cname, level, shuffle))
+        return data.id.get_storage_size()
+
+
+def codec_options(name: str, modality: str = "rgb", sample: np.ndarray | None = None) -> dict[str, Any]:
     """h5py ``create_dataset`` keyword arguments of a named lossless codec for one modality.
 
-    Blosc shuffles bits of 8-bit images (rgb, semantic: the noisy low bits of real images stop
-    spoiling the rest) and bytes of depth codes (the always-zero top byte of a 24-bit code
-    compresses away). ``zstd+lz4hc`` compresses depth with lz4hc, which decodes it about twice as
-    fast as zstd for 15 % more bytes; see ``benchmarks/storage.py``."""
-    if name == "zstd+lz4hc":
-        name = "lz4hc" if modality == "depth" else "zstd"
-    if name in ("zstd", "lz4", "lz4hc"):
-        depth = modality == "depth"
-        shuffle = hdf5plugin.Blosc.SHUFFLE if depth else hdf5plugin.Blosc.BITSHUFFLE
-        return dict(hdf5plugin.Blosc(cname=name, clevel=9 if name == "lz4hc" else 5, shuffle=shuffle))
+    Blosc shuffles bits of RGB (the noisy low bits of real images stop spoiling the rest), leaves
+    semantic tags unshuffled (long runs of one tag) and shuffles bytes of depth codes (the
+    always-zero top byte of a 24-bit code compresses away). Given a ``sample`` RGB frame, bit
+    shuffle is kept only if it packs that frame smaller: flat-shaded images (the embedded
+    simulator's) pack smaller and decode 3x faster unshuffled. ``lz4hc+zstd`` decodes images with
+    lz4hc, about twice as fast as zstd for 5 % more bytes, and depth with zstd, 12 % smaller than
+    lz4hc; see ``benchmarks/storage.py``."""
+    if name in _BLOSC:
+        cname, level, shuffle = _BLOSC[name].get(modality, _BLOSC[name]["rgb"])
+        if modality == "rgb" and sample is not None:
+            shuffle = min((_BIT, _NO), key=lambda s: _packed_size(sample, cname, level, s))
+        return dict(hdf5plugin.Blosc(cname=cname, clevel=level, shuffle=shuffle))
     if name == "gzip":
         return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
     if name == "lzf":
@@ -150,15 +169,16 @@ class ShardWriter:
         validate_clip(clip)
         height, width = clip.frames[0].size
         modalities = tuple(name for name in OPTIONAL if clip.has(name))
-        group = self.open_clip(clip.clip_id, len(clip), height, width, modalities)
+        group = self.open_clip(clip.clip_id, len(clip), height, width, modalities, clip.frames[0].rgb)
         for k, frame in enumerate(clip.frames):
             self.write_frame(group, k, frame)
         self.close_clip(group, clip)
 
     def open_clip(self, clip_id: str, num_frames: int, height: int, width: int,
-                  modalities: tuple[str, ...] = OPTIONAL) -> h5py.Group:
+                  modalities: tuple[str, ...] = OPTIONAL, sample_rgb: np.ndarray | None = None) -> h5py.Group:
         """Create an empty clip group with datasets for rgb, frame, timestamp and ``modalities``
-        (each with a ``<name>_valid`` mask), whose frames are then written one by one."""
+        (each with a ``<name>_valid`` mask), whose frames are then written one by one; the RGB
+        codec adapts to ``sample_rgb`` (the first frame), see :func:`codec_options`."""
         if clip_id in self._clips:
             raise ClipValidationError(f"clip {clip_id!r} is already in {self.path.name}")
         unknown = set(modalities) - set(OPTIONAL)
@@ -168,7 +188,8 @@ class ShardWriter:
         shapes = expected_shapes(num_frames, height, width, FORMAT_VERSION)
         for name in ("rgb", "frame", "timestamp", *modalities):
             shape, dtype = shapes[name]
-            chunked = {"chunks": (1, *shape[1:]), **codec_options(self.codec_name, name)} if len(shape) > 2 else {}
+            options = codec_options(self.codec_name, name, sample_rgb if name == "rgb" else None)
+            chunked = {"chunks": (1, *shape[1:]), **options} if len(shape) > 2 else {}
             group.create_dataset(name, shape=shape, dtype=dtype, **chunked)
         for name in modalities:
             group.create_dataset(f"{name}_valid", shape=(num_frames,), dtype=bool)
@@ -250,33 +271,6 @@ class ShardWriter:
 
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_heap_tuned = False
-
-
-def keep_chunk_buffers_on_heap() -> None:
-    """Let glibc serve HDF5's chunk-size buffers from its heap (once per process).
-
-    HDF5 and its compression filters allocate and free a buffer of a chunk's size (one frame:
-    0.1 to 1 MB) for every chunk read. Above glibc's mmap threshold each one is a fresh ``mmap``
-    whose pages fault in one by one, which costs three to four times the decompression itself.
-    Raising the mmap and trim thresholds keeps them on the heap, reused; reads get about 4x
-    faster (``benchmarks/storage.py``). A no-op off glibc, or with ``CARLA_TEMPORAL_HEAP_TUNE=0``.
-    """
-    global _heap_tuned
-    if _heap_tuned or os.environ.get("CARLA_TEMPORAL_HEAP_TUNE", "1") == "0":
-        return
-    _heap_tuned = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
-        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
-    except (OSError, AttributeError):
-        log.debug("not glibc: chunk buffers keep the default allocator")
-
-
 @dataclass(frozen=True)
 class _ClipMeta:
     """Per-clip metadata a reader keeps after the first read."""
@@ -301,13 +295,14 @@ class ShardReader:
     checked for structure (:func:`~carla_capture.schema.structure_faults`) when first read, and
     every read for content (:func:`~carla_capture.schema.content_faults`) unless ``check=False``.
     A fault raises :class:`ShardFormatError` naming the file, clip, frame and fault.
+    ``cache_bytes`` sizes HDF5's cache of decoded chunks per dataset (None: HDF5's 1 MiB).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cache_bytes: int | None = None) -> None:
         self.path = Path(path)
-        keep_chunk_buffers_on_heap()
         try:
-            self._h5 = h5py.File(self.path, "r")
+            cache = {} if cache_bytes is None else {"rdcc_nbytes": cache_bytes}
+            self._h5 = h5py.File(self.path, "r", **cache)
         except (OSError, RuntimeError) as exc:
             raise ShardFormatError(
                 f"{self.path} is not a readable HDF5 file ({str(exc).split(' (')[0]}): "

@@ -23,7 +23,7 @@ def clip(tiny_towns) -> Clip:
     return SyntheticBackend(cfg, load_town("Town02", tiny_towns)).record_clip(0)
 
 
-@pytest.mark.parametrize("codec", ["zstd", "lz4", "gzip", "lzf", "none"])
+@pytest.mark.parametrize("codec", ["lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none"])
 def test_round_trip_is_lossless(tmp_path, clip, codec):
     with ShardWriter(tmp_path / "Town02-00001.h5", "Town02", codec) as writer:
         writer.add(clip)
@@ -146,3 +146,22 @@ def test_reader_refuses_truncated_file(tmp_path, clip):
     with pytest.raises(ShardFormatError, match="truncated"):
         with ShardReader(path) as reader:
             reader.read_clip(reader.clip_ids()[0])
+
+
+def test_rgb_shuffle_adapts_to_the_images(tmp_path, clip):
+    """Flat-shaded frames are stored unshuffled, camera-like noisy ones bit-shuffled; both exact."""
+    noise = np.random.default_rng(0).integers(0, 8, clip.frames[0].rgb.shape, dtype=np.uint8)
+    noisy = dataclasses.replace(
+        clip,
+        clip_id="noisy",
+        frames=tuple(dataclasses.replace(f, rgb=f.rgb // 2 + noise) for f in clip.frames),
+    )
+    path = tmp_path / "a.h5"
+    with ShardWriter(path, "Town02", "lz4hc+zstd") as writer:
+        writer.add(clip)
+        writer.add(noisy)
+    with ShardReader(path) as reader:
+        shuffle = {c: reader.group(c)["rgb"]._filters["32001"][5] for c in (clip.clip_id, "noisy")}
+        for c in (clip, noisy):
+            assert np.array_equal(reader.read_arrays(c.clip_id)["rgb"], np.stack([f.rgb for f in c.frames]))
+    assert shuffle == {clip.clip_id: 0, "noisy": 2}  # Blosc: 0 no shuffle, 2 bit shuffle
