@@ -37,8 +37,8 @@ from PIL import Image
 
 from carla_capture.errors import CaptureError
 from carla_capture.fsutil import atomic_write_text
-from carla_capture.records import Clip, Frame
 from carla_capture.record import existing_clip_ids
+from carla_capture.records import Clip, Frame
 from carla_capture.shard_names import open_next_shard
 from carla_capture.shards import ShardWriter
 from carla_capture.tags import TAG_ID
@@ -55,11 +55,19 @@ FPS = 17.0
 SPLITS = ("train", "val", "test", "train_extra")
 SPLITS_FILE = "cityscapes_splits.toml"
 _NAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
-#: Labels that cityscapes19 ignores (train id 255) -> the nearest CARLA tag it also ignores;
-#: the others of them (void: unlabeled, ego vehicle, ...) become Unlabeled.
-_IGNORED_TAGS = {"static": "Static", "dynamic": "Dynamic", "ground": "Ground", "parking": "Ground",
-                 "rail track": "RailTrack", "guard rail": "GuardRail", "bridge": "Bridge",
-                 "tunnel": "Other", "polegroup": "Other", "caravan": "Other", "trailer": "Other"}
+#: Cityscapes label name -> CARLA tag. Each of the 19 evaluated labels maps to the tag that the
+#: ``cityscapes19`` label map turns into its class; every ignored one (train id 255) to the nearest
+#: tag that cityscapes19 also ignores, Unlabeled where none is near (tested against both tables).
+_TAG_OF = {
+    "road": "Roads", "sidewalk": "Sidewalks", "building": "Buildings", "wall": "Walls",
+    "fence": "Fences", "pole": "Poles", "traffic light": "TrafficLight",
+    "traffic sign": "TrafficSigns", "vegetation": "Vegetation", "terrain": "Terrain", "sky": "Sky",
+    "person": "Pedestrians", "rider": "Rider", "car": "Car", "truck": "Truck", "bus": "Bus",
+    "train": "Train", "motorcycle": "Motorcycle", "bicycle": "Bicycle",
+    "static": "Static", "dynamic": "Dynamic", "ground": "Ground", "parking": "Ground",
+    "rail track": "RailTrack", "guard rail": "GuardRail", "bridge": "Bridge", "tunnel": "Other",
+    "polegroup": "Other", "caravan": "Other", "trailer": "Other",
+}
 
 
 def official_labels() -> list:
@@ -73,19 +81,11 @@ def official_labels() -> list:
 
 
 def label_lut() -> np.ndarray:
-    """(256,) uint8: Cityscapes label id -> CARLA tag; ids the table lacks map to 255."""
-    from dataset.labels import load_label_map
-
-    cs19 = load_label_map("cityscapes19")
+    """(256,) uint8: Cityscapes label id -> CARLA tag; ids the official table lacks map to 255."""
     lut = np.full(256, 255, np.uint8)
     for label in official_labels():
-        if label.id < 0:  # license plate: never in labelIds images
-            continue
-        if 0 <= label.trainId < 255:
-            cls = cs19.class_names.index(label.name)
-            lut[label.id] = int(np.flatnonzero(cs19.lut[:29] == cls)[0])
-        else:
-            lut[label.id] = TAG_ID[_IGNORED_TAGS.get(label.name, "Unlabeled")]
+        if label.id >= 0:  # license plate (-1) is never in labelIds images
+            lut[label.id] = TAG_ID[_TAG_OF.get(label.name, "Unlabeled")]
     return lut
 
 

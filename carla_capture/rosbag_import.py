@@ -103,7 +103,7 @@ def read_topics(bag: Path, topics: dict[str, str]) -> dict[str, list[tuple[int, 
         reader_cm = AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
         with reader_cm as reader:
             present = {c.topic for c in reader.connections}
-            for role, topic in topics.items():
+            for topic in topics.values():
                 if topic not in present:
                     raise CaptureError(f"{bag} has no topic {topic!r}; it has: "
                                        f"{', '.join(sorted(present))}")
@@ -132,9 +132,9 @@ def match(left: list[int], right: list[int], tolerance_ns: int) -> list[tuple[in
             j += 1
         best = None
         for k in (j, j + 1):
-            if k < len(right) and abs(right[k] - stamp) <= tolerance_ns:
-                if best is None or abs(right[k] - stamp) < abs(right[best] - stamp):
-                    best = k
+            near = k < len(right) and abs(right[k] - stamp) <= tolerance_ns
+            if near and (best is None or abs(right[k] - stamp) < abs(right[best] - stamp)):
+                best = k
         if best is not None:
             pairs.append((i, best))
             j = best + 1
@@ -162,7 +162,7 @@ def segments(stamps: list[int]) -> list[list[int]]:
 def _intrinsics(info: Any) -> np.ndarray:
     k = getattr(info, "k", None)
     if k is None:
-        k = getattr(info, "K")
+        k = info.K  # ROS 1
     return np.asarray(k, dtype=np.float64).reshape(3, 3)
 
 

@@ -72,7 +72,7 @@ def _train_ids(ids: np.ndarray) -> np.ndarray:
     return lut[ids]
 
 
-def test_import_is_exact(cityscapes: dict, tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_import_is_exact(cityscapes: dict, tmp_path: Path, cli) -> None:
     out = tmp_path / "data"
     result = cli.capture("import", "cityscapes", cityscapes["root"], "--out", out, "--frames", "3")
     assert result.exit_code == 0, result.output
@@ -121,7 +121,7 @@ def test_label_table_gives_the_official_train_ids() -> None:
 
 
 def test_resize_scales_labels_and_intrinsics(cityscapes: dict, tmp_path: Path,
-                                             cli) -> None:  # noqa: ANN001
+                                             cli) -> None:
     from carla_capture.cityscapes_import import label_lut
 
     out = tmp_path / "data"
@@ -143,7 +143,7 @@ def test_resize_scales_labels_and_intrinsics(cityscapes: dict, tmp_path: Path,
     ("bad_label", "holds label id 200"),
 ])
 def test_bad_root_is_one_line_error(cityscapes: dict, tmp_path: Path, cli, layout: str | None,
-                                    needle: str) -> None:  # noqa: ANN001
+                                    needle: str) -> None:
     root = tmp_path / "nowhere"
     if layout == "empty":
         root.mkdir()

@@ -9,7 +9,7 @@ import torch
 
 
 def test_lowres_unet_stage1_trains(split_dataset: Path, tmp_path: Path,
-                                   cli) -> None:  # noqa: ANN001
+                                   cli) -> None:
     out = tmp_path / "run"
     result = cli.train("run", "stage1", "--data", split_dataset, "--out", out, "--preset", "lowres",
                        "--set", "stages.stage1.epochs=2", "--set", "stages.stage1.max_steps=2",
