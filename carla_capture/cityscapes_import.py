@@ -227,9 +227,11 @@ def _clip(root: Path, items: list[_Item], lut: np.ndarray, size: tuple[int, int]
                 attrs={"source": str(first.image.parent), "cityscapes_split": first.split})
 
 
-def _plan(root: Path, frames: int, report: CityscapesReport) -> Iterator[list[_Item]]:
+def _plan(root: Path, frames: int, report: CityscapesReport,
+          sequence: bool = True) -> Iterator[list[_Item]]:
     """Clips to write: snippet runs, then annotated frames that no run covers."""
-    sequence, stills = _scan(root / "leftImg8bit_sequence"), _scan(root / "leftImg8bit")
+    stills = _scan(root / "leftImg8bit")
+    sequence = _scan(root / "leftImg8bit_sequence") if sequence else []
     if not sequence and not stills:
         raise CaptureError(f"{root} holds no Cityscapes images (leftImg8bit/<split>/<city>/*."
                            "png or leftImg8bit_sequence/...); pass the folder that holds "
@@ -265,10 +267,11 @@ def _close(writers: dict[str, ShardWriter], report: CityscapesReport) -> None:
         report.shards.append(writer.close())
 
 
-def import_cityscapes(root: Path, out: Path, frames: int = 30,
-                      size: tuple[int, int] | None = None) -> CityscapesReport:
+def import_cityscapes(root: Path, out: Path, frames: int = 30, size: tuple[int, int] | None = None,
+                      sequence: bool = True) -> CityscapesReport:
     """Import the Cityscapes folder ``root`` into ``out/<city>/<city>-NNNNN.h5`` (one new shard
-    per city with new clips); ``size`` (H, W) resizes images (area) and labels (nearest)."""
+    per city with new clips); ``size`` (H, W) resizes images (area) and labels (nearest);
+    ``sequence=False`` leaves out ``leftImg8bit_sequence`` (annotated frames only)."""
     root, out = Path(root), Path(out)
     if frames < 1:
         raise CaptureError(f"--frames must be at least 1, got {frames}")
@@ -280,7 +283,7 @@ def import_cityscapes(root: Path, out: Path, frames: int = 30,
     writers: dict[str, ShardWriter] = {}
     done: dict[str, set[str]] = {}
     try:
-        for items in _plan(root, frames, report):
+        for items in _plan(root, frames, report, sequence):
             city = items[0].city
             report.cities[city] = items[0].split
             town_dir = out / city

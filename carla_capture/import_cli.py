@@ -51,7 +51,11 @@ def rosbag(bag: Path, out: Path, town: str, rgb: str, semantic: str, depth: str 
               help="Frames per clip cut from leftImg8bit_sequence (a snippet has 30).")
 @click.option("--size", type=(int, int), metavar="H W",
               help="Resize images (area) and labels (nearest) to H x W [default: as recorded].")
-def cityscapes(root: Path, out: Path, frames: int, size: tuple[int, int] | None) -> None:
+@click.option("--no-sequence", is_flag=True,
+              help="Leave out leftImg8bit_sequence: annotated frames only, as one-frame clips "
+              "(all that stage 1 learns from).")
+def cityscapes(root: Path, out: Path, frames: int, size: tuple[int, int] | None,
+               no_sequence: bool) -> None:
     """Import a Cityscapes folder (leftImg8bit[_sequence]/, gtFine/, camera/) into one town per
     city, labels as CARLA tags that the cityscapes19 label map turns into the 19 official classes.
 
@@ -63,7 +67,7 @@ def cityscapes(root: Path, out: Path, frames: int, size: tuple[int, int] | None)
     """
     from carla_capture.cityscapes_import import SPLITS_FILE, import_cityscapes
 
-    report = import_cityscapes(root, out, frames=frames, size=size)
+    report = import_cityscapes(root, out, frames=frames, size=size, sequence=not no_sequence)
     click.echo(report.summary())
     for path in report.shards:
         click.echo(f"wrote {path}")

@@ -156,3 +156,15 @@ def test_bad_root_is_one_line_error(cityscapes: dict, tmp_path: Path, cli, layou
     cli.error(result, needle)
     if layout == "bad_label":  # the clips before the bad file are kept; a re-run resumes
         assert len(_clips(tmp_path / "data" / "aachen")) == 1
+
+
+def test_no_sequence_imports_annotated_frames_only(cityscapes: dict, tmp_path: Path,
+                                                  cli) -> None:
+    out = tmp_path / "data"
+    result = cli.capture("import", "cityscapes", cityscapes["root"], "--out", out, "--no-sequence")
+    assert result.exit_code == 0, result.output
+    aachen = _clips(out / "aachen")
+    assert list(aachen) == ["aachen_000000_000004"]
+    clip = aachen["aachen_000000_000004"]
+    np.testing.assert_array_equal(clip["rgb"][0], cityscapes["rgb"][4])
+    assert clip["semantic_valid"].tolist() == [True]
