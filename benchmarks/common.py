@@ -29,11 +29,17 @@ def machine() -> dict[str, object]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
-def median_time(fn: Callable[[], object], repeats: int = 5,
-                clock: Callable[[], float] = time.perf_counter) -> float:
+def median_time(
+    fn: Callable[[], object], repeats: int = 5, clock: Callable[[], float] = time.perf_counter
+) -> float:
     """Median time of ``fn()`` in seconds over ``repeats`` runs: wall time by default, or
     ``time.process_time`` for single-threaded work on a machine shared with other jobs."""
     times = []

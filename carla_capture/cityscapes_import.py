@@ -35,13 +35,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from carla_capture.errors import CaptureError
-from carla_capture.fsutil import atomic_write_text
 from carla_capture.record import existing_clip_ids
-from carla_capture.records import Clip, Frame
 from carla_capture.shard_names import open_next_shard
-from carla_capture.shards import ShardWriter
-from carla_capture.tags import TAG_ID
+from clipcore.errors import CaptureError
+from clipcore.fsutil import atomic_write_text
+from clipcore.records import Clip, Frame
+from clipcore.shards import ShardWriter
+from clipcore.tags import TAG_ID
 
 if sys.version_info >= (3, 11):
     import tomllib

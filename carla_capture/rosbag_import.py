@@ -6,7 +6,7 @@ tolerance, each message used once); a frame without a partner is dropped and cou
 attached where a depth message lies within the tolerance. Clips of ``frames`` consecutive pairs
 are cut, never across a gap (two pairs further apart than 1.5 median periods); leftovers shorter
 than a clip are dropped and counted. Segmentation in the CARLA ROS bridge's colours (the CARLA
-palette, :mod:`carla_capture.tags`) is turned back into raw tags; ``mono8`` segmentation is read
+palette, :mod:`clipcore.tags`) is turned back into raw tags; ``mono8`` segmentation is read
 as raw tags.
 """
 
@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from carla_capture.errors import CaptureError
-from carla_capture.records import Clip, Frame
 from carla_capture.shard_names import open_next_shard
-from carla_capture.tags import TAGS
+from clipcore.errors import CaptureError
+from clipcore.records import Clip, Frame
+from clipcore.tags import TAGS
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,9 @@ def colours_to_tags(rgb: np.ndarray) -> np.ndarray:
     unknown = [int(v) for v in values if int(v) not in lut]
     if unknown:
         v = unknown[0]
-        raise CaptureError(f"segmentation colour {(v >> 16, (v >> 8) & 255, v & 255)} is not in the "
-                           "CARLA palette; pass the CARLA ROS bridge's semantic camera topic")
+        colour = (v >> 16, (v >> 8) & 255, v & 255)
+        raise CaptureError(f"segmentation colour {colour} is not in the CARLA palette; pass the "
+                           "CARLA ROS bridge's semantic camera topic")
     tags = np.array([lut[int(v)] for v in values], dtype=np.uint8)
     return tags[inverse.reshape(key.shape)]
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from carla_capture.shards import CODECS, ShardWriter
+from clipcore.codecs import CODECS
+from clipcore.shards import ShardWriter
 
 SHARD_RE = re.compile(r"^(?P<town>.+)-(?P<num>\d{5})\.h5(\.partial)?$")
 

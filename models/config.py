@@ -59,7 +59,7 @@ PRESETS: dict[str, ModelConfig] = {
 
 def preset(name: str) -> ModelConfig:
     """The named preset; unknown names list the known ones."""
-    from carla_capture.errors import ConfigError
+    from clipcore.errors import ConfigError
 
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")

@@ -45,12 +45,13 @@ class UNetEncoder(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
         chans = [width * 2**k for k in range(len(LEVELS))]
-        self.blocks = nn.ModuleList(double_conv(cin, cout) for cin, cout in zip([3] + chans, chans))
+        pairs = zip([3, *chans[:-1]], chans, strict=True)
+        self.blocks = nn.ModuleList(double_conv(cin, cout) for cin, cout in pairs)
         self.channels = chans
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = OrderedDict()
-        for k, (name, block) in enumerate(zip(LEVELS, self.blocks)):
+        for k, (name, block) in enumerate(zip(LEVELS, self.blocks, strict=True)):
             x = block(x if k == 0 else F.max_pool2d(x, 2, ceil_mode=True))
             out[name] = x
         return out
@@ -65,18 +66,20 @@ class UNetDecoder(nn.Module):
     def __init__(self, channels: list[int], num_classes: int) -> None:
         super().__init__()
         finer = reversed(range(len(channels) - 1))
-        self.ups = nn.ModuleList(double_conv(channels[k + 1] + channels[k], channels[k]) for k in finer)
+        self.ups = nn.ModuleList(
+            double_conv(channels[k + 1] + channels[k], channels[k]) for k in finer
+        )
         self.classifier = nn.Conv2d(channels[0], num_classes, 1)
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         if not isinstance(feats, dict):
-            from carla_capture.errors import ConfigError
+            from clipcore.errors import ConfigError
 
             raise ConfigError("the UNet decoder needs its encoder's skip features, so it cannot "
                               "decode a bottleneck alone (forecasting); use a preset with "
                               "seg_model='segmentation', e.g. --preset tiny")
         x = feats[LEVELS[-1]]
-        for name, up in zip(reversed(LEVELS[:-1]), self.ups):
+        for name, up in zip(reversed(LEVELS[:-1]), self.ups, strict=True):
             skip = feats[name]
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = up(torch.cat([x, skip], 1))

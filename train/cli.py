@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from carla_capture.clitools import ErrorGroup
-from carla_capture.errors import CaptureError
+from clipcore.clitools import ErrorGroup
+from clipcore.errors import CaptureError
 
 
 @click.group(cls=ErrorGroup)

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from carla_capture.errors import CaptureError
-from carla_capture.split import load_manifest, require_clips
+from clipcore.errors import CaptureError
+from clipcore.manifest import load_manifest, require_clips
 from dataset import ClipWindows
 from dataset.labels import IGNORE_INDEX, load_label_map
 from models.depth import build_depth

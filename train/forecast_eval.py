@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from carla_capture.errors import CaptureError
-from carla_capture.geometry import invert_pose
-from carla_capture.tags import STATIC_TAGS
+from clipcore.errors import CaptureError
+from clipcore.geometry import invert_pose
+from clipcore.tags import STATIC_TAGS
 from dataset.labels import load_label_map
 from models.depth import build_depth
 from models.ego_motion import build_ego_motion
@@ -239,7 +239,8 @@ def predict_forecast(
     variant: str | None = None,
 ) -> list[Path]:
     """Video of one clip: last input RGB | forecast | zero-motion | ground truth, per target."""
-    from carla_capture.inspect import load_clip, write_video
+    from clipcore.folder import load_clip
+    from clipcore.pictures import write_video
     from dataset.windows import make_item
     from train.panels import to_uint8
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from carla_capture.errors import ConfigError
+from clipcore.errors import ConfigError
 from models.config import PRESETS
 
 

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from carla_capture.errors import CaptureError
-from carla_capture.geometry import intrinsics
-from carla_capture.inspect import depth_to_rgb
+from clipcore.errors import CaptureError
+from clipcore.geometry import intrinsics
+from clipcore.pictures import depth_to_rgb
 from dataset.labels import load_label_map
 from models.common import normalize
 from models.depth import build_depth

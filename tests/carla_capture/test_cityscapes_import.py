@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from carla_capture.shards import ShardReader
+from clipcore.shards import ShardReader
 from dataset.labels import load_label_map
 
 labels_mod = pytest.importorskip("cityscapesscripts.helpers.labels")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from carla_capture.records import Frame
-from carla_capture.shards import ShardReader
-from carla_capture.tags import colorize
+from clipcore.records import Frame
+from clipcore.shards import ShardReader
+from clipcore.tags import colorize
 
 rosbags = pytest.importorskip("rosbags")
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
@@ -34,7 +34,8 @@ def _image(ts, ros1: bool, stamp_ns: int, array: np.ndarray, encoding: str):  # 
     Image, Header, Time = (ts.types[n] for n in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
                                                    "builtin_interfaces/msg/Time"))
     time = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-    header = Header(seq=0, stamp=time, frame_id="cam") if ros1 else Header(stamp=time, frame_id="cam")
+    header = (Header(seq=0, stamp=time, frame_id="cam") if ros1
+              else Header(stamp=time, frame_id="cam"))
     data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
     height, width = array.shape[:2]
     return Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
@@ -46,7 +47,8 @@ def _camera_info(ts, ros1: bool):  # noqa: ANN001, ANN202
         "sensor_msgs/msg/CameraInfo", "std_msgs/msg/Header", "builtin_interfaces/msg/Time",
         "sensor_msgs/msg/RegionOfInterest"))
     time = Time(sec=0, nanosec=0)
-    header = Header(seq=0, stamp=time, frame_id="cam") if ros1 else Header(stamp=time, frame_id="cam")
+    header = (Header(seq=0, stamp=time, frame_id="cam") if ros1
+              else Header(stamp=time, frame_id="cam"))
     roi = Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     mats = {"D": np.zeros(5), "K": K.reshape(-1), "R": np.eye(3).reshape(-1),
             "P": np.hstack([K, np.zeros((3, 1))]).reshape(-1)}
@@ -131,7 +133,7 @@ def test_dropped_segmentation_is_counted_and_never_mismatched(tmp_path: Path, cl
     clips = _imported(tmp_path / "out", "Town03")
     for clip in clips:
         assert "depth" not in clip
-        for frame_no, rgb, sem in zip(clip["frame"], clip["rgb"], clip["semantic"]):
+        for frame_no, rgb, sem in zip(clip["frame"], clip["rgb"], clip["semantic"], strict=True):
             assert int(frame_no) not in drop
             source = sim_frames[int(frame_no)]
             np.testing.assert_array_equal(rgb, source.rgb)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import pytest
 import torch
@@ -217,15 +216,14 @@ def test_axis_angle_round_trip_and_small_angles():
     torch.testing.assert_close(pose[:3, :3] @ pose[:3, :3].T, torch.eye(3, dtype=torch.float64))
 
 
-def test_tiny_forward_and_backward_is_fast_on_cpu():
+def test_tiny_forward_and_backward_reach_every_trainable_part():
+    """One tiny window at 128x256 through the whole pipeline and back (its speed is measured by
+    benchmarks, never by a test)."""
     torch.manual_seed(0)
     model = MODELS["pipeline"](PRESETS["tiny"])
     window, K = torch.randn(2, 3, 3, 128, 256), _intrinsics(2, 128, 256)
-    model(window, K)  # warm-up
-    start = time.perf_counter()
     out = model(window, K)
     sum(v.float().mean() for v in out.values()).backward()
-    assert time.perf_counter() - start < 5.0  # typically well under 2 s on 2 cores
     assert all(p.grad is not None for n, p in model.named_parameters() if "ego_motion" in n or "memory" in n)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from carla_capture.errors import ConfigError
+from clipcore.errors import ConfigError
 from dataset.labels import load_label_map
 from train.run import resolve_config, train
 
