@@ -17,6 +17,7 @@ import click
 from clipcore.clitools import ErrorGroup
 from clipcore.cliopts import config_options, nest
 from carla_capture.config import CaptureConfig, VerifyConfig
+from carla_capture.import_cli import import_group
 from clipcore.fsutil import atomic_write_text
 from clipcore.settings import apply_overrides, build, deep_merge, read_toml
 
@@ -196,3 +197,6 @@ def doctor(as_json: bool, **options: Any) -> None:
     click.echo(json.dumps(dr.as_json(checks), indent=2) if as_json else dr.format_table(checks))
     if not all(c.passed for c in checks):
         sys.exit(1)
+
+
+main.add_command(import_group)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from carla_capture.backends import get_backend
 from carla_capture.backends.base import Backend, RetryClip, ServerLost, clip_id
 from carla_capture.config import CaptureConfig, TownConfig
 from carla_capture.lock import RecordLock
+from carla_capture.shard_names import open_next_shard, shard_paths
 from clipcore.errors import CaptureError, ConfigError
 from clipcore.fsutil import atomic_write_text
 from clipcore.records import OPTIONAL, Clip, Frame
@@ -31,7 +31,6 @@ from clipcore.shards import ShardReader, ShardWriter
 
 log = logging.getLogger(__name__)
 
-_SHARD_RE = re.compile(r"^(?P<town>.+)-(?P<num>\d{5})\.h5(\.partial)?$")
 #: Settings that change the data; a resumed run must use the same ones.
 _DATA_KEYS = ("backend", "frames", "frame_stride", "fps")
 
@@ -47,11 +46,6 @@ class RecordSummary:
     shards_written: list[Path]
     frames_recorded: int
     seconds: float
-
-
-def shard_paths(town_dir: Path) -> list[Path]:
-    """Final shard files of a town folder, in shard-number order."""
-    return sorted(p for p in town_dir.glob("*.h5") if _SHARD_RE.match(p.name))
 
 
 def existing_clip_ids(town_dir: Path) -> set[str]:
@@ -190,23 +184,14 @@ class _Stager:
         """Staged clips waiting for assembly."""
         return len(list(self.dir.glob("*.h5")))
 
-    def _next_number(self) -> int:
-        numbers = [int(m["num"]) for p in self.town_dir.iterdir() if (m := _SHARD_RE.match(p.name))]
-        return max(numbers, default=0) + 1
-
     def assemble(self) -> None:
         """Copy every staged clip into new final shard(s), then delete the staged copies."""
         staged = sorted(self.dir.glob("*.h5"))
         per = self.cfg.clips_per_shard
         for start in range(0, len(staged), per):
             batch = staged[start : start + per]
-            while True:
-                try:
-                    path = self.town_dir / f"{self.town}-{self._next_number():05d}.h5"
-                    writer = ShardWriter(path, self.town, self.cfg.compression)
-                    break
-                except FileExistsError:  # another process took this number
-                    continue
+            writer = open_next_shard(self.town_dir, self.town, self.cfg.compression)
+            path = writer.path
             with writer:
                 for item in batch:
                     with ShardReader(item) as reader:

@@ -1,4 +1,4 @@
-"""Model configuration: ``ModelConfig`` and the ``paper`` / ``small`` / ``tiny`` presets."""
+"""Model configuration: ``ModelConfig`` and the ``paper``, ``small``, ``tiny``, ``lowres`` presets."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     backbone: Literal["resnet50", "mobilenet_v3_small"] = Field("mobilenet_v3_small", description="Image encoder.")
+    seg_model: Literal["segmentation", "unet"] = Field(
+        "segmentation",
+        description="Stage-1 architecture, a name in models.MODELS: 'segmentation' (backbone + "
+        "seg_head) or 'unet' (whose encoder then replaces the backbone in every stage).",
+    )
+    unet_width: int = Field(16, ge=4, description="UNet channels at full resolution (x2 per level).")
     num_classes: int = Field(22, ge=2, description="Segmentation classes (the label map's size).")
     input_size: tuple[int, int] = Field((128, 256), description="(H, W) the preset is sized for; FLOPs are reported at it.")
     seg_head: Literal["deeplab", "light"] = Field("light", description="DeepLabv3 ASPP head, or a 2-conv head.")
@@ -53,6 +59,11 @@ PRESETS: dict[str, ModelConfig] = {
         decoder_channels=128, memory_channels=256, motion_channels=(256, 128, 128), motion_hidden=128,
     ),
     "tiny": ModelConfig(),
+    # A UNet at 64x128 (or 128x256 with --set 'size=[128,256]'): stage 1 in minutes on a CPU.
+    "lowres": ModelConfig(
+        seg_model="unet", unet_width=16, input_size=(64, 128), decoder="skip",
+        decoder_channels=32, memory_channels=32, motion_channels=(64, 32, 32), motion_hidden=32,
+    ),
 }
 
 

@@ -14,6 +14,7 @@ import click
 
 from clipcore.clitools import ErrorGroup
 from models.config import PRESETS
+from clipcore.errors import CaptureError
 
 
 @click.group(cls=ErrorGroup)
@@ -94,18 +95,26 @@ def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json:
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path, exists=True))
+@click.argument("path", type=click.Path(path_type=Path, exists=True), required=False)
 @click.option("--run", "run_dir", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder.")
 @click.option("--clip", "clip_id", help="Clip id [default: the first clip].")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder [default: RUN/predictions].")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Output folder [default: RUN/predictions]; with --video the .mp4 or .gif to write.")
+@click.option("--video", type=click.Path(path_type=Path),
+              help="Predict on this video file (mp4, avi, mkv, webm, gif) instead of a clip.")
+@click.option("--hfov", default=90.0, show_default=True,
+              help="With --video: the camera's horizontal field of view, degrees (temporal model).")
+@click.option("--max-frames", type=click.IntRange(min=1), help="With --video: stop after N frames.")
 @click.option("--gif", is_flag=True, help="Write a GIF instead of an MP4.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--task", type=click.Choice(["pipeline", "forecast"]), default="pipeline", show_default=True,
               help="forecast: last input | forecast | zero-motion | ground truth, per target frame.")
 @click.option("--variant", help="Forecaster folder for --task forecast, e.g. forecast-mid [default: the first].")
-def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gif: bool, device: str, task: str,
+def predict(path: Path | None, run_dir: Path, clip_id: str | None, out: Path | None, video: Path | None,
+            hfov: float, max_frames: int | None, gif: bool, device: str, task: str,
             variant: str | None) -> None:
-    """Video (RGB | predicted segmentation | predicted depth | ground truth) and point clouds of one clip.
+    """Video (RGB | predicted segmentation | predicted depth | ground truth) and point clouds of one clip;
+    or, with --video, any video file as input | segmentation | depth at the run's frame size.
 
     PATH is a shard or a dataset folder.
 
@@ -114,7 +123,19 @@ def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gi
       train predict --run runs/demo data/demo/Town02
       train predict --run runs/demo data/demo --clip Town02-0-000001 --gif
       train predict --run runs/demo data/demo/Town02 --task forecast --variant forecast-mid --gif
+      train predict --video drive.mp4 --run runs/lowres --out drive-pred.gif
     """
+    if video is not None:
+        from train.video_predict import predict_video
+
+        if out is None:
+            raise CaptureError("--video needs --out FILE.mp4 or FILE.gif")
+        report = predict_video(video, run_dir, out, device, hfov, max_frames)
+        click.echo(f"-> {report.out} ({report.frames} frames, {report.model} model, "
+                   f"{report.size[0]}x{report.size[1]})")
+        return
+    if path is None:
+        raise CaptureError("pass PATH (a shard or dataset folder) or --video FILE")
     if task == "forecast":
         from train.forecast_eval import predict_forecast
 
