@@ -1,0 +1,287 @@
+"""``train live``: drive a simulator, run the streaming temporal model on every frame as it
+arrives, and show it on a Rerun dashboard (see :mod:`carla_capture.dashboard`).
+
+The simulator's camera renders at the model's input size (H x W) with the town file's field of
+view and mount. Frames come from the backend registry in clips of ``clip_frames`` (the CARLA
+backend re-spawns and warms up between clips; the embedded simulator starts a new route); the
+model's state starts afresh with every clip, so the estimated trajectory is drawn from each
+clip's first camera. Each frame goes through the model's ``step`` API at constant cost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from carla_capture.backends import get_backend
+from carla_capture.backends.base import RetryClip, ServerLost
+from carla_capture.config import CaptureConfig, TownConfig
+from carla_capture.dashboard import Dashboard, Sink, open_stream, require_rerun
+from carla_capture.geometry import intrinsics, invert_pose
+from carla_capture.records import Frame
+from dataset.labels import LabelMap, load_label_map
+from dataset.windows import make_item
+from models.pipeline import PipelineState, TemporalPipeline
+from train.panels import to_uint8
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveStats:
+    """What a live run did: frames and clips, wall and CPU seconds (all threads of the process),
+    and the wall seconds spent simulating, in the model, and logging."""
+
+    frames: int = 0
+    clips: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    simulate_s: float = 0.0
+    model_s: float = 0.0
+    log_s: float = 0.0
+    correct_pixels: int = 0
+    labelled_pixels: int = 0
+
+    @property
+    def fps(self) -> float:
+        """Frames per wall-clock second of the whole loop."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures, with per-frame milliseconds and the pixel accuracy of the predictions."""
+        per = 1000.0 / max(self.frames, 1)
+        acc = self.correct_pixels / self.labelled_pixels if self.labelled_pixels else None
+        return {
+            **asdict(self),
+            "fps": self.fps,
+            "cpu_ms_per_frame": self.cpu_seconds * per,
+            "simulate_ms_per_frame": self.simulate_s * per,
+            "model_ms_per_frame": self.model_s * per,
+            "log_ms_per_frame": self.log_s * per,
+            "pixel_accuracy": acc,
+        }
+
+
+def live_town(capture: CaptureConfig, size: tuple[int, int]) -> TownConfig:
+    """The capture's town file with its camera rendering ``size`` (H, W) pixels."""
+    town = capture.town_config()
+    camera = town.camera.model_copy(update={"height": int(size[0]), "width": int(size[1])})
+    return town.model_copy(update={"camera": camera})
+
+
+class _Enough(Exception):
+    """Raised from the frame callback once the requested number of frames is done."""
+
+
+class LiveLoop:
+    """The per-frame work, called by the backend with each frame as soon as it exists."""
+
+    def __init__(
+        self,
+        model: TemporalPipeline,
+        label_map: LabelMap,
+        K: np.ndarray,
+        size: tuple[int, int],
+        frames: int,
+        dashboard: Dashboard | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.model, self.label_map, self.K, self.size = model, label_map, K, size
+        self.limit, self.dashboard, self.device = frames, dashboard, device
+        self.stats = LiveStats()
+        self.state: PipelineState | None = None
+        self.first_pose: np.ndarray | None = None
+        self.last_pose: np.ndarray | None = None
+        self.mark = time.perf_counter()
+        self.starts: deque[float] = deque(maxlen=10)
+
+    def start_clip(self, index: int, town: str) -> None:
+        """A new clip: fresh model state, trajectories from its first camera."""
+        self.state, self.first_pose, self.last_pose = None, None, None
+        self.stats.clips += 1
+        if self.dashboard is not None:
+            self.dashboard.new_clip(
+                self.stats.frames, f"clip {index} of {town} from frame {self.stats.frames}"
+            )
+
+    def _inputs(self, frame: Frame) -> dict[str, torch.Tensor]:
+        raw: dict[str, Any] = {
+            "rgb": np.array(frame.rgb[None]),
+            "intrinsics": self.K,
+            "frames": np.array([frame.frame]),
+        }
+        for name in ("semantic", "depth", "cam_to_world"):
+            if getattr(frame, name) is not None:
+                raw[name] = np.array(getattr(frame, name)[None])  # writable: torch shares it
+        item = make_item(raw, self.label_map, None, self.size)
+        rel = np.eye(4)
+        if frame.cam_to_world is not None and self.last_pose is not None:
+            rel = invert_pose(self.last_pose) @ frame.cam_to_world
+        item["rel_pose"] = torch.from_numpy(rel)[None]
+        return item
+
+    @torch.no_grad()
+    def __call__(self, frame: Frame) -> None:
+        start = time.perf_counter()
+        self.stats.simulate_s += start - self.mark
+        item = self._inputs(frame)
+        rgb = item["rgb"].to(self.device)
+        if self.state is None:
+            self.state = self.model.init_state(1, *rgb.shape[-2:], self.device)
+        out, self.state = self.model.step(
+            rgb,
+            self.state,
+            item["intrinsics"].float().to(self.device),
+            item["depth"].to(self.device),
+            item["rel_pose"].float().to(self.device),
+        )
+        pred = out["seg_logits"][0].argmax(0).cpu().numpy().astype(np.uint8)
+        depth = out["depth"][0, 0].float().cpu().numpy()
+        estimated = (
+            out["cam_to_world"][0].double().cpu().numpy() if "cam_to_world" in out else np.eye(4)
+        )
+        modelled = time.perf_counter()
+        self.stats.model_s += modelled - start
+        labels = item["labels"][0].numpy()
+        known = labels != self.label_map.ignore_index
+        correct = int((pred[known] == labels[known]).sum())
+        self.stats.correct_pixels += correct
+        self.stats.labelled_pixels += int(known.sum())
+        if frame.cam_to_world is not None:
+            if self.first_pose is None:
+                self.first_pose = frame.cam_to_world
+            self.last_pose = frame.cam_to_world
+        self.starts.append(start)
+        if self.dashboard is not None:
+            self._log(
+                frame,
+                item,
+                labels,
+                pred,
+                depth,
+                estimated,
+                correct / max(int(known.sum()), 1),
+                modelled - start,
+            )
+        self.stats.frames += 1
+        self.mark = time.perf_counter()
+        self.stats.log_s += self.mark - modelled
+        if self.stats.frames >= self.limit:
+            raise _Enough
+
+    def _log(
+        self,
+        frame: Frame,
+        item: dict,
+        labels: np.ndarray,
+        pred: np.ndarray,
+        depth: np.ndarray,
+        estimated: np.ndarray,
+        accuracy: float,
+        model_s: float,
+    ) -> None:
+        board, index = self.dashboard, self.stats.frames
+        true_depth = item["depth"][0, 0].numpy() if frame.depth is not None else None
+        board.frame(
+            index,
+            to_uint8(item["rgb"][0]),
+            labels if frame.semantic is not None else None,
+            true_depth,
+            pred,
+            depth,
+        )
+        true = (
+            None
+            if frame.cam_to_world is None
+            else invert_pose(self.first_pose) @ frame.cam_to_world
+        )
+        board.pose(true, estimated)
+        span = self.starts[-1] - self.starts[0]
+        fps = (len(self.starts) - 1) / span if span > 0 else 0.0
+        board.scalars(
+            fps=fps,
+            model_ms=1000 * model_s,
+            **({"pixel_accuracy": accuracy} if frame.semantic is not None else {}),
+        )
+
+
+def run_live(
+    model: TemporalPipeline,
+    label_map: LabelMap,
+    capture: CaptureConfig,
+    size: tuple[int, int],
+    frames: int,
+    dashboard: Dashboard | None = None,
+    device: str = "cpu",
+) -> LiveStats:
+    """Drive ``capture.backend`` in ``capture.town`` for ``frames`` frames (clips of
+    ``capture.frames``), running ``model`` (in eval mode) on each at ``size`` (H, W)."""
+    town = live_town(capture, size)
+    K = intrinsics(town.camera.width, town.camera.height, town.camera.hfov)
+    loop = LiveLoop(model.eval().to(device), label_map, K, size, frames, dashboard, device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    restarts, index = 0, 0
+    with get_backend(capture.backend)(capture, town) as backend:
+        while loop.stats.frames < frames:
+            loop.start_clip(index, town.name)
+            loop.mark = time.perf_counter()
+            try:
+                backend.record_clip(index, on_frame=loop)
+            except _Enough:
+                break
+            except RetryClip as exc:
+                log.warning("clip %d: %s; going on with the next clip", index, exc)
+            except ServerLost as exc:
+                restarts += 1
+                if restarts > capture.carla.max_restarts:
+                    raise
+                log.warning(
+                    "%s; reconnecting (%d of %d)", exc, restarts, capture.carla.max_restarts
+                )
+                backend.restart(restarts)
+            index += 1
+    loop.stats.seconds = time.perf_counter() - wall
+    loop.stats.cpu_seconds = time.process_time() - cpu
+    return loop.stats
+
+
+def live(
+    run_dir: Path, capture: CaptureConfig, frames: int, sink: Sink | None, device: str = "cpu"
+) -> LiveStats:
+    """``train live``: the run's temporal model (stage 4) on ``frames`` live frames, logged to
+    ``sink`` (None: no dashboard, for measuring the loop alone)."""
+    from train.evaluate import load_run, temporal_model
+
+    if sink is not None:
+        require_rerun()  # fail before loading anything
+    cfg = load_run(run_dir)
+    label_map = load_label_map(cfg.label_map)
+    model = temporal_model(cfg, run_dir)
+    dashboard = None
+    if sink is not None:
+        settings = {
+            "run": str(run_dir),
+            "frames": frames,
+            "size": list(cfg.frame_size()),
+            "capture": json.loads(capture.model_dump_json()),
+            "model": json.loads(cfg.model.model_dump_json()),
+        }
+        stream = open_stream("carla-temporal live", sink, predicted=True)
+        dashboard = Dashboard(
+            stream, label_map.class_names, label_map.palette, json.dumps(settings, indent=2)
+        )
+    try:
+        stats = run_live(model, label_map, capture, cfg.frame_size(), frames, dashboard, device)
+    finally:
+        if dashboard is not None:
+            dashboard.close()
+    log.info("live: %s", stats.as_dict())
+    return stats
