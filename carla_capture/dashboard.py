@@ -253,3 +253,41 @@ def rrd_images(path: Path, entity: str) -> dict[int, np.ndarray]:
         image = flat.reshape(fmt["height"], fmt["width"], -1)
         images[frame] = image[..., 0] if image.shape[-1] == 1 else image
     return images
+
+
+def log_clips(path: Path, sink: Sink, clip_id: str | None = None) -> tuple[int, int]:
+    """``capture inspect --rerun``: every clip of a shard or dataset folder (or only ``clip_id``)
+    on the dashboard, one after another on the ``frame`` timeline, read through the one
+    :class:`~carla_capture.shards.ShardReader`; semantic images are raw CARLA tags, trajectories
+    in world coordinates. Returns (clips, frames) logged."""
+    from carla_capture.inspect import find_shards
+    from carla_capture.shards import ShardReader
+    from carla_capture.tags import NUM_TAGS, TAG_NAMES, palette
+
+    require_rerun()
+    todo = []
+    for shard in find_shards(path):
+        with ShardReader(shard) as reader:
+            todo += [(shard, cid) for cid in reader.clip_ids() if clip_id in (None, cid)]
+    if not todo:
+        raise CaptureError(
+            f"clip {clip_id!r} is not in {path}; list clips with: capture inspect {path} --json"
+        )
+    board = Dashboard(
+        open_stream("carla-temporal inspect", sink, predicted=False),
+        TAG_NAMES,
+        palette()[:NUM_TAGS],
+    )
+    frames = 0
+    try:
+        for shard, cid in todo:
+            with ShardReader(shard) as reader:
+                clip = reader.read_clip(cid)
+            board.new_clip(frames, f"{cid} ({clip.town}, {len(clip)} frames, {shard.name})")
+            for frame in clip.frames:
+                board.frame(frames, frame.rgb, frame.semantic, frame.depth)
+                board.pose(frame.cam_to_world)
+                frames += 1
+    finally:
+        board.close()
+    return len(todo), frames
