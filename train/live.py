@@ -1,8 +1,10 @@
 """``train live``: drive a simulator, run the streaming temporal model on every frame as it
 arrives, and show it on a Rerun dashboard (see :mod:`carla_capture.dashboard`).
 
-The simulator's camera renders at the model's input size (H x W) with the town file's field of
-view and mount. Frames come from the backend registry in clips of ``clip_frames`` (the CARLA
+The simulator runs in a thread a frame or two ahead (:class:`~train.feed.FrameFeed`), so
+rendering the next frame overlaps the model's work on this one. The simulator's camera renders
+at the model's input size (H x W) with the town file's field of view and mount. Frames come
+from the backend registry in clips of ``clip_frames`` (the CARLA
 backend re-spawns and warms up between clips; the embedded simulator starts a new route); the
 model's state starts afresh with every clip, so the estimated trajectory is drawn from each
 clip's first camera. Each frame goes through the model's ``step`` API at constant cost.
@@ -22,7 +24,6 @@ import numpy as np
 import torch
 
 from carla_capture.backends import get_backend
-from carla_capture.backends.base import RetryClip, ServerLost
 from carla_capture.config import CaptureConfig, TownConfig
 from carla_capture.dashboard import Dashboard, Sink, open_stream, require_rerun
 from carla_capture.geometry import intrinsics, invert_pose
@@ -30,6 +31,7 @@ from carla_capture.records import Frame
 from dataset.labels import LabelMap, load_label_map
 from dataset.windows import make_item
 from models.pipeline import PipelineState, TemporalPipeline
+from train.feed import FrameFeed
 from train.panels import to_uint8
 
 log = logging.getLogger(__name__)
@@ -37,14 +39,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LiveStats:
-    """What a live run did: frames and clips, wall and CPU seconds (all threads of the process),
-    and the wall seconds spent simulating, in the model, and logging."""
+    """What a live run did: frames and clips, wall and CPU seconds (all threads of the process);
+    wall seconds the simulator thread spent rendering, the loop spent waiting for a frame (the
+    part of simulating that did not overlap the model), in the model, and logging."""
 
     frames: int = 0
     clips: int = 0
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     simulate_s: float = 0.0
+    wait_s: float = 0.0
     model_s: float = 0.0
     log_s: float = 0.0
     correct_pixels: int = 0
@@ -64,6 +68,7 @@ class LiveStats:
             "fps": self.fps,
             "cpu_ms_per_frame": self.cpu_seconds * per,
             "simulate_ms_per_frame": self.simulate_s * per,
+            "wait_ms_per_frame": self.wait_s * per,
             "model_ms_per_frame": self.model_s * per,
             "log_ms_per_frame": self.log_s * per,
             "pixel_accuracy": acc,
@@ -77,12 +82,8 @@ def live_town(capture: CaptureConfig, size: tuple[int, int]) -> TownConfig:
     return town.model_copy(update={"camera": camera})
 
 
-class _Enough(Exception):
-    """Raised from the frame callback once the requested number of frames is done."""
-
-
 class LiveLoop:
-    """The per-frame work, called by the backend with each frame as soon as it exists."""
+    """The per-frame work: model, accuracy, dashboard."""
 
     def __init__(
         self,
@@ -100,7 +101,6 @@ class LiveLoop:
         self.state: PipelineState | None = None
         self.first_pose: np.ndarray | None = None
         self.last_pose: np.ndarray | None = None
-        self.mark = time.perf_counter()
         self.starts: deque[float] = deque(maxlen=10)
 
     def start_clip(self, index: int, town: str) -> None:
@@ -131,7 +131,6 @@ class LiveLoop:
     @torch.no_grad()
     def __call__(self, frame: Frame) -> None:
         start = time.perf_counter()
-        self.stats.simulate_s += start - self.mark
         item = self._inputs(frame)
         rgb = item["rgb"].to(self.device)
         if self.state is None:
@@ -172,10 +171,7 @@ class LiveLoop:
                 modelled - start,
             )
         self.stats.frames += 1
-        self.mark = time.perf_counter()
-        self.stats.log_s += self.mark - modelled
-        if self.stats.frames >= self.limit:
-            raise _Enough
+        self.stats.log_s += time.perf_counter() - modelled
 
     def _log(
         self,
@@ -227,27 +223,24 @@ def run_live(
     town = live_town(capture, size)
     K = intrinsics(town.camera.width, town.camera.height, town.camera.hfov)
     loop = LiveLoop(model.eval().to(device), label_map, K, size, frames, dashboard, device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    restarts, index = 0, 0
-    with get_backend(capture.backend)(capture, town) as backend:
-        while loop.stats.frames < frames:
-            loop.start_clip(index, town.name)
-            loop.mark = time.perf_counter()
-            try:
-                backend.record_clip(index, on_frame=loop)
-            except _Enough:
-                break
-            except RetryClip as exc:
-                log.warning("clip %d: %s; going on with the next clip", index, exc)
-            except ServerLost as exc:
-                restarts += 1
-                if restarts > capture.carla.max_restarts:
-                    raise
-                log.warning(
-                    "%s; reconnecting (%d of %d)", exc, restarts, capture.carla.max_restarts
-                )
-                backend.restart(restarts)
-            index += 1
+    backend = get_backend(capture.backend)(capture, town)  # builds the town: not timed
+    with backend:
+        feed = FrameFeed(backend, capture.carla.max_restarts)
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            waited = time.perf_counter()
+            for kind, value in feed:
+                if kind == "clip":
+                    loop.start_clip(value, town.name)
+                    continue
+                loop.stats.wait_s += time.perf_counter() - waited
+                loop(value)
+                if loop.stats.frames >= frames:
+                    break
+                waited = time.perf_counter()
+        finally:
+            feed.close()
+    loop.stats.simulate_s = feed.simulate_s
     loop.stats.seconds = time.perf_counter() - wall
     loop.stats.cpu_seconds = time.process_time() - cpu
     return loop.stats
