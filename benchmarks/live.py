@@ -15,7 +15,8 @@ cost of a frame does not depend on them); its sizes are the preset's.
 ``--threads`` is torch's intra-op thread count; the simulator runs in its own thread beside it
 (one core each on a 2-core machine).
 
-Writes benchmarks/results/live.json.
+Writes benchmarks/results/live.json and the table between the live-benchmark markers of
+docs/live.md (``--doc-only`` rewrites the table from the JSON without measuring).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import RESULTS, write_result  # noqa: E402
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -41,6 +43,8 @@ from models.pipeline import build_pipeline  # noqa: E402
 from train.live import run_live  # noqa: E402
 
 GOAL_FPS = 10.0
+DOC = Path(__file__).resolve().parents[1] / "docs" / "live.md"
+MARKERS = ("<!-- live-benchmark -->", "<!-- /live-benchmark -->")
 
 
 def default_preset() -> str:
@@ -65,6 +69,38 @@ def measure(mode: str, model, label_map, capture: CaptureConfig, size, frames: i
     return out
 
 
+def write_doc(result: dict) -> Path:
+    """Rewrite the table between the live-benchmark markers of docs/live.md from ``result``."""
+    m = result["machine"]
+    lines = [f"`python benchmarks/live.py` on {m['cpu']} ({m['cores']} cores, shared), preset "
+             f"`{result['preset']}` at {result['input_size'][0]}x{result['input_size'][1]}, "
+             f"{result['torch_threads']} torch thread(s) + the simulator thread, "
+             f"{result['repeats']} runs of {result['frames_per_run']} frames (medians); "
+             f"shared machine: {result['shared_machine'].removeprefix('yes: ')}.", "",
+             "| mode | frames/s (runs) | CPU ms/frame | 1000 / CPU ms | simulate ms | waited ms "
+             "| model ms | log ms | .rrd KiB/frame |", "|---|---|---|---|---|---|---|---|---|"]
+    for mode, r in result["modes"].items():
+        rrd = f"{r['rrd_bytes'] / 1024 / result['frames_per_run']:.0f}" if r["rrd_bytes"] else "-"
+        runs = ", ".join(f"{x:.1f}" for x in r["fps_runs"])
+        lines.append(f"| `{mode}` | {r['fps']:.1f} ({runs}) "
+                     f"| {r['cpu_ms_per_frame']:.0f} | {r['fps_at_cpu_time']:.1f} "
+                     f"| {r['simulate_ms_per_frame']:.0f} | {r['wait_ms_per_frame']:.0f} "
+                     f"| {r['model_ms_per_frame']:.0f} | {r['log_ms_per_frame']:.1f} | {rrd} |")
+    save = result["modes"]["save"]
+    lines += ["", f"Goal: {result['goal_fps']:.0f} frames/s with the dashboard saved. Measured "
+              f"wall-clock: {save['fps']:.1f} frames/s, so the goal is "
+              f"{'met' if result['goal_met']['save'] else 'not met'} on this run; the CPU time the "
+              f"loop used per frame ({save['cpu_ms_per_frame']:.0f} ms, all threads) would allow "
+              f"{save['fps_at_cpu_time']:.1f} frames/s on one uncontended core. With the dashboard "
+              f"saved the loop ran at {result['save_vs_no_logging_fps']:.2f}x the frame rate "
+              f"of the loop without it (above 1 is the shared machine's noise); logging took "
+              f"{save['log_ms_per_frame']:.1f} ms per frame."]
+    text = DOC.read_text()
+    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
+    DOC.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:])
+    return DOC
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default=default_preset(), choices=sorted(PRESETS))
@@ -74,7 +110,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--town", default="Town02")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads.")
+    parser.add_argument("--doc-only", action="store_true",
+                        help="Rewrite docs/live.md from the JSON.")
     args = parser.parse_args()
+    if args.doc_only:
+        print(f"-> {write_doc(json.loads((RESULTS / 'live.json').read_text()))}")
+        return
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -111,7 +152,7 @@ def main() -> None:
         "repeats": args.repeats,
         "torch_threads": torch.get_num_threads(),
         "simulator": "embedded, in its own thread up to 2 frames ahead of the model",
-        "shared_machine": "yes: 2 cores shared with other engineers' jobs; load average "
+        "shared_machine": "2 cores shared with other engineers' jobs; load average "
                           f"(1 min) during the run {min(load):.1f}..{max(load):.1f}",
         "modes": medians,
         "save_vs_no_logging_fps": medians["save"]["fps"] / medians["no_logging"]["fps"],
@@ -125,7 +166,7 @@ def main() -> None:
               f"simulate {m['simulate_ms_per_frame']:.0f} ms "
               f"(waited {m['wait_ms_per_frame']:.0f}), model {m['model_ms_per_frame']:.0f} ms, "
               f"log {m['log_ms_per_frame']:.1f} ms")
-    print(f"-> {path}")
+    print(f"-> {path}, {write_doc(json.loads(path.read_text()))}")
 
 
 if __name__ == "__main__":
