@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from carla_capture.clitools import ErrorGroup
+from carla_capture.cliopts import config_options, nest
 from carla_capture.config import CaptureConfig, VerifyConfig
 from carla_capture.fsutil import atomic_write_text
 from carla_capture.settings import apply_overrides, build, deep_merge, read_toml
@@ -32,58 +33,26 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-CARLA_OPTIONS = ("host", "port", "tm_port", "timeout", "vehicles", "walkers", "sensor_timeout", "warmup_ticks",
-                 "max_restarts", "servers",
-                 "server_cmd", "server_wait", "map_timeout", "stall_timeout", "keep_settings")
-
-
 def capture_config(config: Path | None, options: dict[str, Any], overrides: tuple[str, ...]) -> CaptureConfig:
-    """File (optional) < command-line options < ``--set`` overrides, validated."""
+    """File (optional) < command-line options < ``--set`` overrides, merged deeply and validated."""
     data: dict[str, Any] = read_toml(config) if config else {}
-    carla = {k: options.pop(k) for k in CARLA_OPTIONS if options.get(k) is not None}
-    if "servers" in carla:
-        carla["servers"] = [s for s in carla["servers"].split(",") if s]
-    data = deep_merge(data, {"carla": carla, **{k: v for k, v in options.items() if v is not None}})
+    data = deep_merge(data, nest(options))
     data = apply_overrides(CaptureConfig, data, list(overrides))
     return build(CaptureConfig, data, "capture config")
 
 
+_DIR = {"type": click.Path(path_type=Path, file_okay=False)}
+RECORD_FIELDS = (
+    "backend", "town", "clips", "frames", "frame_stride", "fps", "seed", "out", "clips_per_shard",
+    "compression", "town_dir", "carla.host", "carla.port", "carla.tm_port", "carla.timeout",
+    "carla.vehicles", "carla.walkers", "carla.sensor_timeout", "carla.warmup_ticks",
+    "carla.max_restarts", "carla.servers", "carla.server_cmd", "carla.server_wait",
+    "carla.map_timeout", "carla.stall_timeout", "carla.keep_settings",
+)
+
+
 @main.command()
-@click.option("--backend", type=click.Choice(["carla", "synthetic"]), help="Simulator to record from [default: carla].")
-@click.option("--town", help="Town to record, e.g. Town03 (a file in town_configs/).")
-@click.option("--clips", type=int, help="Clips this town and seed should hold when done [default: 10].")
-@click.option("--frames", type=int, help="Frames per clip [default: 20].")
-@click.option("--frame-stride", type=int, help="Simulator ticks between recorded frames [default: 1].")
-@click.option("--fps", type=float, help="Simulator ticks per second [default: 20].")
-@click.option("--seed", type=int, help="Seed of this recording; part of every clip id [default: 0].")
-@click.option("--out", type=click.Path(path_type=Path), help="Dataset folder [default: data].")
-@click.option("--clips-per-shard", type=int, help="Clips per HDF5 shard [default: 50].")
-@click.option("--compression", type=click.Choice(["lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none"]),
-              help="Codec [default: lz4hc+zstd: lz4hc images, zstd depth].")
-@click.option("--town-dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of town files to use instead of the packaged ones.")
-@click.option("--host", help="CARLA server host [default: 127.0.0.1].")
-@click.option("--port", type=int, help="CARLA RPC port [default: 2000].")
-@click.option("--tm-port", type=int, help="Traffic Manager port [default: 8000].")
-@click.option("--timeout", type=float, help="Seconds to wait for the server, per call and per tick [default: 10].")
-@click.option("--vehicles", type=int, help="Other vehicles to spawn [default: the town file's].")
-@click.option("--walkers", type=int, help="Pedestrians to spawn [default: the town file's].")
-@click.option("--sensor-timeout", type=float, help="Seconds to wait for a camera's measurement of a tick [default: 2].")
-@click.option("--warmup-ticks", type=int, help="Ticks discarded after (re)spawning [default: 20].")
-@click.option("--max-restarts", type=int, help="Reconnects to a crashed server before giving up [default: 3].")
-@click.option("--servers", help="host:port,host:port,...: one capture process per CARLA server, "
-              "seeds seed, seed+1, ...; or N with --server-cmd: N servers launched on ports port, "
-              "port+4, ... and GPUs 0..N-1.")
-@click.option("--server-cmd", help="Start, relaunch and stop the server yourself: a command with "
-              "{port} (and {gpu}), e.g. \"/opt/carla/CarlaUE4.sh -RenderOffScreen -nosound "
-              "-carla-rpc-port={port}\".")
-@click.option("--server-wait", type=float,
-              help="Seconds to wait for a lost or (re)launched server [default: 60].")
-@click.option("--map-timeout", type=float,
-              help="Seconds allowed for loading the town's map [default: 120].")
-@click.option("--stall-timeout", type=float,
-              help="Seconds without a tick before the worker is restarted [default: 60].")
-@click.option("--keep-settings", is_flag=True, default=None,
-              help="On exit restore the server's settings as found, not asynchronous.")
+@config_options(CaptureConfig, RECORD_FIELDS, town_dir=_DIR)
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with CaptureConfig fields.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set frames=10 or --set carla.respawn_every=3.")
 def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> None:
@@ -224,14 +193,8 @@ def verify(data_dir: Path, report: Path | None, do_quarantine: bool, config: Pat
 
 
 @main.command()
-@click.option("--host", help="CARLA server host [default: 127.0.0.1].")
-@click.option("--port", type=int, help="CARLA RPC port [default: 2000].")
-@click.option("--tm-port", type=int, help="Traffic Manager port [default: 8000].")
-@click.option("--town", help="Town whose map to load and record from [default: Town03].")
-@click.option("--town-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Folder of town files.")
-@click.option("--timeout", type=float, help="Seconds to wait per server call [default: 10].")
-@click.option("--map-timeout", type=float, help="Seconds for loading the map [default: 120].")
+@config_options(CaptureConfig, ("carla.host", "carla.port", "carla.tm_port", "town", "town_dir",
+                                "carla.timeout", "carla.map_timeout"), town_dir=_DIR)
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON (for bug reports).")
 def doctor(as_json: bool, **options: Any) -> None:
     """Check a CARLA server before recording: versions, maps, map load time, synchronous tick rate,

@@ -194,7 +194,11 @@ class CarlaSettings(BaseModel):
     clip_attempts: int = Field(3, ge=1, description="Tries per clip when a sensor times out or disagrees.")
     max_restarts: int = Field(3, ge=0, description="Reconnects after a lost server before giving up.")
     restart_backoff_s: float = Field(2.0, ge=0, description="First wait before reconnecting; doubles each time.")
-    servers: tuple[str, ...] = Field((), description="host:port of several servers, one capture process each.")
+    servers: tuple[str, ...] = Field(
+        (), description="host:port,host:port,...: one capture process per CARLA server, seeds seed, "
+        "seed+1, ...; or N with --server-cmd: N servers launched on ports port, port+4, ... and GPUs "
+        "0..N-1.",
+    )
     map_timeout: float = Field(120.0, gt=0, description="Seconds allowed for load_world.")
     server_wait: float = Field(
         60.0, ge=0, description="Seconds to wait for a lost server to answer again."
