@@ -81,10 +81,16 @@ def blueprint(predicted: bool) -> Any:
         images.append(rrb.Spatial2DView(origin="camera/semantic/predicted", name="prediction"))
         images.append(rrb.Spatial2DView(origin="camera/depth/predicted", name="predicted depth"))
     images.append(rrb.Spatial2DView(origin="camera/depth/truth", name="true depth"))
-    lower = [
-        rrb.Spatial3DView(origin="world", name="trajectory (true vs estimated)"),
-        rrb.TimeSeriesView(origin="metrics", name="fps and timings"),
-    ]
+    lower = [rrb.Spatial3DView(origin="world", name="trajectory (green true, red estimated)")]
+    if predicted:
+        lower += [
+            rrb.TimeSeriesView(origin=f"metrics/{name}", name=title)
+            for name, title in (
+                ("fps", "frames/s"),
+                ("model_ms", "model ms per frame"),
+                ("pixel_accuracy", "pixel accuracy"),
+            )
+        ]
     return rrb.Blueprint(
         rrb.Vertical(rrb.Grid(*images), rrb.Horizontal(*lower), row_shares=[2, 1]),
         collapse_panels=True,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -250,7 +251,8 @@ def live(
     run_dir: Path, capture: CaptureConfig, frames: int, sink: Sink | None, device: str = "cpu"
 ) -> LiveStats:
     """``train live``: the run's temporal model (stage 4) on ``frames`` live frames, logged to
-    ``sink`` (None: no dashboard, for measuring the loop alone)."""
+    ``sink`` (None: no dashboard, for measuring the loop alone). On the CPU, torch gets every
+    core but one, which the simulator thread uses."""
     from train.evaluate import load_run, temporal_model
 
     if sink is not None:
@@ -271,9 +273,13 @@ def live(
         dashboard = Dashboard(
             stream, label_map.class_names, label_map.palette, json.dumps(settings, indent=2)
         )
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     try:
         stats = run_live(model, label_map, capture, cfg.frame_size(), frames, dashboard, device)
     finally:
+        torch.set_num_threads(threads)
         if dashboard is not None:
             dashboard.close()
     log.info("live: %s", stats.as_dict())
