@@ -77,10 +77,12 @@ def blueprint(predicted: bool) -> Any:
         rrb.Spatial2DView(origin="camera/rgb", name="RGB"),
         rrb.Spatial2DView(origin="camera/semantic/truth", name="ground truth"),
     ]
-    if predicted:
+    if predicted:  # rows: RGB | truth | prediction, then depth: truth | prediction
         images.append(rrb.Spatial2DView(origin="camera/semantic/predicted", name="prediction"))
+        images.append(rrb.Spatial2DView(origin="camera/depth/truth", name="true depth"))
         images.append(rrb.Spatial2DView(origin="camera/depth/predicted", name="predicted depth"))
-    images.append(rrb.Spatial2DView(origin="camera/depth/truth", name="true depth"))
+    else:
+        images.append(rrb.Spatial2DView(origin="camera/depth/truth", name="depth"))
     lower = [rrb.Spatial3DView(origin="world", name="trajectory (green true, red estimated)")]
     if predicted:
         lower += [
@@ -92,7 +94,7 @@ def blueprint(predicted: bool) -> Any:
             )
         ]
     return rrb.Blueprint(
-        rrb.Vertical(rrb.Grid(*images), rrb.Horizontal(*lower), row_shares=[2, 1]),
+        rrb.Vertical(rrb.Grid(*images, grid_columns=3), rrb.Horizontal(*lower), row_shares=[2, 1]),
         collapse_panels=True,
     )
 

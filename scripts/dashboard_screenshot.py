@@ -14,7 +14,6 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,23 +35,30 @@ def main() -> None:
 
     frames = read_rrd(args.rrd)["/camera/rgb"]["frames"]
     frame = frames[-1] if args.frame is None else args.frame
-    beside = Path(sys.executable).parent / "rerun"  # the venv's viewer, on PATH or not
-    executable = str(beside) if beside.exists() else shutil.which("rerun")
-    env = {"WGPU_BACKEND": "vulkan", "RUST_LOG": "error", **os.environ}
+    import rerun_cli  # the viewer binary shipped in the rerun-sdk wheel (not its wrapper script)
+
+    executable = str(Path(rerun_cli.__file__).parent / "rerun")
+    home = tempfile.mkdtemp()  # a fresh viewer state: no layout remembered from earlier sessions
+    env = {"WGPU_BACKEND": "vulkan", "RUST_LOG": "error", **os.environ, "HOME": home,
+           "XDG_DATA_HOME": home, "XDG_CONFIG_HOME": home, "XDG_CACHE_HOME": home}
     if not os.environ.get("XDG_RUNTIME_DIR"):
-        env["XDG_RUNTIME_DIR"] = tempfile.mkdtemp()
+        env["XDG_RUNTIME_DIR"] = home
     viewer_process = subprocess.Popen(
         [executable, "--headless", "--window-size", args.size, "--port", str(args.port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         time.sleep(5)  # the viewer starts its gRPC server
+        if viewer_process.poll() is not None:
+            raise SystemExit(f"the viewer exited ({viewer_process.returncode}): is --port "
+                             f"{args.port} taken, or is there no graphics adapter?")
         viewer = ViewerClient.connect(f"rerun+http://127.0.0.1:{args.port}/proxy")
         viewer.open(str(args.rrd.resolve()))
         time.sleep(args.settle)  # the index loads first, chunks on demand
         viewer.set_time("frame", sequence=frame, play_state="paused")
         time.sleep(args.settle)
         args.png.parent.mkdir(parents=True, exist_ok=True)
+        args.png.unlink(missing_ok=True)  # wait below for the new one
         viewer.save_screenshot(str(args.png.resolve()))
         for _ in range(60):  # written by the viewer process, asynchronously
             if args.png.exists():
@@ -60,7 +66,14 @@ def main() -> None:
             time.sleep(1)
     finally:
         viewer_process.terminate()
-        viewer_process.wait(timeout=30)
+        try:
+            viewer_process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            viewer_process.kill()
+            viewer_process.wait()
+        shutil.rmtree(home, ignore_errors=True)
+    if not args.png.exists():
+        raise SystemExit(f"the viewer wrote no screenshot to {args.png}; try a larger --settle")
     print(f"frame {frame} of {args.rrd} -> {args.png}")
 
 
