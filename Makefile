@@ -20,12 +20,14 @@ demo: install
 	bash scripts/demo.sh $(DEMO_DIR)
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 bench: install
 	$(BIN)/python benchmarks/synthetic_fps.py
 	$(BIN)/python benchmarks/storage.py
 	$(BIN)/python benchmarks/loader.py
+	$(BIN)/python benchmarks/live.py
 
 clean:
 	rm -rf $(VENV) data/demo runs/demo

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from carla_capture.errors import ConfigError
+from clipcore.errors import ConfigError
 from dataset.target_images import IMAGE_SUFFIXES, _resize
 
 KITTI_DEPTH_SCALE = 256.0
@@ -31,7 +31,8 @@ def read_depth_png(path: Path) -> np.ndarray:
     if raw.dtype != np.uint16 or raw.ndim != 2:
         raise ConfigError(
             f"{path} is {raw.dtype} with {raw.shape[2] if raw.ndim == 3 else 1} channel(s), not a "
-            "16-bit single-channel KITTI depth PNG (metres x 256); convert it or pass the right folder"
+            "16-bit single-channel KITTI depth PNG (metres x 256); convert it or pass the right "
+            "folder"
         )
     return raw.astype(np.float32) / KITTI_DEPTH_SCALE
 

@@ -2,7 +2,7 @@
 
 The target is either a folder of JPG / PNG images of any size (searched recursively, each
 resized to the model's input) or a folder of shards, of which only the RGB frames are read
-(through :class:`~carla_capture.shards.ShardReader`; labels, depth and poses are never used).
+(through :class:`~clipcore.shards.ShardReader`; labels, depth and poses are never used).
 Item: ``{"rgb": (3, H, W) float32 in [0, 1]}``.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from carla_capture.errors import ConfigError
-from carla_capture.shards import ShardReader
+from clipcore.errors import ConfigError
+from clipcore.shards import ShardReader
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

@@ -237,7 +237,7 @@ class _DomainEncoder(nn.Module):
 def build_sim2real(cfg: Sim2RealModelConfig | str = "tiny") -> TwinVAE:
     """The twin VAE for a config or preset name."""
     if isinstance(cfg, str):
-        from carla_capture.errors import ConfigError
+        from clipcore.errors import ConfigError
 
         if cfg not in SIM2REAL_PRESETS:
             raise ConfigError(

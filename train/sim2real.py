@@ -22,8 +22,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch.utils.data import DataLoader, RandomSampler
 
-from carla_capture.errors import ConfigError
-from carla_capture.settings import apply_overrides, build, deep_merge, read_toml
+from clipcore.errors import ConfigError
+from clipcore.settings import apply_overrides, build, deep_merge, read_toml
 from dataset import ClipWindows
 from dataset.labels import load_label_map
 from dataset.target_images import TargetImages
@@ -221,7 +221,7 @@ def _step(
 
 
 def train_stage(cfg: Sim2RealConfig, name: str, model: TwinVAE | None = None) -> Path:
-    """Train stage ``name``; writes ``<out>/<name>/model.pt`` and ``history.json``; returns the former."""
+    """Train stage ``name``; writes ``<out>/<name>/model.pt`` (returned) and ``history.json``."""
     stage = cfg.stages[name]
     device = _device(cfg)
     torch.manual_seed(cfg.seed)

@@ -51,7 +51,7 @@ def evaluate_sim2real_run(
     report: dict = {"checkpoint": str(ckpt), "domain": domain}
     if images is not None or depth_png is not None:
         if images is None or depth_png is None:
-            from carla_capture.errors import ConfigError
+            from clipcore.errors import ConfigError
 
             raise ConfigError(
                 "pass both --images and --depth-png (KITTI depth PNGs of the same names)"

@@ -83,7 +83,7 @@ def seg_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def vae_terms(model: torch.nn.Module, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Stage-1 terms summed over both domains; ``x``: ``sim`` / ``real`` -> (B, 3, H, W) in [0, 1]."""
+    """Stage-1 terms summed over both domains; ``x``: ``sim`` / ``real`` -> (B, 3, H, W), [0, 1]."""
     terms = {name: x["sim"].new_zeros(()) for name in VAE_LOSSES}
     for d in ("sim", "real"):
         other = model.other(d)

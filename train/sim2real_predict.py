@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import torch
 
-from carla_capture.errors import ConfigError
-from carla_capture.inspect import depth_to_rgb
+from clipcore.errors import ConfigError
+from clipcore.pictures import depth_to_rgb
 from dataset.labels import load_label_map
 from dataset.target_images import IMAGE_SUFFIXES, TargetImages, _resize
 from train.sim2real import load_checkpoint
@@ -22,7 +22,7 @@ ROWS = 4
 
 
 def _images(path: Path, size: tuple[int, int], rows: int) -> torch.Tensor:
-    """Up to ``rows`` images (B, 3, H, W) in [0, 1] from an image file or a folder (images/shards)."""
+    """Up to ``rows`` images (B, 3, H, W) in [0, 1] from an image or a folder (images or shards)."""
     if path.is_file():
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise ConfigError(f"{path} is not a JPG/PNG image; pass an image or a folder of them")

@@ -8,7 +8,7 @@ import numpy as np
 
 from carla_capture.backends.synthetic.appearance import apply_appearance
 from carla_capture.record import record
-from carla_capture.shards import ShardReader
+from clipcore.shards import ShardReader
 
 
 def _first_clip(folder):

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from carla_capture.errors import ConfigError
+from clipcore.errors import ConfigError
 from dataset.kitti_depth import KittiDepthPairs, read_depth_png
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from carla_capture.tags import TAG_ID
+from clipcore.tags import TAG_ID
 
 APPEARANCES = ("default", "textured")
 
