@@ -27,6 +27,7 @@ bench: install
 	$(BIN)/python benchmarks/synthetic_fps.py
 	$(BIN)/python benchmarks/storage.py
 	$(BIN)/python benchmarks/loader.py
+	$(BIN)/python benchmarks/live.py
 
 clean:
 	rm -rf $(VENV) data/demo runs/demo

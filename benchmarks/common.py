@@ -56,3 +56,10 @@ def write_result(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path
+
+
+def split_of_towns() -> dict[str, str]:
+    """Town -> split (train, val, test) of the packaged splits file, in its order."""
+    from carla_capture.split import load_splits
+
+    return {town: name for name, towns in load_splits().splits.items() for town in towns}

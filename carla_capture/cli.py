@@ -97,7 +97,11 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
 @click.option("--clip", "clip_id", help="Clip id for --sheet [default: the first clip].")
 @click.option("--rows", type=click.IntRange(1, 20), default=4, show_default=True, help="Frames in the contact sheet.")
 @click.option("--video", type=click.Path(path_type=Path, dir_okay=False), help="Write RGB | semantic | depth of one clip as .mp4 or .gif.")
-def inspect(path: Path, as_json: bool, sheet: Path | None, clip_id: str | None, rows: int, video: Path | None) -> None:
+@click.option("--rerun", is_flag=True, help="Browse the clips (or --clip) in the Rerun viewer.")
+@click.option("--save", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the clips (or --clip) as a Rerun dashboard FILE.rrd.")
+def inspect(path: Path, as_json: bool, sheet: Path | None, clip_id: str | None, rows: int, video: Path | None,
+            rerun: bool, save: Path | None) -> None:
     """Summarise a shard or a dataset folder: towns, clips, frames, size, codec, classes.
 
     \b
@@ -106,15 +110,25 @@ def inspect(path: Path, as_json: bool, sheet: Path | None, clip_id: str | None, 
       capture inspect data/demo/Town01/Town01-00001.h5 --json
       capture inspect data/demo --sheet clip.png --clip Town01-0-000003
       capture inspect data/demo --video clip.mp4 --clip Town02-0-000000
+      capture inspect data/demo/Town02 --rerun        # needs: pip install "carla-temporal[live]"
+      capture inspect data/demo --save clips.rrd --clip Town02-0-000000
     """
     from carla_capture import inspect as insp
+    from clipcore.errors import ConfigError
 
+    if rerun and save:
+        raise ConfigError("choose one of --rerun (open the viewer) and --save FILE.rrd")
     info = insp.summarize(path)
     click.echo(json.dumps(info, indent=2) if as_json else insp.format_summary(info))
     for kind, out in (("contact sheet", sheet), ("video", video)):
         if out is not None:
             cid = insp.write_picture(path, clip_id, out, kind == "video", rows)
             click.echo(f"{kind} of {cid} -> {out}", err=as_json)
+    if rerun or save:
+        from clipcore.dashboard import Sink, log_clips
+
+        clips, frames = log_clips(path, Sink("save", save) if save else Sink("spawn"), clip_id)
+        click.echo(f"{clips} clip(s), {frames} frames -> {save or 'the Rerun viewer'}", err=as_json)
 
 
 @main.command()

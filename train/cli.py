@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from clipcore.clitools import ErrorGroup
+from models.config import PRESETS
 from clipcore.errors import CaptureError
 
 
@@ -27,7 +28,7 @@ def main(verbose: int) -> None:
 @click.argument("stage", type=click.Choice(["stage1", "stage2", "stage3", "stage4", "all", "forecast"]))
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False), required=True, help="Dataset folder with split.json.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder.")
-@click.option("--preset", type=click.Choice(["paper", "small", "tiny", "lowres"]), default="tiny", show_default=True, help="Model sizes and schedule.")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="tiny", show_default=True, help="Model sizes and schedule.")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with TrainConfig fields.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. --set stages.stage1.epochs=2.")
 @click.option("--resume", is_flag=True, help="Continue each stage from its last.pt.")
@@ -76,19 +77,19 @@ def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json:
       train eval --run runs/paper --split val --device cuda
       train eval --run runs/demo --task forecast
     """
+    from train.evaluate import write_report
+
     if task == "forecast":
-        from train.forecast_eval import evaluate_forecast, to_markdown, write_forecast_report
+        from train.forecast_eval import evaluate_forecast, to_markdown
 
-        report = evaluate_forecast(run_dir, split, data, device)
-        js, md = write_forecast_report(report, run_dir)
-        click.echo(json.dumps(report, indent=2) if as_json else to_markdown(report))
-        click.echo(f"-> {js}, {md}", err=True)
-        return
-    from train.evaluate import evaluate_run, to_markdown, write_report
-    from train.perturb import Perturbation
+        report, name = evaluate_forecast(run_dir, split, data, device), "forecast_eval"
+    else:
+        from train.evaluate import evaluate_run, to_markdown
+        from train.perturb import Perturbation
 
-    report = evaluate_run(run_dir, split, data, device, Perturbation() if perturbed else None)
-    js, md = write_report(report, run_dir)
+        report = evaluate_run(run_dir, split, data, device, Perturbation() if perturbed else None)
+        name = "eval"
+    js, md = write_report(report, run_dir, name, to_markdown)
     click.echo(json.dumps(report, indent=2) if as_json else to_markdown(report))
     click.echo(f"-> {js}, {md}", err=True)
 
@@ -148,7 +149,7 @@ def predict(path: Path | None, run_dir: Path, clip_id: str | None, out: Path | N
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(["paper", "small", "tiny", "lowres"]), default="paper", show_default=True,
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="paper", show_default=True,
               help="Model sizes to describe.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def models(preset: str, as_json: bool) -> None:
@@ -159,7 +160,6 @@ def models(preset: str, as_json: bool) -> None:
       train models --preset paper
       train models --preset tiny --json
     """
-    from models.config import PRESETS
     from models.summary import format_rows, summarize
 
     cfg = PRESETS[preset]
@@ -167,4 +167,70 @@ def models(preset: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"preset": preset, "input_size": list(cfg.input_size), "models": rows}, indent=2))
     else:
-        click.echo(format_rows(cfg, rows))
+        click.echo(format_rows(preset, cfg, rows))
+
+
+@main.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Run folder trained through stage 4.")
+@click.option("--backend", type=click.Choice(["synthetic", "carla"]), default="synthetic",
+              show_default=True, help="Simulator to drive.")
+@click.option("--town", default="Town02", show_default=True,
+              help="Town to drive in (a file in town_configs/).")
+@click.option("--frames", type=click.IntRange(1), default=200, show_default=True,
+              help="Frames to run, then stop.")
+@click.option("--clip-frames", type=click.IntRange(1), default=100, show_default=True,
+              help="Frames per clip; the model's memory and the trajectories restart each clip.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the simulated traffic and weather.")
+@click.option("--town-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder of town files to use instead of the packaged ones.")
+@click.option("--host", help="CARLA server host [default: 127.0.0.1].")
+@click.option("--port", type=int, help="CARLA RPC port [default: 2000].")
+@click.option("--spawn", is_flag=True, help="Open the Rerun viewer (the default).")
+@click.option("--serve", is_flag=True, help="Serve the Rerun web viewer and keep serving.")
+@click.option("--save", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the dashboard to FILE.rrd.")
+@click.option("--web-port", type=int, default=9090, show_default=True,
+              help="Port of the web viewer (--serve).")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+def live(run_dir: Path, backend: str, town: str, frames: int, clip_frames: int, seed: int,
+         town_dir: Path | None, host: str | None, port: int | None, spawn: bool, serve: bool,
+         save: Path | None, web_port: int, device: str) -> None:
+    """Drive a simulator and show the temporal model's predictions on each frame in a Rerun
+    dashboard: RGB, ground-truth and predicted segmentation, true and predicted depth, the
+    estimated against the true camera trajectory, and fps.
+    Needs the Rerun SDK: pip install "carla-temporal[live]".
+
+    \b
+    Examples:
+      train live --run runs/demo                                   # opens the Rerun viewer
+      train live --run runs/demo --town Town10HD --frames 400 --save live.rrd
+      train live --run runs/paper --backend carla --town Town03 --serve --device cuda
+      rerun live.rrd                                               # replay a saved dashboard
+    """
+    from carla_capture.cli import capture_config
+    from clipcore.dashboard import Sink
+    from clipcore.errors import ConfigError
+    from train.live import live as run_live
+
+    if spawn + serve + (save is not None) > 1:
+        raise ConfigError("choose one of --spawn, --serve and --save FILE.rrd")
+    sink = (Sink("save", save) if save else
+            Sink("serve", web_port=web_port) if serve else Sink("spawn"))
+    options = {"backend": backend, "town": town, "frames": clip_frames, "seed": seed,
+               "town_dir": town_dir, "carla__host": host, "carla__port": port}
+    capture = capture_config(None, options, ())
+    stats = run_live(run_dir, capture, frames, sink, device).as_dict()
+    accuracy = "n/a" if stats["pixel_accuracy"] is None else f"{stats['pixel_accuracy']:.1%}"
+    click.echo(f"{stats['frames']} frames in {stats['clips']} clip(s): {stats['fps']:.1f} frames/s,"
+               f" {stats['cpu_ms_per_frame']:.0f} ms CPU per frame, pixel accuracy {accuracy}")
+    if save:
+        click.echo(f"-> {save} (view with: rerun {save})")
+    if serve:
+        import time
+
+        click.echo(f"serving the web viewer on http://localhost:{web_port}; Ctrl-C to stop",
+                   err=True)
+        while True:
+            time.sleep(3600)

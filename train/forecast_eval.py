@@ -219,15 +219,6 @@ def to_markdown(report: dict[str, Any], title: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_forecast_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """``forecast_eval.json`` and ``forecast_eval.md`` in ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    js, md = out_dir / "forecast_eval.json", out_dir / "forecast_eval.md"
-    js.write_text(json.dumps(report, indent=2) + "\n")
-    md.write_text(to_markdown(report))
-    return js, md
-
-
 @torch.no_grad()
 def predict_forecast(
     run_dir: Path,
