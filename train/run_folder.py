@@ -22,12 +22,14 @@ from train.config import TrainConfig
 
 
 def load_component(run_dir: Path, stage: str, component: str) -> dict[str, torch.Tensor]:
-    """The state dict of ``component`` in ``<run>/<stage>/best.pt``; a clear error if it is missing."""
+    """The state dict of ``component`` in ``<run>/<stage>/best.pt``; a clear error if it is
+    missing."""
     path = Path(run_dir) / stage / "best.pt"
     if not path.exists():
-        raise CaptureError(f"{path} does not exist: train {stage} first (train run {stage} --out {run_dir} ...)")
+        raise CaptureError(
+            f"{path} does not exist: train {stage} first (train run {stage} --out {run_dir} ...)"
+        )
     return torch.load(path, map_location="cpu", weights_only=False)["components"][component]
-
 
 
 def load_run(run_dir: Path) -> TrainConfig:
@@ -66,4 +68,8 @@ class FrameModel(torch.nn.Module):
         embeddings = self.segmentation.backbone(frames)["out"].unflatten(0, (b, t))
         eye = torch.eye(4, dtype=window.dtype, device=window.device).expand(b, 1, 4, 4)
         rel = torch.cat([eye, self.ego(embeddings)["rel_pose"]], 1)
-        return {"seg_logits": seg, "depth": self.depth(frames)["depth"].unflatten(0, (b, t)), "rel_pose": rel}
+        return {
+            "seg_logits": seg,
+            "depth": self.depth(frames)["depth"].unflatten(0, (b, t)),
+            "rel_pose": rel,
+        }
