@@ -20,6 +20,7 @@ demo: install
 	bash scripts/demo.sh $(DEMO_DIR)
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 bench: install

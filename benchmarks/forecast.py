@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, write_result  # noqa: E402
+from common import RESULTS, split_of_towns, write_result  # noqa: E402
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -35,16 +35,7 @@ from train.forecast_config import HORIZONS  # noqa: E402
 from train.forecast_eval import BASELINES, evaluate_forecast, to_markdown  # noqa: E402
 from train.run import resolve_config, train  # noqa: E402
 
-TOWNS = {
-    "Town01": "train",
-    "Town03": "train",
-    "Town04": "train",
-    "Town05": "train",
-    "Town06": "train",
-    "Town07": "train",
-    "Town10HD": "val",
-    "Town02": "test",
-}
+TOWNS = split_of_towns()
 DOC = Path(__file__).resolve().parents[1] / "docs" / "forecasting.md"
 RESULT = "forecast"
 ABLATIONS = {

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import split_of_towns, write_result  # noqa: E402
 
 import argparse  # noqa: E402
 import shutil  # noqa: E402
@@ -47,16 +47,7 @@ from train.perturb import Perturbation  # noqa: E402
 from train.run import resolve_config, train  # noqa: E402
 from train.temporal import HEADLINE, LOWER_IS_BETTER  # noqa: E402
 
-TOWNS = {
-    "Town01": "train",
-    "Town03": "train",
-    "Town04": "train",
-    "Town05": "train",
-    "Town06": "train",
-    "Town07": "train",
-    "Town10HD": "val",
-    "Town02": "test",
-}
+TOWNS = split_of_towns()
 DOC = Path(__file__).resolve().parents[1] / "docs" / "learning.md"
 COMMON = ['device="cpu"', "tensorboard=false"]
 VARIANTS = {"b": "none", "c": "estimated", "d": "ground_truth"}

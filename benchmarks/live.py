@@ -25,8 +25,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, write_result  # noqa: E402
-
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -34,9 +32,10 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 
 import torch  # noqa: E402
+from common import RESULTS, write_result  # noqa: E402
 
 from carla_capture.config import CaptureConfig  # noqa: E402
-from carla_capture.dashboard import Dashboard, Sink, open_stream  # noqa: E402
+from clipcore.dashboard import Dashboard, Sink, open_stream  # noqa: E402
 from dataset.labels import load_label_map  # noqa: E402
 from models.config import PRESETS  # noqa: E402
 from models.pipeline import build_pipeline  # noqa: E402

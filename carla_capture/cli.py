@@ -14,11 +14,12 @@ from typing import Any
 
 import click
 
-from carla_capture.clitools import ErrorGroup
-from carla_capture.cliopts import config_options, nest
+from clipcore.clitools import ErrorGroup
+from clipcore.cliopts import config_options, nest
 from carla_capture.config import CaptureConfig, VerifyConfig
-from carla_capture.fsutil import atomic_write_text
-from carla_capture.settings import apply_overrides, build, deep_merge, read_toml
+from carla_capture.import_cli import import_group
+from clipcore.fsutil import atomic_write_text
+from clipcore.settings import apply_overrides, build, deep_merge, read_toml
 
 
 class _Group(ErrorGroup):
@@ -113,22 +114,18 @@ def inspect(path: Path, as_json: bool, sheet: Path | None, clip_id: str | None, 
       capture inspect data/demo --save clips.rrd --clip Town02-0-000000
     """
     from carla_capture import inspect as insp
-    from carla_capture.errors import ConfigError
+    from clipcore.errors import ConfigError
 
     if rerun and save:
         raise ConfigError("choose one of --rerun (open the viewer) and --save FILE.rrd")
     info = insp.summarize(path)
     click.echo(json.dumps(info, indent=2) if as_json else insp.format_summary(info))
-    if sheet or video:
-        clip = insp.load_clip(path, clip_id)
-        if sheet:
-            insp.write_image(sheet, insp.contact_sheet(clip, rows))
-            click.echo(f"contact sheet of {clip.clip_id} -> {sheet}", err=as_json)
-        if video:
-            insp.write_video(video, [insp.frame_panel(f.rgb, f.semantic, f.depth) for f in clip.frames], clip.fps)
-            click.echo(f"video of {clip.clip_id} -> {video}", err=as_json)
+    for kind, out in (("contact sheet", sheet), ("video", video)):
+        if out is not None:
+            cid = insp.write_picture(path, clip_id, out, kind == "video", rows)
+            click.echo(f"{kind} of {cid} -> {out}", err=as_json)
     if rerun or save:
-        from carla_capture.dashboard import Sink, log_clips
+        from clipcore.dashboard import Sink, log_clips
 
         clips, frames = log_clips(path, Sink("save", save) if save else Sink("spawn"), clip_id)
         click.echo(f"{clips} clip(s), {frames} frames -> {save or 'the Rerun viewer'}", err=as_json)
@@ -149,15 +146,15 @@ def split(data_dir: Path, splits_file: Path | None) -> None:
       capture split data/demo
       capture split data/demo --splits my-splits.toml
     """
-    from carla_capture import split as sp
+    from carla_capture.split import split_dataset, split_table
+    from clipcore.manifest import MANIFEST_NAME, empty_splits
 
-    manifest = sp.build_manifest(data_dir, sp.load_splits(splits_file))
-    changed = sp.write_manifest(data_dir, manifest)
-    click.echo(sp.split_table(manifest))
-    for name in sp.empty_splits(manifest):
+    manifest, changed = split_dataset(data_dir, splits_file)
+    click.echo(split_table(manifest))
+    for name in empty_splits(manifest):
         click.echo(f"warning: split {name!r} has no clips; record its towns before training or evaluating on it",
                    err=True)
-    click.echo(f"{'wrote' if changed else 'unchanged:'} {data_dir / sp.MANIFEST_NAME}")
+    click.echo(f"{'wrote' if changed else 'unchanged:'} {data_dir / MANIFEST_NAME}")
 
 
 @main.command()
@@ -214,3 +211,6 @@ def doctor(as_json: bool, **options: Any) -> None:
     click.echo(json.dumps(dr.as_json(checks), indent=2) if as_json else dr.format_table(checks))
     if not all(c.passed for c in checks):
         sys.exit(1)
+
+
+main.add_command(import_group)

@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from carla_capture.errors import ConfigError
-from carla_capture.settings import build, read_toml
+from clipcore.errors import ConfigError
+from clipcore.settings import build, read_toml
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 #: Clips of one town and seed: clip ids number them with 6 digits.

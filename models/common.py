@@ -43,7 +43,12 @@ class Backbone(nn.Module):
 
 
 def build_backbone(cfg: ModelConfig, resnet: nn.Module | None = None) -> Backbone:
-    """The encoder named by ``cfg.backbone`` (wrapping ``resnet`` if given, e.g. DeepLab's own)."""
+    """The encoder named by ``cfg.backbone`` (wrapping ``resnet`` if given, e.g. DeepLab's own),
+    or the UNet's encoder when ``cfg.seg_model`` is ``unet``."""
+    if cfg.seg_model == "unet":
+        from models.unet import unet_encoder
+
+        return unet_encoder(cfg)
     if cfg.backbone == "resnet50":
         if resnet is None:
             weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1 if cfg.pretrained != "none" else None

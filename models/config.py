@@ -1,18 +1,26 @@
-"""Model configuration: ``ModelConfig`` and the ``paper`` / ``small`` / ``tiny`` presets."""
+"""Model configuration: ``ModelConfig`` and the ``paper``, ``small``, ``tiny``, ``lowres`` presets."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ModelConfig(BaseModel):
-    """Sizes and variants of the four models; a preset fills every field."""
+    """Sizes and variants of the four models; a preset fills every field (the preset's name is
+    ``TrainConfig.preset``, the one place it is kept)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    preset: str = Field("tiny", description="Name of the preset these values came from.")
     backbone: Literal["resnet50", "mobilenet_v3_small"] = Field("mobilenet_v3_small", description="Image encoder.")
+    seg_model: Literal["segmentation", "unet"] = Field(
+        "segmentation",
+        description="Stage-1 architecture, a name in models.MODELS: 'segmentation' (backbone + "
+        "seg_head) or 'unet' (whose encoder then replaces the backbone in every stage).",
+    )
+    unet_width: int = Field(16, ge=4, description="UNet channels at full resolution (x2 per level).")
     num_classes: int = Field(22, ge=2, description="Segmentation classes (the label map's size).")
     input_size: tuple[int, int] = Field((128, 256), description="(H, W) the preset is sized for; FLOPs are reported at it.")
     seg_head: Literal["deeplab", "light"] = Field("light", description="DeepLabv3 ASPP head, or a 2-conv head.")
@@ -32,23 +40,36 @@ class ModelConfig(BaseModel):
         "none", description="torchvision weights to load (needs network access once; never used by tests)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_old_preset_name(cls, data: Any) -> Any:
+        """Runs saved before the preset name moved to TrainConfig carry ``model.preset``."""
+        if isinstance(data, dict) and "preset" in data:
+            data = {k: v for k, v in data.items() if k != "preset"}
+        return data
+
 
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(
-        preset="paper", backbone="resnet50", input_size=(256, 512), seg_head="deeplab", decoder="paper",
+        backbone="resnet50", input_size=(256, 512), seg_head="deeplab", decoder="paper",
         decoder_channels=384, memory_channels=None, motion_channels=(1024, 256, 128), motion_hidden=128,
     ),
     "small": ModelConfig(
-        preset="small", backbone="resnet50", input_size=(256, 512), seg_head="deeplab", decoder="skip",
+        backbone="resnet50", input_size=(256, 512), seg_head="deeplab", decoder="skip",
         decoder_channels=128, memory_channels=256, motion_channels=(256, 128, 128), motion_hidden=128,
     ),
-    "tiny": ModelConfig(preset="tiny"),
+    "tiny": ModelConfig(),
+    # A UNet at 64x128 (or 128x256 with --set 'size=[128,256]'): stage 1 in minutes on a CPU.
+    "lowres": ModelConfig(
+        seg_model="unet", unet_width=16, input_size=(64, 128), decoder="skip",
+        decoder_channels=32, memory_channels=32, motion_channels=(64, 32, 32), motion_hidden=32,
+    ),
 }
 
 
 def preset(name: str) -> ModelConfig:
     """The named preset; unknown names list the known ones."""
-    from carla_capture.errors import ConfigError
+    from clipcore.errors import ConfigError
 
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")

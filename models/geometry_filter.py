@@ -79,7 +79,9 @@ class GeometryFilter(nn.Module):
 
     def decode(self, feats: dict[str, torch.Tensor], fused: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Heads on memory-fused features: ``seg_logits`` (B, K, H, W), ``depth`` (B, 1, H, W) metres."""
-        logits = F.interpolate(self.seg_head(fused), size=size, mode="bilinear", align_corners=False)
+        skips = getattr(self.seg_head, "reads_features", False)  # a UNet decoder reads every level
+        logits = self.seg_head({**feats, "out": fused} if skips else fused)
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return {"seg_logits": logits, "depth": self.depth_decoder({**feats, "out": fused}, size)}
 
     @torch.no_grad()

@@ -45,7 +45,12 @@ def _deeplabv3_resnet50(cfg: ModelConfig) -> nn.Module:
 
 
 def build_segmentation(cfg: ModelConfig) -> SegmentationModel:
-    """Stage-1 model for ``cfg``: DeepLabv3-ResNet50 (``paper``, ``small``) or a light model (``tiny``)."""
+    """Stage-1 model for ``cfg``: DeepLabv3-ResNet50 (``paper``, ``small``), a light model
+    (``tiny``), or the registry's model named by ``cfg.seg_model`` (``unet``: ``lowres``)."""
+    if cfg.seg_model != "segmentation":
+        from models import MODELS
+
+        return MODELS[cfg.seg_model](cfg)
     if cfg.backbone == "resnet50" and cfg.seg_head == "deeplab":
         deeplab = _deeplabv3_resnet50(cfg)
         body = deeplab.backbone

@@ -57,10 +57,10 @@ def summarize(cfg: ModelConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def format_rows(cfg: ModelConfig, rows: list[dict[str, Any]]) -> str:
-    """A text table of :func:`summarize`'s rows."""
+def format_rows(name: str, cfg: ModelConfig, rows: list[dict[str, Any]]) -> str:
+    """A text table of :func:`summarize`'s rows of preset ``name``."""
     h, w = cfg.input_size
-    lines = [f"preset {cfg.preset}, input {h}x{w}", f"{'model':<22} {'parameters':>12} {'GFLOPs/frame':>13}"]
+    lines = [f"preset {name}, input {h}x{w}", f"{'model':<22} {'parameters':>12} {'GFLOPs/frame':>13}"]
     lines += [f"{r['model']:<22} {r['parameters'] / 1e6:>11.2f}M {r['gflops_per_frame']:>13.2f}" for r in rows]
     lines.append("(EgoMotionFilter excludes the backbone it reads; the full pipeline's FLOPs are for a frame after the first)")
     return "\n".join(lines)

@@ -31,7 +31,7 @@ def main() -> None:
 
     from rerun.experimental import ViewerClient
 
-    from carla_capture.dashboard import read_rrd
+    from clipcore.dashboard import read_rrd
 
     frames = read_rrd(args.rrd)["/camera/rgb"]["frames"]
     frame = frames[-1] if args.frame is None else args.frame

@@ -174,7 +174,11 @@ def test_capture_needs_no_torch(fresh_venv, tmp_path, tiny_towns):
     site = next((fresh_venv / "lib").glob("python3*/site-packages"))
     meta = next(site.glob("carla_temporal-*.dist-info")) / "METADATA"
     requires = [line for line in meta.read_text().splitlines() if line.startswith("Requires-Dist:")]
-    heavy = [line for line in requires if line.split()[1].startswith(("torch>", "torchvision", "tensorboard"))]
+    heavy = [
+        line
+        for line in requires
+        if line.split()[1].startswith(("torch>", "torchvision", "tensorboard"))
+    ]
     assert heavy and all('extra == "train"' in line for line in heavy), requires
     blocker = tmp_path / "blocker"
     blocker.mkdir()
@@ -183,8 +187,21 @@ def test_capture_needs_no_torch(fresh_venv, tmp_path, tiny_towns):
     assert probe.returncode != 0, "the blocker must hide torch"
     data = tmp_path / "data"
     for args in (
-        ["record", "--backend", "synthetic", "--town", "Town01", "--clips", "1", "--frames", "3",
-         "--out", str(data), "--town-dir", str(tiny_towns)],
+        [
+            "record",
+            "--backend",
+            "synthetic",
+            "--town",
+            "Town01",
+            "--clips",
+            "1",
+            "--frames",
+            "3",
+            "--out",
+            str(data),
+            "--town-dir",
+            str(tiny_towns),
+        ],
         ["verify", str(data)],
         ["split", str(data)],
         ["inspect", str(data / "Town01")],

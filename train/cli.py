@@ -12,7 +12,9 @@ from typing import Any
 
 import click
 
-from carla_capture.clitools import ErrorGroup
+from clipcore.clitools import ErrorGroup
+from models.config import PRESETS
+from clipcore.errors import CaptureError
 
 
 @click.group(cls=ErrorGroup)
@@ -26,7 +28,7 @@ def main(verbose: int) -> None:
 @click.argument("stage", type=click.Choice(["stage1", "stage2", "stage3", "stage4", "all", "forecast"]))
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False), required=True, help="Dataset folder with split.json.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder.")
-@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="tiny", show_default=True, help="Model sizes and schedule.")
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="tiny", show_default=True, help="Model sizes and schedule.")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with TrainConfig fields.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. --set stages.stage1.epochs=2.")
 @click.option("--resume", is_flag=True, help="Continue each stage from its last.pt.")
@@ -75,36 +77,44 @@ def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json:
       train eval --run runs/paper --split val --device cuda
       train eval --run runs/demo --task forecast
     """
+    from train.evaluate import write_report
+
     if task == "forecast":
-        from train.forecast_eval import evaluate_forecast, to_markdown, write_forecast_report
+        from train.forecast_eval import evaluate_forecast, to_markdown
 
-        report = evaluate_forecast(run_dir, split, data, device)
-        js, md = write_forecast_report(report, run_dir)
-        click.echo(json.dumps(report, indent=2) if as_json else to_markdown(report))
-        click.echo(f"-> {js}, {md}", err=True)
-        return
-    from train.evaluate import evaluate_run, to_markdown, write_report
-    from train.perturb import Perturbation
+        report, name = evaluate_forecast(run_dir, split, data, device), "forecast_eval"
+    else:
+        from train.evaluate import evaluate_run, to_markdown
+        from train.perturb import Perturbation
 
-    report = evaluate_run(run_dir, split, data, device, Perturbation() if perturbed else None)
-    js, md = write_report(report, run_dir)
+        report = evaluate_run(run_dir, split, data, device, Perturbation() if perturbed else None)
+        name = "eval"
+    js, md = write_report(report, run_dir, name, to_markdown)
     click.echo(json.dumps(report, indent=2) if as_json else to_markdown(report))
     click.echo(f"-> {js}, {md}", err=True)
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path, exists=True))
+@click.argument("path", type=click.Path(path_type=Path, exists=True), required=False)
 @click.option("--run", "run_dir", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder.")
 @click.option("--clip", "clip_id", help="Clip id [default: the first clip].")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder [default: RUN/predictions].")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Output folder [default: RUN/predictions]; with --video the .mp4 or .gif to write.")
+@click.option("--video", type=click.Path(path_type=Path),
+              help="Predict on this video file (mp4, avi, mkv, webm, gif) instead of a clip.")
+@click.option("--hfov", default=90.0, show_default=True,
+              help="With --video: the camera's horizontal field of view, degrees (temporal model).")
+@click.option("--max-frames", type=click.IntRange(min=1), help="With --video: stop after N frames.")
 @click.option("--gif", is_flag=True, help="Write a GIF instead of an MP4.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--task", type=click.Choice(["pipeline", "forecast"]), default="pipeline", show_default=True,
               help="forecast: last input | forecast | zero-motion | ground truth, per target frame.")
 @click.option("--variant", help="Forecaster folder for --task forecast, e.g. forecast-mid [default: the first].")
-def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gif: bool, device: str, task: str,
+def predict(path: Path | None, run_dir: Path, clip_id: str | None, out: Path | None, video: Path | None,
+            hfov: float, max_frames: int | None, gif: bool, device: str, task: str,
             variant: str | None) -> None:
-    """Video (RGB | predicted segmentation | predicted depth | ground truth) and point clouds of one clip.
+    """Video (RGB | predicted segmentation | predicted depth | ground truth) and point clouds of one clip;
+    or, with --video, any video file as input | segmentation | depth at the run's frame size.
 
     PATH is a shard or a dataset folder.
 
@@ -113,7 +123,19 @@ def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gi
       train predict --run runs/demo data/demo/Town02
       train predict --run runs/demo data/demo --clip Town02-0-000001 --gif
       train predict --run runs/demo data/demo/Town02 --task forecast --variant forecast-mid --gif
+      train predict --video drive.mp4 --run runs/lowres --out drive-pred.gif
     """
+    if video is not None:
+        from train.video_predict import predict_video
+
+        if out is None:
+            raise CaptureError("--video needs --out FILE.mp4 or FILE.gif")
+        report = predict_video(video, run_dir, out, device, hfov, max_frames)
+        click.echo(f"-> {report.out} ({report.frames} frames, {report.model} model, "
+                   f"{report.size[0]}x{report.size[1]})")
+        return
+    if path is None:
+        raise CaptureError("pass PATH (a shard or dataset folder) or --video FILE")
     if task == "forecast":
         from train.forecast_eval import predict_forecast
 
@@ -127,7 +149,7 @@ def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gi
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="paper", show_default=True,
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="paper", show_default=True,
               help="Model sizes to describe.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def models(preset: str, as_json: bool) -> None:
@@ -138,7 +160,6 @@ def models(preset: str, as_json: bool) -> None:
       train models --preset paper
       train models --preset tiny --json
     """
-    from models.config import PRESETS
     from models.summary import format_rows, summarize
 
     cfg = PRESETS[preset]
@@ -146,7 +167,7 @@ def models(preset: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"preset": preset, "input_size": list(cfg.input_size), "models": rows}, indent=2))
     else:
-        click.echo(format_rows(cfg, rows))
+        click.echo(format_rows(preset, cfg, rows))
 
 
 @main.command()
@@ -189,8 +210,8 @@ def live(run_dir: Path, backend: str, town: str, frames: int, clip_frames: int, 
       rerun live.rrd                                               # replay a saved dashboard
     """
     from carla_capture.cli import capture_config
-    from carla_capture.dashboard import Sink
-    from carla_capture.errors import ConfigError
+    from clipcore.dashboard import Sink
+    from clipcore.errors import ConfigError
     from train.live import live as run_live
 
     if spawn + serve + (save is not None) > 1:
@@ -198,7 +219,7 @@ def live(run_dir: Path, backend: str, town: str, frames: int, clip_frames: int, 
     sink = (Sink("save", save) if save else
             Sink("serve", web_port=web_port) if serve else Sink("spawn"))
     options = {"backend": backend, "town": town, "frames": clip_frames, "seed": seed,
-               "town_dir": town_dir, "host": host, "port": port}
+               "town_dir": town_dir, "carla__host": host, "carla__port": port}
     capture = capture_config(None, options, ())
     stats = run_live(run_dir, capture, frames, sink, device).as_dict()
     accuracy = "n/a" if stats["pixel_accuracy"] is None else f"{stats['pixel_accuracy']:.1%}"

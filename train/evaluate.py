@@ -6,13 +6,15 @@ motion; a constant class with zero or clip-median depth on every temporal figure
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from carla_capture.errors import CaptureError
-from carla_capture.split import load_manifest, require_clips
+from clipcore.errors import CaptureError
+from clipcore.fsutil import atomic_write_text
+from clipcore.manifest import load_manifest, require_clips
 from dataset import ClipWindows
 from dataset.labels import IGNORE_INDEX, load_label_map
 from models.depth import build_depth
@@ -396,10 +398,12 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """``eval.json`` and ``eval.md`` in ``out_dir``."""
+def write_report(report: dict[str, Any], out_dir: Path, name: str = "eval",
+                 markdown: Callable[[dict[str, Any]], str] | None = None) -> tuple[Path, Path]:
+    """``<name>.json`` and ``<name>.md`` (``markdown(report)``, default :func:`to_markdown`) in
+    ``out_dir``, each written atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    js, md = out_dir / "eval.json", out_dir / "eval.md"
-    js.write_text(json.dumps(report, indent=2) + "\n")
-    md.write_text(to_markdown(report))
+    js, md = out_dir / f"{name}.json", out_dir / f"{name}.md"
+    atomic_write_text(js, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(md, (markdown or to_markdown)(report))
     return js, md

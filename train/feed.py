@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from carla_capture.backends.base import Backend, RetryClip, ServerLost
-from carla_capture.records import Frame
+from clipcore.records import Frame
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """``train live``: drive a simulator, run the streaming temporal model on every frame as it
-arrives, and show it on a Rerun dashboard (see :mod:`carla_capture.dashboard`).
+arrives, and show it on a Rerun dashboard (see :mod:`clipcore.dashboard`).
 
 The simulator runs in a thread a frame or two ahead (:class:`~train.feed.FrameFeed`), so
 rendering the next frame overlaps the model's work on this one. The simulator's camera renders
@@ -26,9 +26,9 @@ import torch
 
 from carla_capture.backends import get_backend
 from carla_capture.config import CaptureConfig, TownConfig
-from carla_capture.dashboard import Dashboard, Sink, open_stream, require_rerun
-from carla_capture.geometry import intrinsics, invert_pose
-from carla_capture.records import Frame
+from clipcore.dashboard import Dashboard, Sink, open_stream, require_rerun
+from clipcore.geometry import intrinsics, invert_pose
+from clipcore.records import Frame
 from dataset.labels import LabelMap, load_label_map
 from dataset.windows import make_item
 from models.pipeline import PipelineState, TemporalPipeline

@@ -17,13 +17,19 @@ from models.common import pose_to_vector
 
 
 def ce_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Cross-entropy of ``seg_logits`` (B, T, K, H, W) against ``labels`` (B, T, H, W)."""
-    return F.cross_entropy(out["seg_logits"].flatten(0, 1).float(), batch["labels"].flatten(0, 1), ignore_index=IGNORE_INDEX)
+    """Cross-entropy of ``seg_logits`` (B, T, K, H, W) against ``labels`` (B, T, H, W); zero (not
+    NaN) for a batch without a labelled pixel (imported frames without labels)."""
+    logits, labels = out["seg_logits"].flatten(0, 1).float(), batch["labels"].flatten(0, 1)
+    if not bool((labels != IGNORE_INDEX).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
 
 
 def depth_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """log-L1 of ``depth`` (B, T, 1, H, W) metres on ``valid_depth``."""
+    """log-L1 of ``depth`` (B, T, 1, H, W) metres on ``valid_depth``; zero without any."""
     valid = batch["valid_depth"]
+    if not bool(valid.any()):
+        return out["depth"].float().sum() * 0.0
     pred = out["depth"].float().clamp_min(1e-3)[valid]
     return (pred.log() - batch["depth"][valid].clamp_min(1e-3).log()).abs().mean()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from carla_capture.errors import CaptureError
+from clipcore.errors import CaptureError
 from models.common import pose_to_vector
 from models.config import ModelConfig
 from models.depth import build_depth

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from carla_capture.inspect import depth_to_rgb
+from clipcore.pictures import depth_to_rgb
 from dataset.labels import load_label_map
 from models.common import denormalize
 from train.config import TrainConfig

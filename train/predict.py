@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from carla_capture.geometry import backproject, invert_pose, transform_points
-from carla_capture.inspect import depth_to_rgb, load_clip, write_video
+from clipcore.geometry import backproject, invert_pose, transform_points
+from clipcore.folder import load_clip
+from clipcore.pictures import depth_to_rgb, write_video
 from dataset.labels import load_label_map
 from dataset.windows import make_item
 from train.evaluate import load_run, temporal_model

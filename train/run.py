@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from carla_capture.errors import CaptureError, ConfigError
-from carla_capture.settings import apply_overrides, build, deep_merge, read_toml
-from carla_capture.split import load_manifest, require_clips
+from clipcore.errors import CaptureError, ConfigError
+from clipcore.settings import apply_overrides, build, deep_merge, read_toml
+from clipcore.manifest import load_manifest, require_clips
 from train.config import TrainConfig
 from train.engine import run_stage, setup
 from train.schedules import preset_defaults

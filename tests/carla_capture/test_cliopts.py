@@ -9,7 +9,7 @@ import pytest
 
 from carla_capture.cli import RECORD_FIELDS, capture_config, record
 from carla_capture.config import CaptureConfig
-from carla_capture.shards import CODECS
+from clipcore.codecs import CODECS
 
 
 def _option(name: str) -> click.Option:
@@ -18,9 +18,15 @@ def _option(name: str) -> click.Option:
 
 def test_every_codec_the_writer_has_is_offered_and_accepted(tmp_path):
     choices = _option("compression").type.choices
-    assert tuple(choices) == CODECS == typing.get_args(CaptureConfig.model_fields["compression"].annotation)
+    assert (
+        tuple(choices)
+        == CODECS
+        == typing.get_args(CaptureConfig.model_fields["compression"].annotation)
+    )
     for codec in choices:  # the old hand-typed option offered lz4, which the config refused
-        assert capture_config(None, {"compression": codec, "out": tmp_path}, ()).compression == codec
+        assert (
+            capture_config(None, {"compression": codec, "out": tmp_path}, ()).compression == codec
+        )
 
 
 @pytest.mark.parametrize("path", RECORD_FIELDS)
@@ -35,6 +41,14 @@ def test_help_shows_the_config_default(path):
 
 def test_options_merge_into_the_file_deeply(tmp_path):
     config = tmp_path / "c.toml"
-    config.write_text('frames = 7\n[carla]\nport = 2010\nvehicles = 3\n')
-    cfg = capture_config(config, {"carla__vehicles": 9, "clips": 2, "carla__servers": None}, ("carla.walkers=4",))
-    assert (cfg.frames, cfg.clips, cfg.carla.port, cfg.carla.vehicles, cfg.carla.walkers) == (7, 2, 2010, 9, 4)
+    config.write_text("frames = 7\n[carla]\nport = 2010\nvehicles = 3\n")
+    cfg = capture_config(
+        config, {"carla__vehicles": 9, "clips": 2, "carla__servers": None}, ("carla.walkers=4",)
+    )
+    assert (cfg.frames, cfg.clips, cfg.carla.port, cfg.carla.vehicles, cfg.carla.walkers) == (
+        7,
+        2,
+        2010,
+        9,
+        4,
+    )

@@ -6,10 +6,10 @@ import sys
 
 import numpy as np
 
-from carla_capture.dashboard import read_rrd, rrd_images, rrd_values
-from carla_capture.inspect import find_shards
-from carla_capture.shards import ShardReader
-from carla_capture.tags import TAG_NAMES
+from clipcore.dashboard import read_rrd, rrd_images, rrd_values
+from clipcore.folder import find_shards
+from clipcore.shards import ShardReader
+from clipcore.tags import TAG_NAMES
 
 
 def _stored(path):  # noqa: ANN001, ANN202

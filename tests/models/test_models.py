@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import pytest
 import torch
@@ -19,7 +18,7 @@ from train.cli import main as train_main
 PAPER_MILLIONS = {"segmentation": 39.6, "depth": 30.7, "geometry_filter": 273.4, "ego_motion": 40.5, "pipeline": 313.9}
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"unet"}))  # unet: no paper size
 def test_paper_parameter_counts_match_the_reference(name):
     with torch.device("meta"):
         model = MODELS[name](PRESETS["paper"])
@@ -36,7 +35,7 @@ def _small_input(cfg: ModelConfig) -> ModelConfig:
     return cfg.model_copy(update={"input_size": (64, 128)})
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("preset", ["tiny", "small", "lowres"])
 @pytest.mark.parametrize("name", ["segmentation", "depth"])
 def test_single_frame_shapes(preset, name):
     torch.manual_seed(0)
@@ -146,7 +145,7 @@ def test_memory_carries_history_once_open():
     assert (after_0 - after_2).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("preset", ["tiny", "small", "lowres"])
 def test_geometry_filter_is_identity_around_memory_at_init(preset):
     """Both heads: the stage-4 model starts as stage 1's segmentation and stage 2's depth."""
     torch.manual_seed(0)
@@ -217,15 +216,14 @@ def test_axis_angle_round_trip_and_small_angles():
     torch.testing.assert_close(pose[:3, :3] @ pose[:3, :3].T, torch.eye(3, dtype=torch.float64))
 
 
-def test_tiny_forward_and_backward_is_fast_on_cpu():
+def test_tiny_forward_and_backward_reach_every_trainable_part():
+    """One tiny window at 128x256 through the whole pipeline and back (its speed is measured by
+    benchmarks, never by a test)."""
     torch.manual_seed(0)
     model = MODELS["pipeline"](PRESETS["tiny"])
     window, K = torch.randn(2, 3, 3, 128, 256), _intrinsics(2, 128, 256)
-    model(window, K)  # warm-up
-    start = time.perf_counter()
     out = model(window, K)
     sum(v.float().mean() for v in out.values()).backward()
-    assert time.perf_counter() - start < 5.0  # typically well under 2 s on 2 cores
     assert all(p.grad is not None for n, p in model.named_parameters() if "ego_motion" in n or "memory" in n)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from carla_capture.errors import ConfigError
+from clipcore.errors import ConfigError
 from dataset.labels import load_label_map
 from train.run import resolve_config, train
 
@@ -52,3 +52,13 @@ def test_training_with_common12_scores_12_classes(tmp_path, split_dataset):
     report = evaluate_run(tmp_path / "run", "test")
     assert report["label_map"] == "common12"
     assert len(report["models"]["temporal"]["segmentation"]["per_class_iou"]) <= 12
+
+
+def test_the_preset_is_named_once_and_old_runs_still_load(tmp_path):
+    from train.config import TrainConfig
+
+    cfg = resolve_config("paper", {"data": tmp_path, "out": tmp_path / "run"}, None)
+    saved = cfg.model_dump(mode="json")
+    assert saved["preset"] == "paper" and "preset" not in saved["model"]
+    saved["model"]["preset"] = "paper"  # a config.json written before the name moved
+    assert TrainConfig.model_validate(saved).model == cfg.model

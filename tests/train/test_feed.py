@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from carla_capture.backends.base import RetryClip, ServerLost
-from carla_capture.records import Frame
+from clipcore.records import Frame
 from train.feed import FrameFeed
 
 

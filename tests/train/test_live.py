@@ -11,8 +11,8 @@ import pytest
 
 from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.config import CaptureConfig
-from carla_capture.dashboard import read_rrd, rrd_images, rrd_values
-from carla_capture.geometry import invert_pose
+from clipcore.dashboard import read_rrd, rrd_images, rrd_values
+from clipcore.geometry import invert_pose
 from dataset.labels import load_label_map
 from train.live import live_town
 

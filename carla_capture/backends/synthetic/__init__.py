@@ -14,8 +14,8 @@ from carla_capture.backends.synthetic.render import Look, Renderer
 from carla_capture.backends.synthetic.town import build_town
 from carla_capture.backends.synthetic.traffic import clear_path, plan_route, spawn_actors
 from carla_capture.config import CaptureConfig, TownConfig
-from carla_capture.geometry import carla_to_cam_to_world, intrinsics
-from carla_capture.records import Clip, Frame
+from clipcore.geometry import carla_to_cam_to_world, intrinsics
+from clipcore.records import Clip, Frame
 from carla_capture.weather import draw_weather, seeded_rng
 
 #: Ticks between the starts of consecutive clips' frame numbers (keeps them disjoint).

@@ -15,8 +15,8 @@ import numpy as np
 
 from carla_capture.backends.synthetic.town import RASTER_RES_M, Boxes, Town
 from carla_capture.config import Weather
-from carla_capture.geometry import FAR_PLANE_M
-from carla_capture.tags import TAG_ID
+from clipcore.geometry import FAR_PLANE_M
+from clipcore.tags import TAG_ID
 
 NEAR_PLANE_M = 0.05
 _SKY, _GROUND = -2, -1

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 
 from carla_capture.config import Layout
-from carla_capture.tags import TAG_ID
+from clipcore.tags import TAG_ID
 from carla_capture.weather import seeded_rng
 
 RASTER_RES_M = 0.25

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from carla_capture.backends.synthetic.town import Boxes, Town
-from carla_capture.tags import TAG_ID
+from clipcore.tags import TAG_ID
 
 _DIRS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 _TURN_RADIUS_M = 6.0

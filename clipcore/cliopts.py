@@ -6,7 +6,7 @@ Each option is named after its field (``clips_per_shard`` -> ``--clips-per-shard
 ``tuple[str, ...]`` -> a comma-separated list), its help from the field's description and shows
 the field's default. The option's value is None unless given, so an option only overrides what
 the preset or the config file set; :func:`nest` turns the given values into a nested dict for
-:func:`~carla_capture.settings.deep_merge`.
+:func:`~clipcore.settings.deep_merge`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def _strip_optional(annotation: Any) -> Any:
     return annotation
 
 
-def _split_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
+def _split_list(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> list[str] | None:
     return None if value is None else [part for part in value.split(",") if part]
 
 
@@ -64,8 +66,9 @@ def _click_kwargs(info: FieldInfo) -> dict[str, Any]:
     return kwargs
 
 
-def config_options(model: type[BaseModel], paths: Iterable[str],
-                   **tweaks: dict[str, Any]) -> Callable[[Callable], Callable]:
+def config_options(
+    model: type[BaseModel], paths: Iterable[str], **tweaks: dict[str, Any]
+) -> Callable[[Callable], Callable]:
     """A decorator adding one click option per field path of ``model`` (``"frames"``,
     ``"carla.host"``); ``tweaks`` (by leaf name) adds or replaces click.option keyword arguments,
     e.g. ``town_dir={"type": click.Path(path_type=Path, file_okay=False)}``."""

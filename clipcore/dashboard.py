@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from carla_capture.errors import CaptureError
+from clipcore.errors import CaptureError
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def rrd_values(path: Path, entity: str, component: str) -> dict[int, Any]:
             frames = (
                 batch.column(TIMELINE).to_pylist() if TIMELINE in batch.schema.names else [None]
             )
-            values.update(zip(frames, batch.column(component).to_pylist()))
+            values.update(zip(frames, batch.column(component).to_pylist(), strict=False))
     return values
 
 
@@ -266,11 +266,11 @@ def rrd_images(path: Path, entity: str) -> dict[int, np.ndarray]:
 def log_clips(path: Path, sink: Sink, clip_id: str | None = None) -> tuple[int, int]:
     """``capture inspect --rerun``: every clip of a shard or dataset folder (or only ``clip_id``)
     on the dashboard, one after another on the ``frame`` timeline, read through the one
-    :class:`~carla_capture.shards.ShardReader`; semantic images are raw CARLA tags, trajectories
+    :class:`~clipcore.shards.ShardReader`; semantic images are raw CARLA tags, trajectories
     in world coordinates. Returns (clips, frames) logged."""
-    from carla_capture.inspect import find_shards
-    from carla_capture.shards import ShardReader
-    from carla_capture.tags import NUM_TAGS, TAG_NAMES, palette
+    from clipcore.folder import find_shards
+    from clipcore.shards import ShardReader
+    from clipcore.tags import NUM_TAGS, TAG_NAMES, palette
 
     require_rerun()
     todo = []
