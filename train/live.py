@@ -252,7 +252,7 @@ def live(
     """``train live``: the run's temporal model (stage 4) on ``frames`` live frames, logged to
     ``sink`` (None: no dashboard, for measuring the loop alone). On the CPU, torch gets every
     core but one, which the simulator thread uses."""
-    from train.evaluate import load_run, temporal_model
+    from train.run_folder import load_run, temporal_model
 
     if sink is not None:
         require_rerun()  # fail before loading anything

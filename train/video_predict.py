@@ -31,8 +31,8 @@ from models.common import normalize
 from models.depth import build_depth
 from models.segmentation import build_segmentation
 from train.config import TrainConfig
-from train.evaluate import load_run, temporal_model
-from train.nets import load_component
+from train.run_folder import load_run, temporal_model
+from train.run_folder import load_component
 
 log = logging.getLogger(__name__)
 

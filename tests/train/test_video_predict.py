@@ -14,8 +14,8 @@ from clipcore.folder import load_clip
 from dataset.labels import load_label_map
 from models.common import normalize
 from models.segmentation import build_segmentation
-from train.evaluate import load_run
-from train.nets import load_component
+from train.run_folder import load_run
+from train.run_folder import load_component
 
 FRAMES = 6  # a tiny clip
 
