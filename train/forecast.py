@@ -28,7 +28,7 @@ from train.config import TrainConfig
 from train.engine import seed_everything, setup
 from train.forecast_config import HorizonConfig
 from train.metrics import ConfusionMatrix
-from train.nets import load_component
+from train.run_folder import load_component
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ from clipcore.tags import STATIC_TAGS
 from dataset.labels import load_label_map
 from models.depth import build_depth
 from models.ego_motion import build_ego_motion
-from train.evaluate import load_run
+from train.run_folder import load_run
 from train.forecast import ForecastWindows, forecast_samples, load_forecaster, load_teacher
 from train.forecast_config import HorizonConfig
 from train.forecast_warp import extrapolate_motion, warp_forecast
 from train.metrics import ConfusionMatrix
-from train.nets import load_component
+from train.run_folder import load_component
 
 BASELINES = {
     "zero_motion": "zero-motion (stage 1 on the last input)",

@@ -92,12 +92,11 @@ class LiveLoop:
         label_map: LabelMap,
         K: np.ndarray,
         size: tuple[int, int],
-        frames: int,
         dashboard: Dashboard | None = None,
         device: str = "cpu",
     ) -> None:
         self.model, self.label_map, self.K, self.size = model, label_map, K, size
-        self.limit, self.dashboard, self.device = frames, dashboard, device
+        self.dashboard, self.device = dashboard, device
         self.stats = LiveStats()
         self.state: PipelineState | None = None
         self.first_pose: np.ndarray | None = None
@@ -223,7 +222,7 @@ def run_live(
     ``capture.frames``), running ``model`` (in eval mode) on each at ``size`` (H, W)."""
     town = live_town(capture, size)
     K = intrinsics(town.camera.width, town.camera.height, town.camera.hfov)
-    loop = LiveLoop(model.eval().to(device), label_map, K, size, frames, dashboard, device)
+    loop = LiveLoop(model.eval().to(device), label_map, K, size, dashboard, device)
     backend = get_backend(capture.backend)(capture, town)  # builds the town: not timed
     with backend:
         feed = FrameFeed(backend, capture.carla.max_restarts)
@@ -253,7 +252,7 @@ def live(
     """``train live``: the run's temporal model (stage 4) on ``frames`` live frames, logged to
     ``sink`` (None: no dashboard, for measuring the loop alone). On the CPU, torch gets every
     core but one, which the simulator thread uses."""
-    from train.evaluate import load_run, temporal_model
+    from train.run_folder import load_run, temporal_model
 
     if sink is not None:
         require_rerun()  # fail before loading anything

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from clipcore.errors import CaptureError
 from models.common import pose_to_vector
 from models.config import ModelConfig
 from models.depth import build_depth
@@ -23,14 +22,7 @@ from models.geometry_filter import build_geometry_filter
 from models.pipeline import build_pipeline
 from models.segmentation import build_segmentation
 from train.config import StageConfig
-
-
-def load_component(run_dir: Path, stage: str, component: str) -> dict[str, torch.Tensor]:
-    """The state dict of ``component`` in ``<run>/<stage>/best.pt``; a clear error if it is missing."""
-    path = Path(run_dir) / stage / "best.pt"
-    if not path.exists():
-        raise CaptureError(f"{path} does not exist: train {stage} first (train run {stage} --out {run_dir} ...)")
-    return torch.load(path, map_location="cpu", weights_only=False)["components"][component]
+from train.run_folder import load_component
 
 
 class SegmentationStage(nn.Module):

@@ -19,7 +19,7 @@ from clipcore.folder import load_clip
 from clipcore.pictures import depth_to_rgb, write_video
 from dataset.labels import load_label_map
 from dataset.windows import make_item
-from train.evaluate import load_run, temporal_model
+from train.run_folder import load_run, temporal_model
 from train.panels import to_uint8
 
 MAX_DEPTH_M = 80.0

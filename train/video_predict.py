@@ -31,8 +31,7 @@ from models.common import normalize
 from models.depth import build_depth
 from models.segmentation import build_segmentation
 from train.config import TrainConfig
-from train.evaluate import load_run, temporal_model
-from train.nets import load_component
+from train.run_folder import load_component, load_run, temporal_model
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +56,10 @@ def read_frames(path: Path) -> tuple[Iterator[np.ndarray], float, int]:
     ok, first = cap.read() if cap.isOpened() else (False, None)
     if not ok:
         cap.release()
-        raise CaptureError(f"cannot read {path} as a video; pass a video file FFmpeg reads "
-                           "(mp4, avi, mkv, webm, gif)")
+        raise CaptureError(
+            f"cannot read {path} as a video; pass a video file FFmpeg reads "
+            "(mp4, avi, mkv, webm, gif)"
+        )
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
 
@@ -91,11 +92,13 @@ class _Sink:
             return
         if self.writer is None:
             height, width = frame.shape[:2]
-            self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"),
-                                          self.fps, (width, height))
+            self.writer = cv2.VideoWriter(
+                str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height)
+            )
             if not self.writer.isOpened():
-                raise CaptureError(f"cannot write {self.partial}: check that the folder is "
-                                   "writable")
+                raise CaptureError(
+                    f"cannot write {self.partial}: check that the folder is writable"
+                )
         self.writer.write(np.ascontiguousarray(frame[..., ::-1]))
 
     def close(self) -> None:
@@ -104,11 +107,19 @@ class _Sink:
 
             images = [Image.fromarray(f) for f in self.gif]
             try:
-                images[0].save(self.partial, format="GIF", save_all=True,
-                               append_images=images[1:], duration=round(1000 / self.fps), loop=0)
+                images[0].save(
+                    self.partial,
+                    format="GIF",
+                    save_all=True,
+                    append_images=images[1:],
+                    duration=round(1000 / self.fps),
+                    loop=0,
+                )
             except OSError as exc:
-                raise CaptureError(f"cannot write {self.partial} ({exc.strerror or exc}): check "
-                                   "that the folder is writable and has space") from None
+                raise CaptureError(
+                    f"cannot write {self.partial} ({exc.strerror or exc}): check "
+                    "that the folder is writable and has space"
+                ) from None
         elif self.writer is not None:
             self.writer.release()
         os.replace(self.partial, self.path)
@@ -142,17 +153,26 @@ def _model(cfg: TrainConfig, run_dir: Path, device: str):
     1 and 2 frame by frame."""
     temporal = (Path(run_dir) / "stage4" / "best.pt").exists()
     if temporal and cfg.model.memory_alignment == "ground_truth":
-        log.warning("stage 4 of %s aligns its memory with ground truth, which a video lacks; "
-                    "using stages 1 and 2 frame by frame", run_dir)
+        log.warning(
+            "stage 4 of %s aligns its memory with ground truth, which a video lacks; "
+            "using stages 1 and 2 frame by frame",
+            run_dir,
+        )
         temporal = False
     model = temporal_model(cfg, run_dir) if temporal else _FrameModel(cfg, run_dir)
     return model.to(device), "temporal" if temporal else "frame"
 
 
 @torch.no_grad()
-def predict_video(video: Path, run_dir: Path, out: Path, device: str = "cpu",
-                  hfov_deg: float = 90.0, max_frames: int | None = None,
-                  progress: bool = True) -> VideoReport:
+def predict_video(
+    video: Path,
+    run_dir: Path,
+    out: Path,
+    device: str = "cpu",
+    hfov_deg: float = 90.0,
+    max_frames: int | None = None,
+    progress: bool = True,
+) -> VideoReport:
     """Write ``out`` (.mp4 or .gif): per frame of ``video``, input | segmentation | depth at the
     run's frame size."""
     out = Path(out)
@@ -173,8 +193,13 @@ def predict_video(video: Path, run_dir: Path, out: Path, device: str = "cpu",
     total = min(count, max_frames) if count and max_frames else (count or max_frames)
     done = 0
     try:
-        for rgb in tqdm(frames, total=total or None, unit="frame", disable=not progress,
-                        desc=f"predict {Path(video).name}"):
+        for rgb in tqdm(
+            frames,
+            total=total or None,
+            unit="frame",
+            disable=not progress,
+            desc=f"predict {Path(video).name}",
+        ):
             if max_frames is not None and done >= max_frames:
                 break
             small = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
@@ -185,8 +210,11 @@ def predict_video(video: Path, run_dir: Path, out: Path, device: str = "cpu",
             else:
                 logits, depth = model.step(x.to(device))
             labels = logits[0].argmax(0).cpu().numpy()
-            depth_rgb = (depth_to_rgb(depth[0, 0].float().cpu().numpy()) if depth is not None
-                         else np.full_like(small, 128))
+            depth_rgb = (
+                depth_to_rgb(depth[0, 0].float().cpu().numpy())
+                if depth is not None
+                else np.full_like(small, 128)
+            )
             sink.write(np.concatenate([small, label_map.colorize(labels), depth_rgb], 1))
             done += 1
         sink.close()

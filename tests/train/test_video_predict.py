@@ -14,8 +14,7 @@ from clipcore.folder import load_clip
 from dataset.labels import load_label_map
 from models.common import normalize
 from models.segmentation import build_segmentation
-from train.evaluate import load_run
-from train.nets import load_component
+from train.run_folder import load_component, load_run
 
 FRAMES = 6  # a tiny clip
 
@@ -45,8 +44,9 @@ def video(split_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     """Simulator frames of a test-split clip upscaled to 96x160 (not the model's size or
     aspect), as an MP4."""
     clip = load_clip(split_dataset / "Town02", None)
-    frames = [cv2.resize(f.rgb, (160, 96), interpolation=cv2.INTER_LINEAR)
-              for f in clip.frames[:FRAMES]]
+    frames = [
+        cv2.resize(f.rgb, (160, 96), interpolation=cv2.INTER_LINEAR) for f in clip.frames[:FRAMES]
+    ]
     return _write_video(tmp_path_factory.mktemp("video") / "drive.mp4", frames), frames
 
 
@@ -64,8 +64,7 @@ def test_temporal_run_to_mp4(trained_run: Path, video, tmp_path: Path, cli) -> N
     assert not list(tmp_path.glob(".*partial*"))
 
 
-def test_segmentation_only_run_to_gif(trained_run: Path, video, tmp_path: Path,
-                                      cli) -> None:
+def test_segmentation_only_run_to_gif(trained_run: Path, video, tmp_path: Path, cli) -> None:
     """A run with stage 1 only: its segmentation frame by frame, a grey depth panel."""
     run = tmp_path / "run"
     run.mkdir()
@@ -95,14 +94,18 @@ def test_segmentation_only_run_to_gif(trained_run: Path, video, tmp_path: Path,
         assert np.abs(got[:, 256:].astype(int) - 128).max() <= 4  # no depth model: grey
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("missing", "is not a file"),
-    ("not_video", "cannot read"),
-    ("suffix", "use a .mp4 or .gif"),
-    ("exists", "exists; pass another --out"),
-])
-def test_bad_input_is_one_line_error(trained_run: Path, video, tmp_path: Path, cli, case: str,
-                                     needle: str) -> None:
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("missing", "is not a file"),
+        ("not_video", "cannot read"),
+        ("suffix", "use a .mp4 or .gif"),
+        ("exists", "exists; pass another --out"),
+    ],
+)
+def test_bad_input_is_one_line_error(
+    trained_run: Path, video, tmp_path: Path, cli, case: str, needle: str
+) -> None:
     path, out = video[0], tmp_path / "pred.mp4"
     if case == "missing":
         path = tmp_path / "nope.mp4"
