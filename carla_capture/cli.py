@@ -14,10 +14,10 @@ from typing import Any
 
 import click
 
-from clipcore.clitools import ErrorGroup
-from clipcore.cliopts import config_options, nest
 from carla_capture.config import CaptureConfig, VerifyConfig
 from carla_capture.import_cli import import_group
+from clipcore.cliopts import config_options, nest
+from clipcore.clitools import ErrorGroup
 from clipcore.fsutil import atomic_write_text
 from clipcore.settings import apply_overrides, build, deep_merge, read_toml
 
@@ -34,7 +34,9 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-def capture_config(config: Path | None, options: dict[str, Any], overrides: tuple[str, ...]) -> CaptureConfig:
+def capture_config(
+    config: Path | None, options: dict[str, Any], overrides: tuple[str, ...]
+) -> CaptureConfig:
     """File (optional) < command-line options < ``--set`` overrides, merged deeply and validated."""
     data: dict[str, Any] = read_toml(config) if config else {}
     data = deep_merge(data, nest(options))
@@ -44,18 +46,50 @@ def capture_config(config: Path | None, options: dict[str, Any], overrides: tupl
 
 _DIR = {"type": click.Path(path_type=Path, file_okay=False)}
 RECORD_FIELDS = (
-    "backend", "town", "clips", "frames", "frame_stride", "fps", "seed", "out", "clips_per_shard",
-    "compression", "town_dir", "appearance", "carla.host", "carla.port", "carla.tm_port", "carla.timeout",
-    "carla.vehicles", "carla.walkers", "carla.sensor_timeout", "carla.warmup_ticks",
-    "carla.max_restarts", "carla.servers", "carla.server_cmd", "carla.server_wait",
-    "carla.map_timeout", "carla.stall_timeout", "carla.keep_settings",
+    "backend",
+    "town",
+    "clips",
+    "frames",
+    "frame_stride",
+    "fps",
+    "seed",
+    "out",
+    "clips_per_shard",
+    "compression",
+    "town_dir",
+    "appearance",
+    "carla.host",
+    "carla.port",
+    "carla.tm_port",
+    "carla.timeout",
+    "carla.vehicles",
+    "carla.walkers",
+    "carla.sensor_timeout",
+    "carla.warmup_ticks",
+    "carla.max_restarts",
+    "carla.servers",
+    "carla.server_cmd",
+    "carla.server_wait",
+    "carla.map_timeout",
+    "carla.stall_timeout",
+    "carla.keep_settings",
 )
 
 
 @main.command()
 @config_options(CaptureConfig, RECORD_FIELDS, town_dir=_DIR)
-@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with CaptureConfig fields.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set frames=10 or --set carla.respawn_every=3.")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML file with CaptureConfig fields.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any config field, e.g. --set frames=10 or --set carla.respawn_every=3.",
+)
 def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> None:
     """Record clips into HDF5 shards under OUT/TOWN/, resuming where a previous run stopped.
 
@@ -66,7 +100,8 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
       capture record --town Town03 --clips 400 --servers 127.0.0.1:2000,127.0.0.1:2002
       capture record --backend synthetic --town Town01 --clips 20 --out data/demo
       capture record --backend synthetic --town Town02 --clips 5 --frames 10 --set fps=10
-      capture record --backend synthetic --town Town01 --clips 20 --appearance textured --out data/real
+      capture record --backend synthetic --town Town01 --clips 20 --appearance textured \
+        --out data/real
 
     Running the same command again after a crash or Ctrl-C records only the missing clips.
     """
@@ -81,28 +116,56 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
     if cfg.backend == "carla" and cfg.carla.supervise:
         from carla_capture.supervisor import supervised_record as run_record
     todo_hint = f"{cfg.town} ({cfg.backend}, seed {cfg.seed})"
-    with click.progressbar(length=cfg.clips, label=f"recording {todo_hint}", file=sys.stderr) as bar:
+    with click.progressbar(
+        length=cfg.clips, label=f"recording {todo_hint}", file=sys.stderr
+    ) as bar:
         summary = run_record(cfg, progress=lambda _cid: bar.update(1))
     rate = summary.frames_recorded / summary.seconds if summary.seconds > 0 else 0.0
     click.echo(
         f"{summary.town}: {summary.existing + summary.recorded}/{summary.requested} clips "
         f"({summary.recorded} recorded now, {summary.existing} already there), "
-        f"{len(summary.shards_written)} shard(s) written, {rate:.1f} frames/s -> {cfg.out / summary.town}"
+        f"{len(summary.shards_written)} shard(s) written, {rate:.1f} frames/s -> "
+        f"{cfg.out / summary.town}"
     )
 
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--sheet", type=click.Path(path_type=Path, dir_okay=False), help="Write a contact sheet PNG of one clip.")
+@click.option(
+    "--sheet",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write a contact sheet PNG of one clip.",
+)
 @click.option("--clip", "clip_id", help="Clip id for --sheet [default: the first clip].")
-@click.option("--rows", type=click.IntRange(1, 20), default=4, show_default=True, help="Frames in the contact sheet.")
-@click.option("--video", type=click.Path(path_type=Path, dir_okay=False), help="Write RGB | semantic | depth of one clip as .mp4 or .gif.")
+@click.option(
+    "--rows",
+    type=click.IntRange(1, 20),
+    default=4,
+    show_default=True,
+    help="Frames in the contact sheet.",
+)
+@click.option(
+    "--video",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write RGB | semantic | depth of one clip as .mp4 or .gif.",
+)
 @click.option("--rerun", is_flag=True, help="Browse the clips (or --clip) in the Rerun viewer.")
-@click.option("--save", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the clips (or --clip) as a Rerun dashboard FILE.rrd.")
-def inspect(path: Path, as_json: bool, sheet: Path | None, clip_id: str | None, rows: int, video: Path | None,
-            rerun: bool, save: Path | None) -> None:
+@click.option(
+    "--save",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the clips (or --clip) as a Rerun dashboard FILE.rrd.",
+)
+def inspect(
+    path: Path,
+    as_json: bool,
+    sheet: Path | None,
+    clip_id: str | None,
+    rows: int,
+    video: Path | None,
+    rerun: bool,
+    save: Path | None,
+) -> None:
     """Summarise a shard or a dataset folder: towns, clips, frames, size, codec, classes.
 
     \b
@@ -134,8 +197,12 @@ def inspect(path: Path, as_json: bool, sheet: Path | None, clip_id: str | None, 
 
 @main.command()
 @click.argument("data_dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--splits", "splits_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Splits file [default: town_configs/splits.toml].")
+@click.option(
+    "--splits",
+    "splits_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Splits file [default: town_configs/splits.toml].",
+)
 def split(data_dir: Path, splits_file: Path | None) -> None:
     """Write DATA_DIR/split.json: the shards and clips of each split, with checksums.
 
@@ -153,18 +220,46 @@ def split(data_dir: Path, splits_file: Path | None) -> None:
     manifest, changed = split_dataset(data_dir, splits_file)
     click.echo(split_table(manifest))
     for name in empty_splits(manifest):
-        click.echo(f"warning: split {name!r} has no clips; record its towns before training or evaluating on it",
-                   err=True)
+        click.echo(
+            f"warning: split {name!r} has no clips; record its towns before training or evaluating "
+            "on it",
+            err=True,
+        )
     click.echo(f"{'wrote' if changed else 'unchanged:'} {data_dir / MANIFEST_NAME}")
 
 
 @main.command()
 @click.argument("data_dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--report", type=click.Path(path_type=Path, dir_okay=False), help="JSON report path [default: DATA_DIR/verify-report.json].")
-@click.option("--quarantine", "do_quarantine", is_flag=True, help="Move shards with failing clips into DATA_DIR/quarantine/.")
-@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with VerifyConfig thresholds.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a threshold, e.g. --set min_depth_agree=0.8.")
-def verify(data_dir: Path, report: Path | None, do_quarantine: bool, config: Path | None, overrides: tuple[str, ...]) -> None:
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="JSON report path [default: DATA_DIR/verify-report.json].",
+)
+@click.option(
+    "--quarantine",
+    "do_quarantine",
+    is_flag=True,
+    help="Move shards with failing clips into DATA_DIR/quarantine/.",
+)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML file with VerifyConfig thresholds.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a threshold, e.g. --set min_depth_agree=0.8.",
+)
+def verify(
+    data_dir: Path,
+    report: Path | None,
+    do_quarantine: bool,
+    config: Path | None,
+    overrides: tuple[str, ...],
+) -> None:
     """Check every clip: frame timing, RGB, depth range, sky at the far plane, tags, poses and
     geometric consistency between frames. Exits 1 when any clip fails.
 
@@ -181,7 +276,9 @@ def verify(data_dir: Path, report: Path | None, do_quarantine: bool, config: Pat
     reports = vf.verify_dataset(data_dir, cfg)
     moved = vf.quarantine(data_dir, reports) if do_quarantine else []
     report = report or data_dir / "verify-report.json"
-    atomic_write_text(report, json.dumps(vf.report_json(data_dir, reports, cfg, moved), indent=2) + "\n")
+    atomic_write_text(
+        report, json.dumps(vf.report_json(data_dir, reports, cfg, moved), indent=2) + "\n"
+    )
     click.echo(vf.report_table(reports))
     for rel in moved:
         click.echo(f"quarantined {rel}")
@@ -191,8 +288,19 @@ def verify(data_dir: Path, report: Path | None, do_quarantine: bool, config: Pat
 
 
 @main.command()
-@config_options(CaptureConfig, ("carla.host", "carla.port", "carla.tm_port", "town", "town_dir",
-                                "carla.timeout", "carla.map_timeout"), town_dir=_DIR)
+@config_options(
+    CaptureConfig,
+    (
+        "carla.host",
+        "carla.port",
+        "carla.tm_port",
+        "town",
+        "town_dir",
+        "carla.timeout",
+        "carla.map_timeout",
+    ),
+    town_dir=_DIR,
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON (for bug reports).")
 def doctor(as_json: bool, **options: Any) -> None:
     """Check a CARLA server before recording: versions, maps, map load time, synchronous tick rate,

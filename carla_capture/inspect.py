@@ -46,7 +46,9 @@ def summarize(path: Path) -> dict[str, Any]:
         "bytes": total_bytes,
         "bytes_per_frame": total_bytes / max(frames, 1),
         "codec": sorted(codecs),
-        "class_histogram": {TAG_NAMES[i]: round(float(share[i]), 6) for i in range(NUM_TAGS) if hist[i]},
+        "class_histogram": {
+            TAG_NAMES[i]: round(float(share[i]), 6) for i in range(NUM_TAGS) if hist[i]
+        },
     }
 
 
@@ -58,7 +60,10 @@ def format_summary(info: dict[str, Any]) -> str:
         f"({info['bytes_per_frame'] / 1024:.0f} KiB/frame), codec {', '.join(info['codec'])}",
         "town        shards  clips  frames",
     ]
-    lines += [f"{town:<11} {t['shards']:>6} {t['clips']:>6} {t['frames']:>7}" for town, t in sorted(info["towns"].items())]
+    lines += [
+        f"{town:<11} {t['shards']:>6} {t['clips']:>6} {t['frames']:>7}"
+        for town, t in sorted(info["towns"].items())
+    ]
     lines.append("classes (share of pixels):")
     ranked = sorted(info["class_histogram"].items(), key=lambda kv: -kv[1])
     lines += [f"  {name:<13} {share:7.2%}" for name, share in ranked]

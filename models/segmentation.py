@@ -15,7 +15,9 @@ from models.config import ModelConfig
 def light_head(in_channels: int, num_classes: int, width: int = 64) -> nn.Sequential:
     """3x3 conv + BN + ReLU, then 1x1 conv to class logits."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+        nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
         nn.Conv2d(width, num_classes, 1),
     )
 
@@ -30,18 +32,29 @@ class SegmentationModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.head(self.backbone(x)["out"])
-        return {"seg_logits": F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)}
+        return {
+            "seg_logits": F.interpolate(
+                logits, size=x.shape[-2:], mode="bilinear", align_corners=False
+            )
+        }
 
 
 def _deeplabv3_resnet50(cfg: ModelConfig) -> nn.Module:
-    """torchvision's DeepLabv3-ResNet50 with ``cfg.num_classes`` outputs and the requested weights."""
+    """torchvision's DeepLabv3-ResNet50 with ``cfg.num_classes`` outputs and the requested
+    weights."""
     seg = torchvision.models.segmentation
     if cfg.pretrained == "coco":
-        model = seg.deeplabv3_resnet50(weights=seg.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1, aux_loss=False)
+        model = seg.deeplabv3_resnet50(
+            weights=seg.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1, aux_loss=False
+        )
         model.classifier[4] = nn.Conv2d(256, cfg.num_classes, 1)
         return model
-    backbone_weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1 if cfg.pretrained == "imagenet" else None
-    return seg.deeplabv3_resnet50(weights=None, weights_backbone=backbone_weights, num_classes=cfg.num_classes, aux_loss=False)
+    backbone_weights = (
+        torchvision.models.ResNet50_Weights.IMAGENET1K_V1 if cfg.pretrained == "imagenet" else None
+    )
+    return seg.deeplabv3_resnet50(
+        weights=None, weights_backbone=backbone_weights, num_classes=cfg.num_classes, aux_loss=False
+    )
 
 
 def build_segmentation(cfg: ModelConfig) -> SegmentationModel:
@@ -57,5 +70,9 @@ def build_segmentation(cfg: ModelConfig) -> SegmentationModel:
         body.return_layers = {"layer1": "low", "layer4": "out"}
         return SegmentationModel(Backbone(body, 2048, 256, 8), deeplab.classifier)
     backbone = build_backbone(cfg)
-    head = DeepLabHead(backbone.channels, cfg.num_classes) if cfg.seg_head == "deeplab" else light_head(backbone.channels, cfg.num_classes)
+    head = (
+        DeepLabHead(backbone.channels, cfg.num_classes)
+        if cfg.seg_head == "deeplab"
+        else light_head(backbone.channels, cfg.num_classes)
+    )
     return SegmentationModel(backbone, head)

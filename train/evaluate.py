@@ -354,8 +354,12 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], out_dir: Path, name: str = "eval",
-                 markdown: Callable[[dict[str, Any]], str] | None = None) -> tuple[Path, Path]:
+def write_report(
+    report: dict[str, Any],
+    out_dir: Path,
+    name: str = "eval",
+    markdown: Callable[[dict[str, Any]], str] | None = None,
+) -> tuple[Path, Path]:
     """``<name>.json`` and ``<name>.md`` (``markdown(report)``, default :func:`to_markdown`) in
     ``out_dir``, each written atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ true target frame (an upper bound). Warp holes are filled with the zero-motion p
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,11 @@ from clipcore.tags import STATIC_TAGS
 from dataset.labels import load_label_map
 from models.depth import build_depth
 from models.ego_motion import build_ego_motion
-from train.run_folder import load_run
 from train.forecast import ForecastWindows, forecast_samples, load_forecaster, load_teacher
 from train.forecast_config import HorizonConfig
 from train.forecast_warp import extrapolate_motion, warp_forecast
 from train.metrics import ConfusionMatrix
-from train.run_folder import load_component
+from train.run_folder import load_component, load_run
 
 BASELINES = {
     "zero_motion": "zero-motion (stage 1 on the last input)",
@@ -68,9 +66,11 @@ class _Row:
     ) -> dict[str, Any]:
         r = self.confusion.result(names)
         iou = r["per_class_iou"]
-        group = lambda g: (
-            float(np.mean([iou[n] for n in g if n in iou])) if any(n in iou for n in g) else None
-        )  # noqa: E731
+
+        def group(g: list[str]) -> float | None:
+            scores = [iou[n] for n in g if n in iou]
+            return float(np.mean(scores)) if scores else None
+
         out = {k: r[k] for k in ("miou", "pixel_accuracy", "mean_class_accuracy", "per_class_iou")}
         out.update(static_miou=group(static), dynamic_miou=group(dynamic))
         if self.holes:

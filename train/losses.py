@@ -1,8 +1,8 @@
 """Losses of the training stages, each on the pipeline-style outputs of a stage network.
 
 - ``ce``: cross-entropy over every frame, ignore index 255.
-- ``depth``: log-L1, ``mean |log pred - log gt|`` over pixels with valid depth (below the far plane):
-  metric (a scale error is penalised), and equally sensitive at 5 m and 50 m.
+- ``depth``: log-L1, ``mean |log pred - log gt|`` over pixels with valid depth (below the far
+  plane): metric (a scale error is penalised), and equally sensitive at 5 m and 50 m.
 - ``pose``: L1 between the predicted and the true 6-vector of the motion from frame t-1 to t
   (translation in metres, axis-angle in radians).
 """
@@ -47,7 +47,9 @@ def pose_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> t
 LOSS_FUNCTIONS = {"ce": ce_loss, "depth": depth_loss, "pose": pose_loss}
 
 
-def total_loss(weights: dict[str, float], out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+def total_loss(
+    weights: dict[str, float], out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the named losses, and each loss's value."""
     parts = {name: LOSS_FUNCTIONS[name](out, batch) for name in weights}
     total = sum(weights[name] * value for name, value in parts.items())

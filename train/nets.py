@@ -36,7 +36,11 @@ class SegmentationStage(nn.Module):
         return {"segmentation": self.segmentation}
 
     def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"seg_logits": self.segmentation(rgb.flatten(0, 1))["seg_logits"].unflatten(0, rgb.shape[:2])}
+        return {
+            "seg_logits": self.segmentation(rgb.flatten(0, 1))["seg_logits"].unflatten(
+                0, rgb.shape[:2]
+            )
+        }
 
 
 class DepthStage(nn.Module):
@@ -96,15 +100,26 @@ class SequenceStage(nn.Module):
     def components(self) -> dict[str, nn.Module]:
         return {"geometry_filter": self.pipeline.geometry, "ego_motion": self.pipeline.ego_motion}
 
-    def forward(self, rgb: torch.Tensor, intrinsics: torch.Tensor | None = None,
-                depth: torch.Tensor | None = None,
-                rel_pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        rgb: torch.Tensor,
+        intrinsics: torch.Tensor | None = None,
+        depth: torch.Tensor | None = None,
+        rel_pose: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         out = self.pipeline(rgb, intrinsics, depth, rel_pose)
-        return {"seg_logits": out["seg_logits"], "depth": out["depth"], "motion": pose_to_vector(out["rel_pose"][:, 1:])}
+        return {
+            "seg_logits": out["seg_logits"],
+            "depth": out["depth"],
+            "motion": pose_to_vector(out["rel_pose"][:, 1:]),
+        }
 
 
 STAGE_NETS: dict[str, type[nn.Module]] = {
-    "segmentation": SegmentationStage, "depth": DepthStage, "ego_motion": EgoMotionStage, "sequence": SequenceStage,
+    "segmentation": SegmentationStage,
+    "depth": DepthStage,
+    "ego_motion": EgoMotionStage,
+    "sequence": SequenceStage,
 }
 
 

@@ -15,7 +15,13 @@ from models.config import ModelConfig
 from models.summary import count_parameters
 from train.cli import main as train_main
 
-PAPER_MILLIONS = {"segmentation": 39.6, "depth": 30.7, "geometry_filter": 273.4, "ego_motion": 40.5, "pipeline": 313.9}
+PAPER_MILLIONS = {
+    "segmentation": 39.6,
+    "depth": 30.7,
+    "geometry_filter": 273.4,
+    "ego_motion": 40.5,
+    "pipeline": 313.9,
+}
 
 
 @pytest.mark.parametrize("name", sorted(set(MODELS) - {"unet"}))  # unet: no paper size
@@ -103,11 +109,17 @@ def test_step_over_frames_equals_forward_over_window(alignment):
         state = model.init_state(2, 64, 128)
         for t in range(4):
             out, state = model.step(window[:, t], state, K, depth[:, t], rel[:, t])
-            torch.testing.assert_close(out["seg_logits"], full["seg_logits"][:, t], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(
+                out["seg_logits"], full["seg_logits"][:, t], rtol=1e-4, atol=1e-4
+            )
             torch.testing.assert_close(out["depth"], full["depth"][:, t], rtol=1e-4, atol=1e-4)
             if t:
-                torch.testing.assert_close(out["rel_pose"], full["rel_pose"][:, t], rtol=1e-4, atol=1e-5)
-                torch.testing.assert_close(out["cam_to_world"], full["cam_to_world"][:, t], rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(
+                    out["rel_pose"], full["rel_pose"][:, t], rtol=1e-4, atol=1e-5
+                )
+                torch.testing.assert_close(
+                    out["cam_to_world"], full["cam_to_world"][:, t], rtol=1e-4, atol=1e-5
+                )
             else:
                 assert "rel_pose" not in out
 
@@ -131,6 +143,7 @@ def test_alignment_changes_what_the_memory_reads():
     assert (outs["none"][:, 2] - outs["ground_truth"][:, 2]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="intrinsics"):
         MODELS["pipeline"](PRESETS["tiny"])(window)
+
 
 def test_memory_carries_history_once_open():
     torch.manual_seed(0)
@@ -184,7 +197,10 @@ def test_paper_memory_gate_starts_closed():
     with torch.device("meta"):
         geometry = MODELS["geometry_filter"](PRESETS["paper"])
     assert geometry.memory.gate.shape == (1, 2048, 1, 1)
-    assert isinstance(geometry.memory.cell.gates, torch.nn.Conv2d) and geometry.memory.cell.gates.bias is None
+    assert (
+        isinstance(geometry.memory.cell.gates, torch.nn.Conv2d)
+        and geometry.memory.cell.gates.bias is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -224,7 +240,11 @@ def test_tiny_forward_and_backward_reach_every_trainable_part():
     window, K = torch.randn(2, 3, 3, 128, 256), _intrinsics(2, 128, 256)
     out = model(window, K)
     sum(v.float().mean() for v in out.values()).backward()
-    assert all(p.grad is not None for n, p in model.named_parameters() if "ego_motion" in n or "memory" in n)
+    assert all(
+        p.grad is not None
+        for n, p in model.named_parameters()
+        if "ego_motion" in n or "memory" in n
+    )
 
 
 def test_train_models_command():
@@ -232,6 +252,10 @@ def test_train_models_command():
     assert result.exit_code == 0, result.output
     rows = {r["model"]: r for r in json.loads(result.stdout)["models"]}
     assert rows["Full pipeline"]["parameters"] / 1e6 == pytest.approx(313.9, rel=0.005)
-    assert rows["GeometryFilter"]["gflops_per_frame"] > rows["SegmentationModel"]["gflops_per_frame"] > 0
+    assert (
+        rows["GeometryFilter"]["gflops_per_frame"]
+        > rows["SegmentationModel"]["gflops_per_frame"]
+        > 0
+    )
     text = CliRunner().invoke(train_main, ["models", "--preset", "tiny"]).stdout
     assert "preset tiny, input 128x256" in text and "EgoMotionFilter" in text

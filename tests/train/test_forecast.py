@@ -37,7 +37,6 @@ from train.forecast_warp import (
 from train.metrics import ConfusionMatrix
 
 
-
 def test_paper_patterns_on_twenty_frame_clips() -> None:
     assert HORIZONS["short"].offsets == (-4, -3, -2, -1)
     assert HORIZONS["mid"].offsets == (-12, -9, -6, -3)

@@ -15,9 +15,9 @@ from carla_capture.backends.synthetic.render import Look, Renderer
 from carla_capture.backends.synthetic.town import build_town
 from carla_capture.backends.synthetic.traffic import clear_path, plan_route, spawn_actors
 from carla_capture.config import CaptureConfig, TownConfig
+from carla_capture.weather import draw_weather, seeded_rng
 from clipcore.geometry import carla_to_cam_to_world, intrinsics
 from clipcore.records import Clip, Frame
-from carla_capture.weather import draw_weather, seeded_rng
 
 #: Ticks between the starts of consecutive clips' frame numbers (keeps them disjoint).
 _WARMUP_TICKS = 50
@@ -35,7 +35,7 @@ class SyntheticBackend:
         self.town = build_town(town.name, town.layout)
         self.renderer = Renderer(self.town, self.K, rig.width, rig.height)
 
-    def __enter__(self) -> "SyntheticBackend":
+    def __enter__(self) -> SyntheticBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -44,7 +44,9 @@ class SyntheticBackend:
     def restart(self, attempt: int = 1) -> None:
         """Nothing to reconnect: the embedded simulator never loses its server."""
 
-    def camera_transform(self, x: float, y: float, yaw: float, t: float, phase: float) -> np.ndarray:
+    def camera_transform(
+        self, x: float, y: float, yaw: float, t: float, phase: float
+    ) -> np.ndarray:
         """CARLA-style (x, y, z, pitch, yaw, roll) of the rig on a vehicle at (x, y, yaw) at time t,
         with a small suspension sway so every rotation axis is exercised."""
         rig = self.town_config.camera
@@ -81,10 +83,22 @@ class SyntheticBackend:
             if on_frame is not None:
                 on_frame(frames[-1])
         return Clip(
-            clip_id=clip_id(town.name, cfg.seed, index), town=town.name, backend=self.name, seed=cfg.seed,
-            fps=cfg.fps, frame_stride=cfg.frame_stride, intrinsics=self.K,
-            weather=weather.model_dump(), camera=town.camera.model_dump(), frames=tuple(frames),
-            attrs={"clip_index": index, "map": town.carla_map, "simulator": f"carla-temporal-synthetic {__version__}",
-                   "speed_mps": float(speed), "layout_seed": town.layout.seed,
-                   **({"appearance": cfg.appearance} if cfg.appearance != "default" else {})},
+            clip_id=clip_id(town.name, cfg.seed, index),
+            town=town.name,
+            backend=self.name,
+            seed=cfg.seed,
+            fps=cfg.fps,
+            frame_stride=cfg.frame_stride,
+            intrinsics=self.K,
+            weather=weather.model_dump(),
+            camera=town.camera.model_dump(),
+            frames=tuple(frames),
+            attrs={
+                "clip_index": index,
+                "map": town.carla_map,
+                "simulator": f"carla-temporal-synthetic {__version__}",
+                "speed_mps": float(speed),
+                "layout_seed": town.layout.seed,
+                **({"appearance": cfg.appearance} if cfg.appearance != "default" else {}),
+            },
         )
