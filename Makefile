@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[all,test]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -20,12 +20,14 @@ demo: install
 	bash scripts/demo.sh $(DEMO_DIR)
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 bench: install
 	$(BIN)/python benchmarks/synthetic_fps.py
 	$(BIN)/python benchmarks/storage.py
 	$(BIN)/python benchmarks/loader.py
+	$(BIN)/python benchmarks/live.py
 
 clean:
 	rm -rf $(VENV) data/demo runs/demo

@@ -29,11 +29,17 @@ def machine() -> dict[str, object]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
-def median_time(fn: Callable[[], object], repeats: int = 5,
-                clock: Callable[[], float] = time.perf_counter) -> float:
+def median_time(
+    fn: Callable[[], object], repeats: int = 5, clock: Callable[[], float] = time.perf_counter
+) -> float:
     """Median time of ``fn()`` in seconds over ``repeats`` runs: wall time by default, or
     ``time.process_time`` for single-threaded work on a machine shared with other jobs."""
     times = []
@@ -50,3 +56,10 @@ def write_result(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path
+
+
+def split_of_towns() -> dict[str, str]:
+    """Town -> split (train, val, test) of the packaged splits file, in its order."""
+    from carla_capture.split import load_splits
+
+    return {town: name for name, towns in load_splits().splits.items() for town in towns}

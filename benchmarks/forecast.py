@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, write_result  # noqa: E402
-
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -26,6 +24,7 @@ import shlex  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
+from common import RESULTS, split_of_towns, write_result  # noqa: E402
 
 from carla_capture.config import CaptureConfig  # noqa: E402
 from carla_capture.record import record  # noqa: E402
@@ -35,16 +34,7 @@ from train.forecast_config import HORIZONS  # noqa: E402
 from train.forecast_eval import BASELINES, evaluate_forecast, to_markdown  # noqa: E402
 from train.run import resolve_config, train  # noqa: E402
 
-TOWNS = {
-    "Town01": "train",
-    "Town03": "train",
-    "Town04": "train",
-    "Town05": "train",
-    "Town06": "train",
-    "Town07": "train",
-    "Town10HD": "val",
-    "Town02": "test",
-}
+TOWNS = split_of_towns()
 DOC = Path(__file__).resolve().parents[1] / "docs" / "forecasting.md"
 RESULT = "forecast"
 ABLATIONS = {
@@ -143,15 +133,24 @@ def write_doc(result: dict) -> None:
         "",
     ]
     for horizon, checks in verdict.items():
-        said = [f"{k.replace('beats_', 'beats ').replace('_', ' ')}: {'yes' if v else 'no'}"
-                for k, v in checks.items()]
+        said = [
+            f"{k.replace('beats_', 'beats ').replace('_', ' ')}: {'yes' if v else 'no'}"
+            for k, v in checks.items()
+        ]
         lines.append(f"- **{horizon}**: " + "; ".join(said))
     goal = [h for h in ("mid", "long") if h in verdict]
     met = bool(goal) and all(verdict[h]["beats_zero_motion"] for h in goal)
-    lines += ["", "Goal (the forecaster beats zero-motion at mid and long horizons): "
-              f"**{'met' if met else 'not met'}**.", ""]
-    lines += [to_markdown(report, title="Tables").split("\n", 2)[2].replace("## ", "### "),
-              f"Raw numbers: `benchmarks/results/{RESULT}.json`.", ""]
+    lines += [
+        "",
+        "Goal (the forecaster beats zero-motion at mid and long horizons): "
+        f"**{'met' if met else 'not met'}**.",
+        "",
+    ]
+    lines += [
+        to_markdown(report, title="Tables").split("\n", 2)[2].replace("## ", "### "),
+        f"Raw numbers: `benchmarks/results/{RESULT}.json`.",
+        "",
+    ]
     DOC.write_text("\n".join(lines))
 
 
@@ -170,8 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clips", type=int, default=4, help="Clips per train town.")
     parser.add_argument("--test-clips", type=int, default=6, help="Clips of the test town.")
     parser.add_argument("--steps", type=int, default=100, help="Steps per forecaster (batch 8).")
-    parser.add_argument("--stage-epochs", type=int, nargs=3, default=(4, 4, 4),
-                        help="Epochs of stages 1, 2, 3 (the tiny preset: 4 4 4).")
+    parser.add_argument(
+        "--stage-epochs",
+        type=int,
+        nargs=3,
+        default=(4, 4, 4),
+        help="Epochs of stages 1, 2, 3 (the tiny preset: 4 4 4).",
+    )
     parser.add_argument("--size", type=int, nargs=2, default=(64, 128), help="(H, W) of frames.")
     parser.add_argument("--ablations", default="mid", help="Horizons that train the ablations too.")
     parser.add_argument("--out", type=Path, default=Path("/tmp/carla-temporal-forecast"))
@@ -188,8 +192,13 @@ def train_forecasters(
             if name != "conv3d" and horizon not in args.ablations.split(","):
                 continue
             per_epoch = min(40, max(1, len(ForecastWindows(data, "train", HORIZONS[horizon])) // 8))
-            sets = [*base, f'forecast.horizon="{horizon}"', f"forecast.max_steps={per_epoch}",
-                    f"forecast.epochs={math.ceil(args.steps / per_epoch)}", *extra]
+            sets = [
+                *base,
+                f'forecast.horizon="{horizon}"',
+                f"forecast.max_steps={per_epoch}",
+                f"forecast.epochs={math.ceil(args.steps / per_epoch)}",
+                *extra,
+            ]
             cfg = resolve_config("tiny", {"data": data, "out": run}, None, sets)
             clock.run(f"forecast-{horizon}-{name}", train_forecast, cfg, True)
 

@@ -22,41 +22,29 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
-
 import argparse  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
+from common import split_of_towns, write_result  # noqa: E402
 
 from carla_capture.config import CaptureConfig  # noqa: E402
 from carla_capture.record import record  # noqa: E402
 from carla_capture.split import build_manifest, load_splits, write_manifest  # noqa: E402
 from dataset.labels import load_label_map  # noqa: E402
 from train.evaluate import (  # noqa: E402
-    FrameModel,
     baseline_lines,
     comparison_table,
-    load_run,
     score_models,
-    temporal_model,
     whole_clips,
 )
 from train.perturb import Perturbation  # noqa: E402
 from train.run import resolve_config, train  # noqa: E402
+from train.run_folder import FrameModel, load_run, temporal_model  # noqa: E402
 from train.temporal import HEADLINE, LOWER_IS_BETTER  # noqa: E402
 
-TOWNS = {
-    "Town01": "train",
-    "Town03": "train",
-    "Town04": "train",
-    "Town05": "train",
-    "Town06": "train",
-    "Town07": "train",
-    "Town10HD": "val",
-    "Town02": "test",
-}
+TOWNS = split_of_towns()
 DOC = Path(__file__).resolve().parents[1] / "docs" / "learning.md"
 COMMON = ['device="cpu"', "tensorboard=false"]
 VARIANTS = {"b": "none", "c": "estimated", "d": "ground_truth"}

@@ -48,13 +48,20 @@ def png_window(folder: Path, clip_id: str, frames: list[int], label_map) -> dict
         labels.append(label_map(cv2.imread(f"{stem}-semantic.png", cv2.IMREAD_UNCHANGED)[..., 2]))
         d = cv2.imread(f"{stem}-depth.png", cv2.IMREAD_UNCHANGED).astype(np.float32)
         depth.append((d[..., 2] + d[..., 1] * 256 + d[..., 0] * 65536) / (256**3 - 1) * 1000)
-    x = torch.from_numpy(np.ascontiguousarray(np.stack(rgb), dtype=np.float32) / 255).permute(0, 3, 1, 2)
-    return {"rgb": normalize(x), "labels": torch.from_numpy(np.stack(labels).astype(np.int64)),
-            "depth": torch.from_numpy(np.stack(depth)).unsqueeze(1)}
+    x = torch.from_numpy(np.ascontiguousarray(np.stack(rgb), dtype=np.float32) / 255).permute(
+        0, 3, 1, 2
+    )
+    return {
+        "rgb": normalize(x),
+        "labels": torch.from_numpy(np.stack(labels).astype(np.int64)),
+        "depth": torch.from_numpy(np.stack(depth)).unsqueeze(1),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clips", type=int, default=4)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,32 +74,50 @@ def main() -> None:
         png.mkdir()
         clips = {}
         for rel, cid, _, _ in plain.clips:
-            from carla_capture.shards import ShardReader
+            from clipcore.shards import ShardReader
 
             with ShardReader(data / rel) as reader:
                 clips[cid] = reader.read_clip(cid)
         write_pngs(png, list(clips.values()))
         label_map = load_label_map("carla22")
-        windows = [(plain.clips[c][1], [f.frame for f in clips[plain.clips[c][1]].frames[s : s + WINDOW]]) for c, s in plain.index]
+        windows = [
+            (plain.clips[c][1], [f.frame for f in clips[plain.clips[c][1]].frames[s : s + WINDOW]])
+            for c, s in plain.index
+        ]
         n = len(plain)
         runs = {
             "hdf5_eval": lambda: [plain[i] for i in range(n)],
             "hdf5_train_augment": lambda: [augmented[i] for i in range(n)],
-            "png_eval": lambda: [png_window(png, cid, frames, label_map) for cid, frames in windows],
+            "png_eval": lambda: [
+                png_window(png, cid, frames, label_map) for cid, frames in windows
+            ],
         }
         results = {}
         for name, fn in runs.items():
             seconds = median_time(fn, 3)
-            results[name] = {"windows_per_s": n / seconds, "frames_per_s": n * WINDOW / seconds,
-                             "workers_for_400_fps": math.ceil(TARGET_FPS / (n * WINDOW / seconds))}
+            results[name] = {
+                "windows_per_s": n / seconds,
+                "frames_per_s": n * WINDOW / seconds,
+                "workers_for_400_fps": math.ceil(TARGET_FPS / (n * WINDOW / seconds)),
+            }
     base = results["png_eval"]["frames_per_s"]
     for r in results.values():
         r["vs_png"] = r["frames_per_s"] / base
-    out = write_result("loader", {"what": f"{WINDOW}-frame windows at 512x256, one process, one thread", "windows": n,
-                                  "target_frames_per_s": TARGET_FPS, "results": results})
+    out = write_result(
+        "loader",
+        {
+            "what": f"{WINDOW}-frame windows at 512x256, one process, one thread",
+            "windows": n,
+            "target_frames_per_s": TARGET_FPS,
+            "results": results,
+        },
+    )
     for name, r in results.items():
-        print(f"{name:<20} {r['windows_per_s']:7.1f} windows/s {r['frames_per_s']:7.1f} frames/s  x{r['vs_png']:.1f} vs PNG  "
-              f"workers for {TARGET_FPS} frames/s: {r['workers_for_400_fps']}")
+        print(
+            f"{name:<20} {r['windows_per_s']:7.1f} windows/s {r['frames_per_s']:7.1f} frames/s  "
+            f"x{r['vs_png']:.1f} vs PNG  "
+            f"workers for {TARGET_FPS} frames/s: {r['workers_for_400_fps']}"
+        )
     print(f"-> {out}")
 
 

@@ -27,15 +27,18 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from carla_capture.backends.synthetic import SyntheticBackend  # noqa: E402
-from carla_capture.config import CaptureConfig, available_towns  # noqa: E402
 from carla_capture import record as record_module  # noqa: E402
 from carla_capture.backends import get_backend  # noqa: E402
+from carla_capture.backends.synthetic import SyntheticBackend  # noqa: E402
+from carla_capture.config import CaptureConfig, available_towns  # noqa: E402
 
 
 def measure_town(town: str, clips: int, frames: int, tmp: Path, repeats: int) -> dict[str, float]:
-    """Simulator alone vs the whole ``capture record`` loop (streamed encode + write), same clips."""
-    cfg = CaptureConfig(backend="synthetic", town=town, frames=frames, clips=clips, out=tmp, clips_per_shard=clips)
+    """Simulator alone vs the whole ``capture record`` loop (streamed encode + write), same
+    clips."""
+    cfg = CaptureConfig(
+        backend="synthetic", town=town, frames=frames, clips=clips, out=tmp, clips_per_shard=clips
+    )
     backend = SyntheticBackend(cfg, cfg.town_config())
     backend.record_clip(0)  # build and cache the town once
 
@@ -76,7 +79,9 @@ def measure_town(town: str, clips: int, frames: int, tmp: Path, repeats: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clips", type=int, default=3)
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--towns", nargs="*", default=None)
@@ -88,15 +93,31 @@ def main() -> None:
         for town in towns:
             results[town] = measure_town(town, args.clips, args.frames, Path(tmp), args.repeats)
             r = results[town]
-            print(f"{town:<9} sim {r['sim_frames_per_s']:6.1f} frames/s  record {r['record_frames_per_s']:6.1f} frames/s  "
-                  f"outside sim {r['outside_sim_share']:.1%}  record/sim {r['record_vs_sim_alone']:.2f}")
-    out = write_result("synthetic_fps", {
-        "what": "512x256 RGB + semantic + depth + pose; simulator on one core, writer thread beside it; median of repeats; codec zstd",
-        "clips_per_town": args.clips, "frames": args.frames, "results": results,
-        "median_sim_frames_per_s": statistics.median(r["sim_frames_per_s"] for r in results.values()),
-        "median_outside_sim_share": statistics.median(r["outside_sim_share"] for r in results.values()),
-        "median_record_vs_sim_alone": statistics.median(r["record_vs_sim_alone"] for r in results.values()),
-    })
+            print(
+                f"{town:<9} sim {r['sim_frames_per_s']:6.1f} frames/s  record "
+                f"{r['record_frames_per_s']:6.1f} frames/s  "
+                f"outside sim {r['outside_sim_share']:.1%}  record/sim "
+                f"{r['record_vs_sim_alone']:.2f}"
+            )
+    out = write_result(
+        "synthetic_fps",
+        {
+            "what": "512x256 RGB + semantic + depth + pose; simulator on one core, writer thread "
+            "beside it; median of repeats; codec zstd",
+            "clips_per_town": args.clips,
+            "frames": args.frames,
+            "results": results,
+            "median_sim_frames_per_s": statistics.median(
+                r["sim_frames_per_s"] for r in results.values()
+            ),
+            "median_outside_sim_share": statistics.median(
+                r["outside_sim_share"] for r in results.values()
+            ),
+            "median_record_vs_sim_alone": statistics.median(
+                r["record_vs_sim_alone"] for r in results.values()
+            ),
+        },
+    )
     print(f"-> {out}")
 
 

@@ -14,10 +14,12 @@ from typing import Any
 
 import click
 
-from carla_capture.clitools import ErrorGroup
 from carla_capture.config import CaptureConfig, VerifyConfig
-from carla_capture.fsutil import atomic_write_text
-from carla_capture.settings import apply_overrides, build, deep_merge, read_toml
+from carla_capture.import_cli import import_group
+from clipcore.cliopts import config_options, nest
+from clipcore.clitools import ErrorGroup
+from clipcore.fsutil import atomic_write_text
+from clipcore.settings import apply_overrides, build, deep_merge, read_toml
 
 
 class _Group(ErrorGroup):
@@ -32,60 +34,62 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-CARLA_OPTIONS = ("host", "port", "tm_port", "timeout", "vehicles", "walkers", "sensor_timeout", "warmup_ticks",
-                 "max_restarts", "servers",
-                 "server_cmd", "server_wait", "map_timeout", "stall_timeout", "keep_settings")
-
-
-def capture_config(config: Path | None, options: dict[str, Any], overrides: tuple[str, ...]) -> CaptureConfig:
-    """File (optional) < command-line options < ``--set`` overrides, validated."""
+def capture_config(
+    config: Path | None, options: dict[str, Any], overrides: tuple[str, ...]
+) -> CaptureConfig:
+    """File (optional) < command-line options < ``--set`` overrides, merged deeply and validated."""
     data: dict[str, Any] = read_toml(config) if config else {}
-    carla = {k: options.pop(k) for k in CARLA_OPTIONS if options.get(k) is not None}
-    if "servers" in carla:
-        carla["servers"] = [s for s in carla["servers"].split(",") if s]
-    data = deep_merge(data, {"carla": carla, **{k: v for k, v in options.items() if v is not None}})
+    data = deep_merge(data, nest(options))
     data = apply_overrides(CaptureConfig, data, list(overrides))
     return build(CaptureConfig, data, "capture config")
 
 
+_DIR = {"type": click.Path(path_type=Path, file_okay=False)}
+RECORD_FIELDS = (
+    "backend",
+    "town",
+    "clips",
+    "frames",
+    "frame_stride",
+    "fps",
+    "seed",
+    "out",
+    "clips_per_shard",
+    "compression",
+    "town_dir",
+    "appearance",
+    "carla.host",
+    "carla.port",
+    "carla.tm_port",
+    "carla.timeout",
+    "carla.vehicles",
+    "carla.walkers",
+    "carla.sensor_timeout",
+    "carla.warmup_ticks",
+    "carla.max_restarts",
+    "carla.servers",
+    "carla.server_cmd",
+    "carla.server_wait",
+    "carla.map_timeout",
+    "carla.stall_timeout",
+    "carla.keep_settings",
+)
+
+
 @main.command()
-@click.option("--backend", type=click.Choice(["carla", "synthetic"]), help="Simulator to record from [default: carla].")
-@click.option("--town", help="Town to record, e.g. Town03 (a file in town_configs/).")
-@click.option("--clips", type=int, help="Clips this town and seed should hold when done [default: 10].")
-@click.option("--frames", type=int, help="Frames per clip [default: 20].")
-@click.option("--frame-stride", type=int, help="Simulator ticks between recorded frames [default: 1].")
-@click.option("--fps", type=float, help="Simulator ticks per second [default: 20].")
-@click.option("--seed", type=int, help="Seed of this recording; part of every clip id [default: 0].")
-@click.option("--out", type=click.Path(path_type=Path), help="Dataset folder [default: data].")
-@click.option("--clips-per-shard", type=int, help="Clips per HDF5 shard [default: 50].")
-@click.option("--compression", type=click.Choice(["zstd+lz4hc", "zstd", "lz4", "gzip", "lzf", "none"]),
-              help="Codec [default: zstd+lz4hc: zstd images, lz4hc depth].")
-@click.option("--town-dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of town files to use instead of the packaged ones.")
-@click.option("--host", help="CARLA server host [default: 127.0.0.1].")
-@click.option("--port", type=int, help="CARLA RPC port [default: 2000].")
-@click.option("--tm-port", type=int, help="Traffic Manager port [default: 8000].")
-@click.option("--timeout", type=float, help="Seconds to wait for the server, per call and per tick [default: 10].")
-@click.option("--vehicles", type=int, help="Other vehicles to spawn [default: the town file's].")
-@click.option("--walkers", type=int, help="Pedestrians to spawn [default: the town file's].")
-@click.option("--sensor-timeout", type=float, help="Seconds to wait for a camera's measurement of a tick [default: 2].")
-@click.option("--warmup-ticks", type=int, help="Ticks discarded after (re)spawning [default: 20].")
-@click.option("--max-restarts", type=int, help="Reconnects to a crashed server before giving up [default: 3].")
-@click.option("--servers", help="host:port,host:port,...: one capture process per CARLA server, "
-              "seeds seed, seed+1, ...; or N with --server-cmd: N servers launched on ports port, "
-              "port+4, ... and GPUs 0..N-1.")
-@click.option("--server-cmd", help="Start, relaunch and stop the server yourself: a command with "
-              "{port} (and {gpu}), e.g. \"/opt/carla/CarlaUE4.sh -RenderOffScreen -nosound "
-              "-carla-rpc-port={port}\".")
-@click.option("--server-wait", type=float,
-              help="Seconds to wait for a lost or (re)launched server [default: 60].")
-@click.option("--map-timeout", type=float,
-              help="Seconds allowed for loading the town's map [default: 120].")
-@click.option("--stall-timeout", type=float,
-              help="Seconds without a tick before the worker is restarted [default: 60].")
-@click.option("--keep-settings", is_flag=True, default=None,
-              help="On exit restore the server's settings as found, not asynchronous.")
-@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with CaptureConfig fields.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set frames=10 or --set carla.respawn_every=3.")
+@config_options(CaptureConfig, RECORD_FIELDS, town_dir=_DIR)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML file with CaptureConfig fields.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any config field, e.g. --set frames=10 or --set carla.respawn_every=3.",
+)
 def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> None:
     """Record clips into HDF5 shards under OUT/TOWN/, resuming where a previous run stopped.
 
@@ -96,6 +100,8 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
       capture record --town Town03 --clips 400 --servers 127.0.0.1:2000,127.0.0.1:2002
       capture record --backend synthetic --town Town01 --clips 20 --out data/demo
       capture record --backend synthetic --town Town02 --clips 5 --frames 10 --set fps=10
+      capture record --backend synthetic --town Town01 --clips 20 --appearance textured \
+        --out data/real
 
     Running the same command again after a crash or Ctrl-C records only the missing clips.
     """
@@ -110,24 +116,56 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
     if cfg.backend == "carla" and cfg.carla.supervise:
         from carla_capture.supervisor import supervised_record as run_record
     todo_hint = f"{cfg.town} ({cfg.backend}, seed {cfg.seed})"
-    with click.progressbar(length=cfg.clips, label=f"recording {todo_hint}", file=sys.stderr) as bar:
+    with click.progressbar(
+        length=cfg.clips, label=f"recording {todo_hint}", file=sys.stderr
+    ) as bar:
         summary = run_record(cfg, progress=lambda _cid: bar.update(1))
     rate = summary.frames_recorded / summary.seconds if summary.seconds > 0 else 0.0
     click.echo(
         f"{summary.town}: {summary.existing + summary.recorded}/{summary.requested} clips "
         f"({summary.recorded} recorded now, {summary.existing} already there), "
-        f"{len(summary.shards_written)} shard(s) written, {rate:.1f} frames/s -> {cfg.out / summary.town}"
+        f"{len(summary.shards_written)} shard(s) written, {rate:.1f} frames/s -> "
+        f"{cfg.out / summary.town}"
     )
 
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--sheet", type=click.Path(path_type=Path, dir_okay=False), help="Write a contact sheet PNG of one clip.")
+@click.option(
+    "--sheet",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write a contact sheet PNG of one clip.",
+)
 @click.option("--clip", "clip_id", help="Clip id for --sheet [default: the first clip].")
-@click.option("--rows", type=click.IntRange(1, 20), default=4, show_default=True, help="Frames in the contact sheet.")
-@click.option("--video", type=click.Path(path_type=Path, dir_okay=False), help="Write RGB | semantic | depth of one clip as .mp4 or .gif.")
-def inspect(path: Path, as_json: bool, sheet: Path | None, clip_id: str | None, rows: int, video: Path | None) -> None:
+@click.option(
+    "--rows",
+    type=click.IntRange(1, 20),
+    default=4,
+    show_default=True,
+    help="Frames in the contact sheet.",
+)
+@click.option(
+    "--video",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write RGB | semantic | depth of one clip as .mp4 or .gif.",
+)
+@click.option("--rerun", is_flag=True, help="Browse the clips (or --clip) in the Rerun viewer.")
+@click.option(
+    "--save",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the clips (or --clip) as a Rerun dashboard FILE.rrd.",
+)
+def inspect(
+    path: Path,
+    as_json: bool,
+    sheet: Path | None,
+    clip_id: str | None,
+    rows: int,
+    video: Path | None,
+    rerun: bool,
+    save: Path | None,
+) -> None:
     """Summarise a shard or a dataset folder: towns, clips, frames, size, codec, classes.
 
     \b
@@ -136,25 +174,35 @@ def inspect(path: Path, as_json: bool, sheet: Path | None, clip_id: str | None, 
       capture inspect data/demo/Town01/Town01-00001.h5 --json
       capture inspect data/demo --sheet clip.png --clip Town01-0-000003
       capture inspect data/demo --video clip.mp4 --clip Town02-0-000000
+      capture inspect data/demo/Town02 --rerun        # needs: pip install "carla-temporal[live]"
+      capture inspect data/demo --save clips.rrd --clip Town02-0-000000
     """
     from carla_capture import inspect as insp
+    from clipcore.errors import ConfigError
 
+    if rerun and save:
+        raise ConfigError("choose one of --rerun (open the viewer) and --save FILE.rrd")
     info = insp.summarize(path)
     click.echo(json.dumps(info, indent=2) if as_json else insp.format_summary(info))
-    if sheet or video:
-        clip = insp.load_clip(path, clip_id)
-        if sheet:
-            insp.write_image(sheet, insp.contact_sheet(clip, rows))
-            click.echo(f"contact sheet of {clip.clip_id} -> {sheet}", err=as_json)
-        if video:
-            insp.write_video(video, [insp.frame_panel(f.rgb, f.semantic, f.depth) for f in clip.frames], clip.fps)
-            click.echo(f"video of {clip.clip_id} -> {video}", err=as_json)
+    for kind, out in (("contact sheet", sheet), ("video", video)):
+        if out is not None:
+            cid = insp.write_picture(path, clip_id, out, kind == "video", rows)
+            click.echo(f"{kind} of {cid} -> {out}", err=as_json)
+    if rerun or save:
+        from clipcore.dashboard import Sink, log_clips
+
+        clips, frames = log_clips(path, Sink("save", save) if save else Sink("spawn"), clip_id)
+        click.echo(f"{clips} clip(s), {frames} frames -> {save or 'the Rerun viewer'}", err=as_json)
 
 
 @main.command()
 @click.argument("data_dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--splits", "splits_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Splits file [default: town_configs/splits.toml].")
+@click.option(
+    "--splits",
+    "splits_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Splits file [default: town_configs/splits.toml].",
+)
 def split(data_dir: Path, splits_file: Path | None) -> None:
     """Write DATA_DIR/split.json: the shards and clips of each split, with checksums.
 
@@ -166,24 +214,52 @@ def split(data_dir: Path, splits_file: Path | None) -> None:
       capture split data/demo
       capture split data/demo --splits my-splits.toml
     """
-    from carla_capture import split as sp
+    from carla_capture.split import split_dataset, split_table
+    from clipcore.manifest import MANIFEST_NAME, empty_splits
 
-    manifest = sp.build_manifest(data_dir, sp.load_splits(splits_file))
-    changed = sp.write_manifest(data_dir, manifest)
-    click.echo(sp.split_table(manifest))
-    for name in sp.empty_splits(manifest):
-        click.echo(f"warning: split {name!r} has no clips; record its towns before training or evaluating on it",
-                   err=True)
-    click.echo(f"{'wrote' if changed else 'unchanged:'} {data_dir / sp.MANIFEST_NAME}")
+    manifest, changed = split_dataset(data_dir, splits_file)
+    click.echo(split_table(manifest))
+    for name in empty_splits(manifest):
+        click.echo(
+            f"warning: split {name!r} has no clips; record its towns before training or evaluating "
+            "on it",
+            err=True,
+        )
+    click.echo(f"{'wrote' if changed else 'unchanged:'} {data_dir / MANIFEST_NAME}")
 
 
 @main.command()
 @click.argument("data_dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--report", type=click.Path(path_type=Path, dir_okay=False), help="JSON report path [default: DATA_DIR/verify-report.json].")
-@click.option("--quarantine", "do_quarantine", is_flag=True, help="Move shards with failing clips into DATA_DIR/quarantine/.")
-@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with VerifyConfig thresholds.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a threshold, e.g. --set min_depth_agree=0.8.")
-def verify(data_dir: Path, report: Path | None, do_quarantine: bool, config: Path | None, overrides: tuple[str, ...]) -> None:
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="JSON report path [default: DATA_DIR/verify-report.json].",
+)
+@click.option(
+    "--quarantine",
+    "do_quarantine",
+    is_flag=True,
+    help="Move shards with failing clips into DATA_DIR/quarantine/.",
+)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML file with VerifyConfig thresholds.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a threshold, e.g. --set min_depth_agree=0.8.",
+)
+def verify(
+    data_dir: Path,
+    report: Path | None,
+    do_quarantine: bool,
+    config: Path | None,
+    overrides: tuple[str, ...],
+) -> None:
     """Check every clip: frame timing, RGB, depth range, sky at the far plane, tags, poses and
     geometric consistency between frames. Exits 1 when any clip fails.
 
@@ -200,7 +276,9 @@ def verify(data_dir: Path, report: Path | None, do_quarantine: bool, config: Pat
     reports = vf.verify_dataset(data_dir, cfg)
     moved = vf.quarantine(data_dir, reports) if do_quarantine else []
     report = report or data_dir / "verify-report.json"
-    atomic_write_text(report, json.dumps(vf.report_json(data_dir, reports, cfg, moved), indent=2) + "\n")
+    atomic_write_text(
+        report, json.dumps(vf.report_json(data_dir, reports, cfg, moved), indent=2) + "\n"
+    )
     click.echo(vf.report_table(reports))
     for rel in moved:
         click.echo(f"quarantined {rel}")
@@ -210,14 +288,19 @@ def verify(data_dir: Path, report: Path | None, do_quarantine: bool, config: Pat
 
 
 @main.command()
-@click.option("--host", help="CARLA server host [default: 127.0.0.1].")
-@click.option("--port", type=int, help="CARLA RPC port [default: 2000].")
-@click.option("--tm-port", type=int, help="Traffic Manager port [default: 8000].")
-@click.option("--town", help="Town whose map to load and record from [default: Town03].")
-@click.option("--town-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Folder of town files.")
-@click.option("--timeout", type=float, help="Seconds to wait per server call [default: 10].")
-@click.option("--map-timeout", type=float, help="Seconds for loading the map [default: 120].")
+@config_options(
+    CaptureConfig,
+    (
+        "carla.host",
+        "carla.port",
+        "carla.tm_port",
+        "town",
+        "town_dir",
+        "carla.timeout",
+        "carla.map_timeout",
+    ),
+    town_dir=_DIR,
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON (for bug reports).")
 def doctor(as_json: bool, **options: Any) -> None:
     """Check a CARLA server before recording: versions, maps, map load time, synchronous tick rate,
@@ -237,3 +320,6 @@ def doctor(as_json: bool, **options: Any) -> None:
     click.echo(json.dumps(dr.as_json(checks), indent=2) if as_json else dr.format_table(checks))
     if not all(c.passed for c in checks):
         sys.exit(1)
+
+
+main.add_command(import_group)

@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from carla_capture.errors import ConfigError
-from carla_capture.settings import build, read_toml
+from clipcore.errors import ConfigError
+from clipcore.settings import build, read_toml
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 #: Clips of one town and seed: clip ids number them with 6 digits.
@@ -28,10 +28,16 @@ class CameraRig(BaseModel):
     width: int = Field(512, ge=16, le=4096, description="Image width in pixels.")
     height: int = Field(256, ge=16, le=4096, description="Image height in pixels.")
     hfov: float = Field(90.0, gt=5.0, lt=170.0, description="Horizontal field of view in degrees.")
-    x: float = Field(1.5, description="Mount position forward of the vehicle origin, metres (UE axes).")
+    x: float = Field(
+        1.5, description="Mount position forward of the vehicle origin, metres (UE axes)."
+    )
     y: float = Field(0.0, description="Mount position to the right of the vehicle origin, metres.")
-    z: float = Field(1.7, gt=0.2, description="Mount height above the vehicle origin (ground), metres.")
-    pitch: float = Field(-3.0, ge=-45.0, le=45.0, description="Mount pitch in degrees (negative looks down).")
+    z: float = Field(
+        1.7, gt=0.2, description="Mount height above the vehicle origin (ground), metres."
+    )
+    pitch: float = Field(
+        -3.0, ge=-45.0, le=45.0, description="Mount pitch in degrees (negative looks down)."
+    )
 
 
 #: ``carla.WeatherParameters`` presets of CARLA 0.9.16 (test_carla_contract checks them).
@@ -98,14 +104,24 @@ class Layout(BaseModel):
     """Parameters of the town the embedded simulator generates (it ignores nothing here)."""
 
     model_config = _STRICT
-    seed: int = Field(0, ge=0, description="Seed of the static town layout (roads, buildings, props).")
+    seed: int = Field(
+        0, ge=0, description="Seed of the static town layout (roads, buildings, props)."
+    )
     blocks: tuple[int, int] = Field((5, 5), description="City blocks along x and y.")
-    block_size: tuple[float, float] = Field((60.0, 90.0), description="Block edge length range, metres.")
+    block_size: tuple[float, float] = Field(
+        (60.0, 90.0), description="Block edge length range, metres."
+    )
     road_width: float = Field(10.0, ge=6.0, le=30.0, description="Kerb-to-kerb road width, metres.")
     sidewalk_width: float = Field(3.0, ge=1.0, le=10.0, description="Sidewalk width, metres.")
-    building_density: float = Field(0.8, ge=0.0, le=1.0, description="Share of lots holding a building.")
-    building_height: tuple[float, float] = Field((8.0, 30.0), description="Building height range, metres.")
-    vegetation_density: float = Field(0.3, ge=0.0, le=1.0, description="Trees per lot not built on, 0..1.")
+    building_density: float = Field(
+        0.8, ge=0.0, le=1.0, description="Share of lots holding a building."
+    )
+    building_height: tuple[float, float] = Field(
+        (8.0, 30.0), description="Building height range, metres."
+    )
+    vegetation_density: float = Field(
+        0.3, ge=0.0, le=1.0, description="Trees per lot not built on, 0..1."
+    )
     pole_spacing: float = Field(25.0, ge=5.0, description="Distance between street lights, metres.")
     walls: bool = Field(False, description="Walls instead of fences around empty lots.")
     guard_rails: bool = Field(False, description="Guard rails along the outer ring road.")
@@ -137,8 +153,12 @@ class TownConfig(BaseModel):
     description: str = Field("", description="One line for people.")
     vehicles: int = Field(30, ge=0, le=500, description="Other vehicles to spawn.")
     walkers: int = Field(20, ge=0, le=500, description="Pedestrians to spawn.")
-    camera: CameraRig = Field(default_factory=CameraRig, description="Camera rig on the ego vehicle.")
-    weather: tuple[Weather, ...] = Field(description="Weather pool; each clip draws one with its seed.")
+    camera: CameraRig = Field(
+        default_factory=CameraRig, description="Camera rig on the ego vehicle."
+    )
+    weather: tuple[Weather, ...] = Field(
+        description="Weather pool; each clip draws one with its seed."
+    )
     layout: Layout = Field(default_factory=Layout, description="Embedded-simulator town layout.")
 
     @field_validator("weather")
@@ -166,10 +186,14 @@ def load_town(name: str, town_dir: Path | None = None) -> TownConfig:
     path = folder / f"{name}.toml"
     if not path.is_file():
         known = ", ".join(available_towns(folder)) or "none"
-        raise ConfigError(f"unknown town {name!r}; known towns: {known} (or add {path.name} to {folder})")
+        raise ConfigError(
+            f"unknown town {name!r}; known towns: {known} (or add {path.name} to {folder})"
+        )
     town = build(TownConfig, read_toml(path), str(path))
     if town.name != name:
-        raise ConfigError(f"{path}: name = {town.name!r} does not match the file name; set name = {name!r}")
+        raise ConfigError(
+            f"{path}: name = {town.name!r} does not match the file name; set name = {name!r}"
+        )
     return town
 
 
@@ -180,21 +204,47 @@ class CarlaSettings(BaseModel):
     host: str = Field("127.0.0.1", description="CARLA server host.")
     port: int = Field(2000, ge=1, le=65535, description="CARLA RPC port.")
     tm_port: int = Field(8000, ge=1, le=65535, description="Traffic Manager port.")
-    timeout: float = Field(10.0, gt=0, description="Seconds to wait for any server call, tick included.")
-    vehicles: int | None = Field(None, ge=0, description="Other vehicles; default: the town file's.")
+    timeout: float = Field(
+        10.0, gt=0, description="Seconds to wait for any server call, tick included."
+    )
+    vehicles: int | None = Field(
+        None, ge=0, description="Other vehicles; default: the town file's."
+    )
     walkers: int | None = Field(None, ge=0, description="Pedestrians; default: the town file's.")
-    ego_blueprint: str = Field("vehicle.lincoln.mkz_2020", description="Blueprint id of the ego vehicle.")
-    sensor_timeout: float = Field(2.0, gt=0, description="Seconds to wait for a sensor's measurement of a tick.")
-    warmup_ticks: int = Field(20, ge=0, description="Ticks discarded after (re)spawning, while auto-exposure settles.")
-    respawn_every: int = Field(5, ge=1, description="Move the ego to a new spawn point every K clips.")
+    ego_blueprint: str = Field(
+        "vehicle.lincoln.mkz_2020", description="Blueprint id of the ego vehicle."
+    )
+    sensor_timeout: float = Field(
+        2.0, gt=0, description="Seconds to wait for a sensor's measurement of a tick."
+    )
+    warmup_ticks: int = Field(
+        20, ge=0, description="Ticks discarded after (re)spawning, while auto-exposure settles."
+    )
+    respawn_every: int = Field(
+        5, ge=1, description="Move the ego to a new spawn point every K clips."
+    )
     pose_tolerance_m: float = Field(
-        0.005, gt=0, description="Allowed distance (m) between an image's pose and the ego's mount "
+        0.005,
+        gt=0,
+        description="Allowed distance (m) between an image's pose and the ego's mount "
         "point in the world snapshot of the same frame.",
     )
-    clip_attempts: int = Field(3, ge=1, description="Tries per clip when a sensor times out or disagrees.")
-    max_restarts: int = Field(3, ge=0, description="Reconnects after a lost server before giving up.")
-    restart_backoff_s: float = Field(2.0, ge=0, description="First wait before reconnecting; doubles each time.")
-    servers: tuple[str, ...] = Field((), description="host:port of several servers, one capture process each.")
+    clip_attempts: int = Field(
+        3, ge=1, description="Tries per clip when a sensor times out or disagrees."
+    )
+    max_restarts: int = Field(
+        3, ge=0, description="Reconnects after a lost server before giving up."
+    )
+    restart_backoff_s: float = Field(
+        2.0, ge=0, description="First wait before reconnecting; doubles each time."
+    )
+    servers: tuple[str, ...] = Field(
+        (),
+        description="host:port,host:port,...: one capture process per CARLA server, seeds seed, "
+        "seed+1, ...; or N with --server-cmd: N servers launched on ports port, port+4, ... and "
+        "GPUs "
+        "0..N-1.",
+    )
     map_timeout: float = Field(120.0, gt=0, description="Seconds allowed for load_world.")
     server_wait: float = Field(
         60.0, ge=0, description="Seconds to wait for a lost server to answer again."
@@ -206,11 +256,14 @@ class CarlaSettings(BaseModel):
         60.0, gt=0, description="Seconds without a tick before the worker is restarted."
     )
     server_cmd: str | None = Field(
-        None, description="Command that starts a server, with {port} (and {gpu}); capture then "
+        None,
+        description="Command that starts a server, with {port} (and {gpu}); capture then "
         "starts, relaunches and stops it.",
     )
     contact_wait: float = Field(
-        0.0, ge=0, description="Seconds the first contact waits for an answer (the supervisor "
+        0.0,
+        ge=0,
+        description="Seconds the first contact waits for an answer (the supervisor "
         "sets it for a restarted worker).",
     )
     server_gpu: int = Field(0, ge=0, description="Value of {gpu} in server_cmd.")
@@ -226,16 +279,30 @@ class CaptureConfig(BaseModel):
     clips: int = Field(10, description="Clips this town and seed should hold when done.")
     frames: int = Field(20, description="Frames per clip.")
     frame_stride: int = Field(1, description="Simulator ticks between recorded frames.")
-    fps: float = Field(20.0, description="Simulator ticks per second (fixed_delta_seconds = 1/fps).")
+    fps: float = Field(
+        20.0, description="Simulator ticks per second (fixed_delta_seconds = 1/fps)."
+    )
     seed: int = Field(0, description="Seed of this recording; clip ids contain it.")
     out: Path = Field(Path("data"), description="Dataset folder; shards go to <out>/<Town>/.")
-    clips_per_shard: int = Field(50, description="Clips per HDF5 shard (about 50 MB each at 512x256).")
-    compression: Literal["zstd+lz4hc", "zstd", "lz4", "gzip", "lzf", "none"] = Field(
-        "zstd+lz4hc", description="Chunk codec: zstd+lz4hc (zstd images, lz4hc depth), zstd, lz4, gzip, lzf or "
-        "none (see docs/format.md; all but gzip, lzf and none need hdf5plugin to read)."
+    clips_per_shard: int = Field(
+        50, description="Clips per HDF5 shard (about 50 MB each at 512x256)."
     )
-    town_dir: Path | None = Field(None, description="Folder of town files; default: the packaged one.")
-    carla: CarlaSettings = Field(default_factory=CarlaSettings, description="CARLA backend settings.")
+    compression: Literal["lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none"] = Field(
+        "lz4hc+zstd",
+        description="Chunk codec: lz4hc+zstd (lz4hc images, zstd depth), zstd, lz4, gzip, lzf or "
+        "none (see docs/format.md; all but gzip, lzf and none need hdf5plugin to read).",
+    )
+    town_dir: Path | None = Field(
+        None, description="Folder of town files; default: the packaged one."
+    )
+    appearance: Literal["default", "textured"] = Field(
+        "default",
+        description="Embedded simulator's look: default, or textured (another palette, lighting, "
+        "textures, noise, blur, vignetting: a domain gap for sim2real; see docs/sim2real.md).",
+    )
+    carla: CarlaSettings = Field(
+        default_factory=CarlaSettings, description="CARLA backend settings."
+    )
 
     @field_validator("town")
     @classmethod
@@ -249,15 +316,21 @@ class CaptureConfig(BaseModel):
     @classmethod
     def _positive(cls, value: int, info) -> int:  # noqa: ANN001 - pydantic's ValidationInfo
         if value < 1:
-            raise ValueError(f"must be at least 1, got {value}; pass --{info.field_name.replace('_', '-')} N with N >= 1")
+            raise ValueError(
+                f"must be at least 1, got {value}; pass --{info.field_name.replace('_', '-')} N "
+                "with N >= 1"
+            )
         return value
 
     @field_validator("clips")
     @classmethod
     def _clips_bound(cls, value: int) -> int:
         if value > MAX_CLIPS:
-            raise ValueError(f"at most {MAX_CLIPS:,} clips per town and seed (clip ids have 6 digits), got {value:,};"
-                             " record more with another --seed")
+            raise ValueError(
+                f"at most {MAX_CLIPS:,} clips per town and seed (clip ids have 6 digits), got "
+                f"{value:,};"
+                " record more with another --seed"
+            )
         return value
 
     @field_validator("seed")
@@ -271,13 +344,18 @@ class CaptureConfig(BaseModel):
     @classmethod
     def _fps(cls, value: float) -> float:
         if value < 10.0:
-            raise ValueError(f"{value} fps is a step over 0.1 s, which breaks CARLA physics; use --fps 10 or more")
+            raise ValueError(
+                f"{value} fps is a step over 0.1 s, which breaks CARLA physics; use --fps 10 or "
+                "more"
+            )
         return value
 
     @model_validator(mode="after")
-    def _out_not_file(self) -> "CaptureConfig":
+    def _out_not_file(self) -> CaptureConfig:
         if self.out.exists() and not self.out.is_dir():
-            raise ValueError(f"--out {self.out} is a file; pass a folder (it is created if missing)")
+            raise ValueError(
+                f"--out {self.out} is a file; pass a folder (it is created if missing)"
+            )
         return self
 
     def town_config(self) -> TownConfig:
@@ -289,14 +367,57 @@ class VerifyConfig(BaseModel):
     """Thresholds of ``capture verify``; a clip fails when any check is outside them."""
 
     model_config = ConfigDict(extra="forbid")
-    timestamp_tolerance_s: float = Field(1e-3, gt=0, description="Allowed error of timestamp steps vs frame_stride / fps, seconds.")
-    black_mean: float = Field(3.0, ge=0, description="An RGB frame whose mean value (0..255) is below this is black.")
-    saturated_share: float = Field(0.5, gt=0, le=1, description="An RGB frame with more than this share of white pixels is saturated.")
-    frozen_mean_diff: float = Field(0.5, ge=0, description="Consecutive RGB frames closer than this mean abs difference while the camera moved are frozen.")
-    frozen_min_motion_m: float = Field(0.05, ge=0, description="Camera motion (metres) above which identical frames count as frozen.")
-    frozen_scene_change: float = Field(0.01, ge=0, le=1, description="Repeated RGB counts as a stalled camera when at least this share of pixels changed tag; below it, the view is blocked (e.g. by a vehicle) and the clip passes.")
-    sky_far_iou: float = Field(0.98, ge=0, le=1, description="Minimum IoU between sky-tagged pixels and pixels at the far plane, per frame.")
-    geometry_rel_tol: float = Field(0.005, gt=0, description="Relative depth tolerance of a reprojected static pixel.")
-    min_depth_agree: float = Field(0.9, ge=0, le=1, description="Minimum mean share of static pixels whose reprojected depth agrees with the next frame.")
-    min_label_agree: float = Field(0.95, ge=0, le=1, description="Minimum mean share of agreeing pixels whose tag also agrees.")
-    min_static_pixels: int = Field(200, ge=1, description="Frame pairs with fewer static pixels in view skip the geometric check.")
+    timestamp_tolerance_s: float = Field(
+        1e-3, gt=0, description="Allowed error of timestamp steps vs frame_stride / fps, seconds."
+    )
+    black_mean: float = Field(
+        3.0, ge=0, description="An RGB frame whose mean value (0..255) is below this is black."
+    )
+    saturated_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="An RGB frame with more than this share of white pixels is saturated.",
+    )
+    frozen_mean_diff: float = Field(
+        0.5,
+        ge=0,
+        description="Consecutive RGB frames closer than this mean abs difference while the camera "
+        "moved are frozen.",
+    )
+    frozen_min_motion_m: float = Field(
+        0.05,
+        ge=0,
+        description="Camera motion (metres) above which identical frames count as frozen.",
+    )
+    frozen_scene_change: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Repeated RGB counts as a stalled camera when at least this share of pixels "
+        "changed tag; below it, the view is blocked (e.g. by a vehicle) and the clip passes.",
+    )
+    sky_far_iou: float = Field(
+        0.98,
+        ge=0,
+        le=1,
+        description="Minimum IoU between sky-tagged pixels and pixels at the far plane, per frame.",
+    )
+    geometry_rel_tol: float = Field(
+        0.005, gt=0, description="Relative depth tolerance of a reprojected static pixel."
+    )
+    min_depth_agree: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="Minimum mean share of static pixels whose reprojected depth agrees with the "
+        "next frame.",
+    )
+    min_label_agree: float = Field(
+        0.95, ge=0, le=1, description="Minimum mean share of agreeing pixels whose tag also agrees."
+    )
+    min_static_pixels: int = Field(
+        200,
+        ge=1,
+        description="Frame pairs with fewer static pixels in view skip the geometric check.",
+    )

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from carla_capture.geometry import FAR_PLANE_M, reproject
-from carla_capture.tags import STATIC_TAGS
+from clipcore.geometry import FAR_PLANE_M, reproject
+from clipcore.tags import STATIC_TAGS
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,15 @@ class Agreement:
 
 
 def reprojection_agreement(
-    depth_a: np.ndarray, tags_a: np.ndarray, pose_a: np.ndarray,
-    depth_b: np.ndarray, tags_b: np.ndarray, pose_b: np.ndarray,
-    K: np.ndarray, rel_tol: float = 0.005, static_tags: frozenset[int] = STATIC_TAGS,
+    depth_a: np.ndarray,
+    tags_a: np.ndarray,
+    pose_a: np.ndarray,
+    depth_b: np.ndarray,
+    tags_b: np.ndarray,
+    pose_b: np.ndarray,
+    K: np.ndarray,
+    rel_tol: float = 0.005,
+    static_tags: frozenset[int] = STATIC_TAGS,
 ) -> Agreement:
     """Reproject the static pixels of frame a (depth (H,W) m, tags (H,W), cam_to_world (4,4))
     into frame b and measure agreement of depth and tags (see :class:`Agreement`)."""
@@ -52,12 +58,19 @@ def reprojection_agreement(
     fx, fy = x[ok] - i, y[ok] - j
     inv_b = 1.0 / depth_b.astype(np.float64)
     corners = (inv_b[j, i], inv_b[j, i + 1], inv_b[j + 1, i], inv_b[j + 1, i + 1])
-    inv = corners[0] * (1 - fx) * (1 - fy) + corners[1] * fx * (1 - fy) + corners[2] * (1 - fx) * fy + corners[3] * fx * fy
+    inv = (
+        corners[0] * (1 - fx) * (1 - fy)
+        + corners[1] * fx * (1 - fy)
+        + corners[2] * (1 - fx) * fy
+        + corners[3] * fx * fy
+    )
     zs = z[ok]
     visible = np.abs(inv * zs - 1.0) <= rel_tol
     # where the four samples are not on one plane (non-zero twist: a face edge), the interpolation
     # mixes two surfaces, and a neighbour on the point's own surface suffices
-    twist = np.abs(corners[0] + corners[3] - corners[1] - corners[2]) > rel_tol * np.max(corners, axis=0)
+    twist = np.abs(corners[0] + corners[3] - corners[1] - corners[2]) > rel_tol * np.max(
+        corners, axis=0
+    )
     for corner in corners:
         visible |= twist & (np.abs(corner * zs - 1.0) <= rel_tol)
     near_i = np.clip(np.floor(u[ok]).astype(np.int64), 0, width - 1)

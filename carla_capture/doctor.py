@@ -15,8 +15,8 @@ import time
 from dataclasses import asdict, dataclass
 
 from carla_capture.config import CaptureConfig, VerifyConfig
-from carla_capture.errors import CaptureError
 from carla_capture.preflight import preflight
+from clipcore.errors import CaptureError
 
 SUPPORTED = "0.9.16"
 

@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from carla_capture.errors import CaptureError
+from clipcore.errors import CaptureError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ class RecordLock:
                 os.close(fd)
                 owner = self._owner()
                 raise CaptureError(
-                    f"{self.path.parent.name} seed {self.seed} in {self.path.parent.parent} is being recorded "
+                    f"{self.path.parent.name} seed {self.seed} in {self.path.parent.parent} is "
+                    "being recorded "
                     f"by process {owner.get('pid', '?')} on {owner.get('host', '?')} (since "
                     f"{owner.get('started', '?')}); wait for it to finish, or record another --seed"
                 ) from None
@@ -57,10 +58,18 @@ class RecordLock:
             os.close(fd)
         previous = self._owner()
         if previous.get("pid"):
-            log.warning("taking over the lock of %s seed %d left by process %s on %s, which is gone",
-                        self.path.parent.name, self.seed, previous["pid"], previous.get("host", "?"))
-        record = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            log.warning(
+                "taking over the lock of %s seed %d left by process %s on %s, which is gone",
+                self.path.parent.name,
+                self.seed,
+                previous["pid"],
+                previous.get("host", "?"),
+            )
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         self._fd = fd
@@ -76,7 +85,7 @@ class RecordLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "RecordLock":
+    def __enter__(self) -> RecordLock:
         self.acquire()
         return self
 

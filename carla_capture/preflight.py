@@ -13,8 +13,9 @@ import importlib
 import multiprocessing as mp
 import os
 import signal
+from collections.abc import Callable
 
-from carla_capture.errors import BackendUnavailableError
+from clipcore.errors import BackendUnavailableError
 
 HOW_TO_START = (
     "start one with ./CarlaUE4.sh -RenderOffScreen -carla-rpc-port={port} (docs/carla.md), "
@@ -56,21 +57,24 @@ def _death(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def _cleanup_child(conn: object, cfg: object) -> None:
-    from carla_capture.backends.carla.session import leave_server
-
+def _cleanup_child(conn: object, cleanup: Callable[[object, object], None], cfg: object) -> None:
     try:
-        leave_server(importlib.import_module("carla"), cfg)
+        cleanup(importlib.import_module("carla"), cfg)
         conn.send(("ok", None))
     except RuntimeError as exc:
         conn.send(("failed", str(exc)))
 
 
-def cleanup_in_child(cfg: object, timeout: float) -> str | None:
-    """Run :func:`leave_server` in a child process; None when it worked, else why not."""
+def cleanup_in_child(
+    cleanup: Callable[[object, object], None], cfg: object, timeout: float
+) -> str | None:
+    """Run ``cleanup(carla_module, cfg)`` (the backend's ``leave_server``) in a child process;
+    None when it worked, else why not."""
     ctx = mp.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_cleanup_child, args=(send, cfg), name="carla-cleanup", daemon=True)
+    child = ctx.Process(
+        target=_cleanup_child, args=(send, cleanup, cfg), name="carla-cleanup", daemon=True
+    )
     child.start()
     send.close()
     outcome = ("failed", f"no answer within {timeout:g} s")

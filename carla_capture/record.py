@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,17 +22,17 @@ from pathlib import Path
 from carla_capture.backends import get_backend
 from carla_capture.backends.base import Backend, RetryClip, ServerLost, clip_id
 from carla_capture.config import CaptureConfig, TownConfig
-from carla_capture.errors import CaptureError, ConfigError
-from carla_capture.fsutil import atomic_write_text
 from carla_capture.lock import RecordLock
-from carla_capture.records import OPTIONAL, Clip, Frame
-from carla_capture.shards import ShardReader, ShardWriter
+from carla_capture.shard_names import open_next_shard, shard_paths
+from clipcore.errors import CaptureError, ConfigError
+from clipcore.fsutil import atomic_write_text
+from clipcore.records import OPTIONAL, Clip, Frame
+from clipcore.shards import ShardReader, ShardWriter
 
 log = logging.getLogger(__name__)
 
-_SHARD_RE = re.compile(r"^(?P<town>.+)-(?P<num>\d{5})\.h5(\.partial)?$")
 #: Settings that change the data; a resumed run must use the same ones.
-_DATA_KEYS = ("backend", "frames", "frame_stride", "fps")
+_DATA_KEYS = ("backend", "frames", "frame_stride", "fps", "appearance")
 
 
 @dataclass(frozen=True)
@@ -47,11 +46,6 @@ class RecordSummary:
     shards_written: list[Path]
     frames_recorded: int
     seconds: float
-
-
-def shard_paths(town_dir: Path) -> list[Path]:
-    """Final shard files of a town folder, in shard-number order."""
-    return sorted(p for p in town_dir.glob("*.h5") if _SHARD_RE.match(p.name))
 
 
 def existing_clip_ids(town_dir: Path) -> set[str]:
@@ -69,18 +63,24 @@ def _check_config(town_dir: Path, cfg: CaptureConfig, town: TownConfig) -> bool:
     Returns True when this call created the file (nothing of this seed was recorded before)."""
     path = town_dir / f"record-{cfg.seed}.json"
     created = not path.exists()
-    resolved = {"capture": json.loads(cfg.model_dump_json()), "town": json.loads(town.model_dump_json())}
+    resolved = {
+        "capture": json.loads(cfg.model_dump_json()),
+        "town": json.loads(town.model_dump_json()),
+    }
     if path.exists():
         before = json.loads(path.read_text())
         for key in _DATA_KEYS:
-            if before["capture"][key] != resolved["capture"][key]:
+            old = before["capture"].get(key, CaptureConfig.model_fields[key].default)
+            if old != resolved["capture"][key]:
                 raise ConfigError(
-                    f"{town_dir} already holds seed {cfg.seed} clips recorded with {key}={before['capture'][key]}; "
+                    f"{town_dir} already holds seed {cfg.seed} clips recorded with "
+                    f"{key}={old}; "
                     f"use the same value, another --seed, or another --out"
                 )
         if before["town"] != resolved["town"]:
             raise ConfigError(
-                f"the town file of {town.name} changed since seed {cfg.seed} was recorded in {town_dir}; "
+                f"the town file of {town.name} changed since seed {cfg.seed} was recorded in "
+                f"{town_dir}; "
                 "restore it, or record with another --seed or --out"
             )
     atomic_write_text(path, json.dumps(resolved, indent=2, sort_keys=True))
@@ -110,7 +110,9 @@ class _ClipStream:
             try:
                 if self._group is None:
                     modalities = tuple(n for n in OPTIONAL if getattr(frame, n) is not None)
-                    self._group = self.writer.open_clip(self.cid, self.num_frames, *frame.size, modalities)
+                    self._group = self.writer.open_clip(
+                        self.cid, self.num_frames, *frame.size, modalities, frame.rgb
+                    )
                 self.writer.write_frame(self._group, k, frame)
                 k += 1
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
@@ -127,7 +129,8 @@ class _ClipStream:
         self._thread.join()
 
     def finish(self, clip: Clip) -> None:
-        """Wait for the frames, validate the clip, write its metadata and marker, publish the file."""
+        """Wait for the frames, validate the clip, write its metadata and marker, publish the
+        file."""
         self._join()
         if self._error is not None:
             raise self._error
@@ -165,7 +168,11 @@ class _Stager:
     def record(self, backend: Backend, index: int) -> Clip:
         """Record clip ``index`` straight into a staged single-clip shard (published atomically)."""
         cid = clip_id(self.town, self.cfg.seed, index)
-        stream = _ClipStream(ShardWriter(self.dir / f"{cid}.h5", self.town, self.cfg.compression), cid, self.cfg.frames)
+        stream = _ClipStream(
+            ShardWriter(self.dir / f"{cid}.h5", self.town, self.cfg.compression),
+            cid,
+            self.cfg.frames,
+        )
         try:
             clip = backend.record_clip(index, on_frame=stream.put)
             stream.finish(clip)
@@ -178,23 +185,14 @@ class _Stager:
         """Staged clips waiting for assembly."""
         return len(list(self.dir.glob("*.h5")))
 
-    def _next_number(self) -> int:
-        numbers = [int(m["num"]) for p in self.town_dir.iterdir() if (m := _SHARD_RE.match(p.name))]
-        return max(numbers, default=0) + 1
-
     def assemble(self) -> None:
         """Copy every staged clip into new final shard(s), then delete the staged copies."""
         staged = sorted(self.dir.glob("*.h5"))
         per = self.cfg.clips_per_shard
         for start in range(0, len(staged), per):
             batch = staged[start : start + per]
-            while True:
-                try:
-                    path = self.town_dir / f"{self.town}-{self._next_number():05d}.h5"
-                    writer = ShardWriter(path, self.town, self.cfg.compression)
-                    break
-                except FileExistsError:  # another process took this number
-                    continue
+            writer = open_next_shard(self.town_dir, self.town, self.cfg.compression)
+            path = writer.path
             with writer:
                 for item in batch:
                     with ShardReader(item) as reader:
@@ -215,7 +213,8 @@ class _Stager:
 
 
 class _Attempts:
-    """Retries of a clip after :class:`RetryClip`, reconnects after :class:`ServerLost` (per run)."""
+    """Retries of a clip after :class:`RetryClip`, reconnects after :class:`ServerLost` (per
+    run)."""
 
     def __init__(self, cfg: CaptureConfig) -> None:
         self.cfg, self.restarts, self.reconnect = cfg, 0, False
@@ -224,7 +223,9 @@ class _Attempts:
         tries = 0
         while True:
             try:
-                if self.reconnect:  # inside the try: losing the server again while reconnecting counts too
+                if (
+                    self.reconnect
+                ):  # inside the try: losing the server again while reconnecting counts too
                     backend.restart(self.restarts)
                     self.reconnect = False
                 return stager.record(backend, index)
@@ -232,21 +233,28 @@ class _Attempts:
                 tries += 1
                 log.warning("clip %d, try %d: %s", index, tries, exc)
                 if tries >= self.cfg.carla.clip_attempts:
-                    raise CaptureError(f"clip {index} failed {tries} times ({exc}); finished clips are kept, "
-                                       "check the server and run the same command again") from None
+                    raise CaptureError(
+                        f"clip {index} failed {tries} times ({exc}); finished clips are kept, "
+                        "check the server and run the same command again"
+                    ) from None
             except ServerLost as exc:
                 self.restarts += 1
                 if self.restarts > self.cfg.carla.max_restarts:
-                    raise CaptureError(f"{exc}; gave up after {self.cfg.carla.max_restarts} reconnects. Finished clips "
-                                       "are kept: restart the server and run the same command again") from None
-                log.warning("%s; reconnecting (%d of %d)", exc, self.restarts, self.cfg.carla.max_restarts)
+                    raise CaptureError(
+                        f"{exc}; gave up after {self.cfg.carla.max_restarts} reconnects. Finished "
+                        "clips "
+                        "are kept: restart the server and run the same command again"
+                    ) from None
+                log.warning(
+                    "%s; reconnecting (%d of %d)", exc, self.restarts, self.cfg.carla.max_restarts
+                )
                 self.reconnect = True
 
 
 def _index_of(cid: str, town: str, seed: int) -> float:
     """The clip index of one of this (town, seed)'s clip ids; infinity for any other id."""
     prefix = clip_id(town, seed, 0)[:-6]
-    tail = cid[len(prefix):]
+    tail = cid[len(prefix) :]
     return int(tail) if cid.startswith(prefix) and tail.isdigit() else float("inf")
 
 
@@ -284,12 +292,20 @@ def record(cfg: CaptureConfig, progress: Callable[[str], None] | None = None) ->
         raise
 
 
-def _record_locked(cfg: CaptureConfig, town: str, town_dir: Path, stager: _Stager, backend_cls: type[Backend],
-                   progress: Callable[[str], None] | None) -> RecordSummary:
+def _record_locked(
+    cfg: CaptureConfig,
+    town: str,
+    town_dir: Path,
+    stager: _Stager,
+    backend_cls: type[Backend],
+    progress: Callable[[str], None] | None,
+) -> RecordSummary:
     done = existing_clip_ids(town_dir)
     have = done | set(stager.recover(done))
     existing = sum(1 for cid in have if _index_of(cid, town, cfg.seed) < cfg.clips)
-    log.info("%s: %d of %d clips exist, recording %d", town, existing, cfg.clips, cfg.clips - existing)
+    log.info(
+        "%s: %d of %d clips exist, recording %d", town, existing, cfg.clips, cfg.clips - existing
+    )
     started, frames, recorded = time.perf_counter(), 0, 0
     if existing < cfg.clips:
         attempts = _Attempts(cfg)
@@ -303,4 +319,6 @@ def _record_locked(cfg: CaptureConfig, town: str, town_dir: Path, stager: _Stage
                     stager.assemble()
     stager.assemble()
     stager.cleanup()
-    return RecordSummary(town, cfg.clips, existing, recorded, stager.written, frames, time.perf_counter() - started)
+    return RecordSummary(
+        town, cfg.clips, existing, recorded, stager.written, frames, time.perf_counter() - started
+    )

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 
-from carla_capture.errors import BackendUnavailableError, ConfigError
+from clipcore.errors import BackendUnavailableError, ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from carla_capture.config import CaptureConfig
-from carla_capture.errors import CaptureError, ConfigError
+from clipcore.errors import CaptureError, ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator
 from carla_capture import heartbeat
 from carla_capture.backends.base import ServerGone, ServerLost
 from carla_capture.config import CaptureConfig
-from carla_capture.errors import CaptureError
 from carla_capture.server_process import ServerProcess
+from clipcore.errors import CaptureError
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +122,10 @@ class Supervisor:
         """After a killed worker: its actors destroyed, the server asynchronous (from a child)."""
         if not self.killed or (self.server is not None and not self.server.alive()):
             return
+        from carla_capture.backends.carla.session import leave_server
         from carla_capture.preflight import cleanup_in_child
 
-        problem = cleanup_in_child(self.cfg, self.cfg.carla.timeout + 10.0)
+        problem = cleanup_in_child(leave_server, self.cfg, self.cfg.carla.timeout + 10.0)
         if problem:
             log.warning(
                 "could not leave the server at %s:%d asynchronous (%s); restart it before the "

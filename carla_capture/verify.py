@@ -1,8 +1,8 @@
 """``capture verify``: per-clip structure, content and quality checks of a dataset; never raises.
 
 Per shard: readable HDF5, ``carla-clips``, a known format version; per clip: the completion
-marker and the structure of :func:`~carla_capture.schema.structure_faults` (shapes, frame counts,
-channels, dtypes, chunking), the content of :func:`~carla_capture.schema.content_faults` (NaN /
+marker and the structure of :func:`~clipcore.schema.structure_faults` (shapes, frame counts,
+channels, dtypes, chunking), the content of :func:`~clipcore.schema.content_faults` (NaN /
 inf, depth range, rigid poses, frame order), then quality with thresholds from
 :class:`VerifyConfig`: frame numbers consecutive at the recorded stride and timestamps that match;
 no black, saturated or frozen RGB (a stalled camera, told apart from a stationary ego or a view
@@ -23,14 +23,14 @@ import numpy as np
 
 from carla_capture.config import VerifyConfig
 from carla_capture.consistency import reprojection_agreement
-from carla_capture.errors import CaptureError
-from carla_capture.geometry import FAR_PLANE_M
-from carla_capture.inspect import QUARANTINE, find_shards
-from carla_capture.records import Clip
-from carla_capture.schema import content_faults
-from carla_capture.shards import ShardFormatError, ShardReader
-from carla_capture.split import MANIFEST_NAME, load_manifest
-from carla_capture.tags import NUM_TAGS, TAG_ID, TAG_NAMES
+from clipcore.errors import CaptureError
+from clipcore.folder import QUARANTINE, find_shards
+from clipcore.geometry import FAR_PLANE_M
+from clipcore.manifest import MANIFEST_NAME, load_manifest
+from clipcore.records import Clip
+from clipcore.schema import content_faults
+from clipcore.shards import ShardFormatError, ShardReader
+from clipcore.tags import NUM_TAGS, TAG_ID, TAG_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,14 @@ def _check_timing(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None
     stride, fps = int(arrays["attrs"]["frame_stride"]), float(arrays["attrs"]["fps"])
     steps = np.diff(arrays["frame"])
     if np.any(steps != stride):
-        report.failures.append(f"frames not consecutive at stride {stride}: steps {sorted(set(steps.tolist()))}")
+        report.failures.append(
+            f"frames not consecutive at stride {stride}: steps {sorted(set(steps.tolist()))}"
+        )
     dt = np.diff(arrays["timestamp"])
     if np.any(np.abs(dt - stride / fps) > cfg.timestamp_tolerance_s):
-        report.failures.append(f"timestamp steps {np.round(dt, 4).tolist()[:6]} do not match frame_stride / fps")
+        report.failures.append(
+            f"timestamp steps {np.round(dt, 4).tolist()[:6]} do not match frame_stride / fps"
+        )
 
 
 def _scene_change(arrays: Arrays, a: int, b: int) -> float | None:
@@ -94,31 +98,45 @@ def _check_rgb(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None:
     if np.any(means < cfg.black_mean):
         report.failures.append(f"black RGB frames {np.nonzero(means < cfg.black_mean)[0].tolist()}")
     if np.any(white > cfg.saturated_share):
-        report.failures.append(f"saturated RGB frames {np.nonzero(white > cfg.saturated_share)[0].tolist()}")
+        report.failures.append(
+            f"saturated RGB frames {np.nonzero(white > cfg.saturated_share)[0].tolist()}"
+        )
     if n < 2:
         return
     diff = np.abs(np.diff(rgb.astype(np.int16), axis=0)).reshape(n - 1, -1).mean(axis=1)
     poses = _all(arrays, "cam_to_world")
     stalled, blocked = [], []
     for k in np.nonzero(diff < cfg.frozen_mean_diff)[0]:
-        moved = poses is not None and poses[[k, k + 1]].all() and np.linalg.norm(
-            arrays["cam_to_world"][k + 1, :3, 3] - arrays["cam_to_world"][k, :3, 3]) > cfg.frozen_min_motion_m
+        moved = (
+            poses is not None
+            and poses[[k, k + 1]].all()
+            and np.linalg.norm(
+                arrays["cam_to_world"][k + 1, :3, 3] - arrays["cam_to_world"][k, :3, 3]
+            )
+            > cfg.frozen_min_motion_m
+        )
         if not moved:
             continue  # a stationary ego sees the same picture
         change = _scene_change(arrays, k, k + 1)
-        (blocked if change is not None and change < cfg.frozen_scene_change else stalled).append(int(k + 1))
+        (blocked if change is not None and change < cfg.frozen_scene_change else stalled).append(
+            int(k + 1)
+        )
     if blocked:
         report.metrics["blocked_view_frames"] = len(blocked)
     if stalled:
-        report.failures.append(f"frozen RGB: frames {stalled} repeat the previous frame while the camera moved "
-                               "and the tags changed (a stalled camera)")
+        report.failures.append(
+            f"frozen RGB: frames {stalled} repeat the previous frame while the camera moved "
+            "and the tags changed (a stalled camera)"
+        )
 
 
 def _check_depth_and_tags(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None:
     if "semantic" in arrays:
         tags = arrays["semantic"][arrays["semantic_valid"]]
         hist = np.bincount(tags.ravel(), minlength=NUM_TAGS)[:NUM_TAGS] / max(tags.size, 1)
-        report.class_histogram = {TAG_NAMES[i]: round(float(h), 6) for i, h in enumerate(hist) if h > 0}
+        report.class_histogram = {
+            TAG_NAMES[i]: round(float(h), 6) for i, h in enumerate(hist) if h > 0
+        }
     both = _all(arrays, "semantic", "depth")
     if both is None or not both.any():
         return
@@ -129,8 +147,10 @@ def _check_depth_and_tags(arrays: Arrays, cfg: VerifyConfig, report: ClipReport)
     iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     report.metrics["sky_far_iou_min"] = float(iou.min())
     if iou.min() < cfg.sky_far_iou:
-        report.failures.append(f"sky is not at the far plane: IoU(sky, depth = {FAR_PLANE_M:g} m) {iou.min():.3f} "
-                               f"< {cfg.sky_far_iou}")
+        report.failures.append(
+            f"sky is not at the far plane: IoU(sky, depth = {FAR_PLANE_M:g} m) {iou.min():.3f} "
+            f"< {cfg.sky_far_iou}"
+        )
 
 
 def _check_geometry(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None:
@@ -140,27 +160,43 @@ def _check_geometry(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> No
     depth_agree, label_agree = [], []
     d, s, c2w = arrays["depth"], arrays["semantic"], arrays["cam_to_world"]
     for a in np.nonzero(ok[:-1] & ok[1:])[0]:
-        agree = reprojection_agreement(d[a], s[a], c2w[a], d[a + 1], s[a + 1], c2w[a + 1], arrays["intrinsics"],
-                                       rel_tol=cfg.geometry_rel_tol)
+        agree = reprojection_agreement(
+            d[a],
+            s[a],
+            c2w[a],
+            d[a + 1],
+            s[a + 1],
+            c2w[a + 1],
+            arrays["intrinsics"],
+            rel_tol=cfg.geometry_rel_tol,
+        )
         if agree.in_view >= cfg.min_static_pixels:
             depth_agree.append(agree.depth_agree)
             label_agree.append(agree.label_agree)
     report.metrics["geometry_pairs"] = len(depth_agree)
     if not depth_agree:
         return
-    report.metrics.update(depth_agree=float(np.mean(depth_agree)), label_agree=float(np.mean(label_agree)))
+    report.metrics.update(
+        depth_agree=float(np.mean(depth_agree)), label_agree=float(np.mean(label_agree))
+    )
     if report.metrics["depth_agree"] < cfg.min_depth_agree:
-        report.failures.append(f"geometry: reprojected depth agrees for {report.metrics['depth_agree']:.1%} "
-                               f"< {cfg.min_depth_agree:.0%} of static pixels")
+        report.failures.append(
+            f"geometry: reprojected depth agrees for {report.metrics['depth_agree']:.1%} "
+            f"< {cfg.min_depth_agree:.0%} of static pixels"
+        )
     if report.metrics["label_agree"] < cfg.min_label_agree:
-        report.failures.append(f"geometry: reprojected tags agree for {report.metrics['label_agree']:.1%} "
-                               f"< {cfg.min_label_agree:.0%}")
+        report.failures.append(
+            f"geometry: reprojected tags agree for {report.metrics['label_agree']:.1%} "
+            f"< {cfg.min_label_agree:.0%}"
+        )
 
 
 CHECKS = (_check_timing, _check_rgb, _check_depth_and_tags, _check_geometry)
 
 
-def verify_arrays(arrays: Arrays, clip_id: str, shard: str, town: str, cfg: VerifyConfig) -> ClipReport:
+def verify_arrays(
+    arrays: Arrays, clip_id: str, shard: str, town: str, cfg: VerifyConfig
+) -> ClipReport:
     """Content and quality checks of one clip read with ``ShardReader.read_arrays(check=False)``."""
     report = ClipReport(clip_id, shard, town)
     report.failures += content_faults(arrays)
@@ -186,7 +222,9 @@ def _verify_clip(reader: ShardReader, cid: str, rel: str, cfg: VerifyConfig) -> 
         return ClipReport(cid, rel, reader.town, failures=[str(exc)])
     except Exception as exc:  # noqa: BLE001 - verify reports every fault and carries on
         log.debug("checking %s in %s failed", cid, rel, exc_info=True)
-        return ClipReport(cid, rel, reader.town, failures=[f"could not be checked ({type(exc).__name__}: {exc})"])
+        return ClipReport(
+            cid, rel, reader.town, failures=[f"could not be checked ({type(exc).__name__}: {exc})"]
+        )
 
 
 def verify_shard(path: Path, rel: str, cfg: VerifyConfig) -> list[ClipReport]:
@@ -196,8 +234,12 @@ def verify_shard(path: Path, rel: str, cfg: VerifyConfig) -> list[ClipReport]:
     except ShardFormatError as exc:
         return [ClipReport(WHOLE_SHARD, rel, "?", failures=[str(exc)])]
     with reader:
-        reports = [ClipReport(cid, rel, reader.town, failures=["no completion marker: writing it never finished"])
-                   for cid in reader.incomplete_ids()]
+        reports = [
+            ClipReport(
+                cid, rel, reader.town, failures=["no completion marker: writing it never finished"]
+            )
+            for cid in reader.incomplete_ids()
+        ]
         return reports + [_verify_clip(reader, cid, rel, cfg) for cid in reader.clip_ids()]
 
 
@@ -235,12 +277,16 @@ def quarantine(data_dir: Path, reports: list[ClipReport]) -> list[str]:
     return moved
 
 
-def report_json(data_dir: Path, reports: list[ClipReport], cfg: VerifyConfig, moved: list[str]) -> dict[str, Any]:
+def report_json(
+    data_dir: Path, reports: list[ClipReport], cfg: VerifyConfig, moved: list[str]
+) -> dict[str, Any]:
     """The JSON report: thresholds, one entry per clip, totals, quarantined shards."""
     return {
-        "data_dir": str(data_dir), "thresholds": cfg.model_dump(),
+        "data_dir": str(data_dir),
+        "thresholds": cfg.model_dump(),
         "clips": [{**asdict(r), "passed": r.passed} for r in reports],
-        "passed": sum(r.passed for r in reports), "failed": sum(not r.passed for r in reports),
+        "passed": sum(r.passed for r in reports),
+        "failed": sum(not r.passed for r in reports),
         "quarantined": moved,
     }
 
@@ -250,11 +296,17 @@ def report_table(reports: list[ClipReport]) -> str:
     lines = [f"{'clip':<22} {'rgb min':>7} {'sky IoU':>7} {'depth ok':>8} {'tags ok':>7}  result"]
     for r in reports:
         m = r.metrics
-        geo = (f"{m['depth_agree']:>8.1%} {m['label_agree']:>7.1%}" if "depth_agree" in m else f"{'-':>8} {'-':>7}")
+        geo = (
+            f"{m['depth_agree']:>8.1%} {m['label_agree']:>7.1%}"
+            if "depth_agree" in m
+            else f"{'-':>8} {'-':>7}"
+        )
         rgb = f"{m['rgb_mean_min']:>7.1f}" if "rgb_mean_min" in m else f"{'-':>7}"
         sky = f"{m['sky_far_iou_min']:>7.3f}" if "sky_far_iou_min" in m else f"{'-':>7}"
         lines.append(f"{r.clip_id:<22} {rgb} {sky} {geo}  {'PASS' if r.passed else 'FAIL'}")
     for r in reports:
         lines += [f"FAIL {r.clip_id} ({r.shard}): {why}" for why in r.failures]
-    lines.append(f"{sum(r.passed for r in reports)} passed, {sum(not r.passed for r in reports)} failed")
+    lines.append(
+        f"{sum(r.passed for r in reports)} passed, {sum(not r.passed for r in reports)} failed"
+    )
     return "\n".join(lines)

@@ -19,7 +19,9 @@ def draw_weather(pool: tuple[Weather, ...], rng: np.random.Generator) -> Weather
     base = pool[int(rng.integers(len(pool)))]
     return base.model_copy(
         update={
-            "sun_altitude_angle": float(np.clip(base.sun_altitude_angle + rng.uniform(-5, 5), -90, 90)),
+            "sun_altitude_angle": float(
+                np.clip(base.sun_altitude_angle + rng.uniform(-5, 5), -90, 90)
+            ),
             "sun_azimuth_angle": float((base.sun_azimuth_angle + rng.uniform(-20, 20)) % 360),
             "cloudiness": float(np.clip(base.cloudiness + rng.uniform(-10, 10), 0, 100)),
         }

@@ -8,4 +8,11 @@ from dataset.config import AugmentConfig, DatasetConfig
 from dataset.labels import LabelMap, available_label_maps, load_label_map
 from dataset.windows import ClipWindows
 
-__all__ = ["AugmentConfig", "ClipWindows", "DatasetConfig", "LabelMap", "available_label_maps", "load_label_map"]
+__all__ = [
+    "AugmentConfig",
+    "ClipWindows",
+    "DatasetConfig",
+    "LabelMap",
+    "available_label_maps",
+    "load_label_map",
+]

@@ -56,36 +56,53 @@ def draw(cfg: AugmentConfig, rng: np.random.Generator, height: int, width: int) 
     clutter: tuple = ()
     if rng.random() < cfg.clutter_p:
         clutter = tuple(
-            (int(rng.integers(width)), int(rng.integers(height)), int(rng.integers(4, max(5, width // 6))),
-             int(rng.integers(4, max(5, height // 6))), float(rng.uniform(0, 1)))
+            (
+                int(rng.integers(width)),
+                int(rng.integers(height)),
+                int(rng.integers(4, max(5, width // 6))),
+                int(rng.integers(4, max(5, height // 6))),
+                float(rng.uniform(0, 1)),
+            )
             for _ in range(int(rng.integers(1, 5)))
         )
     return Draw(
-        flip=bool(rng.random() < cfg.flip_p), crop=crop,
+        flip=bool(rng.random() < cfg.flip_p),
+        crop=crop,
         brightness=float(rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)),
         contrast=float(rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)),
         saturation=float(rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)),
         hue=float(rng.uniform(-cfg.hue, cfg.hue)),
-        drift=(float(rng.uniform(-cfg.lighting_drift, cfg.lighting_drift)), float(rng.uniform(-cfg.lighting_drift, cfg.lighting_drift))),
-        clutter=clutter, noise_sigma=cfg.noise_sigma, noise_seed=int(rng.integers(2**31)),
+        drift=(
+            float(rng.uniform(-cfg.lighting_drift, cfg.lighting_drift)),
+            float(rng.uniform(-cfg.lighting_drift, cfg.lighting_drift)),
+        ),
+        clutter=clutter,
+        noise_sigma=cfg.noise_sigma,
+        noise_seed=int(rng.integers(2**31)),
     )
 
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_RGB_TO_YIQ = np.array(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32
+)
 
 
 def colour_matrix(d: Draw) -> np.ndarray:
     """The 3x3 linear map of brightness, saturation and hue (rotation of the YIQ chroma plane)."""
     angle = d.hue * 2 * np.pi
-    rot = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]], np.float32)
+    rot = np.array(
+        [[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]],
+        np.float32,
+    )
     hue = np.linalg.inv(_RGB_TO_YIQ) @ rot @ _RGB_TO_YIQ
     sat = d.saturation * np.eye(3, dtype=np.float32) + (1 - d.saturation) * np.tile(_LUMA, (3, 1))
     return (d.brightness * sat @ hue).astype(np.float32)
 
 
 def photometric(rgb: np.ndarray, d: Draw) -> np.ndarray:
-    """(T, H, W, 3) float32 in [0, 1] -> jittered, drifting, cluttered, noisy; same draw for all frames."""
+    """(T, H, W, 3) float32 in [0, 1] -> jittered, drifting, cluttered, noisy; same draw for all
+    frames."""
     t = len(rgb)
     matrix = colour_matrix(d)
     drift = np.linspace(d.drift[0], d.drift[1], t, dtype=np.float32)
@@ -93,7 +110,9 @@ def photometric(rgb: np.ndarray, d: Draw) -> np.ndarray:
     for k in range(t):
         frame = cv2.transform(rgb[k], matrix)
         mean = float(frame.mean())
-        out[k] = cv2.addWeighted(frame, d.contrast, frame, 0.0, (1 - d.contrast) * mean + float(drift[k]))
+        out[k] = cv2.addWeighted(
+            frame, d.contrast, frame, 0.0, (1 - d.contrast) * mean + float(drift[k])
+        )
     for x, y, w, h, grey in d.clutter:
         out[:, y : y + h, x : x + w] = grey
     if d.noise_sigma > 0:
@@ -102,50 +121,102 @@ def photometric(rgb: np.ndarray, d: Draw) -> np.ndarray:
     return np.clip(out, 0, 1, out=out)
 
 
-def _nearest(images: np.ndarray, crop: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
+def _nearest(
+    images: np.ndarray, crop: tuple[float, float, float, float], size: tuple[int, int]
+) -> np.ndarray:
     flat = nearest_index(crop, size, images.shape[1:3])
     return images.reshape(len(images), -1, *images.shape[3:])[:, flat]
 
 
-def _depth(depth: np.ndarray, crop: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
+def _depth(
+    depth: np.ndarray, crop: tuple[float, float, float, float], size: tuple[int, int]
+) -> np.ndarray:
     return resample_depth(depth, crop, size)
 
 
-def _bilinear(rgb: np.ndarray, crop: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
+def _bilinear(
+    rgb: np.ndarray, crop: tuple[float, float, float, float], size: tuple[int, int]
+) -> np.ndarray:
     x0, y0, w, h = crop
     sx, sy = size[1] / w, size[0] / h
-    affine = np.array([[sx, 0, -x0 * sx + 0.5 * sx - 0.5], [0, sy, -y0 * sy + 0.5 * sy - 0.5]], np.float32)
-    return np.stack([cv2.warpAffine(f, affine, (size[1], size[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) for f in rgb])
+    affine = np.array(
+        [[sx, 0, -x0 * sx + 0.5 * sx - 0.5], [0, sy, -y0 * sy + 0.5 * sy - 0.5]], np.float32
+    )
+    return np.stack(
+        [
+            cv2.warpAffine(
+                f, affine, (size[1], size[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+            )
+            for f in rgb
+        ]
+    )
 
 
 #: The draw that changes nothing (used to only resize a window).
-IDENTITY = Draw(flip=False, crop=None, brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0, drift=(0.0, 0.0),
-                clutter=(), noise_sigma=0.0, noise_seed=0)
+IDENTITY = Draw(
+    flip=False,
+    crop=None,
+    brightness=1.0,
+    contrast=1.0,
+    saturation=1.0,
+    hue=0.0,
+    drift=(0.0, 0.0),
+    clutter=(),
+    noise_sigma=0.0,
+    noise_seed=0,
+)
 
 
-def geometric(d: Draw, rgb: np.ndarray, labels: np.ndarray, depth: np.ndarray, K: np.ndarray,
-              cam_to_world: np.ndarray, size: tuple[int, int] | None = None) -> tuple[np.ndarray, ...]:
+def geometric(
+    d: Draw,
+    rgb: np.ndarray,
+    labels: np.ndarray,
+    depth: np.ndarray,
+    K: np.ndarray,
+    cam_to_world: np.ndarray,
+    size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, ...]:
     """Crop (or just resize to ``size``) and flip a window: rgb (T,H,W,3) float32, labels (T,H,W),
     depth (T,H,W), K (3,3), cam_to_world (T,4,4). Returns the same five, geometry kept exact."""
     in_h, in_w = labels.shape[1:]
     height, width = size or (in_h, in_w)
-    crop = d.crop if d.crop is not None else ((0.0, 0.0, float(in_w), float(in_h)) if (height, width) != (in_h, in_w) else None)
+    crop = (
+        d.crop
+        if d.crop is not None
+        else ((0.0, 0.0, float(in_w), float(in_h)) if (height, width) != (in_h, in_w) else None)
+    )
     K = K.copy()
     if crop is not None:
         x0, y0, w, h = crop
         rgb = _bilinear(rgb, crop, (height, width))
-        labels, depth = _nearest(labels, crop, (height, width)), _depth(depth, crop, (height, width))
+        labels, depth = (
+            _nearest(labels, crop, (height, width)),
+            _depth(depth, crop, (height, width)),
+        )
         K[0, 0], K[0, 2] = K[0, 0] * width / w, (K[0, 2] - x0) * width / w
         K[1, 1], K[1, 2] = K[1, 1] * height / h, (K[1, 2] - y0) * height / h
     if d.flip:
         rgb, labels, depth = rgb[:, :, ::-1], labels[:, :, ::-1], depth[:, :, ::-1]
         K[0, 2] = width - K[0, 2]
         cam_to_world = MIRROR @ cam_to_world @ MIRROR
-    return np.ascontiguousarray(rgb, dtype=np.float32), np.ascontiguousarray(labels), np.ascontiguousarray(depth), K, cam_to_world
+    return (
+        np.ascontiguousarray(rgb, dtype=np.float32),
+        np.ascontiguousarray(labels),
+        np.ascontiguousarray(depth),
+        K,
+        cam_to_world,
+    )
 
 
-def apply(d: Draw, rgb: np.ndarray, labels: np.ndarray, depth: np.ndarray, K: np.ndarray,
-          cam_to_world: np.ndarray, size: tuple[int, int] | None = None) -> tuple[np.ndarray, ...]:
+def apply(
+    d: Draw,
+    rgb: np.ndarray,
+    labels: np.ndarray,
+    depth: np.ndarray,
+    K: np.ndarray,
+    cam_to_world: np.ndarray,
+    size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, ...]:
     """Augment a window (see :func:`geometric`), then its colours (:func:`photometric`)."""
     rgb, labels, depth, K, cam_to_world = geometric(d, rgb, labels, depth, K, cam_to_world, size)
     return photometric(rgb, d), labels, depth, K, cam_to_world

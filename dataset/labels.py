@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import numpy as np
 
-from carla_capture.errors import ConfigError
-from carla_capture.tags import NUM_TAGS, TAG_ID
+from clipcore.errors import ConfigError
+from clipcore.tags import NUM_TAGS, TAG_ID
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,7 +41,8 @@ class LabelMap:
         return len(self.class_names)
 
     def __call__(self, tags: np.ndarray) -> np.ndarray:
-        """Map a uint8 tag array to class indices (same shape, uint8; ignored = ``ignore_index``)."""
+        """Map a uint8 tag array to class indices (same shape, uint8; ignored =
+        ``ignore_index``)."""
         return self.lut[tags]
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
@@ -53,14 +54,20 @@ class LabelMap:
 
 def available_label_maps() -> list[str]:
     """Names of the shipped label maps."""
-    return sorted(p.name[:-5] for p in resources.files("dataset.label_maps").iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name[:-5]
+        for p in resources.files("dataset.label_maps").iterdir()
+        if p.name.endswith(".toml")
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_label_map(name: str) -> LabelMap:
     """Load a shipped label map by name, checking that it covers every tag exactly once."""
     if name not in available_label_maps():
-        raise ConfigError(f"unknown label map {name!r}; choose one of: {', '.join(available_label_maps())}")
+        raise ConfigError(
+            f"unknown label map {name!r}; choose one of: {', '.join(available_label_maps())}"
+        )
     data = tomllib.loads(resources.files("dataset.label_maps").joinpath(f"{name}.toml").read_text())
     lut = np.full(256, data["ignore_index"], np.uint8)
     seen: list[str] = list(data["ignore"])
@@ -69,8 +76,13 @@ def load_label_map(name: str) -> LabelMap:
             lut[TAG_ID[tag]] = index
             seen.append(tag)
     if sorted(seen) != sorted(TAG_ID) or len(seen) != NUM_TAGS:
-        raise ConfigError(f"label map {name}: every one of the {NUM_TAGS} CARLA tags must appear exactly once")
+        raise ConfigError(
+            f"label map {name}: every one of the {NUM_TAGS} CARLA tags must appear exactly once"
+        )
     return LabelMap(
-        name=name, class_names=tuple(c["name"] for c in data["classes"]),
-        palette=np.array([c["color"] for c in data["classes"]], np.uint8), lut=lut, ignore_index=int(data["ignore_index"]),
+        name=name,
+        class_names=tuple(c["name"] for c in data["classes"]),
+        palette=np.array([c["color"] for c in data["classes"]], np.uint8),
+        lut=lut,
+        ignore_index=int(data["ignore_index"]),
     )

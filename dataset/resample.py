@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from carla_capture.geometry import FAR_PLANE_M
+from clipcore.geometry import FAR_PLANE_M
 
 #: Largest depth ratio inside a 2x2 cell that is still interpolated (a larger one is an edge).
 MAX_CELL_RATIO = 1.25
@@ -65,7 +65,7 @@ def resample_depth(depth: np.ndarray, crop: Crop, size: tuple[int, int]) -> np.n
     planar = np.abs(inv[0] + inv[3] - inv[1] - inv[2]) <= PLANAR_TOL * inv.max(0)
     smooth_ok = planar & (hi < FAR_PLANE_M) & (hi <= MAX_CELL_RATIO * lo)
     weights = ((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy)
-    smooth = 1.0 / sum(wk * ik for wk, ik in zip(weights, inv))
+    smooth = 1.0 / sum(wk * ik for wk, ik in zip(weights, inv, strict=True))
     smooth = np.clip(smooth, lo, hi)
     nearest = d[:, nearest_index(crop, size, (height, width))]
     return np.where(smooth_ok, smooth, nearest).astype(np.float32)

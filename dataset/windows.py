@@ -9,17 +9,17 @@ key                 shape           dtype      meaning
 ``labels``          (W, H, W)       int64      classes of the label map, 255 = ignore
 ``depth``           (W, 1, H, W)    float32    planar depth, metres (0 where the clip has none)
 ``valid_depth``     (W, 1, H, W)    bool       depth below the 1000 m far plane (not sky)
-``intrinsics``      (W, 3, 3)       float64    pinhole matrix after augmentation (NaN if uncalibrated)
+``intrinsics``      (W, 3, 3)       float64    pinhole matrix after augmentation (NaN if none)
 ``cam_to_world``    (W, 4, 4)       float64    OpenCV camera -> right-handed world
 ``rel_pose``        (W, 4, 4)       float64    motion t-1 -> t in frame t-1's camera; identity at 0
-``valid_pose``      (W,)            bool       frame t and t-1 both have a pose (True at t = 0 if t has)
+``valid_pose``      (W,)            bool       frames t and t-1 have poses (t = 0: if t has one)
 ``static``          (W, H, W)       bool       pixels of classes that never move (raw CARLA tags)
 ``frames``          (W,)            int64      simulator frame numbers
 ``clip_id``, ``town``  str
 ==================  ==============  =========  ==============================================
 
 A modality a clip lacks (imported data) reads as "no label" (255), invalid depth or invalid pose.
-Shards are read through the one :class:`~carla_capture.shards.ShardReader`, which checks each
+Shards are read through the one :class:`~clipcore.shards.ShardReader`, which checks each
 clip's structure when first opened and every window's content (NaN / inf, depth range, rigid
 poses, frame order): bad data raises an error naming the shard, clip and frame instead of
 reaching training. Files are opened lazily in each process (worker) that reads, so the dataset
@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from carla_capture.errors import ConfigError
-from carla_capture.geometry import FAR_PLANE_M, invert_pose
-from carla_capture.shards import ShardReader
-from carla_capture.split import load_manifest
-from carla_capture.tags import STATIC_TAGS
+from clipcore.errors import ConfigError
+from clipcore.geometry import FAR_PLANE_M, invert_pose
+from clipcore.manifest import load_manifest
+from clipcore.shards import ShardReader
+from clipcore.tags import STATIC_TAGS
 from dataset import augment as aug
 from dataset.config import AUGMENT_PRESETS, AugmentConfig, DatasetConfig
 from dataset.labels import LabelMap, load_label_map
@@ -53,16 +53,22 @@ _STATIC[list(STATIC_TAGS)] = True
 
 
 def relative_poses(cam_to_world: np.ndarray) -> np.ndarray:
-    """(T, 4, 4) camera-to-world -> (T, 4, 4) motion from t-1 to t in t-1's camera (identity at 0)."""
+    """(T, 4, 4) camera-to-world -> (T, 4, 4) motion from t-1 to t in t-1's camera (identity at
+    0)."""
     rel = np.repeat(np.eye(4)[None], len(cam_to_world), axis=0)
     rel[1:] = invert_pose(cam_to_world[:-1]) @ cam_to_world[1:]
     return rel
 
 
-def make_item(raw: dict[str, np.ndarray], label_map: LabelMap, draw: aug.Draw | None = None,
-              size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+def make_item(
+    raw: dict[str, np.ndarray],
+    label_map: LabelMap,
+    draw: aug.Draw | None = None,
+    size: tuple[int, int] | None = None,
+) -> dict[str, torch.Tensor]:
     """Tensors of one window from raw arrays (``rgb`` (T,H,W,3) uint8, ``semantic``, ``depth``,
-    ``cam_to_world``, ``intrinsics``, ``frames``, optional ``<name>_valid`` (T,) masks), augmented by
+    ``cam_to_world``, ``intrinsics``, ``frames``, optional ``<name>_valid`` (T,) masks),
+    augmented by
     ``draw`` and resized to ``size``."""
     raw = complete_modalities(raw)
     rgb = raw["rgb"].astype(np.float32) / 255.0
@@ -75,7 +81,11 @@ def make_item(raw: dict[str, np.ndarray], label_map: LabelMap, draw: aug.Draw | 
     labels = label_map(tags).astype(np.int64)
     labels[~raw["semantic_valid"]] = 255
     has_pose = raw["cam_to_world_valid"]
-    valid_depth = (depth_t < FAR_PLANE_M) & (depth_t > 0) & torch.from_numpy(raw["depth_valid"])[:, None, None, None]
+    valid_depth = (
+        (depth_t < FAR_PLANE_M)
+        & (depth_t > 0)
+        & torch.from_numpy(raw["depth_valid"])[:, None, None, None]
+    )
     return {
         "rgb": normalize(torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2)),
         "labels": torch.from_numpy(labels),
@@ -95,14 +105,19 @@ def complete_modalities(raw: dict[str, Any]) -> dict[str, Any]:
     with an all-False ``<name>_valid`` mask; invalid frames' poses set to identity."""
     out = dict(raw)
     t, height, width = raw["rgb"].shape[:3]
-    fills = {"semantic": np.zeros((t, height, width), np.uint8), "depth": np.zeros((t, height, width), np.float32),
-             "cam_to_world": np.repeat(np.eye(4)[None], t, axis=0)}
+    fills = {
+        "semantic": np.zeros((t, height, width), np.uint8),
+        "depth": np.zeros((t, height, width), np.float32),
+        "cam_to_world": np.repeat(np.eye(4)[None], t, axis=0),
+    }
     for name, fill in fills.items():
         if name not in out:
             out[name], out[f"{name}_valid"] = fill, np.zeros(t, bool)
         out.setdefault(f"{name}_valid", np.ones(t, bool))
     if not out["cam_to_world_valid"].all():
-        out["cam_to_world"] = np.where(out["cam_to_world_valid"][:, None, None], out["cam_to_world"], np.eye(4))
+        out["cam_to_world"] = np.where(
+            out["cam_to_world_valid"][:, None, None], out["cam_to_world"], np.eye(4)
+        )
     if out.get("intrinsics") is None:
         out["intrinsics"] = np.full((3, 3), np.nan)
     return out
@@ -111,39 +126,77 @@ def complete_modalities(raw: dict[str, Any]) -> dict[str, Any]:
 class ClipWindows(Dataset):
     """Windows of ``window`` frames from each clip of ``split`` in ``data_dir``'s split manifest."""
 
-    def __init__(self, data_dir: str | Path, split: str = "train", window: int = 6, label_map: str = "carla22",
-                 augment: AugmentConfig | str | None = None, stride: int = 1, sampling: str = "all", seed: int = 0,
-                 size: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        split: str = "train",
+        window: int = 6,
+        label_map: str = "carla22",
+        augment: AugmentConfig | str | None = None,
+        stride: int = 1,
+        sampling: str = "all",
+        seed: int = 0,
+        size: tuple[int, int] | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         manifest = load_manifest(self.data_dir)
         if split not in manifest["splits"]:
-            raise ConfigError(f"split {split!r} is not in {self.data_dir}/split.json; it has {', '.join(manifest['splits'])}")
+            raise ConfigError(
+                f"split {split!r} is not in {self.data_dir}/split.json; it has "
+                f"{', '.join(manifest['splits'])}"
+            )
         self.label_map = load_label_map(label_map)
         self.augment = AUGMENT_PRESETS[augment] if isinstance(augment, str) else augment
-        self.window, self.stride, self.sampling, self.seed, self.epoch = window, stride, sampling, seed, 0
+        self.window, self.stride, self.sampling, self.seed, self.epoch = (
+            window,
+            stride,
+            sampling,
+            seed,
+            0,
+        )
         self.size = tuple(size) if size else None
-        self.clips = [(shard["path"], clip["id"], shard["town"], clip["frames"])
-                      for shard in manifest["splits"][split]["shards"] for clip in shard["clips"]]
+        self.clips = [
+            (shard["path"], clip["id"], shard["town"], clip["frames"])
+            for shard in manifest["splits"][split]["shards"]
+            for clip in shard["clips"]
+        ]
         short = [cid for _, cid, _, n in self.clips if n < window]
         if short:
-            raise ConfigError(f"clips {short[:3]} have fewer than window={window} frames; use a smaller window")
+            raise ConfigError(
+                f"clips {short[:3]} have fewer than window={window} frames; use a smaller window"
+            )
         if sampling == "all":
-            self.index = [(c, s) for c, (_, _, _, n) in enumerate(self.clips) for s in range(0, n - window + 1, stride)]
+            self.index = [
+                (c, s)
+                for c, (_, _, _, n) in enumerate(self.clips)
+                for s in range(0, n - window + 1, stride)
+            ]
         else:
             self.index = [(c, -1) for c in range(len(self.clips))]
         self._readers: dict[str, ShardReader] = {}
         self._pid = os.getpid()
 
     @classmethod
-    def from_config(cls, cfg: DatasetConfig) -> "ClipWindows":
+    def from_config(cls, cfg: DatasetConfig) -> ClipWindows:
         """Build from a :class:`DatasetConfig`."""
-        return cls(cfg.data_dir, cfg.split, cfg.window, cfg.label_map, cfg.augment, cfg.stride, cfg.sampling, cfg.seed, cfg.size)
+        return cls(
+            cfg.data_dir,
+            cfg.split,
+            cfg.window,
+            cfg.label_map,
+            cfg.augment,
+            cfg.stride,
+            cfg.sampling,
+            cfg.seed,
+            cfg.size,
+        )
 
     def __len__(self) -> int:
         return len(self.index)
 
     def set_epoch(self, epoch: int) -> None:
-        """Re-draw random windows and augmentations for ``epoch`` (call before creating the loader's iterator)."""
+        """Re-draw random windows and augmentations for ``epoch`` (call before creating the
+        loader's iterator)."""
         self.epoch = epoch
 
     def __getstate__(self) -> dict[str, Any]:

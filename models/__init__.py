@@ -16,6 +16,7 @@ from models.ego_motion import build_ego_motion
 from models.geometry_filter import build_geometry_filter
 from models.pipeline import build_pipeline
 from models.segmentation import build_segmentation
+from models.unet import build_unet
 
 #: name -> builder(config)
 MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
@@ -24,6 +25,7 @@ MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "ego_motion": build_ego_motion,
     "geometry_filter": build_geometry_filter,
     "pipeline": build_pipeline,
+    "unet": build_unet,
 }
 
 __all__ = ["MODELS", "PRESETS", "ModelConfig", "preset"]

@@ -36,36 +36,60 @@ class Backbone(nn.Module):
 
     def __init__(self, body: nn.Module, channels: int, low_channels: int, stride: int) -> None:
         super().__init__()
-        self.body, self.channels, self.low_channels, self.stride = body, channels, low_channels, stride
+        self.body, self.channels, self.low_channels, self.stride = (
+            body,
+            channels,
+            low_channels,
+            stride,
+        )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return dict(self.body(x))
 
 
 def build_backbone(cfg: ModelConfig, resnet: nn.Module | None = None) -> Backbone:
-    """The encoder named by ``cfg.backbone`` (wrapping ``resnet`` if given, e.g. DeepLab's own)."""
+    """The encoder named by ``cfg.backbone`` (wrapping ``resnet`` if given, e.g. DeepLab's own),
+    or the UNet's encoder when ``cfg.seg_model`` is ``unet``."""
+    if cfg.seg_model == "unet":
+        from models.unet import unet_encoder
+
+        return unet_encoder(cfg)
     if cfg.backbone == "resnet50":
         if resnet is None:
-            weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1 if cfg.pretrained != "none" else None
-            resnet = torchvision.models.resnet50(weights=weights, replace_stride_with_dilation=[False, True, True])
+            weights = (
+                torchvision.models.ResNet50_Weights.IMAGENET1K_V1
+                if cfg.pretrained != "none"
+                else None
+            )
+            resnet = torchvision.models.resnet50(
+                weights=weights, replace_stride_with_dilation=[False, True, True]
+            )
         body = IntermediateLayerGetter(resnet, {"layer1": "low", "layer4": "out"})
         return Backbone(body, 2048, 256, 8)
-    weights = torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1 if cfg.pretrained != "none" else None
+    weights = (
+        torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1
+        if cfg.pretrained != "none"
+        else None
+    )
     features = torchvision.models.mobilenet_v3_small(weights=weights, dilated=True).features
     return Backbone(IntermediateLayerGetter(features, {"1": "low", "12": "out"}), 576, 16, 16)
 
 
 def _hat(v: torch.Tensor) -> torch.Tensor:
     zero = torch.zeros_like(v[..., 0])
-    return torch.stack([
-        torch.stack([zero, -v[..., 2], v[..., 1]], -1),
-        torch.stack([v[..., 2], zero, -v[..., 0]], -1),
-        torch.stack([-v[..., 1], v[..., 0], zero], -1),
-    ], -2)
+    return torch.stack(
+        [
+            torch.stack([zero, -v[..., 2], v[..., 1]], -1),
+            torch.stack([v[..., 2], zero, -v[..., 0]], -1),
+            torch.stack([-v[..., 1], v[..., 0], zero], -1),
+        ],
+        -2,
+    )
 
 
 def so3_exp(omega: torch.Tensor) -> torch.Tensor:
-    """Axis-angle (..., 3) in radians -> rotation (..., 3, 3) by Rodrigues' formula (exact near 0)."""
+    """Axis-angle (..., 3) in radians -> rotation (..., 3, 3) by Rodrigues' formula (exact near
+    0)."""
     theta2 = (omega * omega).sum(-1, keepdim=True).unsqueeze(-1)
     theta = theta2.clamp_min(1e-12).sqrt()
     small = theta2 < 1e-8
@@ -80,7 +104,14 @@ def so3_log(rot: torch.Tensor) -> torch.Tensor:
     """Rotation (..., 3, 3) -> axis-angle (..., 3), for angles below pi."""
     cos = ((rot.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1 + 1e-7, 1 - 1e-7)
     theta = torch.acos(cos)
-    vee = torch.stack([rot[..., 2, 1] - rot[..., 1, 2], rot[..., 0, 2] - rot[..., 2, 0], rot[..., 1, 0] - rot[..., 0, 1]], -1)
+    vee = torch.stack(
+        [
+            rot[..., 2, 1] - rot[..., 1, 2],
+            rot[..., 0, 2] - rot[..., 2, 0],
+            rot[..., 1, 0] - rot[..., 0, 1],
+        ],
+        -1,
+    )
     scale = torch.where(theta < 1e-4, 0.5 + theta**2 / 12, theta / (2 * torch.sin(theta)))
     return vee * scale.unsqueeze(-1)
 

@@ -1,54 +1,111 @@
-"""Model configuration: ``ModelConfig`` and the ``paper`` / ``small`` / ``tiny`` presets."""
+"""Model configuration: ``ModelConfig`` and the ``paper``, ``small``, ``tiny``, ``lowres``
+presets."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ModelConfig(BaseModel):
-    """Sizes and variants of the four models; a preset fills every field."""
+    """Sizes and variants of the four models; a preset fills every field (the preset's name is
+    ``TrainConfig.preset``, the one place it is kept)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    preset: str = Field("tiny", description="Name of the preset these values came from.")
-    backbone: Literal["resnet50", "mobilenet_v3_small"] = Field("mobilenet_v3_small", description="Image encoder.")
+    backbone: Literal["resnet50", "mobilenet_v3_small"] = Field(
+        "mobilenet_v3_small", description="Image encoder."
+    )
+    seg_model: Literal["segmentation", "unet"] = Field(
+        "segmentation",
+        description="Stage-1 architecture, a name in models.MODELS: 'segmentation' (backbone + "
+        "seg_head) or 'unet' (whose encoder then replaces the backbone in every stage).",
+    )
+    unet_width: int = Field(
+        16, ge=4, description="UNet channels at full resolution (x2 per level)."
+    )
     num_classes: int = Field(22, ge=2, description="Segmentation classes (the label map's size).")
-    input_size: tuple[int, int] = Field((128, 256), description="(H, W) the preset is sized for; FLOPs are reported at it.")
-    seg_head: Literal["deeplab", "light"] = Field("light", description="DeepLabv3 ASPP head, or a 2-conv head.")
-    decoder: Literal["paper", "skip"] = Field("skip", description="Depth decoder: the reference's, or a lighter one with a skip.")
+    input_size: tuple[int, int] = Field(
+        (128, 256), description="(H, W) the preset is sized for; FLOPs are reported at it."
+    )
+    seg_head: Literal["deeplab", "light"] = Field(
+        "light", description="DeepLabv3 ASPP head, or a 2-conv head."
+    )
+    decoder: Literal["paper", "skip"] = Field(
+        "skip", description="Depth decoder: the reference's, or a lighter one with a skip."
+    )
     decoder_channels: int = Field(64, ge=8, description="Width of the depth decoder.")
-    memory_channels: int | None = Field(64, description="ConvGRU width; None runs it on the full bottleneck (paper).")
+    memory_channels: int | None = Field(
+        64, description="ConvGRU width; None runs it on the full bottleneck (paper)."
+    )
     memory_alignment: Literal["none", "estimated", "ground_truth"] = Field(
         "estimated",
         description="Warp the memory into each new frame by depth and pose: the model's own "
         "estimates, ground truth (an oracle for ablations), or none (fixed pixel positions).",
     )
-    motion_channels: tuple[int, int, int] = Field((128, 64, 64), description="MotionEstimator conv widths.")
-    motion_hidden: int = Field(64, ge=4, description="Ego-motion GRU hidden size.")
-    max_depth_m: float = Field(1000.0, gt=0, description="Predicted depth is clamped to this, metres.")
-    depth_scale_m: float = Field(10.0, gt=0, description="Depth head output unit: 1.0 means this many metres.")
-    pretrained: Literal["none", "imagenet", "coco"] = Field(
-        "none", description="torchvision weights to load (needs network access once; never used by tests)."
+    motion_channels: tuple[int, int, int] = Field(
+        (128, 64, 64), description="MotionEstimator conv widths."
     )
+    motion_hidden: int = Field(64, ge=4, description="Ego-motion GRU hidden size.")
+    max_depth_m: float = Field(
+        1000.0, gt=0, description="Predicted depth is clamped to this, metres."
+    )
+    depth_scale_m: float = Field(
+        10.0, gt=0, description="Depth head output unit: 1.0 means this many metres."
+    )
+    pretrained: Literal["none", "imagenet", "coco"] = Field(
+        "none",
+        description="torchvision weights to load (needs network access once; never used by tests).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_old_preset_name(cls, data: Any) -> Any:
+        """Runs saved before the preset name moved to TrainConfig carry ``model.preset``."""
+        if isinstance(data, dict) and "preset" in data:
+            data = {k: v for k, v in data.items() if k != "preset"}
+        return data
 
 
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(
-        preset="paper", backbone="resnet50", input_size=(256, 512), seg_head="deeplab", decoder="paper",
-        decoder_channels=384, memory_channels=None, motion_channels=(1024, 256, 128), motion_hidden=128,
+        backbone="resnet50",
+        input_size=(256, 512),
+        seg_head="deeplab",
+        decoder="paper",
+        decoder_channels=384,
+        memory_channels=None,
+        motion_channels=(1024, 256, 128),
+        motion_hidden=128,
     ),
     "small": ModelConfig(
-        preset="small", backbone="resnet50", input_size=(256, 512), seg_head="deeplab", decoder="skip",
-        decoder_channels=128, memory_channels=256, motion_channels=(256, 128, 128), motion_hidden=128,
+        backbone="resnet50",
+        input_size=(256, 512),
+        seg_head="deeplab",
+        decoder="skip",
+        decoder_channels=128,
+        memory_channels=256,
+        motion_channels=(256, 128, 128),
+        motion_hidden=128,
     ),
-    "tiny": ModelConfig(preset="tiny"),
+    "tiny": ModelConfig(),
+    # A UNet at 64x128 (or 128x256 with --set 'size=[128,256]'): stage 1 in minutes on a CPU.
+    "lowres": ModelConfig(
+        seg_model="unet",
+        unet_width=16,
+        input_size=(64, 128),
+        decoder="skip",
+        decoder_channels=32,
+        memory_channels=32,
+        motion_channels=(64, 32, 32),
+        motion_hidden=32,
+    ),
 }
 
 
 def preset(name: str) -> ModelConfig:
     """The named preset; unknown names list the known ones."""
-    from carla_capture.errors import ConfigError
+    from clipcore.errors import ConfigError
 
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")

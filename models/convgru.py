@@ -14,8 +14,12 @@ class ConvGRUCell(nn.Module):
         super().__init__()
         pad = kernel_size // 2
         self.hidden_channels = hidden_channels
-        self.gates = nn.Conv2d(in_channels + hidden_channels, 2 * hidden_channels, kernel_size, padding=pad, bias=False)
-        self.candidate = nn.Conv2d(in_channels + hidden_channels, hidden_channels, kernel_size, padding=pad, bias=False)
+        self.gates = nn.Conv2d(
+            in_channels + hidden_channels, 2 * hidden_channels, kernel_size, padding=pad, bias=False
+        )
+        self.candidate = nn.Conv2d(
+            in_channels + hidden_channels, hidden_channels, kernel_size, padding=pad, bias=False
+        )
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         r, z = torch.sigmoid(self.gates(torch.cat([x, h], 1))).chunk(2, 1)

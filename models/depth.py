@@ -11,7 +11,11 @@ from models.config import ModelConfig
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class DepthDecoder(nn.Module):
@@ -30,7 +34,9 @@ class DepthDecoder(nn.Module):
         self.skip = cfg.decoder == "skip"
         first_in = channels + (low_channels if self.skip else 0)
         self.quarter = _conv_bn_relu(first_in, width, 3)
-        self.mid = _conv_bn_relu(width, width if not self.skip else width // 2, 1 if not self.skip else 3)
+        self.mid = _conv_bn_relu(
+            width, width if not self.skip else width // 2, 1 if not self.skip else 3
+        )
         self.out = nn.Conv2d(width if not self.skip else width // 2, 1, 1)
         # start every pixel at depth_scale_m (10 m): no pixel begins in the ReLU's dead zone
         nn.init.normal_(self.out.weight, std=1e-3)
@@ -41,7 +47,15 @@ class DepthDecoder(nn.Module):
         h, w = size
         x = F.interpolate(feats["out"], size=(h // 4, w // 4), mode="bilinear", align_corners=False)
         if self.skip:
-            x = torch.cat([x, F.interpolate(feats["low"], size=(h // 4, w // 4), mode="bilinear", align_corners=False)], 1)
+            x = torch.cat(
+                [
+                    x,
+                    F.interpolate(
+                        feats["low"], size=(h // 4, w // 4), mode="bilinear", align_corners=False
+                    ),
+                ],
+                1,
+            )
         x = self.quarter(x)
         x = self.mid(F.interpolate(x, size=(h // 2, w // 2), mode="bilinear", align_corners=False))
         x = self.out(F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False))
@@ -49,7 +63,8 @@ class DepthDecoder(nn.Module):
 
 
 class DepthEstimationModel(nn.Module):
-    """Single-frame metric depth. Input (B, 3, H, W) normalised; output ``{"depth": (B, 1, H, W)}`` metres."""
+    """Single-frame metric depth. Input (B, 3, H, W) normalised; output ``{"depth": (B, 1, H, W)}``
+    metres."""
 
     def __init__(self, backbone: Backbone, decoder: DepthDecoder) -> None:
         super().__init__()
@@ -62,4 +77,6 @@ class DepthEstimationModel(nn.Module):
 def build_depth(cfg: ModelConfig) -> DepthEstimationModel:
     """Stage-2 model for ``cfg`` (its own encoder)."""
     backbone = build_backbone(cfg)
-    return DepthEstimationModel(backbone, DepthDecoder(cfg, backbone.channels, backbone.low_channels))
+    return DepthEstimationModel(
+        backbone, DepthDecoder(cfg, backbone.channels, backbone.low_channels)
+    )

@@ -15,7 +15,8 @@ from models.config import ModelConfig
 
 
 class MotionEstimator(nn.Module):
-    """[emb_{t-1}, emb_t] (B, 2C, h, w) -> three stride-2 3x3 convs -> average pool -> Linear + BN1d."""
+    """[emb_{t-1}, emb_t] (B, 2C, h, w) -> three stride-2 3x3 convs -> average pool -> Linear +
+    BN1d."""
 
     def __init__(self, in_channels: int, channels: tuple[int, int, int]) -> None:
         super().__init__()
@@ -34,11 +35,14 @@ class MotionEstimator(nn.Module):
 
 
 class CameraHead(nn.Module):
-    """Two linear layers to 6 values (translation, axis-angle); the last starts at zero (no motion)."""
+    """Two linear layers to 6 values (translation, axis-angle); the last starts at zero (no
+    motion)."""
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 6))
+        self.net = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 6)
+        )
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
@@ -56,12 +60,20 @@ class EgoMotionFilter(nn.Module):
         self.head = CameraHead(cfg.motion_hidden)
         self.hidden_size = cfg.motion_hidden
 
-    def init_state(self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def init_state(
+        self,
+        batch: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
         """Zero GRU state (B, hidden)."""
         return torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
 
-    def step(self, prev: torch.Tensor, cur: torch.Tensor, hidden: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Embeddings of frames t-1 and t (B, C, h, w) -> ``{"motion": (B, 6), "rel_pose": (B, 4, 4)}``, new state."""
+    def step(
+        self, prev: torch.Tensor, cur: torch.Tensor, hidden: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Embeddings of frames t-1 and t (B, C, h, w) ->
+        ``{"motion": (B, 6), "rel_pose": (B, 4, 4)}``, new state."""
         hidden = self.gru(self.estimator(prev, cur), hidden)
         motion = self.head(hidden)
         return {"motion": motion, "rel_pose": pose_from_vector(motion)}, hidden
@@ -69,7 +81,9 @@ class EgoMotionFilter(nn.Module):
     def forward(self, embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, T, C, h, w) -> motion (B, T-1, 6) and rel_pose (B, T-1, 4, 4) for frames 1..T-1."""
         b, t = embeddings.shape[:2]
-        feats = self.estimator(embeddings[:, :-1].flatten(0, 1), embeddings[:, 1:].flatten(0, 1)).view(b, t - 1, -1)
+        feats = self.estimator(
+            embeddings[:, :-1].flatten(0, 1), embeddings[:, 1:].flatten(0, 1)
+        ).view(b, t - 1, -1)
         hidden = self.init_state(b, embeddings.device, embeddings.dtype)
         states = []
         for k in range(t - 1):

@@ -46,13 +46,20 @@ class ResidualMemory(nn.Module):
             self.gate = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.cell = ConvGRUCell(width + 1, width)  # + the validity channel
 
-    def init_state(self, batch: int, height: int, width: int, device: torch.device | str | None = None,
-                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def init_state(
+        self,
+        batch: int,
+        height: int,
+        width: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
         """Zero memory (B, C_mem, height, width) at the bottleneck's resolution."""
         return torch.zeros(batch, self.width, height, width, device=device, dtype=dtype)
 
-    def forward(self, feat: torch.Tensor, h: torch.Tensor,
-                valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, feat: torch.Tensor, h: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """feat (B, C, h, w), memory h (B, C_mem, h, w) already aligned to this frame, valid
         (B, 1, h, w): 1 where the memory holds a warped source pixel (default: everywhere)."""
         x = self.down(feat) if self.projected else feat
@@ -65,32 +72,61 @@ class ResidualMemory(nn.Module):
 class GeometryFilter(nn.Module):
     """Per frame: embed, update memory, decode segmentation logits and depth (metres)."""
 
-    def __init__(self, backbone: Backbone, memory: ResidualMemory, seg_head: nn.Module,
-                 depth_decoder: DepthDecoder, alignment: str = "estimated") -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        memory: ResidualMemory,
+        seg_head: nn.Module,
+        depth_decoder: DepthDecoder,
+        alignment: str = "estimated",
+    ) -> None:
         super().__init__()
-        self.backbone, self.memory, self.seg_head, self.depth_decoder = backbone, memory, seg_head, depth_decoder
+        self.backbone, self.memory, self.seg_head, self.depth_decoder = (
+            backbone,
+            memory,
+            seg_head,
+            depth_decoder,
+        )
         self.alignment = alignment
 
-    def init_state(self, batch: int, height: int, width: int, device: torch.device | str | None = None,
-                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def init_state(
+        self,
+        batch: int,
+        height: int,
+        width: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
         """Memory for frames of ``height`` x ``width`` pixels."""
         s = self.backbone.stride
         return self.memory.init_state(batch, -(-height // s), -(-width // s), device, dtype)
 
-    def decode(self, feats: dict[str, torch.Tensor], fused: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """Heads on memory-fused features: ``seg_logits`` (B, K, H, W), ``depth`` (B, 1, H, W) metres."""
-        logits = F.interpolate(self.seg_head(fused), size=size, mode="bilinear", align_corners=False)
+    def decode(
+        self, feats: dict[str, torch.Tensor], fused: torch.Tensor, size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        """Heads on memory-fused features: ``seg_logits`` (B, K, H, W), ``depth`` (B, 1, H, W)
+        metres."""
+        skips = getattr(self.seg_head, "reads_features", False)  # a UNet decoder reads every level
+        logits = self.seg_head({**feats, "out": fused} if skips else fused)
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return {"seg_logits": logits, "depth": self.depth_decoder({**feats, "out": fused}, size)}
 
     @torch.no_grad()
-    def alignment_depth(self, feats: dict[str, torch.Tensor],
-                        size: tuple[int, int]) -> torch.Tensor:
+    def alignment_depth(
+        self, feats: dict[str, torch.Tensor], size: tuple[int, int]
+    ) -> torch.Tensor:
         """Single-frame depth (B, 1, H, W) metres from the frame's own (unfused) features."""
         return self.depth_decoder(feats, size)
 
-    def align(self, memory: torch.Tensor, first: bool, size: tuple[int, int],
-              intrinsics: torch.Tensor | None, rel_pose: torch.Tensor | None,
-              depth: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def align(
+        self,
+        memory: torch.Tensor,
+        first: bool,
+        size: tuple[int, int],
+        intrinsics: torch.Tensor | None,
+        rel_pose: torch.Tensor | None,
+        depth: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Memory of frame t-1 -> (memory aligned to frame t, validity (B, 1, h, w)).
 
         ``size`` (H, W) of the frames; ``intrinsics`` (B, 3, 3) at that size; ``rel_pose``
@@ -100,19 +136,26 @@ class GeometryFilter(nn.Module):
         if first or self.alignment == "none":
             return memory, valid
         if intrinsics is None or rel_pose is None or depth is None:
-            raise ValueError("a memory aligned by geometry needs intrinsics (B, 3, 3), the "
-                             "relative pose and depth; pass intrinsics= (and ground truth for "
-                             "memory_alignment='ground_truth'), or build the model with "
-                             "memory_alignment='none'")
+            raise ValueError(
+                "a memory aligned by geometry needs intrinsics (B, 3, 3), the "
+                "relative pose and depth; pass intrinsics= (and ground truth for "
+                "memory_alignment='ground_truth'), or build the model with "
+                "memory_alignment='none'"
+            )
         fsize = tuple(memory.shape[-2:])
         inv = F.interpolate(1.0 / depth.detach().float().clamp_min(1e-3), size=fsize, mode="area")
         K = scale_intrinsics(intrinsics.float(), size, fsize)
         return warp_previous(memory, 1.0 / inv, K, rel_pose.detach().float())
 
-    def step(self, x: torch.Tensor, memory: torch.Tensor, first: bool = True,
-             intrinsics: torch.Tensor | None = None, rel_pose: torch.Tensor | None = None,
-             depth: torch.Tensor | None = None
-             ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    def step(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        first: bool = True,
+        intrinsics: torch.Tensor | None = None,
+        rel_pose: torch.Tensor | None = None,
+        depth: torch.Tensor | None = None,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """One normalised frame (B, 3, H, W) -> outputs, new memory, and the frame's embedding.
 
         ``first``: no earlier frame (the memory is empty). Otherwise the memory is aligned with
@@ -127,7 +170,9 @@ class GeometryFilter(nn.Module):
         return self.decode(feats, fused, size), memory, feats["out"]
 
 
-def build_geometry_filter(cfg: ModelConfig, segmentation: nn.Module | None = None, depth: nn.Module | None = None) -> GeometryFilter:
+def build_geometry_filter(
+    cfg: ModelConfig, segmentation: nn.Module | None = None, depth: nn.Module | None = None
+) -> GeometryFilter:
     """Stage-4 model: stage 1's backbone and head, stage 2's decoder, a fresh memory."""
     segmentation = segmentation or build_segmentation(cfg)
     depth = depth or build_depth(cfg)

@@ -1,10 +1,11 @@
 """The full temporal pipeline: GeometryFilter + EgoMotionFilter, with a streaming state API.
 
-``state = model.init_state(batch, height, width)`` then ``outputs, state = model.step(frame, state)``
-runs a clip of any length at constant memory and cost per frame; ``model(window)`` runs a
-(B, T, 3, H, W) window at once for training (backpropagation through time). Both give the same
-outputs. A memory aligned by geometry needs the camera's ``intrinsics`` (B, 3, 3) at the frames'
-size; the ``ground_truth`` oracle also needs the true ``depth`` and ``rel_pose``.
+``state = model.init_state(batch, height, width)`` then
+``outputs, state = model.step(frame, state)`` runs a clip of any length at constant memory and
+cost per frame; ``model(window)`` runs a (B, T, 3, H, W) window at once for training
+(backpropagation through time). Both give the same outputs. A memory aligned by geometry needs
+the camera's ``intrinsics`` (B, 3, 3) at the frames' size; the ``ground_truth`` oracle also needs
+the true ``depth`` and ``rel_pose``.
 """
 
 from __future__ import annotations
@@ -42,24 +43,40 @@ class TemporalPipeline(nn.Module):
         super().__init__()
         self.geometry, self.ego_motion = geometry, ego_motion
 
-    def init_state(self, batch: int, height: int, width: int, device: torch.device | str | None = None,
-                   dtype: torch.dtype = torch.float32) -> PipelineState:
+    def init_state(
+        self,
+        batch: int,
+        height: int,
+        width: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> PipelineState:
         """A fresh state for frames of ``height`` x ``width`` pixels."""
         eye = torch.eye(4, device=device, dtype=dtype).expand(batch, 4, 4).clone()
-        return PipelineState(self.geometry.init_state(batch, height, width, device, dtype), None,
-                             self.ego_motion.init_state(batch, device, dtype), eye)
+        return PipelineState(
+            self.geometry.init_state(batch, height, width, device, dtype),
+            None,
+            self.ego_motion.init_state(batch, device, dtype),
+            eye,
+        )
 
     def _truth(self, depth: torch.Tensor | None, rel_pose: torch.Tensor | None) -> tuple:
         if self.geometry.alignment != "ground_truth":
             return None, None
         if depth is None or rel_pose is None:
-            raise ValueError("memory_alignment='ground_truth' needs the true depth and rel_pose of "
-                             "the frames")
+            raise ValueError(
+                "memory_alignment='ground_truth' needs the true depth and rel_pose of the frames"
+            )
         return depth, rel_pose
 
-    def step(self, frame: torch.Tensor, state: PipelineState,
-             intrinsics: torch.Tensor | None = None, depth: torch.Tensor | None = None,
-             rel_pose: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], PipelineState]:
+    def step(
+        self,
+        frame: torch.Tensor,
+        state: PipelineState,
+        intrinsics: torch.Tensor | None = None,
+        depth: torch.Tensor | None = None,
+        rel_pose: torch.Tensor | None = None,
+    ) -> tuple[dict[str, torch.Tensor], PipelineState]:
         """One normalised frame (B, 3, H, W) -> ``seg_logits``, ``depth`` and, after the first
         frame, ``rel_pose`` (motion from the previous frame, in its camera coordinates) and
         ``cam_to_world`` (accumulated, relative to the first frame).
@@ -79,17 +96,22 @@ class TemporalPipeline(nn.Module):
         align_pose = true_pose if true_pose is not None else (None if first else motion["rel_pose"])
         if not first and self.geometry.alignment == "estimated":
             true_depth = self.geometry.alignment_depth(feats, size)
-        memory, valid = self.geometry.align(state.memory, first, size, intrinsics, align_pose,
-                                            true_depth)
+        memory, valid = self.geometry.align(
+            state.memory, first, size, intrinsics, align_pose, true_depth
+        )
         fused, memory = self.geometry.memory(embedding, memory, valid)
         out = self.geometry.decode(feats, fused, size)
         if motion is not None:
             out.update(rel_pose=motion["rel_pose"], cam_to_world=pose)
         return out, PipelineState(memory, embedding, ego, pose, state.frames + 1)
 
-    def forward(self, window: torch.Tensor, intrinsics: torch.Tensor | None = None,
-                depth: torch.Tensor | None = None,
-                rel_pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        window: torch.Tensor,
+        intrinsics: torch.Tensor | None = None,
+        depth: torch.Tensor | None = None,
+        rel_pose: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """(B, T, 3, H, W) -> ``seg_logits`` (B, T, K, H, W), ``depth`` (B, T, 1, H, W) metres,
         ``rel_pose`` and ``cam_to_world`` (B, T, 4, 4) (identity at t = 0).
 
@@ -110,8 +132,9 @@ class TemporalPipeline(nn.Module):
         fused = []
         for k in range(t):
             d = true_depth[:, k] if true_depth is not None else None
-            memory, valid = self.geometry.align(memory, k == 0, (h, w), intrinsics,
-                                                align_pose[:, k], d)
+            memory, valid = self.geometry.align(
+                memory, k == 0, (h, w), intrinsics, align_pose[:, k], d
+            )
             f, memory = self.geometry.memory(bottleneck[:, k], memory, valid)
             fused.append(f)
         out = self.geometry.decode(feats, torch.stack(fused, 1).flatten(0, 1), (h, w))
@@ -122,7 +145,13 @@ class TemporalPipeline(nn.Module):
         return {**out, "rel_pose": rel, "cam_to_world": torch.stack(poses, 1)}
 
 
-def build_pipeline(cfg: ModelConfig, geometry: GeometryFilter | None = None, ego_motion: EgoMotionFilter | None = None) -> TemporalPipeline:
+def build_pipeline(
+    cfg: ModelConfig,
+    geometry: GeometryFilter | None = None,
+    ego_motion: EgoMotionFilter | None = None,
+) -> TemporalPipeline:
     """The full model; pass trained stage modules to assemble it from them."""
     geometry = geometry or build_geometry_filter(cfg)
-    return TemporalPipeline(geometry, ego_motion or build_ego_motion(cfg, geometry.backbone.channels))
+    return TemporalPipeline(
+        geometry, ego_motion or build_ego_motion(cfg, geometry.backbone.channels)
+    )

@@ -15,7 +15,9 @@ from models.config import ModelConfig
 def light_head(in_channels: int, num_classes: int, width: int = 64) -> nn.Sequential:
     """3x3 conv + BN + ReLU, then 1x1 conv to class logits."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+        nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
         nn.Conv2d(width, num_classes, 1),
     )
 
@@ -30,27 +32,47 @@ class SegmentationModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.head(self.backbone(x)["out"])
-        return {"seg_logits": F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)}
+        return {
+            "seg_logits": F.interpolate(
+                logits, size=x.shape[-2:], mode="bilinear", align_corners=False
+            )
+        }
 
 
 def _deeplabv3_resnet50(cfg: ModelConfig) -> nn.Module:
-    """torchvision's DeepLabv3-ResNet50 with ``cfg.num_classes`` outputs and the requested weights."""
+    """torchvision's DeepLabv3-ResNet50 with ``cfg.num_classes`` outputs and the requested
+    weights."""
     seg = torchvision.models.segmentation
     if cfg.pretrained == "coco":
-        model = seg.deeplabv3_resnet50(weights=seg.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1, aux_loss=False)
+        model = seg.deeplabv3_resnet50(
+            weights=seg.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1, aux_loss=False
+        )
         model.classifier[4] = nn.Conv2d(256, cfg.num_classes, 1)
         return model
-    backbone_weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1 if cfg.pretrained == "imagenet" else None
-    return seg.deeplabv3_resnet50(weights=None, weights_backbone=backbone_weights, num_classes=cfg.num_classes, aux_loss=False)
+    backbone_weights = (
+        torchvision.models.ResNet50_Weights.IMAGENET1K_V1 if cfg.pretrained == "imagenet" else None
+    )
+    return seg.deeplabv3_resnet50(
+        weights=None, weights_backbone=backbone_weights, num_classes=cfg.num_classes, aux_loss=False
+    )
 
 
 def build_segmentation(cfg: ModelConfig) -> SegmentationModel:
-    """Stage-1 model for ``cfg``: DeepLabv3-ResNet50 (``paper``, ``small``) or a light model (``tiny``)."""
+    """Stage-1 model for ``cfg``: DeepLabv3-ResNet50 (``paper``, ``small``), a light model
+    (``tiny``), or the registry's model named by ``cfg.seg_model`` (``unet``: ``lowres``)."""
+    if cfg.seg_model != "segmentation":
+        from models import MODELS
+
+        return MODELS[cfg.seg_model](cfg)
     if cfg.backbone == "resnet50" and cfg.seg_head == "deeplab":
         deeplab = _deeplabv3_resnet50(cfg)
         body = deeplab.backbone
         body.return_layers = {"layer1": "low", "layer4": "out"}
         return SegmentationModel(Backbone(body, 2048, 256, 8), deeplab.classifier)
     backbone = build_backbone(cfg)
-    head = DeepLabHead(backbone.channels, cfg.num_classes) if cfg.seg_head == "deeplab" else light_head(backbone.channels, cfg.num_classes)
+    head = (
+        DeepLabHead(backbone.channels, cfg.num_classes)
+        if cfg.seg_head == "deeplab"
+        else light_head(backbone.channels, cfg.num_classes)
+    )
     return SegmentationModel(backbone, head)

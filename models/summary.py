@@ -31,7 +31,7 @@ def _flops(fn) -> int:  # noqa: ANN001 - a zero-argument callable
     return int(counter.get_total_flops())
 
 
-def summarize(cfg: ModelConfig) -> list[dict[str, Any]]:
+def summarize(cfg: ModelConfig, preset: str | None = None) -> list[dict[str, Any]]:
     """One row per model: name, parameters, GFLOPs for one frame at ``cfg.input_size``."""
     h, w = cfg.input_size
     rows = []
@@ -53,14 +53,53 @@ def summarize(cfg: ModelConfig) -> list[dict[str, Any]]:
             "Full pipeline": (pipeline, lambda: pipeline.step(frame, state, K)),
         }
         for name, (model, run) in runs.items():
-            rows.append({"model": name, "parameters": count_parameters(model), "gflops_per_frame": _flops(run) / 1e9})
+            rows.append(
+                {
+                    "model": name,
+                    "parameters": count_parameters(model),
+                    "gflops_per_frame": _flops(run) / 1e9,
+                }
+            )
+        if preset is not None:  # the sim2real twin VAE of the same-named preset
+            rows.append(_sim2real_row(preset))
     return rows
 
 
-def format_rows(cfg: ModelConfig, rows: list[dict[str, Any]]) -> str:
-    """A text table of :func:`summarize`'s rows."""
+def _sim2real_row(preset: str) -> dict[str, Any]:
+    """The sim2real twin VAE of the same-named preset (else ``tiny``), at its own input size."""
+    from models.sim2real import SIM2REAL_PRESETS, build_sim2real
+
+    s2r = SIM2REAL_PRESETS.get(preset, SIM2REAL_PRESETS["tiny"])
+    model = build_sim2real(s2r).eval()
+    image = torch.empty(1, 3, *s2r.input_size)
+    return {
+        "model": "Sim2Real twin VAE",
+        "parameters": count_parameters(model),
+        "gflops_per_frame": _flops(lambda: model(image, "real")) / 1e9,
+        "input_size": list(s2r.input_size),
+    }
+
+
+def format_rows(name: str, cfg: ModelConfig, rows: list[dict[str, Any]]) -> str:
+    """A text table of :func:`summarize`'s rows of preset ``name``."""
     h, w = cfg.input_size
-    lines = [f"preset {cfg.preset}, input {h}x{w}", f"{'model':<22} {'parameters':>12} {'GFLOPs/frame':>13}"]
-    lines += [f"{r['model']:<22} {r['parameters'] / 1e6:>11.2f}M {r['gflops_per_frame']:>13.2f}" for r in rows]
-    lines.append("(EgoMotionFilter excludes the backbone it reads; the full pipeline's FLOPs are for a frame after the first)")
+    lines = [
+        f"preset {name}, input {h}x{w}",
+        f"{'model':<22} {'parameters':>12} {'GFLOPs/frame':>13}",
+    ]
+    lines += [
+        f"{r['model']:<22} {r['parameters'] / 1e6:>11.2f}M {r['gflops_per_frame']:>13.2f}"
+        for r in rows
+    ]
+    lines += [
+        f"(Sim2Real twin VAE at its own input {r['input_size'][0]}x{r['input_size'][1]}: "
+        "parameters of both encoders and all decoders; FLOPs of one encoder, both image, "
+        "depth and seg decoders)"
+        for r in rows
+        if "input_size" in r
+    ]
+    lines.append(
+        "(EgoMotionFilter excludes the backbone it reads; the full pipeline's FLOPs are for a "
+        "frame after the first)"
+    )
     return "\n".join(lines)

@@ -25,9 +25,9 @@ import numpy as np
 from carla_capture.backends.synthetic.render import Look, Renderer
 from carla_capture.backends.synthetic.town import Boxes, Town, build_town
 from carla_capture.config import Layout, Weather
-from carla_capture.geometry import carla_to_cam_to_world, intrinsics, ue_rotation
+from clipcore.geometry import carla_to_cam_to_world, intrinsics, ue_rotation
 
-SERVERS: dict[tuple[str, int], "FakeServer"] = {}
+SERVERS: dict[tuple[str, int], FakeServer] = {}
 CLIENT_VERSION = "0.9.16"
 
 
@@ -102,7 +102,7 @@ class Location(_Strict):
     def __init__(self, x: float = 0.0, y: float = 0.0, z: float = 0.0) -> None:
         self.x, self.y, self.z = float(x), float(y), float(z)
 
-    def distance(self, other: "Location") -> float:
+    def distance(self, other: Location) -> float:
         return float(np.linalg.norm([self.x - other.x, self.y - other.y, self.z - other.z]))
 
 
@@ -125,7 +125,7 @@ class Transform(_Strict):
         p = ue_rotation(r.pitch, r.yaw, r.roll) @ [point.x, point.y, point.z]
         return Location(p[0] + self.location.x, p[1] + self.location.y, p[2] + self.location.z)
 
-    def compose(self, local: "Transform") -> "Transform":
+    def compose(self, local: Transform) -> Transform:
         """World transform of ``local`` attached to this one (parents yaw only, children pitch)."""
         r, q = self.rotation, local.rotation
         return Transform(
@@ -419,7 +419,11 @@ class WeatherParameters(_Strict):
 
 
 for _name, _values in _PRESET_VALUES.items():
-    setattr(WeatherParameters, _name, WeatherParameters(**dict(zip(WEATHER_FIELDS, _values))))
+    setattr(
+        WeatherParameters,
+        _name,
+        WeatherParameters(**dict(zip(WEATHER_FIELDS, _values, strict=True))),
+    )
 for (
     _field
 ) in WEATHER_FIELDS:  # class-level defaults, so the contract sees the attributes on the class
@@ -435,7 +439,7 @@ class WorldSettings(_Strict):
     ) -> None:
         self.synchronous_mode, self.fixed_delta_seconds = synchronous_mode, fixed_delta_seconds
 
-    def copy(self) -> "WorldSettings":
+    def copy(self) -> WorldSettings:
         return WorldSettings(self.synchronous_mode, self.fixed_delta_seconds)
 
 
@@ -522,7 +526,7 @@ class BlueprintLibrary(_Strict):
 class Map(_Strict):
     name = ""
 
-    def __init__(self, name: str, scene: "Scene | None" = None) -> None:
+    def __init__(self, name: str, scene: Scene | None = None) -> None:
         self.name, self._scene = f"Carla/Maps/{name}", scene
 
     def get_spawn_points(self) -> list[Transform]:
@@ -535,7 +539,11 @@ class Map(_Strict):
 
 
 _NO_BOXES = Boxes(
-    np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), np.zeros(0, np.uint8), np.zeros((0, 3), np.float32)
+    np.zeros((0, 3)),
+    np.zeros((0, 3)),
+    np.zeros(0),
+    np.zeros(0, np.uint8),
+    np.zeros((0, 3), np.float32),
 )
 
 
@@ -561,7 +569,8 @@ class Scene:
         ]
 
     def render(self, width: int, height: int, fov: float, pose: Transform) -> tuple:
-        """rgb (H, W, 3) uint8, tags (H, W) uint8, depth (H, W) float32 metres seen from ``pose``."""
+        """rgb (H, W, 3) uint8, tags (H, W) uint8, depth (H, W) float32 metres seen from
+        ``pose``."""
         p, r = pose.location, pose.rotation
         key = (width, height, fov, p.x, p.y, p.z, r.pitch, r.yaw, r.roll)
         if self._last is None or self._last[0] != key:
@@ -600,10 +609,10 @@ class Actor(_Strict):
 
     def __init__(
         self,
-        server: "FakeServer",
+        server: FakeServer,
         blueprint: ActorBlueprint,
         transform: Transform,
-        parent: "Actor | None",
+        parent: Actor | None,
     ) -> None:
         self._server, self._epoch = server, server.epoch
         self.id, self.type_id, self.attributes = (
@@ -683,7 +692,7 @@ class WalkerAIController(Actor):
 
 
 class TrafficManager(_Strict):
-    def __init__(self, server: "FakeServer", port: int) -> None:
+    def __init__(self, server: FakeServer, port: int) -> None:
         self._server, self._epoch, self.port = server, server.epoch, port
 
     def set_synchronous_mode(self, mode: bool = True) -> None:
@@ -701,7 +710,7 @@ class _Command(_Strict):
     def __init__(self) -> None:
         self.follow: list = []
 
-    def then(self, command: "_Command") -> "_Command":
+    def then(self, command: _Command) -> _Command:
         self.follow.append(command)
         return self
 
@@ -900,7 +909,7 @@ class FakeServer:
         self._deliver()
         return self.frame
 
-    def _walk(self, controller: "WalkerAIController") -> None:
+    def _walk(self, controller: WalkerAIController) -> None:
         """Move the walker towards its goal; it stops there (like CARLA's AI walkers)."""
         walker, goal = controller.parent, controller.goal
         here = walker._transform.location
@@ -1009,14 +1018,14 @@ class World(_Strict):
             )
         return self._server.step()
 
-    def get_snapshot(self) -> "WorldSnapshot":
+    def get_snapshot(self) -> WorldSnapshot:
         _check(self)
         server = self._server
         return WorldSnapshot(
             server.frame, {i: a.world_transform() for i, a in server.actors.items()}
         )
 
-    def get_actors(self) -> "ActorList":
+    def get_actors(self) -> ActorList:
         _check(self)
         return ActorList(self._server.actors.values())
 
@@ -1100,7 +1109,7 @@ class WorldSnapshot(_Strict):
 
 
 class ActorList(_Strict, list):
-    def filter(self, pattern: str) -> "ActorList":
+    def filter(self, pattern: str) -> ActorList:
         return ActorList(a for a in self if fnmatch.fnmatch(a.type_id, pattern))
 
 

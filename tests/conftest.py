@@ -36,21 +36,30 @@ def small_towns(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_synthetic_config(out: Path, town_dir: Path, **overrides: object) -> CaptureConfig:
     """A synthetic-backend capture config writing to ``out`` with tiny towns."""
-    values = {"backend": "synthetic", "town": "Town01", "clips": 2, "frames": 6, "out": out,
-              "clips_per_shard": 2, "town_dir": town_dir}
+    values = {
+        "backend": "synthetic",
+        "town": "Town01",
+        "clips": 2,
+        "frames": 6,
+        "out": out,
+        "clips_per_shard": 2,
+        "town_dir": town_dir,
+    }
     values.update(overrides)
     return CaptureConfig(**values)
 
 
 @pytest.fixture
 def synthetic_config():  # noqa: ANN201
-    """``synthetic_config(out, town_dir, **fields)``: a synthetic-backend CaptureConfig (2 clips of 6 frames)."""
+    """``synthetic_config(out, town_dir, **fields)``: a synthetic-backend CaptureConfig (2 clips of
+    6 frames)."""
     return make_synthetic_config
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_towns: Path) -> Path:
-    """A dataset of 3 towns (train Town01 x3 clips, val Town10HD x1, test Town02 x1), 6 frames each."""
+    """A dataset of 3 towns (train Town01 x3 clips, val Town10HD x1, test Town02 x1), 6 frames
+    each."""
     out = tmp_path_factory.mktemp("dataset")
     for town, clips in (("Town01", 3), ("Town10HD", 1), ("Town02", 1)):
         record(make_synthetic_config(out, tiny_towns, town=town, clips=clips))
@@ -80,7 +89,11 @@ def invoke(main, *args: str):  # noqa: ANN001, ANN201 - a click group and click'
 def one_line_error(result, *needles: str) -> str:  # noqa: ANN001 - click's Result
     """Assert exit 2, a single ``error: ...`` line with every needle on stderr, and no traceback."""
     assert result.exit_code == 2, (result.output, result.exception)
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith(("recording", "warning"))]
+    lines = [
+        ln
+        for ln in result.stderr.splitlines()
+        if ln.strip() and not ln.startswith(("recording", "warning"))
+    ]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output
     for needle in needles:
@@ -97,8 +110,11 @@ def cli():  # noqa: ANN201
     from carla_capture.cli import main as capture_main
     from train.cli import main as train_main
 
-    return SimpleNamespace(capture=lambda *a: invoke(capture_main, *a), train=lambda *a: invoke(train_main, *a),
-                           error=one_line_error)
+    return SimpleNamespace(
+        capture=lambda *a: invoke(capture_main, *a),
+        train=lambda *a: invoke(train_main, *a),
+        error=one_line_error,
+    )
 
 
 @pytest.fixture
@@ -108,7 +124,9 @@ def small_disk(tmp_path: Path):  # noqa: ANN201
 
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
     yield mount
@@ -117,7 +135,8 @@ def small_disk(tmp_path: Path):  # noqa: ANN201
 
 @pytest.fixture
 def fill_disk():  # noqa: ANN201
-    """``fill_disk(folder)`` writes a filler file until the file system holding ``folder`` is full."""
+    """``fill_disk(folder)`` writes a filler file until the file system holding ``folder`` is
+    full."""
 
     def fill(folder: Path) -> None:
         with open(folder / "filler", "wb", buffering=0) as fh:  # unbuffered: close cannot fail

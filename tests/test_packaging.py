@@ -79,10 +79,12 @@ def fresh_venv(tmp_path_factory) -> Path:
     return env
 
 
-def _run(env: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _run(env: Path, *args: str, cwd: Path, path: Path | None = None) -> subprocess.CompletedProcess:
     clean = {
         k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
     }
+    if path is not None:
+        clean["PYTHONPATH"] = str(path)
     return subprocess.run(
         [str(env / "bin" / args[0]), *args[1:]],
         cwd=cwd,
@@ -154,3 +156,56 @@ def test_wheel_gives_the_no_server_error_for_a_closed_port(fresh_venv, tmp_path,
     assert result.returncode == 2, result.stderr
     assert f"no CARLA server answered at 127.0.0.1:{port}" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "ModuleNotFoundError" not in result.stderr
+
+
+_NO_TORCH = """
+import importlib.abc, sys
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "tensorboard"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, Absent())
+"""
+
+
+def test_capture_needs_no_torch(fresh_venv, tmp_path, tiny_towns):
+    """``pip install "carla-temporal[capture]"`` brings no torch, and every capture command works
+    in an environment where importing torch, torchvision or tensorboard fails."""
+    site = next((fresh_venv / "lib").glob("python3*/site-packages"))
+    meta = next(site.glob("carla_temporal-*.dist-info")) / "METADATA"
+    requires = [line for line in meta.read_text().splitlines() if line.startswith("Requires-Dist:")]
+    heavy = [
+        line
+        for line in requires
+        if line.split()[1].startswith(("torch>", "torchvision", "tensorboard"))
+    ]
+    assert heavy and all('extra == "train"' in line for line in heavy), requires
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(_NO_TORCH)
+    probe = _run(fresh_venv, "python", "-c", "import torch", cwd=tmp_path, path=blocker)
+    assert probe.returncode != 0, "the blocker must hide torch"
+    data = tmp_path / "data"
+    for args in (
+        [
+            "record",
+            "--backend",
+            "synthetic",
+            "--town",
+            "Town01",
+            "--clips",
+            "1",
+            "--frames",
+            "3",
+            "--out",
+            str(data),
+            "--town-dir",
+            str(tiny_towns),
+        ],
+        ["verify", str(data)],
+        ["split", str(data)],
+        ["inspect", str(data / "Town01")],
+    ):
+        result = _run(fresh_venv, "capture", *args, cwd=tmp_path, path=blocker)
+        assert result.returncode == 0, (args, result.stderr)
+    assert list((data / "Town01").glob("Town01-*.h5")) and (data / "split.json").exists()

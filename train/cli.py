@@ -8,30 +8,85 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import click
 
-from carla_capture.clitools import ErrorGroup
+from clipcore.clitools import ErrorGroup
+from clipcore.errors import CaptureError
+from models.config import PRESETS
 
 
 @click.group(cls=ErrorGroup)
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """Train and evaluate the temporal perception models on recorded clips."""
-    logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2), format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command()
-@click.argument("stage", type=click.Choice(["stage1", "stage2", "stage3", "stage4", "all", "forecast"]))
-@click.option("--data", type=click.Path(path_type=Path, file_okay=False), required=True, help="Dataset folder with split.json.")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder.")
-@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="tiny", show_default=True, help="Model sizes and schedule.")
-@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="TOML file with TrainConfig fields.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field, e.g. --set stages.stage1.epochs=2.")
+@click.argument(
+    "stage",
+    type=click.Choice(
+        [
+            "stage1",
+            "stage2",
+            "stage3",
+            "stage4",
+            "all",
+            "forecast",
+            "sim2real-vae",
+            "sim2real-tasks",
+        ]
+    ),
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Dataset folder with split.json.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder."
+)
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default="tiny",
+    show_default=True,
+    help="Model sizes and schedule.",
+)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML file with TrainConfig fields.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a field, e.g. --set stages.stage1.epochs=2.",
+)
 @click.option("--resume", is_flag=True, help="Continue each stage from its last.pt.")
-def run(stage: str, data: Path, out: Path, preset: str, config: Path | None, overrides: tuple[str, ...], resume: bool) -> None:
-    """Train STAGE (stage1..stage4, all four in order, or forecast after stage1) into the run folder.
+@click.option(
+    "--target",
+    type=click.Path(path_type=Path),
+    help="sim2real: folder of unlabelled target images (JPG/PNG) or shards.",
+)
+def run(
+    stage: str,
+    data: Path,
+    out: Path,
+    preset: str,
+    config: Path | None,
+    overrides: tuple[str, ...],
+    resume: bool,
+    target: Path | None,
+) -> None:
+    """Train STAGE (stage1..stage4, all four in order, forecast after stage1, or the sim2real
+    stages) into the run folder.
 
     \b
     Examples:
@@ -40,7 +95,18 @@ def run(stage: str, data: Path, out: Path, preset: str, config: Path | None, ove
       train run stage1 --data data --out runs/r1 --set stages.stage1.epochs=5 --resume
       torchrun --nproc-per-node 4 -m train run stage1 --data data --out runs/ddp --preset paper
       train run forecast --data data/demo --out runs/demo --set 'forecast.horizon="mid"'
+      train run sim2real-vae --data data --target photos/ --out runs/s2r    # then:
+      train run sim2real-tasks --data data --out runs/s2r
     """
+    if stage.startswith("sim2real"):
+        from train.sim2real import resolve_config as sim2real_config
+        from train.sim2real import train as sim2real_train
+
+        cfg = sim2real_config(
+            preset, {"data": data, "out": out, "target": target}, config, overrides
+        )
+        click.echo(f"checkpoint: {sim2real_train(cfg, stage)}")
+        return
     from train.run import resolve_config, train
 
     cfg = resolve_config(preset, {"data": data, "out": out}, config, overrides)
@@ -54,19 +120,63 @@ def run(stage: str, data: Path, out: Path, preset: str, config: Path | None, ove
 
 
 @main.command("eval")
-@click.option("--run", "run_dir", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder of train run all.")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Run folder of train run all.",
+)
 @click.option("--split", default="test", show_default=True, help="Manifest split to evaluate on.")
-@click.option("--data", type=click.Path(path_type=Path, file_okay=False), help="Dataset folder [default: the run's].")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Dataset folder [default: the run's].",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the Markdown table.")
-@click.option("--perturbed", is_flag=True,
-              help="Also evaluate under per-frame noise, flicker and occluders.")
-@click.option("--task", type=click.Choice(["pipeline", "forecast"]), default="pipeline",
-              show_default=True,
-              help="forecast: every trained forecaster against its baselines, per horizon.")
-def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json: bool,
-             perturbed: bool, task: str) -> None:
-    """Compare the frame-by-frame models with the temporal model on SPLIT; writes RUN/eval.json and RUN/eval.md.
+@click.option(
+    "--perturbed", is_flag=True, help="Also evaluate under per-frame noise, flicker and occluders."
+)
+@click.option(
+    "--task",
+    type=click.Choice(["pipeline", "forecast", "sim2real"]),
+    default="pipeline",
+    show_default=True,
+    help="forecast: every trained forecaster against its baselines, per horizon; "
+    "sim2real: the twin VAE on SPLIT of --data, or on --images with --depth-png.",
+)
+@click.option(
+    "--domain",
+    type=click.Choice(["real", "sim"]),
+    default="real",
+    show_default=True,
+    help="sim2real: the encoder the images go through.",
+)
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="sim2real: folder of real images.",
+)
+@click.option(
+    "--depth-png",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="sim2real: KITTI depth PNGs (16-bit, metres x 256) named like --images.",
+)
+def evaluate(
+    run_dir: Path,
+    split: str,
+    data: Path | None,
+    device: str,
+    as_json: bool,
+    perturbed: bool,
+    task: str,
+    domain: str,
+    images: Path | None,
+    depth_png: Path | None,
+) -> None:
+    """Compare the frame-by-frame models with the temporal model on SPLIT; writes RUN/eval.json
+    and RUN/eval.md.
 
     \b
     Examples:
@@ -74,37 +184,96 @@ def evaluate(run_dir: Path, split: str, data: Path | None, device: str, as_json:
       train eval --run runs/demo --perturbed
       train eval --run runs/paper --split val --device cuda
       train eval --run runs/demo --task forecast
+      train eval --run runs/s2r --task sim2real --images kitti/img --depth-png kitti/depth
     """
-    if task == "forecast":
-        from train.forecast_eval import evaluate_forecast, to_markdown, write_forecast_report
+    if task == "sim2real":
+        from train.sim2real_eval import evaluate_sim2real_run
 
-        report = evaluate_forecast(run_dir, split, data, device)
-        js, md = write_forecast_report(report, run_dir)
-        click.echo(json.dumps(report, indent=2) if as_json else to_markdown(report))
-        click.echo(f"-> {js}, {md}", err=True)
+        report = evaluate_sim2real_run(run_dir, domain, data, split, images, depth_png)
+        click.echo(json.dumps(report, indent=2))
         return
-    from train.evaluate import evaluate_run, to_markdown, write_report
-    from train.perturb import Perturbation
+    from train.evaluate import write_report
 
-    report = evaluate_run(run_dir, split, data, device, Perturbation() if perturbed else None)
-    js, md = write_report(report, run_dir)
+    if task == "forecast":
+        from train.forecast_eval import evaluate_forecast, to_markdown
+
+        report, name = evaluate_forecast(run_dir, split, data, device), "forecast_eval"
+    else:
+        from train.evaluate import evaluate_run, to_markdown
+        from train.perturb import Perturbation
+
+        report = evaluate_run(run_dir, split, data, device, Perturbation() if perturbed else None)
+        name = "eval"
+    js, md = write_report(report, run_dir, name, to_markdown)
     click.echo(json.dumps(report, indent=2) if as_json else to_markdown(report))
     click.echo(f"-> {js}, {md}", err=True)
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path, exists=True))
-@click.option("--run", "run_dir", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder.")
+@click.argument("path", type=click.Path(path_type=Path, exists=True), required=False)
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Run folder.",
+)
 @click.option("--clip", "clip_id", help="Clip id [default: the first clip].")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder [default: RUN/predictions].")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Output folder [default: RUN/predictions]; with --video the .mp4 or .gif to write.",
+)
+@click.option(
+    "--video",
+    type=click.Path(path_type=Path),
+    help="Predict on this video file (mp4, avi, mkv, webm, gif) instead of a clip.",
+)
+@click.option(
+    "--hfov",
+    default=90.0,
+    show_default=True,
+    help="With --video: the camera's horizontal field of view, degrees (temporal model).",
+)
+@click.option("--max-frames", type=click.IntRange(min=1), help="With --video: stop after N frames.")
 @click.option("--gif", is_flag=True, help="Write a GIF instead of an MP4.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--task", type=click.Choice(["pipeline", "forecast"]), default="pipeline", show_default=True,
-              help="forecast: last input | forecast | zero-motion | ground truth, per target frame.")
-@click.option("--variant", help="Forecaster folder for --task forecast, e.g. forecast-mid [default: the first].")
-def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gif: bool, device: str, task: str,
-            variant: str | None) -> None:
-    """Video (RGB | predicted segmentation | predicted depth | ground truth) and point clouds of one clip.
+@click.option(
+    "--task",
+    type=click.Choice(["pipeline", "forecast", "sim2real"]),
+    default="pipeline",
+    show_default=True,
+    help="forecast: last input | forecast | zero-motion | ground truth, per target "
+    "frame; sim2real: input | translation | reconstruction | depth | segmentation (a PNG).",
+)
+@click.option(
+    "--domain",
+    type=click.Choice(["real", "sim"]),
+    default="real",
+    show_default=True,
+    help="sim2real: the encoder the images go through.",
+)
+@click.option(
+    "--variant",
+    help="Forecaster folder for --task forecast, e.g. forecast-mid [default: the first].",
+)
+def predict(
+    path: Path | None,
+    run_dir: Path,
+    clip_id: str | None,
+    out: Path | None,
+    video: Path | None,
+    hfov: float,
+    max_frames: int | None,
+    gif: bool,
+    device: str,
+    task: str,
+    variant: str | None,
+    domain: str,
+) -> None:
+    """Video (RGB | predicted segmentation | predicted depth | ground truth) and point clouds of
+    one clip; or, with --video, any video file as input | segmentation | depth at the run's frame
+    size.
 
     PATH is a shard or a dataset folder.
 
@@ -113,11 +282,33 @@ def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gi
       train predict --run runs/demo data/demo/Town02
       train predict --run runs/demo data/demo --clip Town02-0-000001 --gif
       train predict --run runs/demo data/demo/Town02 --task forecast --variant forecast-mid --gif
+      train predict --video drive.mp4 --run runs/lowres --out drive-pred.gif
+      train predict --run runs/s2r photos/ --task sim2real
     """
+    if video is not None:
+        from train.video_predict import predict_video
+
+        if out is None:
+            raise CaptureError("--video needs --out FILE.mp4 or FILE.gif")
+        report = predict_video(video, run_dir, out, device, hfov, max_frames)
+        click.echo(
+            f"-> {report.out} ({report.frames} frames, {report.model} model, "
+            f"{report.size[0]}x{report.size[1]})"
+        )
+        return
+    if path is None:
+        raise CaptureError("pass PATH (a shard or dataset folder) or --video FILE")
+    if task == "sim2real":
+        from train.sim2real_predict import predict_sim2real
+
+        click.echo(f"-> {predict_sim2real(run_dir, path, out, domain)}")
+        return
     if task == "forecast":
         from train.forecast_eval import predict_forecast
 
-        for written in predict_forecast(run_dir, path, clip_id, out, ".gif" if gif else ".mp4", device, variant):
+        for written in predict_forecast(
+            run_dir, path, clip_id, out, ".gif" if gif else ".mp4", device, variant
+        ):
             click.echo(f"-> {written}")
         return
     from train.predict import predict_clip
@@ -127,8 +318,13 @@ def predict(path: Path, run_dir: Path, clip_id: str | None, out: Path | None, gi
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(["paper", "small", "tiny"]), default="paper", show_default=True,
-              help="Model sizes to describe.")
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    default="paper",
+    show_default=True,
+    help="Model sizes to describe.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def models(preset: str, as_json: bool) -> None:
     """Print each model's parameter count and FLOPs per frame at the preset's input size.
@@ -138,12 +334,145 @@ def models(preset: str, as_json: bool) -> None:
       train models --preset paper
       train models --preset tiny --json
     """
-    from models.config import PRESETS
     from models.summary import format_rows, summarize
 
     cfg = PRESETS[preset]
-    rows = summarize(cfg)
+    rows = summarize(cfg, preset)
     if as_json:
-        click.echo(json.dumps({"preset": preset, "input_size": list(cfg.input_size), "models": rows}, indent=2))
+        click.echo(
+            json.dumps(
+                {"preset": preset, "input_size": list(cfg.input_size), "models": rows}, indent=2
+            )
+        )
     else:
-        click.echo(format_rows(cfg, rows))
+        click.echo(format_rows(preset, cfg, rows))
+
+
+@main.command()
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Run folder trained through stage 4.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["synthetic", "carla"]),
+    default="synthetic",
+    show_default=True,
+    help="Simulator to drive.",
+)
+@click.option(
+    "--town",
+    default="Town02",
+    show_default=True,
+    help="Town to drive in (a file in town_configs/).",
+)
+@click.option(
+    "--frames",
+    type=click.IntRange(1),
+    default=200,
+    show_default=True,
+    help="Frames to run, then stop.",
+)
+@click.option(
+    "--clip-frames",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="Frames per clip; the model's memory and the trajectories restart each clip.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the simulated traffic and weather.",
+)
+@click.option(
+    "--town-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder of town files to use instead of the packaged ones.",
+)
+@click.option("--host", help="CARLA server host [default: 127.0.0.1].")
+@click.option("--port", type=int, help="CARLA RPC port [default: 2000].")
+@click.option("--spawn", is_flag=True, help="Open the Rerun viewer (the default).")
+@click.option("--serve", is_flag=True, help="Serve the Rerun web viewer and keep serving.")
+@click.option(
+    "--save",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the dashboard to FILE.rrd.",
+)
+@click.option(
+    "--web-port",
+    type=int,
+    default=9090,
+    show_default=True,
+    help="Port of the web viewer (--serve).",
+)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+def live(
+    run_dir: Path,
+    backend: str,
+    town: str,
+    frames: int,
+    clip_frames: int,
+    seed: int,
+    town_dir: Path | None,
+    host: str | None,
+    port: int | None,
+    spawn: bool,
+    serve: bool,
+    save: Path | None,
+    web_port: int,
+    device: str,
+) -> None:
+    """Drive a simulator and show the temporal model's predictions on each frame in a Rerun
+    dashboard: RGB, ground-truth and predicted segmentation, true and predicted depth, the
+    estimated against the true camera trajectory, and fps.
+    Needs the Rerun SDK: pip install "carla-temporal[live]".
+
+    \b
+    Examples:
+      train live --run runs/demo                                   # opens the Rerun viewer
+      train live --run runs/demo --town Town10HD --frames 400 --save live.rrd
+      train live --run runs/paper --backend carla --town Town03 --serve --device cuda
+      rerun live.rrd                                               # replay a saved dashboard
+    """
+    from carla_capture.cli import capture_config
+    from clipcore.dashboard import Sink
+    from clipcore.errors import ConfigError
+    from train.live import live as run_live
+
+    if spawn + serve + (save is not None) > 1:
+        raise ConfigError("choose one of --spawn, --serve and --save FILE.rrd")
+    sink = (
+        Sink("save", save) if save else Sink("serve", web_port=web_port) if serve else Sink("spawn")
+    )
+    options = {
+        "backend": backend,
+        "town": town,
+        "frames": clip_frames,
+        "seed": seed,
+        "town_dir": town_dir,
+        "carla__host": host,
+        "carla__port": port,
+    }
+    capture = capture_config(None, options, ())
+    stats = run_live(run_dir, capture, frames, sink, device).as_dict()
+    accuracy = "n/a" if stats["pixel_accuracy"] is None else f"{stats['pixel_accuracy']:.1%}"
+    click.echo(
+        f"{stats['frames']} frames in {stats['clips']} clip(s): {stats['fps']:.1f} frames/s,"
+        f" {stats['cpu_ms_per_frame']:.0f} ms CPU per frame, pixel accuracy {accuracy}"
+    )
+    if save:
+        click.echo(f"-> {save} (view with: rerun {save})")
+    if serve:
+        import time
+
+        click.echo(
+            f"serving the web viewer on http://localhost:{web_port}; Ctrl-C to stop", err=True
+        )
+        while True:
+            time.sleep(3600)

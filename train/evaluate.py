@@ -6,64 +6,22 @@ motion; a constant class with zero or clip-median depth on every temporal figure
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from carla_capture.errors import CaptureError
-from carla_capture.split import load_manifest, require_clips
+from clipcore.fsutil import atomic_write_text
+from clipcore.manifest import load_manifest, require_clips
 from dataset import ClipWindows
 from dataset.labels import IGNORE_INDEX, load_label_map
-from models.depth import build_depth
-from models.ego_motion import build_ego_motion
-from models.geometry_filter import build_geometry_filter
-from models.pipeline import TemporalPipeline, build_pipeline
-from models.segmentation import build_segmentation
+from models.pipeline import TemporalPipeline
 from train.config import TrainConfig
 from train.metrics import ConfusionMatrix, DepthMetrics, PoseMetrics
-from train.nets import load_component
 from train.perturb import Perturbation, perturb_window
+from train.run_folder import FrameModel, load_run, temporal_model
 from train.temporal import TemporalConsistency, window_pairs
-
-
-def load_run(run_dir: Path) -> TrainConfig:
-    """The resolved config a run was trained with."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise CaptureError(f"{path} does not exist: is {run_dir} a run folder of train run?")
-    return TrainConfig.model_validate_json(path.read_text())
-
-
-def temporal_model(cfg: TrainConfig, run_dir: Path) -> TemporalPipeline:
-    """Stage 4's GeometryFilter with its ego-motion filter, in eval mode."""
-    geometry = build_geometry_filter(cfg.model)
-    geometry.load_state_dict(load_component(run_dir, "stage4", "geometry_filter"))
-    ego = build_ego_motion(cfg.model, geometry.backbone.channels)
-    ego.load_state_dict(load_component(run_dir, "stage4", "ego_motion"))
-    return build_pipeline(cfg.model, geometry, ego).eval()
-
-
-class FrameModel(torch.nn.Module):
-    """Stages 1 and 2 frame by frame, and stage 3's ego-motion on stage 1's embeddings."""
-
-    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
-        super().__init__()
-        self.segmentation, self.depth = build_segmentation(cfg.model), build_depth(cfg.model)
-        self.segmentation.load_state_dict(load_component(run_dir, "stage1", "segmentation"))
-        self.depth.load_state_dict(load_component(run_dir, "stage2", "depth"))
-        self.ego = build_ego_motion(cfg.model, self.segmentation.backbone.channels)
-        self.ego.load_state_dict(load_component(run_dir, "stage3", "ego_motion"))
-        self.eval()
-
-    def forward(self, window: torch.Tensor) -> dict[str, torch.Tensor]:
-        frames = window.flatten(0, 1)
-        b, t = window.shape[:2]
-        seg = self.segmentation(frames)["seg_logits"].unflatten(0, (b, t))
-        embeddings = self.segmentation.backbone(frames)["out"].unflatten(0, (b, t))
-        eye = torch.eye(4, dtype=window.dtype, device=window.device).expand(b, 1, 4, 4)
-        rel = torch.cat([eye, self.ego(embeddings)["rel_pose"]], 1)
-        return {"seg_logits": seg, "depth": self.depth(frames)["depth"].unflatten(0, (b, t)), "rel_pose": rel}
 
 
 class _Scores:
@@ -396,10 +354,16 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """``eval.json`` and ``eval.md`` in ``out_dir``."""
+def write_report(
+    report: dict[str, Any],
+    out_dir: Path,
+    name: str = "eval",
+    markdown: Callable[[dict[str, Any]], str] | None = None,
+) -> tuple[Path, Path]:
+    """``<name>.json`` and ``<name>.md`` (``markdown(report)``, default :func:`to_markdown`) in
+    ``out_dir``, each written atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    js, md = out_dir / "eval.json", out_dir / "eval.md"
-    js.write_text(json.dumps(report, indent=2) + "\n")
-    md.write_text(to_markdown(report))
+    js, md = out_dir / f"{name}.json", out_dir / f"{name}.md"
+    atomic_write_text(js, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(md, (markdown or to_markdown)(report))
     return js, md

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from carla_capture.split import load_manifest
+from clipcore.manifest import load_manifest
 from dataset import ClipWindows
 from dataset.labels import IGNORE_INDEX
 from models.forecast import Forecaster, build_forecaster
@@ -28,7 +28,7 @@ from train.config import TrainConfig
 from train.engine import seed_everything, setup
 from train.forecast_config import HorizonConfig
 from train.metrics import ConfusionMatrix
-from train.nets import load_component
+from train.run_folder import load_component
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def load_forecaster(
     run_dir: Path, name: str, device: str | torch.device = "cpu"
 ) -> tuple[Forecaster, TrainConfig]:
     """A trained forecaster variant (``forecast-short``, ...) of a run, and its config."""
-    from carla_capture.errors import CaptureError
+    from clipcore.errors import CaptureError
 
     path = Path(run_dir) / name / "best.pt"
     if not path.exists():

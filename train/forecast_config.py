@@ -24,12 +24,12 @@ class HorizonConfig(BaseModel):
     target: int = Field(description="Clip frame index whose segmentation is forecast.")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "HorizonConfig":
+    def _ordered(self) -> HorizonConfig:
         ins = self.inputs
         if (
             not ins
             or ins[0] < 0
-            or any(b <= a for a, b in zip(ins, ins[1:]))
+            or any(b <= a for a, b in zip(ins[:-1], ins[1:], strict=True))
             or ins[-1] >= self.target
         ):
             raise ValueError(
@@ -85,7 +85,7 @@ class ForecastConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _known(self) -> "ForecastConfig":
+    def _known(self) -> ForecastConfig:
         if self.horizon not in self.horizons:
             raise ValueError(
                 f"forecast.horizon {self.horizon!r} is not one of {', '.join(self.horizons)}"

@@ -9,7 +9,6 @@ true target frame (an upper bound). Warp holes are filled with the zero-motion p
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from carla_capture.errors import CaptureError
-from carla_capture.geometry import invert_pose
-from carla_capture.tags import STATIC_TAGS
+from clipcore.errors import CaptureError
+from clipcore.geometry import invert_pose
+from clipcore.tags import STATIC_TAGS
 from dataset.labels import load_label_map
 from models.depth import build_depth
 from models.ego_motion import build_ego_motion
-from train.evaluate import load_run
 from train.forecast import ForecastWindows, forecast_samples, load_forecaster, load_teacher
 from train.forecast_config import HorizonConfig
 from train.forecast_warp import extrapolate_motion, warp_forecast
 from train.metrics import ConfusionMatrix
-from train.nets import load_component
+from train.run_folder import load_component, load_run
 
 BASELINES = {
     "zero_motion": "zero-motion (stage 1 on the last input)",
@@ -68,9 +66,11 @@ class _Row:
     ) -> dict[str, Any]:
         r = self.confusion.result(names)
         iou = r["per_class_iou"]
-        group = lambda g: (
-            float(np.mean([iou[n] for n in g if n in iou])) if any(n in iou for n in g) else None
-        )  # noqa: E731
+
+        def group(g: list[str]) -> float | None:
+            scores = [iou[n] for n in g if n in iou]
+            return float(np.mean(scores)) if scores else None
+
         out = {k: r[k] for k in ("miou", "pixel_accuracy", "mean_class_accuracy", "per_class_iou")}
         out.update(static_miou=group(static), dynamic_miou=group(dynamic))
         if self.holes:
@@ -219,15 +219,6 @@ def to_markdown(report: dict[str, Any], title: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_forecast_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """``forecast_eval.json`` and ``forecast_eval.md`` in ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    js, md = out_dir / "forecast_eval.json", out_dir / "forecast_eval.md"
-    js.write_text(json.dumps(report, indent=2) + "\n")
-    md.write_text(to_markdown(report))
-    return js, md
-
-
 @torch.no_grad()
 def predict_forecast(
     run_dir: Path,
@@ -239,7 +230,8 @@ def predict_forecast(
     variant: str | None = None,
 ) -> list[Path]:
     """Video of one clip: last input RGB | forecast | zero-motion | ground truth, per target."""
-    from carla_capture.inspect import load_clip, write_video
+    from clipcore.folder import load_clip
+    from clipcore.pictures import write_video
     from dataset.windows import make_item
     from train.panels import to_uint8
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from carla_capture.geometry import backproject, invert_pose, project, transform_points
+from clipcore.geometry import backproject, invert_pose, project, transform_points
 from models.common import _hat, so3_exp, so3_log
 
 UNKNOWN = 255

@@ -17,14 +17,18 @@ class ConfusionMatrix:
         self.num_classes = num_classes
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+    def update(
+        self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> None:
         """Add integer predictions and targets of any (same) shape; pixels where either is 255 (no
         label: the ground truth scored as a prediction has those) are left out."""
         keep = (target != IGNORE_INDEX) & (pred != IGNORE_INDEX)
         if mask is not None:
             keep &= mask
         idx = target[keep].long() * self.num_classes + pred[keep].long()
-        self.matrix += torch.bincount(idx.cpu(), minlength=self.num_classes**2).view(self.num_classes, self.num_classes)
+        self.matrix += torch.bincount(idx.cpu(), minlength=self.num_classes**2).view(
+            self.num_classes, self.num_classes
+        )
 
     def result(self, class_names: tuple[str, ...] | None = None) -> dict:
         """Pixel accuracy, mIoU and mean class accuracy over the classes present in ground truth or
@@ -39,13 +43,16 @@ class ConfusionMatrix:
             "pixel_accuracy": float(tp.sum() / m.sum().clamp_min(1)),
             "miou": float(iou[present].mean()) if present.any() else 0.0,
             "mean_class_accuracy": float(acc[gt > 0].mean()) if (gt > 0).any() else 0.0,
-            "per_class_iou": {names[i]: float(iou[i]) for i in range(self.num_classes) if present[i]},
+            "per_class_iou": {
+                names[i]: float(iou[i]) for i in range(self.num_classes) if present[i]
+            },
             "absent_classes": [names[i] for i in range(self.num_classes) if not present[i]],
         }
 
 
 class DepthMetrics:
-    """AbsRel, SqRel, RMSE, log-RMSE and delta accuracies, for ground truth capped at each of ``caps`` metres."""
+    """AbsRel, SqRel, RMSE, log-RMSE and delta accuracies, for ground truth capped at each of
+    ``caps`` metres."""
 
     def __init__(self, caps: tuple[float, ...] = (80.0, 1000.0)) -> None:
         self.caps = caps
@@ -57,20 +64,32 @@ class DepthMetrics:
             keep = valid & (gt > 0) & (gt <= cap)
             p, g = pred[keep].double().clamp(1e-3, cap), gt[keep].double()
             ratio = torch.maximum(p / g, g / p)
-            self.sums[cap] += torch.stack([
-                torch.tensor(float(keep.sum()), dtype=torch.float64), ((p - g).abs() / g).sum(), ((p - g) ** 2 / g).sum(),
-                ((p - g) ** 2).sum(), ((p.log() - g.log()) ** 2).sum(), (ratio < 1.25).sum(), (ratio < 1.25**2).sum(),
-                (ratio < 1.25**3).sum(),
-            ])
+            self.sums[cap] += torch.stack(
+                [
+                    torch.tensor(float(keep.sum()), dtype=torch.float64),
+                    ((p - g).abs() / g).sum(),
+                    ((p - g) ** 2 / g).sum(),
+                    ((p - g) ** 2).sum(),
+                    ((p.log() - g.log()) ** 2).sum(),
+                    (ratio < 1.25).sum(),
+                    (ratio < 1.25**2).sum(),
+                    (ratio < 1.25**3).sum(),
+                ]
+            )
 
     def result(self) -> dict:
         out = {}
         for cap, s in self.sums.items():
             n = max(float(s[0]), 1.0)
             out[f"cap_{cap:g}m"] = {
-                "abs_rel": float(s[1] / n), "sq_rel": float(s[2] / n), "rmse": math.sqrt(float(s[3] / n)),
-                "log_rmse": math.sqrt(float(s[4] / n)), "delta_1.25": float(s[5] / n), "delta_1.25^2": float(s[6] / n),
-                "delta_1.25^3": float(s[7] / n), "pixels": int(s[0]),
+                "abs_rel": float(s[1] / n),
+                "sq_rel": float(s[2] / n),
+                "rmse": math.sqrt(float(s[3] / n)),
+                "log_rmse": math.sqrt(float(s[4] / n)),
+                "delta_1.25": float(s[5] / n),
+                "delta_1.25^2": float(s[6] / n),
+                "delta_1.25^3": float(s[7] / n),
+                "pixels": int(s[0]),
             }
         return out
 
@@ -93,7 +112,12 @@ class PoseMetrics:
 
     def result(self) -> dict:
         mean = lambda xs: float(sum(xs) / len(xs)) if xs else 0.0  # noqa: E731
-        return {"rpe_translation_m": mean(self.trans), "rpe_rotation_deg": mean(self.rot), "ate_m": mean(self.ate), "clips": len(self.ate)}
+        return {
+            "rpe_translation_m": mean(self.trans),
+            "rpe_rotation_deg": mean(self.rot),
+            "ate_m": mean(self.ate),
+            "clips": len(self.ate),
+        }
 
 
 def chain(rel: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from carla_capture.errors import CaptureError
 from models.common import pose_to_vector
 from models.config import ModelConfig
 from models.depth import build_depth
@@ -23,14 +22,7 @@ from models.geometry_filter import build_geometry_filter
 from models.pipeline import build_pipeline
 from models.segmentation import build_segmentation
 from train.config import StageConfig
-
-
-def load_component(run_dir: Path, stage: str, component: str) -> dict[str, torch.Tensor]:
-    """The state dict of ``component`` in ``<run>/<stage>/best.pt``; a clear error if it is missing."""
-    path = Path(run_dir) / stage / "best.pt"
-    if not path.exists():
-        raise CaptureError(f"{path} does not exist: train {stage} first (train run {stage} --out {run_dir} ...)")
-    return torch.load(path, map_location="cpu", weights_only=False)["components"][component]
+from train.run_folder import load_component
 
 
 class SegmentationStage(nn.Module):
@@ -44,7 +36,11 @@ class SegmentationStage(nn.Module):
         return {"segmentation": self.segmentation}
 
     def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"seg_logits": self.segmentation(rgb.flatten(0, 1))["seg_logits"].unflatten(0, rgb.shape[:2])}
+        return {
+            "seg_logits": self.segmentation(rgb.flatten(0, 1))["seg_logits"].unflatten(
+                0, rgb.shape[:2]
+            )
+        }
 
 
 class DepthStage(nn.Module):
@@ -104,15 +100,26 @@ class SequenceStage(nn.Module):
     def components(self) -> dict[str, nn.Module]:
         return {"geometry_filter": self.pipeline.geometry, "ego_motion": self.pipeline.ego_motion}
 
-    def forward(self, rgb: torch.Tensor, intrinsics: torch.Tensor | None = None,
-                depth: torch.Tensor | None = None,
-                rel_pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        rgb: torch.Tensor,
+        intrinsics: torch.Tensor | None = None,
+        depth: torch.Tensor | None = None,
+        rel_pose: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         out = self.pipeline(rgb, intrinsics, depth, rel_pose)
-        return {"seg_logits": out["seg_logits"], "depth": out["depth"], "motion": pose_to_vector(out["rel_pose"][:, 1:])}
+        return {
+            "seg_logits": out["seg_logits"],
+            "depth": out["depth"],
+            "motion": pose_to_vector(out["rel_pose"][:, 1:]),
+        }
 
 
 STAGE_NETS: dict[str, type[nn.Module]] = {
-    "segmentation": SegmentationStage, "depth": DepthStage, "ego_motion": EgoMotionStage, "sequence": SequenceStage,
+    "segmentation": SegmentationStage,
+    "depth": DepthStage,
+    "ego_motion": EgoMotionStage,
+    "sequence": SequenceStage,
 }
 
 

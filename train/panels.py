@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from carla_capture.inspect import depth_to_rgb
+from clipcore.pictures import depth_to_rgb
 from dataset.labels import load_label_map
 from models.common import denormalize
 from train.config import TrainConfig
@@ -15,12 +15,15 @@ from train.nets import stage_forward
 
 def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     """(3, H, W) normalised tensor -> (H, W, 3) uint8."""
-    return (denormalize(rgb.float().cpu()).clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    return (denormalize(rgb.float().cpu()).clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(
+        np.uint8
+    )
 
 
 @torch.no_grad()
 def panel(net: nn.Module, batch: dict, cfg: TrainConfig, device: torch.device) -> np.ndarray | None:
-    """One row per kind of output of the first window's first frame: RGB | prediction | ground truth."""
+    """One row per kind of output of the first window's first frame: RGB | prediction | ground
+    truth."""
     label_map = load_label_map(cfg.label_map)
     first = {k: v[:1].to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     out = stage_forward(net, first)
@@ -28,8 +31,17 @@ def panel(net: nn.Module, batch: dict, cfg: TrainConfig, device: torch.device) -
     rows = []
     if "seg_logits" in out:
         pred = out["seg_logits"][0, 0].argmax(0).cpu().numpy()
-        rows.append(np.concatenate([rgb, label_map.colorize(pred), label_map.colorize(batch["labels"][0, 0].numpy())], 1))
+        rows.append(
+            np.concatenate(
+                [rgb, label_map.colorize(pred), label_map.colorize(batch["labels"][0, 0].numpy())],
+                1,
+            )
+        )
     if "depth" in out:
         pred = out["depth"][0, 0, 0].float().cpu().numpy()
-        rows.append(np.concatenate([rgb, depth_to_rgb(pred), depth_to_rgb(batch["depth"][0, 0, 0].numpy())], 1))
+        rows.append(
+            np.concatenate(
+                [rgb, depth_to_rgb(pred), depth_to_rgb(batch["depth"][0, 0, 0].numpy())], 1
+            )
+        )
     return np.concatenate(rows, 0) if rows else None

@@ -1,4 +1,5 @@
-"""``train predict``: a video and point clouds of a trained temporal model's predictions on one clip.
+"""``train predict``: a video and point clouds of a trained temporal model's predictions on one
+clip.
 
 The clip runs through the streaming API (``init_state`` / ``step``), frame by frame. The video
 shows RGB | predicted segmentation | predicted depth | ground-truth segmentation. The point
@@ -14,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from carla_capture.geometry import backproject, invert_pose, transform_points
-from carla_capture.inspect import depth_to_rgb, load_clip, write_video
+from clipcore.folder import load_clip
+from clipcore.geometry import backproject, invert_pose, transform_points
+from clipcore.pictures import depth_to_rgb, write_video
 from dataset.labels import load_label_map
 from dataset.windows import make_item
-from train.evaluate import load_run, temporal_model
 from train.panels import to_uint8
+from train.run_folder import load_run, temporal_model
 
 MAX_DEPTH_M = 80.0
 STRIDE = 4
@@ -27,22 +29,40 @@ STRIDE = 4
 
 def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
     """Binary little-endian PLY of (N, 3) float32 points and (N, 3) uint8 colours."""
-    vertex = np.empty(len(xyz), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    vertex = np.empty(
+        len(xyz),
+        dtype=[
+            ("x", "<f4"),
+            ("y", "<f4"),
+            ("z", "<f4"),
+            ("red", "u1"),
+            ("green", "u1"),
+            ("blue", "u1"),
+        ],
+    )
     vertex["x"], vertex["y"], vertex["z"] = xyz.T.astype(np.float32)
     vertex["red"], vertex["green"], vertex["blue"] = rgb.T
-    header = ("ply\nformat binary_little_endian 1.0\n"
-              f"element vertex {len(xyz)}\nproperty float x\nproperty float y\nproperty float z\n"
-              "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
+    header = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"element vertex {len(xyz)}\nproperty float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+    )
     with open(path, "wb") as fh:
         fh.write(header.encode())
         fh.write(vertex.tobytes())
 
 
-def lift(depths: np.ndarray, labels: np.ndarray, K: np.ndarray, poses: np.ndarray, palette: np.ndarray,
-         valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def lift(
+    depths: np.ndarray,
+    labels: np.ndarray,
+    K: np.ndarray,
+    poses: np.ndarray,
+    palette: np.ndarray,
+    valid: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Points and colours of every STRIDE-th pixel of every frame (depth below MAX_DEPTH_M)."""
     xyz, rgb = [], []
-    for depth, label, pose, ok in zip(depths, labels, poses, valid):
+    for depth, label, pose, ok in zip(depths, labels, poses, valid, strict=True):
         keep = ok & (depth > 0) & (depth < MAX_DEPTH_M) & (label < len(palette))
         keep[1::STRIDE], keep[:, 1::STRIDE] = False, False
         keep[2::STRIDE], keep[:, 2::STRIDE] = False, False
@@ -53,9 +73,16 @@ def lift(depths: np.ndarray, labels: np.ndarray, K: np.ndarray, poses: np.ndarra
 
 
 @torch.no_grad()
-def predict_clip(run_dir: Path, path: Path, clip_id: str | None = None, out_dir: Path | None = None,
-                 video_suffix: str = ".mp4", device: str = "cpu") -> list[Path]:
-    """Run the temporal model on one clip; write the video and both point clouds into ``out_dir``."""
+def predict_clip(
+    run_dir: Path,
+    path: Path,
+    clip_id: str | None = None,
+    out_dir: Path | None = None,
+    video_suffix: str = ".mp4",
+    device: str = "cpu",
+) -> list[Path]:
+    """Run the temporal model on one clip; write the video and both point clouds into
+    ``out_dir``."""
     cfg = load_run(run_dir)
     label_map = load_label_map(cfg.label_map)
     clip = load_clip(path, clip_id)
@@ -68,25 +95,45 @@ def predict_clip(run_dir: Path, path: Path, clip_id: str | None = None, out_dir:
     labels, depths, poses, panels = [], [], [], []
     for t in range(len(clip)):
         frame = {k: item[k][t][None].to(device) for k in ("rgb", "intrinsics", "depth", "rel_pose")}
-        out, state = model.step(frame["rgb"], state, frame["intrinsics"], frame["depth"],
-                                frame["rel_pose"])
+        out, state = model.step(
+            frame["rgb"], state, frame["intrinsics"], frame["depth"], frame["rel_pose"]
+        )
         label = out["seg_logits"][0].argmax(0).cpu().numpy()
         depth = out["depth"][0, 0].float().cpu().numpy()
         labels.append(label)
         depths.append(depth)
-        poses.append(out["cam_to_world"][0].double().cpu().numpy() if "cam_to_world" in out else np.eye(4))
-        panels.append(np.concatenate([to_uint8(item["rgb"][t]), label_map.colorize(label), depth_to_rgb(depth),
-                                      label_map.colorize(item["labels"][t].numpy())], 1))
+        poses.append(
+            out["cam_to_world"][0].double().cpu().numpy() if "cam_to_world" in out else np.eye(4)
+        )
+        panels.append(
+            np.concatenate(
+                [
+                    to_uint8(item["rgb"][t]),
+                    label_map.colorize(label),
+                    depth_to_rgb(depth),
+                    label_map.colorize(item["labels"][t].numpy()),
+                ],
+                1,
+            )
+        )
     out_dir = Path(out_dir or Path(run_dir) / "predictions")
     out_dir.mkdir(parents=True, exist_ok=True)
     video = out_dir / f"{clip.clip_id}{video_suffix}"
     write_video(video, panels, clip.fps)
     K = item["intrinsics"][0].numpy()
     valid = np.ones((len(clip), height, width), bool)
-    pred_xyz, pred_rgb = lift(np.stack(depths), np.stack(labels), K, np.stack(poses), label_map.palette, valid)
+    pred_xyz, pred_rgb = lift(
+        np.stack(depths), np.stack(labels), K, np.stack(poses), label_map.palette, valid
+    )
     gt_poses = invert_pose(item["cam_to_world"][0].numpy()) @ item["cam_to_world"].numpy()
-    gt_xyz, gt_rgb = lift(item["depth"][:, 0].numpy(), item["labels"].numpy(), K, gt_poses, label_map.palette,
-                          item["valid_depth"][:, 0].numpy())
+    gt_xyz, gt_rgb = lift(
+        item["depth"][:, 0].numpy(),
+        item["labels"].numpy(),
+        K,
+        gt_poses,
+        label_map.palette,
+        item["valid_depth"][:, 0].numpy(),
+    )
     written = [video, out_dir / f"{clip.clip_id}-pred.ply", out_dir / f"{clip.clip_id}-gt.ply"]
     write_ply(written[1], pred_xyz, pred_rgb)
     write_ply(written[2], gt_xyz, gt_rgb)

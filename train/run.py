@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from carla_capture.errors import CaptureError, ConfigError
-from carla_capture.settings import apply_overrides, build, deep_merge, read_toml
-from carla_capture.split import load_manifest, require_clips
+from clipcore.errors import CaptureError, ConfigError
+from clipcore.manifest import load_manifest, require_clips
+from clipcore.settings import apply_overrides, build, deep_merge, read_toml
 from train.config import TrainConfig
 from train.engine import run_stage, setup
 from train.schedules import preset_defaults
@@ -19,9 +19,14 @@ log = logging.getLogger(__name__)
 STAGE_ORDER = ("stage1", "stage2", "stage3", "stage4")
 
 
-def resolve_config(preset: str, options: dict[str, Any], config_file: Path | None = None,
-                   overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Preset < config file < command-line options < ``--set`` overrides, merged deeply, validated."""
+def resolve_config(
+    preset: str,
+    options: dict[str, Any],
+    config_file: Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> TrainConfig:
+    """Preset < config file < command-line options < ``--set`` overrides, merged deeply,
+    validated."""
     data = preset_defaults(preset)
     if config_file:
         data = deep_merge(data, read_toml(config_file))
@@ -35,9 +40,14 @@ def save_config(cfg: TrainConfig) -> None:
     path = Path(cfg.out) / "config.json"
     if path.exists():
         before = json.loads(path.read_text())
-        if before["model"] != json.loads(cfg.model.model_dump_json()) or before["label_map"] != cfg.label_map:
-            raise ConfigError(f"{cfg.out} holds a run of another model or label map (preset {before['preset']}); "
-                              "use the same --preset and --set values, or another --out")
+        if (
+            before["model"] != json.loads(cfg.model.model_dump_json())
+            or before["label_map"] != cfg.label_map
+        ):
+            raise ConfigError(
+                f"{cfg.out} holds a run of another model or label map (preset {before['preset']}); "
+                "use the same --preset and --set values, or another --out"
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(cfg.model_dump_json(indent=2))
 
@@ -62,10 +72,14 @@ def train(cfg: TrainConfig, stage: str, resume: bool = False) -> list[Path]:
 
 
 def _check_needs(cfg: TrainConfig, stages: tuple[str, ...]) -> tuple[str, ...]:
-    """Refuse a stage whose ``needs`` are neither trained in ``out`` nor trained earlier in this call."""
+    """Refuse a stage whose ``needs`` are neither trained in ``out`` nor trained earlier in this
+    call."""
     for i, name in enumerate(stages):
         for need in cfg.stages[name].needs:
             if need not in stages[:i] and not (Path(cfg.out) / need / "best.pt").exists():
-                raise ConfigError(f"{name} starts from {need}, but {Path(cfg.out) / need / 'best.pt'} does not exist; "
-                                  f"run: train run {need} (same --out), or train run all")
+                raise ConfigError(
+                    f"{name} starts from {need}, but {Path(cfg.out) / need / 'best.pt'} does not "
+                    "exist; "
+                    f"run: train run {need} (same --out), or train run all"
+                )
     return stages

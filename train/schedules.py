@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from carla_capture.errors import ConfigError
+from clipcore.errors import ConfigError
 from models.config import PRESETS
 
 
@@ -41,6 +41,7 @@ SCHEDULES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": reference_stages(),
     "small": reference_stages(),
     "tiny": reference_stages(epochs=(4, 4, 4, 3), batch=(8, 8, 4, 2), lr=1e-3),
+    "lowres": reference_stages(epochs=(10, 5, 5, 3), batch=(16, 16, 4, 2), lr=1e-3),
 }
 
 

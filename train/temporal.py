@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from carla_capture.geometry import reproject
+from clipcore.geometry import reproject
 from dataset.labels import IGNORE_INDEX
 from train.metrics import ConfusionMatrix
 

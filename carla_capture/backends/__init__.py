@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 from carla_capture.backends.base import Backend
-from carla_capture.errors import ConfigError
+from clipcore.errors import ConfigError
 
 #: name -> "module:Class"
 BACKENDS: dict[str, str] = {

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from carla_capture.config import CaptureConfig, TownConfig
-from carla_capture.errors import BackendUnavailableError, CaptureError
-from carla_capture.records import Clip, Frame
+from clipcore.errors import BackendUnavailableError, CaptureError
+from clipcore.records import Clip, Frame
 
 FrameCallback = Callable[[Frame], None]
 
@@ -22,7 +22,8 @@ class RetryClip(CaptureError):
 
 
 class ServerLost(CaptureError):
-    """The simulator stopped answering; reconnect with :meth:`Backend.restart`, then retry the clip."""
+    """The simulator stopped answering; reconnect with :meth:`Backend.restart`, then retry the
+    clip."""
 
 
 class ServerGone(BackendUnavailableError):
@@ -42,11 +43,12 @@ class Backend(Protocol):
 
     def __init__(self, config: CaptureConfig, town: TownConfig) -> None: ...
 
-    def __enter__(self) -> "Backend": ...
+    def __enter__(self) -> Backend: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
     def record_clip(self, index: int, on_frame: FrameCallback | None = None) -> Clip: ...
 
     def restart(self, attempt: int = 1) -> None:
-        """Reconnect after :class:`ServerLost` (``attempt`` counts from 1; backends without a server never raise it)."""
+        """Reconnect after :class:`ServerLost` (``attempt`` counts from 1; backends without a
+        server never raise it)."""

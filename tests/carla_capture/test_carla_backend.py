@@ -9,9 +9,9 @@ import pytest
 
 from carla_capture.backends.carla.decode import decode_depth, decode_rgb, decode_semantic
 from carla_capture.config import CaptureConfig
-from carla_capture.errors import BackendUnavailableError, CaptureError, ConfigError
 from carla_capture.record import record, shard_paths
-from carla_capture.shards import ShardReader
+from clipcore.errors import BackendUnavailableError, CaptureError, ConfigError
+from clipcore.shards import ShardReader
 from tests import carla_double as double
 
 PORT = 2000
@@ -203,7 +203,8 @@ class _Image:
 
 
 def test_decoding_against_hand_computed_encodings():
-    # depth: (B, G, R) = (0, 0, 1) is one code step; 12.345 m is code 207115 = 3 * 65536 + 41 * 256 + 11
+    # depth: (B, G, R) = (0, 0, 1) is one code step;
+    # 12.345 m is code 207115 = 3 * 65536 + 41 * 256 + 11
     img = _Image([[(0, 0, 1, 255), (3, 41, 11, 255), (255, 255, 255, 255), (0, 1, 0, 255)]])
     np.testing.assert_allclose(
         decode_depth(img)[0],

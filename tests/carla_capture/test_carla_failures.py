@@ -14,7 +14,7 @@ import pytest
 from carla_capture.backends.base import ServerGone
 from carla_capture.config import CaptureConfig
 from carla_capture.record import record, shard_paths
-from carla_capture.shards import ShardReader
+from clipcore.shards import ShardReader
 from tests import carla_double as double
 
 

@@ -16,19 +16,35 @@ from pathlib import Path
 import pytest
 
 from carla_capture import record as record_module
-from carla_capture.errors import BackendUnavailableError
-from carla_capture.shards import ShardReader
+from clipcore.errors import BackendUnavailableError
+from clipcore.shards import ShardReader
 
 
 def _record_args(out: Path, towns: Path, *extra: str) -> list[str]:
-    return ["record", "--backend", "synthetic", "--town", "Town01", "--frames", "4", "--out", str(out),
-            "--town-dir", str(towns), *extra]
+    return [
+        "record",
+        "--backend",
+        "synthetic",
+        "--town",
+        "Town01",
+        "--frames",
+        "4",
+        "--out",
+        str(out),
+        "--town-dir",
+        str(towns),
+        *extra,
+    ]
 
 
 def test_out_through_a_file_is_one_line(cli, tmp_path, tiny_towns):
     afile = tmp_path / "afile"
     afile.write_text("x")
-    cli.error(cli.capture(*_record_args(afile / "sub", tiny_towns, "--clips", "1")), "afile", "not a folder")
+    cli.error(
+        cli.capture(*_record_args(afile / "sub", tiny_towns, "--clips", "1")),
+        "afile",
+        "not a folder",
+    )
 
 
 def test_unwritable_folder_is_one_line(cli, tmp_path, tiny_towns, monkeypatch):
@@ -45,17 +61,26 @@ def test_unwritable_folder_is_one_line(cli, tmp_path, tiny_towns, monkeypatch):
             real(self, *args, **kwargs)
 
         monkeypatch.setattr(Path, "mkdir", mkdir)
-    cli.error(cli.capture(*_record_args(locked / "data", tiny_towns, "--clips", "1")), "locked", "permission denied")
+    cli.error(
+        cli.capture(*_record_args(locked / "data", tiny_towns, "--clips", "1")),
+        "locked",
+        "permission denied",
+    )
 
 
 def test_clips_is_bounded(cli, tmp_path, tiny_towns):
     started = time.perf_counter()
-    cli.error(cli.capture(*_record_args(tmp_path, tiny_towns, "--clips", "2000000000")), "at most 1,000,000")
+    cli.error(
+        cli.capture(*_record_args(tmp_path, tiny_towns, "--clips", "2000000000")),
+        "at most 1,000,000",
+    )
     assert time.perf_counter() - started < 5 and not (tmp_path / "Town01").exists()
 
 
 def test_full_disk_in_record_keeps_finished_clips(cli, small_disk, tiny_towns):
-    result = cli.capture(*_record_args(small_disk / "data", tiny_towns, "--clips", "200", "--clips-per-shard", "4"))
+    result = cli.capture(
+        *_record_args(small_disk / "data", tiny_towns, "--clips", "200", "--clips-per-shard", "4")
+    )
     cli.error(result, "no space left")
     town = small_disk / "data" / "Town01"
     kept = sorted(town.glob("*.h5")) + sorted(town.glob(".staging-0/*.h5"))
@@ -68,7 +93,9 @@ def test_full_disk_in_record_keeps_finished_clips(cli, small_disk, tiny_towns):
 
 
 @pytest.mark.parametrize("command", ["split", "verify"])
-def test_full_disk_in_split_and_verify_leaves_no_partial_file(cli, small_disk, fill_disk, tiny_dataset, command):
+def test_full_disk_in_split_and_verify_leaves_no_partial_file(
+    cli, small_disk, fill_disk, tiny_dataset, command
+):
     data = small_disk / "data"
     shutil.copytree(tiny_dataset, data)
     fill_disk(small_disk)
@@ -84,18 +111,30 @@ def test_read_only_file_system_is_one_line(cli, small_disk, tiny_dataset):
     cli.error(cli.capture("split", data), "read-only file system")
 
 
-def test_second_recorder_of_a_seed_is_refused_and_a_dead_ones_lock_taken_over(cli, tmp_path, tiny_towns, caplog):
+def test_second_recorder_of_a_seed_is_refused_and_a_dead_ones_lock_taken_over(
+    cli, tmp_path, tiny_towns, caplog
+):
     out = tmp_path / "data"
-    first = subprocess.Popen([sys.executable, "-c", "from carla_capture.cli import main; main()",
-                              *_record_args(out, tiny_towns, "--clips", "100000")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from carla_capture.cli import main; main()",
+            *_record_args(out, tiny_towns, "--clips", "100000"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     lock = out / "Town01" / ".lock-0"
     try:
         deadline = time.monotonic() + 60
         while not (lock.exists() and lock.read_text()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        cli.error(cli.capture(*_record_args(out, tiny_towns, "--clips", "1")), f"process {first.pid}",
-                  "another --seed")
+        cli.error(
+            cli.capture(*_record_args(out, tiny_towns, "--clips", "1")),
+            f"process {first.pid}",
+            "another --seed",
+        )
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -108,7 +147,9 @@ def test_second_recorder_of_a_seed_is_refused_and_a_dead_ones_lock_taken_over(cl
 
 class _NoServer:
     def __init__(self, *args: object) -> None:
-        raise BackendUnavailableError("no CARLA server at 127.0.0.1:1; start one or use --backend synthetic")
+        raise BackendUnavailableError(
+            "no CARLA server at 127.0.0.1:1; start one or use --backend synthetic"
+        )
 
 
 def test_failed_first_attempt_leaves_nothing_behind(cli, tmp_path, tiny_towns, monkeypatch):
@@ -127,15 +168,19 @@ def test_empty_split_warns(cli, tmp_path, tiny_towns):
     assert cli.capture(*_record_args(out, tiny_towns, "--clips", "1")).exit_code == 0
     result = cli.capture("split", out)
     assert result.exit_code == 0
-    assert "split 'val' has no clips" in result.stderr and "split 'test' has no clips" in result.stderr
+    assert (
+        "split 'val' has no clips" in result.stderr and "split 'test' has no clips" in result.stderr
+    )
     manifest = json.loads((out / "split.json").read_text())
     assert manifest["splits"]["train"]["clips"] == 1 and manifest["splits"]["val"]["clips"] == 0
 
 
-@pytest.mark.parametrize("codec", ["lz4", "zstd+lz4hc", "gzip"])
+@pytest.mark.parametrize("codec", ["lz4", "lz4hc+zstd", "gzip"])
 def test_every_offered_codec_records(cli, tmp_path, tiny_towns, codec):
     """The CLI offers exactly the codecs the config accepts (``--compression lz4`` was refused)."""
-    result = cli.capture(*_record_args(tmp_path, tiny_towns, "--clips", "1", "--compression", codec))
+    result = cli.capture(
+        *_record_args(tmp_path, tiny_towns, "--clips", "1", "--compression", codec)
+    )
     assert result.exit_code == 0, result.output
     with ShardReader(next((tmp_path / "Town01").glob("*.h5"))) as reader:
         assert reader.codec == codec

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from carla_capture.backends.synthetic import SyntheticBackend
-from carla_capture.errors import ConfigError
 from carla_capture.record import existing_clip_ids, record, shard_paths
-from carla_capture.shards import ShardReader
+from clipcore.errors import ConfigError
+from clipcore.shards import ShardReader
 
 
 def _all_clips(town_dir: Path) -> list[str]:
@@ -31,7 +31,11 @@ def test_records_requested_clips_into_shards(synthetic_config, tmp_path, tiny_to
     summary = record(synthetic_config(tmp_path, tiny_towns, clips=5, clips_per_shard=2))
     town_dir = tmp_path / "Town01"
     assert summary.recorded == 5 and len(summary.shards_written) == 3
-    assert [p.name for p in shard_paths(town_dir)] == ["Town01-00001.h5", "Town01-00002.h5", "Town01-00003.h5"]
+    assert [p.name for p in shard_paths(town_dir)] == [
+        "Town01-00001.h5",
+        "Town01-00002.h5",
+        "Town01-00003.h5",
+    ]
     ids = _all_clips(town_dir)
     assert len(ids) == len(set(ids)) == 5
     assert (town_dir / "record-0.json").exists()
@@ -49,18 +53,22 @@ def test_rerun_records_nothing_and_extends(synthetic_config, tmp_path, tiny_town
     assert len(_all_clips(tmp_path / "Town01")) == 3
 
 
-def test_exception_mid_run_loses_only_the_clip_in_progress(synthetic_config, tmp_path, tiny_towns, monkeypatch):
+def test_exception_mid_run_loses_only_the_clip_in_progress(
+    synthetic_config, tmp_path, tiny_towns, monkeypatch
+):
     calls = {"n": 0}
     original = SyntheticBackend.record_clip
 
     def flaky(self, index, on_frame=None):
         calls["n"] += 1
         if calls["n"] == 4:
+
             def half(frame, count=[0]):  # noqa: B006 - stop halfway through the clip
                 count[0] += 1
                 if count[0] == 3:
                     raise RuntimeError("simulator crashed")
                 on_frame(frame)
+
             return original(self, index, half)
         return original(self, index, on_frame)
 
@@ -90,19 +98,41 @@ def test_resume_refuses_settings_that_change_the_data(synthetic_config, tmp_path
 
 def _capture(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.Popen([sys.executable, "-m", "carla_capture", "record", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "carla_capture", "record", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
 
 
 def test_kill_9_and_resume(tmp_path, small_towns):
-    args = ["--backend", "synthetic", "--town", "Town03", "--clips", "6", "--frames", "10", "--out", str(tmp_path),
-            "--clips-per-shard", "2", "--town-dir", str(small_towns)]
+    args = [
+        "--backend",
+        "synthetic",
+        "--town",
+        "Town03",
+        "--clips",
+        "6",
+        "--frames",
+        "10",
+        "--out",
+        str(tmp_path),
+        "--clips-per-shard",
+        "2",
+        "--town-dir",
+        str(small_towns),
+    ]
     town_dir = tmp_path / "Town03"
     for wanted in (1, 3):  # kill at two different moments of the run
         proc = _capture(args)
         deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None:
-            staged = len(list(town_dir.glob(".staging-0/*.h5"))) + 2 * len(shard_paths(town_dir)) if town_dir.exists() else 0
+            staged = (
+                len(list(town_dir.glob(".staging-0/*.h5"))) + 2 * len(shard_paths(town_dir))
+                if town_dir.exists()
+                else 0
+            )
             if staged >= wanted:
                 break
             time.sleep(0.005)

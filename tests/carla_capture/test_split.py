@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 
-from carla_capture.errors import CaptureError, ConfigError
-from carla_capture.split import MANIFEST_NAME, build_manifest, load_manifest, load_splits, write_manifest
+from carla_capture.split import build_manifest, load_splits, write_manifest
+from clipcore.errors import CaptureError, ConfigError
+from clipcore.manifest import MANIFEST_NAME, load_manifest
 
 
 @pytest.fixture
@@ -73,7 +74,8 @@ def test_manifest_problems_are_clear(cli, dataset):
     shard.write_bytes(bytes(data))
     with pytest.raises(CaptureError, match="changed"):
         load_manifest(dataset, verify_checksums=True)
-    # the loader's check (no checksums asked): the modification time moved, so the SHA-256 is compared
+    # the loader's check (no checksums asked): the modification time moved, so the SHA-256 is
+    # compared
     with pytest.raises(CaptureError, match="changed"):
         load_manifest(dataset)
     # verify reports the changed shard and carries on with every clip

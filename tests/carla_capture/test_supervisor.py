@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from carla_capture.cli import main
 from carla_capture.record import record, shard_paths
-from carla_capture.shards import ShardReader
 from carla_capture.supervisor import terminate_like_interrupt
+from clipcore.shards import ShardReader
 from tests import carla_double as double
 from tests.conftest import write_towns
 
@@ -173,8 +173,8 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path, tiny_towns, server, monkeypatch
 
 def test_servers_n_launches_n_servers_on_distinct_ports_and_gpus(tmp_path, tiny_towns):
     from carla_capture.config import CaptureConfig
-    from carla_capture.errors import ConfigError
     from carla_capture.servers import server_commands
+    from clipcore.errors import ConfigError
 
     cmd = "CarlaUE4.sh -RenderOffScreen -carla-rpc-port={port} -graphicsadapter={gpu}"
     cfg = CaptureConfig(

@@ -22,19 +22,30 @@ def clip(small_towns):
 
 
 def _lag(frames, field):
-    return [dataclasses.replace(f, **{field: getattr(frames[max(i - 1, 0)], field)}) for i, f in enumerate(frames)]
+    return [
+        dataclasses.replace(f, **{field: getattr(frames[max(i - 1, 0)], field)})
+        for i, f in enumerate(frames)
+    ]
 
 
 CORRUPTIONS = {
     "shuffled_frames": lambda F: [F[i] for i in (0, 2, 1, 3, 5, 4)],
-    "flipped_world_axis": lambda F: [dataclasses.replace(f, cam_to_world=np.diag([1, -1, 1, 1.0]) @ f.cam_to_world) for f in F],
-    "camera_rolled_180": lambda F: [dataclasses.replace(f, cam_to_world=f.cam_to_world @ np.diag([-1, -1, 1, 1.0])) for f in F],
+    "flipped_world_axis": lambda F: [
+        dataclasses.replace(f, cam_to_world=np.diag([1, -1, 1, 1.0]) @ f.cam_to_world) for f in F
+    ],
+    "camera_rolled_180": lambda F: [
+        dataclasses.replace(f, cam_to_world=f.cam_to_world @ np.diag([-1, -1, 1, 1.0])) for f in F
+    ],
     "depth_in_cm": lambda F: [dataclasses.replace(f, depth=f.depth * 100) for f in F],
     "depth_in_km": lambda F: [dataclasses.replace(f, depth=f.depth / 1000) for f in F],
     "depth_one_frame_late": lambda F: _lag(F, "depth"),
     "semantic_one_frame_late": lambda F: _lag(F, "semantic"),
-    "frozen_rgb": lambda F: [dataclasses.replace(f, rgb=F[2].rgb) if i == 3 else f for i, f in enumerate(F)],
-    "black_rgb": lambda F: [dataclasses.replace(f, rgb=np.zeros_like(f.rgb)) if i == 4 else f for i, f in enumerate(F)],
+    "frozen_rgb": lambda F: [
+        dataclasses.replace(f, rgb=F[2].rgb) if i == 3 else f for i, f in enumerate(F)
+    ],
+    "black_rgb": lambda F: [
+        dataclasses.replace(f, rgb=np.zeros_like(f.rgb)) if i == 4 else f for i, f in enumerate(F)
+    ],
 }
 
 
@@ -80,9 +91,23 @@ def test_verify_cli_report_and_quarantine(cli, tmp_path, tiny_dataset):
 
 
 def test_thresholds_from_set(cli, tmp_path, tiny_dataset):
-    result = cli.capture("verify", str(tiny_dataset), "--set", "min_depth_agree=1.01", "--report", str(tmp_path / "r.json"))
+    result = cli.capture(
+        "verify",
+        str(tiny_dataset),
+        "--set",
+        "min_depth_agree=1.01",
+        "--report",
+        str(tmp_path / "r.json"),
+    )
     assert result.exit_code == 2 and "min_depth_agree" in result.stderr
-    strict = cli.capture("verify", str(tiny_dataset), "--set", "min_label_agree=0.9999", "--report", str(tmp_path / "r.json"))
+    strict = cli.capture(
+        "verify",
+        str(tiny_dataset),
+        "--set",
+        "min_label_agree=0.9999",
+        "--report",
+        str(tmp_path / "r.json"),
+    )
     assert strict.exit_code == 1 and "tags agree" in strict.stdout
 
 

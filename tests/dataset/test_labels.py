@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from carla_capture.tags import TAG_ID
+from clipcore.tags import TAG_ID
 from dataset.labels import IGNORE_INDEX, available_label_maps, load_label_map
 
 
@@ -23,17 +23,46 @@ def test_every_tag_maps_exactly_once(name, classes):
 
 def test_carla22_follows_the_old_tag_list():
     m = load_label_map("carla22")
-    old = ["Building", "Fence", "Other", "Pedestrian", "Pole", "RoadLine", "Road", "SideWalk", "Vegetation", "Vehicles",
-           "Wall", "TrafficSign", "Sky", "Ground", "Bridge", "RailTrack", "GuardRail", "TrafficLight", "Static", "Dynamic",
-           "Water", "Terrain"]
+    old = [
+        "Building",
+        "Fence",
+        "Other",
+        "Pedestrian",
+        "Pole",
+        "RoadLine",
+        "Road",
+        "SideWalk",
+        "Vegetation",
+        "Vehicles",
+        "Wall",
+        "TrafficSign",
+        "Sky",
+        "Ground",
+        "Bridge",
+        "RailTrack",
+        "GuardRail",
+        "TrafficLight",
+        "Static",
+        "Dynamic",
+        "Water",
+        "Terrain",
+    ]
     assert list(m.class_names) == old
-    tags = np.array([TAG_ID[t] for t in ("Unlabeled", "Roads", "Car", "Bus", "Sky", "Rider")], np.uint8)
-    assert m(tags).tolist() == [IGNORE_INDEX, old.index("Road"), old.index("Vehicles"), old.index("Vehicles"),
-                                old.index("Sky"), old.index("Pedestrian")]
+    tags = np.array(
+        [TAG_ID[t] for t in ("Unlabeled", "Roads", "Car", "Bus", "Sky", "Rider")], np.uint8
+    )
+    assert m(tags).tolist() == [
+        IGNORE_INDEX,
+        old.index("Road"),
+        old.index("Vehicles"),
+        old.index("Vehicles"),
+        old.index("Sky"),
+        old.index("Pedestrian"),
+    ]
 
 
 def test_unknown_map_is_a_clear_error():
-    from carla_capture.errors import ConfigError
+    from clipcore.errors import ConfigError
 
     with pytest.raises(ConfigError, match="carla22"):
         load_label_map("nope")

@@ -8,7 +8,7 @@ import pytest
 
 from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.config import CaptureConfig, load_town
-from carla_capture.geometry import FAR_PLANE_M
+from clipcore.geometry import FAR_PLANE_M
 from dataset.labels import load_label_map
 from dataset.resample import nearest_index, resample_depth, valid_depth
 from dataset.windows import make_item

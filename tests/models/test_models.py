@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import pytest
 import torch
@@ -16,10 +15,16 @@ from models.config import ModelConfig
 from models.summary import count_parameters
 from train.cli import main as train_main
 
-PAPER_MILLIONS = {"segmentation": 39.6, "depth": 30.7, "geometry_filter": 273.4, "ego_motion": 40.5, "pipeline": 313.9}
+PAPER_MILLIONS = {
+    "segmentation": 39.6,
+    "depth": 30.7,
+    "geometry_filter": 273.4,
+    "ego_motion": 40.5,
+    "pipeline": 313.9,
+}
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"unet"}))  # unet: no paper size
 def test_paper_parameter_counts_match_the_reference(name):
     with torch.device("meta"):
         model = MODELS[name](PRESETS["paper"])
@@ -36,7 +41,7 @@ def _small_input(cfg: ModelConfig) -> ModelConfig:
     return cfg.model_copy(update={"input_size": (64, 128)})
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("preset", ["tiny", "small", "lowres"])
 @pytest.mark.parametrize("name", ["segmentation", "depth"])
 def test_single_frame_shapes(preset, name):
     torch.manual_seed(0)
@@ -104,11 +109,17 @@ def test_step_over_frames_equals_forward_over_window(alignment):
         state = model.init_state(2, 64, 128)
         for t in range(4):
             out, state = model.step(window[:, t], state, K, depth[:, t], rel[:, t])
-            torch.testing.assert_close(out["seg_logits"], full["seg_logits"][:, t], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(
+                out["seg_logits"], full["seg_logits"][:, t], rtol=1e-4, atol=1e-4
+            )
             torch.testing.assert_close(out["depth"], full["depth"][:, t], rtol=1e-4, atol=1e-4)
             if t:
-                torch.testing.assert_close(out["rel_pose"], full["rel_pose"][:, t], rtol=1e-4, atol=1e-5)
-                torch.testing.assert_close(out["cam_to_world"], full["cam_to_world"][:, t], rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(
+                    out["rel_pose"], full["rel_pose"][:, t], rtol=1e-4, atol=1e-5
+                )
+                torch.testing.assert_close(
+                    out["cam_to_world"], full["cam_to_world"][:, t], rtol=1e-4, atol=1e-5
+                )
             else:
                 assert "rel_pose" not in out
 
@@ -133,6 +144,7 @@ def test_alignment_changes_what_the_memory_reads():
     with pytest.raises(ValueError, match="intrinsics"):
         MODELS["pipeline"](PRESETS["tiny"])(window)
 
+
 def test_memory_carries_history_once_open():
     torch.manual_seed(0)
     memory = MODELS["geometry_filter"](PRESETS["tiny"]).memory
@@ -146,7 +158,7 @@ def test_memory_carries_history_once_open():
     assert (after_0 - after_2).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("preset", ["tiny", "small", "lowres"])
 def test_geometry_filter_is_identity_around_memory_at_init(preset):
     """Both heads: the stage-4 model starts as stage 1's segmentation and stage 2's depth."""
     torch.manual_seed(0)
@@ -185,7 +197,10 @@ def test_paper_memory_gate_starts_closed():
     with torch.device("meta"):
         geometry = MODELS["geometry_filter"](PRESETS["paper"])
     assert geometry.memory.gate.shape == (1, 2048, 1, 1)
-    assert isinstance(geometry.memory.cell.gates, torch.nn.Conv2d) and geometry.memory.cell.gates.bias is None
+    assert (
+        isinstance(geometry.memory.cell.gates, torch.nn.Conv2d)
+        and geometry.memory.cell.gates.bias is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -217,16 +232,19 @@ def test_axis_angle_round_trip_and_small_angles():
     torch.testing.assert_close(pose[:3, :3] @ pose[:3, :3].T, torch.eye(3, dtype=torch.float64))
 
 
-def test_tiny_forward_and_backward_is_fast_on_cpu():
+def test_tiny_forward_and_backward_reach_every_trainable_part():
+    """One tiny window at 128x256 through the whole pipeline and back (its speed is measured by
+    benchmarks, never by a test)."""
     torch.manual_seed(0)
     model = MODELS["pipeline"](PRESETS["tiny"])
     window, K = torch.randn(2, 3, 3, 128, 256), _intrinsics(2, 128, 256)
-    model(window, K)  # warm-up
-    start = time.perf_counter()
     out = model(window, K)
     sum(v.float().mean() for v in out.values()).backward()
-    assert time.perf_counter() - start < 5.0  # typically well under 2 s on 2 cores
-    assert all(p.grad is not None for n, p in model.named_parameters() if "ego_motion" in n or "memory" in n)
+    assert all(
+        p.grad is not None
+        for n, p in model.named_parameters()
+        if "ego_motion" in n or "memory" in n
+    )
 
 
 def test_train_models_command():
@@ -234,6 +252,10 @@ def test_train_models_command():
     assert result.exit_code == 0, result.output
     rows = {r["model"]: r for r in json.loads(result.stdout)["models"]}
     assert rows["Full pipeline"]["parameters"] / 1e6 == pytest.approx(313.9, rel=0.005)
-    assert rows["GeometryFilter"]["gflops_per_frame"] > rows["SegmentationModel"]["gflops_per_frame"] > 0
+    assert (
+        rows["GeometryFilter"]["gflops_per_frame"]
+        > rows["SegmentationModel"]["gflops_per_frame"]
+        > 0
+    )
     text = CliRunner().invoke(train_main, ["models", "--preset", "tiny"]).stdout
     assert "preset tiny, input 128x256" in text and "EgoMotionFilter" in text

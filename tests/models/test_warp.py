@@ -9,7 +9,7 @@ import torch
 
 from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.config import CaptureConfig, load_town
-from carla_capture.geometry import backproject, invert_pose, transform_points
+from clipcore.geometry import backproject, invert_pose, transform_points
 from dataset.resample import resample_depth
 from models.warp import scale_intrinsics, warp_previous
 

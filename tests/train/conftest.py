@@ -1,4 +1,5 @@
-"""A tiny run trained through all four stages once per session (64x128 frames, 2 steps per stage)."""
+"""A tiny run trained through all four stages once per session (64x128 frames, 2 steps per
+stage)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,21 @@ import pytest
 
 from train.run import resolve_config, train
 
-FAST = [f"stages.stage{i}.{k}={v}" for i in range(1, 5) for k, v in (("epochs", 1), ("max_steps", 2), ("batch_size", 2))]
+FAST = [
+    f"stages.stage{i}.{k}={v}"
+    for i in range(1, 5)
+    for k, v in (("epochs", 1), ("max_steps", 2), ("batch_size", 2))
+]
 
 
 def make_tiny_config(data: Path, out: Path, *extra: str):  # noqa: ANN201
     """The tiny preset at 64x128, 2 steps of batch 2 per stage, CPU, no TensorBoard."""
-    return resolve_config("tiny", {"data": data, "out": out}, None,
-                          [*FAST, "size=[64, 128]", "tensorboard=false", "device=\"cpu\"", *extra])
+    return resolve_config(
+        "tiny",
+        {"data": data, "out": out},
+        None,
+        [*FAST, "size=[64, 128]", "tensorboard=false", 'device="cpu"', *extra],
+    )
 
 
 @pytest.fixture(scope="session")

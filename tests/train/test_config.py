@@ -1,12 +1,12 @@
-"""Train configuration: preset < file < options < --set, merged deeply; classes follow the label map;
-a stage's needs are checked before it starts."""
+"""Train configuration: preset < file < options < --set, merged deeply; classes follow the label
+map; a stage's needs are checked before it starts."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from carla_capture.errors import ConfigError
+from clipcore.errors import ConfigError
 from dataset.labels import load_label_map
 from train.run import resolve_config, train
 
@@ -17,24 +17,34 @@ def test_file_tables_merge_into_the_preset(tmp_path):
     cfg = resolve_config("paper", {"data": tmp_path, "out": tmp_path / "run"}, path)
     assert cfg.stages["stage1"].epochs == 2 and cfg.stages["stage1"].model == "segmentation"
     assert cfg.stages["stage2"].epochs == 20  # the rest of the schedule is the preset's
-    assert cfg.model.motion_hidden == 32 and cfg.model.backbone == "resnet50" and cfg.model.seg_head == "deeplab"
+    assert (
+        cfg.model.motion_hidden == 32
+        and cfg.model.backbone == "resnet50"
+        and cfg.model.seg_head == "deeplab"
+    )
 
 
 def test_set_beats_file_beats_preset(tmp_path):
     path = tmp_path / "train.toml"
     path.write_text("[stages.stage1]\nepochs = 2\nlr = 0.5\n")
-    cfg = resolve_config("tiny", {"data": tmp_path, "out": tmp_path / "run"}, path, ["stages.stage1.epochs=3"])
+    cfg = resolve_config(
+        "tiny", {"data": tmp_path, "out": tmp_path / "run"}, path, ["stages.stage1.epochs=3"]
+    )
     assert cfg.stages["stage1"].epochs == 3 and cfg.stages["stage1"].lr == 0.5
 
 
 @pytest.mark.parametrize("label_map", ["carla22", "cityscapes19", "common12"])
 def test_num_classes_follows_the_label_map(tmp_path, label_map):
-    cfg = resolve_config("tiny", {"data": tmp_path, "out": tmp_path / "run"}, None, [f'label_map="{label_map}"'])
+    cfg = resolve_config(
+        "tiny", {"data": tmp_path, "out": tmp_path / "run"}, None, [f'label_map="{label_map}"']
+    )
     assert cfg.model.num_classes == load_label_map(label_map).num_classes
 
 
 def test_stage_needs_are_checked(tmp_path, split_dataset):
-    cfg = resolve_config("tiny", {"data": split_dataset, "out": tmp_path / "run"}, None, ["size=[32, 64]"])
+    cfg = resolve_config(
+        "tiny", {"data": split_dataset, "out": tmp_path / "run"}, None, ["size=[32, 64]"]
+    )
     with pytest.raises(ConfigError, match="stage4 starts from stage1.*train run stage1"):
         train(cfg, "stage4")
 
@@ -42,13 +52,32 @@ def test_stage_needs_are_checked(tmp_path, split_dataset):
 def test_training_with_common12_scores_12_classes(tmp_path, split_dataset):
     from train.evaluate import evaluate_run
 
-    fast = [f"stages.stage{i}.{k}={v}" for i in range(1, 5) for k, v in (("epochs", 1), ("max_steps", 1),
-                                                                         ("batch_size", 2))]
-    cfg = resolve_config("tiny", {"data": split_dataset, "out": tmp_path / "run"}, None,
-                         [*fast, "size=[32, 64]", 'label_map="common12"', "tensorboard=false", 'device="cpu"'])
+    fast = [
+        f"stages.stage{i}.{k}={v}"
+        for i in range(1, 5)
+        for k, v in (("epochs", 1), ("max_steps", 1), ("batch_size", 2))
+    ]
+    cfg = resolve_config(
+        "tiny",
+        {"data": split_dataset, "out": tmp_path / "run"},
+        None,
+        [*fast, "size=[32, 64]", 'label_map="common12"', "tensorboard=false", 'device="cpu"'],
+    )
     train(cfg, "all")
-    head = torch.load(tmp_path / "run" / "stage1" / "best.pt", weights_only=False)["components"]["segmentation"]
+    head = torch.load(tmp_path / "run" / "stage1" / "best.pt", weights_only=False)["components"][
+        "segmentation"
+    ]
     assert [v.shape[0] for k, v in head.items() if k.endswith("weight")][-1] == 12
     report = evaluate_run(tmp_path / "run", "test")
     assert report["label_map"] == "common12"
     assert len(report["models"]["temporal"]["segmentation"]["per_class_iou"]) <= 12
+
+
+def test_the_preset_is_named_once_and_old_runs_still_load(tmp_path):
+    from train.config import TrainConfig
+
+    cfg = resolve_config("paper", {"data": tmp_path, "out": tmp_path / "run"}, None)
+    saved = cfg.model_dump(mode="json")
+    assert saved["preset"] == "paper" and "preset" not in saved["model"]
+    saved["model"]["preset"] = "paper"  # a config.json written before the name moved
+    assert TrainConfig.model_validate(saved).model == cfg.model

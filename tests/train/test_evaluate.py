@@ -48,8 +48,11 @@ def test_temporal_consistency_scores_truth_high_and_noise_low(split_dataset):
     truth, noise = TemporalConsistency(22), TemporalConsistency(22)
     truth.update(item["labels"], item["depth"][:, 0], item)
     rng = torch.Generator().manual_seed(0)
-    noise.update(torch.randint(0, 22, item["labels"].shape, generator=rng),
-                 item["depth"][:, 0] * (1 + 0.5 * torch.rand(item["depth"][:, 0].shape, generator=rng)), item)
+    noise.update(
+        torch.randint(0, 22, item["labels"].shape, generator=rng),
+        item["depth"][:, 0] * (1 + 0.5 * torch.rand(item["depth"][:, 0].shape, generator=rng)),
+        item,
+    )
     t, n = truth.result(), noise.result()
     assert t["pixels"] > 1000 and t["label_flip_rate"] < 0.05 and t["depth_flip_rate"] < 0.05
     assert n["label_flip_rate"] > 0.9 and n["depth_flip_rate"] > 0.5 and n["tc_miou"] < t["tc_miou"]
@@ -93,16 +96,33 @@ def _ply_vertices(path) -> np.ndarray:
     data = path.read_bytes()
     header, _, body = data.partition(b"end_header\n")
     count = int(header.split(b"element vertex ")[1].split(b"\n")[0])
-    return np.frombuffer(body, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")], count=count)
+    return np.frombuffer(
+        body,
+        dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")],
+        count=count,
+    )
 
 
 def test_predict_writes_video_and_point_clouds(trained_run, split_dataset, tmp_path):
-    result = CliRunner().invoke(train_main, ["predict", "--run", str(trained_run), str(split_dataset / "Town02"), "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        train_main,
+        [
+            "predict",
+            "--run",
+            str(trained_run),
+            str(split_dataset / "Town02"),
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     video = tmp_path / "Town02-0-000000.mp4"
     cap = cv2.VideoCapture(str(video))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and cap.read()[1].shape == (64, 4 * 128, 3)
-    pred, gt = _ply_vertices(tmp_path / "Town02-0-000000-pred.ply"), _ply_vertices(tmp_path / "Town02-0-000000-gt.ply")
+    pred, gt = (
+        _ply_vertices(tmp_path / "Town02-0-000000-pred.ply"),
+        _ply_vertices(tmp_path / "Town02-0-000000-gt.ply"),
+    )
     assert len(pred) > 100 and len(gt) > 100
     assert np.all(gt["z"] > -5)  # in the first camera's frame: the car drives forward, along +z
     assert np.isfinite(pred["x"]).all()

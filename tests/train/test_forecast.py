@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from carla_capture.geometry import invert_pose
+from clipcore.geometry import invert_pose
 from models.config import PRESETS
 from models.forecast import build_forecaster
 from models.segmentation import build_segmentation
@@ -35,7 +35,6 @@ from train.forecast_warp import (
     warp_forecast,
 )
 from train.metrics import ConfusionMatrix
-
 
 
 def test_paper_patterns_on_twenty_frame_clips() -> None:

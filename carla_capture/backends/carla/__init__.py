@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from carla_capture import heartbeat
 from carla_capture.backends.base import FrameCallback, RetryClip, ServerGone, ServerLost, clip_id
 from carla_capture.backends.carla.decode import (
     decode_depth,
@@ -21,12 +22,11 @@ from carla_capture.backends.carla.decode import (
 )
 from carla_capture.backends.carla.session import Session
 from carla_capture.config import WEATHER_FIELDS, CaptureConfig, TownConfig, Weather
-from carla_capture.errors import BackendUnavailableError
-from carla_capture import heartbeat
 from carla_capture.preflight import NoAnswer, preflight
-from carla_capture.geometry import carla_to_cam_to_world, intrinsics
-from carla_capture.records import Clip, Frame
 from carla_capture.weather import draw_weather, seeded_rng
+from clipcore.errors import BackendUnavailableError
+from clipcore.geometry import carla_to_cam_to_world, intrinsics
+from clipcore.records import Clip, Frame
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class CarlaBackend:
         self.session: Session | None = None
         self._clips_in_session = 0
 
-    def __enter__(self) -> "CarlaBackend":
+    def __enter__(self) -> CarlaBackend:
         """First contact: a one-line error when nothing answers. The world is set up by the first
         clip, inside the record loop's retry policy."""
         s = self.cfg.carla

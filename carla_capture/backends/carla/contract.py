@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from carla_capture.config import CARLA_PRESETS, WEATHER_FIELDS
 
-
 #: Blueprint attributes the backend sets, per blueprint id pattern (CARLA 0.9.16 blueprint docs);
 #: the test double refuses any other name, like the server does.
 BLUEPRINT_ATTRIBUTES: dict[str, tuple[str, ...]] = {

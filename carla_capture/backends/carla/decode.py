@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from carla_capture.schema import decode_depth as depth_from_code
+from clipcore.schema import decode_depth as depth_from_code
 
 
 def bgra(image: object) -> np.ndarray:
@@ -23,7 +23,8 @@ def decode_semantic(image: object) -> np.ndarray:
 
 
 def decode_depth(image: object) -> np.ndarray:
-    """Depth camera -> (H, W) float32 planar depth in metres: 1000 * (R + G*256 + B*256^2) / (256^3 - 1)
+    """Depth camera -> (H, W) float32 planar depth in metres:
+    1000 * (R + G*256 + B*256^2) / (256^3 - 1)
     (the shards store that 24-bit code, so this is lossless)."""
     px = bgra(image).astype(np.uint32)
     return depth_from_code(px[..., 2] | (px[..., 1] << 8) | (px[..., 0] << 16))

@@ -25,8 +25,8 @@ from carla_capture import heartbeat
 from carla_capture.backends.base import ServerLost
 from carla_capture.backends.carla.sync import SensorQueue
 from carla_capture.config import CaptureConfig, TownConfig
-from carla_capture.errors import BackendUnavailableError, ConfigError
 from carla_capture.preflight import HOW_TO_START
+from clipcore.errors import BackendUnavailableError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Session:
             )
 
     @classmethod
-    def open(cls, carla: ModuleType, cfg: CaptureConfig, town: TownConfig) -> "Session":
+    def open(cls, carla: ModuleType, cfg: CaptureConfig, town: TownConfig) -> Session:
         """Connect, configure the world, spawn everything; one-line error if no server answers."""
         s = cfg.carla
         Session.probe(carla, cfg)
@@ -209,7 +209,7 @@ class Session:
             [carla.command.SpawnActor(controller_bp, origin, w) for w in ids], True
         )
         self.actor_ids += ids
-        for walker_id, response in zip(ids, responses):
+        for walker_id, response in zip(ids, responses, strict=True):
             if response.error:
                 continue
             controller = self.world.get_actor(response.actor_id)

@@ -49,9 +49,15 @@ class SensorQueue:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                item = self._inbox.get(timeout=max(remaining, 0.0)) if remaining > 0 else self._inbox.get_nowait()
+                item = (
+                    self._inbox.get(timeout=max(remaining, 0.0))
+                    if remaining > 0
+                    else self._inbox.get_nowait()
+                )
             except queue.Empty:
-                raise SensorTimeout(f"{self.name} sent no measurement of frame {frame} within {timeout:g} s") from None
+                raise SensorTimeout(
+                    f"{self.name} sent no measurement of frame {frame} within {timeout:g} s"
+                ) from None
             if item.frame == frame:
                 return item
             if item.frame < frame:

@@ -10,13 +10,14 @@ import numpy as np
 
 from carla_capture import __version__
 from carla_capture.backends.base import FrameCallback, clip_id
+from carla_capture.backends.synthetic.appearance import apply_appearance
 from carla_capture.backends.synthetic.render import Look, Renderer
 from carla_capture.backends.synthetic.town import build_town
 from carla_capture.backends.synthetic.traffic import clear_path, plan_route, spawn_actors
 from carla_capture.config import CaptureConfig, TownConfig
-from carla_capture.geometry import carla_to_cam_to_world, intrinsics
-from carla_capture.records import Clip, Frame
 from carla_capture.weather import draw_weather, seeded_rng
+from clipcore.geometry import carla_to_cam_to_world, intrinsics
+from clipcore.records import Clip, Frame
 
 #: Ticks between the starts of consecutive clips' frame numbers (keeps them disjoint).
 _WARMUP_TICKS = 50
@@ -34,7 +35,7 @@ class SyntheticBackend:
         self.town = build_town(town.name, town.layout)
         self.renderer = Renderer(self.town, self.K, rig.width, rig.height)
 
-    def __enter__(self) -> "SyntheticBackend":
+    def __enter__(self) -> SyntheticBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -43,7 +44,9 @@ class SyntheticBackend:
     def restart(self, attempt: int = 1) -> None:
         """Nothing to reconnect: the embedded simulator never loses its server."""
 
-    def camera_transform(self, x: float, y: float, yaw: float, t: float, phase: float) -> np.ndarray:
+    def camera_transform(
+        self, x: float, y: float, yaw: float, t: float, phase: float
+    ) -> np.ndarray:
         """CARLA-style (x, y, z, pitch, yaw, roll) of the rig on a vehicle at (x, y, yaw) at time t,
         with a small suspension sway so every rotation axis is exercised."""
         rig = self.town_config.camera
@@ -75,13 +78,27 @@ class SyntheticBackend:
             transform = self.camera_transform(*route.pose(start + speed * t), t, phase)
             cam_to_world = carla_to_cam_to_world(transform)
             rgb, tags, depth = self.renderer.render(cam_to_world, actors.boxes_at(t), look)
+            rgb = apply_appearance(cfg.appearance, rgb, tags, depth, tick)
             frames.append(Frame(rgb, tags, depth, cam_to_world, transform, tick, tick / cfg.fps))
             if on_frame is not None:
                 on_frame(frames[-1])
         return Clip(
-            clip_id=clip_id(town.name, cfg.seed, index), town=town.name, backend=self.name, seed=cfg.seed,
-            fps=cfg.fps, frame_stride=cfg.frame_stride, intrinsics=self.K,
-            weather=weather.model_dump(), camera=town.camera.model_dump(), frames=tuple(frames),
-            attrs={"clip_index": index, "map": town.carla_map, "simulator": f"carla-temporal-synthetic {__version__}",
-                   "speed_mps": float(speed), "layout_seed": town.layout.seed},
+            clip_id=clip_id(town.name, cfg.seed, index),
+            town=town.name,
+            backend=self.name,
+            seed=cfg.seed,
+            fps=cfg.fps,
+            frame_stride=cfg.frame_stride,
+            intrinsics=self.K,
+            weather=weather.model_dump(),
+            camera=town.camera.model_dump(),
+            frames=tuple(frames),
+            attrs={
+                "clip_index": index,
+                "map": town.carla_map,
+                "simulator": f"carla-temporal-synthetic {__version__}",
+                "speed_mps": float(speed),
+                "layout_seed": town.layout.seed,
+                **({"appearance": cfg.appearance} if cfg.appearance != "default" else {}),
+            },
         )

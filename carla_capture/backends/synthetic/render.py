@@ -15,19 +15,24 @@ import numpy as np
 
 from carla_capture.backends.synthetic.town import RASTER_RES_M, Boxes, Town
 from carla_capture.config import Weather
-from carla_capture.geometry import FAR_PLANE_M
-from carla_capture.tags import TAG_ID
+from clipcore.geometry import FAR_PLANE_M
+from clipcore.tags import TAG_ID
 
 NEAR_PLANE_M = 0.05
 _SKY, _GROUND = -2, -1
 # Corner k of a box has signs (bit0, bit1, bit2) on (x, y, z); faces list corners in order.
 _SIGNS = np.array([[(k >> a) & 1 for a in range(3)] for k in range(8)], dtype=np.float64) * 2 - 1
-_FACES = np.array([[0, 2, 6, 4], [1, 3, 7, 5], [0, 1, 5, 4], [2, 3, 7, 6], [0, 1, 3, 2], [4, 5, 7, 6]])
+_FACES = np.array(
+    [[0, 2, 6, 4], [1, 3, 7, 5], [0, 1, 5, 4], [2, 3, 7, 6], [0, 1, 3, 2], [4, 5, 7, 6]]
+)
 _FACE_AXIS = np.array([0, 0, 1, 1, 2, 2])
 _FACE_SIGN = np.array([-1.0, 1.0, -1.0, 1.0, -1.0, 1.0])
 _GROUND_RGB = {
-    TAG_ID["Roads"]: (75, 75, 80), TAG_ID["Sidewalks"]: (160, 150, 145), TAG_ID["RoadLines"]: (225, 225, 215),
-    TAG_ID["Water"]: (50, 80, 110), TAG_ID["Ground"]: (110, 90, 70),
+    TAG_ID["Roads"]: (75, 75, 80),
+    TAG_ID["Sidewalks"]: (160, 150, 145),
+    TAG_ID["RoadLines"]: (225, 225, 215),
+    TAG_ID["Water"]: (50, 80, 110),
+    TAG_ID["Ground"]: (110, 90, 70),
 }
 
 
@@ -49,8 +54,13 @@ def _to_rh(boxes: Boxes) -> _Geometry:
     yaw = -boxes.yaw
     c, s = np.cos(yaw), np.sin(yaw)
     zero, one = np.zeros_like(c), np.ones_like(c)
-    rot = np.stack([np.stack([c, -s, zero], -1), np.stack([s, c, zero], -1), np.stack([zero, zero, one], -1)], -2)
-    corners = centre[:, None, :] + np.einsum("nij,nkj->nki", rot, _SIGNS[None, :, :] * boxes.half[:, None, :])
+    rot = np.stack(
+        [np.stack([c, -s, zero], -1), np.stack([s, c, zero], -1), np.stack([zero, zero, one], -1)],
+        -2,
+    )
+    corners = centre[:, None, :] + np.einsum(
+        "nij,nkj->nki", rot, _SIGNS[None, :, :] * boxes.half[:, None, :]
+    )
     axes = np.swapaxes(rot, 1, 2)  # rows: the box's local x, y, z axes in world coordinates
     normals = axes[:, _FACE_AXIS, :] * _FACE_SIGN[None, :, None]
     return _Geometry(corners, normals, boxes.half, centre, boxes.tag, boxes.colour)
@@ -59,7 +69,7 @@ def _to_rh(boxes: Boxes) -> _Geometry:
 def _clip_near(poly: np.ndarray) -> np.ndarray:
     """Sutherland-Hodgman clip of a (k,3) camera-space polygon to z >= NEAR_PLANE_M."""
     out = []
-    for a, b in zip(poly, np.roll(poly, -1, axis=0)):
+    for a, b in zip(poly, np.roll(poly, -1, axis=0), strict=True):
         ina, inb = a[2] >= NEAR_PLANE_M, b[2] >= NEAR_PLANE_M
         if ina:
             out.append(a)
@@ -81,7 +91,7 @@ class Look:
     wet: float
 
     @staticmethod
-    def from_weather(w: Weather) -> "Look":
+    def from_weather(w: Weather) -> Look:
         """Map CARLA-style weather values to the renderer's lighting."""
         alt, az = np.radians(w.sun_altitude_angle), np.radians(w.sun_azimuth_angle)
         sun = np.array([np.cos(alt) * np.cos(az), -np.cos(alt) * np.sin(az), np.sin(alt)])
@@ -92,8 +102,13 @@ class Look:
         horizon = np.array([0.75, 0.82, 0.92]) * (1 - warm) + np.array([0.95, 0.6, 0.35]) * warm
         fog = 0.0015 + (w.fog_density / 100.0) * 0.04 + (w.precipitation / 100.0) * 0.004
         return Look(
-            sun=sun, light=day * (1 - 0.6 * cloud), ambient=0.25 + 0.35 * cloud, sky_top=top * day,
-            sky_horizon=horizon * day, fog_per_m=fog, wet=w.wetness / 100.0,
+            sun=sun,
+            light=day * (1 - 0.6 * cloud),
+            ambient=0.25 + 0.35 * cloud,
+            sky_top=top * day,
+            sky_horizon=horizon * day,
+            fog_per_m=fog,
+            wet=w.wetness / 100.0,
         )
 
 
@@ -114,8 +129,11 @@ class Renderer:
             lut[tag] = rgb
         self._ground_lut = lut / 255.0
 
-    def render(self, cam_to_world: np.ndarray, dynamic: Boxes, look: Look) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Draw one frame; returns rgb (H,W,3) uint8, tags (H,W) uint8, depth (H,W) float32 metres."""
+    def render(
+        self, cam_to_world: np.ndarray, dynamic: Boxes, look: Look
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Draw one frame; returns rgb (H,W,3) uint8, tags (H,W) uint8, depth (H,W) float32
+        metres."""
         rot, centre = cam_to_world[:3, :3], cam_to_world[:3, 3]
         inv, ids = self._ground(rot, centre)
         faces: list[tuple[int, np.ndarray]] = []
@@ -140,8 +158,15 @@ class Renderer:
         ids = np.where(hit, _GROUND, _SKY).astype(np.int32)
         return np.where(hit, inv, 1.0 / FAR_PLANE_M), ids
 
-    def _draw_boxes(self, geo: _Geometry, rot: np.ndarray, centre: np.ndarray, inv: np.ndarray,
-                    ids: np.ndarray, faces: list[tuple[int, np.ndarray]]) -> None:
+    def _draw_boxes(
+        self,
+        geo: _Geometry,
+        rot: np.ndarray,
+        centre: np.ndarray,
+        inv: np.ndarray,
+        ids: np.ndarray,
+        faces: list[tuple[int, np.ndarray]],
+    ) -> None:
         if len(geo.tag) == 0:
             return
         K = self.K
@@ -161,7 +186,9 @@ class Renderer:
         i1 = np.minimum(np.floor(fu.max(-1) - 0.5), self.width - 1)
         j0 = np.maximum(np.ceil(fv.min(-1) - 0.5), 0)
         j1 = np.minimum(np.floor(fv.max(-1) - 0.5), self.height - 1)
-        visible = facing & np.where(front[:, None], (i0 <= i1) & (j0 <= j1), np.any(z > NEAR_PLANE_M, 1)[:, None])
+        visible = facing & np.where(
+            front[:, None], (i0 <= i1) & (j0 <= j1), np.any(z > NEAR_PLANE_M, 1)[:, None]
+        )
         nearest = np.max(1.0 / zs, axis=1)  # inverse depth of each box's nearest corner
         order = np.argsort(-nearest)  # near to far, so occluders are drawn first
         for n in order[np.any(visible[order], axis=1)]:
@@ -181,14 +208,27 @@ class Renderer:
                 if self._fill(pu, pv, poly[0], geo.normals[n, f] @ rot, box, inv, ids, len(faces)):
                     faces.append((int(geo.tag[n]), self._face_colour(geo, n, f)))
 
-    def _fill(self, pu: np.ndarray, pv: np.ndarray, vertex: np.ndarray, normal: np.ndarray,
-              box: tuple[int, int, int, int] | None, inv: np.ndarray, ids: np.ndarray, face_id: int) -> bool:
+    def _fill(
+        self,
+        pu: np.ndarray,
+        pv: np.ndarray,
+        vertex: np.ndarray,
+        normal: np.ndarray,
+        box: tuple[int, int, int, int] | None,
+        inv: np.ndarray,
+        ids: np.ndarray,
+        face_id: int,
+    ) -> bool:
         """Z-test one convex polygon (pixel coords ``pu``, ``pv``; a camera-space ``vertex`` on
         its plane with camera-space ``normal``) into the buffers; True if any pixel won."""
         K = self.K
         if box is None:
-            box = (max(0, int(np.ceil(pu.min() - 0.5))), min(self.width - 1, int(np.floor(pu.max() - 0.5))),
-                   max(0, int(np.ceil(pv.min() - 0.5))), min(self.height - 1, int(np.floor(pv.max() - 0.5))))
+            box = (
+                max(0, int(np.ceil(pu.min() - 0.5))),
+                min(self.width - 1, int(np.floor(pu.max() - 0.5))),
+                max(0, int(np.ceil(pv.min() - 0.5))),
+                min(self.height - 1, int(np.floor(pv.max() - 0.5))),
+            )
         i0, i1, j0, j1 = box
         offset = float(normal @ vertex)
         if i0 > i1 or j0 > j1 or abs(offset) < 1e-9:
@@ -197,8 +237,10 @@ class Renderer:
         nu, nv = np.append(pu[1:], pu[0]), np.append(pv[1:], pv[0])
         sign = 1.0 if float(np.sum(pu * nv - nu * pv)) > 0 else -1.0
         inside = np.ones((len(vs), len(us)), dtype=bool)
-        for au, av, bu, bv in zip(pu.tolist(), pv.tolist(), nu.tolist(), nv.tolist()):
-            inside &= (sign * (bu - au) * (vs - av))[:, None] >= (sign * (bv - av) * (us - au))[None, :]
+        for au, av, bu, bv in zip(pu.tolist(), pv.tolist(), nu.tolist(), nv.tolist(), strict=True):
+            inside &= (sign * (bu - au) * (vs - av))[:, None] >= (sign * (bv - av) * (us - au))[
+                None, :
+            ]
         # inverse planar depth of the face's plane n.X = offset along the ray (x_n, y_n, 1)
         a, b = normal[0] / (K[0, 0] * offset), normal[1] / (K[1, 1] * offset)
         c = (normal[2] - normal[0] * K[0, 2] / K[0, 0] - normal[1] * K[1, 2] / K[1, 1]) / offset
@@ -217,9 +259,13 @@ class Renderer:
 
     def _world_points(self, rot: np.ndarray, centre: np.ndarray, depth: np.ndarray) -> np.ndarray:
         rx, ry = self._ray_x[None, :] * depth, self._ray_y[:, None] * depth
-        return np.stack([rot[i, 0] * rx + rot[i, 1] * ry + rot[i, 2] * depth + centre[i] for i in range(3)], -1)
+        return np.stack(
+            [rot[i, 0] * rx + rot[i, 1] * ry + rot[i, 2] * depth + centre[i] for i in range(3)], -1
+        )
 
-    def _shade_ground(self, mask: np.ndarray, world: np.ndarray, tags: np.ndarray, rgb: np.ndarray, look: Look) -> None:
+    def _shade_ground(
+        self, mask: np.ndarray, world: np.ndarray, tags: np.ndarray, rgb: np.ndarray, look: Look
+    ) -> None:
         town = self.town
         pts = world[mask]
         ix = np.floor((pts[:, 0] - town.origin[0]) / RASTER_RES_M).astype(np.int64)
@@ -234,8 +280,15 @@ class Renderer:
         shade = look.ambient + look.light * max(look.sun[2], 0.0)
         rgb[mask] = self._ground_lut[tag] * (texture * wet * shade)[:, None]
 
-    def _shade_faces(self, ids: np.ndarray, faces: list, world: np.ndarray, tags: np.ndarray,
-                     rgb: np.ndarray, look: Look) -> None:
+    def _shade_faces(
+        self,
+        ids: np.ndarray,
+        faces: list,
+        world: np.ndarray,
+        tags: np.ndarray,
+        rgb: np.ndarray,
+        look: Look,
+    ) -> None:
         if not faces:
             return
         mask = ids >= 0
@@ -245,12 +298,21 @@ class Renderer:
         tags[mask] = face_tag[fid]
         pts = world[mask]
         building = face_tag[fid] == TAG_ID["Buildings"]
-        windows = building & (np.mod(pts[:, 2], 3.2) > 1.0) & (np.mod(pts[:, 2], 3.2) < 2.4) & (np.mod(pts[:, 0] + pts[:, 1], 2.8) > 1.0)
-        light = look.ambient + look.light * (0.55 + 0.45 * np.clip(look.sun[0] * 0.5 + look.sun[2], 0, 1))
+        windows = (
+            building
+            & (np.mod(pts[:, 2], 3.2) > 1.0)
+            & (np.mod(pts[:, 2], 3.2) < 2.4)
+            & (np.mod(pts[:, 0] + pts[:, 1], 2.8) > 1.0)
+        )
+        light = look.ambient + look.light * (
+            0.55 + 0.45 * np.clip(look.sun[0] * 0.5 + look.sun[2], 0, 1)
+        )
         rgb[mask] = colour[fid] * np.where(windows, 0.45, 1.0)[:, None] * light
 
     def _shade_sky(self, mask: np.ndarray, rot: np.ndarray, rgb: np.ndarray, look: Look) -> None:
-        rays = np.stack(np.broadcast_arrays(self._ray_x[None, :], self._ray_y[:, None], 1.0), -1)[mask]
+        rays = np.stack(np.broadcast_arrays(self._ray_x[None, :], self._ray_y[:, None], 1.0), -1)[
+            mask
+        ]
         world = rays @ rot.T
         world /= np.linalg.norm(world, axis=1, keepdims=True)
         up = np.clip(world[:, 2], 0.0, 1.0)[:, None] ** 0.5

@@ -14,8 +14,8 @@ from functools import lru_cache
 import numpy as np
 
 from carla_capture.config import Layout
-from carla_capture.tags import TAG_ID
 from carla_capture.weather import seeded_rng
+from clipcore.tags import TAG_ID
 
 RASTER_RES_M = 0.25
 _MARGIN_M = 60.0
@@ -43,18 +43,29 @@ class Boxes:
         return len(self.tag)
 
     @staticmethod
-    def concat(parts: list["Boxes"]) -> "Boxes":
+    def concat(parts: list[Boxes]) -> Boxes:
         """All boxes of ``parts`` as one set."""
-        return Boxes(*(np.concatenate([getattr(p, f) for p in parts]) for f in Boxes.__dataclass_fields__))
+        return Boxes(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in Boxes.__dataclass_fields__)
+        )
 
     @staticmethod
-    def from_rows(rows: list[tuple]) -> "Boxes":
-        """Build from rows ``(cx, cy, cz, hx, hy, hz, yaw, tag, (r, g, b))`` with colour in 0..255."""
+    def from_rows(rows: list[tuple]) -> Boxes:
+        """Build from rows ``(cx, cy, cz, hx, hy, hz, yaw, tag, (r, g, b))`` with colour in
+        0..255."""
         if not rows:
-            return Boxes(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), np.zeros(0, np.uint8), np.zeros((0, 3), np.float32))
+            return Boxes(
+                np.zeros((0, 3)),
+                np.zeros((0, 3)),
+                np.zeros(0),
+                np.zeros(0, np.uint8),
+                np.zeros((0, 3), np.float32),
+            )
         arr = np.array([r[:7] for r in rows], dtype=np.float64)
         return Boxes(
-            centre=arr[:, 0:3], half=arr[:, 3:6], yaw=arr[:, 6],
+            centre=arr[:, 0:3],
+            half=arr[:, 3:6],
+            yaw=arr[:, 6],
             tag=np.array([r[7] for r in rows], dtype=np.uint8),
             colour=np.array([r[8] for r in rows], dtype=np.float32) / 255.0,
         )
@@ -85,12 +96,21 @@ def _road_positions(rng: np.random.Generator, count: int, size: tuple[float, flo
     return np.concatenate([[0.0], np.cumsum(steps)])
 
 
-def _axis_masks(coords: np.ndarray, roads: np.ndarray, road_w: float, side_w: float) -> tuple[np.ndarray, ...]:
+def _axis_masks(
+    coords: np.ndarray, roads: np.ndarray, road_w: float, side_w: float
+) -> tuple[np.ndarray, ...]:
     dist = np.min(np.abs(coords[:, None] - roads[None, :]), axis=1)
-    return dist < road_w / 2, dist < road_w / 2 + side_w, dist < 0.08, np.abs(dist - (road_w / 2 - 0.3)) < 0.08
+    return (
+        dist < road_w / 2,
+        dist < road_w / 2 + side_w,
+        dist < 0.08,
+        np.abs(dist - (road_w / 2 - 0.3)) < 0.08,
+    )
 
 
-def _ground_raster(layout: Layout, road_x: np.ndarray, road_y: np.ndarray, rng: np.random.Generator) -> tuple:
+def _ground_raster(
+    layout: Layout, road_x: np.ndarray, road_y: np.ndarray, rng: np.random.Generator
+) -> tuple:
     x0, y0 = road_x[0] - _MARGIN_M, road_y[0] - _MARGIN_M
     xs = np.arange(x0, road_x[-1] + _MARGIN_M, RASTER_RES_M) + RASTER_RES_M / 2
     ys = np.arange(y0, road_y[-1] + _MARGIN_M, RASTER_RES_M) + RASTER_RES_M / 2
@@ -118,11 +138,15 @@ def _ground_raster(layout: Layout, road_x: np.ndarray, road_y: np.ndarray, rng: 
     return (float(x0), float(y0)), ground
 
 
-def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: float = 18.0) -> tuple[int, ...]:
+def _jitter(
+    rng: np.random.Generator, rgb: tuple[int, int, int], amount: float = 18.0
+) -> tuple[int, ...]:
     return tuple(int(np.clip(c + rng.normal(0, amount), 0, 255)) for c in rgb)
 
 
-def _lot_boxes(layout: Layout, x0: float, x1: float, y0: float, y1: float, rng: np.random.Generator) -> list[tuple]:
+def _lot_boxes(
+    layout: Layout, x0: float, x1: float, y0: float, y1: float, rng: np.random.Generator
+) -> list[tuple]:
     """Buildings, or trees inside a fence or wall, on one lot of a block."""
     rows: list[tuple] = []
     cx, cy, hx, hy = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
@@ -133,10 +157,29 @@ def _lot_boxes(layout: Layout, x0: float, x1: float, y0: float, y1: float, rng: 
         rows.append((cx, cy, h / 2, sx, sy, h / 2, 0.0, TAG_ID["Buildings"], colour))
         return rows
     if rng.random() < 0.3:
-        rows.append((cx, cy, 0.6, hx * 0.3, hy * 0.2, 0.6, 0.0, TAG_ID["Static"], _jitter(rng, (110, 100, 90))))
-    tag, height, thick = (TAG_ID["Walls"], 2.5, 0.25) if layout.walls else (TAG_ID["Fences"], 1.4, 0.06)
+        rows.append(
+            (
+                cx,
+                cy,
+                0.6,
+                hx * 0.3,
+                hy * 0.2,
+                0.6,
+                0.0,
+                TAG_ID["Static"],
+                _jitter(rng, (110, 100, 90)),
+            )
+        )
+    tag, height, thick = (
+        (TAG_ID["Walls"], 2.5, 0.25) if layout.walls else (TAG_ID["Fences"], 1.4, 0.06)
+    )
     colour = (150, 140, 130) if layout.walls else (120, 100, 80)
-    for dx, dy, lx, ly in ((0, -hy, hx, thick), (0, hy, hx, thick), (-hx, 0, thick, hy), (hx, 0, thick, hy)):
+    for dx, dy, lx, ly in (
+        (0, -hy, hx, thick),
+        (0, hy, hx, thick),
+        (-hx, 0, thick, hy),
+        (hx, 0, thick, hy),
+    ):
         rows.append((cx + dx, cy + dy, height / 2, lx, ly, height / 2, 0.0, tag, colour))
     for _ in range(rng.poisson(layout.vegetation_density * hx * hy / 40.0)):
         tx, ty = cx + rng.uniform(-0.8, 0.8) * hx, cy + rng.uniform(-0.8, 0.8) * hy
@@ -155,7 +198,9 @@ def _tree(x: float, y: float, rng: np.random.Generator) -> list[tuple]:
     ]
 
 
-def _street_boxes(layout: Layout, road_x: np.ndarray, road_y: np.ndarray, rng: np.random.Generator) -> list[tuple]:
+def _street_boxes(
+    layout: Layout, road_x: np.ndarray, road_y: np.ndarray, rng: np.random.Generator
+) -> list[tuple]:
     """Street lights, traffic lights, signs, trees and props along every road side."""
     rows: list[tuple] = []
     edge = layout.road_width / 2 + layout.sidewalk_width * 0.6
@@ -164,8 +209,13 @@ def _street_boxes(layout: Layout, road_x: np.ndarray, road_y: np.ndarray, rng: n
     for along, across, axis in ((road_y, road_x, 0), (road_x, road_y, 1)):
         for c in across:
             for side in (-1.0, 1.0):
-                for s in np.arange(along[0] + rng.uniform(0, layout.pole_spacing), along[-1], layout.pole_spacing):
-                    if np.min(np.abs(along - s)) < layout.road_width / 2 + layout.sidewalk_width + 1.0:
+                for s in np.arange(
+                    along[0] + rng.uniform(0, layout.pole_spacing), along[-1], layout.pole_spacing
+                ):
+                    if (
+                        np.min(np.abs(along - s))
+                        < layout.road_width / 2 + layout.sidewalk_width + 1.0
+                    ):
                         continue
                     p = (c + side * edge, s) if axis == 0 else (s, c + side * edge)
                     rows.append((p[0], p[1], 3.5, 0.12, 0.12, 3.5, 0.0, pole, grey))
@@ -176,10 +226,26 @@ def _street_boxes(layout: Layout, road_x: np.ndarray, road_y: np.ndarray, rng: n
                     elif q < 0.45:
                         t = (p[0], s + 2.0) if axis == 0 else (s + 2.0, p[1])
                         rows.append((t[0], t[1], 1.2, 0.05, 0.05, 1.2, 0.0, pole, grey))
-                        rows.append((t[0], t[1], 2.6, 0.05 if axis == 1 else 0.4, 0.4 if axis == 1 else 0.05, 0.35, 0.0, sign, (200, 200, 60)))
+                        rows.append(
+                            (
+                                t[0],
+                                t[1],
+                                2.6,
+                                0.05 if axis == 1 else 0.4,
+                                0.4 if axis == 1 else 0.05,
+                                0.35,
+                                0.0,
+                                sign,
+                                (200, 200, 60),
+                            )
+                        )
                     elif q < 0.55:
                         t = (p[0], s - 3.0) if axis == 0 else (s - 3.0, p[1])
-                        tag, col = (TAG_ID["Static"], (110, 80, 60)) if rng.random() < 0.5 else (TAG_ID["Dynamic"], (60, 90, 60))
+                        tag, col = (
+                            (TAG_ID["Static"], (110, 80, 60))
+                            if rng.random() < 0.5
+                            else (TAG_ID["Dynamic"], (60, 90, 60))
+                        )
                         rows.append((t[0], t[1], 0.5, 0.35, 0.35, 0.5, 0.0, tag, col))
     corner = layout.road_width / 2 + layout.sidewalk_width * 0.5
     for x in road_x:
@@ -195,13 +261,39 @@ def _guard_rails(road_x: np.ndarray, road_y: np.ndarray, layout: Layout) -> list
     off = layout.road_width / 2 + layout.sidewalk_width + 1.0
     rows: list[tuple] = []
     for x in (road_x[0] - off, road_x[-1] + off):
-        rows.append((x, (road_y[0] + road_y[-1]) / 2, 0.4, 0.1, (road_y[-1] - road_y[0]) / 2 + off, 0.4, 0.0, TAG_ID["GuardRail"], (170, 170, 175)))
+        rows.append(
+            (
+                x,
+                (road_y[0] + road_y[-1]) / 2,
+                0.4,
+                0.1,
+                (road_y[-1] - road_y[0]) / 2 + off,
+                0.4,
+                0.0,
+                TAG_ID["GuardRail"],
+                (170, 170, 175),
+            )
+        )
     for y in (road_y[0] - off, road_y[-1] + off):
-        rows.append(((road_x[0] + road_x[-1]) / 2, y, 0.4, (road_x[-1] - road_x[0]) / 2 + off, 0.1, 0.4, 0.0, TAG_ID["GuardRail"], (170, 170, 175)))
+        rows.append(
+            (
+                (road_x[0] + road_x[-1]) / 2,
+                y,
+                0.4,
+                (road_x[-1] - road_x[0]) / 2 + off,
+                0.1,
+                0.4,
+                0.0,
+                TAG_ID["GuardRail"],
+                (170, 170, 175),
+            )
+        )
     return rows
 
 
-def _block_boxes(layout: Layout, road_x: np.ndarray, road_y: np.ndarray, rng: np.random.Generator) -> list[tuple]:
+def _block_boxes(
+    layout: Layout, road_x: np.ndarray, road_y: np.ndarray, rng: np.random.Generator
+) -> list[tuple]:
     rows: list[tuple] = []
     inset = layout.road_width / 2 + layout.sidewalk_width + 0.5
     for i in range(len(road_x) - 1):
@@ -227,9 +319,15 @@ def _build_town_cached(name: str, layout_json: str) -> Town:
     if layout.guard_rails:
         rows += _guard_rails(road_x, road_y, layout)
     return Town(
-        name=name, road_x=road_x, road_y=road_y, road_width=layout.road_width,
-        sidewalk_width=layout.sidewalk_width, origin=origin, ground=ground,
-        boxes=Boxes.from_rows(rows), ground_colour=layout.ground_colour,
+        name=name,
+        road_x=road_x,
+        road_y=road_y,
+        road_width=layout.road_width,
+        sidewalk_width=layout.sidewalk_width,
+        origin=origin,
+        ground=ground,
+        boxes=Boxes.from_rows(rows),
+        ground_colour=layout.ground_colour,
     )
 
 

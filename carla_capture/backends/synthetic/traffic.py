@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from carla_capture.backends.synthetic.town import Boxes, Town
-from carla_capture.tags import TAG_ID
+from clipcore.tags import TAG_ID
 
 _DIRS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 _TURN_RADIUS_M = 6.0
@@ -48,7 +48,8 @@ def _fillet(corner: np.ndarray, d_in: np.ndarray, d_out: np.ndarray, r: float) -
 
 
 def plan_route(town: Town, rng: np.random.Generator, length_m: float) -> Route:
-    """A random drive along the right-hand lanes, turning at intersections, at least ``length_m`` long."""
+    """A random drive along the right-hand lanes, turning at intersections, at least ``length_m``
+    long."""
     nodes = np.array([len(town.road_x), len(town.road_y)])
     node = np.array([rng.integers(nodes[0]), rng.integers(nodes[1])])
     options = [np.array(d) for d in _DIRS if np.all((0 <= node + d) & (node + d < nodes))]
@@ -59,7 +60,11 @@ def plan_route(town: Town, rng: np.random.Generator, length_m: float) -> Route:
     total = 0.0
     while total < length_m + 60.0:
         nxt = node + d
-        choices = [np.array(e) for e in _DIRS if tuple(e) != tuple(-d) and np.all((0 <= nxt + e) & (nxt + e < nodes))]
+        choices = [
+            np.array(e)
+            for e in _DIRS
+            if tuple(e) != tuple(-d) and np.all((0 <= nxt + e) & (nxt + e < nodes))
+        ]
         e = choices[rng.integers(len(choices))]
         total += float(np.linalg.norm(pos(nxt) - pos(node)))
         if tuple(e) == tuple(d):
@@ -72,19 +77,53 @@ def plan_route(town: Town, rng: np.random.Generator, length_m: float) -> Route:
     seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
     keep = np.concatenate([[True], seg > 1e-6])
     pts = pts[keep]
-    return Route(points=pts, s=np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))]))
+    return Route(
+        points=pts,
+        s=np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))]),
+    )
 
 
-# Parts of each actor kind: (forward, right, up) offset of the part centre, half extents, tag, colour.
+# Parts of each actor kind: (forward, right, up) offset of the part centre, half extents, tag,
+# colour.
 _KINDS: dict[str, tuple[float, list[tuple]]] = {
-    "car": (1.0, [((0, 0, 0.55), (2.25, 0.95, 0.45), "Car", None), ((-0.3, 0, 1.25), (1.2, 0.85, 0.3), "Car", None)]),
-    "truck": (1.0, [((2.6, 0, 1.4), (1.0, 1.2, 1.3), "Truck", None), ((-1.0, 0, 1.8), (2.6, 1.25, 1.6), "Truck", (200, 200, 200))]),
+    "car": (
+        1.0,
+        [
+            ((0, 0, 0.55), (2.25, 0.95, 0.45), "Car", None),
+            ((-0.3, 0, 1.25), (1.2, 0.85, 0.3), "Car", None),
+        ],
+    ),
+    "truck": (
+        1.0,
+        [
+            ((2.6, 0, 1.4), (1.0, 1.2, 1.3), "Truck", None),
+            ((-1.0, 0, 1.8), (2.6, 1.25, 1.6), "Truck", (200, 200, 200)),
+        ],
+    ),
     "bus": (1.0, [((0, 0, 1.65), (5.5, 1.3, 1.5), "Bus", None)]),
-    "motorcycle": (1.0, [((0, 0, 0.55), (1.05, 0.35, 0.45), "Motorcycle", None), ((-0.2, 0, 1.35), (0.3, 0.3, 0.45), "Rider", (60, 60, 80))]),
-    "bicycle": (0.6, [((0, 0, 0.5), (0.9, 0.12, 0.45), "Bicycle", None), ((-0.1, 0, 1.35), (0.25, 0.25, 0.45), "Rider", (80, 60, 60))]),
+    "motorcycle": (
+        1.0,
+        [
+            ((0, 0, 0.55), (1.05, 0.35, 0.45), "Motorcycle", None),
+            ((-0.2, 0, 1.35), (0.3, 0.3, 0.45), "Rider", (60, 60, 80)),
+        ],
+    ),
+    "bicycle": (
+        0.6,
+        [
+            ((0, 0, 0.5), (0.9, 0.12, 0.45), "Bicycle", None),
+            ((-0.1, 0, 1.35), (0.25, 0.25, 0.45), "Rider", (80, 60, 60)),
+        ],
+    ),
     "pedestrian": (0.15, [((0, 0, 0.85), (0.22, 0.28, 0.85), "Pedestrians", None)]),
 }
-_VEHICLE_MIX = (("car", 0.72), ("truck", 0.08), ("bus", 0.05), ("motorcycle", 0.07), ("bicycle", 0.08))
+_VEHICLE_MIX = (
+    ("car", 0.72),
+    ("truck", 0.08),
+    ("bus", 0.05),
+    ("motorcycle", 0.07),
+    ("bicycle", 0.08),
+)
 
 
 @dataclass(frozen=True)
@@ -105,15 +144,25 @@ class Actors:
     tag: np.ndarray
     colour: np.ndarray
 
-    def without(self, drop: np.ndarray) -> "Actors":
+    def without(self, drop: np.ndarray) -> Actors:
         """These actors less those whose index is in ``drop``."""
         keep_actor = np.ones(len(self.axis), bool)
         keep_actor[np.asarray(drop, dtype=np.int64)] = False
         keep_part = keep_actor[self.owner]
         renumber = np.cumsum(keep_actor) - 1
-        return Actors(self.axis[keep_actor], self.cross[keep_actor], self.sign[keep_actor], self.s0[keep_actor],
-                      self.speed[keep_actor], self.span, renumber[self.owner[keep_part]], self.offset[keep_part],
-                      self.half[keep_part], self.tag[keep_part], self.colour[keep_part])
+        return Actors(
+            self.axis[keep_actor],
+            self.cross[keep_actor],
+            self.sign[keep_actor],
+            self.s0[keep_actor],
+            self.speed[keep_actor],
+            self.span,
+            renumber[self.owner[keep_part]],
+            self.offset[keep_part],
+            self.half[keep_part],
+            self.tag[keep_part],
+            self.colour[keep_part],
+        )
 
     def boxes_at(self, t: float) -> Boxes:
         """The actors' boxes at simulation time ``t`` seconds."""
@@ -130,8 +179,14 @@ class Actors:
         return Boxes(np.stack([cx, cy, self.offset[:, 2]], 1), self.half, yw, self.tag, self.colour)
 
 
-def spawn_actors(town: Town, rng: np.random.Generator, vehicles: int, walkers: int,
-                 ego: tuple[float, float, float], ego_speed: float) -> Actors:
+def spawn_actors(
+    town: Town,
+    rng: np.random.Generator,
+    vehicles: int,
+    walkers: int,
+    ego: tuple[float, float, float],
+    ego_speed: float,
+) -> Actors:
     """Place ``vehicles`` on right-hand lanes and ``walkers`` on sidewalks, with random speeds.
 
     Half of them go on the ego's road (``ego`` = x, y, yaw in degrees) within about 100 m,
@@ -149,9 +204,16 @@ def spawn_actors(town: Town, rng: np.random.Generator, vehicles: int, walkers: i
     ego_sign = float(np.sign(ahead[ego_axis]))
     for i, kind in enumerate(picks):
         near_ego = rng.random() < 0.5
-        axis, sign = (ego_axis if near_ego else int(rng.integers(2))), float(rng.choice([-1.0, 1.0]))
+        axis, sign = (
+            (ego_axis if near_ego else int(rng.integers(2))),
+            float(rng.choice([-1.0, 1.0])),
+        )
         roads = town.road_y if axis == 0 else town.road_x
-        road = roads[np.argmin(np.abs(roads - start[1 - axis]))] if near_ego else roads[rng.integers(len(roads))]
+        road = (
+            roads[np.argmin(np.abs(roads - start[1 - axis]))]
+            if near_ego
+            else roads[rng.integers(len(roads))]
+        )
         heading = np.array([sign, 0.0]) if axis == 0 else np.array([0.0, sign])
         right = _right(heading)[1 - axis]
         walker = kind == "pedestrian"
@@ -165,7 +227,10 @@ def spawn_actors(town: Town, rng: np.random.Generator, vehicles: int, walkers: i
         elif walker or sign != ego_sign:
             s0 = start[axis] + ego_sign * rng.uniform(-60.0, 100.0)
         else:  # same lane as the ego: ahead of it, and not slower
-            s0, speed = start[axis] + ego_sign * rng.uniform(30.0, 100.0), ego_speed * rng.uniform(1.0, 1.2)
+            s0, speed = (
+                start[axis] + ego_sign * rng.uniform(30.0, 100.0),
+                ego_speed * rng.uniform(1.0, 1.2),
+            )
         cols["s0"].append(s0)
         cols["speed"].append(speed)
         body = tuple(int(c) for c in rng.integers(20, 235, 3))
@@ -176,28 +241,44 @@ def spawn_actors(town: Town, rng: np.random.Generator, vehicles: int, walkers: i
             parts["tag"].append(TAG_ID[tag])
             parts["colour"].append(colour or body)
     return Actors(
-        axis=np.array(cols["axis"], dtype=np.int64), cross=np.array(cols["cross"], dtype=np.float64),
-        sign=np.array(cols["sign"]), s0=np.array(cols["s0"]), speed=np.array(cols["speed"]), span=span,
-        owner=np.array(parts["owner"], dtype=np.int64), offset=np.array(parts["offset"], dtype=np.float64).reshape(-1, 3),
-        half=np.array(parts["half"], dtype=np.float64).reshape(-1, 3), tag=np.array(parts["tag"], dtype=np.uint8),
+        axis=np.array(cols["axis"], dtype=np.int64),
+        cross=np.array(cols["cross"], dtype=np.float64),
+        sign=np.array(cols["sign"]),
+        s0=np.array(cols["s0"]),
+        speed=np.array(cols["speed"]),
+        span=span,
+        owner=np.array(parts["owner"], dtype=np.int64),
+        offset=np.array(parts["offset"], dtype=np.float64).reshape(-1, 3),
+        half=np.array(parts["half"], dtype=np.float64).reshape(-1, 3),
+        tag=np.array(parts["tag"], dtype=np.uint8),
         colour=np.array(parts["colour"], dtype=np.float32).reshape(-1, 3) / 255.0,
     )
 
 
-def clear_path(actors: Actors, ego: list[tuple[float, float, float]], times: list[float],
-               ahead_m: float = 15.0, behind_m: float = 4.0, half_width_m: float = 2.5) -> Actors:
+def clear_path(
+    actors: Actors,
+    ego: list[tuple[float, float, float]],
+    times: list[float],
+    ahead_m: float = 15.0,
+    behind_m: float = 4.0,
+    half_width_m: float = 2.5,
+) -> Actors:
     """Drop every actor that comes into the ego's corridor at any of ``times`` (seconds), the ego
     at ``ego`` (x, y, yaw in degrees) then: ``behind_m`` behind to ``ahead_m`` ahead, and within
     ``half_width_m`` (plus the actor's own half width) of its centre line. Actors spawned away
     from the ego can meet it after a turn, or wrap around the town's edge into its lane; this keeps
     the ego from driving into or through them (a truck filling the view)."""
     hit = set()
-    for (x, y, yaw), t in zip(ego, times):
+    for (x, y, yaw), t in zip(ego, times, strict=True):
         boxes = actors.boxes_at(t)
         fwd = np.array([np.cos(np.radians(yaw)), np.sin(np.radians(yaw))])
         rel = boxes.centre[:, :2] - [x, y]
         along, across = rel @ fwd, rel @ _right(fwd)
         reach = np.max(boxes.half[:, :2], axis=1)
-        near = (along > -behind_m - reach) & (along < ahead_m + reach) & (np.abs(across) < half_width_m + reach)
+        near = (
+            (along > -behind_m - reach)
+            & (along < ahead_m + reach)
+            & (np.abs(across) < half_width_m + reach)
+        )
         hit.update(actors.owner[near].tolist())
     return actors.without(np.array(sorted(hit), dtype=np.int64)) if hit else actors

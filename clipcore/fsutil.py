@@ -1,7 +1,7 @@
 """File-system faults as one-line messages, and atomic writes of small text files.
 
 Every command turns an OS fault (full disk, permission, read-only file system, a path through
-a file) into ``error: <message>`` naming the path and the fix (see :mod:`carla_capture.clitools`);
+a file) into ``error: <message>`` naming the path and the fix (see :mod:`clipcore.clitools`);
 HDF5 reports the same faults as ``OSError`` or ``RuntimeError`` with ``errno = N`` in the text.
 """
 
@@ -16,11 +16,13 @@ _ERRNO_RE = re.compile(r"errno = (\d+)")
 _NAME_RE = re.compile(r"name = '([^']+)'")
 
 _FIXES = {
-    errno.ENOSPC: "no space left on the device: free some space (finished work is kept) and run the same "
-                  "command again",
+    errno.ENOSPC: "no space left on the device: free some space (finished work is kept) and run "
+    "the same "
+    "command again",
     errno.EDQUOT: "disk quota exceeded: free some space and run the same command again",
     errno.EACCES: "permission denied: choose a folder you can write to, or fix its permissions",
-    errno.EPERM: "operation not permitted: choose a folder you can write to, or fix its permissions",
+    errno.EPERM: "operation not permitted: choose a folder you can write to, or fix its "
+    "permissions",
     errno.EROFS: "read-only file system: choose a writable folder",
     errno.ENOTDIR: "a part of this path is a file, not a folder: pass a folder path",
     errno.EISDIR: "this is a folder: pass a file path",

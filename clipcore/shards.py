@@ -1,9 +1,10 @@
-"""HDF5 shards (``docs/format.md``): a validating writer (format 2) and the one reader (formats 1, 2).
+"""HDF5 shards (``docs/format.md``): a validating writer (format 2) and the one reader (formats 1
+and 2).
 
 A shard holds whole clips of one town under ``/clips/<clip_id>``. Every per-frame image dataset
 is chunked one frame per chunk, so reading a 6-frame window decodes 6 chunks. Every program that
 reads shards (the training loader, verify, inspect, split, eval, predict) reads through
-:class:`ShardReader`, which refuses a file or clip that :mod:`carla_capture.schema` finds faulty.
+:class:`ShardReader`, which refuses a file or clip that :mod:`clipcore.schema` finds faulty.
 """
 
 from __future__ import annotations
@@ -18,56 +19,43 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import hdf5plugin
 import numpy as np
 
-from carla_capture import __version__
-from carla_capture.errors import ClipValidationError, ShardFormatError
-from carla_capture.fsutil import as_os_error, fault_errno
-from carla_capture.geometry import FAR_PLANE_M
-from carla_capture.records import Clip, Frame
-from carla_capture.schema import (
-    COMPLETE_ATTR, DEPTH_ENCODING, DEPTH_SCALE_M, FORMAT, FORMAT_VERSION, OPTIONAL, READABLE_VERSIONS,
-    content_faults, decode_depth, encode_depth, expected_shapes, structure_faults,
+from clipcore import __version__
+from clipcore.codecs import CODECS, codec_options
+from clipcore.errors import ClipValidationError, ShardFormatError
+from clipcore.fsutil import as_os_error, fault_errno
+from clipcore.geometry import FAR_PLANE_M
+from clipcore.records import Clip, Frame
+from clipcore.schema import (
+    COMPLETE_ATTR,
+    DEPTH_ENCODING,
+    DEPTH_SCALE_M,
+    FORMAT,
+    FORMAT_VERSION,
+    OPTIONAL,
+    READABLE_VERSIONS,
+    content_faults,
+    decode_depth,
+    encode_depth,
+    expected_shapes,
+    structure_faults,
 )
-from carla_capture.tags import SEMANTIC_SCHEMA
+from clipcore.tags import SEMANTIC_SCHEMA
 
 log = logging.getLogger(__name__)
 
 PER_FRAME = ("rgb", "semantic", "depth", "cam_to_world", "carla_transform", "frame", "timestamp")
 
 
-#: Codec names; ``zstd+lz4hc`` (the default) is zstd for 8-bit images and lz4hc for depth codes.
-CODECS = ("zstd+lz4hc", "zstd", "lz4", "gzip", "lzf", "none")
-
-
-def codec_options(name: str, modality: str = "rgb") -> dict[str, Any]:
-    """h5py ``create_dataset`` keyword arguments of a named lossless codec for one modality.
-
-    Blosc shuffles bits of 8-bit images (rgb, semantic: the noisy low bits of real images stop
-    spoiling the rest) and bytes of depth codes (the always-zero top byte of a 24-bit code
-    compresses away). ``zstd+lz4hc`` compresses depth with lz4hc, which decodes it about twice as
-    fast as zstd for 15 % more bytes; see ``benchmarks/storage.py``."""
-    if name == "zstd+lz4hc":
-        name = "lz4hc" if modality == "depth" else "zstd"
-    if name in ("zstd", "lz4", "lz4hc"):
-        depth = modality == "depth"
-        shuffle = hdf5plugin.Blosc.SHUFFLE if depth else hdf5plugin.Blosc.BITSHUFFLE
-        return dict(hdf5plugin.Blosc(cname=name, clevel=9 if name == "lz4hc" else 5, shuffle=shuffle))
-    if name == "gzip":
-        return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-    if name == "lzf":
-        return {"compression": "lzf", "shuffle": True}
-    if name == "none":
-        return {}
-    raise ValueError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}")
-
-
 def validate_clip(clip: Clip) -> None:
-    """Raise :class:`ClipValidationError` if ``clip`` breaks the format's shapes, dtypes or ranges."""
+    """Raise :class:`ClipValidationError` if ``clip`` breaks the format's shapes, dtypes or
+    ranges."""
 
     def fail(msg: str) -> None:
-        raise ClipValidationError(f"clip {clip.clip_id!r}: {msg}; this is a bug in the capture backend or importer")
+        raise ClipValidationError(
+            f"clip {clip.clip_id!r}: {msg}; this is a bug in the capture backend or importer"
+        )
 
     if not clip.frames:
         fail("has no frames")
@@ -121,12 +109,18 @@ class ShardWriter:
             self.partial.unlink(missing_ok=True)
             raise
         attrs = self._h5.attrs
-        attrs.update(format=FORMAT, format_version=FORMAT_VERSION, town=town,
-                     semantic_schema=SEMANTIC_SCHEMA, software_version=__version__, codec=codec)
+        attrs.update(
+            format=FORMAT,
+            format_version=FORMAT_VERSION,
+            town=town,
+            semantic_schema=SEMANTIC_SCHEMA,
+            software_version=__version__,
+            codec=codec,
+        )
         self._clips = self._h5.create_group("clips")
         self.count = 0
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     @contextlib.contextmanager
@@ -135,7 +129,11 @@ class ShardWriter:
         try:
             yield
         except (OSError, RuntimeError) as exc:
-            if isinstance(exc, FileExistsError) or fault_errno(exc) is None and isinstance(exc, RuntimeError):
+            if (
+                isinstance(exc, FileExistsError)
+                or fault_errno(exc) is None
+                and isinstance(exc, RuntimeError)
+            ):
                 raise
             raise as_os_error(exc, self.partial) from exc
 
@@ -150,15 +148,25 @@ class ShardWriter:
         validate_clip(clip)
         height, width = clip.frames[0].size
         modalities = tuple(name for name in OPTIONAL if clip.has(name))
-        group = self.open_clip(clip.clip_id, len(clip), height, width, modalities)
+        group = self.open_clip(
+            clip.clip_id, len(clip), height, width, modalities, clip.frames[0].rgb
+        )
         for k, frame in enumerate(clip.frames):
             self.write_frame(group, k, frame)
         self.close_clip(group, clip)
 
-    def open_clip(self, clip_id: str, num_frames: int, height: int, width: int,
-                  modalities: tuple[str, ...] = OPTIONAL) -> h5py.Group:
+    def open_clip(
+        self,
+        clip_id: str,
+        num_frames: int,
+        height: int,
+        width: int,
+        modalities: tuple[str, ...] = OPTIONAL,
+        sample_rgb: np.ndarray | None = None,
+    ) -> h5py.Group:
         """Create an empty clip group with datasets for rgb, frame, timestamp and ``modalities``
-        (each with a ``<name>_valid`` mask), whose frames are then written one by one."""
+        (each with a ``<name>_valid`` mask), whose frames are then written one by one; the RGB
+        codec adapts to ``sample_rgb`` (the first frame), see :func:`codec_options`."""
         if clip_id in self._clips:
             raise ClipValidationError(f"clip {clip_id!r} is already in {self.path.name}")
         unknown = set(modalities) - set(OPTIONAL)
@@ -168,24 +176,33 @@ class ShardWriter:
         shapes = expected_shapes(num_frames, height, width, FORMAT_VERSION)
         for name in ("rgb", "frame", "timestamp", *modalities):
             shape, dtype = shapes[name]
-            chunked = {"chunks": (1, *shape[1:]), **codec_options(self.codec_name, name)} if len(shape) > 2 else {}
+            options = codec_options(self.codec_name, name, sample_rgb if name == "rgb" else None)
+            chunked = {"chunks": (1, *shape[1:]), **options} if len(shape) > 2 else {}
             group.create_dataset(name, shape=shape, dtype=dtype, **chunked)
         for name in modalities:
             group.create_dataset(f"{name}_valid", shape=(num_frames,), dtype=bool)
         if "depth" in modalities:
-            group["depth"].attrs.update(encoding=DEPTH_ENCODING, scale_m=DEPTH_SCALE_M, far_plane_m=FAR_PLANE_M)
+            group["depth"].attrs.update(
+                encoding=DEPTH_ENCODING, scale_m=DEPTH_SCALE_M, far_plane_m=FAR_PLANE_M
+            )
         return group
 
     def write_frame(self, group: h5py.Group, k: int, frame: Frame) -> None:
         """Write frame ``k`` of an open clip group (one chunk per image dataset); a modality the
         frame lacks stays zero with its ``<name>_valid`` flag False."""
         with self._io():
-            group["rgb"][k], group["frame"][k], group["timestamp"][k] = frame.rgb, frame.frame, frame.timestamp
+            group["rgb"][k], group["frame"][k], group["timestamp"][k] = (
+                frame.rgb,
+                frame.frame,
+                frame.timestamp,
+            )
             for name in OPTIONAL:
                 value = getattr(frame, name)
                 if name not in group:
                     if value is not None:
-                        raise ClipValidationError(f"frame {k} has {name}, which clip {group.name} was opened without")
+                        raise ClipValidationError(
+                            f"frame {k} has {name}, which clip {group.name} was opened without"
+                        )
                     continue
                 if value is not None:
                     group[name][k] = encode_depth(value) if name == "depth" else value
@@ -195,10 +212,14 @@ class ShardWriter:
         """Validate the whole clip against what was written, then add metadata and the marker."""
         validate_clip(clip)
         if clip.town != self.town:
-            raise ClipValidationError(f"clip {clip.clip_id!r} is from {clip.town}, this shard holds {self.town}")
+            raise ClipValidationError(
+                f"clip {clip.clip_id!r} is from {clip.town}, this shard holds {self.town}"
+            )
         written = group["frame"][()]
         if len(written) != len(clip) or not np.array_equal(written, [f.frame for f in clip.frames]):
-            raise ClipValidationError(f"clip {clip.clip_id!r}: frames written {written.tolist()} differ from the clip's")
+            raise ClipValidationError(
+                f"clip {clip.clip_id!r}: frames written {written.tolist()} differ from the clip's"
+            )
         with self._io():
             self._finish_clip(group, clip)
         self.count += 1
@@ -208,9 +229,16 @@ class ShardWriter:
         if clip.intrinsics is not None:
             group.create_dataset("intrinsics", data=clip.intrinsics)
         group.attrs.update(
-            town=clip.town, backend=clip.backend, seed=clip.seed, fps=clip.fps, frame_stride=clip.frame_stride,
-            weather=json.dumps(clip.weather, sort_keys=True), camera=json.dumps(clip.camera, sort_keys=True),
-            num_frames=len(clip), height=clip.frames[0].size[0], width=clip.frames[0].size[1],
+            town=clip.town,
+            backend=clip.backend,
+            seed=clip.seed,
+            fps=clip.fps,
+            frame_stride=clip.frame_stride,
+            weather=json.dumps(clip.weather, sort_keys=True),
+            camera=json.dumps(clip.camera, sort_keys=True),
+            num_frames=len(clip),
+            height=clip.frames[0].size[0],
+            width=clip.frames[0].size[1],
             modalities=json.dumps([name for name in OPTIONAL if name in group]),
         )
         group.attrs.update(dict(clip.attrs))
@@ -233,7 +261,9 @@ class ShardWriter:
             with open(self.partial, "rb+") as fh:
                 os.fsync(fh.fileno())
         if self.path.exists():
-            raise FileExistsError(f"{self.path} appeared while writing; left the data in {self.partial}")
+            raise FileExistsError(
+                f"{self.path} appeared while writing; left the data in {self.partial}"
+            )
         os.rename(self.partial, self.path)
         _fsync_dir(self.path.parent)
         log.debug("wrote %s (%d clips)", self.path, self.count)
@@ -246,35 +276,6 @@ class ShardWriter:
                 self._h5.close()
         finally:
             self.partial.unlink(missing_ok=True)
-
-
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_heap_tuned = False
-
-
-def keep_chunk_buffers_on_heap() -> None:
-    """Let glibc serve HDF5's chunk-size buffers from its heap (once per process).
-
-    HDF5 and its compression filters allocate and free a buffer of a chunk's size (one frame:
-    0.1 to 1 MB) for every chunk read. Above glibc's mmap threshold each one is a fresh ``mmap``
-    whose pages fault in one by one, which costs three to four times the decompression itself.
-    Raising the mmap and trim thresholds keeps them on the heap, reused; reads get about 4x
-    faster (``benchmarks/storage.py``). A no-op off glibc, or with ``CARLA_TEMPORAL_HEAP_TUNE=0``.
-    """
-    global _heap_tuned
-    if _heap_tuned or os.environ.get("CARLA_TEMPORAL_HEAP_TUNE", "1") == "0":
-        return
-    _heap_tuned = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
-        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
-    except (OSError, AttributeError):
-        log.debug("not glibc: chunk buffers keep the default allocator")
 
 
 @dataclass(frozen=True)
@@ -291,23 +292,33 @@ class _ClipMeta:
 
 
 #: Clip attributes that :meth:`ShardReader.read_clip` turns into :class:`Clip` fields.
-_CLIP_FIELDS = {"town", "backend", "seed", "fps", "frame_stride", "weather", "camera", COMPLETE_ATTR}
+_CLIP_FIELDS = {
+    "town",
+    "backend",
+    "seed",
+    "fps",
+    "frame_stride",
+    "weather",
+    "camera",
+    COMPLETE_ATTR,
+}
 
 
 class ShardReader:
     """Read-only access to one shard, the only way the project reads shards.
 
     Opening checks the file (HDF5, ``carla-clips``, a readable ``format_version``); every clip is
-    checked for structure (:func:`~carla_capture.schema.structure_faults`) when first read, and
-    every read for content (:func:`~carla_capture.schema.content_faults`) unless ``check=False``.
+    checked for structure (:func:`~clipcore.schema.structure_faults`) when first read, and
+    every read for content (:func:`~clipcore.schema.content_faults`) unless ``check=False``.
     A fault raises :class:`ShardFormatError` naming the file, clip, frame and fault.
+    ``cache_bytes`` sizes HDF5's cache of decoded chunks per dataset (None: HDF5's 1 MiB).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cache_bytes: int | None = None) -> None:
         self.path = Path(path)
-        keep_chunk_buffers_on_heap()
         try:
-            self._h5 = h5py.File(self.path, "r")
+            cache = {} if cache_bytes is None else {"rdcc_nbytes": cache_bytes}
+            self._h5 = h5py.File(self.path, "r", **cache)
         except (OSError, RuntimeError) as exc:
             raise ShardFormatError(
                 f"{self.path} is not a readable HDF5 file ({str(exc).split(' (')[0]}): "
@@ -316,14 +327,17 @@ class ShardReader:
         attrs = self._h5.attrs
         if attrs.get("format") != FORMAT:
             self._h5.close()
-            raise ShardFormatError(f"{self.path} is an HDF5 file but not a {FORMAT} shard; "
-                                   "move it out of the dataset folder")
+            raise ShardFormatError(
+                f"{self.path} is an HDF5 file but not a {FORMAT} shard; "
+                "move it out of the dataset folder"
+            )
         self.version = int(attrs.get("format_version", -1))
         if self.version not in READABLE_VERSIONS:
             self._h5.close()
             raise ShardFormatError(
                 f"{self.path} has format_version {self.version}, this software reads "
-                f"{', '.join(map(str, READABLE_VERSIONS))}; use the carla-temporal release that wrote it "
+                f"{', '.join(map(str, READABLE_VERSIONS))}; use the carla-temporal release that "
+                "wrote it "
                 "or re-record the clips"
             )
         self.town = str(attrs.get("town", "?"))
@@ -331,7 +345,7 @@ class ShardReader:
         self._faults: dict[str, list[str]] = {}
         self._metas: dict[str, _ClipMeta] = {}
 
-    def __enter__(self) -> "ShardReader":
+    def __enter__(self) -> ShardReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -351,30 +365,40 @@ class ShardReader:
 
     def incomplete_ids(self) -> list[str]:
         """Ids of clip groups without the completion marker (a write that never finished)."""
-        return [k for k in self._all_ids() if not self._h5["clips"][k].attrs.get(COMPLETE_ATTR, False)]
+        return [
+            k for k in self._all_ids() if not self._h5["clips"][k].attrs.get(COMPLETE_ATTR, False)
+        ]
 
     def group(self, clip_id: str) -> h5py.Group:
         """The raw HDF5 group of a clip (for copying; read data with :meth:`read_arrays`)."""
         try:
             return self._h5["clips"][clip_id]
         except (KeyError, OSError):
-            raise ShardFormatError(f"{self.path} has no clip {clip_id!r}; "
-                                   f"run capture inspect {self.path} to list them") from None
+            raise ShardFormatError(
+                f"{self.path} has no clip {clip_id!r}; run capture inspect {self.path} to list them"
+            ) from None
 
     def faults(self, clip_id: str) -> list[str]:
         """Structural faults of a clip (cached); empty when it is well formed."""
         if clip_id not in self._faults:
             group = self.group(clip_id)
-            marker = [] if group.attrs.get(COMPLETE_ATTR, False) else ["no completion marker: its write never finished"]
+            marker = (
+                []
+                if group.attrs.get(COMPLETE_ATTR, False)
+                else ["no completion marker: its write never finished"]
+            )
             self._faults[clip_id] = marker + structure_faults(group, self.version)
         return self._faults[clip_id]
 
     def _refuse(self, clip_id: str, faults: list[str]) -> None:
-        raise ShardFormatError(f"{self.path}: clip {clip_id}: {'; '.join(faults)}; run capture verify "
-                               "--quarantine on the dataset, then re-record or re-import the clip")
+        raise ShardFormatError(
+            f"{self.path}: clip {clip_id}: {'; '.join(faults)}; run capture verify "
+            "--quarantine on the dataset, then re-record or re-import the clip"
+        )
 
     def _meta(self, clip_id: str) -> _ClipMeta:
-        """What every read of a clip needs, read once: structure checked, masks, calibration, attrs."""
+        """What every read of a clip needs, read once: structure checked, masks, calibration,
+        attrs."""
         if clip_id not in self._metas:
             faults = self.faults(clip_id)
             if faults:
@@ -383,26 +407,37 @@ class ShardReader:
             try:
                 modalities = tuple(name for name in OPTIONAL if name in group)
                 frames = group["rgb"].shape[0]
-                valid = {name: group[f"{name}_valid"][()] if self.version >= 2 else np.ones(frames, bool)
-                         for name in modalities}
+                valid = {
+                    name: group[f"{name}_valid"][()] if self.version >= 2 else np.ones(frames, bool)
+                    for name in modalities
+                }
                 intrinsics = group["intrinsics"][()] if "intrinsics" in group else None
-                datasets = {name: group[name] for name in ("rgb", "frame", "timestamp", *modalities)}
-                self._metas[clip_id] = _ClipMeta(group, datasets, modalities, frames, valid, intrinsics,
-                                                 dict(group.attrs))
+                datasets = {
+                    name: group[name] for name in ("rgb", "frame", "timestamp", *modalities)
+                }
+                self._metas[clip_id] = _ClipMeta(
+                    group, datasets, modalities, frames, valid, intrinsics, dict(group.attrs)
+                )
             except (KeyError, OSError, ValueError, RuntimeError) as exc:
                 self._refuse(clip_id, [f"unreadable metadata ({str(exc).split(' (')[0]})"])
         return self._metas[clip_id]
 
     def modalities(self, clip_id: str) -> tuple[str, ...]:
-        """The optional modalities a clip stores (see :data:`~carla_capture.schema.OPTIONAL`)."""
+        """The optional modalities a clip stores (see :data:`~clipcore.schema.OPTIONAL`)."""
         return self._meta(clip_id).modalities
 
     def num_frames(self, clip_id: str) -> int:
         """Frames in a clip (structure checked)."""
         return self._meta(clip_id).frames
 
-    def read_arrays(self, clip_id: str, start: int = 0, stop: int | None = None,
-                    check: bool = True, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    def read_arrays(
+        self,
+        clip_id: str,
+        start: int = 0,
+        stop: int | None = None,
+        check: bool = True,
+        only: tuple[str, ...] | None = None,
+    ) -> dict[str, Any]:
         """Frames ``start:stop`` of a clip as arrays (reads only their chunks).
 
         Keys: ``rgb``, ``frame``, ``timestamp``, each stored modality (depth decoded to float32
@@ -411,7 +446,11 @@ class ShardReader:
         ``check`` refuses NaN / inf, out-of-range depth, non-rigid poses and frames out of order.
         """
         meta = self._meta(clip_id)
-        names = ("frame", "timestamp", *(n for n in ("rgb", *meta.modalities) if only is None or n in only))
+        names = (
+            "frame",
+            "timestamp",
+            *(n for n in ("rgb", *meta.modalities) if only is None or n in only),
+        )
         try:
             out: dict[str, Any] = {name: meta.datasets[name][start:stop] for name in names}
         except (KeyError, OSError, ValueError, RuntimeError) as exc:
@@ -428,8 +467,11 @@ class ShardReader:
         out["intrinsics"], out["attrs"] = meta.intrinsics, meta.attrs
         return out
 
-    def read_clip(self, clip_id: str, start: int = 0, stop: int | None = None, check: bool = True) -> Clip:
-        """Frames ``start:stop`` of a clip as a :class:`Clip` (a frame lacking a modality has None)."""
+    def read_clip(
+        self, clip_id: str, start: int = 0, stop: int | None = None, check: bool = True
+    ) -> Clip:
+        """Frames ``start:stop`` of a clip as a :class:`Clip` (a frame lacking a modality has
+        None)."""
         data = self.read_arrays(clip_id, start, stop, check)
         a = data["attrs"]
 
@@ -437,16 +479,29 @@ class ShardReader:
             return data[name][k] if name in data and data[f"{name}_valid"][k] else None
 
         frames = tuple(
-            Frame(data["rgb"][k], value("semantic", k), value("depth", k), value("cam_to_world", k),
-                  value("carla_transform", k), data["frame"][k], data["timestamp"][k])
+            Frame(
+                data["rgb"][k],
+                value("semantic", k),
+                value("depth", k),
+                value("cam_to_world", k),
+                value("carla_transform", k),
+                data["frame"][k],
+                data["timestamp"][k],
+            )
             for k in range(len(data["frame"]))
         )
         try:
             return Clip(
-                clip_id=clip_id, town=str(a.get("town", self.town)), backend=str(a.get("backend", "unknown")),
-                seed=int(a.get("seed", 0)), fps=float(a["fps"]), frame_stride=int(a["frame_stride"]),
-                intrinsics=data["intrinsics"], weather=json.loads(a.get("weather", "{}")),
-                camera=json.loads(a.get("camera", "{}")), frames=frames,
+                clip_id=clip_id,
+                town=str(a.get("town", self.town)),
+                backend=str(a.get("backend", "unknown")),
+                seed=int(a.get("seed", 0)),
+                fps=float(a["fps"]),
+                frame_stride=int(a["frame_stride"]),
+                intrinsics=data["intrinsics"],
+                weather=json.loads(a.get("weather", "{}")),
+                camera=json.loads(a.get("camera", "{}")),
+                frames=frames,
                 attrs={k: v for k, v in a.items() if k not in _CLIP_FIELDS},
             )
         except (KeyError, ValueError) as exc:

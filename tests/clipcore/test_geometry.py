@@ -3,8 +3,14 @@
 import numpy as np
 import pytest
 
-from carla_capture.geometry import (
-    backproject, carla_to_cam_to_world, intrinsics, invert_pose, project, transform_points, ue_rotation,
+from clipcore.geometry import (
+    backproject,
+    carla_to_cam_to_world,
+    intrinsics,
+    invert_pose,
+    project,
+    transform_points,
+    ue_rotation,
 )
 
 
@@ -48,10 +54,14 @@ def test_pixel_to_world_on_a_hand_worked_point():
     assert points[25, 99, 1] < 0
 
 
-@pytest.mark.parametrize("rot", [(0, 0, 0), (-12.0, 37.0, 3.0), (25.0, -150.0, -8.0), (-89.0, 200.0, 45.0)])
+@pytest.mark.parametrize(
+    "rot", [(0, 0, 0), (-12.0, 37.0, 3.0), (25.0, -150.0, -8.0), (-89.0, 200.0, 45.0)]
+)
 def test_rotation_matches_carla_get_matrix(rot):
     carla = pytest.importorskip("carla")
-    t = carla.Transform(carla.Location(x=1.0, y=-2.0, z=3.0), carla.Rotation(pitch=rot[0], yaw=rot[1], roll=rot[2]))
+    t = carla.Transform(
+        carla.Location(x=1.0, y=-2.0, z=3.0), carla.Rotation(pitch=rot[0], yaw=rot[1], roll=rot[2])
+    )
     expected = np.array(t.get_matrix())
     np.testing.assert_allclose(ue_rotation(*rot), expected[:3, :3], atol=1e-6)
 

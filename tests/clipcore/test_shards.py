@@ -1,4 +1,5 @@
-"""Shard format v2: round trip, chunking, depth code, optional modalities, validation on write, refusals on read."""
+"""Shard format v2: round trip, chunking, depth code, optional modalities, validation on write,
+refusals on read."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import pytest
 
 from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.config import CaptureConfig, load_town
-from carla_capture.errors import ClipValidationError, ShardFormatError
-from carla_capture.records import Clip
-from carla_capture.geometry import FAR_PLANE_M
-from carla_capture.schema import DEPTH_CODE_MAX, DEPTH_SCALE_M, decode_depth, encode_depth
-from carla_capture.shards import FORMAT_VERSION, ShardReader, ShardWriter
+from clipcore.errors import ClipValidationError, ShardFormatError
+from clipcore.geometry import FAR_PLANE_M
+from clipcore.records import Clip
+from clipcore.schema import DEPTH_CODE_MAX, DEPTH_SCALE_M, decode_depth, encode_depth
+from clipcore.shards import FORMAT_VERSION, ShardReader, ShardWriter
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def clip(tiny_towns) -> Clip:
     return SyntheticBackend(cfg, load_town("Town02", tiny_towns)).record_clip(0)
 
 
-@pytest.mark.parametrize("codec", ["zstd", "lz4", "gzip", "lzf", "none"])
+@pytest.mark.parametrize("codec", ["lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none"])
 def test_round_trip_is_lossless(tmp_path, clip, codec):
     with ShardWriter(tmp_path / "Town02-00001.h5", "Town02", codec) as writer:
         writer.add(clip)
@@ -33,17 +34,27 @@ def test_round_trip_is_lossless(tmp_path, clip, codec):
     for name in ("rgb", "semantic", "cam_to_world", "carla_transform", "frame", "timestamp"):
         assert np.array_equal(back.stack(name), clip.stack(name)), name
     # depth is stored as CARLA's 24-bit code: the simulator's float depth within half a code
-    assert np.abs(back.stack("depth").astype(np.float64) - clip.stack("depth")).max() <= DEPTH_SCALE_M / 2 + 1e-6
+    assert (
+        np.abs(back.stack("depth").astype(np.float64) - clip.stack("depth")).max()
+        <= DEPTH_SCALE_M / 2 + 1e-6
+    )
     assert np.array_equal(back.intrinsics, clip.intrinsics)
     assert back.weather == clip.weather and back.camera == clip.camera and back.seed == clip.seed
 
 
 def test_carla_depth_is_stored_exactly(tmp_path, clip):
     """Depth decoded from CARLA's 24-bit code (all CARLA data) comes back bit for bit."""
-    codes = np.random.default_rng(0).integers(1, DEPTH_CODE_MAX + 1, size=(len(clip), *clip.frames[0].size))
+    codes = np.random.default_rng(0).integers(
+        1, DEPTH_CODE_MAX + 1, size=(len(clip), *clip.frames[0].size)
+    )
     codes[:, 0, :4] = [1, 2**23, 2**24 - 2, DEPTH_CODE_MAX]  # near, middle and far-plane codes
-    carla = dataclasses.replace(clip, frames=tuple(dataclasses.replace(f, depth=decode_depth(c))
-                                                   for f, c in zip(clip.frames, codes)))
+    carla = dataclasses.replace(
+        clip,
+        frames=tuple(
+            dataclasses.replace(f, depth=decode_depth(c))
+            for f, c in zip(clip.frames, codes, strict=True)
+        ),
+    )
     with ShardWriter(tmp_path / "Town02-00001.h5", "Town02") as writer:
         writer.add(carla)
     with ShardReader(tmp_path / "Town02-00001.h5") as reader:
@@ -93,17 +104,24 @@ def _broken(clip: Clip, **changes) -> Clip:
 @pytest.mark.parametrize(
     "change",
     [
-        {"depth": "nan"}, {"depth": "zero"}, {"semantic": "tag_29"}, {"frame": "repeat"},
-        {"cam_to_world": "mirrored"}, {"rgb": "wrong_shape"},
+        {"depth": "nan"},
+        {"depth": "zero"},
+        {"semantic": "tag_29"},
+        {"frame": "repeat"},
+        {"cam_to_world": "mirrored"},
+        {"rgb": "wrong_shape"},
     ],
 )
 def test_writer_refuses_invalid_clips(tmp_path, clip, change):
-    (field, how), = change.items()
+    ((field, how),) = change.items()
     f = clip.frames[1]
     value = {
-        "nan": np.where(f.depth > 0, np.nan, f.depth), "zero": np.zeros_like(f.depth),
-        "tag_29": np.full_like(f.semantic, 29), "repeat": clip.frames[0].frame,
-        "mirrored": f.cam_to_world @ np.diag([1.0, -1.0, 1.0, 1.0]), "wrong_shape": f.rgb[:-1],
+        "nan": np.where(f.depth > 0, np.nan, f.depth),
+        "zero": np.zeros_like(f.depth),
+        "tag_29": np.full_like(f.semantic, 29),
+        "repeat": clip.frames[0].frame,
+        "mirrored": f.cam_to_world @ np.diag([1.0, -1.0, 1.0, 1.0]),
+        "wrong_shape": f.rgb[:-1],
     }[how]
     path = tmp_path / "Town02-00001.h5"
     with pytest.raises(ClipValidationError):
@@ -146,3 +164,24 @@ def test_reader_refuses_truncated_file(tmp_path, clip):
     with pytest.raises(ShardFormatError, match="truncated"):
         with ShardReader(path) as reader:
             reader.read_clip(reader.clip_ids()[0])
+
+
+def test_rgb_shuffle_adapts_to_the_images(tmp_path, clip):
+    """Flat-shaded frames are stored unshuffled, camera-like noisy ones bit-shuffled; both exact."""
+    noise = np.random.default_rng(0).integers(0, 8, clip.frames[0].rgb.shape, dtype=np.uint8)
+    noisy = dataclasses.replace(
+        clip,
+        clip_id="noisy",
+        frames=tuple(dataclasses.replace(f, rgb=f.rgb // 2 + noise) for f in clip.frames),
+    )
+    path = tmp_path / "a.h5"
+    with ShardWriter(path, "Town02", "lz4hc+zstd") as writer:
+        writer.add(clip)
+        writer.add(noisy)
+    with ShardReader(path) as reader:
+        shuffle = {c: reader.group(c)["rgb"]._filters["32001"][5] for c in (clip.clip_id, "noisy")}
+        for c in (clip, noisy):
+            assert np.array_equal(
+                reader.read_arrays(c.clip_id)["rgb"], np.stack([f.rgb for f in c.frames])
+            )
+    assert shuffle == {clip.clip_id: 0, "noisy": 2}  # Blosc: 0 no shuffle, 2 bit shuffle

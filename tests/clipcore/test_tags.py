@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from carla_capture.tags import NUM_TAGS, TAG_ID, TAGS, colorize, palette
+from clipcore.tags import NUM_TAGS, TAG_ID, TAGS, colorize, palette
 
 # carla's enum names differ from the docs' table for two ids
 _ALIASES = {"NONE": "Unlabeled"}
@@ -11,7 +11,11 @@ _ALIASES = {"NONE": "Unlabeled"}
 
 def test_tag_ids_match_installed_client():
     carla = pytest.importorskip("carla")
-    from_client = {_ALIASES.get(name, name): int(value) for name, value in carla.CityObjectLabel.names.items() if name != "Any"}
+    from_client = {
+        _ALIASES.get(name, name): int(value)
+        for name, value in carla.CityObjectLabel.names.items()
+        if name != "Any"
+    }
     assert from_client == TAG_ID
     assert NUM_TAGS == 29 and [t for t, _, _ in TAGS] == list(range(29))
 

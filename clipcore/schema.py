@@ -1,6 +1,7 @@
-"""What a valid clip group of a ``carla-clips`` shard looks like (``docs/format.md``), and the checks.
+"""What a valid clip group of a ``carla-clips`` shard looks like (``docs/format.md``), and the
+checks.
 
-The writer (:mod:`carla_capture.shards`), the reader and ``capture verify`` all use the checks
+The writer (:mod:`clipcore.shards`), the reader and ``capture verify`` all use the checks
 here, so "valid" means one thing. Two kinds:
 
 - :func:`structure_faults`: datasets, shapes, dtypes, frame counts, chunking and attributes of one
@@ -19,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from carla_capture.geometry import FAR_PLANE_M
-from carla_capture.tags import NUM_TAGS
+from clipcore.geometry import FAR_PLANE_M
+from clipcore.tags import NUM_TAGS
 
 FORMAT = "carla-clips"
 FORMAT_VERSION = 2
@@ -41,9 +42,8 @@ RIGID_ATOL = 1e-5
 
 def decode_depth(code: np.ndarray) -> np.ndarray:
     """uint32 24-bit depth codes -> float32 planar depth in metres (a new array)."""
-    out = np.asarray(code).astype(np.float32)  # exact: codes have 24 bits
-    out *= _SCALE32
-    return out
+    # one pass; each code converts to float32 exactly (24 bits), then one float32 product
+    return np.multiply(np.asarray(code), _SCALE32, dtype=np.float32)
 
 
 def encode_depth(depth: np.ndarray) -> np.ndarray:
@@ -62,14 +62,20 @@ def encode_depth(depth: np.ndarray) -> np.ndarray:
     return np.clip(code, 0, DEPTH_CODE_MAX).astype(np.uint32)
 
 
-def expected_shapes(num_frames: int, height: int, width: int, version: int) -> dict[str, tuple[tuple, Any]]:
-    """Dataset name -> (shape, dtype) of a clip of ``num_frames`` frames of ``height`` x ``width``."""
+def expected_shapes(
+    num_frames: int, height: int, width: int, version: int
+) -> dict[str, tuple[tuple, Any]]:
+    """Dataset name -> (shape, dtype) of a clip of ``num_frames`` frames of ``height`` x
+    ``width``."""
     t = num_frames
     return {
-        "rgb": ((t, height, width, 3), np.uint8), "semantic": ((t, height, width), np.uint8),
+        "rgb": ((t, height, width, 3), np.uint8),
+        "semantic": ((t, height, width), np.uint8),
         "depth": ((t, height, width), np.uint32 if version >= 2 else np.float32),
-        "cam_to_world": ((t, 4, 4), np.float64), "carla_transform": ((t, 6), np.float64),
-        "frame": ((t,), np.int64), "timestamp": ((t,), np.float64),
+        "cam_to_world": ((t, 4, 4), np.float64),
+        "carla_transform": ((t, 6), np.float64),
+        "frame": ((t,), np.int64),
+        "timestamp": ((t,), np.float64),
         **{f"{name}_valid": ((t,), np.bool_) for name in OPTIONAL},
     }
 
@@ -95,8 +101,10 @@ def structure_faults(group: Any, version: int) -> list[str]:
             shape, dtype = shapes[name]
             data = group[name]
             if data.shape != shape:
-                faults.append(f"{name} has shape {data.shape}, expected {shape} (as rgb: {t} frames of "
-                              f"{height}x{width})")
+                faults.append(
+                    f"{name} has shape {data.shape}, expected {shape} (as rgb: {t} frames of "
+                    f"{height}x{width})"
+                )
             elif data.dtype != np.dtype(dtype):
                 faults.append(f"{name} has dtype {data.dtype}, expected {np.dtype(dtype)}")
             elif name in IMAGES and (data.chunks is None or data.chunks[0] != 1):
@@ -111,7 +119,11 @@ def structure_faults(group: Any, version: int) -> list[str]:
             faults.append(f"format 1 clip lacks {', '.join(sorted(set(OPTIONAL) - names))}")
         if "intrinsics" in names:
             k = group["intrinsics"]
-            if k.shape != (3, 3) or not np.allclose(k[()][2], [0, 0, 1]) or not np.all(np.isfinite(k[()])):
+            if (
+                k.shape != (3, 3)
+                or not np.allclose(k[()][2], [0, 0, 1])
+                or not np.all(np.isfinite(k[()]))
+            ):
                 faults.append("intrinsics is not a finite (3, 3) pinhole matrix")
         for key in ("fps", "frame_stride"):
             if key not in attrs:
@@ -122,14 +134,16 @@ def structure_faults(group: Any, version: int) -> list[str]:
 
 
 def content_faults(arrays: dict[str, np.ndarray], start: int = 0) -> list[str]:
-    """Faults of decoded arrays of frames ``start, start + 1, ...`` (keys as :func:`expected_shapes`,
+    """Faults of decoded arrays of frames ``start, start + 1, ...``
+    (keys as :func:`expected_shapes`,
     depth in metres, ``<name>_valid`` masks optional); each message names the frame(s)."""
     faults: list[str] = []
 
     def where(mask: np.ndarray) -> str:
         frames = (np.nonzero(mask)[0] + start).tolist()
-        return f"frame{'s' if len(frames) > 1 else ''} {', '.join(map(str, frames[:5]))}" + \
-            (" ..." if len(frames) > 5 else "")
+        return f"frame{'s' if len(frames) > 1 else ''} {', '.join(map(str, frames[:5]))}" + (
+            " ..." if len(frames) > 5 else ""
+        )
 
     def valid(name: str) -> np.ndarray:
         return np.asarray(arrays.get(f"{name}_valid", np.ones(len(arrays[name]), bool)), bool)
@@ -147,7 +161,9 @@ def content_faults(arrays: dict[str, np.ndarray], start: int = 0) -> list[str]:
         if bad.any():
             faults.append(f"depth is NaN or inf on {where(bad)}")
         clean = np.where(np.isfinite(flat), flat, FAR_PLANE_M)
-        out = ((clean.min(axis=1) <= 0) | (clean.max(axis=1) > FAR_PLANE_M * (1 + 1e-6))) & ok & ~bad
+        out = (
+            ((clean.min(axis=1) <= 0) | (clean.max(axis=1) > FAR_PLANE_M * (1 + 1e-6))) & ok & ~bad
+        )
         if out.any():
             faults.append(f"depth outside (0, {FAR_PLANE_M:g}] m on {where(out)}")
     if "semantic" in arrays:
@@ -162,7 +178,9 @@ def content_faults(arrays: dict[str, np.ndarray], start: int = 0) -> list[str]:
         if not np.all(np.isfinite(values)):
             faults.append(f"{name} is NaN or inf on {where(~np.isfinite(values))}")
         elif len(values) > 1 and np.any(np.diff(values) <= 0):
-            faults.append(f"{name} does not increase at {where(np.r_[False, np.diff(values) <= 0])}")
+            faults.append(
+                f"{name} does not increase at {where(np.r_[False, np.diff(values) <= 0])}"
+            )
     return faults
 
 
@@ -172,14 +190,23 @@ def _pose_faults(poses: np.ndarray, ok: np.ndarray, where: Any) -> list[str]:
         return [f"cam_to_world is NaN or inf on {where(~finite & ok)}"]
     rot = poses[:, :3, :3]
     with np.errstate(invalid="ignore"):
-        ortho = np.abs(rot @ np.swapaxes(rot, 1, 2) - np.eye(3)).reshape(len(poses), -1).max(axis=1) <= RIGID_ATOL
+        ortho = (
+            np.abs(rot @ np.swapaxes(rot, 1, 2) - np.eye(3)).reshape(len(poses), -1).max(axis=1)
+            <= RIGID_ATOL
+        )
         det = np.linalg.det(rot) if len(rot) else np.zeros(0)
-    last = np.abs(poses[:, 3] - [0, 0, 0, 1]).max(axis=1) <= RIGID_ATOL if len(poses) else np.zeros(0, bool)
+    last = (
+        np.abs(poses[:, 3] - [0, 0, 0, 1]).max(axis=1) <= RIGID_ATOL
+        if len(poses)
+        else np.zeros(0, bool)
+    )
     faults = []
     if np.any(~ortho & ok):
         faults.append(f"cam_to_world rotation is not orthonormal on {where(~ortho & ok)}")
     if np.any((det < 0) & ok):
-        faults.append(f"cam_to_world rotation has determinant -1 (a flipped axis) on {where((det < 0) & ok)}")
+        faults.append(
+            f"cam_to_world rotation has determinant -1 (a flipped axis) on {where((det < 0) & ok)}"
+        )
     if np.any(~last & ok):
         faults.append(f"cam_to_world last row is not (0, 0, 0, 1) on {where(~last & ok)}")
     return faults

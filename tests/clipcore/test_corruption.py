@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.cli import main
 from carla_capture.config import CaptureConfig, VerifyConfig, load_town
-from carla_capture.errors import ShardFormatError
-from carla_capture.shards import ShardReader, ShardWriter
 from carla_capture.verify import verify_shard
+from clipcore.errors import ShardFormatError
+from clipcore.shards import ShardReader, ShardWriter
 
 CLIP = "Town02-0-000000"
 
@@ -34,6 +34,7 @@ def _edit(name: str, change: Callable[[np.ndarray], np.ndarray]) -> Callable[[h5
     def edit(group: h5py.Group) -> None:
         data = group[name][()]
         group[name][...] = change(data)
+
     return edit
 
 
@@ -71,17 +72,27 @@ def _at(index: tuple, value: float) -> Callable[[np.ndarray], np.ndarray]:
     def change(data: np.ndarray) -> np.ndarray:
         data[index] = value
         return data
+
     return change
 
 
 #: name -> (edit of the clip group (or None for file-level damage), words the refusal must contain)
 CLIP_CORRUPTIONS: dict[str, tuple[Callable[[h5py.Group], None], str]] = {
     "rgb_half_height": (lambda g: _replace(g, "rgb", g["rgb"][:, ::2], chunks=True), "shape"),
-    "rgb_four_channels": (lambda g: _replace(g, "rgb", np.concatenate([g["rgb"][()], g["rgb"][..., :1]], -1),
-                                             chunks=(1, 48, 96, 4)), "rgb has shape"),
-    "depth_fewer_frames": (lambda g: _replace(g, "depth", g["depth"][:-1], chunks=(1, 48, 96)), "depth has shape"),
-    "depth_float_in_v2": (lambda g: _replace(g, "depth", g["depth"][()].astype(np.float32), chunks=(1, 48, 96)),
-                          "dtype"),
+    "rgb_four_channels": (
+        lambda g: _replace(
+            g, "rgb", np.concatenate([g["rgb"][()], g["rgb"][..., :1]], -1), chunks=(1, 48, 96, 4)
+        ),
+        "rgb has shape",
+    ),
+    "depth_fewer_frames": (
+        lambda g: _replace(g, "depth", g["depth"][:-1], chunks=(1, 48, 96)),
+        "depth has shape",
+    ),
+    "depth_float_in_v2": (
+        lambda g: _replace(g, "depth", g["depth"][()].astype(np.float32), chunks=(1, 48, 96)),
+        "dtype",
+    ),
     "depth_zero": (_edit("depth", _at((2, 10, 10), 0)), "depth outside"),
     "nan_depth_v1": (_to_v1_with_nan_depth, "NaN"),
     "pose_not_orthonormal": (_edit("cam_to_world", _scaled_pose), "not orthonormal"),
@@ -111,12 +122,16 @@ def _set_root(key: str, value: object) -> Callable[[Path], None]:
                 del h5.attrs[key]
             else:
                 h5.attrs[key] = value
+
     return edit
 
 
 FILE_CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str]] = {
     "truncated": (_truncate, "not a readable HDF5 file"),
-    "not_hdf5": (lambda p: p.write_bytes(b"PK\x03\x04 this is a zip, not a shard" * 100), "not a readable HDF5 file"),
+    "not_hdf5": (
+        lambda p: p.write_bytes(b"PK\x03\x04 this is a zip, not a shard" * 100),
+        "not a readable HDF5 file",
+    ),
     "foreign_hdf5": (_set_root("format", None), "not a carla-clips shard"),
     "unknown_version": (_set_root("format_version", 99), "format_version 99"),
 }
@@ -133,7 +148,8 @@ def good_shard(tmp_path_factory, tiny_towns) -> Path:
 
 
 def corrupt(good: Path, folder: Path, name: str) -> tuple[Path, str]:
-    """A copy of ``good`` in ``folder`` with corruption ``name``; returns it and the expected words."""
+    """A copy of ``good`` in ``folder`` with corruption ``name``; returns it and the expected
+    words."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / good.name
     shutil.copy(good, path)
@@ -188,5 +204,7 @@ def test_verify_quarantines_every_corruption_and_carries_on(tmp_path, good_shard
     assert sorted(Path(rel).parent.name for rel in report["quarantined"]) == sorted(ALL)
     assert (data / "good" / good_shard.name).exists()
     for name in ALL:
-        assert (data / "quarantine" / name / good_shard.name).exists() and not (data / name / good_shard.name).exists()
+        assert (data / "quarantine" / name / good_shard.name).exists() and not (
+            data / name / good_shard.name
+        ).exists()
     assert report["passed"] == 1 and report["failed"] >= len(ALL)

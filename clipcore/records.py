@@ -12,7 +12,7 @@ field              shape        dtype      meaning
 ``carla_transform`` (6,)        float64    raw sensor pose x, y, z (m), pitch, yaw, roll (deg)
 ``frame``          scalar       int        simulator frame number
 ``timestamp``      scalar       float      simulation time in seconds
-``intrinsics``     (3, 3)       float64    pinhole matrix (see :mod:`carla_capture.geometry`)
+``intrinsics``     (3, 3)       float64    pinhole matrix (see :mod:`clipcore.geometry`)
 =================  ===========  =========  ===============================================
 
 Every modality but ``rgb``, ``frame`` and ``timestamp`` is optional (``None``): data imported from
@@ -35,8 +35,12 @@ def _frozen(array: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
 
 
 #: Per-frame fields that may be ``None``, with their dtypes.
-OPTIONAL = {"semantic": np.uint8, "depth": np.float32, "cam_to_world": np.float64,
-            "carla_transform": np.float64}
+OPTIONAL = {
+    "semantic": np.uint8,
+    "depth": np.float32,
+    "cam_to_world": np.float64,
+    "carla_transform": np.float64,
+}
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,9 @@ class Clip:
         Raises ``ValueError`` if a frame lacks it (see :meth:`valid`)."""
         values = [getattr(f, name) for f in self.frames]
         if any(v is None for v in values):
-            raise ValueError(f"clip {self.clip_id}: {name} is missing on some frames; check clip.valid({name!r})")
+            raise ValueError(
+                f"clip {self.clip_id}: {name} is missing on some frames; check clip.valid({name!r})"
+            )
         return np.stack(values)
 
     def valid(self, name: str) -> np.ndarray:
@@ -119,7 +125,9 @@ class Clip:
             valid = self.valid(name)
             if valid.any():
                 zero = np.zeros_like(getattr(self.frames[int(np.argmax(valid))], name))
-                out[name] = np.stack([zero if getattr(f, name) is None else getattr(f, name) for f in self.frames])
+                out[name] = np.stack(
+                    [zero if getattr(f, name) is None else getattr(f, name) for f in self.frames]
+                )
                 out[f"{name}_valid"] = valid
         out["intrinsics"] = self.intrinsics
         out["attrs"] = {**self.attrs, "fps": self.fps, "frame_stride": self.frame_stride}

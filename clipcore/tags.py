@@ -52,9 +52,22 @@ TAG_ID: dict[str, int] = {name: tag for tag, name, _ in TAGS}
 STATIC_TAGS: frozenset[int] = frozenset(
     TAG_ID[n]
     for n in (
-        "Roads", "Sidewalks", "Buildings", "Walls", "Fences", "Poles", "TrafficLight",
-        "TrafficSigns", "Vegetation", "Terrain", "RoadLines", "Ground", "Bridge",
-        "RailTrack", "GuardRail", "Static",
+        "Roads",
+        "Sidewalks",
+        "Buildings",
+        "Walls",
+        "Fences",
+        "Poles",
+        "TrafficLight",
+        "TrafficSigns",
+        "Vegetation",
+        "Terrain",
+        "RoadLines",
+        "Ground",
+        "Bridge",
+        "RailTrack",
+        "GuardRail",
+        "Static",
     )
 )
 

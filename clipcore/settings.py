@@ -13,7 +13,7 @@ from typing import Any, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from carla_capture.errors import ConfigError
+from clipcore.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,7 +68,8 @@ def build(model: type[M], data: dict[str, Any], source: str) -> M:
 
 
 def parse_value(text: str) -> Any:
-    """Read an override value: JSON/TOML-like literals (``3``, ``0.5``, ``true``, ``[1,2]``) or a string."""
+    """Read an override value: JSON/TOML-like literals (``3``, ``0.5``, ``true``, ``[1,2]``) or a
+    string."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -84,7 +85,10 @@ def _child(annotation: Any, key: str, node: dict[str, Any], path: str) -> Any:
         return annotation.model_fields[key].annotation
     if get_origin(annotation) is dict:
         if key not in node:
-            raise ConfigError(f"--set {path}: unknown key {key!r}; known keys here: {', '.join(sorted(node)) or '(none)'}")
+            raise ConfigError(
+                f"--set {path}: unknown key {key!r}; known keys here: "
+                f"{', '.join(sorted(node)) or '(none)'}"
+            )
         return get_args(annotation)[1]
     raise ConfigError(f"--set {path}: {key!r} is inside a value that has no keys")
 

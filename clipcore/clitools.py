@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from carla_capture.errors import CaptureError
-from carla_capture.fsutil import os_error_message
+from clipcore.errors import CaptureError
+from clipcore.fsutil import os_error_message
 
 
 class ErrorGroup(click.Group):

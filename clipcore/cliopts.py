@@ -1,0 +1,99 @@
+"""Click options generated from pydantic config fields, so a command's options, their help and
+their defaults cannot drift from the config they fill.
+
+Each option is named after its field (``clips_per_shard`` -> ``--clips-per-shard``; a nested field
+``carla.host`` -> ``--host``), takes its type (``Literal`` -> a choice, ``bool`` -> a flag,
+``tuple[str, ...]`` -> a comma-separated list), its help from the field's description and shows
+the field's default. The option's value is None unless given, so an option only overrides what
+the preset or the config file set; :func:`nest` turns the given values into a nested dict for
+:func:`~clipcore.settings.deep_merge`.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+_SEP = "__"  # joins the parts of a nested field's path in the click parameter name
+
+
+def _field(model: type[BaseModel], path: str) -> FieldInfo:
+    *parents, leaf = path.split(".")
+    for name in parents:
+        model = model.model_fields[name].annotation
+    return model.model_fields[leaf]
+
+
+def _strip_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _split_list(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> list[str] | None:
+    return None if value is None else [part for part in value.split(",") if part]
+
+
+def _click_kwargs(info: FieldInfo) -> dict[str, Any]:
+    """click.option keyword arguments (type, flag, callback, help) of one pydantic field."""
+    annotation = _strip_optional(info.annotation)
+    default = info.get_default(call_default_factory=True)
+    shown = "" if default in (None, (), False) else f" [default: {default}]"
+    kwargs: dict[str, Any] = {"default": None, "help": (info.description or "") + shown}
+    if typing.get_origin(annotation) is Literal:
+        kwargs["type"] = click.Choice([str(a) for a in typing.get_args(annotation)])
+    elif annotation is bool:
+        kwargs["is_flag"] = True
+    elif typing.get_origin(annotation) is tuple:
+        kwargs.update(callback=_split_list, metavar="A,B,...")
+    elif annotation in (int, float, str):
+        kwargs["type"] = annotation
+    elif annotation is Path:
+        kwargs["type"] = click.Path(path_type=Path)
+    else:
+        raise TypeError(f"no click option for a field of type {annotation!r}")
+    return kwargs
+
+
+def config_options(
+    model: type[BaseModel], paths: Iterable[str], **tweaks: dict[str, Any]
+) -> Callable[[Callable], Callable]:
+    """A decorator adding one click option per field path of ``model`` (``"frames"``,
+    ``"carla.host"``); ``tweaks`` (by leaf name) adds or replaces click.option keyword arguments,
+    e.g. ``town_dir={"type": click.Path(path_type=Path, file_okay=False)}``."""
+    paths = list(paths)
+
+    def decorate(command: Callable) -> Callable:
+        for path in reversed(paths):
+            leaf = path.rsplit(".", 1)[-1]
+            kwargs = {**_click_kwargs(_field(model, path)), **tweaks.get(leaf, {})}
+            flag = "--" + leaf.replace("_", "-")
+            command = click.option(flag, path.replace(".", _SEP), **kwargs)(command)
+        return command
+
+    return decorate
+
+
+def nest(options: dict[str, Any]) -> dict[str, Any]:
+    """The given (not None) option values of :func:`config_options` as a nested config dict."""
+    data: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        *parents, leaf = key.split(_SEP)
+        node = data
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = value
+    return data

@@ -1,0 +1,84 @@
+"""Pictures of clips: depth colour map, RGB | semantic | depth panels, contact sheets, images
+and videos (used by ``capture inspect`` and by training's predictions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from clipcore.errors import CaptureError
+from clipcore.geometry import FAR_PLANE_M
+from clipcore.records import Clip
+from clipcore.tags import colorize
+
+
+def depth_to_rgb(depth: np.ndarray) -> np.ndarray:
+    """Colour-map (..., H, W) metres to (..., H, W, 3) uint8 RGB on a log scale (1 m .. far
+    plane)."""
+    import cv2
+
+    scaled = np.clip(np.log(np.maximum(depth, 1.0)) / np.log(FAR_PLANE_M), 0.0, 1.0)
+    flat = (255 * (1.0 - scaled)).astype(np.uint8).reshape(-1, depth.shape[-1])
+    bgr = cv2.applyColorMap(flat, cv2.COLORMAP_MAGMA)
+    return bgr[..., ::-1].reshape(*depth.shape, 3)
+
+
+def frame_panel(
+    rgb: np.ndarray, semantic: np.ndarray | None, depth: np.ndarray | None
+) -> np.ndarray:
+    """One row RGB | semantic (CARLA palette) | depth, as (H, 3W, 3) uint8 RGB; a missing
+    modality is drawn grey."""
+    grey = np.full_like(rgb, 128)
+    return np.concatenate(
+        [
+            rgb,
+            grey if semantic is None else colorize(semantic),
+            grey if depth is None else depth_to_rgb(depth),
+        ],
+        axis=1,
+    )
+
+
+def contact_sheet(clip: Clip, rows: int = 4) -> np.ndarray:
+    """``rows`` evenly spaced frames of a clip, each RGB | semantic | depth; (rows*H, 3W, 3)
+    uint8."""
+    picks = np.linspace(0, len(clip) - 1, num=min(rows, len(clip))).round().astype(int)
+    return np.concatenate(
+        [frame_panel(f.rgb, f.semantic, f.depth) for f in (clip.frames[i] for i in picks)], axis=0
+    )
+
+
+def write_image(path: Path, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 image (PNG or JPEG by suffix)."""
+    import cv2
+
+    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1])):
+        raise CaptureError(f"could not write {path}: use a .png or .jpg name in a writable folder")
+
+
+def write_video(path: Path, panels: list[np.ndarray], fps: float) -> None:
+    """Write RGB uint8 frames as ``.mp4`` (OpenCV) or ``.gif`` (Pillow) at ``fps`` frames per
+    second."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gif":
+        from PIL import Image
+
+        images = [Image.fromarray(p) for p in panels]
+        images[0].save(
+            path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0
+        )
+        return
+    if suffix != ".mp4":
+        raise CaptureError(f"--video {path}: use a .mp4 or .gif file name")
+    import cv2
+
+    height, width = panels[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise CaptureError(
+            f"could not open {path} for writing: check the folder exists and is writable"
+        )
+    for panel in panels:
+        writer.write(np.ascontiguousarray(panel[..., ::-1]))
+    writer.release()

@@ -1,0 +1,75 @@
+"""A run folder (``train run --out RUN``): its resolved config, the checkpoint components of its
+stages, and the models built from them; the one place that builds stage models from checkpoints,
+for the later stages of training, ``train eval``, ``train predict`` and ``train live``.
+
+Layout: ``RUN/config.json`` (the resolved :class:`~train.config.TrainConfig`) and, per stage,
+``RUN/<stage>/best.pt`` and ``last.pt`` whose ``components`` hold one state dict per module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from clipcore.errors import CaptureError
+from models.depth import build_depth
+from models.ego_motion import build_ego_motion
+from models.geometry_filter import build_geometry_filter
+from models.pipeline import TemporalPipeline, build_pipeline
+from models.segmentation import build_segmentation
+from train.config import TrainConfig
+
+
+def load_component(run_dir: Path, stage: str, component: str) -> dict[str, torch.Tensor]:
+    """The state dict of ``component`` in ``<run>/<stage>/best.pt``; a clear error if it is
+    missing."""
+    path = Path(run_dir) / stage / "best.pt"
+    if not path.exists():
+        raise CaptureError(
+            f"{path} does not exist: train {stage} first (train run {stage} --out {run_dir} ...)"
+        )
+    return torch.load(path, map_location="cpu", weights_only=False)["components"][component]
+
+
+def load_run(run_dir: Path) -> TrainConfig:
+    """The resolved config a run was trained with."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise CaptureError(f"{path} does not exist: is {run_dir} a run folder of train run?")
+    return TrainConfig.model_validate_json(path.read_text())
+
+
+def temporal_model(cfg: TrainConfig, run_dir: Path) -> TemporalPipeline:
+    """Stage 4's GeometryFilter with its ego-motion filter, in eval mode."""
+    geometry = build_geometry_filter(cfg.model)
+    geometry.load_state_dict(load_component(run_dir, "stage4", "geometry_filter"))
+    ego = build_ego_motion(cfg.model, geometry.backbone.channels)
+    ego.load_state_dict(load_component(run_dir, "stage4", "ego_motion"))
+    return build_pipeline(cfg.model, geometry, ego).eval()
+
+
+class FrameModel(torch.nn.Module):
+    """Stages 1 and 2 frame by frame, and stage 3's ego-motion on stage 1's embeddings."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
+        super().__init__()
+        self.segmentation, self.depth = build_segmentation(cfg.model), build_depth(cfg.model)
+        self.segmentation.load_state_dict(load_component(run_dir, "stage1", "segmentation"))
+        self.depth.load_state_dict(load_component(run_dir, "stage2", "depth"))
+        self.ego = build_ego_motion(cfg.model, self.segmentation.backbone.channels)
+        self.ego.load_state_dict(load_component(run_dir, "stage3", "ego_motion"))
+        self.eval()
+
+    def forward(self, window: torch.Tensor) -> dict[str, torch.Tensor]:
+        frames = window.flatten(0, 1)
+        b, t = window.shape[:2]
+        seg = self.segmentation(frames)["seg_logits"].unflatten(0, (b, t))
+        embeddings = self.segmentation.backbone(frames)["out"].unflatten(0, (b, t))
+        eye = torch.eye(4, dtype=window.dtype, device=window.device).expand(b, 1, 4, 4)
+        rel = torch.cat([eye, self.ego(embeddings)["rel_pose"]], 1)
+        return {
+            "seg_logits": seg,
+            "depth": self.depth(frames)["depth"].unflatten(0, (b, t)),
+            "rel_pose": rel,
+        }
