@@ -51,8 +51,15 @@ def default_preset() -> str:
     return "lowres" if "lowres" in PRESETS else "tiny"
 
 
-def measure(mode: str, model, label_map, capture: CaptureConfig, size, frames: int,  # noqa: ANN001
-            tmp: Path) -> dict:
+def measure(
+    mode: str,
+    model,
+    label_map,
+    capture: CaptureConfig,
+    size,
+    frames: int,  # noqa: ANN001
+    tmp: Path,
+) -> dict:
     """One run of the loop in ``mode``: :meth:`LiveStats.as_dict` plus the .rrd's size."""
     dashboard, path = None, tmp / "live.rrd"
     if mode == "save":
@@ -71,30 +78,39 @@ def measure(mode: str, model, label_map, capture: CaptureConfig, size, frames: i
 def write_doc(result: dict) -> Path:
     """Rewrite the table between the live-benchmark markers of docs/live.md from ``result``."""
     m = result["machine"]
-    lines = [f"`python benchmarks/live.py` on {m['cpu']} ({m['cores']} cores, shared), preset "
-             f"`{result['preset']}` at {result['input_size'][0]}x{result['input_size'][1]}, "
-             f"{result['torch_threads']} torch thread(s) + the simulator thread, "
-             f"{result['repeats']} runs of {result['frames_per_run']} frames (medians); "
-             f"shared machine: {result['shared_machine'].removeprefix('yes: ')}.", "",
-             "| mode | frames/s (runs) | CPU ms/frame | 1000 / CPU ms | simulate ms | waited ms "
-             "| model ms | log ms | .rrd KiB/frame |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"`python benchmarks/live.py` on {m['cpu']} ({m['cores']} cores, shared), preset "
+        f"`{result['preset']}` at {result['input_size'][0]}x{result['input_size'][1]}, "
+        f"{result['torch_threads']} torch thread(s) + the simulator thread, "
+        f"{result['repeats']} runs of {result['frames_per_run']} frames (medians); "
+        f"shared machine: {result['shared_machine'].removeprefix('yes: ')}.",
+        "",
+        "| mode | frames/s (runs) | CPU ms/frame | 1000 / CPU ms | simulate ms | waited ms "
+        "| model ms | log ms | .rrd KiB/frame |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for mode, r in result["modes"].items():
         rrd = f"{r['rrd_bytes'] / 1024 / result['frames_per_run']:.0f}" if r["rrd_bytes"] else "-"
         runs = ", ".join(f"{x:.1f}" for x in r["fps_runs"])
-        lines.append(f"| `{mode}` | {r['fps']:.1f} ({runs}) "
-                     f"| {r['cpu_ms_per_frame']:.0f} | {r['fps_at_cpu_time']:.1f} "
-                     f"| {r['simulate_ms_per_frame']:.0f} | {r['wait_ms_per_frame']:.0f} "
-                     f"| {r['model_ms_per_frame']:.0f} | {r['log_ms_per_frame']:.1f} | {rrd} |")
+        lines.append(
+            f"| `{mode}` | {r['fps']:.1f} ({runs}) "
+            f"| {r['cpu_ms_per_frame']:.0f} | {r['fps_at_cpu_time']:.1f} "
+            f"| {r['simulate_ms_per_frame']:.0f} | {r['wait_ms_per_frame']:.0f} "
+            f"| {r['model_ms_per_frame']:.0f} | {r['log_ms_per_frame']:.1f} | {rrd} |"
+        )
     save = result["modes"]["save"]
     noise = " (above 1: the shared machine's noise)" if result["save_vs_no_logging_fps"] > 1 else ""
-    lines += ["", f"Goal: {result['goal_fps']:.0f} frames/s with the dashboard saved. Measured "
-              f"wall-clock: {save['fps']:.1f} frames/s, so the goal is "
-              f"{'met' if result['goal_met']['save'] else 'not met'} on this run; the CPU time the "
-              f"loop used per frame ({save['cpu_ms_per_frame']:.0f} ms, all threads) would allow "
-              f"{save['fps_at_cpu_time']:.1f} frames/s on one uncontended core. With the dashboard "
-              f"saved the loop ran at {result['save_vs_no_logging_fps']:.2f}x the frame rate "
-              f"of the loop without it{noise}; logging took "
-              f"{save['log_ms_per_frame']:.1f} ms per frame."]
+    lines += [
+        "",
+        f"Goal: {result['goal_fps']:.0f} frames/s with the dashboard saved. Measured "
+        f"wall-clock: {save['fps']:.1f} frames/s, so the goal is "
+        f"{'met' if result['goal_met']['save'] else 'not met'} on this run; the CPU time the "
+        f"loop used per frame ({save['cpu_ms_per_frame']:.0f} ms, all threads) would allow "
+        f"{save['fps_at_cpu_time']:.1f} frames/s on one uncontended core. With the dashboard "
+        f"saved the loop ran at {result['save_vs_no_logging_fps']:.2f}x the frame rate "
+        f"of the loop without it{noise}; logging took "
+        f"{save['log_ms_per_frame']:.1f} ms per frame.",
+    ]
     text = DOC.read_text()
     start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
     DOC.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:])
@@ -110,8 +126,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--town", default="Town02")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads.")
-    parser.add_argument("--doc-only", action="store_true",
-                        help="Rewrite docs/live.md from the JSON.")
+    parser.add_argument(
+        "--doc-only", action="store_true", help="Rewrite docs/live.md from the JSON."
+    )
     args = parser.parse_args()
     if args.doc_only:
         print(f"-> {write_doc(json.loads((RESULTS / 'live.json').read_text()))}")
@@ -133,10 +150,18 @@ def main() -> None:
                 figures = measure(mode, model, label_map, capture, size, args.frames, Path(tmp))
                 runs[mode].append(figures)
                 load.append(os.getloadavg()[0])
-    keys = ("fps", "cpu_ms_per_frame", "simulate_ms_per_frame", "wait_ms_per_frame",
-            "model_ms_per_frame", "log_ms_per_frame", "rrd_bytes")
-    medians = {mode: {k: statistics.median(r[k] for r in rs) for k in keys}
-               for mode, rs in runs.items()}
+    keys = (
+        "fps",
+        "cpu_ms_per_frame",
+        "simulate_ms_per_frame",
+        "wait_ms_per_frame",
+        "model_ms_per_frame",
+        "log_ms_per_frame",
+        "rrd_bytes",
+    )
+    medians = {
+        mode: {k: statistics.median(r[k] for r in rs) for k in keys} for mode, rs in runs.items()
+    }
     for mode, rs in runs.items():
         medians[mode]["fps_runs"] = [round(r["fps"], 2) for r in rs]
         # what the loop would reach with the CPU time it used, had it the cores to itself
@@ -153,7 +178,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "simulator": "embedded, in its own thread up to 2 frames ahead of the model",
         "shared_machine": "2 cores shared with other engineers' jobs; load average "
-                          f"(1 min) during the run {min(load):.1f}..{max(load):.1f}",
+        f"(1 min) during the run {min(load):.1f}..{max(load):.1f}",
         "modes": medians,
         "save_vs_no_logging_fps": medians["save"]["fps"] / medians["no_logging"]["fps"],
         "goal_fps": GOAL_FPS,
@@ -161,11 +186,13 @@ def main() -> None:
     }
     path = write_result("live", result)
     for mode, m in medians.items():
-        print(f"{mode:>10}: {m['fps']:.1f} frames/s (runs {m['fps_runs']}), "
-              f"{m['cpu_ms_per_frame']:.0f} ms CPU/frame, "
-              f"simulate {m['simulate_ms_per_frame']:.0f} ms "
-              f"(waited {m['wait_ms_per_frame']:.0f}), model {m['model_ms_per_frame']:.0f} ms, "
-              f"log {m['log_ms_per_frame']:.1f} ms")
+        print(
+            f"{mode:>10}: {m['fps']:.1f} frames/s (runs {m['fps_runs']}), "
+            f"{m['cpu_ms_per_frame']:.0f} ms CPU/frame, "
+            f"simulate {m['simulate_ms_per_frame']:.0f} ms "
+            f"(waited {m['wait_ms_per_frame']:.0f}), model {m['model_ms_per_frame']:.0f} ms, "
+            f"log {m['log_ms_per_frame']:.1f} ms"
+        )
     print(f"-> {path}, {write_doc(json.loads(path.read_text()))}")
 
 

@@ -83,17 +83,26 @@ def main() -> None:
     rows = []
     for preset in ("tiny", "lowres"):
         for size in SIZES:
-            row = {"preset": preset, "size": list(size),
-                   "train_stage1": _train_fps(preset, size, args.repeats),
-                   "inference": _infer_fps(preset, size, args.repeats)}
+            row = {
+                "preset": preset,
+                "size": list(size),
+                "train_stage1": _train_fps(preset, size, args.repeats),
+                "inference": _infer_fps(preset, size, args.repeats),
+            }
             rows.append(row)
             print(row)
-    path = write_result("lowres", {
-        "command": "python benchmarks/lowres.py", "threads": 2, "batch": BATCH,
-        "note": "median of repeats; the 2-core machine was shared with 4 other engineers' jobs "
-                "(load average about 12), so wall-time frames/s are pessimistic and noisy; "
-                "cpu_s_per_frame is this process's CPU time (both threads) per frame",
-        "results": rows})
+    path = write_result(
+        "lowres",
+        {
+            "command": "python benchmarks/lowres.py",
+            "threads": 2,
+            "batch": BATCH,
+            "note": "median of repeats; the 2-core machine was shared with 4 other engineers' jobs "
+            "(load average about 12), so wall-time frames/s are pessimistic and noisy; "
+            "cpu_s_per_frame is this process's CPU time (both threads) per frame",
+            "results": rows,
+        },
+    )
     print(f"-> {path}")
 
 

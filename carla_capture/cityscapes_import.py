@@ -59,14 +59,36 @@ _NAME = re.compile(r"^(?P<city>.+)_(?P<seq>\d{6})_(?P<frame>\d{6})_leftImg8bit\.
 #: ``cityscapes19`` label map turns into its class; every ignored one (train id 255) to the nearest
 #: tag that cityscapes19 also ignores, Unlabeled where none is near (tested against both tables).
 _TAG_OF = {
-    "road": "Roads", "sidewalk": "Sidewalks", "building": "Buildings", "wall": "Walls",
-    "fence": "Fences", "pole": "Poles", "traffic light": "TrafficLight",
-    "traffic sign": "TrafficSigns", "vegetation": "Vegetation", "terrain": "Terrain", "sky": "Sky",
-    "person": "Pedestrians", "rider": "Rider", "car": "Car", "truck": "Truck", "bus": "Bus",
-    "train": "Train", "motorcycle": "Motorcycle", "bicycle": "Bicycle",
-    "static": "Static", "dynamic": "Dynamic", "ground": "Ground", "parking": "Ground",
-    "rail track": "RailTrack", "guard rail": "GuardRail", "bridge": "Bridge", "tunnel": "Other",
-    "polegroup": "Other", "caravan": "Other", "trailer": "Other",
+    "road": "Roads",
+    "sidewalk": "Sidewalks",
+    "building": "Buildings",
+    "wall": "Walls",
+    "fence": "Fences",
+    "pole": "Poles",
+    "traffic light": "TrafficLight",
+    "traffic sign": "TrafficSigns",
+    "vegetation": "Vegetation",
+    "terrain": "Terrain",
+    "sky": "Sky",
+    "person": "Pedestrians",
+    "rider": "Rider",
+    "car": "Car",
+    "truck": "Truck",
+    "bus": "Bus",
+    "train": "Train",
+    "motorcycle": "Motorcycle",
+    "bicycle": "Bicycle",
+    "static": "Static",
+    "dynamic": "Dynamic",
+    "ground": "Ground",
+    "parking": "Ground",
+    "rail track": "RailTrack",
+    "guard rail": "GuardRail",
+    "bridge": "Bridge",
+    "tunnel": "Other",
+    "polegroup": "Other",
+    "caravan": "Other",
+    "trailer": "Other",
 }
 
 
@@ -75,8 +97,10 @@ def official_labels() -> list:
     try:
         from cityscapesscripts.helpers.labels import labels
     except ImportError as exc:
-        raise CaptureError("importing Cityscapes needs cityscapesScripts' label table: pip install "
-                           "'carla-temporal[import]'") from exc
+        raise CaptureError(
+            "importing Cityscapes needs cityscapesScripts' label table: pip install "
+            "'carla-temporal[import]'"
+        ) from exc
     return list(labels)
 
 
@@ -115,9 +139,11 @@ class CityscapesReport:
     cities: dict[str, str] = field(default_factory=dict)  # city -> official split
 
     def summary(self) -> str:
-        return (f"{self.clips} clips, {self.frames} frames ({self.labelled} labelled) from "
-                f"{len(self.cities)} cities; {self.skipped_existing} clips already imported, "
-                f"{self.dropped_short} snippet frames left over (fewer than --frames)")
+        return (
+            f"{self.clips} clips, {self.frames} frames ({self.labelled} labelled) from "
+            f"{len(self.cities)} cities; {self.skipped_existing} clips already imported, "
+            f"{self.dropped_short} snippet frames left over (fewer than --frames)"
+        )
 
 
 def _scan(folder: Path) -> list[_Item]:
@@ -160,8 +186,9 @@ def _open(path: Path, rgb: bool = False) -> np.ndarray:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB") if rgb else img)
     except (OSError, ValueError) as exc:
-        raise CaptureError(f"cannot read {path} as an image ({exc}); restore or remove it") \
-            from None
+        raise CaptureError(
+            f"cannot read {path} as an image ({exc}); restore or remove it"
+        ) from None
 
 
 def _read_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
@@ -174,20 +201,25 @@ def _read_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
 def _read_labels(path: Path, lut: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     ids = _open(path)
     if ids.ndim != 2 or ids.dtype != np.uint8:
-        raise CaptureError(f"{path} is not a Cityscapes labelIds image (one uint8 channel); "
-                           "use the *_gtFine_labelIds.png files")
+        raise CaptureError(
+            f"{path} is not a Cityscapes labelIds image (one uint8 channel); "
+            "use the *_gtFine_labelIds.png files"
+        )
     tags = lut[ids]
     if (tags == 255).any():
         bad = int(ids[tags == 255][0])
-        raise CaptureError(f"{path} holds label id {bad}, which Cityscapes does not define; "
-                           "use the *_gtFine_labelIds.png files")
+        raise CaptureError(
+            f"{path} holds label id {bad}, which Cityscapes does not define; "
+            "use the *_gtFine_labelIds.png files"
+        )
     if tags.shape != shape:
         tags = cv2.resize(tags, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     return tags
 
 
-def _intrinsics(root: Path, item: _Item, size: tuple[int, int] | None,
-                full: tuple[int, int]) -> np.ndarray | None:
+def _intrinsics(
+    root: Path, item: _Item, size: tuple[int, int] | None, full: tuple[int, int]
+) -> np.ndarray | None:
     """The snippet's camera matrix from any of its ``camera.json`` files, scaled to ``size``."""
     folder = root / "camera" / item.split / item.city
     path = next(iter(sorted(folder.glob(f"{item.city}_{item.seq}_*_camera.json"))), None)
@@ -197,8 +229,9 @@ def _intrinsics(root: Path, item: _Item, size: tuple[int, int] | None,
         k = json.loads(path.read_text())["intrinsic"]
         K = np.array([[k["fx"], 0, k["u0"]], [0, k["fy"], k["v0"]], [0, 0, 1]], np.float64)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CaptureError(f"{path} is not a Cityscapes camera file ({exc}); restore or remove "
-                           "it") from None
+        raise CaptureError(
+            f"{path} is not a Cityscapes camera file ({exc}); restore or remove it"
+        ) from None
     if size is not None:
         K[0] *= size[1] / full[1]
         K[1] *= size[0] / full[0]
@@ -206,8 +239,13 @@ def _intrinsics(root: Path, item: _Item, size: tuple[int, int] | None,
     return K
 
 
-def _clip(root: Path, items: list[_Item], lut: np.ndarray, size: tuple[int, int] | None,
-          report: CityscapesReport) -> Clip:
+def _clip(
+    root: Path,
+    items: list[_Item],
+    lut: np.ndarray,
+    size: tuple[int, int] | None,
+    report: CityscapesReport,
+) -> Clip:
     built = []
     full = None
     for item in items:
@@ -218,24 +256,45 @@ def _clip(root: Path, items: list[_Item], lut: np.ndarray, size: tuple[int, int]
         label_path = _label_path(root, item)
         sem = _read_labels(label_path, lut, rgb.shape[:2]) if label_path.exists() else None
         report.labelled += sem is not None
-        built.append(Frame(rgb=rgb, semantic=sem, depth=None, cam_to_world=None,
-                           carla_transform=None, frame=item.frame, timestamp=item.frame / FPS))
+        built.append(
+            Frame(
+                rgb=rgb,
+                semantic=sem,
+                depth=None,
+                cam_to_world=None,
+                carla_transform=None,
+                frame=item.frame,
+                timestamp=item.frame / FPS,
+            )
+        )
     first = items[0]
-    return Clip(clip_id=items[0].stem, town=first.city, backend="cityscapes", seed=0, fps=FPS,
-                frame_stride=1, intrinsics=_intrinsics(root, first, size, full), weather={},
-                camera={}, frames=tuple(built),
-                attrs={"source": str(first.image.parent), "cityscapes_split": first.split})
+    return Clip(
+        clip_id=items[0].stem,
+        town=first.city,
+        backend="cityscapes",
+        seed=0,
+        fps=FPS,
+        frame_stride=1,
+        intrinsics=_intrinsics(root, first, size, full),
+        weather={},
+        camera={},
+        frames=tuple(built),
+        attrs={"source": str(first.image.parent), "cityscapes_split": first.split},
+    )
 
 
-def _plan(root: Path, frames: int, report: CityscapesReport,
-          sequence: bool = True) -> Iterator[list[_Item]]:
+def _plan(
+    root: Path, frames: int, report: CityscapesReport, sequence: bool = True
+) -> Iterator[list[_Item]]:
     """Clips to write: snippet runs, then annotated frames that no run covers."""
     stills = _scan(root / "leftImg8bit")
     sequence = _scan(root / "leftImg8bit_sequence") if sequence else []
     if not sequence and not stills:
-        raise CaptureError(f"{root} holds no Cityscapes images (leftImg8bit/<split>/<city>/*."
-                           "png or leftImg8bit_sequence/...); pass the folder that holds "
-                           "leftImg8bit/ and gtFine/")
+        raise CaptureError(
+            f"{root} holds no Cityscapes images (leftImg8bit/<split>/<city>/*."
+            "png or leftImg8bit_sequence/...); pass the folder that holds "
+            "leftImg8bit/ and gtFine/"
+        )
     clips, report.dropped_short = _runs(sequence, frames)
     covered = {(i.city, i.seq, i.frame) for clip in clips for i in clip}
     clips += [[s] for s in stills if (s.city, s.seq, s.frame) not in covered]
@@ -251,12 +310,16 @@ def write_splits_file(out: Path, cities: dict[str, str]) -> Path:
             for name, towns in tomllib.loads(path.read_text())["splits"].items():
                 splits.setdefault(name, set()).update(towns)
         except (OSError, ValueError, KeyError, AttributeError) as exc:
-            raise CaptureError(f"{path} is unreadable ({exc}); delete it and import again") \
-                from None
+            raise CaptureError(
+                f"{path} is unreadable ({exc}); delete it and import again"
+            ) from None
     for city, split in cities.items():
         splits.setdefault(split, set()).add(city)
-    lines = ["# Written by capture import cityscapes: each city in its official Cityscapes split.",
-             f"# Use it with: capture split {out} --splits {path}", "[splits]"]
+    lines = [
+        "# Written by capture import cityscapes: each city in its official Cityscapes split.",
+        f"# Use it with: capture split {out} --splits {path}",
+        "[splits]",
+    ]
     lines += [f"{name} = {json.dumps(sorted(towns))}" for name, towns in splits.items()]
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
@@ -267,8 +330,13 @@ def _close(writers: dict[str, ShardWriter], report: CityscapesReport) -> None:
         report.shards.append(writer.close())
 
 
-def import_cityscapes(root: Path, out: Path, frames: int = 30, size: tuple[int, int] | None = None,
-                      sequence: bool = True) -> CityscapesReport:
+def import_cityscapes(
+    root: Path,
+    out: Path,
+    frames: int = 30,
+    size: tuple[int, int] | None = None,
+    sequence: bool = True,
+) -> CityscapesReport:
     """Import the Cityscapes folder ``root`` into ``out/<city>/<city>-NNNNN.h5`` (one new shard
     per city with new clips); ``size`` (H, W) resizes images (area) and labels (nearest);
     ``sequence=False`` leaves out ``leftImg8bit_sequence`` (annotated frames only)."""
@@ -276,8 +344,10 @@ def import_cityscapes(root: Path, out: Path, frames: int = 30, size: tuple[int, 
     if frames < 1:
         raise CaptureError(f"--frames must be at least 1, got {frames}")
     if not root.is_dir():
-        raise CaptureError(f"{root} is not a folder; pass the Cityscapes folder that holds "
-                           "leftImg8bit/ and gtFine/")
+        raise CaptureError(
+            f"{root} is not a folder; pass the Cityscapes folder that holds "
+            "leftImg8bit/ and gtFine/"
+        )
     lut = label_lut()
     report = CityscapesReport()
     writers: dict[str, ShardWriter] = {}

@@ -27,8 +27,14 @@ from clipcore.tags import TAGS
 log = logging.getLogger(__name__)
 
 #: Bytes per pixel and channel order of the supported ``sensor_msgs/Image`` encodings.
-ENCODINGS = {"rgb8": (3, np.uint8), "bgr8": (3, np.uint8), "bgra8": (4, np.uint8),
-             "rgba8": (4, np.uint8), "mono8": (1, np.uint8), "32FC1": (1, np.float32)}
+ENCODINGS = {
+    "rgb8": (3, np.uint8),
+    "bgr8": (3, np.uint8),
+    "bgra8": (4, np.uint8),
+    "rgba8": (4, np.uint8),
+    "mono8": (1, np.uint8),
+    "32FC1": (1, np.float32),
+}
 
 
 @dataclass
@@ -44,17 +50,20 @@ class ImportReport:
     shards: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"{self.clips} clips from {self.paired} rgb/semantic pairs; dropped "
-                f"{self.dropped_rgb} rgb and {self.dropped_semantic} semantic messages without a "
-                f"partner, {self.dropped_short} pairs in segments shorter than a clip; "
-                f"{self.depth_missing} frames without depth")
+        return (
+            f"{self.clips} clips from {self.paired} rgb/semantic pairs; dropped "
+            f"{self.dropped_rgb} rgb and {self.dropped_semantic} semantic messages without a "
+            f"partner, {self.dropped_short} pairs in segments shorter than a clip; "
+            f"{self.depth_missing} frames without depth"
+        )
 
 
 def decode_image(msg: Any) -> np.ndarray:
     """A ``sensor_msgs/Image`` as (H, W, 3) uint8 RGB, (H, W) uint8 or (H, W) float32 (32FC1)."""
     if msg.encoding not in ENCODINGS:
-        raise CaptureError(f"image encoding {msg.encoding!r} is not supported; "
-                           f"use one of {', '.join(ENCODINGS)}")
+        raise CaptureError(
+            f"image encoding {msg.encoding!r} is not supported; use one of {', '.join(ENCODINGS)}"
+        )
     channels, dtype = ENCODINGS[msg.encoding]
     itemsize = np.dtype(dtype).itemsize
     data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
@@ -78,8 +87,10 @@ def colours_to_tags(rgb: np.ndarray) -> np.ndarray:
     if unknown:
         v = unknown[0]
         colour = (v >> 16, (v >> 8) & 255, v & 255)
-        raise CaptureError(f"segmentation colour {colour} is not in the CARLA palette; pass the "
-                           "CARLA ROS bridge's semantic camera topic")
+        raise CaptureError(
+            f"segmentation colour {colour} is not in the CARLA palette; pass the "
+            "CARLA ROS bridge's semantic camera topic"
+        )
     tags = np.array([lut[int(v)] for v in values], dtype=np.uint8)
     return tags[inverse.reshape(key.shape)]
 
@@ -95,8 +106,9 @@ def read_topics(bag: Path, topics: dict[str, str]) -> dict[str, list[tuple[int, 
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
     except ImportError as exc:
-        raise CaptureError("reading ROS bags needs rosbags: pip install "
-                           "'carla-temporal[import]'") from exc
+        raise CaptureError(
+            "reading ROS bags needs rosbags: pip install 'carla-temporal[import]'"
+        ) from exc
     if not bag.exists():
         raise CaptureError(f"{bag} does not exist; pass a ROS 1 .bag file or a ROS 2 bag folder")
     out: dict[str, list[tuple[int, Any]]] = {role: [] for role in topics}
@@ -106,8 +118,9 @@ def read_topics(bag: Path, topics: dict[str, str]) -> dict[str, list[tuple[int, 
             present = {c.topic for c in reader.connections}
             for topic in topics.values():
                 if topic not in present:
-                    raise CaptureError(f"{bag} has no topic {topic!r}; it has: "
-                                       f"{', '.join(sorted(present))}")
+                    raise CaptureError(
+                        f"{bag} has no topic {topic!r}; it has: {', '.join(sorted(present))}"
+                    )
             by_topic = {topic: role for role, topic in topics.items()}
             wanted = [c for c in reader.connections if c.topic in by_topic]
             for conn, _, raw in reader.messages(connections=wanted):
@@ -116,8 +129,10 @@ def read_topics(bag: Path, topics: dict[str, str]) -> dict[str, list[tuple[int, 
     except CaptureError:
         raise
     except Exception as exc:  # rosbags raises its own error types for unreadable bags
-        raise CaptureError(f"cannot read {bag} as a ROS bag ({exc}); pass a ROS 1 .bag file "
-                           "or a ROS 2 bag folder (sqlite3 or mcap)") from exc
+        raise CaptureError(
+            f"cannot read {bag} as a ROS bag ({exc}); pass a ROS 1 .bag file "
+            "or a ROS 2 bag folder (sqlite3 or mcap)"
+        ) from exc
     for items in out.values():
         items.sort(key=lambda item: item[0])
     return out
@@ -167,9 +182,17 @@ def _intrinsics(info: Any) -> np.ndarray:
     return np.asarray(k, dtype=np.float64).reshape(3, 3)
 
 
-def import_rosbag(bag: Path, out: Path, town: str, rgb: str, semantic: str,
-                  depth: str | None = None, camera_info: str | None = None, frames: int = 20,
-                  tolerance_ms: float = 10.0) -> ImportReport:
+def import_rosbag(
+    bag: Path,
+    out: Path,
+    town: str,
+    rgb: str,
+    semantic: str,
+    depth: str | None = None,
+    camera_info: str | None = None,
+    frames: int = 20,
+    tolerance_ms: float = 10.0,
+) -> ImportReport:
     """Import ``bag`` into one new shard ``out/<town>/<town>-NNNNN.h5``; return what was kept."""
     if frames < 1:
         raise CaptureError(f"--frames must be at least 1, got {frames}")
@@ -181,8 +204,11 @@ def import_rosbag(bag: Path, out: Path, town: str, rgb: str, semantic: str,
     msgs = read_topics(Path(bag), topics)
     tol = int(tolerance_ms * 1e6)
     pairs = match([s for s, _ in msgs["rgb"]], [s for s, _ in msgs["semantic"]], tol)
-    report = ImportReport(paired=len(pairs), dropped_rgb=len(msgs["rgb"]) - len(pairs),
-                          dropped_semantic=len(msgs["semantic"]) - len(pairs))
+    report = ImportReport(
+        paired=len(pairs),
+        dropped_rgb=len(msgs["rgb"]) - len(pairs),
+        dropped_semantic=len(msgs["semantic"]) - len(pairs),
+    )
     depth_of: dict[int, int] = {}
     if depth:
         paired_stamps = [msgs["rgb"][i][0] for i, _ in pairs]
@@ -204,9 +230,17 @@ def import_rosbag(bag: Path, out: Path, town: str, rgb: str, semantic: str,
                 tags = sem if sem.ndim == 2 else colours_to_tags(sem)
                 d = decode_image(msgs["depth"][depth_of[p]][1]) if p in depth_of else None
                 report.depth_missing += int(bool(depth) and d is None)
-                built.append(Frame(rgb=decode_image(msgs["rgb"][i][1]), semantic=tags, depth=d,
-                                   cam_to_world=None, carla_transform=None, frame=i,
-                                   timestamp=stamps[p] / 1e9))
+                built.append(
+                    Frame(
+                        rgb=decode_image(msgs["rgb"][i][1]),
+                        semantic=tags,
+                        depth=d,
+                        cam_to_world=None,
+                        carla_transform=None,
+                        frame=i,
+                        timestamp=stamps[p] / 1e9,
+                    )
+                )
             clips.append(tuple(built))
     report.clips = len(clips)
     if clips:
@@ -215,10 +249,21 @@ def import_rosbag(bag: Path, out: Path, town: str, rgb: str, semantic: str,
         with open_next_shard(town_dir, town) as writer:
             path = writer.path
             for k, built in enumerate(clips):  # the shard's name keeps clip ids unique
-                writer.add(Clip(clip_id=f"{path.stem}-bag-{k:04d}", town=town, backend="rosbag",
-                                seed=0, fps=1.0 / period, frame_stride=1, intrinsics=intrinsics,
-                                weather={}, camera={}, frames=built,
-                                attrs={"source": str(bag)}))
+                writer.add(
+                    Clip(
+                        clip_id=f"{path.stem}-bag-{k:04d}",
+                        town=town,
+                        backend="rosbag",
+                        seed=0,
+                        fps=1.0 / period,
+                        frame_stride=1,
+                        intrinsics=intrinsics,
+                        weather={},
+                        camera={},
+                        frames=built,
+                        attrs={"source": str(bag)},
+                    )
+                )
         report.shards.append(path)
     log.info("%s", report.summary())
     return report

@@ -33,8 +33,12 @@ LEVELS = ("s1", "s2", "low", "s8", "out")
 def double_conv(cin: int, cout: int) -> nn.Sequential:
     """(3x3 conv + BN + ReLU) twice."""
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(True),
     )
 
 
@@ -75,9 +79,11 @@ class UNetDecoder(nn.Module):
         if not isinstance(feats, dict):
             from clipcore.errors import ConfigError
 
-            raise ConfigError("the UNet decoder needs its encoder's skip features, so it cannot "
-                              "decode a bottleneck alone (forecasting); use a preset with "
-                              "seg_model='segmentation', e.g. --preset tiny")
+            raise ConfigError(
+                "the UNet decoder needs its encoder's skip features, so it cannot "
+                "decode a bottleneck alone (forecasting); use a preset with "
+                "seg_model='segmentation', e.g. --preset tiny"
+            )
         x = feats[LEVELS[-1]]
         for name, up in zip(reversed(LEVELS[:-1]), self.ups, strict=True):
             skip = feats[name]

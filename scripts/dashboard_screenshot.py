@@ -39,19 +39,30 @@ def main() -> None:
 
     executable = str(Path(rerun_cli.__file__).parent / "rerun")
     home = tempfile.mkdtemp()  # a fresh viewer state: no layout remembered from earlier sessions
-    env = {"WGPU_BACKEND": "vulkan", "RUST_LOG": "error", **os.environ, "HOME": home,
-           "XDG_DATA_HOME": home, "XDG_CONFIG_HOME": home, "XDG_CACHE_HOME": home}
+    env = {
+        "WGPU_BACKEND": "vulkan",
+        "RUST_LOG": "error",
+        **os.environ,
+        "HOME": home,
+        "XDG_DATA_HOME": home,
+        "XDG_CONFIG_HOME": home,
+        "XDG_CACHE_HOME": home,
+    }
     if not os.environ.get("XDG_RUNTIME_DIR"):
         env["XDG_RUNTIME_DIR"] = home
     viewer_process = subprocess.Popen(
         [executable, "--headless", "--window-size", args.size, "--port", str(args.port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         time.sleep(5)  # the viewer starts its gRPC server
         if viewer_process.poll() is not None:
-            raise SystemExit(f"the viewer exited ({viewer_process.returncode}): is --port "
-                             f"{args.port} taken, or is there no graphics adapter?")
+            raise SystemExit(
+                f"the viewer exited ({viewer_process.returncode}): is --port "
+                f"{args.port} taken, or is there no graphics adapter?"
+            )
         viewer = ViewerClient.connect(f"rerun+http://127.0.0.1:{args.port}/proxy")
         viewer.open(str(args.rrd.resolve()))
         time.sleep(args.settle)  # the index loads first, chunks on demand

@@ -23,31 +23,50 @@ class StageConfig(BaseModel):
     """One training stage."""
 
     model_config = ConfigDict(extra="forbid")
-    model: Literal["segmentation", "depth", "ego_motion", "sequence"] = Field(description="What this stage trains.")
-    needs: tuple[StageName, ...] = Field((), description="Earlier stages whose best checkpoints this one starts from.")
-    frozen: tuple[str, ...] = Field((), description="Submodules kept frozen and in eval mode (dotted names).")
+    model: Literal["segmentation", "depth", "ego_motion", "sequence"] = Field(
+        description="What this stage trains."
+    )
+    needs: tuple[StageName, ...] = Field(
+        (), description="Earlier stages whose best checkpoints this one starts from."
+    )
+    frozen: tuple[str, ...] = Field(
+        (), description="Submodules kept frozen and in eval mode (dotted names)."
+    )
     frozen_stats: tuple[str, ...] = Field(
-        (), description="Submodules that train but whose BatchNorm layers keep their running "
-        "statistics (eval mode): for fine-tuning a trained module on small, correlated batches.")
+        (),
+        description="Submodules that train but whose BatchNorm layers keep their running "
+        "statistics (eval mode): for fine-tuning a trained module on small, correlated batches.",
+    )
     validate_start: bool = Field(
-        False, description="Validate before the first update and keep the starting weights as a "
-        "best-checkpoint candidate (for a stage that starts from a working model).")
+        False,
+        description="Validate before the first update and keep the starting weights as a "
+        "best-checkpoint candidate (for a stage that starts from a working model).",
+    )
     losses: dict[str, float] = Field(description="Loss name (ce, depth, pose) -> weight.")
-    window: int = Field(1, ge=1, description="Frames per training item (backpropagation through all of them).")
+    window: int = Field(
+        1, ge=1, description="Frames per training item (backpropagation through all of them)."
+    )
     epochs: int = Field(20, ge=1, description="Epochs.")
     batch_size: int = Field(8, ge=1, description="Windows per batch (per process under DDP).")
     lr: float = Field(3e-4, gt=0, description="Adam learning rate.")
     warmup_epochs: float = Field(
-        0.0, ge=0, description="Linear learning-rate warmup over this many epochs' optimiser "
-        "steps: Adam's first updates move every weight by about lr, too far for a trained module.")
-    max_steps: int | None = Field(None, ge=1, description="Cap on optimiser steps per epoch (None: the whole split).")
+        0.0,
+        ge=0,
+        description="Linear learning-rate warmup over this many epochs' optimiser "
+        "steps: Adam's first updates move every weight by about lr, too far for a trained module.",
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="Cap on optimiser steps per epoch (None: the whole split)."
+    )
 
     @field_validator("losses")
     @classmethod
     def _known(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = set(value) - set(LOSSES)
         if unknown or not value:
-            raise ValueError(f"losses must be a non-empty subset of {', '.join(LOSSES)}; got {sorted(value)}")
+            raise ValueError(
+                f"losses must be a non-empty subset of {', '.join(LOSSES)}; got {sorted(value)}"
+            )
         return value
 
 
@@ -56,28 +75,48 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     data: Path = Field(Path("data"), description="Dataset folder holding split.json.")
-    out: Path = Field(Path("runs/default"), description="Run folder: checkpoints, TensorBoard logs, config.")
+    out: Path = Field(
+        Path("runs/default"), description="Run folder: checkpoints, TensorBoard logs, config."
+    )
     preset: str = Field("tiny", description="Model and schedule preset: paper, small, tiny.")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="Model sizes (from the preset).")
+    model: ModelConfig = Field(
+        default_factory=ModelConfig, description="Model sizes (from the preset)."
+    )
     stages: dict[StageName, StageConfig] = Field(description="The four stages (from the preset).")
     label_map: str = Field("carla22", description="Label map of the segmentation targets.")
-    size: tuple[int, int] | None = Field(None, description="(H, W) of training frames; default: the model's input_size.")
+    size: tuple[int, int] | None = Field(
+        None, description="(H, W) of training frames; default: the model's input_size."
+    )
     train_split: str = Field("train", description="Manifest split to train on.")
-    val_split: str = Field("val", description="Manifest split for validation, checkpoint selection and the LR schedule.")
-    augment: bool = Field(True, description="Use the train augmentation preset on the training split.")
+    val_split: str = Field(
+        "val",
+        description="Manifest split for validation, checkpoint selection and the LR schedule.",
+    )
+    augment: bool = Field(
+        True, description="Use the train augmentation preset on the training split."
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     seed: int = Field(0, description="Seed of sampling order, augmentation and initialisation.")
-    deterministic: bool = Field(False, description="Deterministic algorithms (bit-exact resume on CPU).")
+    deterministic: bool = Field(
+        False, description="Deterministic algorithms (bit-exact resume on CPU)."
+    )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
     channels_last: bool = Field(False, description="channels_last memory format on CUDA.")
-    lr_patience: int = Field(2, ge=0, description="ReduceLROnPlateau patience in epochs (factor 0.1).")
+    lr_patience: int = Field(
+        2, ge=0, description="ReduceLROnPlateau patience in epochs (factor 0.1)."
+    )
     tensorboard: bool = Field(True, description="Write TensorBoard scalars and image panels.")
-    forecast: ForecastConfig = Field(default_factory=ForecastConfig, description="The forecasting stage (train run forecast).")
+    forecast: ForecastConfig = Field(
+        default_factory=ForecastConfig, description="The forecasting stage (train run forecast)."
+    )
 
     @model_validator(mode="after")
-    def _classes_from_label_map(self) -> "TrainConfig":
-        """The segmentation head has as many classes as the label map (``model.num_classes`` follows it)."""
+    def _classes_from_label_map(self) -> TrainConfig:
+        """The segmentation head has as many classes as the label map.
+
+        ``model.num_classes`` follows it.
+        """
         from dataset.labels import load_label_map
 
         classes = load_label_map(self.label_map).num_classes

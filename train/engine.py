@@ -72,21 +72,40 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_loader(cfg: TrainConfig, stage: StageConfig, split: str, training: bool, epoch: int, ctx: Context) -> DataLoader:
+def make_loader(
+    cfg: TrainConfig, stage: StageConfig, split: str, training: bool, epoch: int, ctx: Context
+) -> DataLoader:
     """Windows of ``split`` for one epoch, in an order fixed by (seed, epoch)."""
-    ds = ClipWindows(cfg.data, split, window=stage.window, label_map=cfg.label_map,
-                     augment="train" if training and cfg.augment else None,
-                     stride=max(1, stage.window // 2) if training else stage.window, seed=cfg.seed, size=cfg.frame_size())
+    ds = ClipWindows(
+        cfg.data,
+        split,
+        window=stage.window,
+        label_map=cfg.label_map,
+        augment="train" if training and cfg.augment else None,
+        stride=max(1, stage.window // 2) if training else stage.window,
+        seed=cfg.seed,
+        size=cfg.frame_size(),
+    )
     ds.set_epoch(epoch)
     if ctx.distributed:
-        sampler = DistributedSampler(ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=training, seed=cfg.seed)
+        sampler = DistributedSampler(
+            ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=training, seed=cfg.seed
+        )
         sampler.set_epoch(epoch)
     elif training:
-        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        sampler = RandomSampler(
+            ds, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        )
     else:
         sampler = SequentialSampler(ds)
-    return DataLoader(ds, batch_size=stage.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                      drop_last=training and len(ds) > stage.batch_size, pin_memory=ctx.device.type == "cuda")
+    return DataLoader(
+        ds,
+        batch_size=stage.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        drop_last=training and len(ds) > stage.batch_size,
+        pin_memory=ctx.device.type == "cuda",
+    )
 
 
 def set_mode(net: nn.Module, stage: StageConfig, training: bool) -> None:
@@ -108,7 +127,10 @@ def _autocast(cfg: TrainConfig, ctx: Context) -> contextlib.AbstractContextManag
 
 
 def _to_device(batch: dict, ctx: Context) -> dict:
-    return {k: v.to(ctx.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return {
+        k: v.to(ctx.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
 
 
 def steps_per_epoch(loader: DataLoader, stage: StageConfig) -> int:
@@ -123,8 +145,16 @@ def warmup_factor(stage: StageConfig, step: int, per_epoch: int) -> float:
     return min(1.0, (step + 1) / n) if n > 0 else 1.0
 
 
-def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, stage: StageConfig,
-                    cfg: TrainConfig, ctx: Context, desc: str, epoch: int = 0) -> dict[str, float]:
+def train_one_epoch(
+    net: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    stage: StageConfig,
+    cfg: TrainConfig,
+    ctx: Context,
+    desc: str,
+    epoch: int = 0,
+) -> dict[str, float]:
     """One pass over ``loader`` (at most ``stage.max_steps`` steps), the first steps of the stage
     warmed up (:func:`warmup_factor`; ``epoch`` places them); mean losses and frames/s."""
     set_mode(net, stage, True)
@@ -143,23 +173,29 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
         loss.backward()
         factor = warmup_factor(stage, epoch * per_epoch + steps, per_epoch)
         rates = [group["lr"] for group in optimizer.param_groups]
-        for group, rate in zip(optimizer.param_groups, rates):
+        for group, rate in zip(optimizer.param_groups, rates, strict=True):
             group["lr"] = rate * factor
         optimizer.step()
-        for group, rate in zip(optimizer.param_groups, rates):  # the schedule's rate, unwarmed
+        for group, rate in zip(
+            optimizer.param_groups, rates, strict=True
+        ):  # the schedule's rate, unwarmed
             group["lr"] = rate
         steps += 1
         frames += batch["rgb"].shape[0] * batch["rgb"].shape[1]
         for k, v in {"loss": float(loss.detach()), **parts}.items():
             sums[k] = sums.get(k, 0.0) + v
-        bar.set_postfix(loss=f"{sums['loss'] / steps:.3f}", fps=f"{frames / (time.perf_counter() - start):.1f}")
+        bar.set_postfix(
+            loss=f"{sums['loss'] / steps:.3f}", fps=f"{frames / (time.perf_counter() - start):.1f}"
+        )
     result = {k: v / max(steps, 1) for k, v in sums.items()}
     result["frames_per_s"] = frames * ctx.world_size / max(time.perf_counter() - start, 1e-9)
     return result
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, loader: DataLoader, stage: StageConfig, cfg: TrainConfig, ctx: Context) -> dict[str, float]:
+def evaluate(
+    net: nn.Module, loader: DataLoader, stage: StageConfig, cfg: TrainConfig, ctx: Context
+) -> dict[str, float]:
     """Mean weighted loss over the split, each loss's mean (``ce``, ``depth``, ``pose``) and, for
     stages with a segmentation loss, mIoU from one confusion matrix."""
     set_mode(net, stage, False)
@@ -172,7 +208,9 @@ def evaluate(net: nn.Module, loader: DataLoader, stage: StageConfig, cfg: TrainC
         with _autocast(cfg, ctx):
             out = stage_forward(net, batch)
         loss, parts = total_loss(stage.losses, out, batch)
-        sums += torch.tensor([float(loss), *parts.values()], dtype=torch.float64) * len(batch["rgb"])
+        sums += torch.tensor([float(loss), *parts.values()], dtype=torch.float64) * len(
+            batch["rgb"]
+        )
         count += len(batch["rgb"])
         if "seg_logits" in out:
             confusion.update(out["seg_logits"].argmax(2).cpu(), batch["labels"].cpu())
@@ -180,7 +218,9 @@ def evaluate(net: nn.Module, loader: DataLoader, stage: StageConfig, cfg: TrainC
     if ctx.distributed:
         dist.all_reduce(totals)
         dist.all_reduce(confusion.matrix)
-    result = {k: float(v / max(float(totals[-1]), 1.0)) for k, v in zip(names, totals[:-1])}
+    result = {
+        k: float(v / max(float(totals[-1]), 1.0)) for k, v in zip(names, totals[:-1], strict=True)
+    }
     if "ce" in stage.losses:
         result["miou"] = confusion.result()["miou"]
     return result
@@ -191,15 +231,32 @@ def unwrap(net: nn.Module) -> nn.Module:
     return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
 
 
-def save_checkpoint(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: object, epoch: int,
-                    best: float | None, history: list[dict], cfg: TrainConfig) -> None:
+def save_checkpoint(
+    path: Path,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: object,
+    epoch: int,
+    best: float | None,
+    history: list[dict],
+    cfg: TrainConfig,
+) -> None:
     """Write everything needed to resume (and each component's weights) atomically."""
     inner = unwrap(net)
     state = {
         "components": {name: m.state_dict() for name, m in inner.components().items()},
-        "net": inner.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "epoch": epoch, "best": best, "history": history, "config": cfg.model_dump(mode="json"),
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        "net": inner.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "best": best,
+        "history": history,
+        "config": cfg.model_dump(mode="json"),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        },
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -219,7 +276,9 @@ def _score(stage: StageConfig, val: dict[str, float]) -> float:
     return val["miou"] if set(stage.losses) == {"ce"} else -val["loss"]
 
 
-def run_stage(cfg: TrainConfig, name: str, ctx: Context, resume: bool = False, validate: bool = True) -> Path:
+def run_stage(
+    cfg: TrainConfig, name: str, ctx: Context, resume: bool = False, validate: bool = True
+) -> Path:
     """Train one stage to ``<out>/<name>/``; returns its best checkpoint (the last epoch's
     when ``validate`` is False: no validation split)."""
     stage, stage_dir = cfg.stages[name], Path(cfg.out) / name
@@ -231,7 +290,9 @@ def run_stage(cfg: TrainConfig, name: str, ctx: Context, resume: bool = False, v
     if cfg.channels_last and ctx.device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=stage.lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.lr_patience)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=0.1, patience=cfg.lr_patience
+    )
     start, best, history = 0, None, []
     if resume and (stage_dir / "last.pt").exists():
         state = torch.load(stage_dir / "last.pt", map_location=ctx.device, weights_only=False)
@@ -241,24 +302,41 @@ def run_stage(cfg: TrainConfig, name: str, ctx: Context, resume: bool = False, v
         start, best, history = state["epoch"] + 1, state["best"], state["history"]
         log.info("%s: resuming after epoch %d", name, state["epoch"])
     if ctx.distributed:
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
     writer = _writer(cfg, name, ctx)
     if stage.validate_start and validate and start == 0:
         best = _validate_start(net, optimizer, scheduler, stage, stage_dir, history, cfg, ctx)
     for epoch in range(start, stage.epochs):
         seed_everything(cfg.seed * 1000 + epoch)
-        train = train_one_epoch(net, make_loader(cfg, stage, cfg.train_split, True, epoch, ctx), optimizer, stage, cfg, ctx,
-                                f"{name} epoch {epoch + 1}/{stage.epochs}", epoch)
+        train = train_one_epoch(
+            net,
+            make_loader(cfg, stage, cfg.train_split, True, epoch, ctx),
+            optimizer,
+            stage,
+            cfg,
+            ctx,
+            f"{name} epoch {epoch + 1}/{stage.epochs}",
+            epoch,
+        )
         val_loader = make_loader(cfg, stage, cfg.val_split, False, epoch, ctx) if validate else None
         val = evaluate(net, val_loader, stage, cfg, ctx) if val_loader is not None else {}
         if val:
             scheduler.step(val["loss"])
-        improved = not val or best is None or (
-            _score(stage, val) > best and _no_worse(stage, val, history))
+        improved = (
+            not val
+            or best is None
+            or (_score(stage, val) > best and _no_worse(stage, val, history))
+        )
         best = _score(stage, val) if val and improved else best
-        history.append({"epoch": epoch, "train": train, "val": val, "lr": optimizer.param_groups[0]["lr"]})
+        history.append(
+            {"epoch": epoch, "train": train, "val": val, "lr": optimizer.param_groups[0]["lr"]}
+        )
         if ctx.main:
-            save_checkpoint(stage_dir / "last.pt", net, optimizer, scheduler, epoch, best, history, cfg)
+            save_checkpoint(
+                stage_dir / "last.pt", net, optimizer, scheduler, epoch, best, history, cfg
+            )
             (stage_dir / f"epoch-{epoch:03d}.pt").write_bytes((stage_dir / "last.pt").read_bytes())
             if improved:
                 (stage_dir / "best.pt").write_bytes((stage_dir / "last.pt").read_bytes())
@@ -268,17 +346,27 @@ def run_stage(cfg: TrainConfig, name: str, ctx: Context, resume: bool = False, v
     return stage_dir / "best.pt"
 
 
-def _validate_start(net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: object,
-                    stage: StageConfig, stage_dir: Path, history: list[dict], cfg: TrainConfig,
-                    ctx: Context) -> float:
+def _validate_start(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: object,
+    stage: StageConfig,
+    stage_dir: Path,
+    history: list[dict],
+    cfg: TrainConfig,
+    ctx: Context,
+) -> float:
     """Validate the weights the stage starts from; they become ``best.pt`` (epoch -1), so that
     training has to beat them to replace them. Returns their score."""
     val = evaluate(net, make_loader(cfg, stage, cfg.val_split, False, 0, ctx), stage, cfg, ctx)
     history.append({"epoch": -1, "train": {}, "val": val, "lr": optimizer.param_groups[0]["lr"]})
     best = _score(stage, val)
     if ctx.main:
-        log.info("%s before training: val %s", stage_dir.name,
-                 ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+        log.info(
+            "%s before training: val %s",
+            stage_dir.name,
+            ", ".join(f"{k} {v:.4f}" for k, v in val.items()),
+        )
         save_checkpoint(stage_dir / "best.pt", net, optimizer, scheduler, -1, best, history, cfg)
     return best
 
@@ -291,11 +379,26 @@ def _writer(cfg: TrainConfig, name: str, ctx: Context) -> object | None:
     return SummaryWriter(str(Path(cfg.out) / "tensorboard" / name))
 
 
-def _log_epoch(writer: object | None, name: str, epoch: int, train: dict, val: dict, optimizer: torch.optim.Optimizer,
-               net: nn.Module, val_loader: DataLoader | None, cfg: TrainConfig, ctx: Context) -> None:
-    log.info("%s epoch %d: train %s | val %s | %.1f frames/s", name, epoch + 1,
-             ", ".join(f"{k} {v:.4f}" for k, v in train.items() if k != "frames_per_s"),
-             ", ".join(f"{k} {v:.4f}" for k, v in val.items()), train["frames_per_s"])
+def _log_epoch(
+    writer: object | None,
+    name: str,
+    epoch: int,
+    train: dict,
+    val: dict,
+    optimizer: torch.optim.Optimizer,
+    net: nn.Module,
+    val_loader: DataLoader | None,
+    cfg: TrainConfig,
+    ctx: Context,
+) -> None:
+    log.info(
+        "%s epoch %d: train %s | val %s | %.1f frames/s",
+        name,
+        epoch + 1,
+        ", ".join(f"{k} {v:.4f}" for k, v in train.items() if k != "frames_per_s"),
+        ", ".join(f"{k} {v:.4f}" for k, v in val.items()),
+        train["frames_per_s"],
+    )
     if writer is None:
         return
     for k, v in train.items():
@@ -303,7 +406,11 @@ def _log_epoch(writer: object | None, name: str, epoch: int, train: dict, val: d
     for k, v in val.items():
         writer.add_scalar(f"val/{k}", v, epoch)
     writer.add_scalar("lr", optimizer.param_groups[0]["lr"], epoch)
-    image = panel(unwrap(net), next(iter(val_loader)), cfg, ctx.device) if val_loader is not None else None
+    image = (
+        panel(unwrap(net), next(iter(val_loader)), cfg, ctx.device)
+        if val_loader is not None
+        else None
+    )
     if image is not None:
         writer.add_image("val/panel", image, epoch, dataformats="HWC")
     writer.flush()

@@ -8,8 +8,11 @@ from clipcore.errors import ConfigError
 from models.config import PRESETS
 
 
-def reference_stages(epochs: tuple[int, int, int, int] = (20, 20, 20, 10), batch: tuple[int, int, int, int] = (8, 8, 4, 2),
-                     lr: float = 3e-4) -> dict[str, dict[str, Any]]:
+def reference_stages(
+    epochs: tuple[int, int, int, int] = (20, 20, 20, 10),
+    batch: tuple[int, int, int, int] = (8, 8, 4, 2),
+    lr: float = 3e-4,
+) -> dict[str, dict[str, Any]]:
     """Stage 1 segmentation (CE); 2 the depth decoder on the frozen stage-1 backbone (log-L1), so
     that the GeometryFilter keeps the backbone its decoder was trained on; 3 ego-motion on the
     frozen stage-1 backbone (L1 pose); 4 the GeometryFilter on 6-frame windows, the reference's
@@ -22,18 +25,49 @@ def reference_stages(epochs: tuple[int, int, int, int] = (20, 20, 20, 10), batch
     state (stage 1 + 2 quality, the identity) as a best-checkpoint candidate, which an epoch
     replaces only with a lower validation loss and no loss worse than at the start."""
     return {
-        "stage1": {"model": "segmentation", "losses": {"ce": 1.0}, "epochs": epochs[0], "batch_size": batch[0], "lr": lr},
-        "stage2": {"model": "depth", "needs": ["stage1"], "frozen": ["depth.backbone"],
-                   "losses": {"depth": 1.0}, "epochs": epochs[1], "batch_size": batch[1], "lr": lr},
-        "stage3": {"model": "ego_motion", "needs": ["stage1"], "frozen": ["backbone"], "losses": {"pose": 1.0},
-                   "window": 6, "epochs": epochs[2], "batch_size": batch[2], "lr": lr},
-        "stage4": {"model": "sequence", "needs": ["stage1", "stage2", "stage3"],
-                   "frozen": ["pipeline.ego_motion", "pipeline.geometry.backbone",
-                              "pipeline.geometry.seg_head"],
-                   "frozen_stats": ["pipeline.geometry.depth_decoder"], "warmup_epochs": 1.0,
-                   "validate_start": True,
-                   "losses": {"ce": 1.0, "depth": 0.5}, "window": 6, "epochs": epochs[3],
-                   "batch_size": batch[3], "lr": lr},
+        "stage1": {
+            "model": "segmentation",
+            "losses": {"ce": 1.0},
+            "epochs": epochs[0],
+            "batch_size": batch[0],
+            "lr": lr,
+        },
+        "stage2": {
+            "model": "depth",
+            "needs": ["stage1"],
+            "frozen": ["depth.backbone"],
+            "losses": {"depth": 1.0},
+            "epochs": epochs[1],
+            "batch_size": batch[1],
+            "lr": lr,
+        },
+        "stage3": {
+            "model": "ego_motion",
+            "needs": ["stage1"],
+            "frozen": ["backbone"],
+            "losses": {"pose": 1.0},
+            "window": 6,
+            "epochs": epochs[2],
+            "batch_size": batch[2],
+            "lr": lr,
+        },
+        "stage4": {
+            "model": "sequence",
+            "needs": ["stage1", "stage2", "stage3"],
+            "frozen": [
+                "pipeline.ego_motion",
+                "pipeline.geometry.backbone",
+                "pipeline.geometry.seg_head",
+            ],
+            "frozen_stats": ["pipeline.geometry.depth_decoder"],
+            "warmup_epochs": 1.0,
+            "validate_start": True,
+            "losses": {"ce": 1.0, "depth": 0.5},
+            "window": 6,
+            "epochs": epochs[3],
+            "batch_size": batch[3],
+            "lr": lr,
+        },
     }
 
 

@@ -50,8 +50,9 @@ def cityscapes(tmp_path: Path) -> dict:
     camera.write_text(json.dumps({"intrinsic": K, "extrinsic": {}}))
     still = _rgb(99)
     _png(root / "leftImg8bit/val/frankfurt/frankfurt_000001_000019_leftImg8bit.png", still)
-    _png(root / "gtFine/val/frankfurt/frankfurt_000001_000019_gtFine_labelIds.png",
-         ids["frankfurt"])
+    _png(
+        root / "gtFine/val/frankfurt/frankfurt_000001_000019_gtFine_labelIds.png", ids["frankfurt"]
+    )
     return {"root": root, "rgb": rgb, "ids": ids, "still": still}
 
 
@@ -87,16 +88,18 @@ def test_import_is_exact(cityscapes: dict, tmp_path: Path, cli) -> None:
     np.testing.assert_array_equal(second["semantic_valid"], [False, True, False])
     assert "semantic" not in aachen["aachen_000000_000000"]  # no frame of it is annotated
     cs19 = load_label_map("cityscapes19")
-    np.testing.assert_array_equal(cs19(second["semantic"][1]),
-                                  _train_ids(cityscapes["ids"]["aachen"]))
+    np.testing.assert_array_equal(
+        cs19(second["semantic"][1]), _train_ids(cityscapes["ids"]["aachen"])
+    )
     np.testing.assert_allclose(second["intrinsics"], [[40, 0, 15.5], [0, 41, 7.5], [0, 0, 1]])
     assert "depth" not in second and "cam_to_world" not in second
     assert second["attrs"]["fps"] == pytest.approx(17.0)
 
     frankfurt = _clips(out / "frankfurt")["frankfurt_000001_000019"]
     np.testing.assert_array_equal(frankfurt["rgb"][0], cityscapes["still"])
-    np.testing.assert_array_equal(cs19(frankfurt["semantic"][0]),
-                                  _train_ids(cityscapes["ids"]["frankfurt"]))
+    np.testing.assert_array_equal(
+        cs19(frankfurt["semantic"][0]), _train_ids(cityscapes["ids"]["frankfurt"])
+    )
     assert frankfurt["intrinsics"] is None
 
     splits = out / "cityscapes_splits.toml"
@@ -120,13 +123,22 @@ def test_label_table_gives_the_official_train_ids() -> None:
     assert cs19.class_names[cs19(lut[7])] == "road" and cs19(lut[1]) == 255  # ego vehicle
 
 
-def test_resize_scales_labels_and_intrinsics(cityscapes: dict, tmp_path: Path,
-                                             cli) -> None:
+def test_resize_scales_labels_and_intrinsics(cityscapes: dict, tmp_path: Path, cli) -> None:
     from carla_capture.cityscapes_import import label_lut
 
     out = tmp_path / "data"
-    result = cli.capture("import", "cityscapes", cityscapes["root"], "--out", out, "--frames",
-                         "7", "--size", "8", "16")
+    result = cli.capture(
+        "import",
+        "cityscapes",
+        cityscapes["root"],
+        "--out",
+        out,
+        "--frames",
+        "7",
+        "--size",
+        "8",
+        "16",
+    )
     assert result.exit_code == 0, result.output
     clip = _clips(out / "aachen")["aachen_000000_000000"]
     assert clip["rgb"].shape == (7, 8, 16, 3)
@@ -137,13 +149,17 @@ def test_resize_scales_labels_and_intrinsics(cityscapes: dict, tmp_path: Path,
     assert "frankfurt_000001_000019" in _clips(out / "frankfurt")
 
 
-@pytest.mark.parametrize("layout, needle", [
-    (None, "is not a folder"),
-    ("empty", "holds no Cityscapes images"),
-    ("bad_label", "holds label id 200"),
-])
-def test_bad_root_is_one_line_error(cityscapes: dict, tmp_path: Path, cli, layout: str | None,
-                                    needle: str) -> None:
+@pytest.mark.parametrize(
+    "layout, needle",
+    [
+        (None, "is not a folder"),
+        ("empty", "holds no Cityscapes images"),
+        ("bad_label", "holds label id 200"),
+    ],
+)
+def test_bad_root_is_one_line_error(
+    cityscapes: dict, tmp_path: Path, cli, layout: str | None, needle: str
+) -> None:
     root = tmp_path / "nowhere"
     if layout == "empty":
         root.mkdir()
@@ -158,8 +174,7 @@ def test_bad_root_is_one_line_error(cityscapes: dict, tmp_path: Path, cli, layou
         assert len(_clips(tmp_path / "data" / "aachen")) == 1
 
 
-def test_no_sequence_imports_annotated_frames_only(cityscapes: dict, tmp_path: Path,
-                                                  cli) -> None:
+def test_no_sequence_imports_annotated_frames_only(cityscapes: dict, tmp_path: Path, cli) -> None:
     out = tmp_path / "data"
     result = cli.capture("import", "cityscapes", cityscapes["root"], "--out", out, "--no-sequence")
     assert result.exit_code == 0, result.output

@@ -11,8 +11,11 @@ from train.losses import ce_loss, depth_loss
 def test_unlabelled_batch_gives_zero_loss_and_zero_gradient():
     logits = torch.randn(2, 1, 5, 4, 6, requires_grad=True)
     depth = torch.rand(2, 1, 1, 4, 6, requires_grad=True)
-    batch = {"labels": torch.full((2, 1, 4, 6), IGNORE_INDEX), "depth": torch.ones(2, 1, 1, 4, 6),
-             "valid_depth": torch.zeros(2, 1, 1, 4, 6, dtype=torch.bool)}
+    batch = {
+        "labels": torch.full((2, 1, 4, 6), IGNORE_INDEX),
+        "depth": torch.ones(2, 1, 1, 4, 6),
+        "valid_depth": torch.zeros(2, 1, 1, 4, 6, dtype=torch.bool),
+    }
     loss = ce_loss({"seg_logits": logits}, batch) + depth_loss({"depth": depth}, batch)
     assert loss.item() == 0.0
     loss.backward()

@@ -52,7 +52,7 @@ def test_warmup_ramps_the_learning_rate_over_the_first_epoch(tiny_config, tmp_pa
     assert stage4.warmup_epochs == 1.0
     factors = [engine.warmup_factor(stage4, step, 20) for step in range(45)]
     assert factors[0] == 1 / 20 and factors[9] == 0.5 and factors[19:] == [1.0] * 26
-    assert all(a < b for a, b in zip(factors[:19], factors[1:20]))
+    assert all(a < b for a, b in zip(factors[:19], factors[1:20], strict=True))
     assert engine.warmup_factor(cfg.stages["stage1"], 0, 20) == 1.0
 
 
@@ -80,7 +80,9 @@ def test_stage4_keeps_its_start_when_training_makes_it_worse(
     assert best["epoch"] == -1
     geo = best["components"]["geometry_filter"]
     assert not geo["memory.up.weight"].any()
-    depth2 = torch.load(trained_run / "stage2" / "best.pt", weights_only=False)["components"]["depth"]
+    depth2 = torch.load(trained_run / "stage2" / "best.pt", weights_only=False)["components"][
+        "depth"
+    ]
     for key, value in depth2.items():
         if key.startswith("decoder."):
             assert torch.equal(value, geo["depth_" + key]), key

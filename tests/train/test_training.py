@@ -52,11 +52,19 @@ def test_all_stages_write_checkpoints_and_config(trained_run):
     assert state["epoch"] in (-1, 0) and state["history"][0]["epoch"] == -1
     assert state["history"][0]["val"]["depth"] > 0 and state["history"][0]["val"]["ce"] > 0
     for stage in ("stage1", "stage2", "stage3", "stage4"):
-        assert (trained_run / stage / "last.pt").exists() and (trained_run / stage / "epoch-000.pt").exists()
-    assert "miou" in torch.load(trained_run / "stage1" / "best.pt", weights_only=False)["history"][0]["val"]
+        assert (trained_run / stage / "last.pt").exists() and (
+            trained_run / stage / "epoch-000.pt"
+        ).exists()
+    assert (
+        "miou"
+        in torch.load(trained_run / "stage1" / "best.pt", weights_only=False)["history"][0]["val"]
+    )
     config = json.loads((trained_run / "config.json").read_text())
     assert config["preset"] == "tiny" and config["stages"]["stage4"]["frozen"] == [
-        "pipeline.ego_motion", "pipeline.geometry.backbone", "pipeline.geometry.seg_head"]
+        "pipeline.ego_motion",
+        "pipeline.geometry.backbone",
+        "pipeline.geometry.seg_head",
+    ]
 
 
 def _component(run: Path, stage: str, name: str, file: str = "best.pt") -> dict[str, torch.Tensor]:
@@ -79,8 +87,11 @@ def test_stage4_follows_the_reference_recipe(trained_run):
     for key in ego3:
         assert torch.equal(ego3[key], ego4[key]), key
     decoder2 = {k: v for k, v in depth2.items() if k.startswith("decoder.")}
-    changed = [k for k, v in decoder2.items()
-               if v.is_floating_point() and not torch.equal(v, geo4["depth_" + k])]
+    changed = [
+        k
+        for k, v in decoder2.items()
+        if v.is_floating_point() and not torch.equal(v, geo4["depth_" + k])
+    ]
     assert changed, "stage 4 trains the depth decoder"
     assert not torch.equal(geo4["memory.up.weight"], torch.zeros_like(geo4["memory.up.weight"]))
 
@@ -92,7 +103,9 @@ def test_tensorboard_scalars_and_panels(tiny_config, tmp_path, split_dataset):
     assert events and events[0].stat().st_size > 1000
 
 
-def test_killed_and_resumed_run_ends_with_the_same_weights(tiny_config, tmp_path, split_dataset, monkeypatch):
+def test_killed_and_resumed_run_ends_with_the_same_weights(
+    tiny_config, tmp_path, split_dataset, monkeypatch
+):
     settings = ["deterministic=true", "stages.stage1.epochs=3"]
     train(tiny_config(split_dataset, tmp_path / "straight", *settings), "stage1")
     real = engine.train_one_epoch
@@ -129,23 +142,90 @@ def _clean_error(result, *needles):
 
 
 def test_bad_input(tmp_path, split_dataset):
-    _clean_error(_train("run", "stage1", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")), "split.json", "capture split")
-    _clean_error(_train("run", "stage4", "--data", str(split_dataset), "--out", str(tmp_path / "r")), "stage1", "best.pt", "train run stage1")
-    _clean_error(_train("run", "stage9", "--data", str(split_dataset), "--out", str(tmp_path / "r")), "stage9")
-    _clean_error(_train("run", "stage1", "--data", str(split_dataset), "--out", str(tmp_path / "r"), "--preset", "huge"), "huge")
-    _clean_error(_train("run", "stage1", "--data", str(split_dataset), "--out", str(tmp_path / "r"), "--set", "stages.stage1.epochz=1"),
-                 "unknown key 'epochz'")
+    _clean_error(
+        _train("run", "stage1", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")),
+        "split.json",
+        "capture split",
+    )
+    _clean_error(
+        _train("run", "stage4", "--data", str(split_dataset), "--out", str(tmp_path / "r")),
+        "stage1",
+        "best.pt",
+        "train run stage1",
+    )
+    _clean_error(
+        _train("run", "stage9", "--data", str(split_dataset), "--out", str(tmp_path / "r")),
+        "stage9",
+    )
+    _clean_error(
+        _train(
+            "run",
+            "stage1",
+            "--data",
+            str(split_dataset),
+            "--out",
+            str(tmp_path / "r"),
+            "--preset",
+            "huge",
+        ),
+        "huge",
+    )
+    _clean_error(
+        _train(
+            "run",
+            "stage1",
+            "--data",
+            str(split_dataset),
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "stages.stage1.epochz=1",
+        ),
+        "unknown key 'epochz'",
+    )
     _clean_error(_train("eval", "--run", str(tmp_path / "missing")), "config.json")
 
 
 def test_ddp_with_two_cpu_processes(tmp_path, split_dataset):
-    settings = [f"--set={s}" for s in ("stages.stage1.epochs=1", "stages.stage1.max_steps=2", "stages.stage1.batch_size=1",
-                                       "size=[64, 128]", "tensorboard=false", 'device="cpu"')]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    settings = [
+        f"--set={s}"
+        for s in (
+            "stages.stage1.epochs=1",
+            "stages.stage1.max_steps=2",
+            "stages.stage1.batch_size=1",
+            "size=[64, 128]",
+            "tensorboard=false",
+            'device="cpu"',
+        )
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "OMP_NUM_THREADS": "1",
+    }
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "train", "run", "stage1",
-         "--data", str(split_dataset), "--out", str(tmp_path), *settings],
-        capture_output=True, text=True, env=env, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "train",
+            "run",
+            "stage1",
+            "--data",
+            str(split_dataset),
+            "--out",
+            str(tmp_path),
+            *settings,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("best checkpoint") == 2
     state = torch.load(tmp_path / "stage1" / "best.pt", weights_only=False)
