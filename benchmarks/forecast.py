@@ -29,6 +29,7 @@ from common import RESULTS, split_of_towns, write_result  # noqa: E402
 from carla_capture.config import CaptureConfig  # noqa: E402
 from carla_capture.record import record  # noqa: E402
 from carla_capture.split import build_manifest, load_splits, write_manifest  # noqa: E402
+from dataset import DataConfig  # noqa: E402
 from train.forecast import ForecastWindows, train_forecast  # noqa: E402
 from train.forecast_config import HORIZONS  # noqa: E402
 from train.forecast_eval import BASELINES, evaluate_forecast, to_markdown  # noqa: E402
@@ -191,7 +192,12 @@ def train_forecasters(
         for name, extra in ABLATIONS.items():
             if name != "conv3d" and horizon not in args.ablations.split(","):
                 continue
-            per_epoch = min(40, max(1, len(ForecastWindows(data, "train", HORIZONS[horizon])) // 8))
+            per_epoch = min(
+                40,
+                max(
+                    1, len(ForecastWindows(DataConfig(root=data), "train", HORIZONS[horizon])) // 8
+                ),
+            )
             sets = [
                 *base,
                 f'forecast.horizon="{horizon}"',
@@ -212,7 +218,7 @@ def main() -> None:
     torch.set_num_threads(2)
     data, run, clock = args.out / "data", args.out / "run", Clock()
     clock.run("record", record_data, data, args.clips, args.test_clips)
-    base = ['device="cpu"', "tensorboard=false", f"size=[{args.size[0]}, {args.size[1]}]"]
+    base = ['device="cpu"', "tensorboard=false", f"data.size=[{args.size[0]}, {args.size[1]}]"]
     epochs = [f"stages.stage{i + 1}.epochs={n}" for i, n in enumerate(args.stage_epochs)]
     cfg = resolve_config("tiny", {"data": data, "out": run}, None, [*base, *epochs])
     for stage in ("stage1", "stage2", "stage3"):

@@ -152,7 +152,7 @@ def evaluate_all(runs: dict[str, Path], data: Path, clock: Clock) -> dict:
     """Every variant on the test split, clean and perturbed, with baselines."""
     cfg = resolve_config("tiny", {"data": data, "out": runs["c"]}, None, COMMON)
     ds = whole_clips(cfg, data, "test")
-    names = load_label_map(cfg.label_map).class_names
+    names = load_label_map(cfg.data.label_map).class_names
     models = {"0": FrameModel(cfg, runs["c"]), "a": FrameModel(cfg, runs["a"])}
     for key in VARIANTS:
         models[key] = temporal_model(load_run(runs[key]), runs[key])

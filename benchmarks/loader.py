@@ -29,9 +29,9 @@ from storage import write_pngs  # noqa: E402
 from carla_capture.config import CaptureConfig  # noqa: E402
 from carla_capture.record import record  # noqa: E402
 from carla_capture.split import build_manifest, load_splits, write_manifest  # noqa: E402
-from dataset import ClipWindows  # noqa: E402
+from clipcore.normalize import normalize  # noqa: E402
+from dataset import AugmentConfig, ClipWindows  # noqa: E402
 from dataset.labels import load_label_map  # noqa: E402
-from models.common import normalize  # noqa: E402
 
 torch.set_num_threads(1)
 cv2.setNumThreads(1)
@@ -69,7 +69,9 @@ def main() -> None:
         record(CaptureConfig(backend="synthetic", town="Town03", clips=args.clips, out=data))
         write_manifest(data, build_manifest(data, load_splits()))
         plain = ClipWindows(data, "train", window=WINDOW, stride=WINDOW)
-        augmented = ClipWindows(data, "train", window=WINDOW, stride=WINDOW, augment="train")
+        augmented = ClipWindows(
+            data, "train", window=WINDOW, stride=WINDOW, augment=AugmentConfig()
+        )
         png = Path(tmp) / "png"
         png.mkdir()
         clips = {}

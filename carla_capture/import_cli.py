@@ -101,7 +101,7 @@ def cityscapes(
     Example:
       capture import cityscapes ~/cityscapes --out data/cs --size 128 256
       capture split data/cs --splits data/cs/cityscapes_splits.toml
-      train run stage1 --data data/cs --out runs/cs --preset lowres --set label_map=cityscapes19
+      train run stage1 --data data/cs --out runs/cs --preset lowres --label-map cityscapes19
     """
     from carla_capture.cityscapes_import import SPLITS_FILE, import_cityscapes
 

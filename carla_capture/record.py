@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from carla_capture.backends import get_backend
-from carla_capture.backends.base import Backend, RetryClip, ServerLost, clip_id
+from carla_capture.backends.base import Backend, clip_id
 from carla_capture.config import CaptureConfig, TownConfig
 from carla_capture.lock import RecordLock
 from carla_capture.shard_names import open_next_shard, shard_paths
-from clipcore.errors import CaptureError, ConfigError
+from clipcore.errors import CaptureError, ConfigError, RetryClip, ServerLost
 from clipcore.fsutil import atomic_write_text
 from clipcore.records import OPTIONAL, Clip, Frame
 from clipcore.shards import ShardReader, ShardWriter

@@ -23,10 +23,9 @@ import time
 from collections.abc import Callable, Iterator
 
 from carla_capture import heartbeat
-from carla_capture.backends.base import ServerGone, ServerLost
 from carla_capture.config import CaptureConfig
 from carla_capture.server_process import ServerProcess
-from clipcore.errors import CaptureError
+from clipcore.errors import CaptureError, ServerGone, ServerLost
 
 log = logging.getLogger(__name__)
 

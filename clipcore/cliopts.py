@@ -49,7 +49,8 @@ def _click_kwargs(info: FieldInfo) -> dict[str, Any]:
     """click.option keyword arguments (type, flag, callback, help) of one pydantic field."""
     annotation = _strip_optional(info.annotation)
     default = info.get_default(call_default_factory=True)
-    shown = "" if default in (None, (), False) else f" [default: {default}]"
+    hidden = default is None or default is False or default == ()
+    shown = "" if hidden else f" [default: {default}]"
     kwargs: dict[str, Any] = {"default": None, "help": (info.description or "") + shown}
     if typing.get_origin(annotation) is Literal:
         kwargs["type"] = click.Choice([str(a) for a in typing.get_args(annotation)])
@@ -71,14 +72,18 @@ def config_options(
 ) -> Callable[[Callable], Callable]:
     """A decorator adding one click option per field path of ``model`` (``"frames"``,
     ``"carla.host"``); ``tweaks`` (by leaf name) adds or replaces click.option keyword arguments,
-    e.g. ``town_dir={"type": click.Path(path_type=Path, file_okay=False)}``."""
+    e.g. ``town_dir={"type": click.Path(path_type=Path, file_okay=False)}``, and ``"flag"``
+    renames the option (``root={"flag": "--data"}``)."""
     paths = list(paths)
 
     def decorate(command: Callable) -> Callable:
         for path in reversed(paths):
             leaf = path.rsplit(".", 1)[-1]
-            kwargs = {**_click_kwargs(_field(model, path)), **tweaks.get(leaf, {})}
-            flag = "--" + leaf.replace("_", "-")
+            info = _field(model, path)
+            kwargs = {**_click_kwargs(info), **tweaks.get(leaf, {})}
+            if kwargs.get("required") and "help" not in tweaks.get(leaf, {}):
+                kwargs["help"] = info.description or ""  # a required option shows no default
+            flag = kwargs.pop("flag", "--" + leaf.replace("_", "-"))
             command = click.option(flag, path.replace(".", _SEP), **kwargs)(command)
         return command
 

@@ -22,3 +22,16 @@ class ClipValidationError(CaptureError):
 
 class BackendUnavailableError(CaptureError):
     """The requested capture backend cannot run here (no server, missing client, ...)."""
+
+
+class RetryClip(CaptureError):
+    """A simulator's clip went wrong (a sensor timed out or disagreed); record it again."""
+
+
+class ServerLost(CaptureError):
+    """The simulator stopped answering; reconnect with the backend's ``restart()``, then retry
+    the clip."""
+
+
+class ServerGone(BackendUnavailableError):
+    """A lost server did not answer again within ``--server-wait`` seconds."""

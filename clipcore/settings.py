@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -78,6 +79,9 @@ def parse_value(text: str) -> Any:
 
 def _child(annotation: Any, key: str, node: dict[str, Any], path: str) -> Any:
     """The annotation of ``key`` under ``annotation`` (a pydantic model, or a dict of them)."""
+    models = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    if get_origin(annotation) in (Union, UnionType) and len(models) == 1:
+        annotation = models[0]  # an optional section (``AugmentConfig | None``)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         if key not in annotation.model_fields:
             known = ", ".join(sorted(annotation.model_fields))

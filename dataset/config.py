@@ -1,12 +1,12 @@
-"""``DatasetConfig`` and ``AugmentConfig``: what the training data pipeline reads and how it
+"""``DataConfig`` and ``AugmentConfig``: what the training data pipeline reads and how it
 augments."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class AugmentConfig(BaseModel):
@@ -33,32 +33,40 @@ class AugmentConfig(BaseModel):
     )
 
 
-#: Named presets: ``train`` augments, ``eval`` does not.
-AUGMENT_PRESETS: dict[str, AugmentConfig | None] = {"train": AugmentConfig(), "eval": None}
-
-
-class DatasetConfig(BaseModel):
-    """Which windows of which split, mapped with which label map."""
+class DataConfig(BaseModel):
+    """The training data: which dataset and splits, the label map, the frame size the models see,
+    the augmentations of the training split and the loader's workers."""
 
     model_config = ConfigDict(extra="forbid")
-    data_dir: Path = Field(
+    root: Path = Field(
         Path("data"), description="Dataset folder holding split.json (run capture split)."
     )
-    split: str = Field("train", description="Split name in the manifest.")
-    window: int = Field(6, ge=1, description="Frames per window.")
-    stride: int = Field(1, ge=1, description="Step between window starts when sampling='all'.")
-    sampling: Literal["all", "random"] = Field(
-        "all", description="Every window, or one random window per clip per epoch."
-    )
     label_map: str = Field(
-        "carla22", description="Label map name: carla22, cityscapes19, common12."
-    )
-    augment: Literal["train", "eval"] = Field("eval", description="Augmentation preset.")
-    seed: int = Field(
-        0, description="Seed of random windows and augmentations (with the epoch and index)."
+        "carla22",
+        description="Label map of the segmentation targets: carla22, cityscapes19, "
+        "common12 (the segmentation head follows its class count).",
     )
     size: tuple[int, int] | None = Field(
         None,
-        description="(H, W) to resize windows to (intrinsics follow); None keeps the recorded "
-        "size.",
+        description="(H, W) of the frames the models see (intrinsics follow); default: the "
+        "model's input_size.",
     )
+    train_split: str = Field("train", description="Manifest split to train on.")
+    val_split: str = Field(
+        "val",
+        description="Manifest split for validation, checkpoint selection and the LR schedule.",
+    )
+    augment: AugmentConfig | None = Field(
+        default_factory=AugmentConfig,
+        description="Augmentations of the training split (validation is never augmented); "
+        "false turns them off.",
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_switch(cls, value: Any) -> Any:
+        """``true`` / ``false`` (a config file's switch) mean the default augmentations / none."""
+        if isinstance(value, bool):
+            return AugmentConfig() if value else None
+        return value

@@ -39,12 +39,12 @@ from torch.utils.data import Dataset
 from clipcore.errors import ConfigError
 from clipcore.geometry import FAR_PLANE_M, invert_pose
 from clipcore.manifest import load_manifest
+from clipcore.normalize import normalize
 from clipcore.shards import ShardReader
 from clipcore.tags import STATIC_TAGS
 from dataset import augment as aug
-from dataset.config import AUGMENT_PRESETS, AugmentConfig, DatasetConfig
+from dataset.config import AugmentConfig, DataConfig
 from dataset.labels import LabelMap, load_label_map
-from models.common import normalize
 
 #: What a window needs from a shard (not carla_transform).
 _READ = ("rgb", "semantic", "depth", "cam_to_world")
@@ -129,10 +129,10 @@ class ClipWindows(Dataset):
     def __init__(
         self,
         data_dir: str | Path,
-        split: str = "train",
-        window: int = 6,
+        split: str,
+        window: int,
         label_map: str = "carla22",
-        augment: AugmentConfig | str | None = None,
+        augment: AugmentConfig | None = None,
         stride: int = 1,
         sampling: str = "all",
         seed: int = 0,
@@ -146,7 +146,7 @@ class ClipWindows(Dataset):
                 f"{', '.join(manifest['splits'])}"
             )
         self.label_map = load_label_map(label_map)
-        self.augment = AUGMENT_PRESETS[augment] if isinstance(augment, str) else augment
+        self.augment = augment
         self.window, self.stride, self.sampling, self.seed, self.epoch = (
             window,
             stride,
@@ -177,18 +177,31 @@ class ClipWindows(Dataset):
         self._pid = os.getpid()
 
     @classmethod
-    def from_config(cls, cfg: DatasetConfig) -> ClipWindows:
-        """Build from a :class:`DatasetConfig`."""
+    def from_config(
+        cls,
+        cfg: DataConfig,
+        split: str,
+        window: int,
+        *,
+        training: bool = False,
+        stride: int | None = None,
+        sampling: str = "all",
+        seed: int = 0,
+        size: tuple[int, int] | None = None,
+    ) -> ClipWindows:
+        """``split``'s windows as ``cfg`` reads them: its dataset folder and label map, frames at
+        ``size`` (default ``cfg.size``), augmented with ``cfg.augment`` only when ``training``;
+        ``stride`` defaults to the window (windows do not overlap)."""
         return cls(
-            cfg.data_dir,
-            cfg.split,
-            cfg.window,
+            cfg.root,
+            split,
+            window,
             cfg.label_map,
-            cfg.augment,
-            cfg.stride,
-            cfg.sampling,
-            cfg.seed,
-            cfg.size,
+            cfg.augment if training else None,
+            stride or window,
+            sampling,
+            seed,
+            size or cfg.size,
         )
 
     def __len__(self) -> int:

@@ -1,4 +1,4 @@
-"""Pieces every model shares: ImageNet normalisation (the one place), backbones, SO(3) maps."""
+"""Pieces every model shares: backbones, SO(3) maps (ImageNet normalisation: clipcore.normalize)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,6 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
 from models.config import ModelConfig
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def normalize(rgb: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) RGB in [0, 1] -> ImageNet-normalised input for every model here."""
-    mean = rgb.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = rgb.new_tensor(IMAGENET_STD).view(3, 1, 1)
-    return (rgb - mean) / std
-
-
-def denormalize(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`normalize`."""
-    mean = x.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = x.new_tensor(IMAGENET_STD).view(3, 1, 1)
-    return x * std + mean
 
 
 class Backbone(nn.Module):

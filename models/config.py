@@ -89,7 +89,7 @@ PRESETS: dict[str, ModelConfig] = {
         motion_hidden=128,
     ),
     "tiny": ModelConfig(),
-    # A UNet at 64x128 (or 128x256 with --set 'size=[128,256]'): stage 1 in minutes on a CPU.
+    # A UNet at 64x128 (or 128x256 with --size 128,256): stage 1 in minutes on a CPU.
     "lowres": ModelConfig(
         seg_model="unet",
         unet_width=16,

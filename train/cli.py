@@ -8,12 +8,32 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 
+from clipcore.cliopts import config_options, nest
 from clipcore.clitools import ErrorGroup
 from clipcore.errors import CaptureError
+from dataset.labels import available_label_maps
 from models.config import PRESETS
+from train.config import TrainConfig
+
+_DIR = {"type": click.Path(path_type=Path, file_okay=False)}
+#: TrainConfig fields that ``train run`` offers as options (any field: ``--set``).
+RUN_FIELDS = (
+    "data.root",
+    "out",
+    "preset",
+    "data.label_map",
+    "data.size",
+    "data.train_split",
+    "data.val_split",
+    "data.num_workers",
+    "seed",
+    "device",
+    "deterministic",
+)
 
 
 @click.group(cls=ErrorGroup)
@@ -41,33 +61,27 @@ def main(verbose: int) -> None:
         ]
     ),
 )
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Dataset folder with split.json.",
-)
-@click.option(
-    "--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder."
-)
-@click.option(
-    "--preset",
-    type=click.Choice(list(PRESETS)),
-    default="tiny",
-    show_default=True,
-    help="Model sizes and schedule.",
+@config_options(
+    TrainConfig,
+    RUN_FIELDS,
+    root={"flag": "--data", "required": True, **_DIR, "help": "Dataset folder with split.json."},
+    out={"required": True, **_DIR},
+    preset={"type": click.Choice(list(PRESETS))},
+    size={"metavar": "H,W"},
+    label_map={"type": click.Choice(available_label_maps())},
 )
 @click.option(
     "--config",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="TOML file with TrainConfig fields.",
+    help="TOML file with TrainConfig fields ([data], [model], [stages.stage1], ...).",
 )
 @click.option(
     "--set",
     "overrides",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override a field, e.g. --set stages.stage1.epochs=2.",
+    help="Override any config field, e.g. --set stages.stage1.epochs=2 or "
+    "--set data.augment.flip_p=0.",
 )
 @click.option("--resume", is_flag=True, help="Continue each stage from its last.pt.")
 @click.option(
@@ -77,39 +91,44 @@ def main(verbose: int) -> None:
 )
 def run(
     stage: str,
-    data: Path,
-    out: Path,
-    preset: str,
     config: Path | None,
     overrides: tuple[str, ...],
     resume: bool,
     target: Path | None,
+    **options: Any,
 ) -> None:
     """Train STAGE (stage1..stage4, all four in order, forecast after stage1, or the sim2real
-    stages) into the run folder.
+    stages) into the run folder. Every option is a TrainConfig field; the resolved config is
+    saved as OUT/config.json.
 
     \b
     Examples:
       train run all --data data/demo --out runs/demo --preset tiny
-      train run stage4 --data data --out runs/paper --preset paper --set num_workers=4
+      train run stage4 --data data --out runs/paper --preset paper --num-workers 4
       train run stage1 --data data --out runs/r1 --set stages.stage1.epochs=5 --resume
+      train run stage1 --data data/cs --out runs/cs --preset lowres --label-map cityscapes19
       torchrun --nproc-per-node 4 -m train run stage1 --data data --out runs/ddp --preset paper
       train run forecast --data data/demo --out runs/demo --set 'forecast.horizon="mid"'
       train run sim2real-vae --data data --target photos/ --out runs/s2r    # then:
       train run sim2real-tasks --data data --out runs/s2r
     """
+    given = nest(options)
+    preset = given.pop("preset", None)
     if stage.startswith("sim2real"):
         from train.sim2real import resolve_config as sim2real_config
         from train.sim2real import train as sim2real_train
 
-        cfg = sim2real_config(
-            preset, {"data": data, "out": out, "target": target}, config, overrides
-        )
+        flat = {"data": given["data"]["root"], "out": given["out"], "target": target}
+        cfg = sim2real_config(preset or "tiny", flat, config, overrides)
         click.echo(f"checkpoint: {sim2real_train(cfg, stage)}")
         return
     from train.run import resolve_config, train
 
-    cfg = resolve_config(preset, {"data": data, "out": out}, config, overrides)
+    cfg = resolve_config(preset, given, config, overrides)
+    if stage.startswith("sim2real"):
+        from train.sim2real import resolve_config as sim2real_config
+        from train.sim2real import train as sim2real_train
+
     if stage == "forecast":
         from train.forecast import train_forecast
 
@@ -440,9 +459,9 @@ def live(
       train live --run runs/paper --backend carla --town Town03 --serve --device cuda
       rerun live.rrd                                               # replay a saved dashboard
     """
-    from carla_capture.cli import capture_config
     from clipcore.dashboard import Sink
     from clipcore.errors import ConfigError
+    from train.live import capture_config
     from train.live import live as run_live
 
     if spawn + serve + (save is not None) > 1:
@@ -459,7 +478,7 @@ def live(
         "carla__host": host,
         "carla__port": port,
     }
-    capture = capture_config(None, options, ())
+    capture = capture_config(options)
     stats = run_live(run_dir, capture, frames, sink, device).as_dict()
     accuracy = "n/a" if stats["pixel_accuracy"] is None else f"{stats['pixel_accuracy']:.1%}"
     click.echo(

@@ -8,15 +8,19 @@ batch size and learning rate. Presets (``train/schedules.py``) fill in the refer
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dataset.config import DataConfig
+from dataset.labels import load_label_map
 from models.config import ModelConfig
 from train.forecast_config import ForecastConfig
 
 StageName = Literal["stage1", "stage2", "stage3", "stage4"]
 LOSSES = ("ce", "depth", "pose")
+#: Data fields that configs of earlier releases kept at the top level.
+FLAT_DATA_KEYS = ("label_map", "size", "train_split", "val_split", "augment", "num_workers")
 
 
 class StageConfig(BaseModel):
@@ -70,32 +74,41 @@ class StageConfig(BaseModel):
         return value
 
 
+def nest_data_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``data`` given as a folder, and the data fields that configs of earlier
+    releases kept at the top level (``label_map``, ``size``, ...), moved into ``data``."""
+    config = dict(config)
+    data = config.get("data")
+    if isinstance(data, (str, Path)):
+        config["data"] = data = {"root": data}
+    flat = {key: config.pop(key) for key in FLAT_DATA_KEYS if key in config}
+    if flat:
+        inner = data.model_dump() if isinstance(data, BaseModel) else (data or {})
+        config["data"] = {**flat, **inner}
+    return config
+
+
 class TrainConfig(BaseModel):
     """Everything ``train run`` needs; saved as ``<run>/config.json``."""
 
     model_config = ConfigDict(extra="forbid")
-    data: Path = Field(Path("data"), description="Dataset folder holding split.json.")
+    data: DataConfig = Field(
+        default_factory=DataConfig,
+        description="The training data: dataset folder, splits, label map, frame size, "
+        "augmentations, loader workers.",
+    )
     out: Path = Field(
         Path("runs/default"), description="Run folder: checkpoints, TensorBoard logs, config."
     )
-    preset: str = Field("tiny", description="Model and schedule preset: paper, small, tiny.")
+    preset: str = Field(
+        "tiny",
+        description="Model sizes and stage schedule (models/config.py PRESETS, "
+        "train/schedules.py).",
+    )
     model: ModelConfig = Field(
         default_factory=ModelConfig, description="Model sizes (from the preset)."
     )
     stages: dict[StageName, StageConfig] = Field(description="The four stages (from the preset).")
-    label_map: str = Field("carla22", description="Label map of the segmentation targets.")
-    size: tuple[int, int] | None = Field(
-        None, description="(H, W) of training frames; default: the model's input_size."
-    )
-    train_split: str = Field("train", description="Manifest split to train on.")
-    val_split: str = Field(
-        "val",
-        description="Manifest split for validation, checkpoint selection and the LR schedule.",
-    )
-    augment: bool = Field(
-        True, description="Use the train augmentation preset on the training split."
-    )
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     seed: int = Field(0, description="Seed of sampling order, augmentation and initialisation.")
     deterministic: bool = Field(
         False, description="Deterministic algorithms (bit-exact resume on CPU)."
@@ -111,19 +124,23 @@ class TrainConfig(BaseModel):
         default_factory=ForecastConfig, description="The forecasting stage (train run forecast)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_flat_data_keys(cls, value: Any) -> Any:
+        """Configs saved before the data fields were nested still load."""
+        return nest_data_keys(value) if isinstance(value, dict) else value
+
     @model_validator(mode="after")
     def _classes_from_label_map(self) -> TrainConfig:
         """The segmentation head has as many classes as the label map.
 
         ``model.num_classes`` follows it.
         """
-        from dataset.labels import load_label_map
-
-        classes = load_label_map(self.label_map).num_classes
+        classes = load_label_map(self.data.label_map).num_classes
         if self.model.num_classes != classes:
             self.model = self.model.model_copy(update={"num_classes": classes})
         return self
 
     def frame_size(self) -> tuple[int, int]:
         """(H, W) of the frames the models see."""
-        return tuple(self.size or self.model.input_size)
+        return tuple(self.data.size or self.model.input_size)

@@ -76,12 +76,11 @@ def make_loader(
     cfg: TrainConfig, stage: StageConfig, split: str, training: bool, epoch: int, ctx: Context
 ) -> DataLoader:
     """Windows of ``split`` for one epoch, in an order fixed by (seed, epoch)."""
-    ds = ClipWindows(
+    ds = ClipWindows.from_config(
         cfg.data,
         split,
-        window=stage.window,
-        label_map=cfg.label_map,
-        augment="train" if training and cfg.augment else None,
+        stage.window,
+        training=training,
         stride=max(1, stage.window // 2) if training else stage.window,
         seed=cfg.seed,
         size=cfg.frame_size(),
@@ -102,7 +101,7 @@ def make_loader(
         ds,
         batch_size=stage.batch_size,
         sampler=sampler,
-        num_workers=cfg.num_workers,
+        num_workers=cfg.data.num_workers,
         drop_last=training and len(ds) > stage.batch_size,
         pin_memory=ctx.device.type == "cuda",
     )
@@ -199,7 +198,7 @@ def evaluate(
     """Mean weighted loss over the split, each loss's mean (``ce``, ``depth``, ``pose``) and, for
     stages with a segmentation loss, mIoU from one confusion matrix."""
     set_mode(net, stage, False)
-    label_map = load_label_map(cfg.label_map)
+    label_map = load_label_map(cfg.data.label_map)
     confusion = ConfusionMatrix(label_map.num_classes)
     names = ("loss", *stage.losses)
     sums, count = torch.zeros(len(names), dtype=torch.float64), 0
@@ -312,7 +311,7 @@ def run_stage(
         seed_everything(cfg.seed * 1000 + epoch)
         train = train_one_epoch(
             net,
-            make_loader(cfg, stage, cfg.train_split, True, epoch, ctx),
+            make_loader(cfg, stage, cfg.data.train_split, True, epoch, ctx),
             optimizer,
             stage,
             cfg,
@@ -320,7 +319,9 @@ def run_stage(
             f"{name} epoch {epoch + 1}/{stage.epochs}",
             epoch,
         )
-        val_loader = make_loader(cfg, stage, cfg.val_split, False, epoch, ctx) if validate else None
+        val_loader = (
+            make_loader(cfg, stage, cfg.data.val_split, False, epoch, ctx) if validate else None
+        )
         val = evaluate(net, val_loader, stage, cfg, ctx) if val_loader is not None else {}
         if val:
             scheduler.step(val["loss"])
@@ -358,7 +359,7 @@ def _validate_start(
 ) -> float:
     """Validate the weights the stage starts from; they become ``best.pt`` (epoch -1), so that
     training has to beat them to replace them. Returns their score."""
-    val = evaluate(net, make_loader(cfg, stage, cfg.val_split, False, 0, ctx), stage, cfg, ctx)
+    val = evaluate(net, make_loader(cfg, stage, cfg.data.val_split, False, 0, ctx), stage, cfg, ctx)
     history.append({"epoch": -1, "train": {}, "val": val, "lr": optimizer.param_groups[0]["lr"]})
     best = _score(stage, val)
     if ctx.main:

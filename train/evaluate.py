@@ -169,11 +169,9 @@ def whole_clips(cfg: TrainConfig, data: Path, split: str) -> ClipWindows:
     """The split's clips as whole windows (as long as its shortest clip) at the run's frame size;
     a split without clips is refused with what to do."""
     require_clips(load_manifest(data), data, split, "evaluation")
-    probe = ClipWindows(data, split, window=1, label_map=cfg.label_map)
-    window = min(n for *_, n in probe.clips)
-    return ClipWindows(
-        data, split, window=window, stride=window, label_map=cfg.label_map, size=cfg.frame_size()
-    )
+    source = cfg.data.model_copy(update={"root": data})
+    window = min(n for *_, n in ClipWindows.from_config(source, split, 1).clips)
+    return ClipWindows.from_config(source, split, window, size=cfg.frame_size())
 
 
 @torch.no_grad()
@@ -187,8 +185,8 @@ def evaluate_run(
     """The comparison table of a run trained through all four stages, as a dict; with
     ``perturbation``, also under per-frame corruptions (``report["perturbed"]``)."""
     cfg = load_run(run_dir)
-    ds = whole_clips(cfg, Path(data or cfg.data), split)
-    names = load_label_map(cfg.label_map).class_names
+    ds = whole_clips(cfg, Path(data or cfg.data.root), split)
+    names = load_label_map(cfg.data.label_map).class_names
     models = {
         "frame_by_frame": FrameModel(cfg, run_dir).to(device),
         "temporal": temporal_model(cfg, run_dir).to(device),
@@ -200,7 +198,7 @@ def evaluate_run(
         "frames_per_window": ds.window,
         "frame_size": list(cfg.frame_size()),
         "preset": cfg.preset,
-        "label_map": cfg.label_map,
+        "label_map": cfg.data.label_map,
         **score_models(models, ds, names, device),
     }
     if perturbation is not None:

@@ -12,13 +12,23 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
-from carla_capture.backends.base import Backend, RetryClip, ServerLost
+from clipcore.errors import RetryClip, ServerLost
 from clipcore.records import Frame
 
 log = logging.getLogger(__name__)
+
+
+class ClipSource(Protocol):
+    """What the feed needs of a capture backend (``carla_capture.backends``)."""
+
+    def record_clip(self, index: int, on_frame: Callable[[Frame], None]) -> Any:
+        """Simulate clip ``index``, calling ``on_frame`` with each frame as it exists."""
+
+    def restart(self, attempt: int) -> None:
+        """Reconnect after :class:`ServerLost` (``attempt`` counts from 1)."""
 
 
 class _Stopped(Exception):
@@ -33,7 +43,7 @@ class FrameFeed:
     it gave; a lost server (:class:`ServerLost`) is reconnected up to ``max_restarts`` times.
     ``simulate_s`` is the wall time the thread spent inside the backend."""
 
-    def __init__(self, backend: Backend, max_restarts: int = 0, ahead: int = 2) -> None:
+    def __init__(self, backend: ClipSource, max_restarts: int = 0, ahead: int = 2) -> None:
         self.backend, self.max_restarts = backend, max_restarts
         self.queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=ahead)
         self.stopping = threading.Event()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from clipcore.manifest import load_manifest
-from dataset import ClipWindows
+from dataset import ClipWindows, DataConfig
 from dataset.labels import IGNORE_INDEX
 from models.forecast import Forecaster, build_forecaster
 from models.segmentation import SegmentationModel, build_segmentation
@@ -52,24 +52,17 @@ class ForecastWindows(Dataset):
 
     def __init__(
         self,
-        data: Path,
+        data: DataConfig,
         split: str,
         horizon: HorizonConfig,
-        label_map: str = "carla22",
-        augment: str | None = None,
+        *,
+        training: bool = False,
         seed: int = 0,
         size: tuple[int, int] | None = None,
     ) -> None:
         self.horizon = horizon
-        self.windows = ClipWindows(
-            data,
-            split,
-            window=horizon.history + 1,
-            label_map=label_map,
-            augment=augment,
-            stride=1,
-            seed=seed,
-            size=size,
+        self.windows = ClipWindows.from_config(
+            data, split, horizon.history + 1, training=training, stride=1, seed=seed, size=size
         )
         self.picks = [horizon.history + o for o in horizon.offsets]
 
@@ -146,13 +139,7 @@ def load_forecaster(
 def _loader(cfg: TrainConfig, split: str, training: bool, epoch: int) -> DataLoader:
     fc = cfg.forecast
     ds = ForecastWindows(
-        cfg.data,
-        split,
-        fc.pattern(),
-        cfg.label_map,
-        "train" if training and cfg.augment else None,
-        cfg.seed,
-        cfg.frame_size(),
+        cfg.data, split, fc.pattern(), training=training, seed=cfg.seed, size=cfg.frame_size()
     )
     ds.set_epoch(epoch)
     sampler = (
@@ -164,7 +151,7 @@ def _loader(cfg: TrainConfig, split: str, training: bool, epoch: int) -> DataLoa
         ds,
         batch_size=fc.batch_size,
         sampler=sampler,
-        num_workers=cfg.num_workers,
+        num_workers=cfg.data.num_workers,
         drop_last=training and len(ds) > fc.batch_size,
     )
 
@@ -246,7 +233,7 @@ def train_forecast(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train the forecaster of ``cfg.forecast`` into ``<out>/<run_name>/``; returns ``best.pt``."""
     from train.run import save_config
 
-    load_manifest(cfg.data)
+    load_manifest(cfg.data.root)
     ctx = setup(cfg)
     save_config(cfg)
     fc, out = cfg.forecast, Path(cfg.out) / cfg.forecast.run_name()
@@ -267,10 +254,15 @@ def train_forecast(cfg: TrainConfig, resume: bool = False) -> Path:
     for epoch in range(start, fc.epochs):
         seed_everything(cfg.seed * 1000 + epoch)
         train = train_epoch(
-            net, teacher, _loader(cfg, cfg.train_split, True, epoch), optimizer, cfg, ctx.device
+            net,
+            teacher,
+            _loader(cfg, cfg.data.train_split, True, epoch),
+            optimizer,
+            cfg,
+            ctx.device,
         )
         val = validate(
-            net, _loader(cfg, cfg.val_split, False, epoch), cfg.model.num_classes, ctx.device
+            net, _loader(cfg, cfg.data.val_split, False, epoch), cfg.model.num_classes, ctx.device
         )
         history.append({"epoch": epoch, "train": train, "val": val})
         log.info("%s epoch %d: train %s | val %s", out.name, epoch + 1, train, val)

@@ -115,9 +115,10 @@ def evaluate_horizon(
     batch_size: int = 4,
 ) -> dict[str, Any]:
     """Every forecaster and every baseline on the same samples of one horizon."""
-    names = load_label_map(cfg.label_map).class_names
-    static, dynamic = class_groups(cfg.label_map)
-    ds = ForecastWindows(data, split, pattern, cfg.label_map, None, 0, cfg.frame_size())
+    names = load_label_map(cfg.data.label_map).class_names
+    static, dynamic = class_groups(cfg.data.label_map)
+    source = cfg.data.model_copy(update={"root": Path(data)})
+    ds = ForecastWindows(source, split, pattern, size=cfg.frame_size())
     rows = {name: _Row(len(names)) for name in [*forecasters, *BASELINES]}
     gap = pattern.inputs[-1] - pattern.inputs[-2] if len(pattern.inputs) > 1 else 1
     for batch in DataLoader(ds, batch_size=batch_size):
@@ -173,7 +174,7 @@ def evaluate_forecast(
         horizon = net_cfg.forecast.horizon
         by_horizon.setdefault(horizon, (net_cfg.forecast.pattern(), {}))[1][name] = net
     horizons = {
-        h: evaluate_horizon(frame, nets, cfg, Path(data or cfg.data), split, pattern, device)
+        h: evaluate_horizon(frame, nets, cfg, Path(data or cfg.data.root), split, pattern, device)
         for h, (pattern, nets) in sorted(by_horizon.items(), key=lambda kv: kv[1][0].history)
     }
     return {
@@ -181,8 +182,8 @@ def evaluate_forecast(
         "split": split,
         "preset": cfg.preset,
         "frame_size": list(cfg.frame_size()),
-        "label_map": cfg.label_map,
-        "static_classes": class_groups(cfg.label_map)[0],
+        "label_map": cfg.data.label_map,
+        "static_classes": class_groups(cfg.data.label_map)[0],
         "horizons": horizons,
     }
 
@@ -240,7 +241,7 @@ def predict_forecast(
     variant = variant or (names[0] if names else "forecast-short")
     net, cfg = load_forecaster(run_dir, variant, device)
     teacher = load_teacher(cfg, run_dir).to(device)
-    label_map = load_label_map(cfg.label_map)
+    label_map = load_label_map(cfg.data.label_map)
     clip = load_clip(path, clip_id)
     raw = {
         "rgb": clip.stack("rgb"),

@@ -26,9 +26,11 @@ import torch
 
 from carla_capture.backends import get_backend
 from carla_capture.config import CaptureConfig, TownConfig
+from clipcore.cliopts import nest
 from clipcore.dashboard import Dashboard, Sink, open_stream, require_rerun
 from clipcore.geometry import intrinsics, invert_pose
 from clipcore.records import Frame
+from clipcore.settings import build
 from dataset.labels import LabelMap, load_label_map
 from dataset.windows import make_item
 from models.pipeline import PipelineState, TemporalPipeline
@@ -246,6 +248,12 @@ def run_live(
     return loop.stats
 
 
+def capture_config(options: dict[str, Any]) -> CaptureConfig:
+    """The simulator's config from ``train live``'s options (``carla__host`` for ``carla.host``;
+    None: the default)."""
+    return build(CaptureConfig, nest(options), "live capture options")
+
+
 def live(
     run_dir: Path, capture: CaptureConfig, frames: int, sink: Sink | None, device: str = "cpu"
 ) -> LiveStats:
@@ -257,7 +265,7 @@ def live(
     if sink is not None:
         require_rerun()  # fail before loading anything
     cfg = load_run(run_dir)
-    label_map = load_label_map(cfg.label_map)
+    label_map = load_label_map(cfg.data.label_map)
     model = temporal_model(cfg, run_dir)
     dashboard = None
     if sink is not None:

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from clipcore.normalize import denormalize
 from clipcore.pictures import depth_to_rgb
 from dataset.labels import load_label_map
-from models.common import denormalize
 from train.config import TrainConfig
 from train.nets import stage_forward
 
@@ -24,7 +24,7 @@ def to_uint8(rgb: torch.Tensor) -> np.ndarray:
 def panel(net: nn.Module, batch: dict, cfg: TrainConfig, device: torch.device) -> np.ndarray | None:
     """One row per kind of output of the first window's first frame: RGB | prediction | ground
     truth."""
-    label_map = load_label_map(cfg.label_map)
+    label_map = load_label_map(cfg.data.label_map)
     first = {k: v[:1].to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     out = stage_forward(net, first)
     rgb = to_uint8(batch["rgb"][0, 0])

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.common import denormalize, normalize
+from clipcore.normalize import denormalize, normalize
 
 
 class Perturbation(BaseModel):

@@ -84,7 +84,7 @@ def predict_clip(
     """Run the temporal model on one clip; write the video and both point clouds into
     ``out_dir``."""
     cfg = load_run(run_dir)
-    label_map = load_label_map(cfg.label_map)
+    label_map = load_label_map(cfg.data.label_map)
     clip = load_clip(path, clip_id)
     raw = clip.arrays()  # a modality the clip lacks becomes "no label" / invalid depth in make_item
     raw["frames"] = raw.pop("frame")

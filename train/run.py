@@ -10,7 +10,7 @@ from typing import Any
 from clipcore.errors import CaptureError, ConfigError
 from clipcore.manifest import load_manifest, require_clips
 from clipcore.settings import apply_overrides, build, deep_merge, read_toml
-from train.config import TrainConfig
+from train.config import FLAT_DATA_KEYS, TrainConfig, nest_data_keys
 from train.engine import run_stage, setup
 from train.schedules import preset_defaults
 
@@ -20,19 +20,29 @@ STAGE_ORDER = ("stage1", "stage2", "stage3", "stage4")
 
 
 def resolve_config(
-    preset: str,
+    preset: str | None,
     options: dict[str, Any],
     config_file: Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
 ) -> TrainConfig:
     """Preset < config file < command-line options < ``--set`` overrides, merged deeply,
-    validated."""
-    data = preset_defaults(preset)
-    if config_file:
-        data = deep_merge(data, read_toml(config_file))
-    data = deep_merge(data, {k: v for k, v in options.items() if v is not None})
-    data = apply_overrides(TrainConfig, data, list(overrides))
+    validated. The preset is ``preset``, else the file's, else ``tiny``; ``options`` may give the
+    dataset folder as ``data``."""
+    file = nest_data_keys(read_toml(config_file)) if config_file else {}
+    preset = preset or file.get("preset") or TrainConfig.model_fields["preset"].default
+    data = deep_merge(preset_defaults(preset), file)
+    data = deep_merge(data, nest_data_keys({k: v for k, v in options.items() if v is not None}))
+    data = apply_overrides(TrainConfig, data, [_nested_key(item) for item in overrides])
     return build(TrainConfig, data, "train config")
+
+
+def _nested_key(override: str) -> str:
+    """``label_map=...`` (a data field once at the top level) -> ``data.label_map=...``."""
+    key = override.partition("=")[0].strip()
+    if key in FLAT_DATA_KEYS:
+        log.warning("--set %s is now --set data.%s", key, key)
+        return f"data.{override.strip()}"
+    return override
 
 
 def save_config(cfg: TrainConfig) -> None:
@@ -42,7 +52,7 @@ def save_config(cfg: TrainConfig) -> None:
         before = json.loads(path.read_text())
         if (
             before["model"] != json.loads(cfg.model.model_dump_json())
-            or before["label_map"] != cfg.label_map
+            or nest_data_keys(before)["data"].get("label_map", "carla22") != cfg.data.label_map
         ):
             raise ConfigError(
                 f"{cfg.out} holds a run of another model or label map (preset {before['preset']}); "
@@ -57,10 +67,11 @@ def train(cfg: TrainConfig, stage: str, resume: bool = False) -> list[Path]:
 
     Without clips in the validation split it trains without validation (with a warning): each
     stage's ``best.pt`` is then its last epoch."""
-    manifest = load_manifest(cfg.data)  # a missing dataset or manifest fails here, with the fix
-    require_clips(manifest, cfg.data, cfg.train_split, "training")
+    data = cfg.data
+    manifest = load_manifest(data.root)  # a missing dataset or manifest fails here, with the fix
+    require_clips(manifest, data.root, data.train_split, "training")
     try:
-        validate = require_clips(manifest, cfg.data, cfg.val_split, "validation") > 0
+        validate = require_clips(manifest, data.root, data.val_split, "validation") > 0
     except CaptureError as exc:
         log.warning("training without validation (best.pt is the last epoch): %s", exc)
         validate = False

@@ -23,11 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch.utils.data import DataLoader, RandomSampler
 
 from clipcore.errors import ConfigError
+from clipcore.normalize import denormalize
 from clipcore.settings import apply_overrides, build, deep_merge, read_toml
 from dataset import ClipWindows
 from dataset.labels import load_label_map
 from dataset.target_images import TargetImages
-from models.common import denormalize
 from models.sim2real import SIM2REAL_PRESETS, Sim2RealModelConfig, TwinVAE, build_sim2real
 from train.metrics import ConfusionMatrix, DepthMetrics
 from train.sim2real_losses import TASK_LOSSES, VAE_LOSSES, task_terms, vae_terms, weighted_total

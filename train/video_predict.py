@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 from clipcore.errors import CaptureError
 from clipcore.geometry import intrinsics
+from clipcore.normalize import normalize
 from clipcore.pictures import depth_to_rgb
 from dataset.labels import load_label_map
-from models.common import normalize
 from models.depth import build_depth
 from models.segmentation import build_segmentation
 from train.config import TrainConfig
@@ -183,7 +183,7 @@ def predict_video(
     if not out.parent.is_dir():
         raise CaptureError(f"{out.parent} is not a folder; create it or pass another --out")
     cfg = load_run(run_dir)
-    label_map = load_label_map(cfg.label_map)
+    label_map = load_label_map(cfg.data.label_map)
     height, width = cfg.frame_size()
     frames, fps, count = read_frames(video)
     model, kind = _model(cfg, run_dir, device)

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 from carla_capture.config import CaptureConfig, TownConfig
-from clipcore.errors import BackendUnavailableError, CaptureError
 from clipcore.records import Clip, Frame
 
 FrameCallback = Callable[[Frame], None]
@@ -15,19 +14,6 @@ FrameCallback = Callable[[Frame], None]
 def clip_id(town: str, seed: int, index: int) -> str:
     """The dataset-wide unique id of clip ``index`` recorded in ``town`` with ``seed``."""
     return f"{town}-{seed}-{index:06d}"
-
-
-class RetryClip(CaptureError):
-    """This clip went wrong (a sensor timed out or disagreed); record it again."""
-
-
-class ServerLost(CaptureError):
-    """The simulator stopped answering; reconnect with :meth:`Backend.restart`, then retry the
-    clip."""
-
-
-class ServerGone(BackendUnavailableError):
-    """A lost server did not answer again within ``--server-wait`` seconds."""
 
 
 class Backend(Protocol):

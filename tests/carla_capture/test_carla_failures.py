@@ -11,9 +11,9 @@ import socket
 import numpy as np
 import pytest
 
-from carla_capture.backends.base import ServerGone
 from carla_capture.config import CaptureConfig
 from carla_capture.record import record, shard_paths
+from clipcore.errors import ServerGone
 from clipcore.shards import ShardReader
 from tests import carla_double as double
 

@@ -15,10 +15,10 @@ from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.config import CaptureConfig, load_town
 from carla_capture.consistency import reprojection_agreement
 from clipcore.errors import CaptureError
+from clipcore.normalize import denormalize
 from dataset import ClipWindows
 from dataset import augment as aug
 from dataset.config import AugmentConfig
-from models.common import denormalize
 
 
 def test_item_contract(split_dataset):
@@ -172,7 +172,7 @@ def _first_batches(loader, n=2):
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
 def test_workers_match_the_main_process(split_dataset, start_method):
-    ds = ClipWindows(split_dataset, "train", window=3, augment="train", seed=5)
+    ds = ClipWindows(split_dataset, "train", window=3, augment=AugmentConfig(), seed=5)
     ds[0]  # the parent has open file handles: forked workers must not reuse them
     main = _first_batches(DataLoader(ds, batch_size=2, num_workers=0))
     spawned = _first_batches(
@@ -207,9 +207,9 @@ def test_corrupt_shard_names_shard_and_clip(tmp_path, split_dataset):
 
 def test_missing_manifest_and_split(tmp_path, split_dataset):
     with pytest.raises(CaptureError, match="capture split"):
-        ClipWindows(tmp_path, "train")
+        ClipWindows(tmp_path, "train", 6)
     with pytest.raises(CaptureError, match="not in"):
-        ClipWindows(split_dataset, "holdout")
+        ClipWindows(split_dataset, "holdout", 6)
 
 
 def test_nan_depth_never_reaches_training(tmp_path, split_dataset):
@@ -239,3 +239,23 @@ def test_nan_depth_never_reaches_training(tmp_path, split_dataset):
         match=r"Town02-00001\.h5: clip Town02-0-000000: depth is NaN or inf on frame 4",
     ):
         ds[0]
+
+
+def test_from_config_reads_the_data_section_and_augments_only_training(split_dataset):
+    from dataset.config import DataConfig
+
+    cfg = DataConfig(root=split_dataset, label_map="common12", size=(32, 64))
+    train = ClipWindows.from_config(cfg, "train", 3, training=True, seed=1)
+    val = ClipWindows.from_config(cfg, "train", 3)
+    assert train.augment == cfg.augment and val.augment is None
+    assert len(val) < len(ClipWindows.from_config(cfg, "train", 3, stride=1))  # stride = window
+    item = val[0]
+    assert (
+        item["rgb"].shape[-2:] == (32, 64) and int(item["labels"][item["labels"] != 255].max()) < 12
+    )
+    assert (
+        ClipWindows.from_config(
+            DataConfig(root=split_dataset, augment=False), "train", 3, training=True
+        ).augment
+        is None
+    )

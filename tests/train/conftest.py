@@ -22,7 +22,7 @@ def make_tiny_config(data: Path, out: Path, *extra: str):  # noqa: ANN201
         "tiny",
         {"data": data, "out": out},
         None,
-        [*FAST, "size=[64, 128]", "tensorboard=false", 'device="cpu"', *extra],
+        [*FAST, "data.size=[64, 128]", "tensorboard=false", 'device="cpu"', *extra],
     )
 
 

@@ -36,14 +36,14 @@ def test_set_beats_file_beats_preset(tmp_path):
 @pytest.mark.parametrize("label_map", ["carla22", "cityscapes19", "common12"])
 def test_num_classes_follows_the_label_map(tmp_path, label_map):
     cfg = resolve_config(
-        "tiny", {"data": tmp_path, "out": tmp_path / "run"}, None, [f'label_map="{label_map}"']
+        "tiny", {"data": tmp_path, "out": tmp_path / "run"}, None, [f'data.label_map="{label_map}"']
     )
     assert cfg.model.num_classes == load_label_map(label_map).num_classes
 
 
 def test_stage_needs_are_checked(tmp_path, split_dataset):
     cfg = resolve_config(
-        "tiny", {"data": split_dataset, "out": tmp_path / "run"}, None, ["size=[32, 64]"]
+        "tiny", {"data": split_dataset, "out": tmp_path / "run"}, None, ["data.size=[32, 64]"]
     )
     with pytest.raises(ConfigError, match="stage4 starts from stage1.*train run stage1"):
         train(cfg, "stage4")
@@ -61,7 +61,13 @@ def test_training_with_common12_scores_12_classes(tmp_path, split_dataset):
         "tiny",
         {"data": split_dataset, "out": tmp_path / "run"},
         None,
-        [*fast, "size=[32, 64]", 'label_map="common12"', "tensorboard=false", 'device="cpu"'],
+        [
+            *fast,
+            "data.size=[32, 64]",
+            'data.label_map="common12"',
+            "tensorboard=false",
+            'device="cpu"',
+        ],
     )
     train(cfg, "all")
     head = torch.load(tmp_path / "run" / "stage1" / "best.pt", weights_only=False)["components"][
@@ -81,3 +87,49 @@ def test_the_preset_is_named_once_and_old_runs_still_load(tmp_path):
     assert saved["preset"] == "paper" and "preset" not in saved["model"]
     saved["model"]["preset"] = "paper"  # a config.json written before the name moved
     assert TrainConfig.model_validate(saved).model == cfg.model
+
+
+def test_the_data_section_nests_and_flat_configs_of_earlier_releases_still_load(tmp_path):
+    from train.config import TrainConfig
+
+    path = tmp_path / "train.toml"
+    path.write_text('[data]\nlabel_map = "common12"\naugment = false\n')
+    cfg = resolve_config(None, {"data": tmp_path, "out": tmp_path / "run"}, path)
+    assert cfg.data.root == tmp_path and cfg.data.augment is None and cfg.model.num_classes == 12
+    saved = cfg.model_dump(mode="json")
+    flat = {k: v for k, v in saved.items() if k != "data"}  # a config.json of an earlier release
+    flat.update(data=str(tmp_path), label_map="common12", size=[32, 64], augment=True)
+    old = TrainConfig.model_validate(flat)
+    assert old.data.size == (32, 64) and old.data.augment is not None
+    assert old.data.label_map == "common12" and old.frame_size() == (32, 64)
+    legacy = resolve_config(
+        "tiny", {"data": tmp_path, "out": tmp_path / "r"}, None, ["size=[8,16]"]
+    )
+    assert legacy.data.size == (8, 16)  # --set size=... still works (with a warning)
+    on = resolve_config("tiny", {"data": tmp_path, "out": tmp_path / "r"}, None, [])
+    assert on.data.augment is not None and on.data.augment.flip_p == 0.5
+    off = resolve_config("tiny", {"data": tmp_path}, None, ["data.augment.flip_p=0"])
+    assert off.data.augment.flip_p == 0.0
+
+
+def test_the_preset_can_come_from_the_config_file(tmp_path):
+    path = tmp_path / "train.toml"
+    path.write_text('preset = "small"\n')
+    cfg = resolve_config(None, {"data": tmp_path}, path)
+    assert cfg.preset == "small" and cfg.model == resolve_config("small", {}, None).model
+
+
+def test_run_options_are_the_config_fields(cli, tmp_path, monkeypatch):
+    """``--label-map``, ``--size``, ``--num-workers``... reach the resolved config."""
+    import train.run
+
+    seen = {}
+    monkeypatch.setattr(train.run, "train", lambda cfg, stage, resume: seen.update(cfg=cfg) or [])
+    args = ["run", "stage1", "--data", tmp_path, "--out", tmp_path / "run", "--size", "32,64"]
+    result = cli.train(*args, "--label-map", "common12", "--num-workers", "2", "--preset", "small")
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert cfg.data.size == (32, 64) and cfg.data.num_workers == 2 and cfg.preset == "small"
+    assert cfg.data.label_map == "common12" and cfg.model.num_classes == 12
+    help_text = cli.train("run", "--help").output
+    assert "--val-split" in help_text and "Manifest split for validation" in help_text

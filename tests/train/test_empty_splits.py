@@ -28,7 +28,7 @@ def _config(data: Path, out: Path):  # noqa: ANN202
         "tiny",
         {"data": data, "out": out},
         None,
-        [*fast, "size=[32, 64]", "tensorboard=false", 'device="cpu"'],
+        [*fast, "data.size=[32, 64]", "tensorboard=false", 'device="cpu"'],
     )
 
 
@@ -50,9 +50,9 @@ def test_train_refuses_empty_or_missing_train_split(cli, tmp_path, tiny_dataset)
         tmp_path / "data",
         {"train": ["Town05"], "val": ["Town10HD"], "test": ["Town02"], "extra": ["Town01"]},
     )
-    args = ["run", "stage1", "--data", data, "--out", tmp_path / "run", "--set", "size=[32, 64]"]
+    args = ["run", "stage1", "--data", data, "--out", tmp_path / "run", "--size", "32,64"]
     cli.error(cli.train(*args), "split 'train'", "no clips", "Town05", "capture split")
-    cli.error(cli.train(*args, "--set", 'train_split="holdout"'), "'holdout' is not in")
+    cli.error(cli.train(*args, "--train-split", "holdout"), "'holdout' is not in")
     assert not (tmp_path / "run" / "stage1").exists()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from carla_capture.backends.base import RetryClip, ServerLost
+from clipcore.errors import RetryClip, ServerLost
 from clipcore.records import Frame
 from train.feed import FrameFeed
 

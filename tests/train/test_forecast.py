@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from clipcore.geometry import invert_pose
+from dataset import DataConfig
 from models.config import PRESETS
 from models.forecast import build_forecaster
 from models.segmentation import build_segmentation
@@ -135,7 +136,7 @@ def test_the_nearest_surface_wins_where_two_land_on_one_pixel() -> None:
 
 def test_warping_true_labels_beats_zero_motion_on_simulated_clips(split_dataset: Path) -> None:
     horizon = HorizonConfig(inputs=(1, 3), target=5)
-    ds = ForecastWindows(split_dataset, "train", horizon, size=(48, 96))
+    ds = ForecastWindows(DataConfig(root=split_dataset), "train", horizon, size=(48, 96))
     warp, zero = ConfusionMatrix(22), ConfusionMatrix(22)
     for i in range(len(ds)):
         item = ds[i]

@@ -193,7 +193,7 @@ def test_ddp_with_two_cpu_processes(tmp_path, split_dataset):
             "stages.stage1.epochs=1",
             "stages.stage1.max_steps=2",
             "stages.stage1.batch_size=1",
-            "size=[64, 128]",
+            "data.size=[64, 128]",
             "tensorboard=false",
             'device="cpu"',
         )

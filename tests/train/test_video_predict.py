@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from clipcore.folder import load_clip
+from clipcore.normalize import normalize
 from dataset.labels import load_label_map
-from models.common import normalize
 from models.segmentation import build_segmentation
 from train.run_folder import load_component, load_run
 
@@ -83,7 +83,7 @@ def test_segmentation_only_run_to_gif(trained_run: Path, video, tmp_path: Path, 
     cfg = load_run(run)
     seg = build_segmentation(cfg.model).eval()
     seg.load_state_dict(load_component(run, "stage1", "segmentation"))
-    label_map = load_label_map(cfg.label_map)
+    label_map = load_label_map(cfg.data.label_map)
     for got, src in zip(written, _read_video(path)[:4], strict=True):
         small = cv2.resize(src, (128, 64), interpolation=cv2.INTER_AREA)
         x = normalize(torch.from_numpy(small).permute(2, 0, 1).float() / 255)[None]

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from carla_capture import heartbeat
-from carla_capture.backends.base import FrameCallback, RetryClip, ServerGone, ServerLost, clip_id
+from carla_capture.backends.base import FrameCallback, clip_id
 from carla_capture.backends.carla.decode import (
     decode_depth,
     decode_rgb,
@@ -24,7 +24,7 @@ from carla_capture.backends.carla.session import Session
 from carla_capture.config import WEATHER_FIELDS, CaptureConfig, TownConfig, Weather
 from carla_capture.preflight import NoAnswer, preflight
 from carla_capture.weather import draw_weather, seeded_rng
-from clipcore.errors import BackendUnavailableError
+from clipcore.errors import BackendUnavailableError, RetryClip, ServerGone, ServerLost
 from clipcore.geometry import carla_to_cam_to_world, intrinsics
 from clipcore.records import Clip, Frame
 

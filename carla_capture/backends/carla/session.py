@@ -22,11 +22,10 @@ from types import ModuleType
 import numpy as np
 
 from carla_capture import heartbeat
-from carla_capture.backends.base import ServerLost
 from carla_capture.backends.carla.sync import SensorQueue
 from carla_capture.config import CaptureConfig, TownConfig
 from carla_capture.preflight import HOW_TO_START
-from clipcore.errors import BackendUnavailableError, ConfigError
+from clipcore.errors import BackendUnavailableError, ConfigError, ServerLost
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import logging
 import queue
 import time
 
-from carla_capture.backends.base import RetryClip
+from clipcore.errors import RetryClip
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,26 @@
+"""ImageNet normalisation of RGB tensors: what every dataset item holds and every model expects.
+
+The one place for the mean and std. Written on the tensor's own methods (no torch import), so
+the ground floor stays installable without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(rgb: Any) -> Any:
+    """(..., 3, H, W) torch tensor of RGB in [0, 1] -> ImageNet-normalised (same shape, dtype)."""
+    mean = rgb.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = rgb.new_tensor(IMAGENET_STD).view(3, 1, 1)
+    return (rgb - mean) / std
+
+
+def denormalize(x: Any) -> Any:
+    """Inverse of :func:`normalize`: (..., 3, H, W) normalised -> RGB in [0, 1] (unclamped)."""
+    mean = x.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = x.new_tensor(IMAGENET_STD).view(3, 1, 1)
+    return x * std + mean
