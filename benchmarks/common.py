@@ -34,7 +34,16 @@ def machine() -> dict[str, object]:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "load_average_1min": load_average(),
     }
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average now (above its core count: other jobs shared it)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def median_time(

@@ -27,7 +27,7 @@ import shutil  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
-from common import split_of_towns, write_result  # noqa: E402
+from common import load_average, split_of_towns, write_result  # noqa: E402
 
 from carla_capture.config import CaptureConfig  # noqa: E402
 from carla_capture.record import record  # noqa: E402
@@ -268,7 +268,8 @@ def write_doc(
         "",
         *selection_lines(result["stage4_selection"]),
         "",
-        "Time on a shared 2-core CPU (other jobs ran beside it, so wall time is inflated): "
+        f"Time on the project's 2-core CPU machine (1-minute load average at the end: "
+        f"{load_average()}; above 2, other jobs shared the machine and inflated wall time): "
         f"{total_wall:.1f} min wall, {total_cpu:.1f} min CPU time of this process. "
         "Per phase (wall / CPU): "
         + "; ".join(f"{k} {v['wall']:.1f} / {v['cpu']:.1f}" for k, v in minutes.items())

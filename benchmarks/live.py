@@ -83,7 +83,7 @@ def write_doc(result: dict) -> Path:
         f"`{result['preset']}` at {result['input_size'][0]}x{result['input_size'][1]}, "
         f"{result['torch_threads']} torch thread(s) + the simulator thread, "
         f"{result['repeats']} runs of {result['frames_per_run']} frames (medians); "
-        f"shared machine: {result['shared_machine'].removeprefix('yes: ')}.",
+        f"machine: {result['shared_machine']}.",
         "",
         "| mode | frames/s (runs) | CPU ms/frame | 1000 / CPU ms | simulate ms | waited ms "
         "| model ms | log ms | .rrd KiB/frame |",
@@ -177,7 +177,7 @@ def main() -> None:
         "repeats": args.repeats,
         "torch_threads": torch.get_num_threads(),
         "simulator": "embedded, in its own thread up to 2 frames ahead of the model",
-        "shared_machine": "2 cores shared with other engineers' jobs; load average "
+        "shared_machine": "2 cores; load average "
         f"(1 min) during the run {min(load):.1f}..{max(load):.1f}",
         "modes": medians,
         "save_vs_no_logging_fps": medians["save"]["fps"] / medians["no_logging"]["fps"],

@@ -97,9 +97,9 @@ def main() -> None:
             "command": "python benchmarks/lowres.py",
             "threads": 2,
             "batch": BATCH,
-            "note": "median of repeats; the 2-core machine was shared with 4 other engineers' jobs "
-            "(load average about 12), so wall-time frames/s are pessimistic and noisy; "
-            "cpu_s_per_frame is this process's CPU time (both threads) per frame",
+            "note": "median of repeats; wall-time frames/s are pessimistic when other jobs share "
+            "the machine (machine.load_average_1min above 2); cpu_s_per_frame is this process's "
+            "CPU time (both threads) per frame",
             "results": rows,
         },
     )

@@ -23,7 +23,7 @@ import re
 import time
 
 import torch
-from common import RESULTS, write_result
+from common import RESULTS, load_average, write_result
 
 from carla_capture.config import CaptureConfig, default_town_dir
 from carla_capture.record import record
@@ -259,7 +259,8 @@ def publish(
     total = sum(minutes.values())
     section = (
         f"{START}\nCommand: `{command}` ({total:.1f} min wall, {cpu_minutes:.1f} min CPU, on the "
-        f"project's 2-core CPU machine shared with other jobs). Test: Town02 in appearance B, "
+        f"project's 2-core CPU machine, 1-minute load average {load_average()}). Test: Town02 in "
+        "appearance B, "
         f"{clips} clips x 10 frames, at {MODEL.input_size[0]}x{MODEL.input_size[1]}; depth up to "
         f"80 m; segmentation over common12. Gap closed: n/a where the oracle is not better than "
         f"source-only.\n\n"

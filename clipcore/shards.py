@@ -33,6 +33,7 @@ from clipcore.schema import (
     DEPTH_SCALE_M,
     FORMAT,
     FORMAT_VERSION,
+    IMAGES,
     OPTIONAL,
     READABLE_VERSIONS,
     content_faults,
@@ -289,7 +290,13 @@ class _ClipMeta:
     valid: dict[str, np.ndarray]
     intrinsics: np.ndarray | None
     attrs: dict[str, Any]
+    small: dict[
+        str, np.ndarray
+    ]  # per-frame arrays of a few KiB (frame, timestamp, poses), read once
 
+
+#: A per-frame dataset at most this big is read once per clip, not once per window.
+_SMALL_BYTES = 1 << 16
 
 #: Clip attributes that :meth:`ShardReader.read_clip` turns into :class:`Clip` fields.
 _CLIP_FIELDS = {
@@ -415,8 +422,13 @@ class ShardReader:
                 datasets = {
                     name: group[name] for name in ("rgb", "frame", "timestamp", *modalities)
                 }
+                small = {
+                    name: ds[()]
+                    for name, ds in datasets.items()
+                    if name not in IMAGES and ds.size * ds.dtype.itemsize <= _SMALL_BYTES
+                }
                 self._metas[clip_id] = _ClipMeta(
-                    group, datasets, modalities, frames, valid, intrinsics, dict(group.attrs)
+                    group, datasets, modalities, frames, valid, intrinsics, dict(group.attrs), small
                 )
             except (KeyError, OSError, ValueError, RuntimeError) as exc:
                 self._refuse(clip_id, [f"unreadable metadata ({str(exc).split(' (')[0]})"])
@@ -452,7 +464,12 @@ class ShardReader:
             *(n for n in ("rgb", *meta.modalities) if only is None or n in only),
         )
         try:
-            out: dict[str, Any] = {name: meta.datasets[name][start:stop] for name in names}
+            out: dict[str, Any] = {
+                name: meta.small[name][start:stop].copy()
+                if name in meta.small
+                else meta.datasets[name][start:stop]
+                for name in names
+            }
         except (KeyError, OSError, ValueError, RuntimeError) as exc:
             self._refuse(clip_id, [f"unreadable data ({str(exc).split(' (')[0]})"])
         for name in meta.modalities:
