@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def pin_one_core() -> None:
@@ -57,6 +58,19 @@ def median_time(
         fn()
         times.append(clock() - start)
     return statistics.median(times)
+
+
+def write_doc_section(doc: str, name: str, lines: list[str]) -> Path:
+    """Replace what stands between ``<!-- name -->`` and ``<!-- /name -->`` in ``docs/<doc>``
+    with ``lines``; returns the file."""
+    path = DOCS / doc
+    text = path.read_text()
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{path} has no {start} ... {end} markers: add them where the text goes")
+    head, rest = text.split(start, 1)
+    path.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1])
+    return path
 
 
 def write_result(name: str, payload: dict) -> Path:

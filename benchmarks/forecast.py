@@ -239,7 +239,7 @@ def main() -> None:
         "report": report,
     }
     write_result(RESULT, result)
-    write_doc(result)
+    write_doc(json.loads((RESULTS / f"{RESULT}.json").read_text()))  # with the machine
     print(to_markdown(report))
     print(result["verdict"])
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_time, pin_one_core, write_result  # noqa: E402
+from common import median_time, pin_one_core, write_doc_section, write_result  # noqa: E402
 
 pin_one_core()
 
@@ -121,6 +121,29 @@ def main() -> None:
             f"workers for {TARGET_FPS} frames/s: {r['workers_for_400_fps']}"
         )
     print(f"-> {out}")
+    print(f"-> {write_doc_section('dataset.md', 'loader-table', doc_lines(results))}")
+
+
+def doc_lines(results: dict[str, dict]) -> list[str]:
+    """The throughput table of docs/dataset.md."""
+    labels = {
+        "hdf5_eval": "shards, no augmentation",
+        "hdf5_train_augment": "shards, `train` augmentation",
+        "png_eval": "PNG folder (CARLA `save_to_disk` layout), no augmentation",
+    }
+    lines = [
+        f"{WINDOW}-frame windows at 512x256, one process on one core (`python "
+        "benchmarks/loader.py`, `benchmarks/results/loader.json`):",
+        "",
+        f"| source | frames/s per worker | vs the PNG folder | workers for {TARGET_FPS} frames/s |",
+        "|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {labels[name]} | {r['frames_per_s']:.0f} | {r['vs_png']:.1f}x | "
+            f"{r['workers_for_400_fps']} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_time, pin_one_core, write_result  # noqa: E402
+from common import median_time, pin_one_core, write_doc_section, write_result  # noqa: E402
 
 pin_one_core()
 
@@ -189,9 +189,6 @@ def measure(clips: list[Clip], town: str, tmp: Path) -> dict[str, dict]:
     return results
 
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "format.md"
-
-
 def write_docs_table(results: dict[str, dict], verdict: dict[str, dict]) -> Path:
     """Rewrite the table between the storage-table markers of docs/format.md from ``results``."""
     lines = [
@@ -242,11 +239,7 @@ def write_docs_table(results: dict[str, dict], verdict: dict[str, dict]) -> Path
             "them the default codec's size is "
             f"{ours['bytes_per_frame'] / png['bytes_per_frame_zlib6']:.2f}x."
         )
-    text = DOCS.read_text()
-    start, end = "<!-- storage-table -->", "<!-- /storage-table -->"
-    head, rest = text.split(start, 1)
-    DOCS.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1])
-    return DOCS
+    return write_doc_section("format.md", "storage-table", lines)
 
 
 def main() -> None:
