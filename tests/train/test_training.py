@@ -31,9 +31,11 @@ def test_each_stage_lowers_its_loss(tiny_config, stage, trained_run, split_datas
         net.get_submodule(name).requires_grad_(False)
     ds = ClipWindows(split_dataset, "train", window=spec.window, size=(64, 128))
     batch = next(iter(DataLoader(ds, batch_size=2)))
-    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=5e-3)
+    # the recurrent stage 4 (6-frame windows, no warmup here) oscillates at 5e-3: smaller steps
+    steps, lr = (12, 2e-3) if stage == "stage4" else (8, 5e-3)
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
     losses = []
-    for _ in range(8):
+    for _ in range(steps):
         engine.set_mode(net, spec, True)
         loss, _ = total_loss(spec.losses, stage_forward(net, batch), batch)
         optimizer.zero_grad()
