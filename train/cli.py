@@ -20,6 +20,14 @@ from models.config import PRESETS
 from train.config import TrainConfig
 
 _DIR = {"type": click.Path(path_type=Path, file_okay=False)}
+DEVICE = click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+DOMAIN = click.option(
+    "--domain",
+    type=click.Choice(["real", "sim"]),
+    default="real",
+    show_default=True,
+    help="sim2real: the encoder the images go through.",
+)
 #: TrainConfig fields that ``train run`` offers as options (any field: ``--set``).
 RUN_FIELDS = (
     "data.root",
@@ -152,7 +160,7 @@ def run(
     type=click.Path(path_type=Path, file_okay=False),
     help="Dataset folder [default: the run's].",
 )
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@DEVICE
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the Markdown table.")
 @click.option(
     "--perturbed", is_flag=True, help="Also evaluate under per-frame noise, flicker and occluders."
@@ -165,13 +173,7 @@ def run(
     help="forecast: every trained forecaster against its baselines, per horizon; "
     "sim2real: the twin VAE on SPLIT of --data, or on --images with --depth-png.",
 )
-@click.option(
-    "--domain",
-    type=click.Choice(["real", "sim"]),
-    default="real",
-    show_default=True,
-    help="sim2real: the encoder the images go through.",
-)
+@DOMAIN
 @click.option(
     "--images",
     type=click.Path(path_type=Path, file_okay=False),
@@ -256,7 +258,7 @@ def evaluate(
 )
 @click.option("--max-frames", type=click.IntRange(min=1), help="With --video: stop after N frames.")
 @click.option("--gif", is_flag=True, help="Write a GIF instead of an MP4.")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@DEVICE
 @click.option(
     "--task",
     type=click.Choice(["pipeline", "forecast", "sim2real"]),
@@ -265,13 +267,7 @@ def evaluate(
     help="forecast: last input | forecast | zero-motion | ground truth, per target "
     "frame; sim2real: input | translation | reconstruction | depth | segmentation (a PNG).",
 )
-@click.option(
-    "--domain",
-    type=click.Choice(["real", "sim"]),
-    default="real",
-    show_default=True,
-    help="sim2real: the encoder the images go through.",
-)
+@DOMAIN
 @click.option(
     "--variant",
     help="Forecaster folder for --task forecast, e.g. forecast-mid [default: the first].",
@@ -430,7 +426,7 @@ def models(preset: str, as_json: bool) -> None:
     show_default=True,
     help="Port of the web viewer (--serve).",
 )
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@DEVICE
 def live(
     run_dir: Path,
     backend: str,
