@@ -30,6 +30,10 @@ class Backbone(nn.Module):
         return dict(self.body(x))
 
 
+#: BatchNorm momentum of every backbone layer (PyTorch's default; see :func:`build_backbone`).
+BN_MOMENTUM = 0.1
+
+
 def build_backbone(cfg: ModelConfig, resnet: nn.Module | None = None) -> Backbone:
     """The encoder named by ``cfg.backbone`` (wrapping ``resnet`` if given, e.g. DeepLab's own),
     or the UNet's encoder when ``cfg.seg_model`` is ``unet``."""
@@ -55,6 +59,11 @@ def build_backbone(cfg: ModelConfig, resnet: nn.Module | None = None) -> Backbon
         else None
     )
     features = torchvision.models.mobilenet_v3_small(weights=weights, dilated=True).features
+    for layer in features.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            # torchvision's 0.01 suits ImageNet's 600k steps; after a few hundred steps it leaves
+            # the running statistics far from the data, and eval mode unusable
+            layer.momentum = BN_MOMENTUM
     return Backbone(IntermediateLayerGetter(features, {"1": "low", "12": "out"}), 576, 16, 16)
 
 
