@@ -16,7 +16,7 @@ import click
 
 from carla_capture.config import CaptureConfig, VerifyConfig
 from carla_capture.import_cli import import_group
-from clipcore.cliopts import config_options, nest
+from clipcore.cliopts import config_options, file_and_set_options, nest
 from clipcore.clitools import ErrorGroup
 from clipcore.fsutil import atomic_write_text
 from clipcore.settings import apply_overrides, build, deep_merge, read_toml
@@ -78,18 +78,7 @@ RECORD_FIELDS = (
 
 @main.command()
 @config_options(CaptureConfig, RECORD_FIELDS, town_dir=_DIR)
-@click.option(
-    "--config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="TOML file with CaptureConfig fields.",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any config field, e.g. --set frames=10 or --set carla.respawn_every=3.",
-)
+@file_and_set_options("CaptureConfig fields", "--set frames=10 or --set carla.respawn_every=3")
 def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> None:
     """Record clips into HDF5 shards under OUT/TOWN/, resuming where a previous run stopped.
 
@@ -241,18 +230,7 @@ def split(data_dir: Path, splits_file: Path | None) -> None:
     is_flag=True,
     help="Move shards with failing clips into DATA_DIR/quarantine/.",
 )
-@click.option(
-    "--config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="TOML file with VerifyConfig thresholds.",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a threshold, e.g. --set min_depth_agree=0.8.",
-)
+@file_and_set_options("VerifyConfig thresholds", "--set min_depth_agree=0.8")
 def verify(
     data_dir: Path,
     report: Path | None,

@@ -102,3 +102,25 @@ def nest(options: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(name, {})
         node[leaf] = value
     return data
+
+
+def file_and_set_options(what: str, example: str) -> Callable[[Callable], Callable]:
+    """``--config FILE`` (a TOML file of ``what``) and ``--set KEY=VALUE`` (repeatable, e.g.
+    ``example``): the two options every command with a config tree takes, passed as ``config``
+    and ``overrides``."""
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help=f"Override any field, e.g. {example}.",
+        )(command)
+        return click.option(
+            "--config",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help=f"TOML file with {what}.",
+        )(command)
+
+    return decorate

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from clipcore.cliopts import config_options, nest
+from clipcore.cliopts import config_options, file_and_set_options, nest
 from clipcore.clitools import ErrorGroup
 from clipcore.errors import CaptureError
 from dataset.labels import available_label_maps
@@ -78,18 +78,9 @@ def main(verbose: int) -> None:
     size={"metavar": "H,W"},
     label_map={"type": click.Choice(available_label_maps())},
 )
-@click.option(
-    "--config",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="TOML file with TrainConfig fields ([data], [model], [stages.stage1], ...).",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any config field, e.g. --set stages.stage1.epochs=2 or "
-    "--set data.augment.flip_p=0.",
+@file_and_set_options(
+    "TrainConfig fields ([data], [model], [stages.stage1], ...)",
+    "--set stages.stage1.epochs=2 or --set data.augment.flip_p=0",
 )
 @click.option("--resume", is_flag=True, help="Continue each stage from its last.pt.")
 @click.option(
