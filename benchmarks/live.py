@@ -35,11 +35,11 @@ import torch  # noqa: E402
 from common import RESULTS, write_result  # noqa: E402
 
 from carla_capture.config import CaptureConfig  # noqa: E402
+from carla_temporal.live import run_live  # noqa: E402
 from clipcore.dashboard import Dashboard, Sink, open_stream  # noqa: E402
 from dataset.labels import load_label_map  # noqa: E402
 from models.config import PRESETS  # noqa: E402
 from models.pipeline import build_pipeline  # noqa: E402
-from train.live import run_live  # noqa: E402
 
 GOAL_FPS = 10.0
 DOC = Path(__file__).resolve().parents[1] / "docs" / "live.md"

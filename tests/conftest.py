@@ -103,12 +103,12 @@ def one_line_error(result, *needles: str) -> str:  # noqa: ANN001 - click's Resu
 
 @pytest.fixture
 def cli():  # noqa: ANN201
-    """``cli.capture(*args)`` and ``cli.train(*args)`` run the CLIs in-process; ``cli.error(result,
-    *needles)`` asserts a one-line error."""
+    """``cli.capture(*args)`` and ``cli.train(*args)`` run the installed ``capture`` and ``train``
+    commands in-process; ``cli.error(result, *needles)`` asserts a one-line error."""
     from types import SimpleNamespace
 
     from carla_capture.cli import main as capture_main
-    from train.cli import main as train_main
+    from carla_temporal.cli import main as train_main
 
     return SimpleNamespace(
         capture=lambda *a: invoke(capture_main, *a),
@@ -148,3 +148,39 @@ def fill_disk():  # noqa: ANN201
                 pass
 
     return fill
+
+
+#: Two steps of batch 2 per stage: the tiny run every training test starts from.
+FAST_STAGES = [
+    f"stages.stage{i}.{k}={v}"
+    for i in range(1, 5)
+    for k, v in (("epochs", 1), ("max_steps", 2), ("batch_size", 2))
+]
+
+
+def make_tiny_config(data: Path, out: Path, *extra: str):  # noqa: ANN201
+    """The tiny preset at 64x128, 2 steps of batch 2 per stage, CPU, no TensorBoard."""
+    from train.run import resolve_config
+
+    return resolve_config(
+        "tiny",
+        {"data": data, "out": out},
+        None,
+        [*FAST_STAGES, "data.size=[64, 128]", "tensorboard=false", 'device="cpu"', *extra],
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_config():  # noqa: ANN201
+    """``tiny_config(data, out, *set_overrides)``: see :func:`make_tiny_config`."""
+    return make_tiny_config
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, split_dataset: Path) -> Path:
+    """A tiny run trained through all four stages once per session (64x128, 2 steps a stage)."""
+    from train.run import train
+
+    out = tmp_path_factory.mktemp("run")
+    train(make_tiny_config(split_dataset, out), "all")
+    return out

@@ -130,6 +130,16 @@ def test_wheel_holds_every_package_and_records(fresh_venv, tmp_path, tiny_towns)
     assert list((tmp_path / "data" / "Town01").glob("Town01-*.h5"))
 
 
+def test_wheel_train_command_has_every_command_and_live(fresh_venv, tmp_path):
+    """The ``train`` script of the wheel is the roof's group: training commands and ``live``."""
+    result = _run(fresh_venv, "train", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    commands = result.stdout.split("Commands:")[1].split()
+    assert {"run", "eval", "predict", "models", "live"} <= set(commands), result.stdout
+    live = _run(fresh_venv, "train", "live", "--help", cwd=tmp_path)
+    assert live.returncode == 0 and "--run" in live.stdout, live.stderr
+
+
 def test_wheel_gives_the_no_server_error_for_a_closed_port(fresh_venv, tmp_path, tiny_towns):
     pytest.importorskip("carla")
     with socket.socket() as sock:

@@ -11,10 +11,10 @@ import pytest
 
 from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.config import CaptureConfig
+from carla_temporal.live import live_town
 from clipcore.dashboard import read_rrd, rrd_images, rrd_values
 from clipcore.geometry import invert_pose
 from dataset.labels import load_label_map
-from train.live import live_town
 
 IMAGES = (
     "/camera/rgb",
@@ -29,7 +29,7 @@ IMAGES = (
 def saved(trained_run: Path, tiny_towns: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from click.testing import CliRunner
 
-    from train.cli import main
+    from carla_temporal.cli import main
 
     path = tmp_path_factory.mktemp("live") / "run.rrd"
     result = CliRunner().invoke(
