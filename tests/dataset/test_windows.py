@@ -259,3 +259,21 @@ def test_from_config_reads_the_data_section_and_augments_only_training(split_dat
         ).augment
         is None
     )
+
+
+def test_the_window_has_one_default_the_stages(split_dataset):
+    """The window length is the training stage's (StageConfig.window); the data section and the
+    dataset have none of their own, so a stage's window is the one that reaches the loader."""
+    import inspect
+
+    from dataset.config import DataConfig
+    from train.config import StageConfig
+
+    assert "window" not in DataConfig.model_fields
+    assert inspect.signature(ClipWindows).parameters["window"].default is inspect.Parameter.empty
+    assert inspect.signature(ClipWindows.from_config).parameters["window"].default is (
+        inspect.Parameter.empty
+    )
+    assert StageConfig.model_fields["window"].default == 1
+    with pytest.raises(TypeError):
+        ClipWindows(split_dataset, "train")  # type: ignore[call-arg]
