@@ -30,4 +30,4 @@ bench: install
 	$(BIN)/python benchmarks/live.py
 
 clean:
-	rm -rf $(VENV) data/demo runs/demo
+	rm -rf $(VENV) data/demo runs/demo build *.egg-info
