@@ -1,7 +1,7 @@
 """``train live``: drive a simulator, run the streaming temporal model on every frame as it
 arrives, and show it on a Rerun dashboard (see :mod:`clipcore.dashboard`).
 
-The simulator runs in a thread a frame or two ahead (:class:`~train.feed.FrameFeed`), so
+The simulator runs in a thread a frame or two ahead (:class:`~carla_temporal.feed.FrameFeed`), so
 rendering the next frame overlaps the model's work on this one. The simulator's camera renders
 at the model's input size (H x W) with the town file's field of view and mount. Frames come
 from the backend registry in clips of ``clip_frames`` (the CARLA
@@ -26,6 +26,7 @@ import torch
 
 from carla_capture.backends import get_backend
 from carla_capture.config import CaptureConfig, TownConfig
+from carla_temporal.feed import FrameFeed
 from clipcore.cliopts import nest
 from clipcore.dashboard import Dashboard, Sink, open_stream, require_rerun
 from clipcore.geometry import intrinsics, invert_pose
@@ -34,7 +35,6 @@ from clipcore.settings import build
 from dataset.labels import LabelMap, load_label_map
 from dataset.windows import make_item
 from models.pipeline import PipelineState, TemporalPipeline
-from train.feed import FrameFeed
 from train.panels import to_uint8
 
 log = logging.getLogger(__name__)

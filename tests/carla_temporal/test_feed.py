@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from carla_temporal.feed import FrameFeed
 from clipcore.errors import RetryClip, ServerLost
 from clipcore.records import Frame
-from train.feed import FrameFeed
 
 
 class FlakyBackend:
