@@ -149,5 +149,6 @@ main = ErrorGroup(
     commands={**training.commands, "live": live},
     params=training.params,
     callback=training.callback,
-    help=training.help,
+    help="Train and evaluate the temporal perception models on recorded clips, and drive a "
+    "simulator with a trained model (train live).",
 )

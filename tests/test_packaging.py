@@ -134,7 +134,9 @@ def test_wheel_train_command_has_every_command_and_live(fresh_venv, tmp_path):
     """The ``train`` script of the wheel is the roof's group: training commands and ``live``."""
     result = _run(fresh_venv, "train", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    commands = result.stdout.split("Commands:")[1].split()
+    commands = [
+        line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line
+    ]
     assert {"run", "eval", "predict", "models", "live"} <= set(commands), result.stdout
     live = _run(fresh_venv, "train", "live", "--help", cwd=tmp_path)
     assert live.returncode == 0 and "--run" in live.stdout, live.stderr
@@ -173,7 +175,7 @@ import importlib.abc, sys
 class Absent(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("torch", "torchvision", "tensorboard"):
-            raise ModuleNotFoundError(f"No module named {name!r}")
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, Absent())
 """
 
@@ -219,3 +221,7 @@ def test_capture_needs_no_torch(fresh_venv, tmp_path, tiny_towns):
         result = _run(fresh_venv, "capture", *args, cwd=tmp_path, path=blocker)
         assert result.returncode == 0, (args, result.stderr)
     assert list((data / "Town01").glob("Town01-*.h5")) and (data / "split.json").exists()
+    train = _run(fresh_venv, "train", "--help", cwd=tmp_path, path=blocker)
+    lines = train.stderr.strip().splitlines()
+    assert train.returncode == 2 and len(lines) == 1, train.stderr
+    assert "carla-temporal[train]" in lines[0] and "torch" in lines[0], lines[0]
