@@ -20,7 +20,21 @@ from models.config import PRESETS
 from train.config import TrainConfig
 
 _DIR = {"type": click.Path(path_type=Path, file_okay=False)}
-DEVICE = click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from train.engine import resolve_device
+
+    return resolve_device(value)
+
+
+DEVICE = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    callback=_device,
+    help="auto (cuda when a GPU is visible), cpu, cuda or cuda:N.",
+)
 DOMAIN = click.option(
     "--domain",
     type=click.Choice(["real", "sim"]),

@@ -52,11 +52,16 @@ class Context:
         return self.world_size > 1
 
 
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; any other name as given."""
+    return name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def setup(cfg: TrainConfig) -> Context:
     """Pick the device, start the process group under torchrun, switch on determinism if asked."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    name = resolve_device(cfg.device)
     device = torch.device(f"cuda:{local}" if name == "cuda" and world > 1 else name)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

@@ -29,6 +29,7 @@ from dataset import ClipWindows
 from dataset.labels import load_label_map
 from dataset.target_images import TargetImages
 from models.sim2real import SIM2REAL_PRESETS, Sim2RealModelConfig, TwinVAE, build_sim2real
+from train.engine import resolve_device
 from train.metrics import ConfusionMatrix, DepthMetrics
 from train.sim2real_losses import TASK_LOSSES, VAE_LOSSES, task_terms, vae_terms, weighted_total
 
@@ -141,9 +142,7 @@ def resolve_config(
 
 
 def _device(cfg: Sim2RealConfig) -> torch.device:
-    return torch.device(
-        cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    return torch.device(resolve_device(cfg.device))
 
 
 def source_loader(
