@@ -85,11 +85,11 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
     \b
     Examples:
       capture record --town Town03 --clips 200                 # CARLA server on 127.0.0.1:2000
-      capture record --town Town10 --clips 50 --host 10.0.0.5 --vehicles 80 --walkers 40
+      capture record --town Town10HD --clips 50 --host 10.0.0.5 --vehicles 80 --walkers 40
       capture record --town Town03 --clips 400 --servers 127.0.0.1:2000,127.0.0.1:2002
       capture record --backend synthetic --town Town01 --clips 20 --out data/demo
       capture record --backend synthetic --town Town02 --clips 5 --frames 10 --set fps=10
-      capture record --backend synthetic --town Town01 --clips 20 --appearance textured \
+      capture record --backend synthetic --town Town01 --clips 20 --appearance textured \\
         --out data/real
 
     Running the same command again after a crash or Ctrl-C records only the missing clips.
