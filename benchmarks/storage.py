@@ -23,11 +23,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_time, pin_one_core, write_doc_section, write_result  # noqa: E402
+from common import pin_one_core, write_doc_section, write_result  # noqa: E402
 
 pin_one_core()
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -108,12 +109,23 @@ class LoaderEpochs:
     """The training loader's steady state on one shard: the reader is open (as each loader worker
     keeps it) and an epoch reads every window once, in a new shuffled order each time. HDF5's
     chunk cache is off: on a dataset of real size nothing of one epoch is cached for the next,
-    while this benchmark's few clips would fit in it."""
+    while this benchmark's few clips would fit in it. A context manager (closes the reader)."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.reader = ShardReader(path, cache_bytes=0)
         self.epoch = 0
-        self.run(1)  # warm: open every clip's datasets
+        try:
+            self.run(1)  # warm: open every clip's datasets
+        except BaseException:
+            self.reader.close()
+            raise
+
+    def __enter__(self) -> LoaderEpochs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reader.close()
 
     def run(self, epochs: int) -> float:
         """CPU seconds per epoch, over ``epochs`` epochs."""
@@ -123,28 +135,42 @@ class LoaderEpochs:
             read_windows(self.reader, windows(self.reader, self.epoch))
         return (time.process_time() - start) / epochs
 
+    def cold(self) -> float:
+        """CPU seconds of a cold pass over the shard (:func:`read_shard`)."""
+        start = time.process_time()
+        read_shard(self.path)
+        return time.process_time() - start
+
 
 def paired_rounds(png: Callable[[], float], codecs: dict[str, LoaderEpochs], rounds: int) -> dict:
-    """``rounds`` rounds of one PNG pass then about as much CPU time of each codec's epochs.
+    """``rounds`` rounds of one PNG pass, then, for each codec (in an order that rotates from
+    round to round), about as much CPU time of its epochs and one cold pass.
 
-    Each round's ratio compares measurements taken seconds apart, so the machine's slow and fast
-    spells (a shared VM's CPU varies by 20 % or more from minute to minute) cancel out of the
-    ratio instead of deciding it: the speed-up is the median of the rounds' ratios.
+    Each round's ratios compare measurements taken seconds apart, so the machine's slow and fast
+    spells (a shared VM's CPU varies by 20 % or more from minute to minute) cancel out of them
+    instead of deciding them: a speed-up is the median of the rounds' ratios. Everything is warm
+    before the first round (one untimed PNG pass; each codec's reader has run an epoch).
     """
+    png()
     png_s: list[float] = []
-    epoch_s: dict[str, list[float]] = {name: [] for name in codecs}
-    for _ in range(rounds):
+    times: dict[str, dict[str, list[float]]] = {n: {"epoch": [], "cold": []} for n in codecs}
+    names = list(codecs)
+    for k in range(rounds):
         png_s.append(png())
-        for name, loader in codecs.items():
-            guess = min(epoch_s[name] or [loader.run(1)])
-            epoch_s[name].append(loader.run(max(1, round(png_s[-1] / guess))))
+        for name in names[k % len(names) :] + names[: k % len(names)]:
+            loader, t = codecs[name], times[name]
+            guess = min(t["epoch"] or [loader.run(1)])
+            t["epoch"].append(loader.run(max(1, round(png_s[-1] / guess))))
+            t["cold"].append(loader.cold())
     return {
         name: {
             "png_s": statistics.median(png_s),
-            "epoch_s": statistics.median(times),
-            "ratios": sorted(p / t for p, t in zip(png_s, times, strict=True)),
+            "epoch_s": statistics.median(t["epoch"]),
+            "cold_s": statistics.median(t["cold"]),
+            "ratios": [p / e for p, e in zip(png_s, t["epoch"], strict=True)],
+            "cold_ratios": [p / c for p, c in zip(png_s, t["cold"], strict=True)],
         }
-        for name, times in epoch_s.items()
+        for name, t in times.items()
     }
 
 
@@ -207,12 +233,9 @@ def measure(clips: list[Clip], town: str, tmp: Path, rounds: int) -> dict[str, d
         read_pngs(png, clips)
         return time.process_time() - start
 
-    loaders = {codec: LoaderEpochs(path) for codec, path in paths.items()}
-    try:
+    with contextlib.ExitStack() as stack:
+        loaders = {codec: stack.enter_context(LoaderEpochs(p)) for codec, p in paths.items()}
         paired = paired_rounds(png_pass, loaders, rounds)
-    finally:
-        for loader in loaders.values():
-            loader.reader.close()
     png_s = statistics.median(p["png_s"] for p in paired.values())
     results: dict[str, dict] = {
         "png_folder": {
@@ -223,16 +246,15 @@ def measure(clips: list[Clip], town: str, tmp: Path, rounds: int) -> dict[str, d
         }
     }
     for codec, path in paths.items():
-        cold_s = median_time(lambda p=path: read_shard(p), clock=time.process_time)
-        size, ratios = path.stat().st_size, paired[codec]["ratios"]
+        size, r = path.stat().st_size, paired[codec]
         results[codec] = {
             "bytes_per_frame": size / frames,
-            "read_frames_per_s": frames / paired[codec]["epoch_s"],
-            "cold_read_frames_per_s": frames / cold_s,
+            "read_frames_per_s": frames / r["epoch_s"],
+            "cold_read_frames_per_s": frames / r["cold_s"],
             "size_vs_png": size / png_bytes,
-            "read_speedup_vs_png": statistics.median(ratios),
-            "read_speedup_rounds": [round(r, 2) for r in ratios],
-            "cold_read_speedup_vs_png": (frames / cold_s) / (frames / png_s),
+            "read_speedup_vs_png": statistics.median(r["ratios"]),
+            "read_speedup_rounds": [round(x, 2) for x in r["ratios"]],
+            "cold_read_speedup_vs_png": statistics.median(r["cold_ratios"]),
         }
     return results
 
@@ -273,7 +295,7 @@ def write_docs_table(results: dict[str, dict], verdict: dict[str, dict]) -> Path
         lines.append(
             f"{case}: the default `{v['codec']}` reads {v['read_speedup_vs_png']:.1f}x the PNG "
             f"folder's frames/s (median of {len(v['rounds'])} paired rounds, "
-            f"{v['rounds'][0]:.1f}x to {v['rounds'][-1]:.1f}x) "
+            f"{min(v['rounds']):.1f}x to {max(v['rounds']):.1f}x) "
             f"({v['cold_read_speedup_vs_png']:.1f}x on a cold pass) at {v['size_vs_png']:.2f}x its "
             "size; "
             "the goal (>= 10x at <= 1.0x, loader's steady state) is "
@@ -291,6 +313,13 @@ def write_docs_table(results: dict[str, dict], verdict: dict[str, dict]) -> Path
     return write_doc_section("format.md", "storage-table", lines)
 
 
+def positive(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -299,7 +328,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--town", default="Town03")
     parser.add_argument(
-        "--rounds", type=int, default=9, help="paired PNG / shard rounds (median of their ratios)"
+        "--rounds",
+        type=positive,
+        default=9,
+        help="paired PNG / shard rounds (median of their ratios)",
     )
     args = parser.parse_args()
     cfg = CaptureConfig(backend="synthetic", town=args.town, frames=args.frames)
