@@ -139,10 +139,14 @@ class ShardWriter:
             raise as_os_error(exc, self.partial) from exc
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
+        if exc_type is not None:
             self.abort()
+            return
+        try:
+            self.close()
+        except BaseException:  # a full disk can fail the close itself: drop the partial file
+            self.abort()
+            raise
 
     def add(self, clip: Clip) -> None:
         """Validate ``clip`` and write it; its completion marker is written last."""
@@ -272,8 +276,9 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Drop the partial file (nothing under the final name is touched)."""
+        self._clips = None  # no handle into the file may outlive it (HDF5 crashes at exit)
         try:
-            with contextlib.suppress(OSError, RuntimeError):  # a full disk can fail the close too
+            with contextlib.suppress(OSError, RuntimeError, ValueError):  # a full disk fails it too
                 self._h5.close()
         finally:
             self.partial.unlink(missing_ok=True)

@@ -184,3 +184,16 @@ def test_every_offered_codec_records(cli, tmp_path, tiny_towns, codec):
     assert result.exit_code == 0, result.output
     with ShardReader(next((tmp_path / "Town01").glob("*.h5"))) as reader:
         assert reader.codec == codec
+
+
+def test_full_disk_in_record_exits_2_without_a_crash(small_disk, tiny_towns):
+    """In its own process: a shard whose close fails on a full disk must not leave HDF5 handles
+    behind (they crashed the interpreter at exit, rc 139, after the one-line error)."""
+    args = _record_args(small_disk / "data", tiny_towns, "--clips", "200", "--clips-per-shard", "1")
+    done = subprocess.run(
+        [sys.executable, "-m", "carla_capture", *map(str, args)], capture_output=True, text=True
+    )
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("recording")]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(errors) == 1 and "no space left" in errors[0], done.stderr[-2000:]
+    assert not list((small_disk / "data" / "Town01").glob("*.partial"))
