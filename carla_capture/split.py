@@ -16,7 +16,13 @@ from carla_capture.config import default_town_dir
 from clipcore.errors import CaptureError, ConfigError
 from clipcore.folder import find_shards
 from clipcore.fsutil import atomic_write_text
-from clipcore.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, sha256
+from clipcore.manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    content_digest,
+    sha256,
+)
 from clipcore.settings import build, read_toml
 from clipcore.shards import ShardReader
 
@@ -121,12 +127,13 @@ def build_manifest(data_dir: Path, splits: SplitConfig) -> dict[str, Any]:
                 ", ".join(splits.splits[name]) or "any town",
                 data_dir,
             )
-    return {
+    manifest = {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
         "splits_config": splits.model_dump(mode="json"),
         "splits": result,
     }
+    return {**manifest, "digest": content_digest(manifest)}
 
 
 def write_manifest(data_dir: Path, manifest: dict[str, Any]) -> bool:

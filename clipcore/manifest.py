@@ -2,15 +2,20 @@
 split (``capture split`` writes it, see :mod:`carla_capture.split`); training and evaluation
 read it through :func:`load_manifest`, which refuses a manifest whose shards are gone or changed:
 each shard's size, format version, modification time and SHA-256 are recorded, and a shard whose
-size differs, or whose time differs and whose SHA-256 then differs too, is refused.
+size differs, or whose time differs and whose SHA-256 then differs too, is refused. The manifest
+is checked too: its structure (a hand-edited file that lost a key fails in one line, not deep in
+a loader), shard paths inside the data folder, each shard in the split of its town and in one
+split only, clip counts that add up, and a digest of its content, so an edit by hand is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clipcore.errors import CaptureError, ConfigError
 
@@ -18,6 +23,65 @@ MANIFEST_NAME = "split.json"
 MANIFEST_FORMAT = "carla-clips-split"
 MANIFEST_VERSION = 2
 READABLE_MANIFESTS = (1, 2)
+
+
+class _Clip(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    id: str
+    frames: int = Field(ge=1)
+
+
+class _Shard(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    path: str = Field(min_length=1)
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    town: str
+    clips: list[_Clip] = Field(min_length=1)
+
+
+class _Split(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    clips: int = Field(ge=0)
+    shards: list[_Shard]
+
+
+class _Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    splits: dict[str, _Split]
+
+
+def content_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 of what a manifest says (its splits and their towns), as ``capture split`` wrote
+    it; stored under ``digest`` so that a manifest edited by hand is refused."""
+    content = {k: manifest.get(k) for k in ("splits", "splits_config")}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _manifest_fault(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a manifest's content, or None."""
+    try:
+        parsed = _Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"])
+        return f"{where}: {err['msg'].lower()}"
+    if "digest" in manifest and manifest["digest"] != content_digest(manifest):
+        return "it was edited after capture split wrote it (its digest differs)"
+    towns = (manifest.get("splits_config") or {}).get("splits") or {}
+    owner: dict[str, str] = {}
+    for name, split in parsed.splits.items():
+        for shard in split.shards:
+            rel = PurePosixPath(shard.path)
+            if rel.is_absolute() or ".." in rel.parts:
+                return f"shard path {shard.path!r} leads outside the data folder"
+            if owner.setdefault(shard.path, name) != name:
+                return f"{shard.path} is in both split {owner[shard.path]!r} and split {name!r}"
+            if name in towns and shard.town not in towns[name]:
+                return f"{shard.path} (town {shard.town}) is in split {name!r}, not its town's"
+        if split.clips != sum(len(shard.clips) for shard in split.shards):
+            return f"split {name!r} says {split.clips} clips but its shards list another number"
+    return None
 
 
 def sha256(path: Path, block: int = 1 << 20) -> str:
@@ -92,6 +156,9 @@ def load_manifest(data_dir: Path, verify_checksums: bool = False) -> dict[str, A
         or manifest.get("version") not in READABLE_MANIFESTS
     ):
         raise CaptureError(f"{path} is not a split manifest this version reads; {hint}")
+    fault = _manifest_fault(manifest)
+    if fault:
+        raise CaptureError(f"{path} is not a manifest capture split wrote ({fault}); {hint}")
     for split in manifest["splits"].values():
         for shard in split["shards"]:
             _check_shard(Path(data_dir), shard, verify_checksums, hint)
