@@ -343,11 +343,13 @@ class ShardReader:
                 f"{self.path} is an HDF5 file but not a {FORMAT} shard; "
                 "move it out of the dataset folder"
             )
-        self.version = int(attrs.get("format_version", -1))
+        raw = attrs.get("format_version", -1)
+        raw = raw.item() if isinstance(raw, np.generic) else raw
+        self.version = int(raw) if isinstance(raw, (int, np.integer)) else -1
         if self.version not in READABLE_VERSIONS:
             self._h5.close()
             raise ShardFormatError(
-                f"{self.path} has format_version {self.version}, this software reads "
+                f"{self.path} has format_version {raw!r}, this software reads "
                 f"{', '.join(map(str, READABLE_VERSIONS))}; use the carla-temporal release that "
                 "wrote it "
                 "or re-record the clips"

@@ -134,6 +134,7 @@ FILE_CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str]] = {
     ),
     "foreign_hdf5": (_set_root("format", None), "not a carla-clips shard"),
     "unknown_version": (_set_root("format_version", 99), "format_version 99"),
+    "version_not_a_number": (_set_root("format_version", "two"), "format_version 'two'"),
 }
 
 
