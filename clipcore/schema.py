@@ -16,6 +16,7 @@ float32 metres ``float32(code) * float32(1000 / (2^24 - 1))`` (one float32 round
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,16 @@ def expected_shapes(
     }
 
 
+def _lost_datasets(attrs: Any, names: set[str]) -> list[str]:
+    """Datasets the clip's own attributes say were written (``modalities``, ``has_intrinsics``)
+    but that are not there: a lost dataset must not pass for a modality never recorded."""
+    listed = set(json.loads(attrs["modalities"])) if "modalities" in attrs else set()
+    if attrs.get("has_intrinsics", False):
+        listed.add("intrinsics")
+    lost = sorted(listed - names)
+    return [f"{', '.join(lost)} listed in the clip's attributes but missing (lost)"] if lost else []
+
+
 def structure_faults(group: Any, version: int) -> list[str]:
     """Everything wrong with the layout of one clip group (h5py.Group); empty when it is valid."""
     faults: list[str] = []
@@ -110,9 +121,12 @@ def structure_faults(group: Any, version: int) -> list[str]:
             elif name in IMAGES and (data.chunks is None or data.chunks[0] != 1):
                 faults.append(f"{name} is chunked {data.chunks}, expected one frame per chunk")
         if version >= 2:
-            for name in sorted(names & set(OPTIONAL)):
-                if f"{name}_valid" not in names:
+            for name in sorted(set(OPTIONAL)):
+                if name in names and f"{name}_valid" not in names:
                     faults.append(f"{name} has no {name}_valid dataset")
+                if name not in names and f"{name}_valid" in names:
+                    faults.append(f"{name}_valid is there but {name} is missing (lost)")
+            faults += _lost_datasets(attrs, names)
             if "depth" in names and group["depth"].attrs.get("encoding") != DEPTH_ENCODING:
                 faults.append(f"depth has no encoding={DEPTH_ENCODING!r} attribute")
         elif not set(OPTIONAL) <= names:

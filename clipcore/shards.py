@@ -245,6 +245,7 @@ class ShardWriter:
             height=clip.frames[0].size[0],
             width=clip.frames[0].size[1],
             modalities=json.dumps([name for name in OPTIONAL if name in group]),
+            has_intrinsics="intrinsics" in group,
         )
         group.attrs.update(dict(clip.attrs))
         group.attrs[COMPLETE_ATTR] = True

@@ -108,6 +108,12 @@ CLIP_CORRUPTIONS: dict[str, tuple[Callable[[h5py.Group], None], str]] = {
     "timestamp_missing": (lambda g: g.__delitem__("timestamp"), "missing dataset"),
     "intrinsics_not_pinhole": (_edit("intrinsics", lambda k: k * 2), "intrinsics"),
     "no_completion_marker": (lambda g: g.attrs.__setitem__("complete", False), "completion marker"),
+    "depth_lost": (lambda g: g.__delitem__("depth"), "depth is missing"),
+    "poses_lost": (
+        lambda g: [g.__delitem__(n) for n in ("cam_to_world", "cam_to_world_valid")],
+        "cam_to_world listed",
+    ),
+    "intrinsics_lost": (lambda g: g.__delitem__("intrinsics"), "intrinsics listed"),
 }
 
 
