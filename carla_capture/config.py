@@ -7,6 +7,7 @@ weather pool, the camera rig, and the layout the embedded simulator generates fo
 from __future__ import annotations
 
 import logging
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,8 @@ from clipcore.settings import build, read_toml
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 #: Clips of one town and seed: clip ids number them with 6 digits.
 MAX_CLIPS = 1_000_000
+#: Frames per clip: clips are held in memory while recorded (an hour at 20 fps is 72,000).
+MAX_FRAMES = 100_000
 
 
 class CameraRig(BaseModel):
@@ -333,6 +336,15 @@ class CaptureConfig(BaseModel):
             )
         return value
 
+    @field_validator("frames")
+    @classmethod
+    def _frames_bound(cls, value: int) -> int:
+        if value > MAX_FRAMES:
+            raise ValueError(
+                f"at most {MAX_FRAMES:,} frames per clip, got {value:,}; record more clips instead"
+            )
+        return value
+
     @field_validator("seed")
     @classmethod
     def _seed(cls, value: int) -> int:
@@ -343,6 +355,8 @@ class CaptureConfig(BaseModel):
     @field_validator("fps")
     @classmethod
     def _fps(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number of ticks per second, got {value}; use 20")
         if value < 10.0:
             raise ValueError(
                 f"{value} fps is a step over 0.1 s, which breaks CARLA physics; use --fps 10 or "

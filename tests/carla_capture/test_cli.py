@@ -74,12 +74,21 @@ def test_record_and_inspect(tmp_path, tiny_towns):
         (["--clips", "0"], ["clips", "at least 1"]),
         (["--frames", "-3"], ["frames", "at least 1"]),
         (["--fps", "5"], ["fps", "0.1 s"]),
+        (["--fps", "nan"], ["fps", "finite"]),
+        (["--fps", "inf"], ["fps", "finite"]),
+        (["--frames", "99999999999"], ["frames", "at most 100,000"]),
         (["--set", "nosuch=1"], ["unknown key 'nosuch'"]),
         (["--set", "frames"], ["KEY=VALUE"]),
     ],
 )
 def test_record_bad_options(tmp_path, tiny_towns, args, needles):
     assert_clean_error(_record(tmp_path, tiny_towns, *args), *needles)
+
+
+def test_config_file_that_is_not_utf8(tmp_path, tiny_towns):
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"\xff\xfe frames = 3")
+    assert_clean_error(_record(tmp_path, tiny_towns, "--config", str(bad)), "not UTF-8")
 
 
 def test_record_out_is_a_file(tmp_path, tiny_towns):
