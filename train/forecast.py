@@ -28,7 +28,7 @@ from train.config import TrainConfig
 from train.engine import seed_everything, setup
 from train.forecast_config import HorizonConfig
 from train.metrics import ConfusionMatrix
-from train.run_folder import load_component
+from train.run_folder import load_component, refuse_overwrite
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +234,11 @@ def train_forecast(cfg: TrainConfig, resume: bool = False) -> Path:
     from train.run import save_config
 
     load_manifest(cfg.data.root)
+    fc, out = cfg.forecast, Path(cfg.out) / cfg.forecast.run_name()
+    if not resume:
+        refuse_overwrite(Path(cfg.out), (fc.run_name(),))
     ctx = setup(cfg)
     save_config(cfg)
-    fc, out = cfg.forecast, Path(cfg.out) / cfg.forecast.run_name()
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     teacher = load_teacher(cfg, Path(cfg.out)).to(ctx.device)

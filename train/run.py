@@ -12,6 +12,7 @@ from clipcore.manifest import load_manifest, require_clips
 from clipcore.settings import apply_overrides, build, deep_merge, read_toml
 from train.config import FLAT_DATA_KEYS, TrainConfig, nest_data_keys
 from train.engine import run_stage, setup
+from train.run_folder import refuse_overwrite
 from train.schedules import preset_defaults
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,12 @@ def train(cfg: TrainConfig, stage: str, resume: bool = False) -> list[Path]:
     except CaptureError as exc:
         log.warning("training without validation (best.pt is the last epoch): %s", exc)
         validate = False
+    stages = STAGE_ORDER if stage == "all" else (stage,)
+    if not resume:
+        refuse_overwrite(Path(cfg.out), stages)
     ctx = setup(cfg)
     if ctx.main:
         save_config(cfg)
-    stages = STAGE_ORDER if stage == "all" else (stage,)
     return [run_stage(cfg, name, ctx, resume, validate) for name in _check_needs(cfg, stages)]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from clipcore.errors import CaptureError
+from clipcore.errors import CaptureError, ConfigError
 from models.depth import build_depth
 from models.ego_motion import build_ego_motion
 from models.geometry_filter import build_geometry_filter
@@ -73,3 +73,14 @@ class FrameModel(torch.nn.Module):
             "depth": self.depth(frames)["depth"].unflatten(0, (b, t)),
             "rel_pose": rel,
         }
+
+
+def refuse_overwrite(out: Path, stages: tuple[str, ...]) -> None:
+    """A stage already trained under ``out`` (its ``<stage>/last.pt``) is never trained over
+    without ``--resume``: its checkpoints would be lost."""
+    done = [name for name in stages if (Path(out) / name / "last.pt").exists()]
+    if done:
+        raise ConfigError(
+            f"{out} already holds trained {', '.join(done)}; pass --resume to continue "
+            "(a finished stage is kept as it is) or give another --out"
+        )

@@ -232,3 +232,13 @@ def test_ddp_with_two_cpu_processes(tmp_path, split_dataset):
     assert result.stdout.count("best checkpoint") == 2
     state = torch.load(tmp_path / "stage1" / "best.pt", weights_only=False)
     assert state["history"][0]["val"]["miou"] >= 0
+
+
+def test_a_trained_stage_is_never_trained_over_without_resume(cli, trained_run, split_dataset):
+    """Running a stage again into its run folder would replace best.pt and last.pt."""
+    before = {p: p.stat().st_mtime_ns for p in (trained_run / "stage1").glob("*.pt")}
+    result = cli.train(
+        "run", "stage1", "--data", split_dataset, "--out", trained_run, "--preset", "tiny"
+    )
+    cli.error(result, "already holds trained stage1", "--resume")
+    assert {p: p.stat().st_mtime_ns for p in (trained_run / "stage1").glob("*.pt")} == before
