@@ -32,6 +32,14 @@ class AugmentConfig(BaseModel):
         (0.5, 1.0), description="Crop area range as a share of the image."
     )
 
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"must be (low, high) with 0 < low <= high <= 1, got {list(value)}")
+        return value
+
 
 class DataConfig(BaseModel):
     """The training data: which dataset and splits, the label map, the frame size the models see,
@@ -51,6 +59,14 @@ class DataConfig(BaseModel):
         description="(H, W) of the frames the models see (intrinsics follow); default: the "
         "model's input_size.",
     )
+
+    @field_validator("size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 8:
+            raise ValueError(f"must be (H, W) of at least 8 pixels each, got {list(value)}")
+        return value
+
     train_split: str = Field("train", description="Manifest split to train on.")
     val_split: str = Field(
         "val",

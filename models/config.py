@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ModelConfig(BaseModel):
@@ -57,6 +57,13 @@ class ModelConfig(BaseModel):
         "none",
         description="torchvision weights to load (needs network access once; never used by tests).",
     )
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 8:
+            raise ValueError(f"must be (H, W) of at least 8 pixels each, got {list(value)}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

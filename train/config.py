@@ -7,8 +7,9 @@ batch size and learning rate. Presets (``train/schedules.py``) fill in the refer
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -71,6 +72,9 @@ class StageConfig(BaseModel):
             raise ValueError(
                 f"losses must be a non-empty subset of {', '.join(LOSSES)}; got {sorted(value)}"
             )
+        bad = {k: w for k, w in value.items() if not (math.isfinite(w) and w >= 0)}
+        if bad:
+            raise ValueError(f"loss weights must be finite and >= 0, got {bad}")
         return value
 
 
@@ -109,7 +113,9 @@ class TrainConfig(BaseModel):
         default_factory=ModelConfig, description="Model sizes (from the preset)."
     )
     stages: dict[StageName, StageConfig] = Field(description="The four stages (from the preset).")
-    seed: int = Field(0, description="Seed of sampling order, augmentation and initialisation.")
+    seed: int = Field(
+        0, ge=0, lt=2**32, description="Seed of sampling order, augmentation and initialisation."
+    )
     deterministic: bool = Field(
         False, description="Deterministic algorithms (bit-exact resume on CPU)."
     )
@@ -129,6 +135,16 @@ class TrainConfig(BaseModel):
     def _nest_flat_data_keys(cls, value: Any) -> Any:
         """Configs saved before the data fields were nested still load."""
         return nest_data_keys(value) if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _every_stage(self) -> TrainConfig:
+        missing = [name for name in get_args(StageName) if name not in self.stages]
+        if missing:
+            raise ValueError(
+                f"stages lacks {', '.join(missing)}: change a stage's fields "
+                "(--set stages.stage1.epochs=2) rather than replacing the stages table"
+            )
+        return self
 
     @model_validator(mode="after")
     def _classes_from_label_map(self) -> TrainConfig:

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 from tqdm import tqdm
 
+from clipcore.errors import ConfigError
 from dataset import ClipWindows
 from dataset.labels import load_label_map
 from train.config import StageConfig, TrainConfig
@@ -30,6 +31,7 @@ from train.losses import total_loss
 from train.metrics import ConfusionMatrix
 from train.nets import build_stage_net, stage_forward
 from train.panels import panel
+from train.run_folder import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,19 @@ class Context:
 
 
 def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; any other name as given."""
-    return name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N``
+    as given when there is such a device, else a :class:`ConfigError` with the fix."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = name.partition(":")
+    if name != "cpu" and not (kind == "cuda" and (not index or index.isdigit())):
+        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
+    if kind == "cuda" and int(index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device {name!r} is not there ({torch.cuda.device_count()} CUDA device(s) visible): "
+            "use --device auto or cpu"
+        )
+    return name
 
 
 def setup(cfg: TrainConfig) -> Context:
@@ -290,7 +303,13 @@ def run_stage(
     seed_everything(cfg.seed)
     net = build_stage_net(stage, cfg.model, Path(cfg.out)).to(ctx.device)
     for frozen in stage.frozen:
-        net.get_submodule(frozen).requires_grad_(False)
+        try:
+            net.get_submodule(frozen).requires_grad_(False)
+        except AttributeError:
+            names = ", ".join(name for name, _ in net.named_children())
+            raise ConfigError(
+                f"stages.{name}.frozen: {name} has no submodule {frozen!r}; its modules: {names}"
+            ) from None
     if cfg.channels_last and ctx.device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=stage.lr)
@@ -299,7 +318,7 @@ def run_stage(
     )
     start, best, history = 0, None, []
     if resume and (stage_dir / "last.pt").exists():
-        state = torch.load(stage_dir / "last.pt", map_location=ctx.device, weights_only=False)
+        state = load_checkpoint(stage_dir / "last.pt", ctx.device)
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

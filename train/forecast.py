@@ -28,7 +28,7 @@ from train.config import TrainConfig
 from train.engine import seed_everything, setup
 from train.forecast_config import HorizonConfig
 from train.metrics import ConfusionMatrix
-from train.run_folder import load_component, refuse_overwrite
+from train.run_folder import load_checkpoint, load_component, refuse_overwrite
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def load_forecaster(
         raise CaptureError(
             f"{path} does not exist: train it first (train run forecast --out {run_dir} ...)"
         )
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(path)
     cfg = TrainConfig.model_validate(state["config"])
     net = build_forecaster(
         cfg.model, len(cfg.forecast.pattern().inputs), cfg.forecast.temporal, cfg.forecast.width
@@ -249,7 +249,7 @@ def train_forecast(cfg: TrainConfig, resume: bool = False) -> Path:
     optimizer = torch.optim.Adam(net.parameters(), lr=fc.lr)
     start, best, history = 0, None, []
     if resume and (out / "last.pt").exists():
-        state = torch.load(out / "last.pt", map_location=ctx.device, weights_only=False)
+        state = load_checkpoint(out / "last.pt", ctx.device)
         net.load_state_dict(state["components"]["forecaster"])
         optimizer.load_state_dict(state["optimizer"])
         start, best, history = state["epoch"] + 1, state["best"], state["history"]

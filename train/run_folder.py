@@ -8,9 +8,12 @@ Layout: ``RUN/config.json`` (the resolved :class:`~train.config.TrainConfig`) an
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from clipcore.errors import CaptureError, ConfigError
 from models.depth import build_depth
@@ -21,6 +24,17 @@ from models.segmentation import build_segmentation
 from train.config import TrainConfig
 
 
+def load_checkpoint(path: Path, map_location: object = "cpu", weights_only: bool = False) -> Any:
+    """``torch.load`` of a checkpoint; a truncated or foreign file is one line with the fix."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except (RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+        raise CaptureError(
+            f"{path} is not a readable checkpoint ({str(exc).splitlines()[0][:80]}): it is "
+            "truncated or not one; restore it, or delete it and train that stage again"
+        ) from None
+
+
 def load_component(run_dir: Path, stage: str, component: str) -> dict[str, torch.Tensor]:
     """The state dict of ``component`` in ``<run>/<stage>/best.pt``; a clear error if it is
     missing."""
@@ -29,7 +43,7 @@ def load_component(run_dir: Path, stage: str, component: str) -> dict[str, torch
         raise CaptureError(
             f"{path} does not exist: train {stage} first (train run {stage} --out {run_dir} ...)"
         )
-    return torch.load(path, map_location="cpu", weights_only=False)["components"][component]
+    return load_checkpoint(path)["components"][component]
 
 
 def load_run(run_dir: Path) -> TrainConfig:
@@ -37,7 +51,13 @@ def load_run(run_dir: Path) -> TrainConfig:
     path = Path(run_dir) / "config.json"
     if not path.exists():
         raise CaptureError(f"{path} does not exist: is {run_dir} a run folder of train run?")
-    return TrainConfig.model_validate_json(path.read_text())
+    try:
+        return TrainConfig.model_validate_json(path.read_text())
+    except (ValidationError, UnicodeDecodeError) as exc:
+        raise CaptureError(
+            f"{path} is not a config train run wrote ({str(exc).splitlines()[0]}): restore it "
+            "from the run's copy or train the run again"
+        ) from None
 
 
 def temporal_model(cfg: TrainConfig, run_dir: Path) -> TemporalPipeline:

@@ -31,6 +31,7 @@ from dataset.target_images import TargetImages
 from models.sim2real import SIM2REAL_PRESETS, Sim2RealModelConfig, TwinVAE, build_sim2real
 from train.engine import resolve_device
 from train.metrics import ConfusionMatrix, DepthMetrics
+from train.run_folder import load_checkpoint as read_checkpoint
 from train.sim2real_losses import TASK_LOSSES, VAE_LOSSES, task_terms, vae_terms, weighted_total
 
 log = logging.getLogger(__name__)
@@ -286,7 +287,7 @@ def load_checkpoint(path: Path) -> tuple[TwinVAE, dict]:
         raise ConfigError(
             f"{path} does not exist; train it first: train run sim2real-vae (same --out)"
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path, weights_only=True)
     model = build_sim2real(Sim2RealModelConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt

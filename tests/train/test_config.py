@@ -133,3 +133,41 @@ def test_run_options_are_the_config_fields(cli, tmp_path, monkeypatch):
     assert cfg.data.label_map == "common12" and cfg.model.num_classes == 12
     help_text = cli.train("run", "--help").output
     assert "--val-split" in help_text and "Manifest split for validation" in help_text
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--seed", "-1"], ["seed", "greater than or equal to 0"]),
+        (["--set", "data.augment.crop_scale=[0.9, 0.1]"], ["crop_scale", "low <= high"]),
+        (["--set", "stages.stage1.losses.ce=nan"], ["loss weights must be finite"]),
+        (["--set", "stages={}"], ["stages lacks stage1", "--set stages.stage1.epochs"]),
+        (["--size", "0,0"], ["size", "at least 8 pixels"]),
+        (["--set", "model.input_size=[0, 0]"], ["input_size", "at least 8 pixels"]),
+        (["--device", "tpu"], ["unknown device 'tpu'", "auto, cpu"]),
+        (["--set", 'stages.stage1.frozen=["nope.layer"]'], ["no submodule 'nope.layer'"]),
+    ],
+)
+def test_bad_training_values_are_one_line(cli, tmp_path, split_dataset, args, needles):
+    result = cli.train("run", "stage1", "--data", split_dataset, "--out", tmp_path / "r", *args)
+    cli.error(result, *needles)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line(cli, tmp_path, split_dataset):
+    result = cli.train(
+        "run", "stage1", "--data", split_dataset, "--out", tmp_path / "r", "--device", "cuda"
+    )
+    cli.error(result, "device 'cuda' is not there", "--device auto or cpu")
+
+
+def test_truncated_checkpoint_and_config_are_one_line(cli, tmp_path, trained_run, split_dataset):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    best = run / "stage4" / "best.pt"
+    best.write_bytes(best.read_bytes()[:1000])
+    cli.error(cli.train("eval", "--run", run, "--data", split_dataset), "not a readable checkpoint")
+    (run / "config.json").write_text('{"preset": 3')
+    cli.error(cli.train("eval", "--run", run, "--data", split_dataset), "not a config train run")
