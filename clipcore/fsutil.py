@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 _ERRNO_RE = re.compile(r"errno = (\d+)")
@@ -58,6 +60,30 @@ def as_os_error(exc: BaseException, path: Path | str) -> OSError:
     """An HDF5 ``RuntimeError``/``OSError`` as an ``OSError`` with its errno and ``path``."""
     code = fault_errno(exc)
     return OSError(code or errno.EIO, os.strerror(code or errno.EIO), str(path))
+
+
+#: Free bytes under which a failed write is taken for a full disk (libraries such as torch
+#: report it without an errno).
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` then rename ``tmp`` to ``path``: on any failure the old file (if any) is
+    left as it was and no temporary file remains; a failure on a (nearly) full disk is raised as
+    ``OSError(ENOSPC)`` naming ``path``, whatever the library raised."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        if fault_errno(exc) is None and shutil.disk_usage(path.parent).free < NEARLY_FULL_BYTES:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 from tqdm import tqdm
 
 from clipcore.errors import ConfigError
+from clipcore.fsutil import atomic_write
 from dataset import ClipWindows
 from dataset.labels import load_label_map
 from train.config import StageConfig, TrainConfig
@@ -275,9 +276,7 @@ def save_checkpoint(
             "python": random.getstate(),
         },
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _no_worse(stage: StageConfig, val: dict[str, float], history: list[dict]) -> bool:

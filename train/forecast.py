@@ -10,7 +10,6 @@ Checkpoints go to ``<run>/<forecast-horizon[-stack][-nodistill]>/`` (``best.pt``
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from clipcore.fsutil import atomic_write
 from clipcore.manifest import load_manifest
 from dataset import ClipWindows, DataConfig
 from dataset.labels import IGNORE_INDEX
@@ -224,9 +224,7 @@ def _save(
         "history": history,
         "config": cfg.model_dump(mode="json"),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def train_forecast(cfg: TrainConfig, resume: bool = False) -> Path:

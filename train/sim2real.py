@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch.utils.data import DataLoader, RandomSampler
 
 from clipcore.errors import ConfigError
+from clipcore.fsutil import atomic_write, atomic_write_text
 from clipcore.normalize import denormalize
 from clipcore.settings import apply_overrides, build, deep_merge, read_toml
 from dataset import ClipWindows
@@ -272,12 +273,9 @@ def save_checkpoint(cfg: Sim2RealConfig, name: str, model: TwinVAE, history: lis
     folder = Path(cfg.out) / name
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.pt"
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {"model": model.state_dict(), "model_config": cfg.model.model_dump(), "stage": name}, tmp
-    )
-    tmp.replace(path)
-    (folder / "history.json").write_text(json.dumps(history, indent=2))
+    state = {"model": model.state_dict(), "model_config": cfg.model.model_dump(), "stage": name}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write_text(folder / "history.json", json.dumps(history, indent=2))
     return path
 
 

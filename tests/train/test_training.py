@@ -242,3 +242,24 @@ def test_a_trained_stage_is_never_trained_over_without_resume(cli, trained_run, 
     )
     cli.error(result, "already holds trained stage1", "--resume")
     assert {p: p.stat().st_mtime_ns for p in (trained_run / "stage1").glob("*.pt")} == before
+
+
+def test_full_disk_while_saving_a_checkpoint_is_one_line(cli, small_disk, split_dataset):
+    """torch.save on a full disk raises a RuntimeError without errno; it is reported as a full
+    disk, and no temporary checkpoint is left behind."""
+    sets = [
+        "--set",
+        "stages.stage1.epochs=1",
+        "--set",
+        "stages.stage1.max_steps=1",
+        "--set",
+        "tensorboard=false",
+    ]
+    out = small_disk / "run"
+    result = cli.train(
+        "run", "stage1", "--data", split_dataset, "--out", out, "--size", "32,64", *sets
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error: " in line]
+    assert len(errors) == 1 and "no space left" in errors[0], result.stderr
+    assert not list(out.rglob("*.tmp"))
