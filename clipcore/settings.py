@@ -71,12 +71,17 @@ def build(model: type[M], data: dict[str, Any], source: str) -> M:
 
 
 def parse_value(text: str) -> Any:
-    """Read an override value: JSON/TOML-like literals (``3``, ``0.5``, ``true``, ``[1,2]``) or a
-    string."""
+    """Read an override value: a JSON or TOML literal (``3``, ``0.5``, ``true``, ``[1,2]``, an
+    inline table ``{ce=2.0}``) or else the text itself as a string."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
+        pass
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
         return text
+    return value if isinstance(value, (dict, list, bool, int, float)) else text
 
 
 def _child(annotation: Any, key: str, node: dict[str, Any], path: str) -> Any:

@@ -171,3 +171,15 @@ def test_truncated_checkpoint_and_config_are_one_line(cli, tmp_path, trained_run
     cli.error(cli.train("eval", "--run", run, "--data", split_dataset), "not a readable checkpoint")
     (run / "config.json").write_text('{"preset": 3')
     cli.error(cli.train("eval", "--run", run, "--data", split_dataset), "not a config train run")
+
+
+def test_set_takes_toml_inline_tables(tmp_path):
+    cfg = resolve_config(
+        "tiny",
+        {"data": tmp_path, "out": tmp_path / "r"},
+        None,
+        ["stages.stage1.losses={ce=2.0}", "data.augment={flip_p=0.0}", "out=runs/x"],
+    )
+    assert cfg.stages["stage1"].losses == {"ce": 2.0}
+    assert cfg.data.augment.flip_p == 0.0 and cfg.data.augment.crop_p == 0.5
+    assert str(cfg.out) == "runs/x"
