@@ -175,3 +175,17 @@ def test_console_script_help():
         [exe, "record", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "Examples:" in out and "--backend synthetic" in out
+
+
+@pytest.mark.parametrize(
+    "program, args, needle",
+    [
+        ("capture", ["record", "--bogus"], "No such option '--bogus'"),
+        ("capture", ["split", "README.md"], "is a file"),
+        ("train", ["run", "stage9"], "'stage9' is not one of"),
+        ("train", ["run", "stage1", "--preset", "huge"], "huge"),
+    ],
+)
+def test_usage_errors_are_one_line_with_the_help_to_read(cli, program, args, needle):
+    line = cli.error(getattr(cli, program)(*args), needle)
+    assert line.endswith("--help)"), line
