@@ -349,7 +349,7 @@ class CaptureConfig(BaseModel):
     @classmethod
     def _seed(cls, value: int) -> int:
         if not 0 <= value < 2**31:
-            raise ValueError(f"must be in [0, 2^31), got {value}")
+            raise ValueError(f"must be in [0, 2^31), got {value}; pass --seed N with N >= 0")
         return value
 
     @field_validator("fps")

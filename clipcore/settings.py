@@ -44,6 +44,12 @@ def validation_message(exc: ValidationError, source: str) -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key; remove it or check its spelling"
+    elif first["type"] != "value_error":  # pydantic's own words say what, not how to fix it
+        got = first.get("input")
+        shown = "" if isinstance(got, (dict, list)) else f", got {got!r}"
+        msg = f"{msg}{shown}; give another value (--set {key}=...)"
+    else:
+        msg = msg.removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{source}: {key}: {msg}{more}"
 

@@ -77,6 +77,8 @@ def test_record_and_inspect(tmp_path, tiny_towns):
         (["--fps", "nan"], ["fps", "finite"]),
         (["--fps", "inf"], ["fps", "finite"]),
         (["--frames", "99999999999"], ["frames", "at most 100,000"]),
+        (["--vehicles", "-3"], ["carla.vehicles", "got -3", "--set carla.vehicles="]),
+        (["--seed", "-1"], ["seed", "--seed N"]),
         (["--set", "nosuch=1"], ["unknown key 'nosuch'"]),
         (["--set", "frames"], ["KEY=VALUE"]),
     ],
