@@ -32,10 +32,13 @@ def _field(model: type[BaseModel], path: str) -> FieldInfo:
 
 
 def _strip_optional(annotation: Any) -> Any:
+    """The type under ``X | None`` and ``Annotated[X, validators]``."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) == 1:
-            return args[0]
+            annotation = args[0]
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
     return annotation
 
 

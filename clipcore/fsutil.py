@@ -87,16 +87,12 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename; on any failure the old
-    file (if any) is left as it was and no temporary file remains."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    """Write ``text`` to ``path`` durably through :func:`atomic_write`."""
+
+    def write(tmp: Path) -> None:
         with open(tmp, "w") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)

@@ -10,9 +10,9 @@ import json
 import sys
 from pathlib import Path
 from types import UnionType
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
 from clipcore.errors import ConfigError
 
@@ -22,6 +22,16 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _frame_size(value: tuple[int, int]) -> tuple[int, int]:
+    if min(value) < 8:
+        raise ValueError(f"must be (H, W) of at least 8 pixels each, got {list(value)}")
+    return value
+
+
+#: A config field holding an image size (H, W) in pixels, each at least 8.
+FrameSize = Annotated[tuple[int, int], AfterValidator(_frame_size)]
 
 
 def read_toml(path: Path) -> dict[str, Any]:

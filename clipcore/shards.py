@@ -346,7 +346,7 @@ class ShardReader:
             )
         raw = attrs.get("format_version", -1)
         raw = raw.item() if isinstance(raw, np.generic) else raw
-        self.version = int(raw) if isinstance(raw, (int, np.integer)) else -1
+        self.version = raw if isinstance(raw, int) else -1
         if self.version not in READABLE_VERSIONS:
             self._h5.close()
             raise ShardFormatError(

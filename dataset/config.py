@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from clipcore.settings import FrameSize
+
 
 class AugmentConfig(BaseModel):
     """Augmentations, drawn once per window and applied to every frame of it."""
@@ -54,18 +56,11 @@ class DataConfig(BaseModel):
         description="Label map of the segmentation targets: carla22, cityscapes19, "
         "common12 (the segmentation head follows its class count).",
     )
-    size: tuple[int, int] | None = Field(
+    size: FrameSize | None = Field(
         None,
         description="(H, W) of the frames the models see (intrinsics follow); default: the "
         "model's input_size.",
     )
-
-    @field_validator("size")
-    @classmethod
-    def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
-        if value is not None and min(value) < 8:
-            raise ValueError(f"must be (H, W) of at least 8 pixels each, got {list(value)}")
-        return value
 
     train_split: str = Field("train", description="Manifest split to train on.")
     val_split: str = Field(

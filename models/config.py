@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from clipcore.settings import FrameSize
 
 
 class ModelConfig(BaseModel):
@@ -25,7 +27,7 @@ class ModelConfig(BaseModel):
         16, ge=4, description="UNet channels at full resolution (x2 per level)."
     )
     num_classes: int = Field(22, ge=2, description="Segmentation classes (the label map's size).")
-    input_size: tuple[int, int] = Field(
+    input_size: FrameSize = Field(
         (128, 256), description="(H, W) the preset is sized for; FLOPs are reported at it."
     )
     seg_head: Literal["deeplab", "light"] = Field(
@@ -57,13 +59,6 @@ class ModelConfig(BaseModel):
         "none",
         description="torchvision weights to load (needs network access once; never used by tests).",
     )
-
-    @field_validator("input_size")
-    @classmethod
-    def _positive_size(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if min(value) < 8:
-            raise ValueError(f"must be (H, W) of at least 8 pixels each, got {list(value)}")
-        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -305,7 +305,7 @@ def run_stage(
         try:
             net.get_submodule(frozen).requires_grad_(False)
         except AttributeError:
-            names = ", ".join(name for name, _ in net.named_children())
+            names = ", ".join(child for child, _ in net.named_children())
             raise ConfigError(
                 f"stages.{name}.frozen: {name} has no submodule {frozen!r}; its modules: {names}"
             ) from None
