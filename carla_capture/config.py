@@ -290,9 +290,10 @@ class CaptureConfig(BaseModel):
     clips_per_shard: int = Field(
         50, description="Clips per HDF5 shard (about 50 MB each at 512x256)."
     )
-    compression: Literal["lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none"] = Field(
-        "lz4hc+zstd",
-        description="Chunk codec: lz4hc+zstd (lz4hc images, zstd depth), zstd, lz4, gzip, lzf or "
+    compression: Literal["lz4hc", "lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none"] = Field(
+        "lz4hc",
+        description="Chunk codec: lz4hc (the fastest to read at PNG size), lz4hc+zstd (zstd depth: "
+        "smaller, slower), zstd, lz4, gzip, lzf or "
         "none (see docs/format.md; all but gzip, lzf and none need hdf5plugin to read).",
     )
     town_dir: Path | None = Field(

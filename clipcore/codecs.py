@@ -12,13 +12,21 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-#: Codec names; ``lz4hc+zstd`` (the default) is lz4hc for 8-bit images and zstd for depth codes.
-CODECS = ("lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none")
+from clipcore.schema import DEPTH_ENCODING, DEPTH_ROW_DELTA
+
+#: Codec names; ``lz4hc`` (the default) is Blosc lz4hc for every image, ``lz4hc+zstd`` lz4hc for
+#: 8-bit images and zstd for depth codes (smaller, slower to read).
+CODECS = ("lz4hc", "lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none")
 
 _BIT, _BYTE, _NO = hdf5plugin.Blosc.BITSHUFFLE, hdf5plugin.Blosc.SHUFFLE, hdf5plugin.Blosc.NOSHUFFLE
 #: Blosc (compressor, level, shuffle) per modality of each Blosc codec; chosen by
 #: ``benchmarks/storage.py`` (size and single-core decode time on CARLA-like images).
 _BLOSC = {
+    "lz4hc": {
+        "rgb": ("lz4hc", 9, _BIT),
+        "semantic": ("lz4hc", 9, _NO),
+        "depth": ("lz4hc", 9, _BYTE),
+    },
     "lz4hc+zstd": {
         "rgb": ("lz4hc", 9, _BIT),
         "semantic": ("lz4hc", 9, _NO),
@@ -47,9 +55,9 @@ def codec_options(
     semantic tags unshuffled (long runs of one tag) and shuffles bytes of depth codes (the
     always-zero top byte of a 24-bit code compresses away). Given a ``sample`` RGB frame, bit
     shuffle is kept only if it packs that frame smaller: flat-shaded images (the embedded
-    simulator's) pack smaller and decode 3x faster unshuffled. ``lz4hc+zstd`` decodes images with
-    lz4hc, about twice as fast as zstd for 5 % more bytes, and depth with zstd, 12 % smaller than
-    lz4hc; see ``benchmarks/storage.py``."""
+    simulator's) pack smaller and decode 3x faster unshuffled. Depth is stored as row differences
+    (:func:`depth_encoding`). ``lz4hc`` decodes every image with lz4hc, about twice as fast as zstd
+    for a few per cent more bytes; see ``benchmarks/storage.py``."""
     if name in _BLOSC:
         cname, level, shuffle = _BLOSC[name].get(modality, _BLOSC[name]["rgb"])
         if modality == "rgb" and sample is not None:
@@ -62,3 +70,9 @@ def codec_options(
     if name == "none":
         return {}
     raise ValueError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}")
+
+
+def depth_encoding(name: str) -> str:
+    """How a codec stores depth codes: as row differences (:func:`~clipcore.schema.row_delta`,
+    half the bytes after compression) unless it is ``none``, whose shards hold plain codes."""
+    return DEPTH_ENCODING if name == "none" else DEPTH_ROW_DELTA

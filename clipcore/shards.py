@@ -22,14 +22,14 @@ import h5py
 import numpy as np
 
 from clipcore import __version__
-from clipcore.codecs import CODECS, codec_options
+from clipcore.codecs import CODECS, codec_options, depth_encoding
 from clipcore.errors import ClipValidationError, ShardFormatError
 from clipcore.fsutil import as_os_error, fault_errno
 from clipcore.geometry import FAR_PLANE_M
 from clipcore.records import Clip, Frame
 from clipcore.schema import (
     COMPLETE_ATTR,
-    DEPTH_ENCODING,
+    DEPTH_ROW_DELTA,
     DEPTH_SCALE_M,
     FORMAT,
     FORMAT_VERSION,
@@ -40,7 +40,9 @@ from clipcore.schema import (
     decode_depth,
     encode_depth,
     expected_shapes,
+    row_delta,
     structure_faults,
+    undo_row_delta,
 )
 from clipcore.tags import SEMANTIC_SCHEMA
 
@@ -188,7 +190,9 @@ class ShardWriter:
             group.create_dataset(f"{name}_valid", shape=(num_frames,), dtype=bool)
         if "depth" in modalities:
             group["depth"].attrs.update(
-                encoding=DEPTH_ENCODING, scale_m=DEPTH_SCALE_M, far_plane_m=FAR_PLANE_M
+                encoding=depth_encoding(self.codec_name),
+                scale_m=DEPTH_SCALE_M,
+                far_plane_m=FAR_PLANE_M,
             )
         return group
 
@@ -210,8 +214,13 @@ class ShardWriter:
                         )
                     continue
                 if value is not None:
-                    group[name][k] = encode_depth(value) if name == "depth" else value
+                    group[name][k] = self._depth(value) if name == "depth" else value
                 group[f"{name}_valid"][k] = value is not None
+
+    def _depth(self, depth: np.ndarray) -> np.ndarray:
+        """Metres -> what this writer's depth datasets store (codes, or their row differences)."""
+        code = encode_depth(depth)
+        return row_delta(code) if depth_encoding(self.codec_name) == DEPTH_ROW_DELTA else code
 
     def close_clip(self, group: h5py.Group, clip: Clip) -> None:
         """Validate the whole clip against what was written, then add metadata and the marker."""
@@ -299,6 +308,7 @@ class _ClipMeta:
     small: dict[
         str, np.ndarray
     ]  # per-frame arrays of a few KiB (frame, timestamp, poses), read once
+    depth_row_delta: bool  # depth stored as row differences of codes
 
 
 #: A per-frame dataset at most this big is read once per clip, not once per window.
@@ -435,8 +445,17 @@ class ShardReader:
                     for name, ds in datasets.items()
                     if name not in IMAGES and ds.size * ds.dtype.itemsize <= _SMALL_BYTES
                 }
+                row = "depth" in group and group["depth"].attrs.get("encoding") == DEPTH_ROW_DELTA
                 self._metas[clip_id] = _ClipMeta(
-                    group, datasets, modalities, frames, valid, intrinsics, dict(group.attrs), small
+                    group,
+                    datasets,
+                    modalities,
+                    frames,
+                    valid,
+                    intrinsics,
+                    dict(group.attrs),
+                    small,
+                    row,
                 )
             except (KeyError, OSError, ValueError, RuntimeError) as exc:
                 self._refuse(clip_id, [f"unreadable metadata ({str(exc).split(' (')[0]})"])
@@ -483,6 +502,8 @@ class ShardReader:
         for name in meta.modalities:
             if name in out:
                 out[f"{name}_valid"] = meta.valid[name][start:stop]
+        if "depth" in out and meta.depth_row_delta:
+            undo_row_delta(out["depth"])
         if check:  # before decoding: depth codes are checked as integers
             faults = content_faults(out, start or 0)
             if faults:

@@ -18,6 +18,7 @@ from carla_capture.cli import main
 from carla_capture.config import CaptureConfig, VerifyConfig, load_town
 from carla_capture.verify import verify_shard
 from clipcore.errors import ShardFormatError
+from clipcore.schema import DEPTH_ROW_DELTA, row_delta, undo_row_delta
 from clipcore.shards import ShardReader, ShardWriter
 
 CLIP = "Town02-0-000000"
@@ -38,8 +39,25 @@ def _edit(name: str, change: Callable[[np.ndarray], np.ndarray]) -> Callable[[h5
     return edit
 
 
+def _codes(group: h5py.Group) -> np.ndarray:
+    """The clip's depth codes, whichever way they are stored."""
+    stored = group["depth"][()]
+    return undo_row_delta(stored) if group["depth"].attrs["encoding"] == DEPTH_ROW_DELTA else stored
+
+
+def _edit_codes(change: Callable[[np.ndarray], np.ndarray]) -> Callable[[h5py.Group], None]:
+    """Change depth codes (not their stored row differences)."""
+
+    def edit(group: h5py.Group) -> None:
+        codes = change(_codes(group))
+        row = group["depth"].attrs["encoding"] == DEPTH_ROW_DELTA
+        group["depth"][...] = row_delta(codes) if row else codes
+
+    return edit
+
+
 def _to_v1_with_nan_depth(group: h5py.Group) -> None:
-    depth = (group["depth"][()] * group["depth"].attrs["scale_m"]).astype(np.float32)
+    depth = (_codes(group) * group["depth"].attrs["scale_m"]).astype(np.float32)
     depth[3, 5, 7] = np.nan
     del group["depth"]
     group.create_dataset("depth", data=depth, chunks=(1, *depth.shape[1:]))
@@ -93,7 +111,12 @@ CLIP_CORRUPTIONS: dict[str, tuple[Callable[[h5py.Group], None], str]] = {
         lambda g: _replace(g, "depth", g["depth"][()].astype(np.float32), chunks=(1, 48, 96)),
         "dtype",
     ),
-    "depth_zero": (_edit("depth", _at((2, 10, 10), 0)), "depth outside"),
+    "depth_zero": (_edit_codes(_at((2, 10, 10), 0)), "depth outside"),
+    "depth_beyond_far_plane": (_edit_codes(_at((4, 0, 0), 2**24)), "depth outside"),
+    "depth_unknown_encoding": (
+        lambda g: g["depth"].attrs.__setitem__("encoding", "png"),
+        "no encoding attribute",
+    ),
     "nan_depth_v1": (_to_v1_with_nan_depth, "NaN"),
     "pose_not_orthonormal": (_edit("cam_to_world", _scaled_pose), "not orthonormal"),
     "pose_flipped_axis": (_edit("cam_to_world", _flipped_pose), "determinant"),

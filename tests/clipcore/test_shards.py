@@ -11,6 +11,7 @@ import pytest
 
 from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.config import CaptureConfig, load_town
+from clipcore.codecs import CODECS
 from clipcore.errors import ClipValidationError, ShardFormatError
 from clipcore.geometry import FAR_PLANE_M
 from clipcore.records import Clip
@@ -24,7 +25,7 @@ def clip(tiny_towns) -> Clip:
     return SyntheticBackend(cfg, load_town("Town02", tiny_towns)).record_clip(0)
 
 
-@pytest.mark.parametrize("codec", ["lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none"])
+@pytest.mark.parametrize("codec", CODECS)
 def test_round_trip_is_lossless(tmp_path, clip, codec):
     with ShardWriter(tmp_path / "Town02-00001.h5", "Town02", codec) as writer:
         writer.add(clip)
@@ -80,10 +81,25 @@ def test_layout_attrs_and_chunks(tmp_path, clip):
         t, hgt, wid = len(clip), *clip.frames[0].size
         assert g["rgb"].shape == (t, hgt, wid, 3) and g["rgb"].chunks == (1, hgt, wid, 3)
         assert g["semantic"].chunks == (1, hgt, wid) and g["depth"].chunks == (1, hgt, wid)
-        assert g["depth"].dtype == np.uint32 and g["depth"].attrs["encoding"] == "carla-24bit"
+        assert g["depth"].dtype == np.uint32
+        assert g["depth"].attrs["encoding"] == "carla-24bit-row-delta"
+        # as docs/format.md says: the codes are the running sums of each row's stored values
+        codes = np.add.accumulate(g["depth"][()], axis=-1, dtype=np.uint32)
+        assert np.array_equal(codes, encode_depth(clip.stack("depth")))
         assert g["cam_to_world"].dtype == np.float64 and g["depth_valid"][()].all()
         assert g["frame"].dtype == np.int64 and g["carla_transform"].shape == (t, 6)
         assert g.attrs["complete"] and g.attrs["fps"] == clip.fps
+
+
+def test_uncompressed_shards_hold_plain_depth_codes(tmp_path, clip):
+    """codec none: the depth dataset is the codes themselves (no row differences)."""
+    path = tmp_path / "Town02-00001.h5"
+    with ShardWriter(path, "Town02", "none") as writer:
+        writer.add(clip)
+    with h5py.File(path, "r") as h5:
+        depth = h5["clips"][clip.clip_id]["depth"]
+        assert depth.attrs["encoding"] == "carla-24bit"
+        assert np.array_equal(depth[()], encode_depth(clip.stack("depth")))
 
 
 def test_partial_window_reads_only_those_frames(tmp_path, clip):
