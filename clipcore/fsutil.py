@@ -28,6 +28,7 @@ _FIXES = {
     errno.EROFS: "read-only file system: choose a writable folder",
     errno.ENOTDIR: "a part of this path is a file, not a folder: pass a folder path",
     errno.EISDIR: "this is a folder: pass a file path",
+    errno.EEXIST: "a file is in the way of a folder: pass a folder path, or move the file away",
     errno.ENOENT: "no such file or folder: check the path",
     errno.EFBIG: "file too large for this file system (or a file size limit): use another folder",
 }

@@ -103,6 +103,14 @@ def _ply_vertices(path) -> np.ndarray:
     )
 
 
+def test_predict_into_a_file_is_one_line(trained_run, split_dataset, tmp_path, cli):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    args = ["predict", "--run", trained_run, split_dataset / "Town02", "--out", afile]
+    cli.error(cli.train(*args), "afile", "a file is in the way")
+    assert afile.read_text() == "x"
+
+
 def test_predict_writes_video_and_point_clouds(trained_run, split_dataset, tmp_path):
     result = CliRunner().invoke(
         train_main,
