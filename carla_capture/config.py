@@ -310,7 +310,14 @@ class CaptureConfig(BaseModel):
 
     @field_validator("town")
     @classmethod
-    def _town_alias(cls, value: str) -> str:
+    def _town_name(cls, value: str) -> str:
+        if not value:
+            raise ValueError("is empty: pass a town name such as Town03")
+        if any(c in value for c in "/\\") or value.startswith("."):
+            raise ValueError(
+                f"{value!r} is a path, not a town name: pass a name such as Town03, and "
+                "--town-dir FOLDER for town files kept elsewhere"
+            )
         if value == "Town10":
             logging.getLogger(__name__).warning("CARLA 0.9.16 has no Town10; recording Town10HD")
             return "Town10HD"

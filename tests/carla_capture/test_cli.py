@@ -71,6 +71,8 @@ def test_record_and_inspect(tmp_path, tiny_towns):
     "args,needles",
     [
         (["--town", "Town99"], ["unknown town 'Town99'", "Town01"]),
+        (["--town", "../T/Town01"], ["is a path, not a town name", "--town-dir"]),
+        (["--town", ""], ["town", "empty"]),
         (["--clips", "0"], ["clips", "at least 1"]),
         (["--frames", "-3"], ["frames", "at least 1"]),
         (["--fps", "5"], ["fps", "0.1 s"]),
