@@ -6,7 +6,8 @@ The clip format (what ``carla_capture`` writes and ``dataset`` / ``train`` read)
   backend and importer produces;
 - :mod:`clipcore.tags` (CARLA's semantic tags and palette), :mod:`clipcore.geometry` (camera and
   pose conventions, see docs/conventions.md);
-- :mod:`clipcore.schema` (format v2: layout, depth code, structure and content checks),
+- :mod:`clipcore.schema` (format v3: layout, depth code, structure and content checks),
+  :mod:`clipcore.predictors` (reversible row predictors applied before compression),
   :mod:`clipcore.shards` (the shard writer and the one validating reader);
 - :mod:`clipcore.folder` (a dataset folder's shards, a clip by id), :mod:`clipcore.manifest`
   (reading ``split.json``).

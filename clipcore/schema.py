@@ -9,12 +9,10 @@ here, so "valid" means one thing. Two kinds:
 - :func:`content_faults`: values of decoded arrays (NaN / inf, depth range, rigid poses, frame
   order and tags); cheap enough for the data loader on every window.
 
-Depth is stored (format 2) as CARLA's own 24-bit depth code in a uint32 dataset; readers return
-float32 metres ``float32(code) * float32(1000 / (2^24 - 1))`` (one float32 rounding: about
-0.06 mm steps, the far-plane code decodes to exactly 1000 m). Compressed shards store each row of
-codes as differences (:func:`row_delta`, ``encoding = "carla-24bit-row-delta"``): depth changes
-little along an image row (not at all along the ground of a level camera), so the differences are
-mostly zero and compress to about half.
+Depth is stored (format 2 and later) as CARLA's own 24-bit depth code in a uint32 dataset;
+readers return float32 metres ``float32(code) * float32(1000 / (2^24 - 1))`` (one float32
+rounding: about 0.06 mm steps, the far-plane code decodes to exactly 1000 m). Format 3 adds a
+``predictor`` attribute to image datasets (:mod:`clipcore.predictors`).
 """
 
 from __future__ import annotations
@@ -25,20 +23,18 @@ from typing import Any
 import numpy as np
 
 from clipcore.geometry import FAR_PLANE_M
+from clipcore.predictors import NONE, PREDICTORS
 from clipcore.tags import NUM_TAGS
 
 FORMAT = "carla-clips"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 COMPLETE_ATTR = "complete"
 
 DEPTH_CODE_MAX = 2**24 - 1
 DEPTH_SCALE_M = FAR_PLANE_M / DEPTH_CODE_MAX
 _SCALE32 = np.float32(DEPTH_SCALE_M)
 DEPTH_ENCODING = "carla-24bit"
-DEPTH_ROW_DELTA = "carla-24bit-row-delta"
-#: Depth dataset ``encoding`` attributes: codes, or codes stored as row differences.
-DEPTH_ENCODINGS = (DEPTH_ENCODING, DEPTH_ROW_DELTA)
 
 REQUIRED = ("rgb", "frame", "timestamp")
 #: Optional per-frame modalities; each present one has a ``<name>_valid`` (T,) bool dataset.
@@ -51,19 +47,6 @@ def decode_depth(code: np.ndarray) -> np.ndarray:
     """uint32 24-bit depth codes -> float32 planar depth in metres (a new array)."""
     # one pass; each code converts to float32 exactly (24 bits), then one float32 product
     return np.multiply(np.asarray(code), _SCALE32, dtype=np.float32)
-
-
-def row_delta(code: np.ndarray) -> np.ndarray:
-    """uint32 codes (..., W) -> the first code of each row, then each code minus its left
-    neighbour (modulo 2^32); a new array. Undone by :func:`undo_row_delta`."""
-    delta = np.array(code, dtype=np.uint32)
-    np.subtract(delta[..., 1:], code[..., :-1], out=delta[..., 1:], dtype=np.uint32)
-    return delta
-
-
-def undo_row_delta(delta: np.ndarray) -> np.ndarray:
-    """The codes of :func:`row_delta`'s differences (..., W) uint32, computed in place."""
-    return np.add.accumulate(delta, axis=-1, dtype=np.uint32, out=delta)
 
 
 def encode_depth(depth: np.ndarray) -> np.ndarray:
@@ -146,12 +129,17 @@ def structure_faults(group: Any, version: int) -> list[str]:
                 if name not in names and f"{name}_valid" in names:
                     faults.append(f"{name}_valid is there but {name} is missing (lost)")
             faults += _lost_datasets(attrs, names)
-            if "depth" in names and group["depth"].attrs.get("encoding") not in DEPTH_ENCODINGS:
-                faults.append(
-                    f"depth has no encoding attribute of {' or '.join(map(repr, DEPTH_ENCODINGS))}"
-                )
+            if "depth" in names and group["depth"].attrs.get("encoding") != DEPTH_ENCODING:
+                faults.append(f"depth has no encoding={DEPTH_ENCODING!r} attribute")
         elif not set(OPTIONAL) <= names:
             faults.append(f"format 1 clip lacks {', '.join(sorted(set(OPTIONAL) - names))}")
+        for name in sorted(names & set(IMAGES)):
+            predictor = group[name].attrs.get("predictor", NONE)
+            if predictor not in PREDICTORS or (version < 3 and predictor != NONE):
+                faults.append(
+                    f"{name} has predictor {predictor!r}, which format {version} does not know "
+                    f"(format 3 knows {', '.join(PREDICTORS)})"
+                )
         if "intrinsics" in names:
             k = group["intrinsics"]
             if (

@@ -1,5 +1,5 @@
-"""HDF5 shards (``docs/format.md``): a validating writer (format 2) and the one reader (formats 1
-and 2).
+"""HDF5 shards (``docs/format.md``): a validating writer (format 3) and the one reader (formats 1
+to 3).
 
 A shard holds whole clips of one town under ``/clips/<clip_id>``. Every per-frame image dataset
 is chunked one frame per chunk, so reading a 6-frame window decodes 6 chunks. Every program that
@@ -22,14 +22,15 @@ import h5py
 import numpy as np
 
 from clipcore import __version__
-from clipcore.codecs import CODECS, codec_options, depth_encoding
+from clipcore.codecs import CODECS, storage
 from clipcore.errors import ClipValidationError, ShardFormatError
 from clipcore.fsutil import as_os_error, fault_errno
 from clipcore.geometry import FAR_PLANE_M
+from clipcore.predictors import NONE, predict, unpredict
 from clipcore.records import Clip, Frame
 from clipcore.schema import (
     COMPLETE_ATTR,
-    DEPTH_ROW_DELTA,
+    DEPTH_ENCODING,
     DEPTH_SCALE_M,
     FORMAT,
     FORMAT_VERSION,
@@ -40,9 +41,7 @@ from clipcore.schema import (
     decode_depth,
     encode_depth,
     expected_shapes,
-    row_delta,
     structure_faults,
-    undo_row_delta,
 )
 from clipcore.tags import SEMANTIC_SCHEMA
 
@@ -98,7 +97,7 @@ class ShardWriter:
 
     def __init__(self, path: Path, town: str, codec: str = CODECS[0]) -> None:
         self.path, self.town = Path(path), town
-        codec_options(codec)  # an unknown name fails here
+        storage(codec)  # an unknown name fails here
         self.codec_name = codec
         self.partial = self.path.with_name(self.path.name + ".partial")
         if self.path.exists():
@@ -173,7 +172,7 @@ class ShardWriter:
     ) -> h5py.Group:
         """Create an empty clip group with datasets for rgb, frame, timestamp and ``modalities``
         (each with a ``<name>_valid`` mask), whose frames are then written one by one; the RGB
-        codec adapts to ``sample_rgb`` (the first frame), see :func:`codec_options`."""
+        codec adapts to ``sample_rgb`` (the first frame), see :func:`~clipcore.codecs.storage`."""
         if clip_id in self._clips:
             raise ClipValidationError(f"clip {clip_id!r} is already in {self.path.name}")
         unknown = set(modalities) - set(OPTIONAL)
@@ -183,16 +182,20 @@ class ShardWriter:
         shapes = expected_shapes(num_frames, height, width, FORMAT_VERSION)
         for name in ("rgb", "frame", "timestamp", *modalities):
             shape, dtype = shapes[name]
-            options = codec_options(self.codec_name, name, sample_rgb if name == "rgb" else None)
-            chunked = {"chunks": (1, *shape[1:]), **options} if len(shape) > 2 else {}
-            group.create_dataset(name, shape=shape, dtype=dtype, **chunked)
+            if len(shape) <= 2:
+                group.create_dataset(name, shape=shape, dtype=dtype)
+                continue
+            how = storage(self.codec_name, name, sample_rgb if name == "rgb" else None)
+            chunks = (1, *shape[1:])
+            data = group.create_dataset(
+                name, shape=shape, dtype=dtype, chunks=chunks, **how.options
+            )
+            data.attrs["predictor"] = how.predictor
         for name in modalities:
             group.create_dataset(f"{name}_valid", shape=(num_frames,), dtype=bool)
         if "depth" in modalities:
             group["depth"].attrs.update(
-                encoding=depth_encoding(self.codec_name),
-                scale_m=DEPTH_SCALE_M,
-                far_plane_m=FAR_PLANE_M,
+                encoding=DEPTH_ENCODING, scale_m=DEPTH_SCALE_M, far_plane_m=FAR_PLANE_M
             )
         return group
 
@@ -200,11 +203,8 @@ class ShardWriter:
         """Write frame ``k`` of an open clip group (one chunk per image dataset); a modality the
         frame lacks stays zero with its ``<name>_valid`` flag False."""
         with self._io():
-            group["rgb"][k], group["frame"][k], group["timestamp"][k] = (
-                frame.rgb,
-                frame.frame,
-                frame.timestamp,
-            )
+            group["rgb"][k] = self._stored(group, "rgb", frame.rgb)
+            group["frame"][k], group["timestamp"][k] = frame.frame, frame.timestamp
             for name in OPTIONAL:
                 value = getattr(frame, name)
                 if name not in group:
@@ -214,13 +214,19 @@ class ShardWriter:
                         )
                     continue
                 if value is not None:
-                    group[name][k] = self._depth(value) if name == "depth" else value
+                    group[name][k] = self._stored(group, name, value)
                 group[f"{name}_valid"][k] = value is not None
 
-    def _depth(self, depth: np.ndarray) -> np.ndarray:
-        """Metres -> what this writer's depth datasets store (codes, or their row differences)."""
-        code = encode_depth(depth)
-        return row_delta(code) if depth_encoding(self.codec_name) == DEPTH_ROW_DELTA else code
+    @staticmethod
+    def _stored(group: h5py.Group, name: str, value: np.ndarray) -> np.ndarray:
+        """One frame's value -> what its dataset stores: depth as codes, through the dataset's
+        predictor."""
+        if name == "depth":
+            value = encode_depth(value)
+        elif name not in IMAGES:
+            return value
+        predictor = group[name].attrs.get("predictor", NONE)
+        return value if predictor == NONE else predict(value[None], predictor)[0]
 
     def close_clip(self, group: h5py.Group, clip: Clip) -> None:
         """Validate the whole clip against what was written, then add metadata and the marker."""
@@ -308,7 +314,7 @@ class _ClipMeta:
     small: dict[
         str, np.ndarray
     ]  # per-frame arrays of a few KiB (frame, timestamp, poses), read once
-    depth_row_delta: bool  # depth stored as row differences of codes
+    predictors: dict[str, str]  # image datasets stored through a predictor -> its name
 
 
 #: A per-frame dataset at most this big is read once per clip, not once per window.
@@ -445,7 +451,12 @@ class ShardReader:
                     for name, ds in datasets.items()
                     if name not in IMAGES and ds.size * ds.dtype.itemsize <= _SMALL_BYTES
                 }
-                row = "depth" in group and group["depth"].attrs.get("encoding") == DEPTH_ROW_DELTA
+                predictors = {
+                    name: p
+                    for name in IMAGES
+                    if name in datasets
+                    and (p := datasets[name].attrs.get("predictor", NONE)) != NONE
+                }
                 self._metas[clip_id] = _ClipMeta(
                     group,
                     datasets,
@@ -455,7 +466,7 @@ class ShardReader:
                     intrinsics,
                     dict(group.attrs),
                     small,
-                    row,
+                    predictors,
                 )
             except (KeyError, OSError, ValueError, RuntimeError) as exc:
                 self._refuse(clip_id, [f"unreadable metadata ({str(exc).split(' (')[0]})"])
@@ -502,8 +513,9 @@ class ShardReader:
         for name in meta.modalities:
             if name in out:
                 out[f"{name}_valid"] = meta.valid[name][start:stop]
-        if "depth" in out and meta.depth_row_delta:
-            undo_row_delta(out["depth"])
+        for name, predictor in meta.predictors.items():
+            if name in out:
+                unpredict(out[name], predictor)
         if check:  # before decoding: depth codes are checked as integers
             faults = content_faults(out, start or 0)
             if faults:

@@ -18,7 +18,7 @@ from carla_capture.cli import main
 from carla_capture.config import CaptureConfig, VerifyConfig, load_town
 from carla_capture.verify import verify_shard
 from clipcore.errors import ShardFormatError
-from clipcore.schema import DEPTH_ROW_DELTA, row_delta, undo_row_delta
+from clipcore.predictors import predict, unpredict
 from clipcore.shards import ShardReader, ShardWriter
 
 CLIP = "Town02-0-000000"
@@ -39,30 +39,32 @@ def _edit(name: str, change: Callable[[np.ndarray], np.ndarray]) -> Callable[[h5
     return edit
 
 
-def _codes(group: h5py.Group) -> np.ndarray:
-    """The clip's depth codes, whichever way they are stored."""
-    stored = group["depth"][()]
-    return undo_row_delta(stored) if group["depth"].attrs["encoding"] == DEPTH_ROW_DELTA else stored
+def _values(group: h5py.Group, name: str) -> np.ndarray:
+    """An image dataset's values (depth codes), whatever its predictor."""
+    return unpredict(group[name][()], group[name].attrs["predictor"])
 
 
-def _edit_codes(change: Callable[[np.ndarray], np.ndarray]) -> Callable[[h5py.Group], None]:
-    """Change depth codes (not their stored row differences)."""
+def _edit_values(
+    name: str, change: Callable[[np.ndarray], np.ndarray]
+) -> Callable[[h5py.Group], None]:
+    """Change an image dataset's values (not what its predictor stores)."""
 
     def edit(group: h5py.Group) -> None:
-        codes = change(_codes(group))
-        row = group["depth"].attrs["encoding"] == DEPTH_ROW_DELTA
-        group["depth"][...] = row_delta(codes) if row else codes
+        group[name][...] = predict(change(_values(group, name)), group[name].attrs["predictor"])
 
     return edit
 
 
 def _to_v1_with_nan_depth(group: h5py.Group) -> None:
-    depth = (_codes(group) * group["depth"].attrs["scale_m"]).astype(np.float32)
+    depth = (_values(group, "depth") * group["depth"].attrs["scale_m"]).astype(np.float32)
     depth[3, 5, 7] = np.nan
     del group["depth"]
     group.create_dataset("depth", data=depth, chunks=(1, *depth.shape[1:]))
     for name in [n for n in group if n.endswith("_valid")]:
         del group[name]
+    for name in ("rgb", "semantic"):
+        _replace(group, name, _values(group, name), chunks=group[name].chunks)
+        group[name].attrs["predictor"] = "none"
     group.file.attrs["format_version"] = 1
 
 
@@ -111,11 +113,15 @@ CLIP_CORRUPTIONS: dict[str, tuple[Callable[[h5py.Group], None], str]] = {
         lambda g: _replace(g, "depth", g["depth"][()].astype(np.float32), chunks=(1, 48, 96)),
         "dtype",
     ),
-    "depth_zero": (_edit_codes(_at((2, 10, 10), 0)), "depth outside"),
-    "depth_beyond_far_plane": (_edit_codes(_at((4, 0, 0), 2**24)), "depth outside"),
+    "depth_zero": (_edit_values("depth", _at((2, 10, 10), 0)), "depth outside"),
+    "depth_beyond_far_plane": (_edit_values("depth", _at((4, 0, 0), 2**24)), "depth outside"),
     "depth_unknown_encoding": (
         lambda g: g["depth"].attrs.__setitem__("encoding", "png"),
-        "no encoding attribute",
+        "no encoding='carla-24bit'",
+    ),
+    "unknown_predictor": (
+        lambda g: g["rgb"].attrs.__setitem__("predictor", "paeth"),
+        "rgb has predictor 'paeth'",
     ),
     "nan_depth_v1": (_to_v1_with_nan_depth, "NaN"),
     "pose_not_orthonormal": (_edit("cam_to_world", _scaled_pose), "not orthonormal"),
@@ -124,7 +130,7 @@ CLIP_CORRUPTIONS: dict[str, tuple[Callable[[h5py.Group], None], str]] = {
     "pose_nan": (_edit("cam_to_world", _at((1, 0, 3), np.nan)), "NaN"),
     "frames_out_of_order": (_edit("frame", _swap), "frame does not increase"),
     "timestamp_repeated": (_edit("timestamp", _at((3,), 0.0)), "timestamp does not increase"),
-    "tag_out_of_range": (_edit("semantic", _at((1, 0, 0), 200)), "tag above"),
+    "tag_out_of_range": (_edit_values("semantic", _at((1, 0, 0), 200)), "tag above"),
     "valid_mask_missing": (lambda g: g.__delitem__("depth_valid"), "depth_valid"),
     "contiguous_rgb": (lambda g: _replace(g, "rgb", g["rgb"][()]), "chunked"),
     "frame_count_attr": (lambda g: g.attrs.__setitem__("num_frames", 7), "num_frames"),

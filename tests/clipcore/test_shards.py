@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import cv2
 import h5py
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from carla_capture.config import CaptureConfig, load_town
 from clipcore.codecs import CODECS
 from clipcore.errors import ClipValidationError, ShardFormatError
 from clipcore.geometry import FAR_PLANE_M
+from clipcore.predictors import PREDICTORS, predict, unpredict
 from clipcore.records import Clip
 from clipcore.schema import DEPTH_CODE_MAX, DEPTH_SCALE_M, decode_depth, encode_depth
 from clipcore.shards import FORMAT_VERSION, ShardReader, ShardWriter
@@ -81,25 +83,94 @@ def test_layout_attrs_and_chunks(tmp_path, clip):
         t, hgt, wid = len(clip), *clip.frames[0].size
         assert g["rgb"].shape == (t, hgt, wid, 3) and g["rgb"].chunks == (1, hgt, wid, 3)
         assert g["semantic"].chunks == (1, hgt, wid) and g["depth"].chunks == (1, hgt, wid)
-        assert g["depth"].dtype == np.uint32
-        assert g["depth"].attrs["encoding"] == "carla-24bit-row-delta"
-        # as docs/format.md says: the codes are the running sums of each row's stored values
-        codes = np.add.accumulate(g["depth"][()], axis=-1, dtype=np.uint32)
-        assert np.array_equal(codes, encode_depth(clip.stack("depth")))
+        assert g["depth"].dtype == np.uint32 and g["depth"].attrs["encoding"] == "carla-24bit"
+        assert {g[n].attrs["predictor"] for n in ("rgb", "semantic", "depth")} <= set(PREDICTORS)
         assert g["cam_to_world"].dtype == np.float64 and g["depth_valid"][()].all()
         assert g["frame"].dtype == np.int64 and g["carla_transform"].shape == (t, 6)
         assert g.attrs["complete"] and g.attrs["fps"] == clip.fps
 
 
-def test_uncompressed_shards_hold_plain_depth_codes(tmp_path, clip):
-    """codec none: the depth dataset is the codes themselves (no row differences)."""
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint32])
+@pytest.mark.parametrize("predictor", PREDICTORS)
+@pytest.mark.parametrize("shape", [(2, 7, 5), (3, 6, 4, 3), (1, 1, 3)])
+def test_predictors_are_exact_and_undone_in_place(predictor, dtype, shape):
+    values = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, shape, endpoint=True)
+    values = values.astype(dtype)
+    stored = predict(values, predictor)
+    assert stored.dtype == values.dtype and stored is not values
+    back = unpredict(stored, predictor)
+    assert back is stored and np.array_equal(back, values)
+
+
+def test_predictors_store_what_docs_format_md_says():
+    x = np.array([[[5, 7, 6], [9, 9, 250], [1, 2, 3]]], np.uint8)  # (T=1, H=3, W=3)
+    assert predict(x, "row-pairs").tolist() == [[[5, 7, 6], [4, 2, 244], [1, 2, 3]]]
+    assert predict(x, "row-delta").tolist() == [[[5, 2, 255], [9, 0, 241], [1, 1, 1]]]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_stored_values_through_the_predictor_are_the_values(tmp_path, clip, codec):
+    """Any HDF5 reader that undoes the named predictor gets the images and depth codes."""
+    path = tmp_path / "Town02-00001.h5"
+    with ShardWriter(path, "Town02", codec) as writer:
+        writer.add(clip)
+    with h5py.File(path, "r") as h5:
+        g = h5["clips"][clip.clip_id]
+        for name, want in (
+            ("rgb", clip.stack("rgb")),
+            ("semantic", clip.stack("semantic")),
+            ("depth", encode_depth(clip.stack("depth"))),
+        ):
+            assert np.array_equal(unpredict(g[name][()], g[name].attrs["predictor"]), want)
+        if codec == "none":
+            assert all(g[n].attrs["predictor"] == "none" for n in ("rgb", "semantic", "depth"))
+
+
+def test_textured_rgb_is_stored_as_row_pairs_and_flat_rgb_is_not(tmp_path, clip):
+    rng = np.random.default_rng(0)
+    height, width = clip.frames[0].size
+    smooth = cv2.resize(rng.normal(0, 20, (height // 4, width // 4)), (width, height))
+    noisy = tuple(
+        dataclasses.replace(
+            f,
+            rgb=np.clip(f.rgb + smooth[..., None] + rng.normal(0, 2, f.rgb.shape), 0, 255).astype(
+                np.uint8
+            ),
+        )
+        for f in clip.frames
+    )
+    path = tmp_path / "Town02-00001.h5"
+    with ShardWriter(path, "Town02") as writer:
+        writer.add(clip)
+        writer.add(dataclasses.replace(clip, clip_id="Town02-0-000001", frames=noisy))
+    with h5py.File(path, "r") as h5:
+        assert h5["clips"][clip.clip_id]["rgb"].attrs["predictor"] == "none"
+        assert h5["clips"]["Town02-0-000001"]["rgb"].attrs["predictor"] == "row-pairs"
+
+
+def test_format_2_shards_stay_readable(tmp_path, clip):
+    """A format 2 shard: no predictor attributes (written here by codec none)."""
     path = tmp_path / "Town02-00001.h5"
     with ShardWriter(path, "Town02", "none") as writer:
         writer.add(clip)
-    with h5py.File(path, "r") as h5:
-        depth = h5["clips"][clip.clip_id]["depth"]
-        assert depth.attrs["encoding"] == "carla-24bit"
-        assert np.array_equal(depth[()], encode_depth(clip.stack("depth")))
+    with h5py.File(path, "a") as h5:
+        h5.attrs["format_version"] = 2
+        for name in ("rgb", "semantic", "depth"):
+            del h5["clips"][clip.clip_id][name].attrs["predictor"]
+    with ShardReader(path) as reader:
+        back = reader.read_clip(clip.clip_id)
+    assert np.array_equal(back.stack("rgb"), clip.stack("rgb"))
+    assert np.array_equal(back.stack("depth"), decode_depth(encode_depth(clip.stack("depth"))))
+
+
+def test_a_predictor_in_a_format_2_shard_is_refused(tmp_path, clip):
+    path = tmp_path / "Town02-00001.h5"
+    with ShardWriter(path, "Town02", "zstd") as writer:
+        writer.add(clip)
+    with h5py.File(path, "a") as h5:
+        h5.attrs["format_version"] = 2
+    with ShardReader(path) as reader, pytest.raises(ShardFormatError, match="format 2"):
+        reader.read_clip(clip.clip_id)
 
 
 def test_partial_window_reads_only_those_frames(tmp_path, clip):
@@ -161,8 +232,8 @@ def test_reader_refuses_other_versions_and_foreign_files(tmp_path, clip):
     with ShardWriter(path, "Town02") as writer:
         writer.add(clip)
     with h5py.File(path, "a") as h5:
-        h5.attrs["format_version"] = 3
-    with pytest.raises(ShardFormatError, match="format_version 3"):
+        h5.attrs["format_version"] = 4
+    with pytest.raises(ShardFormatError, match="format_version 4"):
         ShardReader(path)
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as h5:
