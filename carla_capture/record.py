@@ -197,7 +197,7 @@ class _Stager:
                 for item in batch:
                     with ShardReader(item) as reader:
                         for cid in reader.clip_ids():
-                            writer.add_copy(reader.group(cid))
+                            writer.add_copy(reader, cid)
             self.written.append(path)
             for item in batch:
                 item.unlink()

@@ -217,7 +217,9 @@ def _verify_clip(reader: ShardReader, cid: str, rel: str, cfg: VerifyConfig) -> 
     if faults:
         return ClipReport(cid, rel, reader.town, failures=list(faults))
     try:
-        return verify_arrays(reader.read_arrays(cid, check=False), cid, rel, reader.town, cfg)
+        report = verify_arrays(reader.read_arrays(cid, check=False), cid, rel, reader.town, cfg)
+        report.failures += reader.checksum_faults(cid)
+        return report
     except ShardFormatError as exc:
         return ClipReport(cid, rel, reader.town, failures=[str(exc)])
     except Exception as exc:  # noqa: BLE001 - verify reports every fault and carries on

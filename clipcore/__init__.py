@@ -18,4 +18,4 @@ line, atomic writes), :mod:`clipcore.settings` (TOML, deep merge, ``--set``),
 and :mod:`clipcore.pictures`. Nothing here imports torch or the packages above it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -45,7 +45,7 @@ _BLOSC = {
         "depth": ("lz4", 5, _BYTE, ROW_DELTA),
     },
 }
-#: HDF5's own filters (any HDF5 reader has them); depth as row differences, which halves it.
+#: HDF5's own filters (any HDF5 reader has them); :func:`storage` adds depth's row-delta.
 _BUILTIN = {
     "gzip": {"compression": "gzip", "compression_opts": 4, "shuffle": True},
     "lzf": {"compression": "lzf", "shuffle": True},
@@ -78,12 +78,14 @@ def storage(name: str, modality: str = "rgb", sample: np.ndarray | None = None) 
     always-zero top byte compresses away). Given a ``sample`` RGB frame, RGB is stored unshuffled,
     bit-shuffled, or bit-shuffled with the ``row-pairs`` predictor, whichever packs it smallest:
     textured, camera-like images pack smallest bit-shuffled with row pairs, flat-shaded ones
-    (the embedded simulator's) unshuffled without, and then also decode 3x faster. ``lz4hc``
-    stores depth codes as they are: their ``row-delta`` predictor halves them but its running sum
-    costs more read time than the bytes it saves; the other codecs use it. See
-    ``benchmarks/storage.py``."""
+    (the embedded simulator's) unshuffled without, and then also decode 3x faster (HDF5's own
+    gzip and lzf never predict RGB). ``lz4hc`` stores depth codes as they are: their
+    ``row-delta`` predictor halves them but its running sum costs more read time than the bytes
+    it saves; every other codec but ``none`` uses it. See ``benchmarks/storage.py``."""
     if name in _BLOSC:
         cname, level, shuffle, predictor = _BLOSC[name].get(modality, _BLOSC[name]["rgb"])
+        if modality not in _BLOSC[name]:  # poses: RGB's compressor, no predictor
+            predictor = NONE
         if modality == "rgb" and sample is not None:
             shuffle, predictor = min(
                 ((_NO, NONE), (_BIT, NONE), (_BIT, predictor)),

@@ -22,6 +22,11 @@ PREDICTORS = (NONE, ROW_PAIRS, ROW_DELTA)
 
 def predict(frames: np.ndarray, predictor: str) -> np.ndarray:
     """Frames (T, H, W[, C]) of an unsigned integer type -> what is stored (a new array)."""
+    if frames.ndim < 3 or frames.dtype.kind != "u":
+        raise ValueError(
+            f"predictors take unsigned integer frames (T, H, W[, C]), got {frames.dtype} "
+            f"{frames.shape}"
+        )
     stored = np.array(frames)
     if predictor == ROW_PAIRS:
         odd = stored[:, 1::2]

@@ -12,12 +12,15 @@ here, so "valid" means one thing. Two kinds:
 Depth is stored (format 2 and later) as CARLA's own 24-bit depth code in a uint32 dataset;
 readers return float32 metres ``float32(code) * float32(1000 / (2^24 - 1))`` (one float32
 rounding: about 0.06 mm steps, the far-plane code decodes to exactly 1000 m). Format 3 adds a
-``predictor`` attribute to image datasets (:mod:`clipcore.predictors`).
+``predictor`` attribute to image datasets (:mod:`clipcore.predictors`) and a ``crc32`` dataset:
+each frame's CRC-32 of its rgb, semantic and depth values (:func:`frame_crc32`), which
+``capture verify`` compares, so that a changed pixel that still looks valid is found.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import numpy as np
@@ -40,6 +43,8 @@ REQUIRED = ("rgb", "frame", "timestamp")
 #: Optional per-frame modalities; each present one has a ``<name>_valid`` (T,) bool dataset.
 OPTIONAL = ("semantic", "depth", "cam_to_world", "carla_transform")
 IMAGES = ("rgb", "semantic", "depth")
+#: Format 3: (T, 3) uint32, CRC-32 of each frame's IMAGES values (0 where a frame lacks one).
+CHECKSUMS = "crc32"
 RIGID_ATOL = 1e-5
 
 
@@ -47,6 +52,21 @@ def decode_depth(code: np.ndarray) -> np.ndarray:
     """uint32 24-bit depth codes -> float32 planar depth in metres (a new array)."""
     # one pass; each code converts to float32 exactly (24 bits), then one float32 product
     return np.multiply(np.asarray(code), _SCALE32, dtype=np.float32)
+
+
+def frame_crc32(value: np.ndarray) -> int:
+    """CRC-32 (zlib) of one frame's values (rgb, semantic tags or depth codes) as little-endian
+    bytes in C order."""
+    data = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
+    return zlib.crc32(data.view(np.uint8).reshape(-1))
+
+
+def predictor_of(dataset: Any) -> str | None:
+    """The ``predictor`` attribute of an h5py dataset as text, or None if it has none."""
+    value = dataset.attrs.get("predictor")
+    if isinstance(value, bytes | np.bytes_):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None if value is None else repr(value)
 
 
 def encode_depth(depth: np.ndarray) -> np.ndarray:
@@ -79,6 +99,7 @@ def expected_shapes(
         "carla_transform": ((t, 6), np.float64),
         "frame": ((t,), np.int64),
         "timestamp": ((t,), np.float64),
+        CHECKSUMS: ((t, len(IMAGES)), np.uint32),
         **{f"{name}_valid": ((t,), np.bool_) for name in OPTIONAL},
     }
 
@@ -98,7 +119,7 @@ def structure_faults(group: Any, version: int) -> list[str]:
     faults: list[str] = []
     try:
         names = set(group.keys())
-        missing = [n for n in REQUIRED if n not in names]
+        missing = [n for n in REQUIRED + ((CHECKSUMS,) if version >= 3 else ()) if n not in names]
         if missing:
             return [f"missing dataset(s) {', '.join(missing)}"]
         rgb = group["rgb"]
@@ -134,8 +155,10 @@ def structure_faults(group: Any, version: int) -> list[str]:
         elif not set(OPTIONAL) <= names:
             faults.append(f"format 1 clip lacks {', '.join(sorted(set(OPTIONAL) - names))}")
         for name in sorted(names & set(IMAGES)):
-            predictor = group[name].attrs.get("predictor", NONE)
-            if predictor not in PREDICTORS or (version < 3 and predictor != NONE):
+            predictor = predictor_of(group[name])
+            if predictor is None and version >= 3:
+                faults.append(f"{name} has no predictor attribute (format 3 writes one)")
+            elif predictor not in (PREDICTORS if version >= 3 else (None, NONE)):
                 faults.append(
                     f"{name} has predictor {predictor!r}, which format {version} does not know "
                     f"(format 3 knows {', '.join(PREDICTORS)})"
@@ -161,6 +184,8 @@ def content_faults(arrays: dict[str, np.ndarray], start: int = 0) -> list[str]:
     (keys as :func:`expected_shapes`,
     depth in metres, ``<name>_valid`` masks optional); each message names the frame(s)."""
     faults: list[str] = []
+    if len(arrays["frame"]) == 0:
+        return faults
 
     def where(mask: np.ndarray) -> str:
         frames = (np.nonzero(mask)[0] + start).tolist()

@@ -29,6 +29,7 @@ from clipcore.geometry import FAR_PLANE_M
 from clipcore.predictors import NONE, predict, unpredict
 from clipcore.records import Clip, Frame
 from clipcore.schema import (
+    CHECKSUMS,
     COMPLETE_ATTR,
     DEPTH_ENCODING,
     DEPTH_SCALE_M,
@@ -41,6 +42,8 @@ from clipcore.schema import (
     decode_depth,
     encode_depth,
     expected_shapes,
+    frame_crc32,
+    predictor_of,
     structure_faults,
 )
 from clipcore.tags import SEMANTIC_SCHEMA
@@ -190,7 +193,9 @@ class ShardWriter:
             data = group.create_dataset(
                 name, shape=shape, dtype=dtype, chunks=chunks, **how.options
             )
-            data.attrs["predictor"] = how.predictor
+            if name in IMAGES:
+                data.attrs["predictor"] = how.predictor
+        group.create_dataset(CHECKSUMS, shape=shapes[CHECKSUMS][0], dtype=shapes[CHECKSUMS][1])
         for name in modalities:
             group.create_dataset(f"{name}_valid", shape=(num_frames,), dtype=bool)
         if "depth" in modalities:
@@ -203,6 +208,7 @@ class ShardWriter:
         """Write frame ``k`` of an open clip group (one chunk per image dataset); a modality the
         frame lacks stays zero with its ``<name>_valid`` flag False."""
         with self._io():
+            crc = [frame_crc32(frame.rgb), 0, 0]
             group["rgb"][k] = self._stored(group, "rgb", frame.rgb)
             group["frame"][k], group["timestamp"][k] = frame.frame, frame.timestamp
             for name in OPTIONAL:
@@ -214,18 +220,20 @@ class ShardWriter:
                         )
                     continue
                 if value is not None:
+                    if name == "depth":
+                        value = encode_depth(value)
+                    if name in IMAGES:
+                        crc[IMAGES.index(name)] = frame_crc32(value)
                     group[name][k] = self._stored(group, name, value)
                 group[f"{name}_valid"][k] = value is not None
+            group[CHECKSUMS][k] = crc
 
     @staticmethod
     def _stored(group: h5py.Group, name: str, value: np.ndarray) -> np.ndarray:
-        """One frame's value -> what its dataset stores: depth as codes, through the dataset's
-        predictor."""
-        if name == "depth":
-            value = encode_depth(value)
-        elif name not in IMAGES:
+        """One frame's value (depth: codes) -> what its dataset stores, through its predictor."""
+        if name not in IMAGES:
             return value
-        predictor = group[name].attrs.get("predictor", NONE)
+        predictor = predictor_of(group[name]) or NONE
         return value if predictor == NONE else predict(value[None], predictor)[0]
 
     def close_clip(self, group: h5py.Group, clip: Clip) -> None:
@@ -265,13 +273,17 @@ class ShardWriter:
         group.attrs.update(dict(clip.attrs))
         group.attrs[COMPLETE_ATTR] = True
 
-    def add_copy(self, source: h5py.Group) -> None:
-        """Copy an already written, complete clip group (chunks are copied, not re-encoded)."""
+    def add_copy(self, reader: ShardReader, clip_id: str) -> None:
+        """Copy a complete clip of another shard: its chunks as they are when that shard has this
+        format version, else read (validated) and written anew in this one."""
+        source = reader.group(clip_id)
         if not source.attrs.get(COMPLETE_ATTR, False):
             raise ClipValidationError(f"clip {source.name} is incomplete and cannot be copied")
-        name = source.name.rsplit("/", 1)[-1]
+        if reader.version != FORMAT_VERSION or reader.faults(clip_id):
+            self.add(reader.read_clip(clip_id))
+            return
         with self._io():
-            self._h5.copy(source, self._clips, name=name)
+            self._h5.copy(source, self._clips, name=clip_id)
         self.count += 1
 
     def close(self) -> Path:
@@ -454,8 +466,7 @@ class ShardReader:
                 predictors = {
                     name: p
                     for name in IMAGES
-                    if name in datasets
-                    and (p := datasets[name].attrs.get("predictor", NONE)) != NONE
+                    if name in datasets and (p := predictor_of(datasets[name]) or NONE) != NONE
                 }
                 self._metas[clip_id] = _ClipMeta(
                     group,
@@ -524,6 +535,33 @@ class ShardReader:
             out["depth"] = decode_depth(out["depth"])
         out["intrinsics"], out["attrs"] = meta.intrinsics, meta.attrs
         return out
+
+    def checksum_faults(self, clip_id: str) -> list[str]:
+        """Frames whose rgb, semantic or depth values differ from the CRC-32 written with them
+        (format 3; reads the clip frame by frame, so it is for ``capture verify``, not the
+        loader). A fault names the modality and frames; empty when all match."""
+        meta = self._meta(clip_id)
+        if self.version < 3:
+            return []
+        try:
+            stored = meta.group[CHECKSUMS][()]
+            changed = {name: [] for name in IMAGES if name in meta.datasets}
+            for k in range(meta.frames):
+                for name, frames in changed.items():
+                    if name in meta.valid and not meta.valid[name][k]:
+                        continue
+                    value = meta.datasets[name][k : k + 1]
+                    unpredict(value, meta.predictors.get(name, NONE))
+                    if frame_crc32(value[0]) != stored[k, IMAGES.index(name)]:
+                        frames.append(k)
+        except (KeyError, OSError, ValueError, RuntimeError) as exc:
+            return [f"checksums could not be compared ({str(exc).split(' (')[0]})"]
+        return [
+            f"{name} of frame{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks[:5]))}"
+            f"{' ...' if len(ks) > 5 else ''} differs from its CRC-32 (changed after writing)"
+            for name, ks in changed.items()
+            if ks
+        ]
 
     def read_clip(
         self, clip_id: str, start: int = 0, stop: int | None = None, check: bool = True

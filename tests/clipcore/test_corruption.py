@@ -143,6 +143,33 @@ CLIP_CORRUPTIONS: dict[str, tuple[Callable[[h5py.Group], None], str]] = {
         "cam_to_world listed",
     ),
     "intrinsics_lost": (lambda g: g.__delitem__("intrinsics"), "intrinsics listed"),
+    "predictor_lost": (
+        lambda g: g["rgb"].attrs.__delitem__("predictor"),
+        "rgb has no predictor attribute",
+    ),
+    "checksums_lost": (lambda g: g.__delitem__("crc32"), "missing dataset(s) crc32"),
+}
+
+
+def _swap_predictor(group: h5py.Group) -> None:
+    rgb = group["rgb"].attrs
+    rgb["predictor"] = "none" if rgb["predictor"] == "row-pairs" else "row-pairs"
+
+
+def _plus_one(index: tuple) -> Callable[[np.ndarray], np.ndarray]:
+    def change(data: np.ndarray) -> np.ndarray:
+        data[index] += 1
+        return data
+
+    return change
+
+
+#: Damage no value check can see (every value is still a valid pixel, tag or depth): only the
+#: CRC-32 of each frame, which verify compares, finds it.
+CHECKSUM_CORRUPTIONS: dict[str, tuple[Callable[[h5py.Group], None], str]] = {
+    "predictor_swapped": (_swap_predictor, "rgb of frames"),
+    "rgb_pixel_changed": (_edit_values("rgb", _plus_one((2, 5, 5, 1))), "rgb of frame 2 "),
+    "depth_code_changed": (_edit_values("depth", _plus_one((4, 20, 30))), "depth of frame 4 "),
 }
 
 
@@ -193,13 +220,14 @@ def corrupt(good: Path, folder: Path, name: str) -> tuple[Path, str]:
         edit, words = FILE_CORRUPTIONS[name]
         edit(path)
         return path, words
-    edit, words = CLIP_CORRUPTIONS[name]
+    edit, words = {**CLIP_CORRUPTIONS, **CHECKSUM_CORRUPTIONS}[name]
     with h5py.File(path, "a") as h5:
         edit(h5["clips"][CLIP])
     return path, words
 
 
 ALL = sorted(CLIP_CORRUPTIONS) + sorted(FILE_CORRUPTIONS)
+VERIFY_FINDS = ALL + sorted(CHECKSUM_CORRUPTIONS)
 
 
 def test_good_shard_reads_and_passes(good_shard):
@@ -220,7 +248,7 @@ def test_reader_refuses_with_clip_and_fault(tmp_path, good_shard, name):
         assert CLIP in message
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", VERIFY_FINDS)
 def test_verify_flags_it(tmp_path, good_shard, name):
     path, words = corrupt(good_shard, tmp_path, name)
     reports = verify_shard(path, path.name, VerifyConfig())
@@ -230,17 +258,18 @@ def test_verify_flags_it(tmp_path, good_shard, name):
 
 def test_verify_quarantines_every_corruption_and_carries_on(tmp_path, good_shard):
     data = tmp_path / "data"
-    for name in ALL:
+    for name in VERIFY_FINDS:
         corrupt(good_shard, data / name, name)
     (data / "good").mkdir()
     shutil.copy(good_shard, data / "good" / good_shard.name)
     result = CliRunner().invoke(main, ["verify", str(data), "--quarantine"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     report = json.loads((data / "verify-report.json").read_text())
-    assert sorted(Path(rel).parent.name for rel in report["quarantined"]) == sorted(ALL)
+    quarantined = sorted(Path(rel).parent.name for rel in report["quarantined"])
+    assert quarantined == sorted(VERIFY_FINDS)
     assert (data / "good" / good_shard.name).exists()
-    for name in ALL:
+    for name in VERIFY_FINDS:
         assert (data / "quarantine" / name / good_shard.name).exists() and not (
             data / name / good_shard.name
         ).exists()
-    assert report["passed"] == 1 and report["failed"] >= len(ALL)
+    assert report["passed"] == 1 and report["failed"] >= len(VERIFY_FINDS)

@@ -1,4 +1,4 @@
-"""Shard format v2: round trip, chunking, depth code, optional modalities, validation on write,
+"""Shard format v3: round trip, chunking, depth code, optional modalities, validation on write,
 refusals on read."""
 
 from __future__ import annotations
@@ -149,18 +149,48 @@ def test_textured_rgb_is_stored_as_row_pairs_and_flat_rgb_is_not(tmp_path, clip)
 
 
 def test_format_2_shards_stay_readable(tmp_path, clip):
-    """A format 2 shard: no predictor attributes (written here by codec none)."""
+    """A format 2 shard: no predictor attributes, no checksums (made here from one of codec none,
+    whose images are stored as they are, as format 2 stored them)."""
     path = tmp_path / "Town02-00001.h5"
     with ShardWriter(path, "Town02", "none") as writer:
         writer.add(clip)
     with h5py.File(path, "a") as h5:
         h5.attrs["format_version"] = 2
+        group = h5["clips"][clip.clip_id]
+        del group["crc32"]
         for name in ("rgb", "semantic", "depth"):
-            del h5["clips"][clip.clip_id][name].attrs["predictor"]
+            del group[name].attrs["predictor"]
     with ShardReader(path) as reader:
         back = reader.read_clip(clip.clip_id)
     assert np.array_equal(back.stack("rgb"), clip.stack("rgb"))
     assert np.array_equal(back.stack("depth"), decode_depth(encode_depth(clip.stack("depth"))))
+
+
+def test_copying_a_format_2_clip_writes_it_anew_in_format_3(tmp_path, clip):
+    """A clip staged by an older release (resuming a recording across an upgrade)."""
+    old = tmp_path / "old.h5"
+    with ShardWriter(old, "Town02", "none") as writer:
+        writer.add(clip)
+    with h5py.File(old, "a") as h5:
+        h5.attrs["format_version"] = 2
+        group = h5["clips"][clip.clip_id]
+        del group["crc32"]
+        for name in ("rgb", "semantic", "depth"):
+            del group[name].attrs["predictor"]
+    new = tmp_path / "Town02-00001.h5"
+    with ShardReader(old) as reader, ShardWriter(new, "Town02") as writer:
+        writer.add_copy(reader, clip.clip_id)
+    with ShardReader(new) as reader:
+        assert reader.faults(clip.clip_id) == [] and reader.checksum_faults(clip.clip_id) == []
+        assert np.array_equal(reader.read_clip(clip.clip_id).stack("rgb"), clip.stack("rgb"))
+
+
+def test_empty_window_reads_as_no_frames(tmp_path, clip):
+    path = tmp_path / "Town02-00001.h5"
+    with ShardWriter(path, "Town02") as writer:
+        writer.add(clip)
+    with ShardReader(path) as reader:
+        assert len(reader.read_arrays(clip.clip_id, 2, 2)["rgb"]) == 0
 
 
 def test_a_predictor_in_a_format_2_shard_is_refused(tmp_path, clip):
