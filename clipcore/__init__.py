@@ -8,7 +8,8 @@ The clip format (what ``carla_capture`` writes and ``dataset`` / ``train`` read)
   pose conventions, see docs/conventions.md);
 - :mod:`clipcore.schema` (format v3: layout, depth code, structure and content checks),
   :mod:`clipcore.predictors` (reversible row predictors applied before compression),
-  :mod:`clipcore.shards` (the shard writer and the one validating reader);
+  :mod:`clipcore.shards` (the shard writer) and :mod:`clipcore.shard_reader` (the one validating
+  reader);
 - :mod:`clipcore.folder` (a dataset folder's shards, a clip by id), :mod:`clipcore.manifest`
   (reading ``split.json``).
 
