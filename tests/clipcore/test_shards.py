@@ -4,6 +4,7 @@ refusals on read."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import cv2
 import h5py
@@ -148,10 +149,9 @@ def test_textured_rgb_is_stored_as_row_pairs_and_flat_rgb_is_not(tmp_path, clip)
         assert h5["clips"]["Town02-0-000001"]["rgb"].attrs["predictor"] == "row-pairs"
 
 
-def test_format_2_shards_stay_readable(tmp_path, clip):
-    """A format 2 shard: no predictor attributes, no checksums (made here from one of codec none,
+def _format_2_shard(path: Path, clip: Clip) -> None:
+    """A format 2 shard: no predictor attributes, no checksums (made from one of codec none,
     whose images are stored as they are, as format 2 stored them)."""
-    path = tmp_path / "Town02-00001.h5"
     with ShardWriter(path, "Town02", "none") as writer:
         writer.add(clip)
     with h5py.File(path, "a") as h5:
@@ -160,6 +160,11 @@ def test_format_2_shards_stay_readable(tmp_path, clip):
         del group["crc32"]
         for name in ("rgb", "semantic", "depth"):
             del group[name].attrs["predictor"]
+
+
+def test_format_2_shards_stay_readable(tmp_path, clip):
+    path = tmp_path / "Town02-00001.h5"
+    _format_2_shard(path, clip)
     with ShardReader(path) as reader:
         back = reader.read_clip(clip.clip_id)
     assert np.array_equal(back.stack("rgb"), clip.stack("rgb"))
@@ -169,14 +174,7 @@ def test_format_2_shards_stay_readable(tmp_path, clip):
 def test_copying_a_format_2_clip_writes_it_anew_in_format_3(tmp_path, clip):
     """A clip staged by an older release (resuming a recording across an upgrade)."""
     old = tmp_path / "old.h5"
-    with ShardWriter(old, "Town02", "none") as writer:
-        writer.add(clip)
-    with h5py.File(old, "a") as h5:
-        h5.attrs["format_version"] = 2
-        group = h5["clips"][clip.clip_id]
-        del group["crc32"]
-        for name in ("rgb", "semantic", "depth"):
-            del group[name].attrs["predictor"]
+    _format_2_shard(old, clip)
     new = tmp_path / "Town02-00001.h5"
     with ShardReader(old) as reader, ShardWriter(new, "Town02") as writer:
         writer.add_copy(reader, clip.clip_id)
