@@ -174,7 +174,7 @@ def structure_faults(group: Any, version: int) -> list[str]:
         for key in ("fps", "frame_stride"):
             if key not in attrs:
                 faults.append(f"attribute {key} is missing")
-    except (KeyError, OSError, ValueError, TypeError, RuntimeError) as exc:
+    except (KeyError, OSError, ValueError, TypeError, AttributeError, RuntimeError) as exc:
         faults.append(f"unreadable ({exc})")
     return faults
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import hdf5plugin  # noqa: F401 - registers the Blosc filters that compressed chunks need
 import numpy as np
 
 from clipcore.errors import ShardFormatError
@@ -256,9 +257,10 @@ class ShardReader:
         return out
 
     def checksum_faults(self, clip_id: str) -> list[str]:
-        """Frames whose rgb, semantic or depth values differ from the CRC-32 written with them
-        (format 3; reads the clip frame by frame, so it is for ``capture verify``, not the
-        loader). A fault names the modality and frames; empty when all match."""
+        """Frames whose rgb, semantic or depth values differ from the CRC-32 written with them,
+        or that were written and are now marked missing (format 3; reads the clip frame by frame,
+        so it is for ``capture verify``, not the loader). A fault names the modality and frames;
+        empty when all match."""
         meta = self._meta(clip_id)
         if self.version < 3:
             return []
@@ -268,6 +270,8 @@ class ShardReader:
             for k in range(meta.frames):
                 for name, frames in changed.items():
                     if name in meta.valid and not meta.valid[name][k]:
+                        if stored[k, IMAGES.index(name)] != 0:  # written, then marked missing
+                            frames.append(k)
                         continue
                     value = meta.datasets[name][k : k + 1]
                     unpredict(value, meta.predictors.get(name, NONE))

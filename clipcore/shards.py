@@ -280,11 +280,12 @@ class ShardWriter:
 
     def add_copy(self, reader: ShardReader, clip_id: str) -> None:
         """Copy a complete clip of another shard: its chunks as they are when that shard has this
-        format version, else read (validated) and written anew in this one."""
+        format version (``capture verify`` finds what is wrong in them), else read (validated)
+        and written anew in this one."""
         source = reader.group(clip_id)
         if not source.attrs.get(COMPLETE_ATTR, False):
             raise ClipValidationError(f"clip {source.name} is incomplete and cannot be copied")
-        if reader.version != FORMAT_VERSION or reader.faults(clip_id):
+        if reader.version != FORMAT_VERSION:
             self.add(reader.read_clip(clip_id))
             return
         with self._io():

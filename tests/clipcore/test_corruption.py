@@ -148,6 +148,10 @@ CLIP_CORRUPTIONS: dict[str, tuple[Callable[[h5py.Group], None], str]] = {
         "rgb has no predictor attribute",
     ),
     "checksums_lost": (lambda g: g.__delitem__("crc32"), "missing dataset(s) crc32"),
+    "checksums_a_group": (
+        lambda g: (g.__delitem__("crc32"), g.create_group("crc32")),
+        "unreadable",
+    ),
 }
 
 
@@ -170,6 +174,7 @@ CHECKSUM_CORRUPTIONS: dict[str, tuple[Callable[[h5py.Group], None], str]] = {
     "predictor_swapped": (_swap_predictor, "rgb of frames"),
     "rgb_pixel_changed": (_edit_values("rgb", _plus_one((2, 5, 5, 1))), "rgb of frame 2 "),
     "depth_code_changed": (_edit_values("depth", _plus_one((4, 20, 30))), "depth of frame 4 "),
+    "labels_dropped": (_edit("semantic_valid", _at((3,), False)), "semantic of frame 3 "),
 }
 
 

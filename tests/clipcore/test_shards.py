@@ -4,6 +4,8 @@ refusals on read."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -181,6 +183,20 @@ def test_copying_a_format_2_clip_writes_it_anew_in_format_3(tmp_path, clip):
     with ShardReader(new) as reader:
         assert reader.faults(clip.clip_id) == [] and reader.checksum_faults(clip.clip_id) == []
         assert np.array_equal(reader.read_clip(clip.clip_id).stack("rgb"), clip.stack("rgb"))
+
+
+def test_the_reader_module_alone_reads_blosc_shards(tmp_path, clip):
+    """clipcore.shard_reader registers the HDF5 filters it needs itself."""
+    path = tmp_path / "Town02-00001.h5"
+    with ShardWriter(path, "Town02", "lz4hc") as writer:
+        writer.add(clip)
+    code = (
+        "import sys; from clipcore.shard_reader import ShardReader\n"
+        "with ShardReader(sys.argv[1]) as r:\n"
+        "    c = r.clip_ids()[0]; print(r.read_arrays(c)['rgb'].shape, r.checksum_faults(c))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert out.returncode == 0 and "[]" in out.stdout, out.stderr
 
 
 def test_empty_window_reads_as_no_frames(tmp_path, clip):
