@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,24 @@ def resolve_config(
     data = deep_merge(preset_defaults(preset), file)
     data = deep_merge(data, nest_data_keys({k: v for k, v in options.items() if v is not None}))
     data = apply_overrides(TrainConfig, data, [_nested_key(item) for item in overrides])
-    return build(TrainConfig, data, "train config")
+    cfg = build(TrainConfig, data, "train config")
+    asked = _asked_num_classes(file, overrides, data)
+    if asked is not None and asked != cfg.model.num_classes:
+        raise ConfigError(
+            f"model.num_classes={asked}, but the label map {cfg.data.label_map!r} has "
+            f"{cfg.model.num_classes} classes and the segmentation head follows it: leave "
+            "model.num_classes out, or choose a label map of that many classes (--label-map)"
+        )
+    return cfg
+
+
+def _asked_num_classes(file: dict, overrides: Sequence[str], data: dict) -> Any:
+    """``model.num_classes`` as a config file or ``--set`` gave it (None when neither did: the
+    preset's value is only a default)."""
+    given = "num_classes" in file.get("model", {}) or any(
+        item.partition("=")[0].strip() == "model.num_classes" for item in overrides
+    )
+    return data.get("model", {}).get("num_classes") if given else None
 
 
 def _nested_key(override: str) -> str:

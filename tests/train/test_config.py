@@ -41,6 +41,18 @@ def test_num_classes_follows_the_label_map(tmp_path, label_map):
     assert cfg.model.num_classes == load_label_map(label_map).num_classes
 
 
+def test_num_classes_that_contradicts_the_label_map_is_refused(tmp_path):
+    options = {"data": tmp_path, "out": tmp_path / "run"}
+    with pytest.raises(ConfigError, match="label map 'common12' has 12 classes"):
+        resolve_config("tiny", options, None, ['data.label_map="common12"', "model.num_classes=3"])
+    path = tmp_path / "train.toml"
+    path.write_text("[model]\nnum_classes = 19\n")
+    with pytest.raises(ConfigError, match="model.num_classes=19"):
+        resolve_config("tiny", options, path)
+    agreed = resolve_config("tiny", options, None, ["model.num_classes=22"])  # carla22 has 22
+    assert agreed.model.num_classes == 22
+
+
 def test_stage_needs_are_checked(tmp_path, split_dataset):
     cfg = resolve_config(
         "tiny", {"data": split_dataset, "out": tmp_path / "run"}, None, ["data.size=[32, 64]"]
