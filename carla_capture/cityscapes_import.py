@@ -8,7 +8,7 @@ Reads the official layout under ``ROOT`` (``<split>`` is train, val, test or tra
     camera/<split>/<city>/<city>_<seq>_<frame>_camera.json                    intrinsics (optional)
 
 Snippet frames become clips of ``frames`` consecutive frames (never across a gap); a frame with
-a gtFine file carries semantic labels, the others have none (format v2's per-frame validity).
+a gtFine file carries semantic labels, the others have none (per-frame validity, format 2 on).
 An annotated frame that no clip covers (no sequence folder, or a snippet's leftover) becomes a
 one-frame clip, so no label is left out. Labels are stored as CARLA tags (the shard format's
 semantic schema): each Cityscapes label id maps to the tag that the ``cityscapes19`` label map
