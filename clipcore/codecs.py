@@ -20,30 +20,29 @@ from clipcore.predictors import NONE, ROW_DELTA, ROW_PAIRS, predict
 CODECS = ("lz4hc", "lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none")
 
 _BIT, _BYTE, _NO = hdf5plugin.Blosc.BITSHUFFLE, hdf5plugin.Blosc.SHUFFLE, hdf5plugin.Blosc.NOSHUFFLE
+
+
+def _blosc_codec(
+    cname: str, level: int, depth: tuple[str, int] | None = None, depth_predictor: str = ROW_DELTA
+) -> dict[str, tuple[str, int, int, str]]:
+    """One Blosc codec's table: ``cname`` at ``level`` for the 8-bit images, ``depth``
+    (compressor, level; default the same) with ``depth_predictor`` for depth codes."""
+    depth_cname, depth_level = depth or (cname, level)
+    return {
+        "rgb": (cname, level, _BIT, ROW_PAIRS),
+        "semantic": (cname, level, _NO, NONE),
+        "depth": (depth_cname, depth_level, _BYTE, depth_predictor),
+    }
+
+
 #: Blosc (compressor, level, shuffle, predictor) per modality of each Blosc codec; chosen by
 #: ``benchmarks/storage.py`` (size and single-core read time on CARLA-like images). RGB's shuffle
 #: and predictor adapt to the clip's first frame (:func:`storage`).
 _BLOSC = {
-    "lz4hc": {
-        "rgb": ("lz4hc", 9, _BIT, ROW_PAIRS),
-        "semantic": ("lz4hc", 9, _NO, NONE),
-        "depth": ("lz4hc", 9, _BYTE, NONE),
-    },
-    "lz4hc+zstd": {
-        "rgb": ("lz4hc", 9, _BIT, ROW_PAIRS),
-        "semantic": ("lz4hc", 9, _NO, NONE),
-        "depth": ("zstd", 5, _BYTE, ROW_DELTA),
-    },
-    "zstd": {
-        "rgb": ("zstd", 5, _BIT, ROW_PAIRS),
-        "semantic": ("zstd", 5, _NO, NONE),
-        "depth": ("zstd", 5, _BYTE, ROW_DELTA),
-    },
-    "lz4": {
-        "rgb": ("lz4", 5, _BIT, ROW_PAIRS),
-        "semantic": ("lz4", 5, _NO, NONE),
-        "depth": ("lz4", 5, _BYTE, ROW_DELTA),
-    },
+    "lz4hc": _blosc_codec("lz4hc", 9, depth_predictor=NONE),
+    "lz4hc+zstd": _blosc_codec("lz4hc", 9, depth=("zstd", 5)),
+    "zstd": _blosc_codec("zstd", 5),
+    "lz4": _blosc_codec("lz4", 5),
 }
 #: HDF5's own filters (any HDF5 reader has them); :func:`storage` adds depth's row-delta.
 _BUILTIN = {
