@@ -125,8 +125,8 @@ def stage4_selection(runs: dict[str, Path]) -> dict[str, dict]:
     identity) and the validation losses of every epoch."""
     out = {}
     for key in VARIANTS:
-        state = torch.load(runs[key] / "stage4" / "best.pt", map_location="cpu", weights_only=False)
-        last = torch.load(runs[key] / "stage4" / "last.pt", map_location="cpu", weights_only=False)
+        state = torch.load(runs[key] / "stage4" / "best.pt", map_location="cpu", weights_only=True)
+        last = torch.load(runs[key] / "stage4" / "last.pt", map_location="cpu", weights_only=True)
         out[key] = {
             "kept_epoch": state["epoch"],
             "val": {h["epoch"]: h["val"] for h in last["history"]},

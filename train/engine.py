@@ -249,6 +249,19 @@ def unwrap(net: nn.Module) -> nn.Module:
     return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
 
 
+def _numpy_rng_state() -> dict:
+    """NumPy's global RNG state as a tensor and plain values: checkpoints hold nothing that
+    torch's safe loader (``weights_only=True``) refuses."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "bit_generator": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
+
+
 def save_checkpoint(
     path: Path,
     net: nn.Module,
@@ -272,7 +285,7 @@ def save_checkpoint(
         "config": cfg.model_dump(mode="json"),
         "rng": {
             "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
+            "numpy": _numpy_rng_state(),
             "python": random.getstate(),
         },
     }

@@ -9,9 +9,11 @@ Layout: ``RUN/config.json`` (the resolved :class:`~train.config.TrainConfig`) an
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import ValidationError
 
@@ -23,16 +25,43 @@ from models.pipeline import TemporalPipeline, build_pipeline
 from models.segmentation import build_segmentation
 from train.config import TrainConfig
 
+#: What a checkpoint may hold besides tensors and plain values: the numpy arrays of the NumPy
+#: RNG state that checkpoints of earlier releases kept (arrays of numbers, never code).
+_ALLOWED_GLOBALS = [
+    np.zeros(1).__reduce__()[0],  # numpy's array reconstructor (numpy.core or numpy._core)
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),
+]
+_UNSAFE = re.compile(r"(?:Unsupported global: GLOBAL|but got) <?(?:class )?'?([\w.]+)")
 
-def load_checkpoint(path: Path, map_location: object = "cpu", weights_only: bool = False) -> Any:
-    """``torch.load`` of a checkpoint; a truncated or foreign file is one line with the fix."""
+
+def load_checkpoint(path: Path, map_location: object = "cpu") -> Any:
+    """``torch.load`` of a checkpoint with torch's safe loader (``weights_only=True``): tensors,
+    plain values and the allow-listed numpy arrays only, so a checkpoint that would run code
+    when unpickled (a pickled callable) is refused in one line without running anything; a
+    truncated or foreign file is one line with the fix too."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only)
-    except (RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as exc:
-        raise CaptureError(
-            f"{path} is not a readable checkpoint ({str(exc).splitlines()[0][:80]}): it is "
-            "truncated or not one; restore it, or delete it and train that stage again"
-        ) from None
+        with torch.serialization.safe_globals(_ALLOWED_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _UNSAFE.search(str(exc))
+        if found:
+            raise CaptureError(
+                f"{path} holds Python objects other than weights ({found.group(1)}): refused, "
+                "because loading it could run code; use checkpoints written by train run (a "
+                "file you trust can be re-saved as tensors and plain values)"
+            ) from None
+        raise _unreadable(path, exc) from None
+    except (RuntimeError, EOFError, ValueError, KeyError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> CaptureError:
+    return CaptureError(
+        f"{path} is not a readable checkpoint ({str(exc).splitlines()[0][:80]}): it is "
+        "truncated or not one; restore it, or delete it and train that stage again"
+    )
 
 
 def load_component(run_dir: Path, stage: str, component: str) -> dict[str, torch.Tensor]:

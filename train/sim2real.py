@@ -285,7 +285,7 @@ def load_checkpoint(path: Path) -> tuple[TwinVAE, dict]:
         raise ConfigError(
             f"{path} does not exist; train it first: train run sim2real-vae (same --out)"
         )
-    ckpt = read_checkpoint(path, weights_only=True)
+    ckpt = read_checkpoint(path)
     model = build_sim2real(Sim2RealModelConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt

@@ -82,7 +82,7 @@ def test_training_with_common12_scores_12_classes(tmp_path, split_dataset):
         ],
     )
     train(cfg, "all")
-    head = torch.load(tmp_path / "run" / "stage1" / "best.pt", weights_only=False)["components"][
+    head = torch.load(tmp_path / "run" / "stage1" / "best.pt", weights_only=True)["components"][
         "segmentation"
     ]
     assert [v.shape[0] for k, v in head.items() if k.endswith("weight")][-1] == 12

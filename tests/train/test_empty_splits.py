@@ -40,7 +40,7 @@ def test_train_without_val_split_warns_and_keeps_last_epoch(tmp_path, tiny_datas
     )
     (best,) = train(_config(data, tmp_path / "run"), "stage1")
     assert "training without validation" in caplog.text and "'val'" in caplog.text
-    state = torch.load(best, weights_only=False)
+    state = torch.load(best, weights_only=True)
     assert state["epoch"] == 0 and state["history"][0]["val"] == {}
 
 

@@ -209,7 +209,7 @@ def forecast_run(
 
 def test_forecaster_and_ablations_train_one_step(forecast_run: Path) -> None:
     for name in ("forecast-tiny", "forecast-tiny-stack", "forecast-tiny-nodistill"):
-        state = torch.load(forecast_run / name / "best.pt", map_location="cpu", weights_only=False)
+        state = torch.load(forecast_run / name / "best.pt", map_location="cpu", weights_only=True)
         train = state["history"][0]["train"]
         assert np.isfinite(train["loss"]) and ("distill" in train) == (
             name != "forecast-tiny-nodistill"

@@ -33,7 +33,7 @@ def test_lowres_unet_stage1_trains(split_dataset: Path, tmp_path: Path, cli) -> 
     assert result.exit_code == 0, (result.output, result.exception)
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["seg_model"] == "unet" and config["model"]["input_size"] == [64, 128]
-    state = torch.load(out / "stage1" / "best.pt", weights_only=False)
+    state = torch.load(out / "stage1" / "best.pt", weights_only=True)
     assert any(k.startswith("head.ups.") for k in state["components"]["segmentation"])
     history = state["history"]
     assert len(history) >= 1 and history[-1]["val"]["loss"] > 0

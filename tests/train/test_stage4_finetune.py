@@ -73,14 +73,14 @@ def test_stage4_keeps_its_start_when_training_makes_it_worse(
     for stage in ("stage1", "stage2", "stage3"):
         shutil.copytree(trained_run / stage, tmp_path / stage)
     train(tiny_config(split_dataset, tmp_path, "stages.stage4.lr=5.0"), "stage4")
-    best = torch.load(tmp_path / "stage4" / "best.pt", weights_only=False)
-    last = torch.load(tmp_path / "stage4" / "last.pt", weights_only=False)
+    best = torch.load(tmp_path / "stage4" / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "stage4" / "last.pt", weights_only=True)
     start, trained = last["history"][0], last["history"][-1]
     assert start["epoch"] == -1 and trained["val"]["loss"] > start["val"]["loss"]
     assert best["epoch"] == -1
     geo = best["components"]["geometry_filter"]
     assert not geo["memory.up.weight"].any()
-    depth2 = torch.load(trained_run / "stage2" / "best.pt", weights_only=False)["components"][
+    depth2 = torch.load(trained_run / "stage2" / "best.pt", weights_only=True)["components"][
         "depth"
     ]
     for key, value in depth2.items():

@@ -47,10 +47,10 @@ def test_each_stage_lowers_its_loss(tiny_config, stage, trained_run, split_datas
 
 def test_all_stages_write_checkpoints_and_config(trained_run):
     for stage in ("stage1", "stage2", "stage3"):
-        state = torch.load(trained_run / stage / "best.pt", weights_only=False)
+        state = torch.load(trained_run / stage / "best.pt", weights_only=True)
         assert state["epoch"] == 0 and state["history"][0]["val"]["loss"] > 0
     # stage 4 validates its start (epoch -1), which stays best unless an epoch beats it
-    state = torch.load(trained_run / "stage4" / "best.pt", weights_only=False)
+    state = torch.load(trained_run / "stage4" / "best.pt", weights_only=True)
     assert state["epoch"] in (-1, 0) and state["history"][0]["epoch"] == -1
     assert state["history"][0]["val"]["depth"] > 0 and state["history"][0]["val"]["ce"] > 0
     for stage in ("stage1", "stage2", "stage3", "stage4"):
@@ -59,7 +59,7 @@ def test_all_stages_write_checkpoints_and_config(trained_run):
         ).exists()
     assert (
         "miou"
-        in torch.load(trained_run / "stage1" / "best.pt", weights_only=False)["history"][0]["val"]
+        in torch.load(trained_run / "stage1" / "best.pt", weights_only=True)["history"][0]["val"]
     )
     config = json.loads((trained_run / "config.json").read_text())
     assert config["preset"] == "tiny" and config["stages"]["stage4"]["frozen"] == [
@@ -70,7 +70,7 @@ def test_all_stages_write_checkpoints_and_config(trained_run):
 
 
 def _component(run: Path, stage: str, name: str, file: str = "best.pt") -> dict[str, torch.Tensor]:
-    return torch.load(run / stage / file, weights_only=False)["components"][name]
+    return torch.load(run / stage / file, weights_only=True)["components"][name]
 
 
 def test_stage4_follows_the_reference_recipe(trained_run):
@@ -124,8 +124,8 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(
         train(tiny_config(split_dataset, tmp_path / "killed", *settings), "stage1")
     monkeypatch.setattr(engine, "train_one_epoch", real)
     train(tiny_config(split_dataset, tmp_path / "killed", *settings), "stage1", resume=True)
-    a = torch.load(tmp_path / "straight" / "stage1" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "killed" / "stage1" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "straight" / "stage1" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "stage1" / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
     for key, value in a["net"].items():
         assert torch.equal(value, b["net"][key]), key
@@ -230,7 +230,7 @@ def test_ddp_with_two_cpu_processes(tmp_path, split_dataset):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("best checkpoint") == 2
-    state = torch.load(tmp_path / "stage1" / "best.pt", weights_only=False)
+    state = torch.load(tmp_path / "stage1" / "best.pt", weights_only=True)
     assert state["history"][0]["val"]["miou"] >= 0
 
 
