@@ -18,6 +18,11 @@ official 19 classes and ignores the rest. Clip ids are the Cityscapes name of th
 clips already in the output are skipped, so an import can be repeated or resumed.
 ``<out>/cityscapes_splits.toml`` lists each imported city under its official split, for
 ``capture split OUT --splits OUT/cityscapes_splits.toml``.
+
+``leftImg8bit/`` and ``gtFine/`` are required (without them an import would be unlabelled or
+empty); without ``camera/`` the clips lack intrinsics, which the report counts and the command
+says. Options are checked first (:class:`CityscapesImport`); a city folder name that is not a
+town name (e.g. ``.hidden``) is refused, so nothing is written outside ``--out``.
 """
 
 from __future__ import annotations
@@ -30,16 +35,20 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from carla_capture.config import town_name
+from carla_capture.import_config import CityscapesImport
 from carla_capture.record import existing_clip_ids
 from carla_capture.shard_names import open_next_shard
 from clipcore.errors import CaptureError
 from clipcore.fsutil import atomic_write_text
 from clipcore.records import Clip, Frame
+from clipcore.settings import build
 from clipcore.shards import ShardWriter
 from clipcore.tags import TAG_ID
 
@@ -135,6 +144,7 @@ class CityscapesReport:
     labelled: int = 0
     skipped_existing: int = 0
     dropped_short: int = 0
+    without_intrinsics: int = 0  # clips imported without a camera file
     shards: list[Path] = field(default_factory=list)
     cities: dict[str, str] = field(default_factory=dict)  # city -> official split
 
@@ -143,6 +153,18 @@ class CityscapesReport:
             f"{self.clips} clips, {self.frames} frames ({self.labelled} labelled) from "
             f"{len(self.cities)} cities; {self.skipped_existing} clips already imported, "
             f"{self.dropped_short} snippet frames left over (fewer than --frames)"
+        )
+
+    def intrinsics_note(self, root: Path) -> str:
+        """Why clips were imported without intrinsics, and the fix."""
+        where = (
+            f"{root} has no camera/ folder"
+            if not (Path(root) / "camera").is_dir()
+            else f"camera/ of {root} lacks their *_camera.json files"
+        )
+        return (
+            f"{self.without_intrinsics} clips imported without intrinsics: {where}; add "
+            "camera/ from the Cityscapes download (the temporal stages need intrinsics)"
         )
 
 
@@ -268,6 +290,8 @@ def _clip(
             )
         )
     first = items[0]
+    intrinsics = _intrinsics(root, first, size, full)
+    report.without_intrinsics += intrinsics is None
     return Clip(
         clip_id=items[0].stem,
         town=first.city,
@@ -275,7 +299,7 @@ def _clip(
         seed=0,
         fps=FPS,
         frame_stride=1,
-        intrinsics=_intrinsics(root, first, size, full),
+        intrinsics=intrinsics,
         weather={},
         camera={},
         frames=tuple(built),
@@ -295,9 +319,19 @@ def _plan(
             "png or leftImg8bit_sequence/...); pass the folder that holds "
             "leftImg8bit/ and gtFine/"
         )
+    for city in sorted({item.city for item in (*stills, *sequence)}):
+        try:
+            town_name(city)  # a city folder names a town folder under --out
+        except ValueError as exc:
+            raise CaptureError(f"{root}: city folder {city!r}: {exc}") from None
     clips, report.dropped_short = _runs(sequence, frames)
     covered = {(i.city, i.seq, i.frame) for clip in clips for i in clip}
     clips += [[s] for s in stills if (s.city, s.seq, s.frame) not in covered]
+    if not clips:
+        raise CaptureError(
+            f"no clip to import from {root}: its snippets have no run of --frames {frames} "
+            f"consecutive frames and leftImg8bit/ no annotated frame; pass a smaller --frames"
+        )
     return iter(sorted(clips, key=lambda c: (c[0].city, c[0].seq, c[0].frame)))
 
 
@@ -330,30 +364,39 @@ def _close(writers: dict[str, ShardWriter], report: CityscapesReport) -> None:
         report.shards.append(writer.close())
 
 
-def import_cityscapes(
-    root: Path,
-    out: Path,
-    frames: int = 30,
-    size: tuple[int, int] | None = None,
-    sequence: bool = True,
-) -> CityscapesReport:
-    """Import the Cityscapes folder ``root`` into ``out/<city>/<city>-NNNNN.h5`` (one new shard
-    per city with new clips); ``size`` (H, W) resizes images (area) and labels (nearest);
-    ``sequence=False`` leaves out ``leftImg8bit_sequence`` (annotated frames only)."""
-    root, out = Path(root), Path(out)
-    if frames < 1:
-        raise CaptureError(f"--frames must be at least 1, got {frames}")
+def _check_root(root: Path) -> None:
+    """The parts every Cityscapes import needs: the annotated frames and their labels."""
     if not root.is_dir():
         raise CaptureError(
             f"{root} is not a folder; pass the Cityscapes folder that holds "
             "leftImg8bit/ and gtFine/"
         )
+    for part, what in (("leftImg8bit", "the annotated frames"), ("gtFine", "their fine labels")):
+        if not (root / part).is_dir():
+            raise CaptureError(
+                f"{root} has no {part}/ ({what}); pass the Cityscapes folder that holds "
+                "leftImg8bit/ and gtFine/ (download leftImg8bit_trainvaltest and "
+                "gtFine_trainvaltest)"
+            )
+
+
+def import_cityscapes(root: Path, **options: Any) -> CityscapesReport:
+    """Import the Cityscapes folder ``root`` into ``<out>/<city>/<city>-NNNNN.h5`` (one new
+    shard per city with new clips). ``options`` are the fields of
+    :class:`~carla_capture.import_config.CityscapesImport`, checked first: ``out``, ``frames``,
+    ``size`` (H, W: images resized by area, labels nearest) and ``sequence`` (False leaves out
+    ``leftImg8bit_sequence``: annotated frames only). ``root`` must hold ``leftImg8bit/`` and
+    ``gtFine/``; an import that finds no clip, new or already imported, is an error."""
+    cfg = build(CityscapesImport, options, "capture import cityscapes", options=True)
+    root, out = Path(root), Path(cfg.out)
+    _check_root(root)
     lut = label_lut()
     report = CityscapesReport()
     writers: dict[str, ShardWriter] = {}
     done: dict[str, set[str]] = {}
+    size = tuple(cfg.size) if cfg.size is not None else None
     try:
-        for items in _plan(root, frames, report, sequence):
+        for items in _plan(root, cfg.frames, report, cfg.sequence):
             city = items[0].city
             report.cities[city] = items[0].split
             town_dir = out / city

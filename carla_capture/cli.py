@@ -17,7 +17,7 @@ import click
 from carla_capture.config import CaptureConfig, VerifyConfig
 from carla_capture.import_cli import import_group
 from clipcore.cliopts import config_options, file_and_set_options, nest
-from clipcore.clitools import ErrorGroup
+from clipcore.clitools import ErrorGroup, TextPathType
 from clipcore.fsutil import atomic_write_text
 from clipcore.settings import apply_overrides, build, deep_merge, read_toml
 
@@ -44,7 +44,7 @@ def capture_config(
     return build(CaptureConfig, data, "capture config")
 
 
-_DIR = {"type": click.Path(path_type=Path, file_okay=False)}
+_DIR = {"type": TextPathType(file_okay=False)}
 RECORD_FIELDS = (
     "backend",
     "town",
@@ -119,11 +119,11 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=TextPathType())
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option(
     "--sheet",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=TextPathType(dir_okay=False),
     help="Write a contact sheet PNG of one clip.",
 )
 @click.option("--clip", "clip_id", help="Clip id for --sheet [default: the first clip].")
@@ -136,13 +136,13 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
 )
 @click.option(
     "--video",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=TextPathType(dir_okay=False),
     help="Write RGB | semantic | depth of one clip as .mp4 or .gif.",
 )
 @click.option("--rerun", is_flag=True, help="Browse the clips (or --clip) in the Rerun viewer.")
 @click.option(
     "--save",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=TextPathType(dir_okay=False),
     help="Write the clips (or --clip) as a Rerun dashboard FILE.rrd.",
 )
 def inspect(
@@ -185,11 +185,11 @@ def inspect(
 
 
 @main.command()
-@click.argument("data_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("data_dir", type=TextPathType(file_okay=False))
 @click.option(
     "--splits",
     "splits_file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=TextPathType(dir_okay=False),
     help="Splits file [default: town_configs/splits.toml].",
 )
 def split(data_dir: Path, splits_file: Path | None) -> None:
@@ -218,10 +218,10 @@ def split(data_dir: Path, splits_file: Path | None) -> None:
 
 
 @main.command()
-@click.argument("data_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("data_dir", type=TextPathType(file_okay=False))
 @click.option(
     "--report",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=TextPathType(dir_okay=False),
     help="JSON report path [default: DATA_DIR/verify-report.json].",
 )
 @click.option(

@@ -15,9 +15,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from clipcore.errors import ConfigError
-from clipcore.settings import build, read_toml
+from clipcore.geometry import HFOV_RANGE_DEG
+from clipcore.settings import TextPath, build, read_toml
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 #: Clips of one town and seed: clip ids number them with 6 digits.
 MAX_CLIPS = 1_000_000
 #: Frames per clip: clips are held in memory while recorded (an hour at 20 fps is 72,000).
@@ -30,7 +31,12 @@ class CameraRig(BaseModel):
     model_config = _STRICT
     width: int = Field(512, ge=16, le=4096, description="Image width in pixels.")
     height: int = Field(256, ge=16, le=4096, description="Image height in pixels.")
-    hfov: float = Field(90.0, gt=5.0, lt=170.0, description="Horizontal field of view in degrees.")
+    hfov: float = Field(
+        90.0,
+        gt=HFOV_RANGE_DEG[0],
+        lt=HFOV_RANGE_DEG[1],
+        description="Horizontal field of view in degrees.",
+    )
     x: float = Field(
         1.5, description="Mount position forward of the vehicle origin, metres (UE axes)."
     )
@@ -172,6 +178,23 @@ class TownConfig(BaseModel):
         return value
 
 
+def town_name(value: str) -> str:
+    """A town name as given (``Town10`` becomes ``Town10HD``); a ValueError for an empty name or a
+    path (it names the folder ``<out>/<town>/`` that shards are written to, so it must stay
+    inside ``--out``)."""
+    if not value:
+        raise ValueError("is empty: pass a town name such as Town03")
+    if any(c in value for c in "/\\") or value.startswith("."):
+        raise ValueError(
+            f"{value!r} is a path, not a town name: pass a name such as Town03, and "
+            "--town-dir FOLDER for town files kept elsewhere"
+        )
+    if value == "Town10":
+        logging.getLogger(__name__).warning("CARLA 0.9.16 has no Town10; using Town10HD")
+        return "Town10HD"
+    return value
+
+
 def default_town_dir() -> Path:
     """The ``town_configs`` folder shipped with the package."""
     return Path(str(resources.files("town_configs")))
@@ -203,7 +226,7 @@ def load_town(name: str, town_dir: Path | None = None) -> TownConfig:
 class CarlaSettings(BaseModel):
     """How the CARLA backend talks to the server and populates the world."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     host: str = Field("127.0.0.1", description="CARLA server host.")
     port: int = Field(2000, ge=1, le=65535, description="CARLA RPC port.")
     tm_port: int = Field(8000, ge=1, le=65535, description="Traffic Manager port.")
@@ -276,7 +299,7 @@ class CarlaSettings(BaseModel):
 class CaptureConfig(BaseModel):
     """What ``capture record`` does; saved beside the data as ``record-<seed>.json``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     backend: Literal["carla", "synthetic"] = Field("carla", description="Capture backend.")
     town: str = Field("Town03", description="Town to record; a file in town_configs/.")
     clips: int = Field(10, description="Clips this town and seed should hold when done.")
@@ -286,7 +309,7 @@ class CaptureConfig(BaseModel):
         20.0, description="Simulator ticks per second (fixed_delta_seconds = 1/fps)."
     )
     seed: int = Field(0, description="Seed of this recording; clip ids contain it.")
-    out: Path = Field(Path("data"), description="Dataset folder; shards go to <out>/<Town>/.")
+    out: TextPath = Field(Path("data"), description="Dataset folder; shards go to <out>/<Town>/.")
     clips_per_shard: int = Field(
         50, description="Clips per HDF5 shard (about 50 MB each at 512x256)."
     )
@@ -296,7 +319,7 @@ class CaptureConfig(BaseModel):
         "smaller, slower), zstd, lz4, gzip, lzf or "
         "none (see docs/format.md; all but gzip, lzf and none need hdf5plugin to read).",
     )
-    town_dir: Path | None = Field(
+    town_dir: TextPath | None = Field(
         None, description="Folder of town files; default: the packaged one."
     )
     appearance: Literal["default", "textured"] = Field(
@@ -311,17 +334,7 @@ class CaptureConfig(BaseModel):
     @field_validator("town")
     @classmethod
     def _town_name(cls, value: str) -> str:
-        if not value:
-            raise ValueError("is empty: pass a town name such as Town03")
-        if any(c in value for c in "/\\") or value.startswith("."):
-            raise ValueError(
-                f"{value!r} is a path, not a town name: pass a name such as Town03, and "
-                "--town-dir FOLDER for town files kept elsewhere"
-            )
-        if value == "Town10":
-            logging.getLogger(__name__).warning("CARLA 0.9.16 has no Town10; recording Town10HD")
-            return "Town10HD"
-        return value
+        return town_name(value)
 
     @field_validator("clips", "frames", "frame_stride", "clips_per_shard")
     @classmethod
@@ -388,7 +401,7 @@ class CaptureConfig(BaseModel):
 class VerifyConfig(BaseModel):
     """Thresholds of ``capture verify``; a clip fails when any check is outside them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     timestamp_tolerance_s: float = Field(
         1e-3, gt=0, description="Allowed error of timestamp steps vs frame_stride / fps, seconds."
     )

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+
+from carla_capture.import_config import CityscapesImport, RosbagImport
+from clipcore.cliopts import config_options
+from clipcore.clitools import TextPathType
+
+_REQUIRED = {"required": True}
 
 
 @click.group("import")
@@ -13,36 +20,27 @@ def import_group() -> None:
 
 
 @import_group.command("rosbag")
-@click.argument("bag", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset folder.")
-@click.option("--town", required=True, help="Town folder to write, e.g. Town01 (picks the split).")
-@click.option("--rgb", required=True, help="sensor_msgs/Image topic of the colour camera.")
-@click.option(
-    "--semantic",
-    required=True,
-    help="sensor_msgs/Image topic of the segmentation "
-    "camera (CARLA palette colours or mono8 tags).",
+@click.argument("bag", type=TextPathType())
+@config_options(
+    RosbagImport,
+    (
+        "out",
+        "town",
+        "town_dir",
+        "rgb",
+        "semantic",
+        "depth",
+        "camera_info",
+        "frames",
+        "tolerance_ms",
+    ),
+    out=_REQUIRED,
+    town=_REQUIRED,
+    rgb=_REQUIRED,
+    semantic=_REQUIRED,
+    town_dir={"type": TextPathType(file_okay=False)},
 )
-@click.option("--depth", help="sensor_msgs/Image 32FC1 depth topic in metres (optional).")
-@click.option("--camera-info", help="sensor_msgs/CameraInfo topic for the intrinsics (optional).")
-@click.option("--frames", default=20, show_default=True, help="Frames per clip.")
-@click.option(
-    "--tolerance-ms",
-    default=10.0,
-    show_default=True,
-    help="Largest header-stamp difference of a matched rgb/semantic pair.",
-)
-def rosbag(
-    bag: Path,
-    out: Path,
-    town: str,
-    rgb: str,
-    semantic: str,
-    depth: str | None,
-    camera_info: str | None,
-    frames: int,
-    tolerance_ms: float,
-) -> None:
+def rosbag(bag: Path, **options: Any) -> None:
     """Import a ROS 1 .bag or ROS 2 bag folder (sqlite3 or mcap) into a new shard of TOWN.
 
     \b
@@ -54,36 +52,19 @@ def rosbag(
     """
     from carla_capture.rosbag_import import import_rosbag
 
-    report = import_rosbag(
-        bag,
-        out,
-        town,
-        rgb,
-        semantic,
-        depth=depth,
-        camera_info=camera_info,
-        frames=frames,
-        tolerance_ms=tolerance_ms,
-    )
+    report = import_rosbag(bag, **{k: v for k, v in options.items() if v is not None})
     click.echo(report.summary())
     for path in report.shards:
         click.echo(f"wrote {path}")
 
 
 @import_group.command("cityscapes")
-@click.argument("root", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset folder.")
-@click.option(
-    "--frames",
-    default=30,
-    show_default=True,
-    help="Frames per clip cut from leftImg8bit_sequence (a snippet has 30).",
-)
-@click.option(
-    "--size",
-    type=(int, int),
-    metavar="H W",
-    help="Resize images (area) and labels (nearest) to H x W [default: as recorded].",
+@click.argument("root", type=TextPathType())
+@config_options(
+    CityscapesImport,
+    ("out", "frames", "size"),
+    out=_REQUIRED,
+    size={"type": (int, int), "metavar": "H W", "callback": None},
 )
 @click.option(
     "--no-sequence",
@@ -91,9 +72,7 @@ def rosbag(
     help="Leave out leftImg8bit_sequence: annotated frames only, as one-frame clips "
     "(all that stage 1 learns from).",
 )
-def cityscapes(
-    root: Path, out: Path, frames: int, size: tuple[int, int] | None, no_sequence: bool
-) -> None:
+def cityscapes(root: Path, no_sequence: bool, **options: Any) -> None:
     """Import a Cityscapes folder (leftImg8bit[_sequence]/, gtFine/, camera/) into one town per
     city, labels as CARLA tags that the cityscapes19 label map turns into the 19 official classes.
 
@@ -105,9 +84,13 @@ def cityscapes(
     """
     from carla_capture.cityscapes_import import SPLITS_FILE, import_cityscapes
 
-    report = import_cityscapes(root, out, frames=frames, size=size, sequence=not no_sequence)
+    given = {k: v for k, v in options.items() if v is not None}
+    report = import_cityscapes(root, sequence=not no_sequence, **given)
+    if report.without_intrinsics:
+        click.echo(f"warning: {report.intrinsics_note(root)}", err=True)
     click.echo(report.summary())
     for path in report.shards:
         click.echo(f"wrote {path}")
     if report.cities:
+        out = given["out"]
         click.echo(f"next: capture split {out} --splits {out / SPLITS_FILE}")

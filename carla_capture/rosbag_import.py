@@ -8,6 +8,11 @@ are cut, never across a gap (two pairs further apart than 1.5 median periods); l
 than a clip are dropped and counted. Segmentation in the CARLA ROS bridge's colours (the CARLA
 palette, :mod:`clipcore.tags`) is turned back into raw tags; ``mono8`` segmentation is read
 as raw tags.
+
+Before anything is written, the options are checked (:class:`RosbagImport`: a known town, never a
+path; finite numbers in range; one topic per role), each topic must carry its role's message
+type and image encoding (a colour camera given as ``--semantic`` or ``--depth`` is refused), and
+a bag that yields no clip is an error saying why (the option to change).
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from carla_capture.config import load_town
+from carla_capture.import_config import RosbagImport
 from carla_capture.shard_names import open_next_shard
 from clipcore.errors import CaptureError
 from clipcore.records import Clip, Frame
+from clipcore.settings import build
 from clipcore.tags import TAGS
 
 log = logging.getLogger(__name__)
@@ -100,8 +108,28 @@ def _stamp_ns(msg: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+#: The message type each role's topic must carry.
+MSGTYPES = {
+    "rgb": "sensor_msgs/msg/Image",
+    "semantic": "sensor_msgs/msg/Image",
+    "depth": "sensor_msgs/msg/Image",
+    "camera_info": "sensor_msgs/msg/CameraInfo",
+}
+#: The image encodings each role accepts.
+ROLE_ENCODINGS = {
+    "rgb": ("rgb8", "bgr8", "bgra8", "rgba8"),
+    "semantic": ("mono8", "rgb8", "bgr8", "bgra8", "rgba8"),
+    "depth": ("32FC1",),
+}
+
+
+def _flag(role: str) -> str:
+    return "--" + role.replace("_", "-")
+
+
 def read_topics(bag: Path, topics: dict[str, str]) -> dict[str, list[tuple[int, Any]]]:
-    """Messages of each ``{role: topic}`` as (header stamp ns, message), sorted by stamp."""
+    """Messages of each ``{role: topic}`` as (header stamp ns, message), sorted by stamp; a
+    topic that is missing or of another message type than its role needs is one line."""
     try:
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
@@ -115,12 +143,7 @@ def read_topics(bag: Path, topics: dict[str, str]) -> dict[str, list[tuple[int, 
     try:
         reader_cm = AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
         with reader_cm as reader:
-            present = {c.topic for c in reader.connections}
-            for topic in topics.values():
-                if topic not in present:
-                    raise CaptureError(
-                        f"{bag} has no topic {topic!r}; it has: {', '.join(sorted(present))}"
-                    )
+            _check_connections(bag, reader.connections, topics)
             by_topic = {topic: role for role, topic in topics.items()}
             wanted = [c for c in reader.connections if c.topic in by_topic]
             for conn, _, raw in reader.messages(connections=wanted):
@@ -136,6 +159,39 @@ def read_topics(bag: Path, topics: dict[str, str]) -> dict[str, list[tuple[int, 
     for items in out.values():
         items.sort(key=lambda item: item[0])
     return out
+
+
+def _check_connections(bag: Path, connections: list, topics: dict[str, str]) -> None:
+    """Every topic is in the bag and carries the message type its role needs."""
+    types = {c.topic: c.msgtype for c in connections}
+    for role, topic in topics.items():
+        if topic not in types:
+            raise CaptureError(f"{bag} has no topic {topic!r}; it has: {', '.join(sorted(types))}")
+        if types[topic] != MSGTYPES[role]:
+            raise CaptureError(
+                f"{_flag(role)} {topic} carries {types[topic]}, not {MSGTYPES[role]}; pass a "
+                f"{MSGTYPES[role]} topic"
+            )
+
+
+def check_streams(msgs: dict[str, list[tuple[int, Any]]], topics: dict[str, str]) -> None:
+    """Each role's topic has messages, in an encoding that role can hold (a colour camera given
+    as ``--semantic`` or ``--depth`` is one line, not zero clips); segmentation colours are in
+    the CARLA palette."""
+    for role, topic in topics.items():
+        if not msgs[role]:
+            raise CaptureError(f"{_flag(role)} {topic} has no messages in the bag")
+        if role not in ROLE_ENCODINGS:
+            continue
+        encoding = msgs[role][0][1].encoding
+        if encoding not in ROLE_ENCODINGS[role]:
+            raise CaptureError(
+                f"{_flag(role)} {topic} has {encoding} images; {role} needs "
+                f"{' or '.join(ROLE_ENCODINGS[role])}: pass the {role} camera's topic"
+            )
+    first = decode_image(msgs["semantic"][0][1])
+    if first.ndim == 3:
+        colours_to_tags(first)  # not a segmentation camera: one line now, not after decoding all
 
 
 def match(left: list[int], right: list[int], tolerance_ns: int) -> list[tuple[int, int]]:
@@ -182,27 +238,42 @@ def _intrinsics(info: Any) -> np.ndarray:
     return np.asarray(k, dtype=np.float64).reshape(3, 3)
 
 
-def import_rosbag(
-    bag: Path,
-    out: Path,
-    town: str,
-    rgb: str,
-    semantic: str,
-    depth: str | None = None,
-    camera_info: str | None = None,
-    frames: int = 20,
-    tolerance_ms: float = 10.0,
-) -> ImportReport:
-    """Import ``bag`` into one new shard ``out/<town>/<town>-NNNNN.h5``; return what was kept."""
-    if frames < 1:
-        raise CaptureError(f"--frames must be at least 1, got {frames}")
-    topics = {"rgb": rgb, "semantic": semantic}
-    if depth:
-        topics["depth"] = depth
-    if camera_info:
-        topics["camera_info"] = camera_info
+def _why_no_clips(report: ImportReport, stamps: list[int], msgs: dict, cfg: RosbagImport) -> str:
+    """Why a bag gave no clip, and the option that changes it."""
+    if not report.paired:
+        left = np.array([s for s, _ in msgs["rgb"]])
+        right = np.array(sorted(s for s, _ in msgs["semantic"]))
+        at = np.clip(np.searchsorted(right, left), 1, len(right) - 1) if len(right) > 1 else 0
+        gap = np.minimum(np.abs(right[at] - left), np.abs(right[at - 1] - left)).min() / 1e6
+        return (
+            f"no rgb/semantic pair is within --tolerance-ms {cfg.tolerance_ms:g} (the nearest "
+            f"stamps are {gap:.3g} ms apart): pass the topics of one camera rig, or a larger "
+            "--tolerance-ms"
+        )
+    longest = max(len(seg) for seg in segments(stamps))
+    return (
+        f"the longest run of pairs without a gap holds {longest} frames, fewer than --frames "
+        f"{cfg.frames}: pass --frames {longest} or less"
+    )
+
+
+def import_rosbag(bag: Path, **options: Any) -> ImportReport:
+    """Import ``bag`` into one new shard ``<out>/<town>/<town>-NNNNN.h5``; return what was kept.
+
+    ``options`` are the fields of :class:`~carla_capture.import_config.RosbagImport` (``out``,
+    ``town``, ``rgb``, ``semantic``, optional ``depth``, ``camera_info``, ``frames``,
+    ``tolerance_ms``, ``town_dir``), checked before the bag is read; the town must have a town
+    file. A bag that yields no clip is an error saying why; nothing is written then."""
+    cfg = build(RosbagImport, options, "capture import rosbag", options=True)
+    load_town(cfg.town, cfg.town_dir)  # known, or in --town-dir
+    topics = {
+        role: getattr(cfg, role)
+        for role in ("rgb", "semantic", "depth", "camera_info")
+        if getattr(cfg, role)
+    }
     msgs = read_topics(Path(bag), topics)
-    tol = int(tolerance_ms * 1e6)
+    check_streams(msgs, topics)
+    tol = int(round(cfg.tolerance_ms * 1e6))
     pairs = match([s for s, _ in msgs["rgb"]], [s for s, _ in msgs["semantic"]], tol)
     report = ImportReport(
         paired=len(pairs),
@@ -210,26 +281,44 @@ def import_rosbag(
         dropped_semantic=len(msgs["semantic"]) - len(pairs),
     )
     depth_of: dict[int, int] = {}
-    if depth:
+    if cfg.depth:
         paired_stamps = [msgs["rgb"][i][0] for i, _ in pairs]
         depth_of = dict(match(paired_stamps, [s for s, _ in msgs["depth"]], tol))
-    intrinsics = _intrinsics(msgs["camera_info"][0][1]) if msgs.get("camera_info") else None
     stamps = [msgs["rgb"][i][0] for i, _ in pairs]
+    clips = _cut_clips(msgs, pairs, depth_of, stamps, cfg, report)
+    report.clips = len(clips)
+    if not clips:
+        raise CaptureError(
+            f"no clip imported from {bag}: {_why_no_clips(report, stamps, msgs, cfg)}"
+        )
+    intrinsics = _intrinsics(msgs["camera_info"][0][1]) if msgs.get("camera_info") else None
     period = float(np.median(np.diff(stamps))) / 1e9 if len(stamps) > 1 else 0.05
+    report.shards.append(_write(bag, cfg, clips, intrinsics, period))
+    log.info("%s", report.summary())
+    return report
+
+
+def _cut_clips(
+    msgs: dict,
+    pairs: list[tuple[int, int]],
+    depth_of: dict[int, int],
+    stamps: list[int],
+    cfg: RosbagImport,
+    report: ImportReport,
+) -> list[tuple[Frame, ...]]:
+    """Clips of ``cfg.frames`` consecutive pairs, never across a gap; leftovers are counted."""
     clips: list[tuple[Frame, ...]] = []
     for segment in segments(stamps):
-        usable = len(segment) - len(segment) % frames
+        usable = len(segment) - len(segment) % cfg.frames
         report.dropped_short += len(segment) - usable
-        for start in range(0, usable, frames):
-            chunk = segment[start : start + frames]
+        for start in range(0, usable, cfg.frames):
             built = []
-            for p in chunk:
+            for p in segment[start : start + cfg.frames]:
                 i, j = pairs[p]
-                sem_msg = msgs["semantic"][j][1]
-                sem = decode_image(sem_msg)
+                sem = decode_image(msgs["semantic"][j][1])
                 tags = sem if sem.ndim == 2 else colours_to_tags(sem)
                 d = decode_image(msgs["depth"][depth_of[p]][1]) if p in depth_of else None
-                report.depth_missing += int(bool(depth) and d is None)
+                report.depth_missing += int(bool(cfg.depth) and d is None)
                 built.append(
                     Frame(
                         rgb=decode_image(msgs["rgb"][i][1]),
@@ -242,28 +331,35 @@ def import_rosbag(
                     )
                 )
             clips.append(tuple(built))
-    report.clips = len(clips)
-    if clips:
-        town_dir = Path(out) / town
-        town_dir.mkdir(parents=True, exist_ok=True)
-        with open_next_shard(town_dir, town) as writer:
-            path = writer.path
-            for k, built in enumerate(clips):  # the shard's name keeps clip ids unique
-                writer.add(
-                    Clip(
-                        clip_id=f"{path.stem}-bag-{k:04d}",
-                        town=town,
-                        backend="rosbag",
-                        seed=0,
-                        fps=1.0 / period,
-                        frame_stride=1,
-                        intrinsics=intrinsics,
-                        weather={},
-                        camera={},
-                        frames=built,
-                        attrs={"source": str(bag)},
-                    )
+    return clips
+
+
+def _write(
+    bag: Path,
+    cfg: RosbagImport,
+    clips: list[tuple[Frame, ...]],
+    intrinsics: np.ndarray | None,
+    period: float,
+) -> Path:
+    """One new shard of ``cfg.town`` under ``cfg.out`` holding ``clips``; returns its path."""
+    town_dir = Path(cfg.out) / cfg.town
+    town_dir.mkdir(parents=True, exist_ok=True)
+    with open_next_shard(town_dir, cfg.town) as writer:
+        path = writer.path
+        for k, built in enumerate(clips):  # the shard's name keeps clip ids unique
+            writer.add(
+                Clip(
+                    clip_id=f"{path.stem}-bag-{k:04d}",
+                    town=cfg.town,
+                    backend="rosbag",
+                    seed=0,
+                    fps=1.0 / period,
+                    frame_stride=1,
+                    intrinsics=intrinsics,
+                    weather={},
+                    camera={},
+                    frames=built,
+                    attrs={"source": str(bag)},
                 )
-        report.shards.append(path)
-    log.info("%s", report.summary())
-    return report
+            )
+    return path

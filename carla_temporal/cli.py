@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from clipcore.clitools import ErrorGroup
+from clipcore.clitools import ErrorGroup, TextPathType
 from train.cli import DEVICE
 from train.cli import main as training
 
@@ -17,7 +17,7 @@ from train.cli import main as training
 @click.option(
     "--run",
     "run_dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=TextPathType(file_okay=False),
     required=True,
     help="Run folder trained through stage 4.",
 )
@@ -57,7 +57,7 @@ from train.cli import main as training
 )
 @click.option(
     "--town-dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=TextPathType(file_okay=False),
     help="Folder of town files to use instead of the packaged ones.",
 )
 @click.option("--host", help="CARLA server host [default: 127.0.0.1].")
@@ -66,12 +66,12 @@ from train.cli import main as training
 @click.option("--serve", is_flag=True, help="Serve the Rerun web viewer and keep serving.")
 @click.option(
     "--save",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=TextPathType(dir_okay=False),
     help="Write the dashboard to FILE.rrd.",
 )
 @click.option(
     "--web-port",
-    type=int,
+    type=click.IntRange(1, 65535),
     default=9090,
     show_default=True,
     help="Port of the web viewer (--serve).",

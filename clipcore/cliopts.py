@@ -21,6 +21,8 @@ import click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from clipcore.clitools import TextPathType
+
 _SEP = "__"  # joins the parts of a nested field's path in the click parameter name
 
 
@@ -64,7 +66,7 @@ def _click_kwargs(info: FieldInfo) -> dict[str, Any]:
     elif annotation in (int, float, str):
         kwargs["type"] = annotation
     elif annotation is Path:
-        kwargs["type"] = click.Path(path_type=Path)
+        kwargs["type"] = TextPathType()
     else:
         raise TypeError(f"no click option for a field of type {annotation!r}")
     return kwargs
@@ -75,7 +77,7 @@ def config_options(
 ) -> Callable[[Callable], Callable]:
     """A decorator adding one click option per field path of ``model`` (``"frames"``,
     ``"carla.host"``); ``tweaks`` (by leaf name) adds or replaces click.option keyword arguments,
-    e.g. ``town_dir={"type": click.Path(path_type=Path, file_okay=False)}``, and ``"flag"``
+    e.g. ``town_dir={"type": TextPathType(file_okay=False)}``, and ``"flag"``
     renames the option (``root={"flag": "--data"}``)."""
     paths = list(paths)
 
@@ -122,7 +124,7 @@ def file_and_set_options(what: str, example: str) -> Callable[[Callable], Callab
         )(command)
         return click.option(
             "--config",
-            type=click.Path(path_type=Path, dir_okay=False),
+            type=TextPathType(dir_okay=False),
             help=f"TOML file with {what}.",
         )(command)
 

@@ -1,15 +1,45 @@
 """What every click command of the project shares: domain errors and OS faults become one line
-and exit 2."""
+and exit 2; path and number types that refuse what no command can use (a path that is not UTF-8
+text, NaN, infinity, a number out of range) where the option is parsed."""
 
 from __future__ import annotations
 
+import math
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from clipcore.errors import CaptureError
 from clipcore.fsutil import os_error_message
+from clipcore.settings import unencodable
+
+
+class TextPathType(click.Path):
+    """``click.Path`` (as ``pathlib.Path``) that refuses a path that is not UTF-8 text (bytes such
+    as ``o\\xff\\xfe`` on Linux): configs, reports and manifests store paths as JSON text."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(path_type=Path, **kwargs)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        shown = unencodable(value)
+        if shown is not None:
+            self.fail(f"{shown} is not UTF-8 text; rename it or choose another path", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class FiniteFloat(click.FloatRange):
+    """``click.FloatRange`` that also refuses NaN and infinity (a range alone lets NaN through)."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 class ErrorGroup(click.Group):

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 FAR_PLANE_M = 1000.0
+#: Horizontal fields of view a camera may have, degrees, both ends excluded.
+HFOV_RANGE_DEG = (5.0, 170.0)
 
 #: Columns are the OpenCV camera axes expressed in UE camera axes (x fwd, y right, z up):
 #: x_cv (right) = +y_ue, y_cv (down) = -z_ue, z_cv (forward) = +x_ue.

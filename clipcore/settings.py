@@ -7,6 +7,7 @@ name the source file, the key and the fix.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from types import UnionType
@@ -24,14 +25,41 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 M = TypeVar("M", bound=BaseModel)
 
 
+#: Smallest and largest side (pixels) of a frame size: what frames are resized to.
+FRAME_SIDE_RANGE = (8, 4096)
+
+
 def _frame_size(value: tuple[int, int]) -> tuple[int, int]:
-    if min(value) < 8:
-        raise ValueError(f"must be (H, W) of at least 8 pixels each, got {list(value)}")
+    low, high = FRAME_SIDE_RANGE
+    if not all(low <= side <= high for side in value):
+        raise ValueError(f"must be (H, W) of {low} to {high} pixels each, got {list(value)}")
     return value
 
 
-#: A config field holding an image size (H, W) in pixels, each at least 8.
+#: A config field holding an image size (H, W) in pixels, each 8 to 4096.
 FrameSize = Annotated[tuple[int, int], AfterValidator(_frame_size)]
+
+
+def unencodable(path: object) -> str | None:
+    """None when ``path`` is UTF-8 text; else the path shown with its raw bytes escaped (a name
+    that is not UTF-8, e.g. ``o\\xff\\xfe``, arrives from the command line as surrogates, which no
+    JSON config, report or message can hold)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    return None
+
+
+def _utf8_path(value: Path) -> Path:
+    shown = unencodable(value)
+    if shown is not None:
+        raise ValueError(f"{shown} is not UTF-8 text; rename it or choose another path")
+    return value
+
+
+#: A config field holding a path: UTF-8 text (configs and reports store it as JSON).
+TextPath = Annotated[Path, AfterValidator(_utf8_path)]
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -47,21 +75,24 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not UTF-8 text: save it as UTF-8 TOML") from None
 
 
-def validation_message(exc: ValidationError, source: str) -> str:
-    """One line naming the first invalid key of ``exc`` and what pydantic expected."""
+def validation_message(exc: ValidationError, source: str, options: bool = False) -> str:
+    """One line naming the first invalid key of ``exc`` and what pydantic expected; the fix is
+    ``--set key=...``, or ``--key ...`` with ``options`` (a model whose fields are options)."""
     first = exc.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    key = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key; remove it or check its spelling"
     elif first["type"] != "value_error":  # pydantic's own words say what, not how to fix it
         got = first.get("input")
         shown = "" if isinstance(got, (dict, list)) else f", got {got!r}"
-        msg = f"{msg}{shown}; give another value (--set {key}=...)"
+        fix = f"--{key.replace('_', '-')} ..." if options else f"--set {key}=..."
+        msg = f"{msg}{shown}; give another value ({fix})"
     else:
         msg = msg.removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{source}: {key}: {msg}{more}"
+    where = f"{key}: " if key else ""  # a check of the whole model names its options itself
+    return f"{source}: {where}{msg}{more}"
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -78,12 +109,13 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build(model: type[M], data: dict[str, Any], source: str) -> M:
-    """Validate ``data`` as ``model``; errors become a one-line :class:`ConfigError`."""
+def build(model: type[M], data: dict[str, Any], source: str, options: bool = False) -> M:
+    """Validate ``data`` as ``model``; errors become a one-line :class:`ConfigError` (see
+    :func:`validation_message` for ``options``)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(validation_message(exc, source)) from None
+        raise ConfigError(validation_message(exc, source, options)) from None
 
 
 def parse_value(text: str) -> Any:

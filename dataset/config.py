@@ -8,13 +8,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from clipcore.settings import FrameSize
+from clipcore.settings import FrameSize, TextPath
 
 
 class AugmentConfig(BaseModel):
     """Augmentations, drawn once per window and applied to every frame of it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     noise_sigma: float = Field(0.05, ge=0, description="Gaussian noise std on RGB in [0, 1].")
     brightness: float = Field(0.3, ge=0, description="Brightness factor range 1 +- this.")
     contrast: float = Field(0.3, ge=0, description="Contrast factor range 1 +- this.")
@@ -47,8 +47,8 @@ class DataConfig(BaseModel):
     """The training data: which dataset and splits, the label map, the frame size the models see,
     the augmentations of the training split and the loader's workers."""
 
-    model_config = ConfigDict(extra="forbid")
-    root: Path = Field(
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    root: TextPath = Field(
         Path("data"), description="Dataset folder holding split.json (run capture split)."
     )
     label_map: str = Field(

@@ -14,7 +14,7 @@ class ModelConfig(BaseModel):
     """Sizes and variants of the four models; a preset fills every field (the preset's name is
     ``TrainConfig.preset``, the one place it is kept)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     backbone: Literal["resnet50", "mobilenet_v3_small"] = Field(
         "mobilenet_v3_small", description="Image encoder."
     )

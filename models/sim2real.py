@@ -23,7 +23,7 @@ from torch import nn
 class Sim2RealModelConfig(BaseModel):
     """Sizes of the twin VAE and its task decoders."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     preset: str = Field("tiny", description="Name of the preset these values came from.")
     input_size: tuple[int, int] = Field(
         (64, 128), description="(H, W) images are resized to; multiples of 2**n."

@@ -13,13 +13,14 @@ from typing import Any
 import click
 
 from clipcore.cliopts import config_options, file_and_set_options, nest
-from clipcore.clitools import ErrorGroup
+from clipcore.clitools import ErrorGroup, FiniteFloat, TextPathType
 from clipcore.errors import CaptureError
+from clipcore.geometry import HFOV_RANGE_DEG
 from dataset.labels import available_label_maps
 from models.config import PRESETS
 from train.config import TrainConfig
 
-_DIR = {"type": click.Path(path_type=Path, file_okay=False)}
+_DIR = {"type": TextPathType(file_okay=False)}
 
 
 def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -99,7 +100,7 @@ def main(verbose: int) -> None:
 @click.option("--resume", is_flag=True, help="Continue each stage from its last.pt.")
 @click.option(
     "--target",
-    type=click.Path(path_type=Path),
+    type=TextPathType(),
     help="sim2real: folder of unlabelled target images (JPG/PNG) or shards.",
 )
 def run(
@@ -155,14 +156,14 @@ def run(
 @click.option(
     "--run",
     "run_dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=TextPathType(file_okay=False),
     required=True,
     help="Run folder of train run all.",
 )
 @click.option("--split", default="test", show_default=True, help="Manifest split to evaluate on.")
 @click.option(
     "--data",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=TextPathType(file_okay=False),
     help="Dataset folder [default: the run's].",
 )
 @DEVICE
@@ -181,12 +182,12 @@ def run(
 @DOMAIN
 @click.option(
     "--images",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=TextPathType(file_okay=False),
     help="sim2real: folder of real images.",
 )
 @click.option(
     "--depth-png",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=TextPathType(file_okay=False),
     help="sim2real: KITTI depth PNGs (16-bit, metres x 256) named like --images.",
 )
 def evaluate(
@@ -236,27 +237,28 @@ def evaluate(
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path, exists=True), required=False)
+@click.argument("path", type=TextPathType(exists=True), required=False)
 @click.option(
     "--run",
     "run_dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=TextPathType(file_okay=False),
     required=True,
     help="Run folder.",
 )
 @click.option("--clip", "clip_id", help="Clip id [default: the first clip].")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=TextPathType(),
     help="Output folder [default: RUN/predictions]; with --video the .mp4 or .gif to write.",
 )
 @click.option(
     "--video",
-    type=click.Path(path_type=Path),
+    type=TextPathType(),
     help="Predict on this video file (mp4, avi, mkv, webm, gif) instead of a clip.",
 )
 @click.option(
     "--hfov",
+    type=FiniteFloat(*HFOV_RANGE_DEG, min_open=True, max_open=True),
     default=90.0,
     show_default=True,
     help="With --video: the camera's horizontal field of view, degrees (temporal model).",

@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from clipcore.settings import TextPath
 from dataset.config import DataConfig
 from dataset.labels import load_label_map
 from models.config import ModelConfig
@@ -27,7 +28,7 @@ FLAT_DATA_KEYS = ("label_map", "size", "train_split", "val_split", "augment", "n
 class StageConfig(BaseModel):
     """One training stage."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     model: Literal["segmentation", "depth", "ego_motion", "sequence"] = Field(
         description="What this stage trains."
     )
@@ -95,13 +96,13 @@ def nest_data_keys(config: dict[str, Any]) -> dict[str, Any]:
 class TrainConfig(BaseModel):
     """Everything ``train run`` needs; saved as ``<run>/config.json``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     data: DataConfig = Field(
         default_factory=DataConfig,
         description="The training data: dataset folder, splits, label map, frame size, "
         "augmentations, loader workers.",
     )
-    out: Path = Field(
+    out: TextPath = Field(
         Path("runs/default"), description="Run folder: checkpoints, TensorBoard logs, config."
     )
     preset: str = Field(

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class HorizonConfig(BaseModel):
     """Input frame indices (ascending) and the target frame index, in clip frames."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     inputs: tuple[int, ...] = Field(
         description="Clip frame indices the forecaster sees, ascending."
     )
@@ -64,7 +64,7 @@ HORIZONS: dict[str, HorizonConfig] = {
 class ForecastConfig(BaseModel):
     """The forecasting stage: stage 1 is its teacher and initialises its encoder and decoder."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     horizon: str = Field("short", description="Which of ``horizons`` to train (short, mid, long).")
     horizons: dict[str, HorizonConfig] = Field(
         default_factory=lambda: dict(HORIZONS), description="Named input / target frame patterns."

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from clipcore.errors import ConfigError
 from clipcore.fsutil import atomic_write, atomic_write_text
 from clipcore.normalize import denormalize
-from clipcore.settings import apply_overrides, build, deep_merge, read_toml
+from clipcore.settings import TextPath, apply_overrides, build, deep_merge, read_toml
 from dataset import ClipWindows
 from dataset.labels import load_label_map
 from dataset.target_images import TargetImages
@@ -44,7 +44,7 @@ SIM2REAL_STAGES = ("sim2real-vae", "sim2real-tasks")
 class Sim2RealStage(BaseModel):
     """One sim2real stage: loss weights and schedule (Adam)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     losses: dict[str, float] = Field(
         description="Loss name -> weight (see train/sim2real_losses.py)."
     )
@@ -59,14 +59,14 @@ class Sim2RealStage(BaseModel):
 class Sim2RealConfig(BaseModel):
     """Everything the sim2real stages need; saved as ``<out>/sim2real-config.json``."""
 
-    model_config = ConfigDict(extra="forbid")
-    data: Path = Field(
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    data: TextPath = Field(
         Path("data"), description="Source dataset folder (split.json): sim frames with labels."
     )
-    target: Path | None = Field(
+    target: TextPath | None = Field(
         None, description="Target domain: folder of JPG/PNG images or of shards (unlabelled)."
     )
-    out: Path = Field(Path("runs/sim2real"), description="Run folder.")
+    out: TextPath = Field(Path("runs/sim2real"), description="Run folder.")
     preset: str = Field("tiny", description="Model and schedule preset: paper, small, tiny.")
     model: Sim2RealModelConfig = Field(
         default_factory=Sim2RealModelConfig, description="Model sizes."

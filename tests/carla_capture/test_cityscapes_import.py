@@ -162,8 +162,8 @@ def test_bad_root_is_one_line_error(
 ) -> None:
     root = tmp_path / "nowhere"
     if layout == "empty":
-        root.mkdir()
-        (root / "leftImg8bit").mkdir()
+        (root / "leftImg8bit").mkdir(parents=True)
+        (root / "gtFine").mkdir()
     elif layout == "bad_label":
         root = cityscapes["root"]
         bad = np.full((H, W), 200, np.uint8)
@@ -183,3 +183,63 @@ def test_no_sequence_imports_annotated_frames_only(cityscapes: dict, tmp_path: P
     clip = aachen["aachen_000000_000004"]
     np.testing.assert_array_equal(clip["rgb"][0], cityscapes["rgb"][4])
     assert clip["semantic_valid"].tolist() == [True]
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("size", [("0", "0"), ("-5", "10"), ("100000", "100000"), ("16", "5000")])
+def test_bad_size_is_one_line_before_anything_is_read(cityscapes, tmp_path, cli, size) -> None:
+    before = _files(tmp_path)
+    result = cli.capture(
+        "import", "cityscapes", cityscapes["root"], "--out", tmp_path / "data", "--size", *size
+    )
+    cli.error(result, "size: must be (H, W) of 8 to 4096 pixels each")
+    assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("part", ["gtFine", "leftImg8bit"])
+def test_a_folder_without_a_required_part_is_refused(cityscapes, tmp_path, cli, part) -> None:
+    import shutil
+
+    shutil.rmtree(cityscapes["root"] / part)
+    result = cli.capture("import", "cityscapes", cityscapes["root"], "--out", tmp_path / "data")
+    cli.error(result, f"has no {part}/")
+    assert not (tmp_path / "data").exists()
+
+
+def test_without_camera_folder_the_missing_intrinsics_are_said(cityscapes, tmp_path, cli) -> None:
+    import shutil
+
+    shutil.rmtree(cityscapes["root"] / "camera")
+    result = cli.capture("import", "cityscapes", cityscapes["root"], "--out", tmp_path / "data")
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "2 clips imported without intrinsics" in warning[0]
+    assert "has no camera/ folder" in warning[0]
+
+
+def test_nothing_to_import_is_an_error_that_says_why(cityscapes, tmp_path, cli) -> None:
+    import shutil
+
+    for still in (cityscapes["root"] / "leftImg8bit").rglob("*.png"):
+        still.unlink()
+    result = cli.capture(
+        "import", "cityscapes", cityscapes["root"], "--out", tmp_path / "data", "--frames", "8"
+    )
+    cli.error(result, "no clip to import", "--frames 8", "smaller --frames")
+    assert not (tmp_path / "data").exists()
+    shutil.rmtree(cityscapes["root"] / "leftImg8bit_sequence")
+    cli.error(
+        cli.capture("import", "cityscapes", cityscapes["root"], "--out", tmp_path / "data"),
+        "holds no Cityscapes images",
+    )
+
+
+def test_a_city_folder_that_is_no_town_name_is_refused(cityscapes, tmp_path, cli) -> None:
+    hidden = cityscapes["root"] / "leftImg8bit/train/.up/.up_000000_000001_leftImg8bit.png"
+    _png(hidden, _rgb(5))
+    result = cli.capture("import", "cityscapes", cityscapes["root"], "--out", tmp_path / "data")
+    cli.error(result, "city folder '.up'", "is a path, not a town name")
+    assert not (tmp_path / "data").exists()

@@ -83,6 +83,11 @@ def test_record_and_inspect(tmp_path, tiny_towns):
         (["--seed", "-1"], ["seed", "--seed N"]),
         (["--set", "nosuch=1"], ["unknown key 'nosuch'"]),
         (["--set", "frames"], ["KEY=VALUE"]),
+        (["--timeout", "inf"], ["carla.timeout", "finite number"]),
+        (["--server-wait", "nan"], ["carla.server_wait", "finite number"]),
+        (["--set", "carla.restart_backoff_s=inf"], ["restart_backoff_s", "finite number"]),
+        (["--out", "o\udcff\udcfe"], ["--out", "o\\xff\\xfe is not UTF-8 text"]),
+        (["--set", "out=o\udcff"], ["out: o\\xff is not UTF-8 text"]),
     ],
 )
 def test_record_bad_options(tmp_path, tiny_towns, args, needles):
@@ -188,6 +193,13 @@ def test_console_script_help():
         ("capture", ["split", "README.md"], "is a file"),
         ("train", ["run", "stage9"], "'stage9' is not one of"),
         ("train", ["run", "stage1", "--preset", "huge"], "huge"),
+        ("train", ["predict", "--run", "r", "--video", "v.mp4", "--hfov", "nan"], "not a finite"),
+        ("train", ["predict", "--run", "r", "--video", "v.mp4", "--hfov", "-10"], "5.0<x<170.0"),
+        ("train", ["predict", "--run", "r", "--video", "v.mp4", "--hfov", "inf"], "not a finite"),
+        ("train", ["live", "--run", "r", "--web-port", "0"], "1<=x<=65535"),
+        ("train", ["eval", "--run", "r\udcff"], "r\\xff is not UTF-8 text"),
+        ("capture", ["verify", "d\udcff"], "d\\xff is not UTF-8 text"),
+        ("capture", ["inspect", "d", "--rows", "0"], "1<=x<=20"),
     ],
 )
 def test_usage_errors_are_one_line_with_the_help_to_read(cli, program, args, needle):

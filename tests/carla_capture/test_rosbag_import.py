@@ -97,8 +97,10 @@ def write_bag(
     frames: list[Frame],
     drop_semantic: set[int] = frozenset(),
     rgb_encoding: str = "rgb8",
+    semantic_late_ns: int = 0,
 ) -> Path:
-    """Write ``frames`` at 20 fps as a ROS bag: ``storage`` is ros1, sqlite3 or mcap."""
+    """Write ``frames`` at 20 fps as a ROS bag: ``storage`` is ros1, sqlite3 or mcap; semantic
+    messages are stamped ``semantic_late_ns`` (plus 2 ms on odd frames) after their rgb."""
     ros1 = storage == "ros1"
     ts = get_typestore(Stores.ROS1_NOETIC if ros1 else Stores.ROS2_HUMBLE)
     serialize = ts.serialize_ros1 if ros1 else ts.serialize_cdr
@@ -120,7 +122,7 @@ def write_bag(
         writer.write(conns[INFO], 1, serialize(_camera_info(ts, ros1), info))
         for k, frame in enumerate(frames):
             stamp = 10**9 + k * 50_000_000
-            jitter = 2_000_000 * (k % 2)  # semantic stamped 2 ms later on odd frames
+            jitter = 2_000_000 * (k % 2) + semantic_late_ns
             rgb = frame.rgb[..., ::-1] if rgb_encoding == "bgr8" else frame.rgb
             writer.write(
                 conns[RGB], stamp, serialize(_image(ts, ros1, stamp, rgb, rgb_encoding), image)
@@ -237,3 +239,72 @@ def test_unknown_topic_is_one_line_error(tmp_path: Path, sim_frames: list[Frame]
         SEM,
     )
     cli.error(result, "has no topic '/nope'")
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory, sim_frames: list[Frame]) -> tuple[Path, Path]:
+    """A 12-frame mcap bag and a dataset folder that already holds its import (6-frame clips)."""
+    root = tmp_path_factory.mktemp("bags")
+    bag = write_bag(root / "run", "mcap", sim_frames[:12])
+    from carla_capture.rosbag_import import import_rosbag
+
+    import_rosbag(bag, out=root / "out", town="Town01", rgb=RGB, semantic=SEM, frames=6)
+    return bag, root / "out"
+
+
+#: bad options -> words of the one-line error (RGB, SEM, DEPTH, INFO are this module's topics)
+BAD_ROSBAG = {
+    "town_a_path": (["--town", "../escaped"], "is a path, not a town name"),
+    "town_unknown": (["--town", "Nowhere"], "unknown town 'Nowhere'"),
+    "tolerance_nan": (["--tolerance-ms", "nan"], "tolerance_ms: Input should be a finite"),
+    "tolerance_negative": (["--tolerance-ms", "-1"], "greater than or equal to 0"),
+    "tolerance_huge": (["--tolerance-ms", "1e9"], "less than or equal to 1000"),
+    "frames_zero": (["--frames", "0"], "frames: Input should be greater than or equal to 1"),
+    "frames_beyond_the_bag": (["--frames", "500"], "holds 12 frames, fewer than --frames 500"),
+    "rgb_as_semantic": (["--semantic", RGB], "--rgb and --semantic both name"),
+    "rgb_as_depth": (["--depth", RGB], "--rgb and --depth both name"),
+    "depth_as_semantic": (["--semantic", DEPTH], "has 32FC1 images; semantic needs mono8 or"),
+    "camera_info_as_rgb": (["--rgb", INFO], "carries sensor_msgs/msg/CameraInfo, not"),
+    "image_as_camera_info": (["--camera-info", DEPTH], "carries sensor_msgs/msg/Image, not"),
+    "colour_camera_as_semantic": (["--rgb", SEM, "--semantic", RGB], "not in the CARLA palette"),
+    "out_not_utf8": (["--out", "o\udcff\udcfe"], "o\\xff\\xfe is not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_ROSBAG))
+def test_bad_rosbag_input_is_one_line_and_writes_nothing(imported, cli, name, monkeypatch):
+    bag, out = imported
+    monkeypatch.chdir(out.parent)
+    before = _files(out.parent)
+    extra, words = BAD_ROSBAG[name]
+    args = {"--out": str(out), "--town": "Town01", "--rgb": RGB, "--semantic": SEM}
+    for flag, value in zip(extra[::2], extra[1::2], strict=True):
+        args[flag] = value
+    result = cli.capture("import", "rosbag", bag, *(a for kv in args.items() for a in kv))
+    cli.error(result, words)
+    assert _files(out.parent) == before  # nothing written, nothing lost (the earlier import)
+
+
+def test_no_pair_within_the_tolerance_says_so(tmp_path, sim_frames, cli):
+    bag = write_bag(tmp_path / "run", "sqlite3", sim_frames[:6], semantic_late_ns=3_000_000)
+    args = ["--out", tmp_path / "out", "--town", "Town01", "--rgb", RGB, "--semantic", SEM]
+    result = cli.capture("import", "rosbag", bag, *args, "--frames", "6", "--tolerance-ms", "1")
+    cli.error(result, "no clip imported", "within --tolerance-ms 1", "3 ms apart", "larger")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_town_of_town_dir_is_known(tmp_path, sim_frames, tiny_towns, cli):
+    towns = tmp_path / "towns"
+    towns.mkdir()
+    text = (tiny_towns / "Town01.toml").read_text().replace('name = "Town01"', 'name = "Lab"')
+    (towns / "Lab.toml").write_text(text)
+    bag = write_bag(tmp_path / "run", "mcap", sim_frames[:6])
+    args = ["--out", tmp_path / "out", "--town", "Lab", "--rgb", RGB, "--semantic", SEM]
+    cli.error(cli.capture("import", "rosbag", bag, *args, "--frames", "6"), "unknown town 'Lab'")
+    result = cli.capture("import", "rosbag", bag, *args, "--frames", "6", "--town-dir", towns)
+    assert result.exit_code == 0, result.output
+    assert len(_imported(tmp_path / "out", "Lab")) == 1

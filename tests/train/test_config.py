@@ -152,12 +152,18 @@ def test_run_options_are_the_config_fields(cli, tmp_path, monkeypatch):
     [
         (["--seed", "-1"], ["seed", "greater than or equal to 0"]),
         (["--set", "data.augment.crop_scale=[0.9, 0.1]"], ["crop_scale", "low <= high"]),
-        (["--set", "stages.stage1.losses.ce=nan"], ["loss weights must be finite"]),
+        (["--set", "stages.stage1.losses.ce=nan"], ["stages.stage1.losses.ce", "finite number"]),
         (["--set", "stages={}"], ["stages lacks stage1", "--set stages.stage1.epochs"]),
-        (["--size", "0,0"], ["size", "at least 8 pixels"]),
-        (["--set", "model.input_size=[0, 0]"], ["input_size", "at least 8 pixels"]),
+        (["--size", "0,0"], ["size", "8 to 4096 pixels"]),
+        (["--set", "model.input_size=[0, 0]"], ["input_size", "8 to 4096 pixels"]),
         (["--device", "tpu"], ["unknown device 'tpu'", "auto, cpu"]),
         (["--set", 'stages.stage1.frozen=["nope.layer"]'], ["no submodule 'nope.layer'"]),
+        (["--set", "stages.stage1.lr=inf"], ["stages.stage1.lr", "finite number"]),
+        (["--set", "stages.stage1.warmup_epochs=nan"], ["warmup_epochs", "finite number"]),
+        (["--set", "data.augment.noise_sigma=inf"], ["noise_sigma", "finite number"]),
+        (["--set", "forecast.lr=nan"], ["forecast.lr", "finite number"]),
+        (["--out", "r\udcff\udcfe"], ["--out", "r\\xff\\xfe is not UTF-8 text"]),
+        (["--data", "d\udcff"], ["--data", "d\\xff is not UTF-8 text"]),
     ],
 )
 def test_bad_training_values_are_one_line(cli, tmp_path, split_dataset, args, needles):
