@@ -18,7 +18,8 @@ from carla_capture.config import CaptureConfig, VerifyConfig
 from carla_capture.import_cli import import_group
 from clipcore.cliopts import config_options, file_and_set_options, nest
 from clipcore.clitools import ErrorGroup, TextPathType
-from clipcore.fsutil import atomic_write_text
+from clipcore.errors import CaptureError
+from clipcore.fsutil import atomic_write_text, os_error_message
 from clipcore.settings import apply_overrides, build, deep_merge, read_toml
 
 
@@ -171,6 +172,7 @@ def inspect(
 
     if rerun and save:
         raise ConfigError("choose one of --rerun (open the viewer) and --save FILE.rrd")
+    insp.check_options(path, clip_id, sheet, video, save)  # before printing anything
     info = insp.summarize(path)
     click.echo(json.dumps(info, indent=2) if as_json else insp.format_summary(info))
     for kind, out in (("contact sheet", sheet), ("video", video)):
@@ -252,14 +254,19 @@ def verify(
     data = apply_overrides(VerifyConfig, read_toml(config) if config else {}, list(overrides))
     cfg = build(VerifyConfig, data, "verify config")
     reports = vf.verify_dataset(data_dir, cfg)
+    click.echo(vf.report_table(reports))  # the results first: writing may fail (read-only data)
     moved = vf.quarantine(data_dir, reports) if do_quarantine else []
-    report = report or data_dir / "verify-report.json"
-    atomic_write_text(
-        report, json.dumps(vf.report_json(data_dir, reports, cfg, moved), indent=2) + "\n"
-    )
-    click.echo(vf.report_table(reports))
     for rel in moved:
         click.echo(f"quarantined {rel}")
+    report = report or data_dir / "verify-report.json"
+    text = json.dumps(vf.report_json(data_dir, reports, cfg, moved), indent=2) + "\n"
+    try:
+        atomic_write_text(report, text)
+    except OSError as exc:
+        raise CaptureError(
+            f"results above; the report was not written ({os_error_message(exc, report)}): pass "
+            "--report FILE in a writable folder"
+        ) from None
     click.echo(f"report -> {report}")
     if any(not r.passed for r in reports):
         sys.exit(1)

@@ -445,8 +445,8 @@ class VerifyConfig(BaseModel):
         0.9,
         ge=0,
         le=1,
-        description="Minimum mean share of static pixels whose reprojected depth agrees with the "
-        "next frame.",
+        description="Minimum mean share of static pixels inside faces (off tag and depth edges, "
+        "in both frames) whose reprojected depth agrees with the next frame.",
     )
     min_label_agree: float = Field(
         0.95, ge=0, le=1, description="Minimum mean share of agreeing pixels whose tag also agrees."
@@ -454,5 +454,18 @@ class VerifyConfig(BaseModel):
     min_static_pixels: int = Field(
         200,
         ge=1,
-        description="Frame pairs with fewer static pixels in view skip the geometric check.",
+        description="Frame pairs with fewer static pixels inside faces in view skip the geometric "
+        "check.",
+    )
+    trajectory_min_step_m: float = Field(
+        0.05,
+        ge=0,
+        description="Camera steps between frames shorter than this (metres) are not judged for "
+        "turning back (a stopped vehicle's jitter).",
+    )
+    max_acceleration: float = Field(
+        300.0,
+        gt=0,
+        description="Largest camera acceleration (m/s^2) that the poses and timestamps of "
+        "consecutive frames may imply (about 30 g; more is a jump or frames out of time order).",
     )

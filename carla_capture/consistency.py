@@ -6,6 +6,16 @@ pixel coordinates on any plane, so the destination is sampled by bilinear interp
 ``1 / depth`` between the four surrounding pixel centres, which is exact inside a face; at
 a face's edge (the four samples are not on one plane), one neighbour agreeing suffices.
 An occluded point disagrees with all four.
+
+At an edge (a tag boundary or a depth discontinuity) the comparison is ill-posed: the
+interpolation mixes two surfaces, the nearest destination pixel may be across the boundary, and
+thin objects (poles, fences, foliage) are edge all through. Those pixels form a band about one
+pixel wide along every edge, so their share of the image, and with it the agreement over all
+static pixels, depends on the resolution (clean synthetic clips: 85 to 91 % at 64x32, 92 to 95 %
+at 128x64, 97 to 98 % at 512x256). With ``interior_only`` the pixels on an edge in either frame
+are left out: what remains agrees for more than 98.5 % at every resolution from 64x32 to
+1600x900, and a wrong pose, depth or frame disagrees there as much as anywhere (what
+``capture verify`` measures).
 """
 
 from __future__ import annotations
@@ -16,6 +26,32 @@ import numpy as np
 
 from clipcore.geometry import FAR_PLANE_M, reproject
 from clipcore.tags import STATIC_TAGS
+
+#: A second difference of inverse depth above this share of it marks a depth edge (on a plane it
+#: is 0 up to rounding; a bilinear sample within a face is exact).
+EDGE_REL = 0.01
+
+
+def interior(depth: np.ndarray, tags: np.ndarray, rel_tol: float = EDGE_REL) -> np.ndarray:
+    """(H, W) bool: pixels inside a face, i.e. whose four neighbours have their tag and whose
+    inverse depth is affine through them along rows and columns (second difference within
+    ``rel_tol`` of its own): off every tag edge and depth discontinuity. Border pixels are
+    False."""
+    inv = 1.0 / depth.astype(np.float64)
+    height, width = depth.shape
+    out = np.zeros((height, width), bool)
+    if height < 3 or width < 3:
+        return out
+    centre, tag = inv[1:-1, 1:-1], tags[1:-1, 1:-1]
+    flat = np.ones_like(centre, bool)
+    for before, after in (
+        ((slice(1, -1), slice(0, -2)), (slice(1, -1), slice(2, None))),  # along a row
+        ((slice(0, -2), slice(1, -1)), (slice(2, None), slice(1, -1))),  # along a column
+    ):
+        flat &= np.abs(inv[before] + inv[after] - 2 * centre) <= rel_tol * centre
+        flat &= (tags[before] == tag) & (tags[after] == tag)
+    out[1:-1, 1:-1] = flat
+    return out
 
 
 @dataclass(frozen=True)
@@ -42,9 +78,12 @@ def reprojection_agreement(
     K: np.ndarray,
     rel_tol: float = 0.005,
     static_tags: frozenset[int] = STATIC_TAGS,
+    interior_only: bool = False,
 ) -> Agreement:
     """Reproject the static pixels of frame a (depth (H,W) m, tags (H,W), cam_to_world (4,4))
-    into frame b and measure agreement of depth and tags (see :class:`Agreement`)."""
+    into frame b and measure agreement of depth and tags (see :class:`Agreement`); with
+    ``interior_only``, only pixels :func:`interior` to a face of a that land between four pixels
+    interior to a face of b count (a figure that does not depend on the resolution)."""
     height, width = depth_a.shape
     u, v, z = reproject(depth_a, K, pose_a, pose_b)
     x, y = u - 0.5, v - 0.5  # index space: pixel centres at integers
@@ -52,6 +91,12 @@ def reprojection_agreement(
         i0, j0 = np.floor(x), np.floor(y)
         ok = np.isin(tags_a, list(static_tags)) & (depth_a < FAR_PLANE_M) & (z > 0)
         ok &= (i0 >= 0) & (i0 < width - 1) & (j0 >= 0) & (j0 < height - 1)
+    if interior_only:
+        ok &= interior(depth_a, tags_a)
+        inner_b = interior(depth_b, tags_b)
+        j_, i_ = j0[ok].astype(np.int64), i0[ok].astype(np.int64)
+        keep = inner_b[j_, i_] & inner_b[j_, i_ + 1] & inner_b[j_ + 1, i_] & inner_b[j_ + 1, i_ + 1]
+        ok[ok] = keep
     if not ok.any():
         return Agreement(0, 0.0, 0.0)
     i, j = i0[ok].astype(np.int64), j0[ok].astype(np.int64)

@@ -7,10 +7,47 @@ from typing import Any
 
 import numpy as np
 
+from clipcore.errors import CaptureError
 from clipcore.folder import find_shards, load_clip
-from clipcore.pictures import contact_sheet, frame_panel, write_image, write_video
+from clipcore.pictures import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    check_output,
+    contact_sheet,
+    frame_panel,
+    write_image,
+    write_video,
+)
 from clipcore.shards import ShardReader
 from clipcore.tags import NUM_TAGS, TAG_NAMES
+
+
+def check_options(
+    path: Path,
+    clip_id: str | None = None,
+    sheet: Path | None = None,
+    video: Path | None = None,
+    save: Path | None = None,
+) -> None:
+    """Refuse bad ``capture inspect`` options before anything is printed: a ``--clip`` that is not
+    in ``path``, a ``--sheet`` / ``--video`` / ``--save`` of the wrong kind or in a folder that
+    does not exist."""
+    for option, out, suffixes in (
+        ("--sheet", sheet, IMAGE_SUFFIXES),
+        ("--video", video, VIDEO_SUFFIXES),
+        ("--save", save, (".rrd",)),
+    ):
+        if out is not None:
+            check_output(out, option, suffixes)
+    if clip_id is not None:
+        for shard in find_shards(path):
+            with ShardReader(shard) as reader:
+                if clip_id in reader.clip_ids():
+                    return
+        raise CaptureError(
+            f"--clip {clip_id}: no such clip in {path}; list them with capture inspect {path} "
+            "--json"
+        )
 
 
 def summarize(path: Path) -> dict[str, Any]:

@@ -1,14 +1,17 @@
-"""``capture verify``: per-clip structure, content and quality checks of a dataset; never raises.
+"""``capture verify``: structure, content and quality checks of a dataset; never raises.
 
-Per shard: readable HDF5, ``carla-clips``, a known format version; per clip: the completion
+Per dataset: clip ids unique across shards (a copied shard). Per shard: readable HDF5,
+``carla-clips``, a known format version, a ``town`` attribute naming the folder it is in; per
+clip: its ``town`` attribute that of its shard, the completion
 marker and the structure of :func:`~clipcore.schema.structure_faults` (shapes, frame counts,
 channels, dtypes, chunking), the content of :func:`~clipcore.schema.content_faults` (NaN /
 inf, depth range, rigid poses, frame order), then quality with thresholds from
 :class:`VerifyConfig`: frame numbers consecutive at the recorded stride and timestamps that match;
 no black, saturated or frozen RGB (a stalled camera, told apart from a stationary ego or a view
 blocked by a vehicle by whether the tags changed); the sky at the far plane; and geometric
-consistency (static pixels reprojected into the next frame agree in depth and tag). Checks of a
-modality a clip does not have are skipped.
+consistency (static pixels inside faces reprojected into the next frame agree in depth and tag);
+the camera path in time order (no step turning back, no acceleration the timestamps cannot
+explain). Checks of a modality a clip does not have are skipped.
 """
 
 from __future__ import annotations
@@ -169,6 +172,7 @@ def _check_geometry(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> No
             c2w[a + 1],
             arrays["intrinsics"],
             rel_tol=cfg.geometry_rel_tol,
+            interior_only=True,  # edge pixels make the share depend on the resolution
         )
         if agree.in_view >= cfg.min_static_pixels:
             depth_agree.append(agree.depth_agree)
@@ -191,7 +195,53 @@ def _check_geometry(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> No
         )
 
 
-CHECKS = (_check_timing, _check_rgb, _check_depth_and_tags, _check_geometry)
+def _check_trajectory(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None:
+    """The camera path in time order: no step turns back against the one before (frames and
+    their poses reordered together), and no acceleration the timestamps cannot explain."""
+    ok = _all(arrays, "cam_to_world")
+    if ok is None or ok.sum() < 3:
+        return
+    idx = np.nonzero(ok)[0]
+    steps = np.diff(arrays["cam_to_world"][idx, :3, 3], axis=0)
+    dt = np.diff(np.asarray(arrays["timestamp"], np.float64)[idx])
+    length = np.linalg.norm(steps, axis=1)
+    moving = length >= max(cfg.trajectory_min_step_m, 1e-9)
+    cosine = np.einsum("ij,ij->i", steps[1:], steps[:-1]) / np.maximum(
+        length[1:] * length[:-1], 1e-12
+    )
+    back = moving[1:] & moving[:-1] & (cosine < 0)
+    if back.any():
+        report.failures.append(
+            f"trajectory out of time order: the camera turns back at frames "
+            f"{idx[1:-1][back].tolist()[:6]} (frames reordered with their poses?)"
+        )
+    velocity = steps / dt[:, None]
+    accel = np.linalg.norm(np.diff(velocity, axis=0), axis=1) / (0.5 * (dt[1:] + dt[:-1]))
+    report.metrics["max_acceleration"] = float(accel.max())
+    if accel.max() > cfg.max_acceleration:
+        report.failures.append(
+            f"camera motion does not match the timestamps: {accel.max():.0f} m/s^2 at frame "
+            f"{int(idx[1:-1][np.argmax(accel)])} (> max_acceleration {cfg.max_acceleration:g})"
+        )
+
+
+def _check_town(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None:
+    town = arrays["attrs"].get("town")
+    if town is not None and str(town) != report.town:
+        report.failures.append(
+            f"clip town attribute is {town}, the shard holds {report.town}: the clip was "
+            "copied into another town's shard"
+        )
+
+
+CHECKS = (
+    _check_town,
+    _check_timing,
+    _check_trajectory,
+    _check_rgb,
+    _check_depth_and_tags,
+    _check_geometry,
+)
 
 
 def verify_arrays(
@@ -229,14 +279,34 @@ def _verify_clip(reader: ShardReader, cid: str, rel: str, cfg: VerifyConfig) -> 
         )
 
 
+def _town_faults(reader: ShardReader, path: Path) -> list[str]:
+    """The shard's root ``town`` attribute is there and names the folder the shard is in."""
+    town = reader.root_attrs().get("town")
+    if town is None:
+        return [
+            f"the shard has no town attribute (its folder says {path.parent.name}): it was not "
+            "written by capture; re-record or re-import it"
+        ]
+    if str(town) != path.parent.name:
+        return [
+            f"a shard of {town} in folder {path.parent.name}/: move it to {town}/ (a shard of "
+            "another town in a town folder)"
+        ]
+    return []
+
+
 def verify_shard(path: Path, rel: str, cfg: VerifyConfig) -> list[ClipReport]:
-    """Reports of every clip of one shard; one :data:`WHOLE_SHARD` report if it cannot be opened."""
+    """Reports of every clip of one shard, and a :data:`WHOLE_SHARD` report when the shard
+    itself is faulty (it cannot be opened, its ``town`` attribute is missing or names another
+    folder than the one it is in)."""
     try:
         reader = ShardReader(path)
     except ShardFormatError as exc:
         return [ClipReport(WHOLE_SHARD, rel, "?", failures=[str(exc)])]
     with reader:
-        reports = [
+        faults = _town_faults(reader, Path(path))
+        reports = [ClipReport(WHOLE_SHARD, rel, reader.town, failures=faults)] if faults else []
+        reports += [
             ClipReport(
                 cid, rel, reader.town, failures=["no completion marker: writing it never finished"]
             )
@@ -245,9 +315,23 @@ def verify_shard(path: Path, rel: str, cfg: VerifyConfig) -> list[ClipReport]:
         return reports + [_verify_clip(reader, cid, rel, cfg) for cid in reader.clip_ids()]
 
 
+def _duplicates(reports: list[ClipReport]) -> None:
+    """A clip id in two shards (a copied shard): each later copy fails, naming the first."""
+    first: dict[str, str] = {}
+    for report in reports:
+        if report.clip_id in (WHOLE_SHARD, MANIFEST_NAME):
+            continue
+        if report.clip_id in first and first[report.clip_id] != report.shard:
+            report.failures.append(
+                f"the same clip id is in {first[report.clip_id]}: remove one copy (a copied shard?)"
+            )
+        first.setdefault(report.clip_id, report.shard)
+
+
 def verify_dataset(data_dir: Path, cfg: VerifyConfig) -> list[ClipReport]:
-    """Check every clip of every shard under ``data_dir``; a manifest whose shards changed is
-    reported (as clip ``split.json``), and verify carries on."""
+    """Check every clip of every shard under ``data_dir``, then the dataset as a whole (clip ids
+    unique across shards); a manifest whose shards changed is reported (as clip ``split.json``),
+    and verify carries on."""
     data_dir = Path(data_dir)
     reports = []
     if (data_dir / MANIFEST_NAME).exists():
@@ -258,6 +342,7 @@ def verify_dataset(data_dir: Path, cfg: VerifyConfig) -> list[ClipReport]:
     for path in find_shards(data_dir):
         rel = str(path.relative_to(data_dir)) if path.is_relative_to(data_dir) else str(path)
         reports += verify_shard(path, rel, cfg)
+    _duplicates(reports)
     return reports
 
 

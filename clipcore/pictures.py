@@ -49,6 +49,24 @@ def contact_sheet(clip: Clip, rows: int = 4) -> np.ndarray:
     )
 
 
+#: File name endings of the pictures :func:`write_image` and :func:`write_video` write.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
+def check_output(path: Path, option: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse, before any work, a picture file ``path`` (given as ``option``) with another
+    ending than ``suffixes`` or whose folder does not exist."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise CaptureError(f"{option} {path}: use a {' or '.join(suffixes)} file name")
+    if not path.parent.is_dir():
+        raise CaptureError(
+            f"{option} {path}: the folder {path.parent} does not exist; create it or write "
+            "elsewhere"
+        )
+
+
 def write_image(path: Path, rgb: np.ndarray) -> None:
     """Write an RGB uint8 image (PNG or JPEG by suffix)."""
     import cv2

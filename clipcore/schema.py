@@ -114,6 +114,46 @@ def _lost_datasets(attrs: Any, names: set[str]) -> list[str]:
     return [f"{', '.join(lost)} listed in the clip's attributes but missing (lost)"] if lost else []
 
 
+def _attribute_faults(attrs: Any) -> list[str]:
+    """The clip attributes every reader relies on: ``fps`` (a finite number > 0),
+    ``frame_stride`` (an integer >= 1), ``camera`` and ``weather`` (JSON objects)."""
+    faults = [f"attribute {key} is missing" for key in _REQUIRED_ATTRS if key not in attrs]
+    if "fps" in attrs and not _number(attrs["fps"], lambda v: np.isfinite(v) and v > 0):
+        faults.append(f"attribute fps is {_plain(attrs['fps'])!r}, not a frame rate > 0")
+    if "frame_stride" in attrs and not _number(
+        attrs["frame_stride"], lambda v: v >= 1 and float(v).is_integer()
+    ):
+        faults.append(
+            f"attribute frame_stride is {_plain(attrs['frame_stride'])!r}, not an integer >= 1"
+        )
+    for key in ("camera", "weather"):
+        if key in attrs and not isinstance(_json(attrs[key]), dict):
+            faults.append(f"attribute {key} is not a JSON object: {str(attrs[key])[:40]!r}")
+    return faults
+
+
+_REQUIRED_ATTRS = ("fps", "frame_stride", "camera", "weather")
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _number(value: Any, ok: Any) -> bool:
+    try:
+        return bool(ok(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _json(value: Any) -> Any:
+    """A JSON attribute's value, or None when it is not JSON text."""
+    try:
+        return json.loads(value.decode() if isinstance(value, bytes | np.bytes_) else value)
+    except (TypeError, ValueError, UnicodeDecodeError):
+        return None
+
+
 def structure_faults(group: Any, version: int) -> list[str]:
     """Everything wrong with the layout of one clip group (h5py.Group); empty when it is valid."""
     faults: list[str] = []
@@ -171,9 +211,7 @@ def structure_faults(group: Any, version: int) -> list[str]:
                 or not np.all(np.isfinite(k[()]))
             ):
                 faults.append("intrinsics is not a finite (3, 3) pinhole matrix")
-        for key in ("fps", "frame_stride"):
-            if key not in attrs:
-                faults.append(f"attribute {key} is missing")
+        faults += _attribute_faults(attrs)
     except (KeyError, OSError, ValueError, TypeError, AttributeError, RuntimeError) as exc:
         faults.append(f"unreadable ({exc})")
     return faults

@@ -118,6 +118,10 @@ class ShardReader:
         """Close the file."""
         self._h5.close()
 
+    def root_attrs(self) -> dict[str, Any]:
+        """The shard's root attributes as stored (``town`` may be missing from a damaged one)."""
+        return dict(self._h5.attrs)
+
     def _all_ids(self) -> list[str]:
         clips = self._h5.get("clips")
         return sorted(clips) if clips is not None else []

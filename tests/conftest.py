@@ -34,6 +34,16 @@ def small_towns(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_towns(tmp_path_factory.mktemp("towns-small"), 256, 128)
 
 
+@pytest.fixture(scope="session")
+def towns_of_size(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """``towns_of_size(width, height)``: the packaged town files with that camera size."""
+
+    def make(width: int, height: int) -> Path:
+        return write_towns(tmp_path_factory.mktemp(f"towns-{width}x{height}"), width, height)
+
+    return make
+
+
 def make_synthetic_config(out: Path, town_dir: Path, **overrides: object) -> CaptureConfig:
     """A synthetic-backend capture config writing to ``out`` with tiny towns."""
     values = {
@@ -131,6 +141,33 @@ def small_disk(tmp_path: Path):  # noqa: ANN201
         pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def read_only_copy(tmp_path: Path):  # noqa: ANN201
+    """``read_only_copy(folder)``: a copy of ``folder`` on a read-only file system (a tmpfs
+    remounted read-only); skipped where mounting is not allowed (not root)."""
+    import shutil
+    import subprocess
+
+    mounts: list[Path] = []
+
+    def copy(folder: Path) -> Path:
+        mount = tmp_path / f"ro{len(mounts)}"
+        mount.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounts.append(mount)
+        shutil.copytree(folder, mount / "data")
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        return mount / "data"
+
+    yield copy
+    for mount in mounts:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.fixture

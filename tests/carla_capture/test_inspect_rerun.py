@@ -59,7 +59,7 @@ def test_one_clip(cli, tiny_dataset, tmp_path):
 def test_bad_requests_are_one_line(cli, tiny_dataset, tmp_path, monkeypatch):
     cli.error(
         cli.capture("inspect", tiny_dataset, "--save", tmp_path / "x.rrd", "--clip", "nope"),
-        "'nope' is not in",
+        "--clip nope: no such clip",
     )
     assert not (tmp_path / "x.rrd").exists()
     cli.error(cli.capture("inspect", tiny_dataset, "--save", tmp_path / "x.png"), ".rrd")

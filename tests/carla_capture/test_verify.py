@@ -43,10 +43,25 @@ CORRUPTIONS = {
     "frozen_rgb": lambda F: [
         dataclasses.replace(f, rgb=F[2].rgb) if i == 3 else f for i, f in enumerate(F)
     ],
+    "frames_reordered_with_their_poses": lambda F: [
+        dataclasses.replace(F[j], frame=F[i].frame, timestamp=F[i].timestamp)
+        for i, j in enumerate((0, 1, 3, 2, 4, 5))
+    ],
     "black_rgb": lambda F: [
         dataclasses.replace(f, rgb=np.zeros_like(f.rgb)) if i == 4 else f for i, f in enumerate(F)
     ],
 }
+
+
+def test_the_camera_path_is_checked_in_time_order(clip):
+    swapped = CORRUPTIONS["frames_reordered_with_their_poses"](list(clip.frames))
+    report = verify_clip(dataclasses.replace(clip, frames=tuple(swapped)), "x.h5", VerifyConfig())
+    assert any("the camera turns back at frames [2, 3]" in f for f in report.failures), report
+    assert not any(f.startswith(("geometry", "timestamp steps", "frame")) for f in report.failures)
+    clean = verify_clip(clip, "x.h5", VerifyConfig())
+    assert 0 <= clean.metrics["max_acceleration"] < 20  # a car, not a jump
+    strict = verify_clip(clip, "x.h5", VerifyConfig(max_acceleration=1e-3))
+    assert any("camera motion does not match the timestamps" in f for f in strict.failures)
 
 
 def test_synthetic_clip_passes_with_high_agreement(clip):
@@ -62,6 +77,19 @@ def test_corruption_fails(clip, name):
     broken = dataclasses.replace(clip, frames=tuple(CORRUPTIONS[name](list(clip.frames))))
     report = verify_clip(broken, "x.h5", VerifyConfig())
     assert not report.passed, name
+
+
+@pytest.mark.parametrize("width,height", [(64, 32), (128, 64), (512, 256), (1600, 900)])
+def test_a_clean_recording_passes_at_every_resolution(cli, tmp_path, towns_of_size, width, height):
+    """The geometry check leaves out pixels on edges, whose share grows as the resolution falls:
+    what it measures does not depend on the resolution."""
+    out, towns = tmp_path / "data", towns_of_size(width, height)
+    args = ("--backend", "synthetic", "--town", "Town02", "--clips", "1", "--frames", "3")
+    assert cli.capture("record", *args, "--out", out, "--town-dir", towns).exit_code == 0
+    result = cli.capture("verify", out)
+    assert result.exit_code == 0, result.stdout
+    (clip,) = json.loads((out / "verify-report.json").read_text())["clips"]
+    assert clip["metrics"]["geometry_pairs"] == 2 and clip["metrics"]["depth_agree"] > 0.98
 
 
 def test_verify_cli_report_and_quarantine(cli, tmp_path, tiny_dataset):
@@ -104,11 +132,11 @@ def test_thresholds_from_set(cli, tmp_path, tiny_dataset):
         "verify",
         str(tiny_dataset),
         "--set",
-        "min_label_agree=0.9999",
+        "geometry_rel_tol=1e-9",  # below float32 depth precision: nothing agrees
         "--report",
         str(tmp_path / "r.json"),
     )
-    assert strict.exit_code == 1 and "tags agree" in strict.stdout
+    assert strict.exit_code == 1 and "reprojected depth agrees" in strict.stdout
 
 
 def test_inspect_video(cli, tmp_path, tiny_dataset):
@@ -125,3 +153,33 @@ def test_inspect_video(cli, tmp_path, tiny_dataset):
     assert Image.open(gif).n_frames == 6
     bad = cli.capture("inspect", str(tiny_dataset), "--video", str(tmp_path / "clip.avi"))
     assert bad.exit_code == 2 and ".mp4 or .gif" in bad.stderr
+
+
+def test_verify_of_a_read_only_dataset_prints_its_results(cli, tiny_dataset, read_only_copy):
+    data = read_only_copy(tiny_dataset)
+    result = cli.capture("verify", data)
+    assert "5 passed, 0 failed" in result.stdout  # the results, although the report fails
+    cli.error(result, "report was not written", "read-only file system", "--report FILE")
+    assert not (data / "verify-report.json").exists()
+    elsewhere = cli.capture("verify", data, "--report", data.parent.parent / "r.json")
+    assert elsewhere.exit_code == 0 and (data.parent.parent / "r.json").exists()
+
+
+@pytest.mark.parametrize(
+    "option, words",
+    [
+        (["--clip", "Town09-0-000000"], "--clip Town09-0-000000: no such clip"),
+        (["--sheet", "sheet.txt"], "use a .png or .jpg or .jpeg file name"),
+        (["--sheet", "missing/sheet.png"], "the folder missing does not exist"),
+        (["--video", "clip.avi"], "use a .mp4 or .gif file name"),
+        (["--video", "missing/clip.mp4"], "the folder missing does not exist"),
+        (["--sheet", "sheet.png", "--clip", "nope"], "--clip nope: no such clip"),
+    ],
+)
+def test_inspect_checks_its_options_before_printing(
+    cli, tmp_path, tiny_dataset, monkeypatch, option, words
+):
+    monkeypatch.chdir(tmp_path)
+    result = cli.capture("inspect", tiny_dataset, *option)
+    cli.error(result, words)
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []

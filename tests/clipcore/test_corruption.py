@@ -152,6 +152,20 @@ CLIP_CORRUPTIONS: dict[str, tuple[Callable[[h5py.Group], None], str]] = {
         lambda g: (g.__delitem__("crc32"), g.create_group("crc32")),
         "unreadable",
     ),
+    "camera_attr_missing": (lambda g: g.attrs.__delitem__("camera"), "attribute camera is missing"),
+    "camera_attr_not_json": (
+        lambda g: g.attrs.__setitem__("camera", "{width: 96"),
+        "attribute camera is not a JSON object",
+    ),
+    "weather_attr_a_list": (
+        lambda g: g.attrs.__setitem__("weather", "[1, 2]"),
+        "attribute weather is not a JSON object",
+    ),
+    "fps_zero": (lambda g: g.attrs.__setitem__("fps", 0.0), "attribute fps is 0.0"),
+    "frame_stride_fraction": (
+        lambda g: g.attrs.__setitem__("frame_stride", 1.5),
+        "attribute frame_stride is 1.5",
+    ),
 }
 
 
@@ -168,13 +182,30 @@ def _plus_one(index: tuple) -> Callable[[np.ndarray], np.ndarray]:
     return change
 
 
+def _swap_frames_with_poses(group: h5py.Group) -> None:
+    """Frames 1 and 2 swapped in every per-frame dataset but frame and timestamp: images, masks,
+    poses and checksums move together, so every value and CRC-32 is still right."""
+    for name in group:
+        if name not in ("frame", "timestamp", "intrinsics") and group[name].ndim >= 1:
+            group[name][...] = _swap(group[name][()])
+
+
 #: Damage no value check can see (every value is still a valid pixel, tag or depth): only the
-#: CRC-32 of each frame, which verify compares, finds it.
+#: CRC-32 of each frame, which verify compares, the camera path in time order or the clip's town
+#: against its shard's finds it.
 CHECKSUM_CORRUPTIONS: dict[str, tuple[Callable[[h5py.Group], None], str]] = {
     "predictor_swapped": (_swap_predictor, "rgb of frames"),
     "rgb_pixel_changed": (_edit_values("rgb", _plus_one((2, 5, 5, 1))), "rgb of frame 2 "),
     "depth_code_changed": (_edit_values("depth", _plus_one((4, 20, 30))), "depth of frame 4 "),
     "labels_dropped": (_edit("semantic_valid", _at((3,), False)), "semantic of frame 3 "),
+    "clip_of_another_town": (
+        lambda g: g.attrs.__setitem__("town", "Town05"),
+        "clip town attribute is Town05, the shard holds Town02",
+    ),
+    "frames_swapped_with_poses_and_checksums": (
+        _swap_frames_with_poses,
+        "trajectory out of time order: the camera turns back at frames [1, 2]",
+    ),
 }
 
 
@@ -207,19 +238,21 @@ FILE_CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str]] = {
 
 @pytest.fixture(scope="module")
 def good_shard(tmp_path_factory, tiny_towns) -> Path:
+    """One clip of 6 frames in ``<tmp>/Town02/Town02-00001.h5`` (a town folder, as recorded)."""
     cfg = CaptureConfig(backend="synthetic", town="Town02", frames=6, town_dir=tiny_towns)
     clip = SyntheticBackend(cfg, load_town("Town02", tiny_towns)).record_clip(0)
-    path = tmp_path_factory.mktemp("good") / "Town02-00001.h5"
+    path = tmp_path_factory.mktemp("good") / "Town02" / "Town02-00001.h5"
+    path.parent.mkdir()
     with ShardWriter(path, "Town02") as writer:
         writer.add(clip)
     return path
 
 
 def corrupt(good: Path, folder: Path, name: str) -> tuple[Path, str]:
-    """A copy of ``good`` in ``folder`` with corruption ``name``; returns it and the expected
-    words."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / good.name
+    """A copy of ``good`` in ``folder/Town02/`` with corruption ``name``; returns it and the
+    expected words."""
+    path = folder / "Town02" / good.name
+    path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(good, path)
     if name in FILE_CORRUPTIONS:
         edit, words = FILE_CORRUPTIONS[name]
@@ -265,16 +298,91 @@ def test_verify_quarantines_every_corruption_and_carries_on(tmp_path, good_shard
     data = tmp_path / "data"
     for name in VERIFY_FINDS:
         corrupt(good_shard, data / name, name)
-    (data / "good").mkdir()
-    shutil.copy(good_shard, data / "good" / good_shard.name)
+    (data / "good" / "Town02").mkdir(parents=True)
+    shutil.copy(good_shard, data / "good" / "Town02" / good_shard.name)
+    with h5py.File(data / "good" / "Town02" / good_shard.name, "a") as h5:
+        h5["clips"].move(CLIP, "Town02-0-000001")  # not one more copy of the damaged clips' id
     result = CliRunner().invoke(main, ["verify", str(data), "--quarantine"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     report = json.loads((data / "verify-report.json").read_text())
-    quarantined = sorted(Path(rel).parent.name for rel in report["quarantined"])
+    quarantined = sorted(Path(rel).parts[0] for rel in report["quarantined"])
     assert quarantined == sorted(VERIFY_FINDS)
-    assert (data / "good" / good_shard.name).exists()
+    assert (data / "good" / "Town02" / good_shard.name).exists()
     for name in VERIFY_FINDS:
-        assert (data / "quarantine" / name / good_shard.name).exists() and not (
-            data / name / good_shard.name
-        ).exists()
+        rel = Path(name) / "Town02" / good_shard.name
+        assert (data / "quarantine" / rel).exists() and not (data / rel).exists()
     assert report["passed"] == 1 and report["failed"] >= len(VERIFY_FINDS)
+
+
+def _copied_shard(good: Path, data: Path) -> Path:
+    shutil.copy(good, data / "Town02" / "Town02-00002.h5")
+    return data / "Town02" / "Town02-00002.h5"
+
+
+def _other_towns_shard(good: Path, data: Path) -> Path:
+    (data / "Town01").mkdir()
+    shutil.copy(good, data / "Town01" / "Town01-00001.h5")
+    with h5py.File(data / "Town01" / "Town01-00001.h5", "a") as h5:  # its clip id: no copy
+        h5["clips"].move(CLIP, "Town02-0-000007")
+    return data / "Town01" / "Town01-00001.h5"
+
+
+def _no_town_attribute(good: Path, data: Path) -> Path:
+    path = data / "Town02" / "Town02-00001.h5"
+    _set_root("town", None)(path)
+    return path
+
+
+#: Damage of the dataset as a whole (every clip on its own is sound): a function that damages
+#: ``data`` (which holds ``good`` as ``Town02/Town02-00001.h5``) and returns the shard at fault,
+#: and the words of verify's failure
+DATASET_CORRUPTIONS: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
+    "copied_shard": (_copied_shard, "the same clip id is in Town02/Town02-00001.h5"),
+    "shard_of_another_town": (_other_towns_shard, "a shard of Town02 in folder Town01/"),
+    "no_town_attribute": (_no_town_attribute, "the shard has no town attribute"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DATASET_CORRUPTIONS))
+def test_verify_finds_damage_of_the_dataset_and_quarantines_the_shard_at_fault(
+    tmp_path, good_shard, name
+):
+    data = tmp_path / "data"
+    (data / "Town02").mkdir(parents=True)
+    shutil.copy(good_shard, data / "Town02" / good_shard.name)
+    damage, words = DATASET_CORRUPTIONS[name]
+    bad = damage(good_shard, data)
+    untouched = {p: p.read_bytes() for p in data.rglob("*.h5") if p != bad}
+    result = CliRunner().invoke(main, ["verify", str(data), "--quarantine"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert words in result.stdout, result.stdout
+    report = json.loads((data / "verify-report.json").read_text())
+    assert report["quarantined"] == [str(bad.relative_to(data))]
+    assert {p: p.read_bytes() for p in untouched} == untouched
+    if untouched:  # what is left is sound
+        assert CliRunner().invoke(main, ["verify", str(data)]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("copied_shard", "is in both"),
+        ("no_town_attribute", "town ? is in no split"),
+        ("camera_attr_not_json", "attribute camera is not a JSON object"),
+        ("fps_zero", "attribute fps is 0.0"),
+    ],
+)
+def test_split_refuses_a_dataset_training_cannot_use(tmp_path, good_shard, name, words):
+    """Training reads through split.json: a clip id twice, a shard without a town or a clip whose
+    attributes are not values never get there."""
+    data = tmp_path / "data"
+    if name in DATASET_CORRUPTIONS:
+        (data / "Town02").mkdir(parents=True)
+        shutil.copy(good_shard, data / "Town02" / good_shard.name)
+        DATASET_CORRUPTIONS[name][0](good_shard, data)
+    else:
+        corrupt(good_shard, data, name)
+    result = CliRunner().invoke(main, ["split", str(data)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert words in result.stderr, result.stderr
+    assert not (data / "split.json").exists()
