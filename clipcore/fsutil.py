@@ -97,3 +97,9 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.fsync(fh.fileno())
 
     atomic_write(path, write)
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through :func:`atomic_write`: a failed copy (a full disk) leaves
+    ``dst`` as it was, never truncated."""
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))

@@ -24,9 +24,10 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 from tqdm import tqdm
 
 from clipcore.errors import ConfigError
-from clipcore.fsutil import atomic_write
+from clipcore.fsutil import atomic_copy, atomic_write
 from dataset import ClipWindows
 from dataset.labels import load_label_map
+from train.board import Board
 from train.config import StageConfig, TrainConfig
 from train.losses import total_loss
 from train.metrics import ConfusionMatrix
@@ -374,10 +375,12 @@ def run_stage(
             save_checkpoint(
                 stage_dir / "last.pt", net, optimizer, scheduler, epoch, best, history, cfg
             )
-            (stage_dir / f"epoch-{epoch:03d}.pt").write_bytes((stage_dir / "last.pt").read_bytes())
+            atomic_copy(stage_dir / "last.pt", stage_dir / f"epoch-{epoch:03d}.pt")
             if improved:
-                (stage_dir / "best.pt").write_bytes((stage_dir / "last.pt").read_bytes())
+                atomic_copy(stage_dir / "last.pt", stage_dir / "best.pt")
             _log_epoch(writer, name, epoch, train, val, optimizer, net, val_loader, cfg, ctx)
+    if writer is not None:
+        writer.close()
     if ctx.distributed:
         dist.barrier()
     return stage_dir / "best.pt"
@@ -408,12 +411,11 @@ def _validate_start(
     return best
 
 
-def _writer(cfg: TrainConfig, name: str, ctx: Context) -> object | None:
+def _writer(cfg: TrainConfig, name: str, ctx: Context) -> Board | None:
+    """The stage's TensorBoard log (opened at its first value; a fault is one OSError line)."""
     if not (ctx.main and cfg.tensorboard):
         return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(Path(cfg.out) / "tensorboard" / name))
+    return Board(Path(cfg.out) / "tensorboard" / name)
 
 
 def _log_epoch(

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from clipcore.fsutil import atomic_write
+from clipcore.fsutil import atomic_copy, atomic_write
 from clipcore.manifest import load_manifest
 from dataset import ClipWindows, DataConfig
 from dataset.labels import IGNORE_INDEX
@@ -270,5 +270,5 @@ def train_forecast(cfg: TrainConfig, resume: bool = False) -> Path:
         best = val["miou"] if improved else best
         _save(out / "last.pt", net, optimizer, epoch, best, history, cfg)
         if improved:
-            (out / "best.pt").write_bytes((out / "last.pt").read_bytes())
+            atomic_copy(out / "last.pt", out / "best.pt")
     return out / "best.pt"

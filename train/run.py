@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from clipcore.errors import CaptureError, ConfigError
+from clipcore.fsutil import atomic_write_text
 from clipcore.manifest import load_manifest, require_clips
 from clipcore.settings import apply_overrides, build, deep_merge, read_toml
 from train.config import FLAT_DATA_KEYS, TrainConfig, nest_data_keys
@@ -78,7 +79,7 @@ def save_config(cfg: TrainConfig) -> None:
                 "use the same --preset and --set values, or another --out"
             )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(cfg.model_dump_json(indent=2))
+    atomic_write_text(path, cfg.model_dump_json(indent=2))  # a full disk never truncates it
 
 
 def train(cfg: TrainConfig, stage: str, resume: bool = False) -> list[Path]:

@@ -297,7 +297,7 @@ def train(cfg: Sim2RealConfig, stage: str) -> Path:
         target_loader(cfg, cfg.stages[stage], 0)  # refuse a missing or empty target before any work
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sim2real-config.json").write_text(cfg.model_dump_json(indent=2))
+    atomic_write_text(out / "sim2real-config.json", cfg.model_dump_json(indent=2))
     return train_stage(cfg, stage)
 
 

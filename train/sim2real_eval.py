@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from clipcore.fsutil import atomic_write_text
 from dataset.kitti_depth import KittiDepthPairs
 from train.metrics import DepthMetrics
 from train.sim2real import Sim2RealConfig, evaluate, load_checkpoint, source_loader
@@ -63,5 +64,5 @@ def evaluate_sim2real_run(
         cfg = Sim2RealConfig(**{**saved, "data": data or saved["data"]})
         loader = source_loader(cfg, cfg.stages["sim2real-tasks"], 0, split=split, training=False)
         report[f"{split}_split"] = evaluate(model, loader, domain, cfg.model.num_classes)
-    (run_dir / "sim2real-eval.json").write_text(json.dumps(report, indent=2))
+    atomic_write_text(run_dir / "sim2real-eval.json", json.dumps(report, indent=2))
     return report
