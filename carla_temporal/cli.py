@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from clipcore.clitools import ErrorGroup, TextPathType
+from clipcore.dashboard import LOOPBACK
 from train.cli import DEVICE
 from train.cli import main as training
 
@@ -63,7 +64,19 @@ from train.cli import main as training
 @click.option("--host", help="CARLA server host [default: 127.0.0.1].")
 @click.option("--port", type=int, help="CARLA RPC port [default: 2000].")
 @click.option("--spawn", is_flag=True, help="Open the Rerun viewer (the default).")
-@click.option("--serve", is_flag=True, help="Serve the Rerun web viewer and keep serving.")
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Serve the Rerun web viewer and keep serving; the live data listens on --bind only.",
+)
+@click.option(
+    "--bind",
+    default=LOOPBACK,
+    show_default=True,
+    help="Address the served live data listens on: 127.0.0.1 is this machine only; another "
+    "(0.0.0.0: every interface) exposes the live camera images to the network, without "
+    "authentication.",
+)
 @click.option(
     "--save",
     type=TextPathType(dir_okay=False),
@@ -91,6 +104,7 @@ def live(
     serve: bool,
     save: Path | None,
     web_port: int,
+    bind: str,
     device: str,
 ) -> None:
     """Drive a simulator and show the temporal model's predictions on each frame in a Rerun
@@ -103,6 +117,7 @@ def live(
       train live --run runs/demo                                   # opens the Rerun viewer
       train live --run runs/demo --town Town10HD --frames 400 --save live.rrd
       train live --run runs/paper --backend carla --town Town03 --serve --device cuda
+      train live --run runs/demo --serve --bind 0.0.0.0   # other machines may watch (no auth)
       rerun live.rrd                                               # replay a saved dashboard
     """
     from carla_temporal.live import capture_config
@@ -112,8 +127,14 @@ def live(
 
     if spawn + serve + (save is not None) > 1:
         raise ConfigError("choose one of --spawn, --serve and --save FILE.rrd")
+    if bind != LOOPBACK and not serve:
+        raise ConfigError(f"--bind {bind} is where --serve listens: pass --serve too")
     sink = (
-        Sink("save", save) if save else Sink("serve", web_port=web_port) if serve else Sink("spawn")
+        Sink("save", save)
+        if save
+        else Sink("serve", web_port=web_port, bind=bind)
+        if serve
+        else Sink("spawn")
     )
     options = {
         "backend": backend,
@@ -136,9 +157,7 @@ def live(
     if serve:
         import time
 
-        click.echo(
-            f"serving the web viewer on http://localhost:{web_port}; Ctrl-C to stop", err=True
-        )
+        click.echo(f"serving: {sink.serving_note()}; Ctrl-C to stop", err=True)
         while True:
             time.sleep(3600)
 

@@ -26,10 +26,12 @@ The Rerun SDK is an optional extra: ``pip install "carla-temporal[live]"``.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -50,15 +52,26 @@ def require_rerun() -> Any:
     return rerun
 
 
+#: Where ``--serve`` puts the live data unless told otherwise: this machine only.
+LOOPBACK = "127.0.0.1"
+
+
 @dataclass(frozen=True)
 class Sink:
     """Where a dashboard goes: ``spawn`` a native viewer, ``serve`` the web viewer on
-    ``web_port`` (data on ``grpc_port``), or ``save`` to the .rrd file ``path``."""
+    ``web_port`` with the data on ``grpc_port`` of address ``bind``, or ``save`` to the .rrd file
+    ``path``.
+
+    Served data (the live camera images) listens on ``bind`` only, the loopback address unless
+    another is given (an explicit choice to expose it to the network, without authentication).
+    Rerun's web viewer server cannot be bound to one address: it listens on every interface, but
+    serves only the viewer's own files; the browser fetches the data from ``bind``."""
 
     mode: str = "spawn"
     path: Path | None = None
     web_port: int = 9090
     grpc_port: int = 9876
+    bind: str = LOOPBACK
 
     def __post_init__(self) -> None:
         if self.mode not in ("spawn", "serve", "save"):
@@ -67,6 +80,33 @@ class Sink:
             )
         if self.mode == "save" and (self.path is None or Path(self.path).suffix != ".rrd"):
             raise CaptureError(f"--save {self.path}: name a file ending in .rrd")
+        try:
+            ipaddress.ip_address(self.bind)
+        except ValueError:
+            raise CaptureError(
+                f"--bind {self.bind}: not an IP address; use {LOOPBACK} (this machine only) or "
+                "the address of an interface (0.0.0.0: every interface)"
+            ) from None
+
+    @property
+    def exposed(self) -> bool:
+        """True when served data is reachable from other machines."""
+        return not ipaddress.ip_address(self.bind).is_loopback
+
+    def serving_note(self, uri: str | None = None) -> str:
+        """Where a served dashboard listens, truthfully, and the address to open."""
+        uri = uri or f"rerun+http://{self.bind}:{self.grpc_port}/proxy"
+        url = f"http://localhost:{self.web_port}/?url={quote(uri, safe=':/')}"
+        data = (
+            f"live camera data on {self.bind}:{self.grpc_port}, reachable from the network "
+            "WITHOUT authentication"
+            if self.exposed
+            else f"live camera data on {self.bind}:{self.grpc_port} (this machine only)"
+        )
+        return (
+            f"{data}; the web viewer's own files on port {self.web_port} of every interface "
+            f"(Rerun cannot bind it to one address); open {url}"
+        )
 
 
 def blueprint(predicted: bool) -> Any:
@@ -108,9 +148,10 @@ def open_stream(app_id: str, sink: Sink, predicted: bool) -> Any:
         Path(sink.path).parent.mkdir(parents=True, exist_ok=True)
         stream.save(sink.path, default_blueprint=layout)
     elif sink.mode == "serve":
-        uri = stream.serve_grpc(grpc_port=sink.grpc_port, default_blueprint=layout)
-        rr.serve_web_viewer(web_port=sink.web_port, open_browser=False, connect_to=uri)
-        log.warning("web viewer at http://localhost:%d (data at %s)", sink.web_port, uri)
+        server = rr.GrpcServerSink(bind_ip=sink.bind, port=sink.grpc_port)
+        stream.set_sinks(server, default_blueprint=layout)
+        rr.serve_web_viewer(web_port=sink.web_port, open_browser=False, connect_to=server.uri)
+        log.warning("%s", sink.serving_note(server.uri))
     else:
         stream.spawn(default_blueprint=layout)
     return stream
