@@ -463,9 +463,3 @@ class VerifyConfig(BaseModel):
         description="Camera steps between frames shorter than this (metres) are not judged for "
         "turning back (a stopped vehicle's jitter).",
     )
-    max_acceleration: float = Field(
-        300.0,
-        gt=0,
-        description="Largest camera acceleration (m/s^2) that the poses and timestamps of "
-        "consecutive frames may imply (about 30 g; more is a jump or frames out of time order).",
-    )

@@ -10,8 +10,8 @@ inf, depth range, rigid poses, frame order), then quality with thresholds from
 no black, saturated or frozen RGB (a stalled camera, told apart from a stationary ego or a view
 blocked by a vehicle by whether the tags changed); the sky at the far plane; and geometric
 consistency (static pixels inside faces reprojected into the next frame agree in depth and tag);
-the camera path in time order (no step turning back, no acceleration the timestamps cannot
-explain). Checks of a modality a clip does not have are skipped.
+the camera path in timestamp order (no step turning back against the one before). Checks of a
+modality a clip does not have are skipped.
 """
 
 from __future__ import annotations
@@ -196,14 +196,17 @@ def _check_geometry(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> No
 
 
 def _check_trajectory(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None:
-    """The camera path in time order: no step turns back against the one before (frames and
-    their poses reordered together), and no acceleration the timestamps cannot explain."""
+    """The camera path taken in timestamp order never turns back: a step against the one before
+    (both longer than ``trajectory_min_step_m``) means frames reordered with their poses.
+
+    Only the direction is judged, not the speed: the embedded simulator's camera jumps sideways
+    where its route turns (it rides 1.5 m ahead of a heading that changes per route vertex), so a
+    bound on acceleration or on speed changes would fail clean clips at high frame rates."""
     ok = _all(arrays, "cam_to_world")
     if ok is None or ok.sum() < 3:
         return
     idx = np.nonzero(ok)[0]
     steps = np.diff(arrays["cam_to_world"][idx, :3, 3], axis=0)
-    dt = np.diff(np.asarray(arrays["timestamp"], np.float64)[idx])
     length = np.linalg.norm(steps, axis=1)
     moving = length >= max(cfg.trajectory_min_step_m, 1e-9)
     cosine = np.einsum("ij,ij->i", steps[1:], steps[:-1]) / np.maximum(
@@ -214,14 +217,6 @@ def _check_trajectory(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> 
         report.failures.append(
             f"trajectory out of time order: the camera turns back at frames "
             f"{idx[1:-1][back].tolist()[:6]} (frames reordered with their poses?)"
-        )
-    velocity = steps / dt[:, None]
-    accel = np.linalg.norm(np.diff(velocity, axis=0), axis=1) / (0.5 * (dt[1:] + dt[:-1]))
-    report.metrics["max_acceleration"] = float(accel.max())
-    if accel.max() > cfg.max_acceleration:
-        report.failures.append(
-            f"camera motion does not match the timestamps: {accel.max():.0f} m/s^2 at frame "
-            f"{int(idx[1:-1][np.argmax(accel)])} (> max_acceleration {cfg.max_acceleration:g})"
         )
 
 
