@@ -1,19 +1,25 @@
-"""Does the temporal model earn its place? Record synthetic clips, train ``tiny`` on CPU, and
-compare at equal total epochs, on the test town (Town02), clean and under per-frame corruptions:
+"""Does the temporal memory earn its place? Record synthetic clips, train ``tiny`` on CPU, and
+compare on the test town (Town02), clean and under per-frame corruptions, at equal steps on the
+same training windows (stage 4's recipe: per-frame-independent corruption, checkpoint chosen
+on clean and corrupted validation):
 
 - (0) the frame-by-frame models after stages 1-3 (what stage 4 starts from);
-- (a) the frame-by-frame models trained as long as stages 1 + 4 together (stage 1 for e1 + e4
-  epochs, the stage-2 depth decoder for e2 + e4 epochs);
-- (b) stage 4 with the memory at fixed pixel positions (no alignment);
-- (c) stage 4 with the memory aligned by the estimated pose and depth (the default);
-- (d) stage 4 with the memory aligned by the ground-truth pose and depth (an oracle).
+- (a') ``memory_off``: stage 4 with the memory switched off, the matched control: it trains
+  what stage 4 trains besides the memory (the depth decoder) on the same windows, as long;
+- (b) ``unaligned``: the memory at fixed pixel positions;
+- (c) ``aligned_estimated``: the memory warped by the estimated pose and depth;
+- (d) ``aligned_truth``: the memory warped by the true pose and depth (an oracle);
 
-(b), (c) and (d) share stages 1-3 and differ only in ``model.memory_alignment``.
+(b)-(d) for every fusion option in ``--fusions`` (where the memory fuses: ``scores``, the heads'
+score and depth maps at stride 4, or ``bottleneck``, the backbone's), all from the same stages
+1-3, differing only in ``model.memory_fusion`` and ``model.memory_alignment``.
 
     python benchmarks/learning.py [--clips 4] [--out /tmp/carla-temporal-learning]
+    python benchmarks/learning.py --smoke      # every step in a minute, for the tests
 
-Writes benchmarks/results/learning.json and all of docs/learning.md (tables and verdicts come from
-the numbers of this run).
+Writes benchmarks/results/learning.json (with a ``headline`` block: headline[condition][variant]
+[metric] for the first fusion option, the default) and all of docs/learning.md (tables and
+verdicts come from the numbers of this run).
 """
 
 from __future__ import annotations
@@ -27,38 +33,49 @@ import shutil  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
-from common import load_average, split_of_towns, write_result  # noqa: E402
+from common import split_of_towns, write_result  # noqa: E402
+from learning_doc import write_doc  # noqa: E402
 
 from carla_capture.config import CaptureConfig  # noqa: E402
 from carla_capture.record import record  # noqa: E402
 from carla_capture.split import build_manifest, load_splits, write_manifest  # noqa: E402
+from dataset.config import Perturbation  # noqa: E402
 from dataset.labels import load_label_map  # noqa: E402
-from train.evaluate import (  # noqa: E402
-    baseline_lines,
-    comparison_table,
-    score_models,
-    whole_clips,
-)
-from train.perturb import Perturbation  # noqa: E402
+from train.evaluate import row_mean_depth, score_models, whole_clips  # noqa: E402
 from train.run import resolve_config, train  # noqa: E402
-from train.run_folder import FrameModel, load_run, temporal_model  # noqa: E402
-from train.temporal import HEADLINE, LOWER_IS_BETTER  # noqa: E402
+from train.run_folder import FrameModel, load_checkpoint, load_run, temporal_model  # noqa: E402
 
 TOWNS = split_of_towns()
-DOC = Path(__file__).resolve().parents[1] / "docs" / "learning.md"
 COMMON = ['device="cpu"', "tensorboard=false"]
-VARIANTS = {"b": "none", "c": "estimated", "d": "ground_truth"}
-LABELS = {
-    "0": "(0) stages 1-3, frame by frame",
-    "a": "(a) frame by frame, trained as long",
-    "b": "(b) memory, no alignment",
-    "c": "(c) memory aligned, estimated",
-    "d": "(d) memory aligned, ground truth",
+#: The benchmark's schedule (CPU-sized): stage 1 longer than the tiny preset's, stage 4 capped.
+SCHEDULE = [
+    "data.size=[96,192]",
+    "stages.stage1.epochs=8",
+    "stages.stage4.epochs=5",
+    "stages.stage4.max_steps=60",
+]
+SMOKE = [
+    "data.size=[32,64]",
+    *(
+        f"stages.stage{i}.{k}={v}"
+        for i in range(1, 5)
+        for k, v in (("epochs", 1), ("max_steps", 1))
+    ),
+]
+ALIGNMENTS = {
+    "unaligned": "none",
+    "aligned_estimated": "estimated",
+    "aligned_truth": "ground_truth",
 }
-NAMES = {
-    "mean_consistent_accuracy": "mCA",
-    "consistent_depth_accuracy": "consistent depth accuracy",
-    "depth_log_change": "depth log change",
+VARIANTS = ("memory_off", *ALIGNMENTS)
+HEADLINE_METRICS = {
+    "miou": ("segmentation", "miou"),
+    "pixel_accuracy": ("segmentation", "pixel_accuracy"),
+    "occluded_pixel_accuracy": ("segmentation", "occluded_pixel_accuracy"),
+    "abs_rel": ("depth", "cap_80m", "abs_rel"),
+    "log_rmse": ("depth", "cap_80m", "log_rmse"),
+    "stable_flip_rate": ("temporal", "stable_flip_rate"),
+    "mca": ("temporal", "mean_consistent_accuracy"),
 }
 
 
@@ -74,248 +91,157 @@ class Clock:
         self.wall, self.cpu = wall, cpu
 
 
-def copy_stages(src: Path, dst: Path, stages: tuple[str, ...]) -> None:
-    """Start another run folder from ``src``'s checkpoints of ``stages``."""
-    for stage in stages:
+def model_name(variant: str, fusion: str) -> str:
+    """A column of the tables: ``memory_off`` or ``<fusion>/<variant>``."""
+    return variant if variant == "memory_off" else f"{fusion}/{variant}"
+
+
+def model_overrides(variant: str, fusion: str) -> list[str]:
+    """The ``--set`` values that make a stage-4 variant."""
+    if variant == "memory_off":
+        return ['model.memory_fusion="off"']
+    return [f'model.memory_fusion="{fusion}"', f'model.memory_alignment="{ALIGNMENTS[variant]}"']
+
+
+def copy_stages(src: Path, dst: Path) -> None:
+    """Start another run folder from ``src``'s checkpoints of stages 1-3."""
+    for stage in ("stage1", "stage2", "stage3"):
         (dst / stage).mkdir(parents=True, exist_ok=True)
         for name in ("best.pt", "last.pt"):
             shutil.copy2(src / stage / name, dst / stage / name)
 
 
-def train_all(data: Path, out: Path, clock: Clock) -> dict[str, Path]:
-    """The five runs; returns their folders."""
-    runs = {k: out / f"run-{k}" for k in ("a", "b", "c", "d")}
-    cfg = resolve_config("tiny", {"data": data, "out": runs["c"]}, None, COMMON)
+def train_all(data: Path, out: Path, fusions: list[str], sets: list[str], clock: Clock) -> dict:
+    """Stages 1-3 once, then stage 4 of every variant from them; returns name -> run folder."""
+    base = out / "run-frame"
+    cfg = resolve_config("tiny", {"data": data, "out": base}, None, sets)
     for stage in ("stage1", "stage2", "stage3"):
         train(cfg, stage, resume=True)
     clock.lap("train stages 1-3")
-    train(cfg, "stage4", resume=True)
-    clock.lap("train stage 4 (c)")
-    for key in ("b", "d"):
-        copy_stages(runs["c"], runs[key], ("stage1", "stage2", "stage3"))
-        variant = resolve_config(
-            "tiny",
-            {"data": data, "out": runs[key]},
-            None,
-            [*COMMON, f'model.memory_alignment="{VARIANTS[key]}"'],
-        )
-        train(variant, "stage4", resume=True)
-        clock.lap(f"train stage 4 ({key})")
-    e = {name: cfg.stages[name].epochs for name in cfg.stages}
-    if not (runs["a"] / "stage1" / "best.pt").exists():
-        copy_stages(runs["c"], runs["a"], ("stage1", "stage2", "stage3"))
-    longer = resolve_config(
-        "tiny",
-        {"data": data, "out": runs["a"]},
-        None,
-        [
-            *COMMON,
-            f"stages.stage1.epochs={e['stage1'] + e['stage4']}",
-            f"stages.stage2.epochs={e['stage2'] + e['stage4']}",
-        ],
-    )
-    train(longer, "stage1", resume=True)
-    train(longer, "stage2", resume=True)
-    clock.lap("train (a): stages 1 and 2 continued")
+    runs = {"frame_by_frame": base}
+    for fusion in fusions:
+        for variant in VARIANTS:
+            name = model_name(variant, fusion)
+            if name in runs:
+                continue
+            run = out / f"run-{name.replace('/', '-')}"
+            copy_stages(base, run)
+            variant_cfg = resolve_config(
+                "tiny", {"data": data, "out": run}, None, [*sets, *model_overrides(variant, fusion)]
+            )
+            train(variant_cfg, "stage4", resume=True)
+            clock.lap(f"train stage 4: {name}")
+            runs[name] = run
     return runs
 
 
-def stage4_selection(runs: dict[str, Path]) -> dict[str, dict]:
-    """Per memory variant: the epoch its stage-4 ``best.pt`` holds (-1: the starting state, the
-    identity) and the validation losses of every epoch."""
-    out = {}
-    for key in VARIANTS:
-        state = torch.load(runs[key] / "stage4" / "best.pt", map_location="cpu", weights_only=True)
-        last = torch.load(runs[key] / "stage4" / "last.pt", map_location="cpu", weights_only=True)
-        out[key] = {
-            "kept_epoch": state["epoch"],
-            "val": {h["epoch"]: h["val"] for h in last["history"]},
-        }
-    return out
-
-
-def selection_lines(selection: dict[str, dict]) -> list[str]:
-    """One line per variant: validation losses per stage-4 epoch and the epoch kept."""
-    lines = []
-    for key, sel in selection.items():
-        epochs = "; ".join(
-            f"{'start' if int(e) < 0 else 'epoch ' + str(int(e) + 1)}: CE {v['ce']:.3f}, "
-            f"depth {v['depth']:.3f}"
-            for e, v in sel["val"].items()
-        )
-        kept = "the start (identity)" if sel["kept_epoch"] < 0 else f"epoch {sel['kept_epoch'] + 1}"
-        lines.append(f"- {LABELS[key]}: kept {kept}. Validation losses: {epochs}.")
-    return lines
+def stage4_choice(run: Path) -> dict:
+    """The epoch stage 4's best.pt holds (0: the start, the identity) and every validated
+    epoch's figures."""
+    best = load_checkpoint(run / "stage4" / "best.pt")
+    last = load_checkpoint(run / "stage4" / "last.pt")
+    return {
+        "kept_epoch": best["epoch"] + 1,
+        "val": {h["epoch"] + 1: h["val"] for h in last["history"] if h["val"]},
+    }
 
 
 def evaluate_all(runs: dict[str, Path], data: Path, clock: Clock) -> dict:
-    """Every variant on the test split, clean and perturbed, with baselines."""
-    cfg = resolve_config("tiny", {"data": data, "out": runs["c"]}, None, COMMON)
+    """Every model on the test split, clean and corrupted, with baselines."""
+    cfg = load_run(runs["frame_by_frame"])
     ds = whole_clips(cfg, data, "test")
     names = load_label_map(cfg.data.label_map).class_names
-    models = {"0": FrameModel(cfg, runs["c"]), "a": FrameModel(cfg, runs["a"])}
-    for key in VARIANTS:
-        models[key] = temporal_model(load_run(runs[key]), runs[key])
+    models = {"frame_by_frame": FrameModel(cfg, runs["frame_by_frame"])}
+    models.update(
+        {
+            k: temporal_model(load_run(v), v)
+            for k, v in runs.items()
+            if k in runs and k != "frame_by_frame"
+        }
+    )
+    row_depth = row_mean_depth(cfg, data)
     perturbation = Perturbation()
     result = {
         "windows": len(ds),
         "frames_per_window": ds.window,
         "frame_size": list(cfg.frame_size()),
         "epochs": {k: v.epochs for k, v in cfg.stages.items()},
+        "stage4_steps_per_epoch": cfg.stages["stage4"].max_steps,
+        "stage4_perturb": cfg.stages["stage4"].perturb.model_dump(),
         "perturbation": perturbation.model_dump(),
-        "clean": score_models(models, ds, names),
-        "perturbed": score_models(models, ds, names, "cpu", perturbation),
-        "stage4_selection": stage4_selection(runs),
+        "clean": score_models(models, ds, names, row_depth=row_depth),
+        "corrupted": score_models(models, ds, names, "cpu", perturbation, row_depth),
+        "stage4_choice": {k: stage4_choice(v) for k, v in runs.items() if k != "frame_by_frame"},
     }
     clock.lap("evaluate")
     return result
 
 
-def _better(key: str, x: float, y: float) -> bool:
-    return x < y if key in LOWER_IS_BETTER else x > y
+def _get(d: dict, path: tuple[str, ...]) -> float | None:
+    for key in path:
+        d = d.get(key) if isinstance(d, dict) else None
+    return d
 
 
-def verdicts(result: dict) -> dict[str, bool]:
-    """Yes / no answers computed from the numbers."""
-    out = {}
-    for condition in ("clean", "perturbed"):
-        m = result[condition]["models"]
-        t = lambda k, f, m=m: m[k]["temporal"][f]  # noqa: E731
-        out[f"{condition}: (c) beats (a) on every headline temporal figure"] = all(
-            _better(f, t("c", f), t("a", f)) for f in HEADLINE
-        )
-        out[f"{condition}: (c) mIoU no worse than (a)"] = (
-            m["c"]["segmentation"]["miou"] >= m["a"]["segmentation"]["miou"]
-        )
-        out[f"{condition}: (c) depth AbsRel no worse than (a)"] = (
-            m["c"]["depth"]["cap_80m"]["abs_rel"] <= m["a"]["depth"]["cap_80m"]["abs_rel"]
-        )
-        out[f"{condition}: (c) beats (b) on every headline temporal figure"] = all(
-            _better(f, t("c", f), t("b", f)) for f in HEADLINE
-        )
-        out[f"{condition}: (d) beats (b) on every headline temporal figure"] = all(
-            _better(f, t("d", f), t("b", f)) for f in HEADLINE
-        )
-        trivial = result[condition]["baselines"]["temporal"].values()
-        out[f"{condition}: every model beats both constant baselines on every headline figure"] = (
-            all(_better(f, m[k]["temporal"][f], b[f]) for k in m for b in trivial for f in HEADLINE)
-        )
-    m = result["clean"]["models"]
-    out["stage 4 depth (c) no worse than stage 2 depth (0) on AbsRel"] = (
-        m["c"]["depth"]["cap_80m"]["abs_rel"] <= m["0"]["depth"]["cap_80m"]["abs_rel"]
-    )
-    base = result["clean"]["baselines"]
-    out["segmentation (c) beats 2x the majority-class mIoU"] = (
-        m["c"]["segmentation"]["miou"] > 2 * base["majority_class_miou"]
-    )
-    out["depth (c) beats the mean-depth AbsRel"] = (
-        m["c"]["depth"]["cap_80m"]["abs_rel"] < base["mean_depth_abs_rel_cap_80m"]
-    )
+def headline(result: dict, fusion: str) -> dict:
+    """``headline[condition][variant][metric]`` and ``headline["stage4_choice"][variant]`` for
+    ``fusion``, readable without knowing the tables."""
+    out: dict = {"fusion": fusion}
+    for condition in ("clean", "corrupted"):
+        models = result[condition]["models"]
+        out[condition] = {}
+        for variant in ("frame_by_frame", *VARIANTS):
+            scores = models[model_name(variant, fusion) if variant != "frame_by_frame" else variant]
+            out[condition][variant] = {
+                metric: _get(scores, path)
+                for metric, path in HEADLINE_METRICS.items()
+                if condition == "corrupted" or metric != "occluded_pixel_accuracy"
+            }
+    out["stage4_choice"] = {
+        variant: result["stage4_choice"][model_name(variant, fusion)]["kept_epoch"]
+        for variant in VARIANTS
+    }
     return out
 
 
-def differences(result: dict) -> list[str]:
-    """Sentences comparing (c) with (a) and (b) on each headline figure, from the numbers."""
-    lines = []
-    for condition in ("clean", "perturbed"):
-        m = result[condition]["models"]
-        for other in ("a", "b"):
-            parts = []
-            for f in HEADLINE:
-                c, o = m["c"]["temporal"][f], m[other]["temporal"][f]
-                verdict = "better" if _better(f, c, o) else "not better"
-                parts.append(f"{NAMES[f]} {c:.4f} vs {o:.4f} ({verdict})")
-            lines.append(f"- {condition}, (c) against ({other}): " + "; ".join(parts) + ".")
-    return lines
-
-
-def write_doc(
-    args: argparse.Namespace, result: dict, verdict: dict[str, bool], minutes: dict, out_name: str
-) -> None:
-    total_wall = sum(v["wall"] for v in minutes.values())
-    total_cpu = sum(v["cpu"] for v in minutes.values())
-    clean = result["clean"]
-    depth_pixels = clean["models"]["c"]["depth"]["cap_1000m"]["pixels"]
-    frame_pixels = (
-        result["windows"]
-        * result["frames_per_window"]
-        * result["frame_size"][0]
-        * result["frame_size"][1]
-    )
-    sets = "".join(f" --set {o}" for o in args.overrides)
-    lines = [
-        "# Learning on the embedded simulator: does the temporal model earn its place?",
-        "",
-        f"Generated by `python benchmarks/learning.py --clips {args.clips}{sets}`; every number, "
-        f"table and verdict below comes from that run (`benchmarks/results/{out_name}`). Do not "
-        "edit by hand.",
-        "",
-        f"Data: synthetic clips of the six train towns ({args.clips} each), Town10HD (4, "
-        "validation) and Town02 (4, test), 20 frames at 512x256, trained and evaluated at "
-        f"{result['frame_size'][0]}x{result['frame_size'][1]}. Preset `tiny` from scratch (no "
-        f"pretrained weights), epochs per stage {result['epochs']}.",
-        "",
-        "Variants at equal total epochs: "
-        + "; ".join(f"{v}" for v in LABELS.values())
-        + ". (a) trains stage 1 for "
-        "e1 + e4 epochs and the stage-2 depth decoder for e2 + e4 epochs; (b)-(d) freeze "
-        "backbone, segmentation head and ego-motion in stage 4 and train the memory and the depth "
-        "decoder for e4 epochs.",
-        "",
-        "Stage 4 validates its starting state (the identity: stage 1 + 2 quality) and keeps it "
-        "unless an epoch has a lower validation loss (CE + 0.5 depth) with neither loss worse "
-        "than at the start (`train/engine.py`); the kept epoch of each variant:",
-        "",
-        *selection_lines(result["stage4_selection"]),
-        "",
-        f"Time on the project's 2-core CPU machine (1-minute load average at the end: "
-        f"{load_average()}; above 2, other jobs shared the machine and inflated wall time): "
-        f"{total_wall:.1f} min wall, {total_cpu:.1f} min CPU time of this process. "
-        "Per phase (wall / CPU): "
-        + "; ".join(f"{k} {v['wall']:.1f} / {v['cpu']:.1f}" for k, v in minutes.items())
-        + ".",
-        "",
-        "## Verdicts (computed)",
-        "",
-        *[f"- {k}: **{'yes' if v else 'no'}**" for k, v in verdict.items()],
-        "",
-        *differences(result),
-        "",
-        "## Clean test clips",
-        "",
-        *comparison_table({LABELS[k]: v for k, v in clean["models"].items()}, clean),
-        "",
-        "## Under per-frame corruptions",
-        "",
-        f"Independent per frame: {result['perturbation']} (see `train/perturb.py`).",
-        "",
-        *comparison_table(
-            {LABELS[k]: v for k, v in result["perturbed"]["models"].items()}, result["perturbed"]
+def verdicts(result: dict, fusions: list[str]) -> dict[str, bool]:
+    """Yes / no answers computed from the numbers: the goal of the default fusion option, then
+    (c) against (b) for every fusion option, then the trivial baselines."""
+    head = headline(result, fusions[0])
+    c, off = head["corrupted"]["aligned_estimated"], head["corrupted"]["memory_off"]
+    clean_c, clean_off = head["clean"]["aligned_estimated"], head["clean"]["memory_off"]
+    out = {
+        "corrupted: (c) mIoU at least 2 points above (a')": c["miou"] - off["miou"] >= 0.02,
+        "corrupted: (c) pixel accuracy under the occluders at least 10 points above (a')": (
+            c["occluded_pixel_accuracy"] - off["occluded_pixel_accuracy"] >= 0.10
         ),
-        "",
-        "## Baselines",
-        "",
-        *baseline_lines(clean["baselines"]),
-        "",
-        "## How to read this",
-        "",
-        "- **Bold** rows are the headline temporal figures: they need correctness, and the "
-        "constant-class / zero-depth / clip-median-depth columns show what a trivial prediction "
-        "scores on them. The other temporal rows are won by a constant (their label says by "
-        "which), so read them only beside the headline rows.",
-        "- Correspondences between frames come from the ground-truth depth and poses (static "
-        "classes, in view, unoccluded), so the camera's motion does not count as inconsistency "
-        "(`train/temporal.py`).",
-        "- Depth figures count only pixels with valid depth (the sky never is, at any size): the "
-        f"'all valid' AbsRel of (c) counts {depth_pixels:,} of {frame_pixels:,} pixels of the "
-        "test frames.",
-        "- Pose rows of (a) read stage 3's ego-motion on a backbone trained further than the one "
-        "it was trained on; pose is not part of this comparison.",
-        "- This is a CPU-sized run of a small model trained from scratch; it says whether the "
-        "mechanism works at this scale, not what the `paper` preset reaches on a GPU.",
-        "",
-    ]
-    DOC.write_text("\n".join(lines))
+        "corrupted: (c) stable flip rate below (a')": c["stable_flip_rate"]
+        < off["stable_flip_rate"],
+        "clean: (c) mIoU at most 0.5 points below (a')": clean_c["miou"]
+        >= clean_off["miou"] - 0.005,
+        "stage 4 (c) keeps a trained epoch, not the start": head["stage4_choice"][
+            "aligned_estimated"
+        ]
+        > 0,
+    }
+    for fusion in fusions:
+        models = result["corrupted"]["models"]
+        est, una = models[f"{fusion}/aligned_estimated"], models[f"{fusion}/unaligned"]
+        out[f"{fusion}: corrupted (c) mIoU above (b)"] = (
+            est["segmentation"]["miou"] > una["segmentation"]["miou"]
+        )
+        out[f"{fusion}: corrupted (c) pixel accuracy under the occluders above (b)"] = (
+            est["segmentation"]["occluded_pixel_accuracy"]
+            > una["segmentation"]["occluded_pixel_accuracy"]
+        )
+    base = result["clean"]["baselines"]
+    out["clean: (c) depth AbsRel below the per-row mean depth's"] = (
+        clean_c["abs_rel"] < base["row_mean_depth_abs_rel_cap_80m"]
+    )
+    out["clean: (c) mIoU above 2x the majority class's"] = (
+        clean_c["miou"] > 2 * base["majority_class_miou"]
+    )
+    return out
 
 
 def main() -> None:
@@ -327,48 +253,59 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("/tmp/carla-temporal-learning"))
     parser.add_argument(
+        "--fusions",
+        default="scores,bottleneck",
+        help="Fusion options to compare, the default first (its variants make the headline).",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="Tiny frames and one step a stage; writes nothing."
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="Extra train config override (e.g. for a quick check: stages.stage1.max_steps=1).",
+        help="Extra train config override, after the benchmark's schedule.",
     )
     args = parser.parse_args()
-    COMMON.extend(args.overrides)
+    fusions = args.fusions.split(",")
+    sets = [*COMMON, *(SMOKE if args.smoke else SCHEDULE), *args.overrides]
     torch.set_num_threads(2)
     data = args.out / "data"
     clock = Clock()
     if not (data / "split.json").exists():
         for town, split in TOWNS.items():
+            clips = 1 if args.smoke else (args.clips if split == "train" else 4)
+            frames = {"frames": 8} if args.smoke else {}
             record(
                 CaptureConfig(
-                    backend="synthetic",
-                    town=town,
-                    clips=args.clips if split == "train" else 4,
-                    out=data,
-                    seed=1,
+                    backend="synthetic", town=town, clips=clips, out=data, seed=1, **frames
                 )
             )
         write_manifest(data, build_manifest(data, load_splits()))
     clock.lap("record")
-    runs = train_all(data, args.out, clock)
+    runs = train_all(data, args.out, fusions, sets, clock)
     result = evaluate_all(runs, data, clock)
-    verdict = verdicts(result)
-    out = write_result(
-        "learning",
-        {
-            "command": f"python benchmarks/learning.py --clips {args.clips}"
-            + "".join(f" --set {o}" for o in args.overrides),
-            "minutes": clock.minutes,
-            "verdict": verdict,
-            "variants": LABELS,
-            "result": result,
-        },
-    )
-    write_doc(args, result, verdict, clock.minutes, out.name)
+    verdict = verdicts(result, fusions)
+    payload = {
+        "command": "python benchmarks/learning.py"
+        + (f" --clips {args.clips}" if args.clips != 4 else "")
+        + (f" --fusions {args.fusions}" if args.fusions != "scores,bottleneck" else "")
+        + "".join(f" --set {o}" for o in args.overrides),
+        "schedule": SCHEDULE,
+        "fusions": fusions,
+        "minutes": clock.minutes,
+        "headline": headline(result, fusions[0]),
+        "verdict": verdict,
+        "result": result,
+    }
     for k, v in verdict.items():
-        print(f"{k}: {v}")
+        print(f"{k}: {'yes' if v else 'no'}")
+    if args.smoke:
+        return
+    out = write_result("learning", payload)
+    write_doc(payload, out.name)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,31 @@ class AugmentConfig(BaseModel):
         return value
 
 
+class Perturbation(BaseModel):
+    """Strengths of the per-frame corruptions (the defaults: ``train eval --perturbed``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    noise_sigma: float = Field(0.08, ge=0, description="Gaussian noise std in RGB [0, 1] units.")
+    flicker: float = Field(
+        0.35, ge=0, lt=1, description="Brightness factor drawn from [1 - flicker, 1 + flicker]."
+    )
+    occluders: int = Field(2, ge=0, description="Occluding rectangles per frame, placed anew.")
+    occluder_size: float = Field(
+        0.25, gt=0, le=1, description="Largest occluder side, as a share of the image side."
+    )
+    moving_occluders: int = Field(
+        0, ge=0, description="Occluding rectangles per window that move across the frames."
+    )
+    occluder_speed: float = Field(
+        0.1, ge=0, le=1, description="Largest speed of a moving occluder, image sides per frame."
+    )
+    dropout_p: float = Field(
+        0.0, ge=0, le=1, description="Probability that a frame (and maybe the next) is black."
+    )
+    window_p: float = Field(1.0, ge=0, le=1, description="Share of windows corrupted at all.")
+    seed: int = Field(0, ge=0, description="Seed of all draws.")
+
+
 class DataConfig(BaseModel):
     """The training data: which dataset and splits, the label map, the frame size the models see,
     the augmentations of the training split and the loader's workers."""

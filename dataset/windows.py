@@ -15,6 +15,7 @@ key                 shape           dtype      meaning
 ``valid_pose``      (W,)            bool       frames t and t-1 have poses (t = 0: if t has one)
 ``static``          (W, H, W)       bool       pixels of classes that never move (raw CARLA tags)
 ``frames``          (W,)            int64      simulator frame numbers
+``index``           ()              int        the window's index in the dataset (its seed)
 ``clip_id``, ``town``  str
 ==================  ==============  =========  ==============================================
 
@@ -240,4 +241,5 @@ class ClipWindows(Dataset):
         if self.augment is not None:
             height, width = raw["semantic"].shape[1:]
             draw = aug.draw(self.augment, rng, height, width)
-        return {**make_item(raw, self.label_map, draw, self.size), "clip_id": clip_id, "town": town}
+        item = make_item(raw, self.label_map, draw, self.size)
+        return {**item, "index": i, "clip_id": clip_id, "town": town}

@@ -1,20 +1,29 @@
-"""GeometryFilter: backbone + ConvGRU memory at the bottleneck + segmentation and depth heads.
+"""GeometryFilter: backbone + a ConvGRU memory + segmentation and depth heads.
 
-The memory is a residual branch that starts switched off (a zero gate, or a zero-initialised
-projection back to the bottleneck), so before sequence training the filter's outputs equal
-the single-frame models' outputs exactly, for segmentation and depth.
+The memory (``models/memory.py``) fuses at the bottleneck or on the heads' score and depth maps
+(``ModelConfig.memory_fusion``; ``off`` has none, for the matched control). It is a residual
+branch that starts switched off, so before sequence training the filter's outputs equal the
+single-frame models' outputs exactly, for segmentation and depth.
 
 Before each update the memory is aligned by geometry (``ModelConfig.memory_alignment``): it is
 warped from frame t-1 into frame t (``models/warp.py``) with the depth of frame t and the
-motion t-1 -> t, at the bottleneck's resolution, and the ConvGRU reads a validity channel that
-is 0 where no source pixel exists (and on the first frame, where there is no memory yet).
+motion t-1 -> t, at the memory's resolution, and the ConvGRU reads a validity channel that is
+0 where no source pixel exists (and on the first frame, where there is no memory yet).
 ``estimated`` uses the ego-motion filter's pose and the depth decoder's single-frame depth
 (both detached: they place the memory, they are not trained through it); ``ground_truth``
 uses the dataset's depth and pose (an oracle for ablations); ``none`` keeps the memory at
 fixed pixel positions.
+
+A frame goes through three steps, shared by the window forward and the streaming ``step`` (so
+both give the same outputs): :meth:`GeometryFilter.prepare` (per frame, batched over a window:
+the frame's own outputs where the memory reads them, what the memory reads, the single-frame
+depth that aligns it), :meth:`GeometryFilter.remember` (frame by frame: align, update) and
+:meth:`GeometryFilter.outputs` (batched again: the heads on what the memory fused).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,51 +31,24 @@ from torch import nn
 
 from models.common import Backbone
 from models.config import ModelConfig
-from models.convgru import ConvGRUCell
 from models.depth import DepthDecoder, build_depth
+from models.memory import BottleneckMemory, ScoreMemory
 from models.segmentation import build_segmentation
 from models.warp import scale_intrinsics, warp_previous
 
+Outputs = dict[str, torch.Tensor]
 
-class ResidualMemory(nn.Module):
-    """fused = feat + branch(h), h' = ConvGRU(x, h). ``memory_channels=None`` runs the GRU on
-    the full bottleneck with a per-channel gate (zero at init); otherwise 1x1 projections in
-    and out, the way out zero-initialised."""
 
-    def __init__(self, channels: int, memory_channels: int | None) -> None:
-        super().__init__()
-        self.projected = memory_channels is not None
-        width = memory_channels or channels
-        self.width = width
-        if self.projected:
-            self.down = nn.Conv2d(channels, width, 1, bias=False)
-            self.up = nn.Conv2d(width, channels, 1, bias=False)
-            nn.init.zeros_(self.up.weight)
-        else:
-            self.gate = nn.Parameter(torch.zeros(1, channels, 1, 1))
-        self.cell = ConvGRUCell(width + 1, width)  # + the validity channel
+@dataclass
+class Prepared:
+    """One frame (or a batch of frames) before the memory: ``own`` outputs (``seg_logits``,
+    ``depth``; None where the memory does not need them), ``reads`` (what the memory reads;
+    None without a memory) and ``depth`` (B, 1, H, W) single-frame metres for the estimated
+    alignment (None when not needed)."""
 
-    def init_state(
-        self,
-        batch: int,
-        height: int,
-        width: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> torch.Tensor:
-        """Zero memory (B, C_mem, height, width) at the bottleneck's resolution."""
-        return torch.zeros(batch, self.width, height, width, device=device, dtype=dtype)
-
-    def forward(
-        self, feat: torch.Tensor, h: torch.Tensor, valid: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """feat (B, C, h, w), memory h (B, C_mem, h, w) already aligned to this frame, valid
-        (B, 1, h, w): 1 where the memory holds a warped source pixel (default: everywhere)."""
-        x = self.down(feat) if self.projected else feat
-        if valid is None:
-            valid = torch.ones_like(x[:, :1])
-        h = self.cell(torch.cat([x, valid.to(x.dtype)], 1), h)
-        return feat + (self.up(h) if self.projected else self.gate * h), h
+    own: Outputs | None
+    reads: torch.Tensor | None
+    depth: torch.Tensor | None
 
 
 class GeometryFilter(nn.Module):
@@ -75,7 +57,7 @@ class GeometryFilter(nn.Module):
     def __init__(
         self,
         backbone: Backbone,
-        memory: ResidualMemory,
+        memory: BottleneckMemory | ScoreMemory | None,
         seg_head: nn.Module,
         depth_decoder: DepthDecoder,
         alignment: str = "estimated",
@@ -89,6 +71,11 @@ class GeometryFilter(nn.Module):
         )
         self.alignment = alignment
 
+    @property
+    def fusion(self) -> str:
+        """Where the memory fuses: ``off``, ``bottleneck`` or ``scores``."""
+        return "off" if self.memory is None else self.memory.fusion
+
     def init_state(
         self,
         batch: int,
@@ -97,26 +84,35 @@ class GeometryFilter(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
-        """Memory for frames of ``height`` x ``width`` pixels."""
-        s = self.backbone.stride
-        return self.memory.init_state(batch, -(-height // s), -(-width // s), device, dtype)
+        """Memory for frames of ``height`` x ``width`` pixels ((B, 0, 1, 1) without one)."""
+        if self.memory is None:
+            return torch.zeros(batch, 0, 1, 1, device=device, dtype=dtype)
+        return self.memory.init_state(batch, height, width, device, dtype)
 
-    def decode(
-        self, feats: dict[str, torch.Tensor], fused: torch.Tensor, size: tuple[int, int]
-    ) -> dict[str, torch.Tensor]:
-        """Heads on memory-fused features: ``seg_logits`` (B, K, H, W), ``depth`` (B, 1, H, W)
-        metres."""
+    def decode(self, feats: Outputs, fused: torch.Tensor, size: tuple[int, int]) -> Outputs:
+        """Heads on (fused) bottleneck features: ``seg_logits`` (B, K, H, W), ``depth``
+        (B, 1, H, W) metres."""
         skips = getattr(self.seg_head, "reads_features", False)  # a UNet decoder reads every level
         logits = self.seg_head({**feats, "out": fused} if skips else fused)
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return {"seg_logits": logits, "depth": self.depth_decoder({**feats, "out": fused}, size)}
 
     @torch.no_grad()
-    def alignment_depth(
-        self, feats: dict[str, torch.Tensor], size: tuple[int, int]
-    ) -> torch.Tensor:
+    def alignment_depth(self, feats: Outputs, size: tuple[int, int]) -> torch.Tensor:
         """Single-frame depth (B, 1, H, W) metres from the frame's own (unfused) features."""
         return self.depth_decoder(feats, size)
+
+    def prepare(self, x: torch.Tensor, feats: Outputs, estimate_depth: bool) -> Prepared:
+        """Normalised frames ``x`` (N, 3, H, W) and their backbone features -> what the memory
+        needs of them; ``estimate_depth``: also the single-frame depth for the ``estimated``
+        alignment."""
+        size = tuple(x.shape[-2:])
+        own = self.decode(feats, feats["out"], size) if self.fusion != "bottleneck" else None
+        reads = self.memory.reads(x, feats, own) if self.memory is not None else None
+        depth = None
+        if estimate_depth and self.memory is not None:
+            depth = own["depth"] if own is not None else self.alignment_depth(feats, size)
+        return Prepared(own, reads, depth)
 
     def align(
         self,
@@ -147,6 +143,33 @@ class GeometryFilter(nn.Module):
         K = scale_intrinsics(intrinsics.float(), size, fsize)
         return warp_previous(memory, 1.0 / inv, K, rel_pose.detach().float())
 
+    def remember(
+        self,
+        reads: torch.Tensor | None,
+        memory: torch.Tensor,
+        first: bool,
+        size: tuple[int, int],
+        intrinsics: torch.Tensor | None = None,
+        rel_pose: torch.Tensor | None = None,
+        depth: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """One frame's update: align the memory of frame t-1 (see :meth:`align`), run it on
+        ``reads`` -> (what it fused, new memory). Without a memory: (None, ``memory``)."""
+        if self.memory is None:
+            return None, memory
+        memory, valid = self.align(memory, first, size, intrinsics, rel_pose, depth)
+        return self.memory(reads, memory, valid)
+
+    def outputs(
+        self, feats: Outputs, fused: torch.Tensor | None, prepared: Prepared, size: tuple[int, int]
+    ) -> Outputs:
+        """The frames' outputs from what the memory fused (stacked over frames like ``feats``)."""
+        if self.fusion == "off":
+            return prepared.own
+        if self.fusion == "bottleneck":
+            return self.decode(feats, fused, size)
+        return self.memory.apply(prepared.own, fused)
+
     def step(
         self,
         x: torch.Tensor,
@@ -155,7 +178,7 @@ class GeometryFilter(nn.Module):
         intrinsics: torch.Tensor | None = None,
         rel_pose: torch.Tensor | None = None,
         depth: torch.Tensor | None = None,
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    ) -> tuple[Outputs, torch.Tensor, torch.Tensor]:
         """One normalised frame (B, 3, H, W) -> outputs, new memory, and the frame's embedding.
 
         ``first``: no earlier frame (the memory is empty). Otherwise the memory is aligned with
@@ -163,11 +186,24 @@ class GeometryFilter(nn.Module):
         """
         feats = self.backbone(x)
         size = tuple(x.shape[-2:])
-        if not first and self.alignment == "estimated" and depth is None:
-            depth = self.alignment_depth(feats, size)
-        memory, valid = self.align(memory, first, size, intrinsics, rel_pose, depth)
-        fused, memory = self.memory(feats["out"], memory, valid)
-        return self.decode(feats, fused, size), memory, feats["out"]
+        estimate = not first and self.alignment == "estimated" and depth is None
+        prepared = self.prepare(x, feats, estimate)
+        depth = prepared.depth if estimate else depth
+        fused, memory = self.remember(
+            prepared.reads, memory, first, size, intrinsics, rel_pose, depth
+        )
+        return self.outputs(feats, fused, prepared, size), memory, feats["out"]
+
+
+def build_memory(cfg: ModelConfig, backbone: Backbone) -> BottleneckMemory | ScoreMemory | None:
+    """The memory ``cfg.memory_fusion`` names (None for ``off``)."""
+    if cfg.memory_fusion == "bottleneck":
+        return BottleneckMemory(backbone.channels, cfg.memory_channels, backbone.stride)
+    if cfg.memory_fusion == "scores":
+        return ScoreMemory(
+            cfg.num_classes, cfg.score_memory_channels, cfg.score_stride, cfg.max_depth_m
+        )
+    return None
 
 
 def build_geometry_filter(
@@ -177,5 +213,10 @@ def build_geometry_filter(
     segmentation = segmentation or build_segmentation(cfg)
     depth = depth or build_depth(cfg)
     backbone = segmentation.backbone
-    memory = ResidualMemory(backbone.channels, cfg.memory_channels)
-    return GeometryFilter(backbone, memory, segmentation.head, depth.decoder, cfg.memory_alignment)
+    return GeometryFilter(
+        backbone,
+        build_memory(cfg, backbone),
+        segmentation.head,
+        depth.decoder,
+        cfg.memory_alignment,
+    )

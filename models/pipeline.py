@@ -94,13 +94,14 @@ class TemporalPipeline(nn.Module):
         first = state.embedding is None
         size = tuple(frame.shape[-2:])
         align_pose = true_pose if true_pose is not None else (None if first else motion["rel_pose"])
-        if not first and self.geometry.alignment == "estimated":
-            true_depth = self.geometry.alignment_depth(feats, size)
-        memory, valid = self.geometry.align(
-            state.memory, first, size, intrinsics, align_pose, true_depth
+        prepared = self.geometry.prepare(
+            frame, feats, not first and self.geometry.alignment == "estimated"
         )
-        fused, memory = self.geometry.memory(embedding, memory, valid)
-        out = self.geometry.decode(feats, fused, size)
+        align_depth = true_depth if true_depth is not None else prepared.depth
+        fused, memory = self.geometry.remember(
+            prepared.reads, state.memory, first, size, intrinsics, align_pose, align_depth
+        )
+        out = self.geometry.outputs(feats, fused, prepared, size)
         if motion is not None:
             out.update(rel_pose=motion["rel_pose"], cam_to_world=pose)
         return out, PipelineState(memory, embedding, ego, pose, state.frames + 1)
@@ -121,23 +122,34 @@ class TemporalPipeline(nn.Module):
         true_depth, true_pose = self._truth(depth, rel_pose)
         if intrinsics is not None and intrinsics.dim() == 4:
             intrinsics = intrinsics[:, 0]
-        feats = self.geometry.backbone(window.flatten(0, 1))
+        frames = window.flatten(0, 1)
+        feats = self.geometry.backbone(frames)
         bottleneck = feats["out"].unflatten(0, (b, t))
         eye = torch.eye(4, device=window.device, dtype=window.dtype).expand(b, 1, 4, 4)
         rel = torch.cat([eye, self.ego_motion(bottleneck)["rel_pose"]], 1) if t > 1 else eye
         align_pose = true_pose if true_pose is not None else rel
-        if self.geometry.alignment == "estimated" and t > 1:
-            true_depth = self.geometry.alignment_depth(feats, (h, w)).unflatten(0, (b, t))
+        prepared = self.geometry.prepare(
+            frames, feats, self.geometry.alignment == "estimated" and t > 1
+        )
+        if true_depth is None and prepared.depth is not None:
+            true_depth = prepared.depth.unflatten(0, (b, t))
+        reads = prepared.reads.unflatten(0, (b, t)) if prepared.reads is not None else None
         memory = self.geometry.init_state(b, h, w, window.device, window.dtype)
         fused = []
         for k in range(t):
             d = true_depth[:, k] if true_depth is not None else None
-            memory, valid = self.geometry.align(
-                memory, k == 0, (h, w), intrinsics, align_pose[:, k], d
+            f, memory = self.geometry.remember(
+                reads[:, k] if reads is not None else None,
+                memory,
+                k == 0,
+                (h, w),
+                intrinsics,
+                align_pose[:, k],
+                d,
             )
-            f, memory = self.geometry.memory(bottleneck[:, k], memory, valid)
             fused.append(f)
-        out = self.geometry.decode(feats, torch.stack(fused, 1).flatten(0, 1), (h, w))
+        stacked = torch.stack(fused, 1).flatten(0, 1) if fused[0] is not None else None
+        out = self.geometry.outputs(feats, stacked, prepared, (h, w))
         out = {k: v.unflatten(0, (b, t)) for k, v in out.items()}
         poses = [rel[:, 0]]
         for k in range(1, t):

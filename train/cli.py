@@ -226,8 +226,8 @@ def evaluate(
 
         report, name = evaluate_forecast(run_dir, split, data, device), "forecast_eval"
     else:
+        from dataset.config import Perturbation
         from train.evaluate import evaluate_run, to_markdown
-        from train.perturb import Perturbation
 
         report = evaluate_run(run_dir, split, data, device, Perturbation() if perturbed else None)
         name = "eval"

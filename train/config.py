@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from clipcore.settings import TextPath
-from dataset.config import DataConfig
+from dataset.config import DataConfig, Perturbation
 from dataset.labels import load_label_map
 from models.config import ModelConfig
 from train.forecast_config import ForecastConfig
@@ -64,6 +64,22 @@ class StageConfig(BaseModel):
     max_steps: int | None = Field(
         None, ge=1, description="Cap on optimiser steps per epoch (None: the whole split)."
     )
+    perturb: Perturbation | None = Field(
+        None,
+        description="Per-frame-independent corruption of the training windows (noise, "
+        "flicker, occluders, dropouts; dataset/perturb.py), the situation a memory is for; "
+        "validation then scores corrupted windows (a fixed draw) beside clean ones; false: clean.",
+    )
+    select: Literal["auto", "miou", "loss", "miou_depth"] = Field(
+        "auto",
+        description="How best.pt is chosen among the validated epochs: miou (highest mIoU), "
+        "loss (lowest weighted loss), miou_depth (highest mIoU - select_depth_weight x log-L1 "
+        "depth, averaged over clean and, with perturb, corrupted validation); auto: miou for a "
+        "segmentation-only stage, else loss.",
+    )
+    select_depth_weight: float = Field(
+        0.5, ge=0, description="select='miou_depth': weight of the log-L1 depth error."
+    )
 
     @field_validator("losses")
     @classmethod
@@ -78,6 +94,30 @@ class StageConfig(BaseModel):
             raise ValueError(f"loss weights must be finite and >= 0, got {bad}")
         return value
 
+    @field_validator("perturb", mode="before")
+    @classmethod
+    def _perturb_switch(cls, value: Any) -> Any:
+        """``true`` / ``false`` mean the default corruptions / clean windows."""
+        if isinstance(value, bool):
+            return Perturbation() if value else None
+        return value
+
+    @model_validator(mode="after")
+    def _select_reads_its_losses(self) -> StageConfig:
+        needs = {"miou": {"ce"}, "miou_depth": {"ce", "depth"}}.get(self.select, set())
+        if not needs <= set(self.losses):
+            raise ValueError(
+                f"select={self.select!r} scores {' and '.join(sorted(needs))}, which this stage "
+                f"does not compute (losses {sorted(self.losses)}): use select='loss' or 'auto'"
+            )
+        return self
+
+    def selection(self) -> str:
+        """The rule that chooses best.pt (``auto`` resolved)."""
+        if self.select != "auto":
+            return self.select
+        return "miou" if set(self.losses) == {"ce"} else "loss"
+
 
 def nest_data_keys(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with ``data`` given as a folder, and the data fields that configs of earlier
@@ -90,6 +130,23 @@ def nest_data_keys(config: dict[str, Any]) -> dict[str, Any]:
     if flat:
         inner = data.model_dump() if isinstance(data, BaseModel) else (data or {})
         config["data"] = {**flat, **inner}
+    return config
+
+
+#: Model fields added after runs were saved without them, with the value those runs were built
+#: with (which may differ from today's default).
+LEGACY_MODEL_FIELDS = {"memory_fusion": "bottleneck"}
+
+
+def upgrade_saved(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved ``config.json`` (as a dict) in today's layout: data fields nested, model
+    fields added since filled with the value the run was built with."""
+    if not isinstance(config, dict):
+        return config  # refused by validation
+    config = nest_data_keys(config)
+    model = config.get("model")
+    if isinstance(model, dict):
+        config["model"] = {**LEGACY_MODEL_FIELDS, **model}
     return config
 
 

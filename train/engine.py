@@ -26,7 +26,9 @@ from tqdm import tqdm
 from clipcore.errors import ConfigError
 from clipcore.fsutil import atomic_copy, atomic_write
 from dataset import ClipWindows
+from dataset.config import Perturbation
 from dataset.labels import load_label_map
+from dataset.perturb import corrupt
 from train.board import Board
 from train.config import StageConfig, TrainConfig
 from train.losses import total_loss
@@ -185,6 +187,9 @@ def train_one_epoch(
         if stage.max_steps is not None and steps >= stage.max_steps:
             break
         batch = _to_device(batch, ctx)
+        if stage.perturb is not None:
+            keys = [(cfg.seed, epoch, int(i)) for i in batch["index"]]
+            batch["rgb"], _ = corrupt(batch["rgb"], stage.perturb, keys)
         with _autocast(cfg, ctx):
             out = stage_forward(net, batch)
         loss, parts = total_loss(stage.losses, out, batch)
@@ -213,17 +218,26 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(
-    net: nn.Module, loader: DataLoader, stage: StageConfig, cfg: TrainConfig, ctx: Context
+    net: nn.Module,
+    loader: DataLoader,
+    stage: StageConfig,
+    cfg: TrainConfig,
+    ctx: Context,
+    perturb: Perturbation | None = None,
 ) -> dict[str, float]:
     """Mean weighted loss over the split, each loss's mean (``ce``, ``depth``, ``pose``) and, for
-    stages with a segmentation loss, mIoU from one confusion matrix."""
+    stages with a segmentation loss, mIoU from one confusion matrix; with ``perturb``, on every
+    window corrupted by a draw fixed by its index (the same in every epoch)."""
     set_mode(net, stage, False)
     label_map = load_label_map(cfg.data.label_map)
     confusion = ConfusionMatrix(label_map.num_classes)
     names = ("loss", *stage.losses)
     sums, count = torch.zeros(len(names), dtype=torch.float64), 0
+    every = perturb.model_copy(update={"window_p": 1.0}) if perturb is not None else None
     for batch in loader:
         batch = _to_device(batch, ctx)
+        if every is not None:
+            batch["rgb"], _ = corrupt(batch["rgb"], every, [(int(i),) for i in batch["index"]])
         with _autocast(cfg, ctx):
             out = stage_forward(net, batch)
         loss, parts = total_loss(stage.losses, out, batch)
@@ -293,17 +307,58 @@ def save_checkpoint(
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def _no_worse(stage: StageConfig, val: dict[str, float], history: list[dict]) -> bool:
-    """For a stage validated at its start (epoch -1 of ``history``): no loss of ``val`` is worse
-    than at the start, so an epoch that trades one head for another never replaces it."""
-    start = next((h["val"] for h in history if h["epoch"] == -1 and h["val"]), None)
-    return start is None or all(val[k] <= start[k] for k in stage.losses)
+CORRUPTED = "corrupted_"
 
 
-def _score(stage: StageConfig, val: dict[str, float]) -> float:
-    """Higher is better: mIoU when segmentation is the stage's only loss, otherwise minus the
-    weighted validation loss (so a stage that also trains depth is not judged by mIoU alone)."""
-    return val["miou"] if set(stage.losses) == {"ce"} else -val["loss"]
+def validate_epoch(
+    net: nn.Module, loader: DataLoader, stage: StageConfig, cfg: TrainConfig, ctx: Context
+) -> dict[str, float]:
+    """The stage's validation figures (:func:`evaluate`): on clean windows, and for a stage
+    trained on corrupted windows also on corrupted ones (keys prefixed ``corrupted_``); with the
+    ``score`` that chooses best.pt (:func:`selection_score`)."""
+    val = evaluate(net, loader, stage, cfg, ctx)
+    if stage.perturb is not None:
+        corrupted = evaluate(net, loader, stage, cfg, ctx, stage.perturb)
+        val.update({CORRUPTED + k: v for k, v in corrupted.items()})
+    val["score"] = selection_score(stage, val)
+    return val
+
+
+def selection_score(stage: StageConfig, val: dict[str, float]) -> float:
+    """Higher is better, by the stage's ``select`` rule: mIoU; minus the weighted loss; or mIoU
+    minus ``select_depth_weight`` x the log-L1 depth error. Averaged over the conditions ``val``
+    holds (clean, and corrupted for a stage trained on corrupted windows)."""
+    rule = stage.selection()
+    conditions = ("", CORRUPTED) if CORRUPTED + "loss" in val else ("",)
+
+    def one(prefix: str) -> float:
+        if rule == "miou":
+            return val[prefix + "miou"]
+        if rule == "loss":
+            return -val[prefix + "loss"]
+        return val[prefix + "miou"] - stage.select_depth_weight * val[prefix + "depth"]
+
+    return sum(one(prefix) for prefix in conditions) / len(conditions)
+
+
+def choice_line(name: str, stage: StageConfig, history: list[dict], best: float | None) -> str:
+    """What best.pt holds and why, for the log: the chosen epoch (or the start), its score and
+    every validated epoch's."""
+    scored = [h for h in history if "score" in h["val"]]
+    if not scored:
+        return f"{name}: no validation, best.pt is the last epoch"
+    kept = max(scored, key=lambda h: h["val"]["score"])
+    what = (
+        "the start (no epoch scored higher)" if kept["epoch"] < 0 else f"epoch {kept['epoch'] + 1}"
+    )
+    scores = ", ".join(
+        f"{'start' if h['epoch'] < 0 else h['epoch'] + 1}: {h['val']['score']:.4f}" for h in scored
+    )
+    conditions = "clean and corrupted" if stage.perturb is not None else "clean"
+    return (
+        f"{name}: best.pt is {what}, by {stage.selection()} on {conditions} validation "
+        f"(scores {scores})"
+    )
 
 
 def run_stage(
@@ -359,15 +414,11 @@ def run_stage(
         val_loader = (
             make_loader(cfg, stage, cfg.data.val_split, False, epoch, ctx) if validate else None
         )
-        val = evaluate(net, val_loader, stage, cfg, ctx) if val_loader is not None else {}
+        val = validate_epoch(net, val_loader, stage, cfg, ctx) if val_loader is not None else {}
         if val:
             scheduler.step(val["loss"])
-        improved = (
-            not val
-            or best is None
-            or (_score(stage, val) > best and _no_worse(stage, val, history))
-        )
-        best = _score(stage, val) if val and improved else best
+        improved = not val or best is None or val["score"] > best
+        best = val["score"] if val and improved else best
         history.append(
             {"epoch": epoch, "train": train, "val": val, "lr": optimizer.param_groups[0]["lr"]}
         )
@@ -381,6 +432,8 @@ def run_stage(
             _log_epoch(writer, name, epoch, train, val, optimizer, net, val_loader, cfg, ctx)
     if writer is not None:
         writer.close()
+    if ctx.main and validate:
+        log.info("%s", choice_line(name, stage, history, best))
     if ctx.distributed:
         dist.barrier()
     return stage_dir / "best.pt"
@@ -397,10 +450,11 @@ def _validate_start(
     ctx: Context,
 ) -> float:
     """Validate the weights the stage starts from; they become ``best.pt`` (epoch -1), so that
-    training has to beat them to replace them. Returns their score."""
-    val = evaluate(net, make_loader(cfg, stage, cfg.data.val_split, False, 0, ctx), stage, cfg, ctx)
+    training has to score higher to replace them. Returns their score."""
+    loader = make_loader(cfg, stage, cfg.data.val_split, False, 0, ctx)
+    val = validate_epoch(net, loader, stage, cfg, ctx)
     history.append({"epoch": -1, "train": {}, "val": val, "lr": optimizer.param_groups[0]["lr"]})
-    best = _score(stage, val)
+    best = val["score"]
     if ctx.main:
         log.info(
             "%s before training: val %s",

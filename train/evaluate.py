@@ -15,11 +15,12 @@ import torch
 from clipcore.fsutil import atomic_write_text
 from clipcore.manifest import load_manifest, require_clips
 from dataset import ClipWindows
+from dataset.config import Perturbation
 from dataset.labels import IGNORE_INDEX, load_label_map
+from dataset.perturb import corrupt
 from models.pipeline import TemporalPipeline
 from train.config import TrainConfig
 from train.metrics import ConfusionMatrix, DepthMetrics, PoseMetrics
-from train.perturb import Perturbation, perturb_window
 from train.run_folder import FrameModel, load_run, temporal_model
 from train.temporal import TemporalConsistency, window_pairs
 
@@ -31,6 +32,7 @@ class _Scores:
             DepthMetrics(),
             PoseMetrics(),
         )
+        self.hidden = ConfusionMatrix(num_classes)
         self.temporal = TemporalConsistency(num_classes)
 
     def update(
@@ -40,16 +42,24 @@ class _Scores:
         rel_pose: torch.Tensor | None,
         item: dict,
         pairs: list,
+        hidden: torch.Tensor | None = None,
     ) -> None:
+        """Predicted ``labels`` (T, H, W), ``depth`` (T, H, W) metres and ``rel_pose``
+        (T, 4, 4) of one window ``item``; ``hidden`` (T, H, W): where corruption hid the image."""
         self.confusion.update(labels, item["labels"])
+        if hidden is not None:
+            self.hidden.update(labels, item["labels"], hidden)
         self.depth.update(depth, item["depth"][:, 0], item["valid_depth"][:, 0])
         if rel_pose is not None:
             self.pose.update(rel_pose[None], item["rel_pose"][None])
         self.temporal.update(labels, depth, item, pairs)
 
     def result(self, names: tuple[str, ...]) -> dict[str, Any]:
+        segmentation = self.confusion.result(names)
+        if self.hidden.matrix.sum() > 0:
+            segmentation["occluded_pixel_accuracy"] = self.hidden.result()["pixel_accuracy"]
         return {
-            "segmentation": self.confusion.result(names),
+            "segmentation": segmentation,
             "depth": self.depth.result(),
             "ego_motion": self.pose.result(),
             "temporal": self.temporal.result(),
@@ -80,6 +90,26 @@ def _majority_class(ds: ClipWindows, num_classes: int) -> int:
     return int(counts.argmax())
 
 
+def row_mean_depth(cfg: TrainConfig, data: Path, every: int = 5) -> torch.Tensor:
+    """(H,) metres: the mean valid depth of each image row over the training split (every
+    ``every``-th frame) at the run's frame size. A strong trivial baseline for driving depth:
+    the ground plane's depth depends mostly on the image row. Rows without valid depth get the
+    split's mean."""
+    source = cfg.data.model_copy(update={"root": data})
+    ds = ClipWindows.from_config(
+        source, cfg.data.train_split, 1, stride=every, size=cfg.frame_size()
+    )
+    sums = torch.zeros(cfg.frame_size()[0], dtype=torch.float64)
+    counts = torch.zeros_like(sums)
+    for index in range(len(ds)):
+        item = ds[index]
+        valid = item["valid_depth"][0, 0]
+        sums += torch.where(valid, item["depth"][0, 0], 0.0).double().sum(1)
+        counts += valid.double().sum(1)
+    overall = sums.sum() / counts.sum().clamp_min(1)
+    return torch.where(counts > 0, sums / counts.clamp_min(1), overall).float()
+
+
 @torch.no_grad()
 def score_models(
     models: dict[str, torch.nn.Module],
@@ -87,12 +117,15 @@ def score_models(
     names: tuple[str, ...],
     device: str = "cpu",
     perturbation: Perturbation | None = None,
+    row_depth: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Every model on every window of ``ds`` (corrupted by ``perturbation`` if given): segmentation,
     depth, ego-motion and temporal figures; plus the ground truth's temporal figures and trivial
-    baselines (majority class, mean depth, no motion, and the temporal figures of a constant class
-    with all-zero depth and with each clip's median depth)."""
+    baselines (majority class, mean depth, no motion, the per-row mean depth ``row_depth`` (H,)
+    metres if given, and the temporal figures of a constant class with all-zero depth and with
+    each clip's median depth)."""
     scores = {name: _Scores(len(names)) for name in models}
+    rows = DepthMetrics()
     majority = _majority_class(ds, len(names))
     truth = TemporalConsistency(len(names))
     trivial = {
@@ -103,21 +136,23 @@ def score_models(
     for index in range(len(ds)):
         item = ds[index]
         pairs = window_pairs(item)
-        rgb = (
-            item["rgb"]
-            if perturbation is None
-            else perturb_window(item["rgb"], perturbation, index)
-        )
+        rgb, hidden = item["rgb"][None].to(device), None
+        if perturbation is not None:
+            rgb, hidden = corrupt(rgb, perturbation, [(index,)])
+            hidden = hidden[0].cpu()
         for name, model in models.items():
-            out = run_model(model, rgb[None].to(device), item)
+            out = run_model(model, rgb, item)
             scores[name].update(
                 out["seg_logits"][0].argmax(1).cpu(),
                 out["depth"][0, :, 0].float().cpu(),
                 out["rel_pose"][0].cpu(),
                 item,
                 pairs,
+                hidden,
             )
         gt_depth, valid_depth = item["depth"][:, 0], item["valid_depth"][:, 0]
+        if row_depth is not None:
+            rows.update(row_depth[:, None].expand_as(gt_depth), gt_depth, valid_depth)
         truth.update(item["labels"], gt_depth, item, pairs)
         constant = torch.full_like(item["labels"], majority)
         median = gt_depth[valid_depth].median() if valid_depth.any() else torch.tensor(10.0)
@@ -140,6 +175,9 @@ def score_models(
     baselines = _baselines(confusion, depths, no_motion)
     baselines["majority_class"] = names[majority]
     baselines["temporal"] = {k: v.result() for k, v in trivial.items()}
+    if row_depth is not None:
+        baselines["row_mean_depth"] = rows.result()
+        baselines["row_mean_depth_abs_rel_cap_80m"] = rows.result()["cap_80m"]["abs_rel"]
     return {
         "models": {name: s.result(names) for name, s in scores.items()},
         "ground_truth": {"temporal": truth.result()},
@@ -211,6 +249,11 @@ ROWS = (
     ("pixel accuracy", ("segmentation", "pixel_accuracy"), "{:.3f}"),
     ("mIoU", ("segmentation", "miou"), "{:.3f}"),
     ("mean class accuracy", ("segmentation", "mean_class_accuracy"), "{:.3f}"),
+    (
+        "pixel accuracy under the occluders",
+        ("segmentation", "occluded_pixel_accuracy"),
+        "{:.3f}",
+    ),
     ("depth AbsRel (<= 80 m)", ("depth", "cap_80m", "abs_rel"), "{:.3f}"),
     ("depth SqRel (<= 80 m)", ("depth", "cap_80m", "sq_rel"), "{:.3f}"),
     ("depth RMSE m (<= 80 m)", ("depth", "cap_80m", "rmse"), "{:.2f}"),
@@ -294,6 +337,14 @@ def baseline_lines(base: dict[str, Any]) -> list[str]:
         "|---|---|",
         f"| majority class ({base['majority_class']}) mIoU | {base['majority_class_miou']:.3f} |",
         f"| mean depth AbsRel (<= 80 m) | {base['mean_depth_abs_rel_cap_80m']:.3f} |",
+        *(
+            [
+                "| per-row mean depth of the training split AbsRel (<= 80 m) | "
+                f"{base['row_mean_depth_abs_rel_cap_80m']:.3f} |"
+            ]
+            if "row_mean_depth_abs_rel_cap_80m" in base
+            else []
+        ),
         f"| no motion RPE translation (m) | {base['no_motion']['rpe_translation_m']:.3f} |",
         f"| no motion ATE (m) | {base['no_motion']['ate_m']:.3f} |",
     ]

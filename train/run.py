@@ -12,7 +12,8 @@ from clipcore.errors import CaptureError, ConfigError
 from clipcore.fsutil import atomic_write_text
 from clipcore.manifest import load_manifest, require_clips
 from clipcore.settings import apply_overrides, build, deep_merge, read_toml
-from train.config import FLAT_DATA_KEYS, TrainConfig, nest_data_keys
+from models.config import ModelConfig
+from train.config import FLAT_DATA_KEYS, TrainConfig, nest_data_keys, upgrade_saved
 from train.engine import run_stage, setup
 from train.run_folder import refuse_overwrite
 from train.schedules import preset_defaults
@@ -69,10 +70,10 @@ def save_config(cfg: TrainConfig) -> None:
     """Write the resolved config to ``<out>/config.json``; refuse a run folder of another model."""
     path = Path(cfg.out) / "config.json"
     if path.exists():
-        before = json.loads(path.read_text())
+        before = upgrade_saved(json.loads(path.read_text()))
         if (
-            before["model"] != json.loads(cfg.model.model_dump_json())
-            or nest_data_keys(before)["data"].get("label_map", "carla22") != cfg.data.label_map
+            ModelConfig.model_validate(before["model"]) != cfg.model
+            or before["data"].get("label_map", "carla22") != cfg.data.label_map
         ):
             raise ConfigError(
                 f"{cfg.out} holds a run of another model or label map (preset {before['preset']}); "

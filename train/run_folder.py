@@ -8,6 +8,7 @@ Layout: ``RUN/config.json`` (the resolved :class:`~train.config.TrainConfig`) an
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 from pathlib import Path
@@ -23,7 +24,7 @@ from models.ego_motion import build_ego_motion
 from models.geometry_filter import build_geometry_filter
 from models.pipeline import TemporalPipeline, build_pipeline
 from models.segmentation import build_segmentation
-from train.config import TrainConfig
+from train.config import TrainConfig, upgrade_saved
 
 #: What a checkpoint may hold besides tensors and plain values: the numpy arrays of the NumPy
 #: RNG state that checkpoints of earlier releases kept (arrays of numbers, never code).
@@ -81,8 +82,8 @@ def load_run(run_dir: Path) -> TrainConfig:
     if not path.exists():
         raise CaptureError(f"{path} does not exist: is {run_dir} a run folder of train run?")
     try:
-        return TrainConfig.model_validate_json(path.read_text())
-    except (ValidationError, UnicodeDecodeError) as exc:
+        return TrainConfig.model_validate(upgrade_saved(json.loads(path.read_text())))
+    except (ValidationError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CaptureError(
             f"{path} is not a config train run wrote ({str(exc).splitlines()[0]}): restore it "
             "from the run's copy or train the run again"

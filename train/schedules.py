@@ -7,6 +7,10 @@ from typing import Any
 from clipcore.errors import ConfigError
 from models.config import PRESETS
 
+#: Stage 4's training corruption: the evaluation's per-frame noise, flicker and occluders, plus
+#: an occluder that moves and short dropouts; a quarter of the windows stay clean.
+STAGE4_PERTURB = {"moving_occluders": 1, "dropout_p": 0.05, "window_p": 0.75}
+
 
 def reference_stages(
     epochs: tuple[int, int, int, int] = (20, 20, 20, 10),
@@ -62,6 +66,8 @@ def reference_stages(
             "frozen_stats": ["pipeline.geometry.depth_decoder"],
             "warmup_epochs": 1.0,
             "validate_start": True,
+            "perturb": STAGE4_PERTURB,
+            "select": "miou_depth",
             "losses": {"ce": 1.0, "depth": 0.5},
             "window": 6,
             "epochs": epochs[3],

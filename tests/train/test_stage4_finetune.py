@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -56,13 +57,46 @@ def test_warmup_ramps_the_learning_rate_over_the_first_epoch(tiny_config, tmp_pa
     assert engine.warmup_factor(cfg.stages["stage1"], 0, 20) == 1.0
 
 
-def test_a_stage4_epoch_worse_on_any_loss_never_replaces_the_start(tiny_config):
-    history = [{"epoch": -1, "val": {"loss": 2.5, "ce": 2.2, "depth": 0.6}}]
+def test_the_chooser_prefers_the_model_better_under_corruption_though_a_clean_loss_rose(
+    tiny_config,
+):
+    """The case that the former rule (every loss no worse than at the start) got wrong: this
+    epoch's clean CE rose, but its mIoU (clean and corrupted) and its depth improved."""
     stage4 = tiny_config(Path("d"), Path("o")).stages["stage4"]
-    assert engine._no_worse(stage4, {"loss": 2.4, "ce": 2.1, "depth": 0.6}, history)
-    assert not engine._no_worse(stage4, {"loss": 1.9, "ce": 1.5, "depth": 0.8}, history)
-    # stage 4 is judged by its whole validation loss, not by mIoU alone
-    assert engine._score(stage4, {"loss": 1.0, "miou": 0.1}) == -1.0
+    assert stage4.perturb is not None and stage4.selection() == "miou_depth"
+    start = {"loss": 1.17, "ce": 0.973, "depth": 0.394, "miou": 0.172}
+    start.update(corrupted_loss=1.6, corrupted_ce=1.3, corrupted_depth=0.6, corrupted_miou=0.104)
+    epoch = {"loss": 1.212, "ce": 1.079, "depth": 0.266, "miou": 0.180}
+    epoch.update(corrupted_loss=1.5, corrupted_ce=1.3, corrupted_depth=0.5, corrupted_miou=0.128)
+    assert engine.selection_score(stage4, epoch) > engine.selection_score(stage4, start)
+    # the score reads the corrupted windows: the same clean figures, worse under corruption, lose
+    worse = {**epoch, "corrupted_miou": 0.05, "corrupted_depth": 0.9}
+    assert engine.selection_score(stage4, worse) < engine.selection_score(stage4, start)
+    # stage 1 is still chosen by mIoU, stages 2 and 3 by their loss
+    cfg = tiny_config(Path("d"), Path("o"))
+    assert engine.selection_score(cfg.stages["stage1"], {"loss": 9.0, "miou": 0.3}) == 0.3
+    assert engine.selection_score(cfg.stages["stage2"], {"loss": 0.4, "depth": 0.4}) == -0.4
+
+
+def test_a_stage_cannot_be_chosen_by_a_figure_it_does_not_compute(cli, tmp_path):
+    result = cli.train(
+        "run", "stage2", "--data", tmp_path, "--out", tmp_path / "r",
+        "--set", 'stages.stage2.select="miou"',
+    )  # fmt: skip
+    cli.error(result, "select='miou'", "ce")
+
+
+def test_stage4_validates_clean_and_corrupted_and_keeps_its_best_scoring_epoch(trained_run):
+    state = torch.load(trained_run / "stage4" / "last.pt", weights_only=True)
+    scored = [h for h in state["history"] if h["val"]]
+    assert [h["epoch"] for h in scored] == [-1, 0]
+    for h in scored:
+        assert {"miou", "depth", "corrupted_miou", "corrupted_depth", "score"} <= set(h["val"])
+        # corrupted windows are harder than clean ones for a model that was never trained on them
+        assert h["val"]["corrupted_loss"] != h["val"]["loss"]
+    best = torch.load(trained_run / "stage4" / "best.pt", weights_only=True)
+    kept = max(scored, key=lambda h: h["val"]["score"])
+    assert best["epoch"] == kept["epoch"] and best["best"] == kept["val"]["score"]
 
 
 def test_stage4_keeps_its_start_when_training_makes_it_worse(
@@ -86,3 +120,48 @@ def test_stage4_keeps_its_start_when_training_makes_it_worse(
     for key, value in depth2.items():
         if key.startswith("decoder."):
             assert torch.equal(value, geo["depth_" + key]), key
+
+
+def test_stage4_trains_on_corrupted_windows_and_resumes_to_the_same_weights(
+    tiny_config, trained_run, split_dataset, tmp_path, monkeypatch
+):
+    """The corruption of a training window is drawn from (seed, epoch, window index): a run
+    killed in its second epoch and resumed sees the same corrupted windows and ends with the
+    same weights as one that never stopped."""
+    settings = ["deterministic=true", "stages.stage4.epochs=2"]
+    keys: dict[str, list] = {"straight": [], "killed": []}
+    real_corrupt, real_epoch = engine.corrupt, engine.train_one_epoch
+    for run in keys:
+        for stage in ("stage1", "stage2", "stage3"):
+            shutil.copytree(trained_run / stage, tmp_path / run / stage)
+
+    def spy(run: str):
+        def corrupt(rgb, p, window_keys):
+            if len(window_keys[0]) == 3:  # training windows: (seed, epoch, index)
+                keys[run].append(tuple(map(tuple, window_keys)))
+            return real_corrupt(rgb, p, window_keys)
+
+        return corrupt
+
+    monkeypatch.setattr(engine, "corrupt", spy("straight"))
+    train(tiny_config(split_dataset, tmp_path / "straight", *settings), "stage4")
+    calls = {"n": 0}
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "corrupt", spy("killed"))
+    monkeypatch.setattr(engine, "train_one_epoch", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(split_dataset, tmp_path / "killed", *settings), "stage4")
+    monkeypatch.setattr(engine, "train_one_epoch", real_epoch)
+    train(tiny_config(split_dataset, tmp_path / "killed", *settings), "stage4", resume=True)
+    assert keys["straight"] == keys["killed"] and {k[0][1] for k in keys["straight"]} == {0, 1}
+    a = torch.load(tmp_path / "straight" / "stage4" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "stage4" / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 1
+    for key, value in a["net"].items():
+        assert torch.equal(value, b["net"][key]), key

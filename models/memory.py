@@ -1,0 +1,177 @@
+"""The GeometryFilter's memories: where a ConvGRU carries the past into the current frame.
+
+Two places to fuse (``ModelConfig.memory_fusion``), both residual branches that start switched
+off, so that before sequence training the filter's outputs are the single-frame models' exactly:
+
+- ``bottleneck`` (:class:`BottleneckMemory`, the reference's): the GRU runs on the backbone's
+  bottleneck (stride 8 or 16) and its output is added to the features both heads decode.
+  At a small frame the bottleneck is a few cells wide and one frame of motion is mostly under a
+  cell, so alignment by geometry has little to correct there.
+- ``scores`` (:class:`ScoreMemory`, after GRFP, Nilsson & Sminchisescu, CVPR 2018): a GRU
+  whose hidden state is what the heads say at 1 / ``score_stride`` of the frame (segmentation
+  logits, log-depth); each frame's own outputs are its candidate, and a learned per-pixel gate
+  decides how much of the memory warped into the frame to keep. At stride 4 a frame of motion
+  moves a cell by cells, where warping by depth and pose matters.
+
+Every memory is read and written the same way by :class:`~models.geometry_filter.GeometryFilter`:
+``reads = memory.reads(...)`` per frame (or a batch of frames), ``fused, h = memory(reads, h,
+valid)`` once per frame with ``h`` already aligned to the frame, and the GeometryFilter turns
+``fused`` into outputs. ``valid`` (B, 1, h, w) is 1 where ``h`` holds a warped source pixel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.convgru import ConvGRUCell
+
+#: Depth floor (metres) of the ``scores`` memory's log-depth input; depth is stored in units of
+#: ``LOG_DEPTH_UNIT_M`` so that log-depth sits around 0.
+LOG_DEPTH_FLOOR_M = 0.5
+LOG_DEPTH_UNIT_M = 10.0
+#: Largest log-depth correction (a factor e^2 ~ 7.4 either way): the correction is bounded.
+MAX_LOG_DEPTH_STEP = 2.0
+#: The score memory's strength is this times its parameter: Adam moves a parameter by about the
+#: learning rate per step, so a strength stored as it is would need thousands of steps at 1e-3
+#: to reach 1 (fully keeping the memory where the gate opens).
+STRENGTH_SCALE = 10.0
+
+
+class BottleneckMemory(nn.Module):
+    """fused = feat + branch(h), h' = ConvGRU([feat, valid], h) at the bottleneck.
+
+    ``memory_channels=None`` runs the GRU on the full bottleneck with a per-channel gate (zero at
+    init, the reference's); otherwise 1x1 projections in and out, the way out zero-initialised.
+    """
+
+    fusion = "bottleneck"
+
+    def __init__(self, channels: int, memory_channels: int | None, stride: int) -> None:
+        super().__init__()
+        self.projected = memory_channels is not None
+        width = memory_channels or channels
+        self.width, self.stride = width, stride
+        if self.projected:
+            self.down = nn.Conv2d(channels, width, 1, bias=False)
+            self.up = nn.Conv2d(width, channels, 1, bias=False)
+            nn.init.zeros_(self.up.weight)
+        else:
+            self.gate = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.cell = ConvGRUCell(width + 1, width)  # + the validity channel
+
+    def init_state(
+        self,
+        batch: int,
+        height: int,
+        width: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Zero memory (B, C_mem, ceil(H / stride), ceil(W / stride)) for H x W frames."""
+        size = (math.ceil(height / self.stride), math.ceil(width / self.stride))
+        return torch.zeros(batch, self.width, *size, device=device, dtype=dtype)
+
+    def reads(
+        self, x: torch.Tensor, feats: dict[str, torch.Tensor], own: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor:
+        """What the memory reads of a frame: its bottleneck features (B, C, h, w)."""
+        return feats["out"]
+
+    def forward(
+        self, feat: torch.Tensor, h: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """feat (B, C, h, w), memory h (B, C_mem, h, w) aligned to this frame, valid (B, 1, h, w)
+        (default: everywhere) -> (fused bottleneck features, new memory)."""
+        x = self.down(feat) if self.projected else feat
+        if valid is None:
+            valid = torch.ones_like(x[:, :1])
+        h = self.cell(torch.cat([x, valid.to(x.dtype)], 1), h)
+        return feat + (self.up(h) if self.projected else self.gate * h), h
+
+
+class ScoreMemory(nn.Module):
+    """A ConvGRU whose hidden state is the score map (GRFP's idea): per cell at 1 / ``stride``
+    of the frame, K segmentation logits and one log-depth. Its candidate is the frame's own
+    outputs ``x``; its update gate comes from a small conv net that compares them with the
+    memory warped into the frame:
+
+        h_t = x + m * (w(h_{t-1}) - x),   m = valid * sigmoid(gate([x, w, x - w, rgb, valid])) * s
+
+    with one gate for the logits and one for the depth, and ``s`` (2 values, ``STRENGTH_SCALE``
+    times a parameter) zero at init, so that the fused outputs start as the frame's own exactly.
+    Where the frame is hidden (an occluder, a dropped frame) the gate can keep what earlier
+    frames saw.
+
+    Reads (B, K + 4, h, w): logits, log(depth / 10 m) with depth floored at 0.5 m, and the
+    normalised RGB, each area-averaged to (h, w) = ceil(H / stride) x ceil(W / stride).
+    """
+
+    fusion = "scores"
+
+    def __init__(self, num_classes: int, width: int, stride: int, max_depth_m: float) -> None:
+        super().__init__()
+        self.classes, self.stride, self.max_depth = num_classes, stride, max_depth_m
+        self.width = num_classes + 1  # the state: logits and log-depth
+        self.gate = nn.Sequential(
+            nn.Conv2d(3 * self.width + 4, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2, 3, padding=1),
+        )
+        self.strength = nn.Parameter(torch.zeros(1, 2, 1, 1))
+
+    def init_state(
+        self,
+        batch: int,
+        height: int,
+        width: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Zero memory (B, K + 1, ceil(H / stride), ceil(W / stride)) for H x W frames."""
+        size = (math.ceil(height / self.stride), math.ceil(width / self.stride))
+        return torch.zeros(batch, self.width, *size, device=device, dtype=dtype)
+
+    def reads(
+        self, x: torch.Tensor, feats: dict[str, torch.Tensor], own: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor:
+        """(B, K + 4, h, w) from the normalised frames ``x`` (B, 3, H, W) and their own outputs
+        ``own`` (``seg_logits`` (B, K, H, W), ``depth`` (B, 1, H, W) metres)."""
+        size = (math.ceil(x.shape[-2] / self.stride), math.ceil(x.shape[-1] / self.stride))
+        log_depth = (own["depth"].float().clamp_min(LOG_DEPTH_FLOOR_M) / LOG_DEPTH_UNIT_M).log()
+        maps = torch.cat([own["seg_logits"].float(), log_depth, x.float()], 1)
+        return F.interpolate(maps, size=size, mode="area").to(own["seg_logits"].dtype)
+
+    def forward(
+        self, reads: torch.Tensor, h: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """reads (B, K + 4, h, w), memory h (B, K + 1, h, w) aligned to this frame, valid
+        (B, 1, h, w) -> (corrections (B, K + 1, h, w): logits then log-depth, new memory)."""
+        own, rgb = reads[:, : self.width], reads[:, self.width :]
+        if valid is None:
+            valid = torch.ones_like(reads[:, :1])
+        valid = valid.to(reads.dtype)
+        gates = torch.sigmoid(self.gate(torch.cat([own, h, own - h, rgb, valid], 1)))
+        weight = valid * gates * (STRENGTH_SCALE * self.strength)
+        weight = torch.cat(
+            [weight[:, :1].expand(-1, self.classes, -1, -1), weight[:, 1:]], 1
+        )  # one gate for the logits, one for the depth
+        correction = weight * (h - own)
+        return correction, own + correction
+
+    def apply(
+        self, own: dict[str, torch.Tensor], corrections: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The frame's own outputs corrected: logits + correction, depth x e^step (bounded, at
+        most ``max_depth_m``), the corrections upsampled bilinearly to the frame's size."""
+        size = own["seg_logits"].shape[-2:]
+        up = F.interpolate(corrections, size=size, mode="bilinear", align_corners=False)
+        step = up[:, -1:].float().clamp(-MAX_LOG_DEPTH_STEP, MAX_LOG_DEPTH_STEP)
+        depth = (own["depth"].float() * torch.exp(step)).clamp(max=self.max_depth)
+        return {
+            "seg_logits": own["seg_logits"] + up[:, :-1].to(own["seg_logits"].dtype),
+            "depth": depth.to(own["depth"].dtype),
+        }
