@@ -273,19 +273,56 @@ class CarlaSettings(BaseModel):
     supervise: bool = Field(True, description="Record in a worker watched by a heartbeat per tick.")
 
 
+def town_name(value: str) -> str:
+    """A town name as given on the command line, checked (``Town10`` means ``Town10HD``)."""
+    if not value:
+        raise ValueError("is empty: pass a town name such as Town03")
+    if any(c in value for c in "/\\") or value.startswith("."):
+        raise ValueError(
+            f"{value!r} is a path, not a town name: pass a name such as Town03, and "
+            "--town-dir FOLDER for town files kept elsewhere"
+        )
+    if value == "Town10":
+        logging.getLogger(__name__).warning("CARLA 0.9.16 has no Town10; recording Town10HD")
+        return "Town10HD"
+    return value
+
+
 class CaptureConfig(BaseModel):
-    """What ``capture record`` does; saved beside the data as ``record-<seed>.json``."""
+    """What ``capture record`` does; saved beside each town's data as ``record-<seed>.json``."""
 
     model_config = ConfigDict(extra="forbid")
     backend: Literal["carla", "synthetic"] = Field("carla", description="Capture backend.")
     town: str = Field("Town03", description="Town to record; a file in town_configs/.")
-    clips: int = Field(10, description="Clips this town and seed should hold when done.")
+    towns: tuple[str, ...] = Field(
+        (),
+        description="Towns of the dataset plan, recorded one after another with --clips clips "
+        "each (instead of --town).",
+    )
+    clips: int = Field(10, description="Clips each town of the plan holds when done.")
     frames: int = Field(20, description="Frames per clip.")
     frame_stride: int = Field(1, description="Simulator ticks between recorded frames.")
     fps: float = Field(
         20.0, description="Simulator ticks per second (fixed_delta_seconds = 1/fps)."
     )
-    seed: int = Field(0, description="Seed of this recording; clip ids contain it.")
+    seed: int = Field(0, description="Seed of the dataset plan; clip ids contain it.")
+    task_index: int | None = Field(
+        None,
+        ge=0,
+        description="This task's index: it records clips k, k+N, ... of every town; default: "
+        "SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX, else 0.",
+    )
+    num_tasks: int | None = Field(
+        None,
+        ge=1,
+        description="Number of tasks N sharing the plan; default: SLURM_ARRAY_TASK_COUNT, else 1.",
+    )
+    lease_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds after which a writer on another host whose lease is not renewed "
+        "counts as dead (its leftovers are then taken over).",
+    )
     out: Path = Field(Path("data"), description="Dataset folder; shards go to <out>/<Town>/.")
     clips_per_shard: int = Field(
         50, description="Clips per HDF5 shard (about 50 MB each at 512x256)."
@@ -311,17 +348,15 @@ class CaptureConfig(BaseModel):
     @field_validator("town")
     @classmethod
     def _town_name(cls, value: str) -> str:
-        if not value:
-            raise ValueError("is empty: pass a town name such as Town03")
-        if any(c in value for c in "/\\") or value.startswith("."):
-            raise ValueError(
-                f"{value!r} is a path, not a town name: pass a name such as Town03, and "
-                "--town-dir FOLDER for town files kept elsewhere"
-            )
-        if value == "Town10":
-            logging.getLogger(__name__).warning("CARLA 0.9.16 has no Town10; recording Town10HD")
-            return "Town10HD"
-        return value
+        return town_name(value)
+
+    @field_validator("towns")
+    @classmethod
+    def _town_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = tuple(town_name(name) for name in value)
+        if len(set(names)) != len(names):
+            raise ValueError(f"lists a town twice: {', '.join(names)}; name each town once")
+        return names
 
     @field_validator("clips", "frames", "frame_stride", "clips_per_shard")
     @classmethod
@@ -371,6 +406,15 @@ class CaptureConfig(BaseModel):
                 "more"
             )
         return value
+
+    @model_validator(mode="after")
+    def _one_town_option(self) -> CaptureConfig:
+        if self.towns and "town" in self.model_fields_set and self.town not in self.towns:
+            raise ValueError(
+                f"--town {self.town} and --towns {','.join(self.towns)} disagree; pass the towns "
+                "with --towns alone"
+            )
+        return self
 
     @model_validator(mode="after")
     def _out_not_file(self) -> CaptureConfig:

@@ -20,7 +20,7 @@ from carla_capture.backends.carla.decode import (
     decode_semantic,
     transform_to_array,
 )
-from carla_capture.backends.carla.session import Session
+from carla_capture.backends.carla.session import Session, holds_traffic_manager
 from carla_capture.config import WEATHER_FIELDS, CaptureConfig, TownConfig, Weather
 from carla_capture.preflight import NoAnswer, preflight
 from carla_capture.weather import draw_weather, seeded_rng
@@ -91,6 +91,11 @@ class CarlaBackend:
                 f"lost the CARLA server at {address} while setting up: {exc}"
             ) from None
         self._clips_in_session = 0
+
+    def reconnects_in_process(self) -> bool:
+        """Whether a lost server may be reconnected from this process: not once its CARLA client
+        holds a Traffic Manager, which stays bound to the lost server (see the supervisor)."""
+        return not holds_traffic_manager()
 
     def restart(self, attempt: int = 1) -> None:
         """Drop the session, wait (doubling with each attempt), then wait up to ``server_wait``
