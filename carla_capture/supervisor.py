@@ -213,10 +213,12 @@ class Supervisor:
         fix it. A lost server is reconnected from a new worker, after a back-off: the old one's
         CARLA client keeps the lost server's Traffic Manager."""
         self.proc.join(10.0)  # it exits right after telling
-        if isinstance(exc, (ServerGone, ServerLost)) and self.server is not None:
-            self.server.relaunch(str(exc), max(self.cfg.carla.server_wait, 1.0))
-            return f"{exc} (server relaunched)"
-        if isinstance(exc, ServerLost):
+        server = self.server
+        lost = isinstance(exc, ServerLost) and server is not None and not server.alive()
+        if server is not None and (isinstance(exc, ServerGone) or lost):
+            server.relaunch(str(exc), max(self.cfg.carla.server_wait, 1.0))
+            return f"{getattr(exc, 'lost', exc)} (server relaunched)"
+        if isinstance(exc, ServerLost):  # a server process that exited is relaunched by run()
             time.sleep(self.cfg.carla.restart_backoff_s * 2**self.restarts)
             return f"{getattr(exc, 'lost', exc)} (reconnecting from a new worker)"
         raise exc

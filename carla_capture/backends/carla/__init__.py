@@ -72,6 +72,13 @@ class CarlaBackend:
                 )  # in a child: a C++ abort there becomes a one-line error
                 return self
             except NoAnswer:
+                if time.monotonic() > deadline and s.contact_wait > 0:  # a worker after a loss
+                    raise ServerGone(
+                        f"the CARLA server at {s.host}:{s.port} did not answer for "
+                        f"{s.contact_wait:g} s after it was lost; start it again (or pass "
+                        "--server-cmd so capture relaunches it) and run the same command to "
+                        "resume"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise
             time.sleep(0.5)
