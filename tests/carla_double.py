@@ -511,7 +511,7 @@ class TrafficManager(_Strict):
 
 #: How long a stale synchronous Traffic Manager's tick blocks (the client library's blocks
 #: forever, where no signal reaches; bounded here so that a regression fails instead of hanging).
-STALE_TM_HANG_S = 120.0
+STALE_TM_HANG_S = 30.0
 
 
 def _tick_traffic_managers() -> None:
