@@ -7,10 +7,10 @@ import logging
 import numpy as np
 import pytest
 
+from carla_capture.backends.carla import session
 from carla_capture.backends.carla.decode import decode_depth, decode_rgb, decode_semantic
 from carla_capture.config import CaptureConfig
 from carla_capture.record import record, shard_paths
-from carla_capture.backends.carla import session
 from clipcore.errors import BackendUnavailableError, CaptureError, ConfigError, FreshProcess
 from clipcore.shards import ShardReader
 from tests import carla_double as double

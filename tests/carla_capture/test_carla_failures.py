@@ -5,15 +5,14 @@ hung ticks and stale poses (see /docs/carla.md, "Server trouble")."""
 from __future__ import annotations
 
 import logging
-import math
 import socket
 
 import numpy as np
 import pytest
 
+from carla_capture.backends.carla import session
 from carla_capture.config import CaptureConfig
 from carla_capture.record import record, shard_paths
-from carla_capture.backends.carla import session
 from clipcore.errors import FreshProcess, ServerGone
 from clipcore.shards import ShardReader
 from tests import carla_double as double
@@ -65,7 +64,7 @@ def test_a_slow_map_load_gets_its_own_timeout(tmp_path, tiny_towns, server):
 
 
 def test_a_failed_setup_is_retried_like_a_lost_server(tmp_path, tiny_towns, server, caplog):
-    server.load_s = 30.0  # longer than --map-timeout: the first setup fails, the map goes on loading
+    server.load_s = 30.0  # longer than --map-timeout: the first setup fails, the load goes on
     with caplog.at_level(logging.WARNING):
         record(_cfg(tmp_path, tiny_towns, map_timeout=20.0))
     assert "while setting up" in caplog.text and "reconnecting (1 of 3)" in caplog.text
