@@ -24,7 +24,7 @@ from carla_capture.backends.base import Backend, clip_id
 from carla_capture.claims import Claims, Scan, scan
 from carla_capture.config import CaptureConfig
 from carla_capture.lease import Lease
-from carla_capture.plan import Task, check_plan, plan_towns, resolve_task
+from carla_capture.plan import WRITER_RE, Task, check_plan, plan_towns, resolve_task
 from carla_capture.shard_names import shard_paths
 from carla_capture.writer import WriterFolder
 from clipcore.errors import CaptureError, FreshProcess, RetryClip, ServerLost
@@ -170,9 +170,12 @@ def _nothing_of_seed(town_dir: Path, town: str, seed: int, claims: Claims) -> bo
 
 
 def _adopt(cfg: CaptureConfig, town_dir: Path, town: str, me: str, claims: Claims) -> Scan:
-    """Take over the leftovers of dead writers of this seed (their lease is free or stale):
-    assemble their staged clips, release their claims of clips they never finished, and move
-    clips staged by a release before writers into this writer. Returns the folder's scan."""
+    """Take over the leftovers of dead writers of this seed with another task count (the plan
+    is being finished by another layout of tasks, so they will not run again): with their lease
+    taken (it is free or stale), assemble their staged clips, release their claims of clips they
+    never finished. Writers of this task count are left to themselves: a task run again recovers
+    its own. Clips staged by a release before writers become this writer's. Returns the
+    folder's scan."""
     found = scan(town_dir, town, cfg.seed)
     open_claims = claims.listed(f"{town}-{cfg.seed}-") - found.done
     owners: dict[str, list[str]] = {}
@@ -184,7 +187,7 @@ def _adopt(cfg: CaptureConfig, town_dir: Path, town: str, me: str, claims: Claim
         leftover = owners.get(writer) or other.staged() or any(
             n.endswith(".partial") for n in _listing(other.dir)
         )
-        if writer == me or not leftover:
+        if _task_count(writer) == _task_count(me) or not leftover:
             continue
         lease = Lease(other.dir, f"{town} writer {writer}", cfg.lease_timeout, role="adopt")
         if not lease.try_adopt():
@@ -201,6 +204,11 @@ def _adopt(cfg: CaptureConfig, town_dir: Path, town: str, me: str, claims: Claim
     if _adopt_legacy(cfg, town_dir, town, me, claims, found):
         adopted = True
     return scan(town_dir, town, cfg.seed) if adopted else found
+
+
+def _task_count(writer: str) -> int:
+    found = WRITER_RE.match(writer)
+    return int(found["count"] or 1) if found else 0
 
 
 def _listing(folder: Path) -> list[str]:
