@@ -303,6 +303,7 @@ def verify(
         "town_dir",
         "carla.timeout",
         "carla.map_timeout",
+        "carla.stall_timeout",
     ),
     town_dir=_DIR,
 )
@@ -311,6 +312,7 @@ def doctor(as_json: bool, **options: Any) -> None:
     """Check a CARLA server before recording: versions, maps, map load time, synchronous tick rate,
     Traffic Manager, latency per camera, one short clip with the reprojection checks. Prints a
     table with the fix of every failure; exits 1 when a check fails. Leaves the server asynchronous.
+    The checks run in a child process that is stopped when no tick comes for --stall-timeout s.
 
     \b
     Examples:

@@ -287,3 +287,38 @@ def test_a_port_that_is_not_a_carla_server_is_one_line_naming_it(tmp_path, tiny_
         and f"127.0.0.1:{port}" in lines[0]
         and "not a CARLA 0.9.16 server" in lines[0]
     ), lines
+
+
+def _record_cli(cli, tmp_path, towns, *extra):
+    return cli.capture(
+        "record", "--town", "Town03", "--clips", "2", "--frames", "3", "--out", tmp_path,
+        "--town-dir", towns, "--timeout", "1", "--warmup-ticks", "1", *extra,
+    )  # fmt: skip
+
+
+def test_occupied_spawn_points_are_one_line_naming_the_fix_not_a_lost_server(
+    cli, tmp_path, tiny_towns, server, caplog
+):
+    server.map_name = "Town03"
+    world, library = double.World(server), double.BlueprintLibrary()
+    for point in double.Map("Town03").get_spawn_points():  # another client's parked vehicles
+        bp = library.find("vehicle.audi.a2")
+        bp.set_attribute("role_name", "someone_else")
+        world.spawn_actor(bp, point)
+    with caplog.at_level(logging.WARNING):
+        result = _record_cli(cli, tmp_path, tiny_towns)
+    line = cli.error(result, "all 40 spawn points of Town03", "are occupied", "fewer --vehicles")
+    assert "gave up" not in line and "restarting the recording worker" not in caplog.text
+
+
+def test_an_unknown_ego_blueprint_is_one_line_naming_the_fix(
+    cli, tmp_path, tiny_towns, server, caplog
+):
+    server.map_name = "Town03"
+    with caplog.at_level(logging.WARNING):
+        result = _record_cli(
+            cli, tmp_path, tiny_towns, "--set", "carla.ego_blueprint=vehicle.tesla.cybertruk"
+        )
+    line = cli.error(result, "no blueprint 'vehicle.tesla.cybertruk'", "--set carla.ego_blueprint=")
+    assert "gave up" not in line and "restarting the recording worker" not in caplog.text
+    assert "Traceback" not in result.stderr
