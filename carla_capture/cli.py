@@ -187,7 +187,7 @@ def inspect(
     \b
     Examples:
       capture inspect data/demo
-      capture inspect data/demo/Town01/Town01-00001.h5 --json
+      capture inspect data/demo/Town01/Town01-s0-00001.h5 --json
       capture inspect data/demo --sheet clip.png --clip Town01-0-000003
       capture inspect data/demo --video clip.mp4 --clip Town02-0-000000
       capture inspect data/demo/Town02 --rerun        # needs: pip install "carla-temporal[live]"
