@@ -284,3 +284,26 @@ def test_servers_inside_an_array_task_are_sub_tasks(tmp_path, tiny_towns, monkey
         "--task-index 2 --num-tasks 6" in lines[0],
         "--task-index 3 --num-tasks 6" in lines[1],
     ]
+
+
+def test_every_server_list_in_the_docs_and_help_keeps_ports_4_apart(cli):
+    """A server on RPC port P also binds P+1 and P+2: documented second servers on P+2 collided."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    texts = {p.name: p.read_text() for p in [root / "README.md", *(root / "docs").glob("*.md")]}
+    texts["capture record --help"] = cli.capture("record", "--help").output
+    texts["capture.sbatch"] = (root / "scripts/slurm/capture.sbatch").read_text()
+    lists = 0
+    for name, text in texts.items():
+        for spec in re.findall(r"--servers ((?:[\w.]+:\d+,?)+)", text):
+            ports = [int(p) for p in re.findall(r":(\d+)", spec)]
+            lists += 1
+            assert all(b - a >= 4 for a, b in zip(ports, ports[1:])), (name, spec)
+        launched = [int(p) for p in re.findall(r"-carla-rpc-port=(\d+)", text)]
+        assert len(set(launched)) < 2 or min(
+            abs(a - b) for a in set(launched) for b in set(launched) if a != b
+        ) >= 4, (name, launched)
+    assert lists >= 2
+    assert "4 * TASK" in texts["capture.sbatch"]

@@ -145,3 +145,21 @@ def test_kill_9_and_resume(tmp_path, small_towns):
     assert done.returncode == 0, err.decode()
     assert sorted(_all_clips(town_dir)) == [f"Town03-0-{i:06d}" for i in range(6)]
     assert not list(town_dir.rglob("*.partial")) and not list(town_dir.glob(".writer-s0/*.h5"))
+
+
+def test_clips_staged_by_a_release_before_writers_are_kept(synthetic_config, tmp_path, tiny_towns):
+    """A release before writers staged clips in <Town>/.staging-<seed>/: they are taken over."""
+    from clipcore.shards import ShardWriter
+
+    cfg = synthetic_config(tmp_path, tiny_towns, clips=3)
+    record(cfg.model_copy(update={"clips": 1}))
+    legacy = tmp_path / "Town01" / ".staging-0"
+    legacy.mkdir()
+    clip = SyntheticBackend(cfg, cfg.town_config()).record_clip(1)
+    with ShardWriter(legacy / f"{clip.clip_id}.h5", "Town01") as writer:
+        writer.add(clip)
+    (legacy / "Town01-0-000002.h5.partial").write_bytes(b"half")
+    summary = record(cfg)
+    assert summary.existing == 2 and summary.recorded == 1
+    assert sorted(_all_clips(tmp_path / "Town01")) == [f"Town01-0-{i:06d}" for i in range(3)]
+    assert not legacy.exists()
