@@ -288,6 +288,7 @@ def test_servers_inside_an_array_task_are_sub_tasks(tmp_path, tiny_towns, monkey
 
 def test_every_server_list_in_the_docs_and_help_keeps_ports_4_apart(cli):
     """A server on RPC port P also binds P+1 and P+2: documented second servers on P+2 collided."""
+    import itertools
     import re
     from pathlib import Path
 
@@ -300,7 +301,7 @@ def test_every_server_list_in_the_docs_and_help_keeps_ports_4_apart(cli):
         for spec in re.findall(r"--servers ((?:[\w.]+:\d+,?)+)", text):
             ports = [int(p) for p in re.findall(r":(\d+)", spec)]
             lists += 1
-            assert all(b - a >= 4 for a, b in zip(ports, ports[1:])), (name, spec)
+            assert all(b - a >= 4 for a, b in itertools.pairwise(ports)), (name, spec)
         launched = [int(p) for p in re.findall(r"-carla-rpc-port=(\d+)", text)]
         assert len(set(launched)) < 2 or min(
             abs(a - b) for a in set(launched) for b in set(launched) if a != b
