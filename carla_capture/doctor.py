@@ -100,9 +100,7 @@ def _supervised_live_checks(cfg: CaptureConfig, ticks: int) -> list[Check]:
     s, ctx, checks = cfg.carla, mp.get_context("fork"), []
     beat = ctx.Value("d", time.monotonic() + s.stall_timeout + 30.0, lock=False)
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(
-        target=_live_child, args=(cfg, ticks, beat, send), name="carla-doctor"
-    )
+    child = ctx.Process(target=_live_child, args=(cfg, ticks, beat, send), name="carla-doctor")
     child.start()
     send.close()
     while True:

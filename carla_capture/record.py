@@ -184,8 +184,10 @@ def _adopt(cfg: CaptureConfig, town_dir: Path, town: str, me: str, claims: Claim
     adopted = False
     for writer in found.writers:
         other = WriterFolder(town_dir, town, writer, cfg.compression, cfg.clips_per_shard)
-        leftover = owners.get(writer) or other.staged() or any(
-            n.endswith(".partial") for n in _listing(other.dir)
+        leftover = (
+            owners.get(writer)
+            or other.staged()
+            or any(n.endswith(".partial") for n in _listing(other.dir))
         )
         if _task_count(writer) == _task_count(me) or not leftover:
             continue

@@ -303,8 +303,9 @@ def test_every_server_list_in_the_docs_and_help_keeps_ports_4_apart(cli):
             lists += 1
             assert all(b - a >= 4 for a, b in itertools.pairwise(ports)), (name, spec)
         launched = [int(p) for p in re.findall(r"-carla-rpc-port=(\d+)", text)]
-        assert len(set(launched)) < 2 or min(
-            abs(a - b) for a in set(launched) for b in set(launched) if a != b
-        ) >= 4, (name, launched)
+        assert (
+            len(set(launched)) < 2
+            or min(abs(a - b) for a in set(launched) for b in set(launched) if a != b) >= 4
+        ), (name, launched)
     assert lists >= 2
     assert "4 * TASK" in texts["capture.sbatch"]

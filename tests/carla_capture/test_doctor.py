@@ -91,8 +91,9 @@ def test_doctor_stops_a_hung_tick_within_the_stall_timeout(tiny_towns, standin):
     )
     assert done.returncode == 1, done.stderr
     checks = {c["name"]: c for c in json.loads(done.stdout)}
-    assert not checks["stopped"]["passed"] and "no answer from the server for 2 s" in (
-        checks["stopped"]["detail"]
+    assert (
+        not checks["stopped"]["passed"]
+        and "no answer from the server for 2 s" in (checks["stopped"]["detail"])
     )
     assert checks["left asynchronous"]["passed"], checks
     state = server.state()
