@@ -79,6 +79,10 @@ def test_a_restarting_recorder_leaves_a_shard_being_closed_alone(
     assert b_left <= removed, "B removed its own leftovers"
     assert all(r.startswith((f".writer-{b_name}/", f"Town01-{b_name}-")) for r in removed), removed
     assert all(f"-{a_name}-" in p.name and p.exists() for p in a.shards_written)
+    a_ids = {f"Town01-0-{i:06d}" for i in range(a_cfg.clips) if i % (2 if mine else 1) == 0}
+    for path in a.shards_written:  # A published its own clips only
+        with ShardReader(path) as reader:
+            assert set(reader.clip_ids()) <= a_ids
     share = a.requested + seen["b"].requested
     assert len(existing_clip_ids(town_dir)) == share
     assert not list(town_dir.rglob("*.partial"))
@@ -146,3 +150,29 @@ def _ids_of(town_dir: Path, writer: str) -> list[str]:
         with ShardReader(path) as reader:
             ids += reader.clip_ids()
     return ids
+
+
+def test_a_clip_two_writers_race_for_is_committed_once(
+    synthetic_config, tmp_path, tiny_towns, monkeypatch
+):
+    """One process records the whole plan while task 0 of 2 of the same plan runs (two layouts
+    at once): each clip is claimed, recorded and committed by one of them only."""
+    whole = synthetic_config(tmp_path, tiny_towns, clips=6, clips_per_shard=2)
+    half = synthetic_config(tmp_path, tiny_towns, clips=6, clips_per_shard=2, task_index=0)
+    half = half.model_copy(update={"num_tasks": 2})
+    original, seen = SyntheticBackend.record_clip, {}
+
+    def racing(self, index, on_frame=None):
+        if "half" not in seen and self.config.num_tasks is None:  # the whole plan's first clip
+            seen["half"] = record(half)  # task 0 of 2 claims and records 0, 2, 4 meanwhile
+        return original(self, index, on_frame)
+
+    monkeypatch.setattr(SyntheticBackend, "record_clip", racing)
+    summary = record(whole)
+    assert seen["half"].recorded == 2  # clip 0 was claimed by the whole plan's writer first
+    assert summary.recorded == 4 and summary.elsewhere == 2
+    ids = []
+    for path in sorted((tmp_path / "Town01").glob("*.h5")):
+        with ShardReader(path) as reader:
+            ids += reader.clip_ids()
+    assert sorted(ids) == [f"Town01-0-{i:06d}" for i in range(6)]
