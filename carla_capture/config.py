@@ -243,10 +243,9 @@ class CarlaSettings(BaseModel):
     )
     servers: tuple[str, ...] = Field(
         (),
-        description="host:port,host:port,...: one capture process per CARLA server, seeds seed, "
-        "seed+1, ...; or N with --server-cmd: N servers launched on ports port, port+4, ... and "
-        "GPUs "
-        "0..N-1.",
+        description="host:port,host:port,... (4 ports apart on one host): one capture process "
+        "per CARLA server, each a task of the plan; or N with --server-cmd: N servers launched on "
+        "ports port, port+4, ... and GPUs 0..N-1.",
     )
     map_timeout: float = Field(120.0, gt=0, description="Seconds allowed for load_world.")
     server_wait: float = Field(
