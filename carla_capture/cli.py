@@ -49,11 +49,14 @@ _DIR = {"type": TextPathType(file_okay=False)}
 RECORD_FIELDS = (
     "backend",
     "town",
+    "towns",
     "clips",
     "frames",
     "frame_stride",
     "fps",
     "seed",
+    "task_index",
+    "num_tasks",
     "out",
     "clips_per_shard",
     "compression",
@@ -70,6 +73,7 @@ RECORD_FIELDS = (
     "carla.max_restarts",
     "carla.servers",
     "carla.server_cmd",
+    "carla.server_gpu",
     "carla.server_wait",
     "carla.map_timeout",
     "carla.stall_timeout",
@@ -83,19 +87,28 @@ RECORD_FIELDS = (
 def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> None:
     """Record clips into HDF5 shards under OUT/TOWN/, resuming where a previous run stopped.
 
+    A dataset plan is (towns, --clips per town, --seed, the settings that change the data): the
+    same plan gives the same clips whether one process or N tasks record it. Task K of N records
+    clips K, K+N, ... of every town; K and N come from --task-index / --num-tasks, or a SLURM job
+    array, or a Kubernetes indexed Job (JOB_COMPLETION_INDEX, with --num-tasks). See
+    docs/cluster.md.
+
     \b
     Examples:
       capture record --town Town03 --clips 200                 # CARLA server on 127.0.0.1:2000
       capture record --town Town10HD --clips 50 --host 10.0.0.5 --vehicles 80 --walkers 40
-      capture record --town Town03 --clips 400 --servers 127.0.0.1:2000,127.0.0.1:2002
+      capture record --town Town03 --clips 400 --servers 127.0.0.1:2000,127.0.0.1:2004
       capture record --backend synthetic --town Town01 --clips 20 --out data/demo
       capture record --backend synthetic --town Town02 --clips 5 --frames 10 --set fps=10
       capture record --backend synthetic --town Town01 --clips 20 --appearance textured \\
         --out data/real
+      capture record --backend synthetic --towns Town01,Town02 --clips 12 --seed 7 \\
+        --task-index 1 --num-tasks 3 --out data/plan     # task 1 of 3 of one plan
 
     Running the same command again after a crash or Ctrl-C records only the missing clips.
     """
-    from carla_capture.record import record as run_record
+    from carla_capture.plan import plan_towns, resolve_task
+    from carla_capture.record import record_plan as run_record
 
     cfg = capture_config(config, options, overrides)
     if cfg.carla.servers:
@@ -103,19 +116,33 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
 
         record_on_servers(cfg)
         return
+    task = resolve_task(cfg)
     if cfg.backend == "carla" and cfg.carla.supervise:
         from carla_capture.supervisor import supervised_record as run_record
-    todo_hint = f"{cfg.town} ({cfg.backend}, seed {cfg.seed})"
+    towns = plan_towns(cfg)
+    of_task = "" if task.count == 1 else f", {task}"
     with click.progressbar(
-        length=cfg.clips, label=f"recording {todo_hint}", file=sys.stderr
+        length=len(towns) * len(task.share(cfg.clips)),
+        label=f"recording {','.join(towns)} ({cfg.backend}, seed {cfg.seed}{of_task})",
+        file=sys.stderr,
     ) as bar:
-        summary = run_record(cfg, progress=lambda _cid: bar.update(1))
+        summaries = run_record(cfg, progress=lambda _cid: bar.update(1), task=task)
+    for summary in summaries:
+        click.echo(_summary_line(summary, cfg.out))
+
+
+def _summary_line(summary: Any, out: Path) -> str:
+    """One line of what ``capture record`` did in one town."""
     rate = summary.frames_recorded / summary.seconds if summary.seconds > 0 else 0.0
-    click.echo(
-        f"{summary.town}: {summary.existing + summary.recorded}/{summary.requested} clips "
-        f"({summary.recorded} recorded now, {summary.existing} already there), "
+    share = "" if summary.task.count == 1 else f" of {summary.task}'s share"
+    elsewhere = (
+        f", {summary.elsewhere} being recorded by other writers" if summary.elsewhere else ""
+    )
+    return (
+        f"{summary.town}: {summary.existing + summary.recorded}/{summary.requested} clips{share} "
+        f"({summary.recorded} recorded now, {summary.existing} already there{elsewhere}), "
         f"{len(summary.shards_written)} shard(s) written, {rate:.1f} frames/s -> "
-        f"{cfg.out / summary.town}"
+        f"{out / summary.town}"
     )
 
 
@@ -161,7 +188,7 @@ def inspect(
     \b
     Examples:
       capture inspect data/demo
-      capture inspect data/demo/Town01/Town01-00001.h5 --json
+      capture inspect data/demo/Town01/Town01-s0-00001.h5 --json
       capture inspect data/demo --sheet clip.png --clip Town01-0-000003
       capture inspect data/demo --video clip.mp4 --clip Town02-0-000000
       capture inspect data/demo/Town02 --rerun        # needs: pip install "carla-temporal[live]"
@@ -283,6 +310,7 @@ def verify(
         "town_dir",
         "carla.timeout",
         "carla.map_timeout",
+        "carla.stall_timeout",
     ),
     town_dir=_DIR,
 )
@@ -291,6 +319,7 @@ def doctor(as_json: bool, **options: Any) -> None:
     """Check a CARLA server before recording: versions, maps, map load time, synchronous tick rate,
     Traffic Manager, latency per camera, one short clip with the reprojection checks. Prints a
     table with the fix of every failure; exits 1 when a check fails. Leaves the server asynchronous.
+    The checks run in a child process that is stopped when no tick comes for --stall-timeout s.
 
     \b
     Examples:

@@ -266,10 +266,9 @@ class CarlaSettings(BaseModel):
     )
     servers: tuple[str, ...] = Field(
         (),
-        description="host:port,host:port,...: one capture process per CARLA server, seeds seed, "
-        "seed+1, ...; or N with --server-cmd: N servers launched on ports port, port+4, ... and "
-        "GPUs "
-        "0..N-1.",
+        description="host:port,host:port,... (4 ports apart on one host): one capture process "
+        "per CARLA server, each a task of the plan; or N with --server-cmd: N servers launched on "
+        "ports port, port+4, ... and GPUs 0..N-1.",
     )
     map_timeout: float = Field(120.0, gt=0, description="Seconds allowed for load_world.")
     server_wait: float = Field(
@@ -297,18 +296,40 @@ class CarlaSettings(BaseModel):
 
 
 class CaptureConfig(BaseModel):
-    """What ``capture record`` does; saved beside the data as ``record-<seed>.json``."""
+    """What ``capture record`` does; saved beside each town's data as ``record-<seed>.json``."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     backend: Literal["carla", "synthetic"] = Field("carla", description="Capture backend.")
     town: str = Field("Town03", description="Town to record; a file in town_configs/.")
-    clips: int = Field(10, description="Clips this town and seed should hold when done.")
+    towns: tuple[str, ...] = Field(
+        (),
+        description="Towns of the dataset plan, recorded one after another with --clips clips "
+        "each (instead of --town).",
+    )
+    clips: int = Field(10, description="Clips each town of the plan holds when done.")
     frames: int = Field(20, description="Frames per clip.")
     frame_stride: int = Field(1, description="Simulator ticks between recorded frames.")
     fps: float = Field(
         20.0, description="Simulator ticks per second (fixed_delta_seconds = 1/fps)."
     )
-    seed: int = Field(0, description="Seed of this recording; clip ids contain it.")
+    seed: int = Field(0, description="Seed of the dataset plan; clip ids contain it.")
+    task_index: int | None = Field(
+        None,
+        ge=0,
+        description="This task's index: it records clips k, k+N, ... of every town; default: "
+        "SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX, else 0.",
+    )
+    num_tasks: int | None = Field(
+        None,
+        ge=1,
+        description="Number of tasks N sharing the plan; default: SLURM_ARRAY_TASK_COUNT, else 1.",
+    )
+    lease_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds after which a writer on another host whose lease is not renewed "
+        "counts as dead (its leftovers are then taken over).",
+    )
     out: TextPath = Field(Path("data"), description="Dataset folder; shards go to <out>/<Town>/.")
     clips_per_shard: int = Field(
         50, description="Clips per HDF5 shard (about 50 MB each at 512x256)."
@@ -335,6 +356,14 @@ class CaptureConfig(BaseModel):
     @classmethod
     def _town_name(cls, value: str) -> str:
         return town_name(value)
+
+    @field_validator("towns")
+    @classmethod
+    def _town_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = tuple(town_name(name) for name in value)
+        if len(set(names)) != len(names):
+            raise ValueError(f"lists a town twice: {', '.join(names)}; name each town once")
+        return names
 
     @field_validator("clips", "frames", "frame_stride", "clips_per_shard")
     @classmethod
@@ -384,6 +413,15 @@ class CaptureConfig(BaseModel):
                 "more"
             )
         return value
+
+    @model_validator(mode="after")
+    def _one_town_option(self) -> CaptureConfig:
+        if self.towns and "town" in self.model_fields_set and self.town not in self.towns:
+            raise ValueError(
+                f"--town {self.town} and --towns {','.join(self.towns)} disagree; pass the towns "
+                "with --towns alone"
+            )
+        return self
 
     @model_validator(mode="after")
     def _out_not_file(self) -> CaptureConfig:

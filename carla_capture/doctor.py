@@ -6,14 +6,21 @@ on the server; how long loading it takes; ticks per second in synchronous mode w
 cameras and the Traffic Manager in synchronous mode; latency of each camera; one short clip
 recorded and checked like ``capture verify`` does (reprojection included); the server left
 asynchronous. Each check carries the fix for its failure.
+
+The checks that talk to the world run in a child process watched like a recording worker: it
+beats once per tick, and when no beat comes for ``stall_timeout`` seconds (a tick hung in C++,
+CARLA #9172, where no signal reaches) it is killed, the table says where it stopped, and another
+child destroys its actors and leaves the server asynchronous.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import statistics
 import time
 from dataclasses import asdict, dataclass
 
+from carla_capture import heartbeat
 from carla_capture.config import CaptureConfig, VerifyConfig
 from carla_capture.preflight import preflight
 from clipcore.errors import CaptureError
@@ -61,18 +68,87 @@ def run_doctor(cfg: CaptureConfig, ticks: int = 20) -> list[Check]:
     )
     if not has_map:
         return checks
+    return checks + _supervised_live_checks(cfg, ticks)
+
+
+class _Sender:
+    """A list-like ``append`` that sends each check to the parent as soon as it is made."""
+
+    def __init__(self, conn: object) -> None:
+        self.conn = conn
+
+    def append(self, check: Check) -> None:
+        self.conn.send(check)
+
+
+def _live_child(cfg: CaptureConfig, ticks: int, beat: object, conn: object) -> None:
+    heartbeat.attach(beat, cfg.carla.stall_timeout)
     try:
-        _live_checks(cfg, checks, ticks)
+        _live_checks(cfg, _Sender(conn), ticks)
     except (CaptureError, RuntimeError) as exc:
-        checks.append(
+        conn.send(
             Check("stopped", False, str(exc), "fix the failure above and run capture doctor again")
         )
+    conn.send(None)
+
+
+def _supervised_live_checks(cfg: CaptureConfig, ticks: int) -> list[Check]:
+    """:func:`_live_checks` in a child process, killed when its heartbeat stops."""
+    from carla_capture.backends.carla.session import leave_server
+    from carla_capture.preflight import cleanup_in_child
+
+    s, ctx, checks = cfg.carla, mp.get_context("fork"), []
+    beat = ctx.Value("d", time.monotonic() + s.stall_timeout + 30.0, lock=False)
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_live_child, args=(cfg, ticks, beat, send), name="carla-doctor")
+    child.start()
+    send.close()
+    while True:
+        try:
+            if receive.poll(0.1):
+                item = receive.recv()
+                if item is None:
+                    break
+                checks.append(item)
+                continue
+        except EOFError:
+            pass
+        if not child.is_alive():
+            checks.append(
+                Check("stopped", False, f"the check process died (exit code {child.exitcode})",
+                      "run the server of the carla==0.9.16 client, then capture doctor again")
+            )  # fmt: skip
+            break
+        if time.monotonic() > beat.value:
+            child.kill()
+            child.join()
+            after = checks[-1].name if checks else "map available"
+            checks.append(
+                Check(
+                    "stopped",
+                    False,
+                    f"no answer from the server for {s.stall_timeout:g} s after '{after}' (a "
+                    "hung tick or server call, CARLA #9172); the check was stopped",
+                    "restart the server, then run capture doctor again",
+                )
+            )
+            problem = cleanup_in_child(leave_server, cfg, s.timeout + 10.0)
+            checks.append(
+                Check(
+                    "left asynchronous",
+                    problem is None,
+                    problem or "the check's actors destroyed, synchronous_mode=False",
+                    "restart the server before recording" if problem else "",
+                )
+            )
+            break
+    child.join(5.0)
     return checks
 
 
-def _live_checks(cfg: CaptureConfig, checks: list[Check], ticks: int) -> None:
+def _live_checks(cfg: CaptureConfig, checks: list[Check] | _Sender, ticks: int) -> None:
     from carla_capture.backends.carla import CarlaBackend
-    from carla_capture.backends.carla.session import _load_town
+    from carla_capture.backends.carla.session import _load_town, await_world
     from carla_capture.verify import verify_clip
 
     s, town = cfg.carla, cfg.town_config()
@@ -80,7 +156,9 @@ def _live_checks(cfg: CaptureConfig, checks: list[Check], ticks: int) -> None:
     client = backend.carla.Client(s.host, s.port)
     client.set_timeout(s.timeout)
     started = time.monotonic()
-    _load_town(client, client.get_world(), town.carla_map, s.map_timeout, s.timeout)
+    heartbeat.expect(2 * s.map_timeout + s.timeout + 10.0)
+    world = await_world(client, s.map_timeout, s.timeout)
+    _load_town(client, world, town.carla_map, s.map_timeout, s.timeout)
     seconds = time.monotonic() - started
     checks.append(
         Check(
@@ -125,6 +203,7 @@ def _live_checks(cfg: CaptureConfig, checks: list[Check], ticks: int) -> None:
                 )
             )
         clip = backend.record_clip(0)
+        heartbeat.expect(120.0)  # the checks of capture verify: no ticks
         report = verify_clip(clip, "doctor", VerifyConfig())
         checks.append(
             Check(

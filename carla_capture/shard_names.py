@@ -1,7 +1,9 @@
-"""Final shard names of a town folder: ``<town>-NNNNN.h5``, numbered from 1, never reused.
+"""Final shard names of a town folder: ``<town>-NNNNN.h5`` (importers), ``<town>-<writer>-NNNNN.h5``
+(``capture record``: each writer numbers its own), numbered from 1, never reused.
 
-Every writer of final shards (``capture record``, the importers) takes its next number here, so
-two of them writing into the same town folder never collide and never overwrite a shard.
+The importers take their next number here (claimed by exclusive creation); a recording writer's
+names carry its own name (:mod:`carla_capture.writer`), so no two processes ever write, publish or
+remove the same file.
 """
 
 from __future__ import annotations
@@ -38,3 +40,14 @@ def open_next_shard(town_dir: Path, town: str, codec: str = CODECS[0]) -> ShardW
             return ShardWriter(path, town, codec)
         except FileExistsError:  # another process took this number
             continue
+
+
+def writer_shard_re(town: str, writer: str) -> re.Pattern[str]:
+    """Final and unfinished shards of one writer: ``<town>-<writer>-NNNNN.h5[.partial]``."""
+    return re.compile(rf"^{re.escape(town)}-{re.escape(writer)}-(?P<num>\d{{5}})\.h5(\.partial)?$")
+
+
+def unscoped_shard_re(town: str) -> re.Pattern[str]:
+    """Final shards that belong to no writer: ``<town>-NNNNN.h5`` (the importers', and every
+    shard of a release before writers were named)."""
+    return re.compile(rf"^{re.escape(town)}-(?P<num>\d{{5}})\.h5$")

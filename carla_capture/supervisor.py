@@ -6,7 +6,12 @@ The worker runs :func:`carla_capture.record.record` and beats once per simulator
 - no beat arrives for ``stall_timeout`` seconds (a tick hung in C++, CARLA #9172, where no
   Python signal reaches): the worker gets SIGTERM, then SIGKILL;
 - the worker dies (a C++ abort, the OOM killer) or stops because the server stayed away;
-- the server process it launched (``--server-cmd``) exits: that is relaunched first.
+- the server process it launched (``--server-cmd``) exits: that is relaunched first;
+- the worker lost the server after it bound a Traffic Manager: CARLA's client library keeps one
+  Traffic Manager per port for the life of the process (``world.tick()`` ticks them all), so a
+  process that reconnected would drive the new server with the dead one's; the supervisor starts a
+  new worker after a back-off (2, 4, 8 ... s) instead, which waits up to ``server_wait`` for the
+  server.
 
 Each restart counts against ``max_restarts`` and is logged with its reason. A restarted worker
 resumes from the staged clips (resume is crash-safe), and its session removes what a killed one
@@ -24,6 +29,7 @@ from collections.abc import Callable, Iterator
 
 from carla_capture import heartbeat
 from carla_capture.config import CaptureConfig
+from carla_capture.plan import Task, resolve_task
 from carla_capture.server_process import ServerProcess
 from clipcore.errors import CaptureError, ServerGone, ServerLost
 
@@ -51,8 +57,8 @@ def terminate_like_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _worker(cfg: CaptureConfig, beat: object, conn: object) -> None:
-    from carla_capture.record import record
+def _worker(cfg: CaptureConfig, task: Task, beat: object, conn: object) -> None:
+    from carla_capture.record import record_plan
 
     heartbeat.attach(beat, cfg.carla.stall_timeout)
     signal.signal(
@@ -65,7 +71,7 @@ def _worker(cfg: CaptureConfig, beat: object, conn: object) -> None:
 
     try:
         with terminate_like_interrupt():
-            outcome = ("done", record(cfg, progress=progress))
+            outcome = ("done", record_plan(cfg, progress=progress, task=task))
     except CaptureError as exc:
         outcome = ("error", exc)
     except KeyboardInterrupt:
@@ -79,8 +85,14 @@ def _worker(cfg: CaptureConfig, beat: object, conn: object) -> None:
 class Supervisor:
     """Runs workers until the recording is done; owns the server process of ``--server-cmd``."""
 
-    def __init__(self, cfg: CaptureConfig, progress: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: CaptureConfig,
+        progress: Callable[[str], None] | None = None,
+        task: Task | None = None,
+    ) -> None:
         self.cfg, self.progress, self.restarts, self.killed = cfg, progress, 0, False
+        self.task = task or resolve_task(cfg)
         self.ctx = mp.get_context(
             "fork"
         )  # the worker inherits the loaded modules; the parent never imports carla
@@ -156,7 +168,9 @@ class Supervisor:
                 }
             )
         receive, send = self.ctx.Pipe(duplex=False)
-        self.proc = self.ctx.Process(target=_worker, args=(cfg, beat, send), name="capture-worker")
+        self.proc = self.ctx.Process(
+            target=_worker, args=(cfg, self.task, beat, send), name="capture-worker"
+        )
         self.proc.start()
         send.close()
         while True:
@@ -195,12 +209,19 @@ class Supervisor:
         return None
 
     def _after_error(self, exc: CaptureError) -> str:
-        """A worker's error: re-raised unless a (relaunched) server may fix it."""
+        """A worker's error: re-raised unless a (relaunched) server or a fresh worker process may
+        fix it. A lost server is reconnected from a new worker, after a back-off: the old one's
+        CARLA client keeps the lost server's Traffic Manager."""
         self.proc.join(10.0)  # it exits right after telling
-        if not isinstance(exc, (ServerGone, ServerLost)) or self.server is None:
-            raise exc
-        self.server.relaunch(str(exc), max(self.cfg.carla.server_wait, 1.0))
-        return f"{exc} (server relaunched)"
+        server = self.server
+        lost = isinstance(exc, ServerLost) and server is not None and not server.alive()
+        if server is not None and (isinstance(exc, ServerGone) or lost):
+            server.relaunch(str(exc), max(self.cfg.carla.server_wait, 1.0))
+            return f"{getattr(exc, 'lost', exc)} (server relaunched)"
+        if isinstance(exc, ServerLost):  # a server process that exited is relaunched by run()
+            time.sleep(self.cfg.carla.restart_backoff_s * 2**self.restarts)
+            return f"{getattr(exc, 'lost', exc)} (reconnecting from a new worker)"
+        raise exc
 
     def _stop_worker(self, grace_s: float = 3.0) -> None:
         """SIGTERM (the worker cleans up like Ctrl-C), then SIGKILL when it is stuck in C++."""
@@ -215,6 +236,11 @@ class Supervisor:
         self.killed = True
 
 
-def supervised_record(cfg: CaptureConfig, progress: Callable[[str], None] | None = None) -> object:
-    """:func:`carla_capture.record.record` in a supervised worker (see the module docstring)."""
-    return Supervisor(cfg, progress).run()
+def supervised_record(
+    cfg: CaptureConfig,
+    progress: Callable[[str], None] | None = None,
+    task: Task | None = None,
+) -> object:
+    """:func:`carla_capture.record.record_plan` in a supervised worker (see the module
+    docstring): the list of each town's :class:`~carla_capture.record.RecordSummary`."""
+    return Supervisor(cfg, progress, task).run()

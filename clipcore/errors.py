@@ -33,5 +33,26 @@ class ServerLost(CaptureError):
     the clip."""
 
 
+class FreshProcess(ServerLost):
+    """The server was lost by a process whose CARLA client holds its Traffic Manager (the client
+    library keeps one per port for the life of the process): reconnect from a new process."""
+
+    def __init__(self, lost: str) -> None:
+        self.lost = lost
+        super().__init__(
+            f"{lost}; this process holds the lost server's Traffic Manager (CARLA's client keeps "
+            "one per port for the life of the process), so it does not reconnect: run the same "
+            "command again (a supervised recording, the default, does that itself)"
+        )
+
+    def __reduce__(self) -> tuple:
+        return (FreshProcess, (self.lost,))
+
+
+class SetupError(CaptureError):
+    """The simulator cannot be set up as configured (a setting to change, not a lost server):
+    never retried."""
+
+
 class ServerGone(BackendUnavailableError):
     """A lost server did not answer again within ``--server-wait`` seconds."""

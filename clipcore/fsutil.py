@@ -11,6 +11,8 @@ import errno
 import os
 import re
 import shutil
+import socket
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,3 +105,47 @@ def atomic_copy(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` through :func:`atomic_write`: a failed copy (a full disk) leaves
     ``dst`` as it was, never truncated."""
     atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def _unique_tmp(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other process (on any host) uses."""
+    token = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    return path.with_name(f".{path.name}.{token}.tmp")
+
+
+def _write_tmp(tmp: Path, text: str) -> None:
+    with open(tmp, "x") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def create_text(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text`` unless it exists; False when it does.
+
+    Safe for many processes on a shared file system without ``flock``: the text goes to a
+    temporary file of this process, which is hard-linked to ``path`` (an atomic create that fails
+    when the name is taken, also on NFS), so a reader never sees a half-written file."""
+    path = Path(path)
+    tmp = _unique_tmp(path)
+    try:
+        _write_tmp(tmp, text)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically through a temporary file of this process (two
+    processes replacing the same file never share a temporary file)."""
+    path = Path(path)
+    tmp = _unique_tmp(path)
+    try:
+        _write_tmp(tmp, text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

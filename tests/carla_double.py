@@ -33,6 +33,7 @@ CLIENT_VERSION = "0.9.16"
 
 def _check(obj) -> None:  # noqa: ANN001
     obj._server.live()
+    obj._server.stall()
     if obj._epoch != obj._server.epoch:
         raise RuntimeError(
             "time-out of 2000ms while waiting for the simulator, make sure the simulator is ready "
@@ -444,10 +445,11 @@ class Actor(_Strict):
 
 class Vehicle(Actor):
     autopilot = False
+    tm_port = 8000
 
     def set_autopilot(self, enabled: bool = True, tm_port: int = 8000) -> None:
         _check(self)
-        self.autopilot = enabled
+        self.autopilot, self.tm_port = enabled, tm_port
 
 
 class Sensor(Actor):
@@ -484,18 +486,41 @@ class WalkerAIController(Actor):
 
 
 class TrafficManager(_Strict):
+    """Like the client library's TrafficManagerLocal: its settings are the client's own (no
+    server call, no error), and it stays bound to the server it was made for; once that server is
+    lost it is *stale*: it drives nothing, and a synchronous stale one never finishes its tick."""
+
     def __init__(self, server: FakeServer, port: int) -> None:
-        self._server, self._epoch, self.port = server, server.epoch, port
+        self._server, self._epoch, self.port, self.sync = server, server.epoch, port, False
+
+    def stale(self) -> bool:
+        return self._epoch != self._server.epoch
 
     def set_synchronous_mode(self, mode: bool = True) -> None:
-        _check(self)
+        self.sync = mode
+        if self.stale():
+            return
         if self._server.remote is not None:
             self._server._remote("tm", sync=mode)
         self._server.tm_sync = mode
 
     def set_random_device_seed(self, seed: int) -> None:
-        _check(self)
-        self._server.tm_seed = seed
+        if not self.stale():
+            self._server.tm_seed = seed
+
+
+#: How long a stale synchronous Traffic Manager's tick blocks (the client library's blocks
+#: forever, where no signal reaches; bounded here so that a regression fails instead of hanging).
+STALE_TM_HANG_S = 30.0
+
+
+def _tick_traffic_managers() -> None:
+    """``world.tick()`` ticks every Traffic Manager this process holds, like the client library;
+    a synchronous one whose server was lost waits for a step that never comes."""
+    for tm in list(_TM_MAP.values()):
+        if tm.sync and tm.stale():
+            threading.Event().wait(STALE_TM_HANG_S)
+            raise RuntimeError("the Traffic Manager's synchronous tick never finished")
 
 
 class _Command(_Strict):
@@ -518,7 +543,7 @@ class _SpawnActor(_Command):
 class _SetAutopilot(_Command):
     def __init__(self, actor: object, enabled: bool, tm_port: int = 8000) -> None:
         super().__init__()
-        self.actor, self.enabled = actor, enabled
+        self.actor, self.enabled, self.tm_port = actor, enabled, tm_port
 
 
 class _DestroyActor(_Command):
@@ -573,7 +598,7 @@ class FakeServer:
         0.0  # after a crash the server answers nothing for this long (inf: until relaunched)
     )
     load_s: float = (
-        0.0  # simulated seconds load_world takes (the client times out if its timeout is shorter)
+        0.0  # seconds load_world takes; meanwhile every call but version and maps stalls
     )
     hang_at_ticks: set = field(
         default_factory=set
@@ -618,6 +643,7 @@ class FakeServer:
             [],
         )
         self.rng = np.random.default_rng(0)  # navigation points
+        self.loading_left, self._loading_seen, self.client_timeout, self.stalls = 0.0, 0.0, 5.0, 0
 
     def _remote(self, op: str, **args: object) -> dict:
         """One request to the stand-in process; a dead or restarted one invalidates every handle."""
@@ -647,6 +673,29 @@ class FakeServer:
         self.map_name, self.tm_sync, self.frame = reply["map"], reply["tm_sync"], reply["frame"]
         self.settings = WorldSettings(reply["sync"], reply["delta"])
         return reply
+
+    def drives(self, tm_port: int) -> bool:
+        """Whether this process has a live Traffic Manager on ``tm_port`` for this server."""
+        tm = _TM_MAP.get(tm_port)
+        return tm is not None and tm._server is self and not tm.stale()
+
+    def stall(self) -> None:
+        """While a map loads, a call waits (the client's timeout, counted on a clock of its own
+        that real time also advances) and times out unless the load ends within it: the server's
+        game thread, which serves every call but version and maps, is busy loading."""
+        if self.loading_left <= 0:
+            return
+        now = time.monotonic()
+        self.loading_left -= now - self._loading_seen
+        self._loading_seen = now
+        if self.loading_left > self.client_timeout:
+            self.loading_left -= self.client_timeout
+            self.stalls += 1
+            raise RuntimeError(
+                f"time-out of {self.client_timeout * 1000:.0f}ms while waiting for the simulator, "
+                "make sure the simulator is ready and connected"
+            )
+        self.loading_left = 0.0
 
     def live(self) -> None:
         """Raise like the client library does while the server is down."""
@@ -683,7 +732,7 @@ class FakeServer:
             self.frame += 1
         for actor in self.actors.values():
             actor._previous = actor._transform
-            if isinstance(actor, Vehicle) and actor.autopilot:
+            if isinstance(actor, Vehicle) and actor.autopilot and self.drives(actor.tm_port):
                 tf = actor._transform
                 yaw = np.radians(tf.rotation.yaw)
                 loc = Location(
@@ -808,7 +857,9 @@ class World(_Strict):
             raise RuntimeError(
                 f"time-out of {seconds * 1000:.0f}ms while waiting for the simulator"
             )
-        return self._server.step()
+        frame = self._server.step()
+        _tick_traffic_managers()
+        return frame
 
     def get_snapshot(self) -> WorldSnapshot:
         _check(self)
@@ -907,6 +958,17 @@ class ActorList(_Strict, list):
 
 #: Traffic Manager ports bound by this process, like the client library's per-port cache.
 _TM_SOCKETS: dict[int, socket.socket] = {}
+#: The Traffic Managers of this process by port: the client library's static ``_tm_map``; a port
+#: asked for again gives the instance made first, whatever server it was made for.
+_TM_MAP: dict[int, TrafficManager] = {}
+
+
+def reset_process() -> None:
+    """Forget this process's client-library state (a test then runs like a new process)."""
+    _TM_MAP.clear()
+    for sock in _TM_SOCKETS.values():
+        sock.close()
+    _TM_SOCKETS.clear()
 
 
 class Client(_Strict):
@@ -928,13 +990,19 @@ class Client(_Strict):
                 "time-out of 2000ms while waiting for the simulator, make sure the simulator is "
                 f"ready and connected to {self.address[0]}:{self.address[1]}"
             )
-        _check(self)
+        if self._epoch != self._server.epoch:  # no stall: version and maps answer while loading
+            raise RuntimeError(
+                "time-out of 2000ms while waiting for the simulator, make sure the simulator is "
+                "ready and connected"
+            )
         return self._server
 
     timeout = 5.0
 
     def set_timeout(self, seconds: float) -> None:
         self.timeout = seconds
+        if self._server is not None:
+            self._server.client_timeout = seconds
 
     def get_server_version(self) -> str:
         return self._live().version
@@ -946,27 +1014,34 @@ class Client(_Strict):
         return [f"/Game/Carla/Maps/{m}" for m in self._live().maps]
 
     def get_world(self) -> World:
-        return World(self._live())
+        server = self._live()
+        server.stall()
+        return World(server)
 
     def load_world(self, map_name: str) -> World:
         server = self._live()
         if server.remote is not None:
             server._remote("load", map=map_name)
+        server.stall()
         server.map_name, server.settings, server.loads = (
             map_name,
             WorldSettings(),
             server.loads + 1,
         )  # resets settings, like CARLA
         server.actors = {}
-        if server.load_s > self.timeout:  # the server goes on loading; the client gives up waiting
+        server.loading_left, server._loading_seen = server.load_s, time.monotonic()
+        try:
+            server.stall()
+        except RuntimeError:  # the server goes on loading; the client gives up waiting
             raise RuntimeError(
                 f"time-out of {self.timeout * 1000:.0f}ms while waiting for the simulator, "
                 "failed to connect to newly created map"
-            )
+            ) from None
         return World(server)
 
     def get_trafficmanager(self, port: int = 8000) -> TrafficManager:
         server = self._live()
+        server.stall()
         if port not in _TM_SOCKETS:
             sock = socket.socket()
             try:
@@ -978,10 +1053,13 @@ class Client(_Strict):
                     "create because of bind error."
                 ) from None
             _TM_SOCKETS[port] = sock
-        return TrafficManager(server, port)
+        if port not in _TM_MAP:
+            _TM_MAP[port] = TrafficManager(server, port)
+        return _TM_MAP[port]
 
     def apply_batch_sync(self, commands: list, do_tick: bool = False) -> list[_Response]:
         server, world = self._live(), World(self._live())
+        server.stall()
         responses = []
         for cmd in commands:
             if isinstance(cmd, _SpawnActor):
@@ -993,7 +1071,7 @@ class Client(_Strict):
                     continue
                 for follow in cmd.follow:
                     if isinstance(follow, _SetAutopilot) and isinstance(actor, Vehicle):
-                        actor.autopilot = follow.enabled
+                        actor.autopilot, actor.tm_port = follow.enabled, follow.tm_port
                 responses.append(_Response(actor.id))
             elif isinstance(cmd, _DestroyActor):
                 actor = server.actors.get(cmd.actor)

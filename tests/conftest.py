@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -221,3 +222,109 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, split_dataset: Path) -
     out = tmp_path_factory.mktemp("run")
     train(make_tiny_config(split_dataset, out), "all")
     return out
+
+
+def _slurm_unavailable(reason: str) -> None:
+    """Skip where SLURM cannot run here; in CI (.ci/run installs it) a failure instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"the single-node SLURM cluster did not start in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A real single-node SLURM cluster (Debian's slurmctld, slurmd, munge) of this machine, with
+    its own munge key and socket and free ports, so it leaves any other SLURM or munge alone:
+    ``.env`` holds ``SLURM_CONF`` for sbatch. Skipped (with the reason) where the packages are
+    missing or it cannot start (not root); ``.ci/run`` installs them."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    from types import SimpleNamespace
+
+    missing = [b for b in ("munged", "slurmctld", "slurmd", "sbatch") if not shutil.which(b)]
+    if missing:
+        _slurm_unavailable(
+            f"SLURM is not installed ({', '.join(missing)} missing): apt-get install slurmctld "
+            "slurmd munge slurm-client (.ci/run does)"
+        )
+    if os.geteuid() != 0:
+        _slurm_unavailable("a single-node SLURM cluster runs slurmd as root; run the tests as root")
+    d = tmp_path_factory.mktemp("slurm")
+    d.chmod(0o700)
+    for sub in ("state", "spool", "log", "munge"):
+        (d / sub).mkdir()
+    key = d / "munge" / "key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("", 0))
+            ports.append(sock.getsockname()[1])
+    host = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    conf = d / "slurm.conf"
+    conf.write_text(
+        f"""ClusterName=citest
+SlurmctldHost={host}
+SlurmctldPort={ports[0]}
+SlurmdPort={ports[1]}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket={d}/munge/sock
+CredType=cred/munge
+StateSaveLocation={d}/state
+SlurmdSpoolDir={d}/spool
+SlurmctldPidFile={d}/slurmctld.pid
+SlurmdPidFile={d}/slurmd.pid
+SlurmctldLogFile={d}/log/ctld.log
+SlurmdLogFile={d}/log/d.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+NodeName={host} CPUs={os.cpu_count()} State=UNKNOWN
+PartitionName=main Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"""
+    )
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    munge = d / "munge"
+    started = [
+        ["munged", "--force", f"--socket={munge}/sock", f"--key-file={key}",
+         f"--pid-file={munge}/pid", f"--log-file={munge}/log", f"--seed-file={munge}/seed"],
+        ["slurmctld", "-f", str(conf)],
+        ["slurmd", "-f", str(conf)],
+    ]  # fmt: skip
+    pid_files = [munge / "pid", d / "slurmctld.pid", d / "slurmd.pid"]
+
+    def stop() -> None:
+        for pid_file in reversed(pid_files):
+            try:
+                os.kill(int(pid_file.read_text().split()[0]), 15)
+            except (OSError, ValueError):
+                pass
+
+    try:
+        for cmd in started:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                _slurm_unavailable(f"{cmd[0]} did not start: {done.stderr.strip()[-300:]}")
+            time.sleep(0.5)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            info = subprocess.run(
+                ["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True
+            )
+            if info.stdout.strip() == "idle":
+                break
+            time.sleep(0.5)
+        else:
+            logs = " ".join(p.read_text()[-300:] for p in (d / "log").glob("*.log"))
+            _slurm_unavailable(f"the SLURM node did not become idle within 60 s: {logs}")
+        yield SimpleNamespace(env=env, dir=d)
+    finally:
+        stop()

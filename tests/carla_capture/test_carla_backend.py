@@ -7,10 +7,11 @@ import logging
 import numpy as np
 import pytest
 
+from carla_capture.backends.carla import session
 from carla_capture.backends.carla.decode import decode_depth, decode_rgb, decode_semantic
 from carla_capture.config import CaptureConfig
 from carla_capture.record import record, shard_paths
-from clipcore.errors import BackendUnavailableError, CaptureError, ConfigError
+from clipcore.errors import BackendUnavailableError, CaptureError, ConfigError, FreshProcess
 from clipcore.shards import ShardReader
 from tests import carla_double as double
 
@@ -132,25 +133,40 @@ def test_a_sensor_that_never_answers_fails_cleanly(tmp_path, tiny_towns, server)
     _assert_clean_exit(server)
 
 
-def test_resume_after_server_crashes_gives_exactly_n_clips(tmp_path, tiny_towns, server, caplog):
+def test_a_process_that_lost_its_server_resumes_only_from_a_new_process(
+    tmp_path, tiny_towns, server, caplog
+):
+    """Unsupervised, a lost server ends the run with one line (the process keeps the lost
+    server's Traffic Manager); running the same command again, as a new process, resumes with
+    exactly N clips."""
     server.crash_at_ticks = {12, 24}
-    with caplog.at_level(logging.WARNING):
-        record(_cfg(tmp_path, tiny_towns))
-    assert caplog.text.count("reconnecting") == 2 and server.epoch == 2
+    for _ in range(2):
+        with pytest.raises(FreshProcess, match="holds the lost server's Traffic Manager"):
+            record(_cfg(tmp_path, tiny_towns, supervise=False))
+        double.reset_process()  # what a new process starts with
+        session._TM_PORTS.clear()
+    record(_cfg(tmp_path, tiny_towns, supervise=False))
+    assert server.epoch == 2 and "reconnecting" not in caplog.text
     _assert_good(_clips(tmp_path))
     _assert_clean_exit(server)
 
 
-def test_too_many_crashes_keep_finished_clips_and_resume(tmp_path, tiny_towns, server):
-    server.crash_at_ticks = set(range(12, 200, 3))
-    with pytest.raises(CaptureError, match="gave up after 1 reconnects"):
-        record(_cfg(tmp_path, tiny_towns, max_restarts=1))
-    assert server.settings.synchronous_mode is False
-    done_before = len(list((tmp_path / "Town03").rglob("*.h5")))
-    assert done_before >= 1  # the first clip survived in staging
-    server.crash_at_ticks = set()
-    summary = record(_cfg(tmp_path, tiny_towns))
-    assert summary.existing == done_before
+def test_a_setup_that_fails_before_any_traffic_manager_reconnects_in_process(
+    tmp_path, tiny_towns, server, caplog
+):
+    server.map_name = "Town03"
+    original, calls = double.Client.get_world, {"n": 0}
+
+    def lost_once(self):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("time-out of 1000ms while waiting for the simulator")
+        return original(self)
+
+    with caplog.at_level(logging.WARNING), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(double.Client, "get_world", lost_once)
+        record(_cfg(tmp_path, tiny_towns))
+    assert "reconnecting (1 of 3)" in caplog.text
     _assert_good(_clips(tmp_path))
 
 
@@ -218,7 +234,7 @@ def test_decoding_against_hand_computed_encodings():
     assert decode_rgb(_Image([[(10, 20, 30, 255)]])).tolist() == [[[30, 20, 10]]]
 
 
-def test_servers_option_splits_clips_seeds_and_ports(tmp_path, tiny_towns):
+def test_servers_option_runs_the_servers_as_tasks_of_one_plan(tmp_path, tiny_towns):
     from carla_capture.servers import parse_servers, server_commands
 
     cfg = CaptureConfig(
@@ -232,12 +248,64 @@ def test_servers_option_splits_clips_seeds_and_ports(tmp_path, tiny_towns):
     commands = dict(server_commands(cfg))
     assert list(commands) == ["127.0.0.1:2000", "10.0.0.2:2002"]
     first, second = (" ".join(c) for c in commands.values())
-    assert "clips=3" in first and "seed=7" in first and '"tm_port":8000' in first
-    assert (
-        "clips=2" in second
-        and "seed=8" in second
-        and '"port":2002' in second
-        and '"tm_port":8001' in second
-    )
+    for k, line in enumerate((first, second)):  # same plan: seed and clips; task k of 2
+        assert "clips=5" in line and "seed=7" in line and f"--task-index {k} --num-tasks 2" in line
+    assert '"tm_port":8000' in first and '"port":2002' in second and '"tm_port":8001' in second
     with pytest.raises(ConfigError, match="host:port"):
         parse_servers(("nohost",))
+
+
+def test_servers_on_one_host_closer_than_their_ports_are_refused():
+    """A server on RPC port P also binds P+1 (streaming) and P+2 (secondary)."""
+    from carla_capture.servers import parse_servers
+
+    with pytest.raises(ConfigError, match="also binds P\\+1 and P\\+2.*2000, 2004"):
+        parse_servers(("127.0.0.1:2000", "127.0.0.1:2002"))
+    assert parse_servers(("127.0.0.1:2000", "127.0.0.1:2004", "10.0.0.2:2001")) == [
+        ("127.0.0.1", 2000),
+        ("127.0.0.1", 2004),
+        ("10.0.0.2", 2001),
+    ]
+
+
+def test_servers_inside_an_array_task_are_sub_tasks(tmp_path, tiny_towns, monkeypatch):
+    from carla_capture.servers import server_commands
+
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    cfg = CaptureConfig(
+        town="Town03",
+        out=tmp_path,
+        town_dir=tiny_towns,
+        carla={"servers": ("2",), "server_cmd": "CarlaUE4.sh -carla-rpc-port={port}"},
+    )
+    lines = [" ".join(c) for _, c in server_commands(cfg)]
+    assert [True, True] == [
+        "--task-index 2 --num-tasks 6" in lines[0],
+        "--task-index 3 --num-tasks 6" in lines[1],
+    ]
+
+
+def test_every_server_list_in_the_docs_and_help_keeps_ports_4_apart(cli):
+    """A server on RPC port P also binds P+1 and P+2: documented second servers on P+2 collided."""
+    import itertools
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    texts = {p.name: p.read_text() for p in [root / "README.md", *(root / "docs").glob("*.md")]}
+    texts["capture record --help"] = cli.capture("record", "--help").output
+    texts["capture.sbatch"] = (root / "scripts/slurm/capture.sbatch").read_text()
+    lists = 0
+    for name, text in texts.items():
+        for spec in re.findall(r"--servers ((?:[\w.]+:\d+,?)+)", text):
+            ports = [int(p) for p in re.findall(r":(\d+)", spec)]
+            lists += 1
+            assert all(b - a >= 4 for a, b in itertools.pairwise(ports)), (name, spec)
+        launched = [int(p) for p in re.findall(r"-carla-rpc-port=(\d+)", text)]
+        assert (
+            len(set(launched)) < 2
+            or min(abs(a - b) for a in set(launched) for b in set(launched) if a != b) >= 4
+        ), (name, launched)
+    assert lists >= 2
+    assert "4 * TASK" in texts["capture.sbatch"]

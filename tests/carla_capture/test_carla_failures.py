@@ -5,15 +5,15 @@ hung ticks and stale poses (see /docs/carla.md, "Server trouble")."""
 from __future__ import annotations
 
 import logging
-import math
 import socket
 
 import numpy as np
 import pytest
 
+from carla_capture.backends.carla import session
 from carla_capture.config import CaptureConfig
 from carla_capture.record import record, shard_paths
-from clipcore.errors import ServerGone
+from clipcore.errors import FreshProcess, ServerGone
 from clipcore.shards import ShardReader
 from tests import carla_double as double
 
@@ -64,13 +64,25 @@ def test_a_slow_map_load_gets_its_own_timeout(tmp_path, tiny_towns, server):
 
 
 def test_a_failed_setup_is_retried_like_a_lost_server(tmp_path, tiny_towns, server, caplog):
-    server.load_s = (
-        30.0  # longer than --map-timeout: the first setup fails, the map goes on loading
-    )
+    server.load_s = 30.0  # longer than --map-timeout: the first setup fails, the load goes on
     with caplog.at_level(logging.WARNING):
-        record(_cfg(tmp_path, tiny_towns, map_timeout=5.0))
+        record(_cfg(tmp_path, tiny_towns, map_timeout=20.0))
     assert "while setting up" in caplog.text and "reconnecting (1 of 3)" in caplog.text
     assert server.loads == 1  # the retry finds the map loaded and does not load it again
+    _assert_done(tmp_path, server)
+
+
+def test_a_server_loading_a_map_stalls_every_call_and_is_waited_for(
+    tmp_path, tiny_towns, server, caplog
+):
+    """While CARLA loads a map its game thread serves no call but the version and the map list:
+    each one waits the client's timeout and fails. The retry must give the load its
+    --map-timeout, not treat every stalled call as another lost server."""
+    server.load_s = 30.0  # 20 s spent by load_world, 10 s left for the retry to wait out
+    with caplog.at_level(logging.WARNING):
+        record(_cfg(tmp_path, tiny_towns, map_timeout=20.0, timeout=1.0))
+    assert "reconnecting (1 of 3)" in caplog.text and "reconnecting (2 of 3)" not in caplog.text
+    assert server.loads == 1 and server.stalls == 1  # only load_world's own wait timed out
     _assert_done(tmp_path, server)
 
 
@@ -80,21 +92,37 @@ def test_a_loaded_map_is_not_loaded_again(tmp_path, tiny_towns, server):
     assert server.loads == 0
 
 
-def test_a_server_down_for_a_while_is_waited_for(tmp_path, tiny_towns, server, caplog):
-    server.crash_at_ticks, server.down_s = {12}, 1.5
+def _supervised(tmp_path, towns, port, **carla) -> list:
+    from carla_capture.supervisor import supervised_record
+
+    return supervised_record(_cfg(tmp_path, towns, port=port, stall_timeout=3.0, **carla))
+
+
+def test_a_lost_server_is_reconnected_from_a_new_worker(tmp_path, tiny_towns, standin, caplog):
+    """CARLA's client keeps one Traffic Manager per port for the life of the process, bound to the
+    server it was made for, and ``world.tick()`` ticks every one: a process that reconnects after
+    a crash drives the new server with the dead one's (vehicles stop, the tick hangs). The
+    reconnect must come from a new worker process, without a stall."""
+    server = standin({"crash": {"12": 1.5}})  # down for 1.5 s at the 12th tick
+    server.launch()
     with caplog.at_level(logging.WARNING):
-        record(_cfg(tmp_path, tiny_towns, server_wait=20.0))
-    assert "reconnecting (1 of 3)" in caplog.text and server.epoch == 1
-    _assert_done(tmp_path, server)
+        _supervised(tmp_path, tiny_towns, server.port, server_wait=20.0)
+    assert "no simulator tick" not in caplog.text
+    assert caplog.text.count("restarting the recording worker") == 1
+    assert "(reconnecting from a new worker)" in caplog.text
+    assert len(_frames(tmp_path)) == 3 and all(np.all(np.diff(f) == 1) for f in _frames(tmp_path))
+    state = server.state()
+    assert state["fired"] == ["12"] and state["sync"] is False and state["tm_sync"] is False
 
 
-def test_a_server_that_stays_down_stops_with_one_line(tmp_path, tiny_towns, server):
-    server.crash_at_ticks, server.down_s = {12}, math.inf
+def test_a_server_that_stays_down_stops_with_one_line(tmp_path, tiny_towns, standin):
+    server = standin({"crash": {"12": -1}})  # gone for good, and nobody relaunches it
+    server.launch()
     with pytest.raises(
         ServerGone, match="did not answer for 0.5 s after it was lost.*--server-cmd"
     ):
-        record(_cfg(tmp_path, tiny_towns, server_wait=0.5))
-    assert len(_frames(tmp_path)) + len(list((tmp_path / "Town03").glob(".staging-0/*.h5"))) >= 1
+        _supervised(tmp_path, tiny_towns, server.port, server_wait=0.5)
+    assert len(_frames(tmp_path)) + len(list((tmp_path / "Town03").glob(".writer-s0/*.h5"))) >= 1
 
 
 def _leftovers(server: double.FakeServer) -> None:
@@ -143,11 +171,15 @@ def test_a_taken_traffic_manager_port_moves_and_leaves_the_server_async(
     _assert_done(tmp_path, server)
 
 
-def test_a_tick_that_times_out_is_a_lost_server(tmp_path, tiny_towns, server, caplog):
+def test_a_tick_that_times_out_is_a_lost_server(tmp_path, tiny_towns, server):
+    """Unsupervised, the run stops with one line (the process holds a Traffic Manager); the same
+    command run again resumes."""
     server.hang_at_ticks = {14}
-    with caplog.at_level(logging.WARNING):
-        record(_cfg(tmp_path, tiny_towns, timeout=0.2))
-    assert "reconnecting (1 of 3)" in caplog.text
+    with pytest.raises(FreshProcess, match="tick failed.*run the same command again"):
+        record(_cfg(tmp_path, tiny_towns, timeout=0.2, supervise=False))
+    double.reset_process()
+    session._TM_PORTS.clear()
+    record(_cfg(tmp_path, tiny_towns, timeout=0.2, supervise=False))
     _assert_done(tmp_path, server)
 
 
@@ -255,3 +287,38 @@ def test_a_port_that_is_not_a_carla_server_is_one_line_naming_it(tmp_path, tiny_
         and f"127.0.0.1:{port}" in lines[0]
         and "not a CARLA 0.9.16 server" in lines[0]
     ), lines
+
+
+def _record_cli(cli, tmp_path, towns, *extra):
+    return cli.capture(
+        "record", "--town", "Town03", "--clips", "2", "--frames", "3", "--out", tmp_path,
+        "--town-dir", towns, "--timeout", "1", "--warmup-ticks", "1", *extra,
+    )  # fmt: skip
+
+
+def test_occupied_spawn_points_are_one_line_naming_the_fix_not_a_lost_server(
+    cli, tmp_path, tiny_towns, server, caplog
+):
+    server.map_name = "Town03"
+    world, library = double.World(server), double.BlueprintLibrary()
+    for point in double.Map("Town03").get_spawn_points():  # another client's parked vehicles
+        bp = library.find("vehicle.audi.a2")
+        bp.set_attribute("role_name", "someone_else")
+        world.spawn_actor(bp, point)
+    with caplog.at_level(logging.WARNING):
+        result = _record_cli(cli, tmp_path, tiny_towns)
+    line = cli.error(result, "all 40 spawn points of Town03", "are occupied", "fewer --vehicles")
+    assert "gave up" not in line and "restarting the recording worker" not in caplog.text
+
+
+def test_an_unknown_ego_blueprint_is_one_line_naming_the_fix(
+    cli, tmp_path, tiny_towns, server, caplog
+):
+    server.map_name = "Town03"
+    with caplog.at_level(logging.WARNING):
+        result = _record_cli(
+            cli, tmp_path, tiny_towns, "--set", "carla.ego_blueprint=vehicle.tesla.cybertruk"
+        )
+    line = cli.error(result, "no blueprint 'vehicle.tesla.cybertruk'", "--set carla.ego_blueprint=")
+    assert "gave up" not in line and "restarting the recording worker" not in caplog.text
+    assert "Traceback" not in result.stderr

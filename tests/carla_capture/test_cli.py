@@ -156,7 +156,7 @@ def test_bad_town_file_names_file_and_key(tmp_path, tiny_towns):
 @pytest.mark.parametrize("kind", ["foreign", "truncated", "future"])
 def test_damaged_shard_in_dataset(tmp_path, tiny_towns, kind):
     assert _record(tmp_path, tiny_towns).exit_code == 0
-    shard = tmp_path / "Town01" / "Town01-00001.h5"
+    shard = tmp_path / "Town01" / "Town01-s0-00001.h5"
     if kind == "foreign":
         shard = tmp_path / "Town01" / "Town01-00002.h5"
         with h5py.File(shard, "w") as h5:
@@ -168,8 +168,11 @@ def test_damaged_shard_in_dataset(tmp_path, tiny_towns, kind):
             h5.attrs["format_version"] = 9
     before = {p: p.read_bytes() for p in (tmp_path / "Town01").glob("*.h5")}
     assert_clean_error(run("inspect", str(tmp_path)), str(shard.name))
-    assert_clean_error(_record(tmp_path, tiny_towns, "--clips", "2"), str(shard.name))
-    assert {p: p.read_bytes() for p in (tmp_path / "Town01").glob("*.h5")} == before
+    if kind == "foreign":  # a shard of no writer (an importer's name) is read at every start
+        assert_clean_error(_record(tmp_path, tiny_towns, "--clips", "2"), str(shard.name))
+    else:  # a writer's own shards are indexed, not opened: the damage is verify's to find
+        assert _record(tmp_path, tiny_towns, "--clips", "2").exit_code == 0
+    assert {p: p.read_bytes() for p in before} == before
 
 
 def test_inspect_missing_and_empty(tmp_path):

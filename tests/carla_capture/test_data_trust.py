@@ -83,7 +83,7 @@ def test_full_disk_in_record_keeps_finished_clips(cli, small_disk, tiny_towns):
     )
     cli.error(result, "no space left")
     town = small_disk / "data" / "Town01"
-    kept = sorted(town.glob("*.h5")) + sorted(town.glob(".staging-0/*.h5"))
+    kept = sorted(town.glob("*.h5")) + sorted(town.glob(".writer-s0/*.h5"))
     assert kept, "clips finished before the disk filled up must be kept"
     for path in kept:
         with ShardReader(path) as reader:
@@ -111,7 +111,7 @@ def test_read_only_file_system_is_one_line(cli, small_disk, tiny_dataset):
     cli.error(cli.capture("split", data), "read-only file system")
 
 
-def test_second_recorder_of_a_seed_is_refused_and_a_dead_ones_lock_taken_over(
+def test_second_recorder_of_a_seed_is_refused_and_a_dead_ones_lease_taken_over(
     cli, tmp_path, tiny_towns, caplog
 ):
     out = tmp_path / "data"
@@ -125,10 +125,10 @@ def test_second_recorder_of_a_seed_is_refused_and_a_dead_ones_lock_taken_over(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    lock = out / "Town01" / ".lock-0"
+    lease = out / "Town01" / ".writer-s0" / "lease"
     try:
         deadline = time.monotonic() + 60
-        while not (lock.exists() and lock.read_text()) and time.monotonic() < deadline:
+        while not (lease.exists() and lease.read_text()) and time.monotonic() < deadline:
             time.sleep(0.05)
         cli.error(
             cli.capture(*_record_args(out, tiny_towns, "--clips", "1")),
@@ -138,11 +138,11 @@ def test_second_recorder_of_a_seed_is_refused_and_a_dead_ones_lock_taken_over(
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    assert lock.exists()  # a kill -9 leaves the file; its flock died with the process
+    assert lease.exists()  # a kill -9 leaves the file; its process is gone
     result = cli.capture(*_record_args(out, tiny_towns, "--clips", "1"))
     assert result.exit_code == 0, result.output
-    assert "taking over the lock" in caplog.text and str(first.pid) in caplog.text
-    assert not lock.exists()
+    assert "taking over the lease" in caplog.text and str(first.pid) in caplog.text
+    assert not lease.exists()
 
 
 class _NoServer:

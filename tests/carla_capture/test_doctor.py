@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
 from carla_capture.cli import main
 
 
-def test_doctor_checks_the_double_and_prints_its_table(tiny_towns, server):
-    server.load_s = 0.5
+def test_doctor_checks_the_double_and_prints_its_table(tiny_towns, standin):
+    server = standin()
+    server.launch()
     result = CliRunner().invoke(
         main,
         [
             "doctor",
             "--port",
-            "2000",
+            str(server.port),
             "--town",
             "Town03",
             "--town-dir",
@@ -45,13 +50,11 @@ def test_doctor_checks_the_double_and_prints_its_table(tiny_towns, server):
     # the double's images are test patterns, not a scene: the reprojection check must say so
     assert not checks["clip + reprojection"]["passed"] and checks["clip + reprojection"]["fix"]
     assert result.exit_code == 1
-    assert (
-        server.map_name == "Town03"
-        and server.settings.synchronous_mode is False
-        and server.actors == {}
-    )
+    state = server.state()  # the checks ran in a child process; the server keeps the state
+    assert state["map"] == "Town03" and state["sync"] is False and state["tm_sync"] is False
     table = CliRunner().invoke(
-        main, ["doctor", "--port", "2000", "--town", "Town03", "--town-dir", str(tiny_towns)]
+        main,
+        ["doctor", "--port", str(server.port), "--town", "Town03", "--town-dir", str(tiny_towns)],
     )
     assert table.stdout.splitlines()[0].split()[:2] == ["check", "result"]
     assert "PASS" in table.stdout and "FAIL" in table.stdout
@@ -65,3 +68,33 @@ def test_doctor_without_a_server_is_one_failed_check(tiny_towns, server):
     checks = json.loads(result.stdout)
     assert result.exit_code == 1 and len(checks) == 1 and not checks[0]["passed"]
     assert "no CARLA server answered at 127.0.0.1:2999" in checks[0]["detail"]
+
+
+def test_doctor_stops_a_hung_tick_within_the_stall_timeout(tiny_towns, standin):
+    """A tick that never returns (CARLA #9172) hung capture doctor for good; it is now a failed
+    check, and the server is left asynchronous. In a subprocess, so a hang fails the test."""
+    server = standin({"hang": [12]})  # a tick of the tick-rate check, after the setup
+    server.launch()
+    code = (
+        "import sys; from tests import carla_double as d; sys.modules['carla'] = d; "
+        f"d.SERVERS[('127.0.0.1', {server.port})] = d.FakeServer(remote=('127.0.0.1', "
+        f"{server.port})); from carla_capture.cli import main; main()"
+    )
+    args = ["doctor", "--port", str(server.port), "--town", "Town03", "--town-dir", str(tiny_towns)]
+    args += ["--timeout", "1", "--stall-timeout", "2", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert done.returncode == 1, done.stderr
+    checks = {c["name"]: c for c in json.loads(done.stdout)}
+    assert (
+        not checks["stopped"]["passed"]
+        and "no answer from the server for 2 s" in (checks["stopped"]["detail"])
+    )
+    assert checks["left asynchronous"]["passed"], checks
+    state = server.state()
+    assert state["fired"] == ["12"] and state["sync"] is False

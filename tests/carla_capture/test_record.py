@@ -32,14 +32,14 @@ def test_records_requested_clips_into_shards(synthetic_config, tmp_path, tiny_to
     town_dir = tmp_path / "Town01"
     assert summary.recorded == 5 and len(summary.shards_written) == 3
     assert [p.name for p in shard_paths(town_dir)] == [
-        "Town01-00001.h5",
-        "Town01-00002.h5",
-        "Town01-00003.h5",
+        "Town01-s0-00001.h5",
+        "Town01-s0-00002.h5",
+        "Town01-s0-00003.h5",
     ]
     ids = _all_clips(town_dir)
     assert len(ids) == len(set(ids)) == 5
     assert (town_dir / "record-0.json").exists()
-    assert not list(town_dir.glob(".staging*")) and not list(town_dir.glob("*.partial"))
+    assert not list(town_dir.glob(".writer-s0/*.h5*")) and not list(town_dir.glob("*.partial"))
 
 
 def test_rerun_records_nothing_and_extends(synthetic_config, tmp_path, tiny_towns):
@@ -79,7 +79,7 @@ def test_exception_mid_run_loses_only_the_clip_in_progress(
     town_dir = tmp_path / "Town01"
     # two clips are in a shard, the third is staged; the fourth was lost
     assert len(existing_clip_ids(town_dir)) == 2
-    assert len(list((town_dir / ".staging-0").glob("*.h5"))) == 1
+    assert len(list((town_dir / ".writer-s0").glob("*.h5"))) == 1
     assert not list(town_dir.rglob("*.partial"))
     monkeypatch.setattr(SyntheticBackend, "record_clip", original)
     summary = record(cfg)
@@ -129,7 +129,7 @@ def test_kill_9_and_resume(tmp_path, small_towns):
         deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None:
             staged = (
-                len(list(town_dir.glob(".staging-0/*.h5"))) + 2 * len(shard_paths(town_dir))
+                len(list(town_dir.glob(".writer-s0/*.h5"))) + 2 * len(shard_paths(town_dir))
                 if town_dir.exists()
                 else 0
             )
@@ -144,4 +144,22 @@ def test_kill_9_and_resume(tmp_path, small_towns):
     out, err = done.communicate(timeout=120)
     assert done.returncode == 0, err.decode()
     assert sorted(_all_clips(town_dir)) == [f"Town03-0-{i:06d}" for i in range(6)]
-    assert not list(town_dir.rglob("*.partial")) and not list(town_dir.glob(".staging*"))
+    assert not list(town_dir.rglob("*.partial")) and not list(town_dir.glob(".writer-s0/*.h5"))
+
+
+def test_clips_staged_by_a_release_before_writers_are_kept(synthetic_config, tmp_path, tiny_towns):
+    """A release before writers staged clips in <Town>/.staging-<seed>/: they are taken over."""
+    from clipcore.shards import ShardWriter
+
+    cfg = synthetic_config(tmp_path, tiny_towns, clips=3)
+    record(cfg.model_copy(update={"clips": 1}))
+    legacy = tmp_path / "Town01" / ".staging-0"
+    legacy.mkdir()
+    clip = SyntheticBackend(cfg, cfg.town_config()).record_clip(1)
+    with ShardWriter(legacy / f"{clip.clip_id}.h5", "Town01") as writer:
+        writer.add(clip)
+    (legacy / "Town01-0-000002.h5.partial").write_bytes(b"half")
+    summary = record(cfg)
+    assert summary.existing == 2 and summary.recorded == 1
+    assert sorted(_all_clips(tmp_path / "Town01")) == [f"Town01-0-{i:06d}" for i in range(3)]
+    assert not legacy.exists()

@@ -48,7 +48,7 @@ def test_refuses_a_town_in_two_splits(cli, tmp_path, dataset):
 
 
 def test_refuses_a_clip_in_two_shards(dataset):
-    src = dataset / "Town01" / "Town01-00001.h5"
+    src = dataset / "Town01" / "Town01-s0-00001.h5"
     shutil.copy(src, dataset / "Town01" / "Town01-00009.h5")
     with pytest.raises(CaptureError, match="is in both"):
         build_manifest(dataset, load_splits())
@@ -68,7 +68,7 @@ def test_manifest_problems_are_clear(cli, dataset):
     with pytest.raises(CaptureError, match="unreadable"):
         load_manifest(dataset)
     write_manifest(dataset, build_manifest(dataset, load_splits()))
-    shard = dataset / "Town02" / "Town02-00001.h5"
+    shard = dataset / "Town02" / "Town02-s0-00001.h5"
     data = bytearray(shard.read_bytes())
     data[-10] ^= 0xFF
     shard.write_bytes(bytes(data))

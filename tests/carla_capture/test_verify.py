@@ -104,7 +104,7 @@ def test_verify_cli_report_and_quarantine(cli, tmp_path, tiny_dataset):
     report = json.loads((data / "verify-report.json").read_text())
     assert report["passed"] == 5 and all(c["passed"] for c in report["clips"])
     # corrupt one clip on disk: depth written in centimetres
-    bad = data / "Town02" / "Town02-00001.h5"
+    bad = data / "Town02" / "Town02-s0-00001.h5"
     with h5py.File(bad, "a") as h5:
         group = next(iter(h5["clips"].values()))
         group["depth"][...] = group["depth"][()] * 100
@@ -112,7 +112,7 @@ def test_verify_cli_report_and_quarantine(cli, tmp_path, tiny_dataset):
     failed = cli.capture("verify", str(data), "--quarantine")
     assert failed.exit_code == 1
     assert "FAIL Town02-0-000000" in failed.stdout and "depth outside" in failed.stdout
-    assert not bad.exists() and (data / "quarantine" / "Town02" / "Town02-00001.h5").exists()
+    assert not bad.exists() and (data / "quarantine" / "Town02" / "Town02-s0-00001.h5").exists()
     assert {p: p.read_bytes() for p in untouched} == untouched
     # quarantined shards are left out of verify, split and inspect from now on
     assert cli.capture("verify", str(data)).exit_code == 0

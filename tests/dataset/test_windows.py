@@ -190,18 +190,18 @@ def test_workers_match_the_main_process(split_dataset, start_method):
 def test_corrupt_shard_names_shard_and_clip(tmp_path, split_dataset):
     data = tmp_path / "data"
     shutil.copytree(split_dataset, data)
-    shard = data / "Town02" / "Town02-00001.h5"
+    shard = data / "Town02" / "Town02-s0-00001.h5"
     stat = shard.stat()
     raw = bytearray(shard.read_bytes())
     middle = len(raw) // 2
     raw[middle : middle + 4000] = bytes(4000)
     shard.write_bytes(bytes(raw))
-    with pytest.raises(CaptureError, match="Town02-00001.h5 changed since split.json"):
+    with pytest.raises(CaptureError, match="Town02-s0-00001.h5 changed since split.json"):
         ClipWindows(data, "test", window=6)
     # same size and time as the manifest recorded: the reader's own checks still name shard and clip
     os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     ds = ClipWindows(data, "test", window=6)
-    with pytest.raises(CaptureError, match=r"Town02-00001\.h5.*Town02-0-000000"):
+    with pytest.raises(CaptureError, match=r"Town02-s0-00001\.h5.*Town02-0-000000"):
         ds[0]
 
 
@@ -222,7 +222,7 @@ def test_nan_depth_never_reaches_training(tmp_path, split_dataset):
 
     data = tmp_path / "data"
     shutil.copytree(split_dataset, data)
-    shard = data / "Town02" / "Town02-00001.h5"
+    shard = data / "Town02" / "Town02-s0-00001.h5"
     with h5py.File(shard, "a") as h5:
         group = next(iter(h5["clips"].values()))
         depth = group["depth"][()].astype(np.float32) * np.float32(group["depth"].attrs["scale_m"])
@@ -236,7 +236,7 @@ def test_nan_depth_never_reaches_training(tmp_path, split_dataset):
     ds = ClipWindows(data, "test", window=6)
     with pytest.raises(
         CaptureError,
-        match=r"Town02-00001\.h5: clip Town02-0-000000: depth is NaN or inf on frame 4",
+        match=r"Town02-s0-00001\.h5: clip Town02-0-000000: depth is NaN or inf on frame 4",
     ):
         ds[0]
 

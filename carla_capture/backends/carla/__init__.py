@@ -20,7 +20,7 @@ from carla_capture.backends.carla.decode import (
     decode_semantic,
     transform_to_array,
 )
-from carla_capture.backends.carla.session import Session
+from carla_capture.backends.carla.session import Session, holds_traffic_manager
 from carla_capture.config import WEATHER_FIELDS, CaptureConfig, TownConfig, Weather
 from carla_capture.preflight import NoAnswer, preflight
 from carla_capture.weather import draw_weather, seeded_rng
@@ -72,6 +72,13 @@ class CarlaBackend:
                 )  # in a child: a C++ abort there becomes a one-line error
                 return self
             except NoAnswer:
+                if time.monotonic() > deadline and s.contact_wait > 0:  # a worker after a loss
+                    raise ServerGone(
+                        f"the CARLA server at {s.host}:{s.port} did not answer for "
+                        f"{s.contact_wait:g} s after it was lost; start it again (or pass "
+                        "--server-cmd so capture relaunches it) and run the same command to "
+                        "resume"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise
             time.sleep(0.5)
@@ -91,6 +98,11 @@ class CarlaBackend:
                 f"lost the CARLA server at {address} while setting up: {exc}"
             ) from None
         self._clips_in_session = 0
+
+    def reconnects_in_process(self) -> bool:
+        """Whether a lost server may be reconnected from this process: not once its CARLA client
+        holds a Traffic Manager, which stays bound to the lost server (see the supervisor)."""
+        return not holds_traffic_manager()
 
     def restart(self, attempt: int = 1) -> None:
         """Drop the session, wait (doubling with each attempt), then wait up to ``server_wait``

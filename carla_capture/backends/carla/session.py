@@ -25,7 +25,7 @@ from carla_capture import heartbeat
 from carla_capture.backends.carla.sync import SensorQueue
 from carla_capture.config import CaptureConfig, TownConfig
 from carla_capture.preflight import HOW_TO_START
-from clipcore.errors import BackendUnavailableError, ConfigError, ServerLost
+from clipcore.errors import BackendUnavailableError, ConfigError, ServerLost, SetupError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ ROLE = "carla_capture"
 ARRIVED_M = 1.5
 #: A spawn point this close (metres) to another vehicle or walker is taken.
 FREE_M = 6.0
-#: Traffic Manager ports this process holds (the client library caches one instance per port).
+#: Traffic Manager ports this process holds (the client library caches one instance per port for
+#: the life of the process, and ``world.tick()`` ticks every one of them).
 _TM_PORTS: set[int] = set()
 
 
@@ -110,7 +111,7 @@ class Session:
                 f"map {town.carla_map} is not on the server at {s.host}:{s.port}; "
                 f"available maps: {', '.join(maps)}"
             )
-        world = client.get_world()
+        world = await_world(client, s.map_timeout, s.timeout)
         original = world.get_settings()
         world = _load_town(client, world, town.carla_map, s.map_timeout, s.timeout)
         # before any setting changes, so that a bind error leaves the server as it was
@@ -138,19 +139,33 @@ class Session:
             log.warning("removing %d actors a previous capture run left on the server", len(mine))
             self.client.apply_batch_sync([self.carla.command.DestroyActor(i) for i in mine], False)
 
+    def _ego_blueprint(self, library: object) -> object:
+        s = self.cfg.carla
+        try:
+            return library.find(s.ego_blueprint)
+        except IndexError:  # the client's "blueprint 'x' not found"
+            raise SetupError(
+                f"the server at {s.host}:{s.port} has no blueprint {s.ego_blueprint!r}; pass a "
+                "vehicle it has, e.g. --set carla.ego_blueprint=vehicle.lincoln.mkz_2020"
+            ) from None
+
     def _spawn(self, rng: np.random.Generator) -> None:
         carla, world, s = self.carla, self.world, self.cfg.carla
         library = world.get_blueprint_library()
         points = world.get_map().get_spawn_points()
         order = rng.permutation(len(points))
-        ego_bp = library.find(s.ego_blueprint)
+        ego_bp = self._ego_blueprint(library)
         ego_bp.set_attribute("role_name", "hero")
         for i in order:  # an occupied spawn point gives None
             self.ego = world.try_spawn_actor(ego_bp, points[i], None)
             if self.ego is not None:
                 break
         else:
-            raise RuntimeError(f"all {len(points)} spawn points are occupied; use fewer --vehicles")
+            raise SetupError(
+                f"all {len(points)} spawn points of {self.town.carla_map} on {s.host}:{s.port} "
+                "are occupied, so the ego vehicle has nowhere to start; record with fewer "
+                "--vehicles, or restart the server to remove other clients' vehicles"
+            )
         self.actor_ids.append(self.ego.id)
         self.ego.set_autopilot(True, self.tm_port)
         rig = self.town.camera
@@ -334,6 +349,23 @@ def _ours(blueprint: object) -> object:
     if blueprint.has_attribute("role_name"):
         blueprint.set_attribute("role_name", ROLE)
     return blueprint
+
+
+def await_world(client: object, map_timeout: float, timeout: float) -> object:
+    """``client.get_world()``, allowed ``map_timeout`` seconds: a server that is loading a map
+    (for us, or for a worker that was lost meanwhile) answers no world call until it is done; it
+    answers ``get_server_version`` meanwhile, so it is not lost."""
+    client.set_timeout(map_timeout)
+    try:
+        return client.get_world()
+    finally:
+        client.set_timeout(timeout)
+
+
+def holds_traffic_manager() -> bool:
+    """Whether this process's CARLA client holds a Traffic Manager (it keeps it until the process
+    ends, bound to the server it was made for)."""
+    return bool(_TM_PORTS)
 
 
 def _load_town(
