@@ -99,12 +99,12 @@ class Forecaster(nn.Module):
 
 def build_forecaster(
     cfg: ModelConfig,
-    frames: int,
+    frames: int = 4,
     temporal: str = "conv3d",
     width: int = 64,
     segmentation: SegmentationModel | None = None,
 ) -> Forecaster:
-    """A forecaster of ``frames`` input frames; encoder and decoder copied from ``segmentation``
-    (stage 1) when given, else freshly built for ``cfg``."""
+    """A forecaster of ``frames`` input frames (the paper's four by default); encoder and decoder
+    copied from ``segmentation`` (stage 1) when given, else freshly built for ``cfg``."""
     seg = copy.deepcopy(segmentation) if segmentation is not None else build_segmentation(cfg)
     return Forecaster(seg, frames, temporal, width)

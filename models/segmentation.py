@@ -10,6 +10,7 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from models.common import Backbone, build_backbone
 from models.config import ModelConfig
+from models.unet import build_unet
 
 
 def light_head(in_channels: int, num_classes: int, width: int = 64) -> nn.Sequential:
@@ -59,11 +60,9 @@ def _deeplabv3_resnet50(cfg: ModelConfig) -> nn.Module:
 
 def build_segmentation(cfg: ModelConfig) -> SegmentationModel:
     """Stage-1 model for ``cfg``: DeepLabv3-ResNet50 (``paper``, ``small``), a light model
-    (``tiny``), or the registry's model named by ``cfg.seg_model`` (``unet``: ``lowres``)."""
-    if cfg.seg_model != "segmentation":
-        from models import MODELS
-
-        return MODELS[cfg.seg_model](cfg)
+    (``tiny``), or the UNet when ``cfg.seg_model`` is ``unet`` (``lowres``)."""
+    if cfg.seg_model == "unet":
+        return build_unet(cfg)
     if cfg.backbone == "resnet50" and cfg.seg_head == "deeplab":
         deeplab = _deeplabv3_resnet50(cfg)
         body = deeplab.backbone

@@ -2,7 +2,7 @@
 
 The encoder has five levels of two 3x3 conv + BN + ReLU blocks, ``w, 2w, 4w, 8w, 16w`` channels
 (``w = ModelConfig.unet_width``) at strides 1, 2, 4, 8 and 16 (2x2 max pooling between them).
-It is a :class:`~models.common.Backbone` (``out`` at stride 16, ``low`` at stride 4, plus the
+It is a :class:`~models.backbone.Backbone` (``out`` at stride 16, ``low`` at stride 4, plus the
 other levels), so with ``seg_model = "unet"`` every stage runs on it: the depth decoder, the
 ego-motion filter and the GeometryFilter's memory read its ``out``. The decoder upsamples
 (bilinear) to each finer level, concatenates that level's encoder features and applies two conv
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.common import Backbone
+from models.backbone import Backbone
 from models.config import ModelConfig
 
 #: Encoder levels, finest first; ``low`` and ``out`` are the names every Backbone has.

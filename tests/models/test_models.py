@@ -24,11 +24,21 @@ PAPER_MILLIONS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(set(MODELS) - {"unet"}))  # unet: no paper size
+@pytest.mark.parametrize("name", sorted(PAPER_MILLIONS))
 def test_paper_parameter_counts_match_the_reference(name):
     with torch.device("meta"):
         model = MODELS[name](PRESETS["paper"])
     assert count_parameters(model) / 1e6 == pytest.approx(PAPER_MILLIONS[name], rel=0.005)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_registry_builds_every_family_from_its_config(name):
+    """The forecaster and the sim2real twin VAE are families of the registry like the rest."""
+    cfg = {"sim2real": "tiny", "unet": PRESETS["lowres"]}.get(name, PRESETS["tiny"])
+    with torch.device("meta"):
+        model = MODELS[name](cfg)
+    assert count_parameters(model) > 0
+    assert {"forecaster", "sim2real", "unet", "pipeline"} <= set(MODELS)
 
 
 def _intrinsics(batch: int, height: int, width: int) -> torch.Tensor:
