@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from carla_capture.config import CaptureConfig, VerifyConfig
-from carla_capture.import_cli import import_group
+from carla_capture.importers.cli import import_group
 from clipcore.cliopts import config_options, file_and_set_options, nest
 from clipcore.clitools import ErrorGroup, TextPathType
 from clipcore.errors import CaptureError

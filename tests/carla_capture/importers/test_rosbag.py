@@ -173,7 +173,7 @@ def test_import_is_exact_in_every_storage_format(
         "6",
     )
     assert result.exit_code == 0, result.output
-    assert "2 clips from 12" in result.output
+    assert "2 clips, 12 frames imported; 12 rgb/semantic pairs" in result.output
     clips = _imported(tmp_path / "out", "Town01")
     assert len(clips) == 2
     got = {name: np.concatenate([c[name] for c in clips]) for name in ("rgb", "semantic", "depth")}
@@ -210,8 +210,8 @@ def test_dropped_segmentation_is_counted_and_never_mismatched(
         "3",
     )
     assert result.exit_code == 0, result.output
-    assert "dropped 2 rgb and 0 semantic" in result.output
-    assert "4 clips from 16 rgb/semantic pairs" in result.output  # 4 + 8 + 4 pairs -> 1 + 2 + 1
+    assert "4 clips, 12 frames imported; 16 rgb/semantic pairs" in result.output  # 4+8+4 -> 1+2+1
+    assert "dropped 2 rgb messages without a partner, 0 semantic" in result.output
     assert "4 pairs in segments shorter than a clip" in result.output
     clips = _imported(tmp_path / "out", "Town03")
     for clip in clips:
@@ -250,7 +250,7 @@ def imported(tmp_path_factory, sim_frames: list[Frame]) -> tuple[Path, Path]:
     """A 12-frame mcap bag and a dataset folder that already holds its import (6-frame clips)."""
     root = tmp_path_factory.mktemp("bags")
     bag = write_bag(root / "run", "mcap", sim_frames[:12])
-    from carla_capture.rosbag_import import import_rosbag
+    from carla_capture.importers.rosbag import import_rosbag
 
     import_rosbag(bag, out=root / "out", town="Town01", rgb=RGB, semantic=SEM, frames=6)
     return bag, root / "out"

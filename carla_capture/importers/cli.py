@@ -1,4 +1,5 @@
-"""``capture import``: bring data recorded elsewhere into the project's shards."""
+"""``capture import rosbag`` and ``capture import cityscapes``: options from each importer's
+config, one way of printing the :class:`~carla_capture.importers.report.ImportReport`."""
 
 from __future__ import annotations
 
@@ -7,11 +8,20 @@ from typing import Any
 
 import click
 
-from carla_capture.import_config import CityscapesImport, RosbagImport
+from carla_capture.importers.config import CityscapesImport, RosbagImport
+from carla_capture.importers.report import ImportReport
 from clipcore.cliopts import config_options
 from clipcore.clitools import TextPathType
 
 _REQUIRED = {"required": True}
+
+
+def _show(report: ImportReport) -> None:
+    """Warnings on stderr, then the summary, the shards written and the next steps."""
+    for line in report.warnings:
+        click.echo(f"warning: {line}", err=True)
+    for line in report.lines():
+        click.echo(line)
 
 
 @click.group("import")
@@ -50,12 +60,9 @@ def rosbag(bag: Path, **options: Any) -> None:
         --semantic /carla/hero/semantic_segmentation_front/image \\
         --depth /carla/hero/depth_front/image --camera-info /carla/hero/rgb_front/camera_info
     """
-    from carla_capture.rosbag_import import import_rosbag
+    from carla_capture.importers.rosbag import import_rosbag
 
-    report = import_rosbag(bag, **{k: v for k, v in options.items() if v is not None})
-    click.echo(report.summary())
-    for path in report.shards:
-        click.echo(f"wrote {path}")
+    _show(import_rosbag(bag, **{k: v for k, v in options.items() if v is not None}))
 
 
 @import_group.command("cityscapes")
@@ -64,7 +71,7 @@ def rosbag(bag: Path, **options: Any) -> None:
     CityscapesImport,
     ("out", "frames", "size"),
     out=_REQUIRED,
-    size={"type": (int, int), "metavar": "H W", "callback": None},
+    size={"metavar": "H,W"},
 )
 @click.option(
     "--no-sequence",
@@ -78,19 +85,12 @@ def cityscapes(root: Path, no_sequence: bool, **options: Any) -> None:
 
     \b
     Example:
-      capture import cityscapes ~/cityscapes --out data/cs --size 128 256
+      capture import cityscapes ~/cityscapes --out data/cs --size 128,256
       capture split data/cs --splits data/cs/cityscapes_splits.toml
-      train run stage1 --data data/cs --out runs/cs --preset lowres --label-map cityscapes19
+      train run pipeline --stage stage1 --data data/cs --out runs/cs --preset lowres \\
+        --label-map cityscapes19
     """
-    from carla_capture.cityscapes_import import SPLITS_FILE, import_cityscapes
+    from carla_capture.importers.cityscapes import import_cityscapes
 
     given = {k: v for k, v in options.items() if v is not None}
-    report = import_cityscapes(root, sequence=not no_sequence, **given)
-    if report.without_intrinsics:
-        click.echo(f"warning: {report.intrinsics_note(root)}", err=True)
-    click.echo(report.summary())
-    for path in report.shards:
-        click.echo(f"wrote {path}")
-    if report.cities:
-        out = given["out"]
-        click.echo(f"next: capture split {out} --splits {out / SPLITS_FILE}")
+    _show(import_cityscapes(root, sequence=not no_sequence, **given))

@@ -77,7 +77,9 @@ def test_import_is_exact(cityscapes: dict, tmp_path: Path, cli) -> None:
     out = tmp_path / "data"
     result = cli.capture("import", "cityscapes", cityscapes["root"], "--out", out, "--frames", "3")
     assert result.exit_code == 0, result.output
-    assert "3 clips, 7 frames (2 labelled) from 2 cities" in result.output
+    assert "3 clips, 7 frames imported; 2 labelled frames, 0 clips already imported, 2 cities" in (
+        result.output
+    )
     assert "1 snippet frames left over" in result.output
     aachen = _clips(out / "aachen")
     assert sorted(aachen) == ["aachen_000000_000000", "aachen_000000_000003"]
@@ -115,7 +117,7 @@ def test_import_is_exact(cityscapes: dict, tmp_path: Path, cli) -> None:
 
 
 def test_label_table_gives_the_official_train_ids() -> None:
-    from carla_capture.cityscapes_import import label_lut
+    from carla_capture.importers.cityscapes import label_lut
 
     lut, cs19 = label_lut(), load_label_map("cityscapes19")
     ids = np.arange(34, dtype=np.uint8)
@@ -124,7 +126,7 @@ def test_label_table_gives_the_official_train_ids() -> None:
 
 
 def test_resize_scales_labels_and_intrinsics(cityscapes: dict, tmp_path: Path, cli) -> None:
-    from carla_capture.cityscapes_import import label_lut
+    from carla_capture.importers.cityscapes import label_lut
 
     out = tmp_path / "data"
     result = cli.capture(
@@ -136,8 +138,7 @@ def test_resize_scales_labels_and_intrinsics(cityscapes: dict, tmp_path: Path, c
         "--frames",
         "7",
         "--size",
-        "8",
-        "16",
+        "8,16",
     )
     assert result.exit_code == 0, result.output
     clip = _clips(out / "aachen")["aachen_000000_000000"]
@@ -189,11 +190,11 @@ def _files(folder: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize("size", [("0", "0"), ("-5", "10"), ("100000", "100000"), ("16", "5000")])
+@pytest.mark.parametrize("size", ["0,0", "-5,10", "100000,100000", "16,5000"])
 def test_bad_size_is_one_line_before_anything_is_read(cityscapes, tmp_path, cli, size) -> None:
     before = _files(tmp_path)
     result = cli.capture(
-        "import", "cityscapes", cityscapes["root"], "--out", tmp_path / "data", "--size", *size
+        "import", "cityscapes", cityscapes["root"], "--out", tmp_path / "data", "--size", size
     )
     cli.error(result, "size: must be (H, W) of 8 to 4096 pixels each")
     assert _files(tmp_path) == before

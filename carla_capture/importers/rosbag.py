@@ -9,8 +9,9 @@ than a clip are dropped and counted. Segmentation in the CARLA ROS bridge's colo
 palette, :mod:`clipcore.tags`) is turned back into raw tags; ``mono8`` segmentation is read
 as raw tags.
 
-Before anything is written, the options are checked (:class:`RosbagImport`: a known town, never a
-path; finite numbers in range; one topic per role), each topic must carry its role's message
+Before anything is written, the options are checked
+(:class:`~carla_capture.importers.config.RosbagImport`: a known town, never a path; finite
+numbers in range; one topic per role), each topic must carry its role's message
 type and image encoding (a colour camera given as ``--semantic`` or ``--depth`` is refused), and
 a bag that yields no clip is an error saying why (the option to change).
 """
@@ -18,14 +19,14 @@ a bag that yields no clip is an error saying why (the option to change).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from carla_capture.config import load_town
-from carla_capture.import_config import RosbagImport
+from carla_capture.importers.config import RosbagImport
+from carla_capture.importers.report import ImportReport
 from carla_capture.shard_names import open_next_shard
 from clipcore.errors import CaptureError
 from clipcore.records import Clip, Frame
@@ -33,6 +34,11 @@ from clipcore.settings import build
 from clipcore.tags import TAGS
 
 log = logging.getLogger(__name__)
+
+#: The report's entries (:class:`~carla_capture.importers.report.ImportReport`).
+PAIRS = "rgb/semantic pairs"
+SHORT = "pairs in segments shorter than a clip"
+NO_DEPTH = "frames without depth"
 
 #: Bytes per pixel and channel order of the supported ``sensor_msgs/Image`` encodings.
 ENCODINGS = {
@@ -43,27 +49,6 @@ ENCODINGS = {
     "mono8": (1, np.uint8),
     "32FC1": (1, np.float32),
 }
-
-
-@dataclass
-class ImportReport:
-    """What an import kept and dropped."""
-
-    paired: int = 0
-    dropped_rgb: int = 0
-    dropped_semantic: int = 0
-    depth_missing: int = 0
-    dropped_short: int = 0
-    clips: int = 0
-    shards: list[Path] = field(default_factory=list)
-
-    def summary(self) -> str:
-        return (
-            f"{self.clips} clips from {self.paired} rgb/semantic pairs; dropped "
-            f"{self.dropped_rgb} rgb and {self.dropped_semantic} semantic messages without a "
-            f"partner, {self.dropped_short} pairs in segments shorter than a clip; "
-            f"{self.depth_missing} frames without depth"
-        )
 
 
 def decode_image(msg: Any) -> np.ndarray:
@@ -240,7 +225,7 @@ def _intrinsics(info: Any) -> np.ndarray:
 
 def _why_no_clips(report: ImportReport, stamps: list[int], msgs: dict, cfg: RosbagImport) -> str:
     """Why a bag gave no clip, and the option that changes it."""
-    if not report.paired:
+    if not report.kept[PAIRS]:
         left = np.array([s for s, _ in msgs["rgb"]])
         right = np.array(sorted(s for s, _ in msgs["semantic"]))
         at = np.clip(np.searchsorted(right, left), 1, len(right) - 1) if len(right) > 1 else 0
@@ -260,7 +245,7 @@ def _why_no_clips(report: ImportReport, stamps: list[int], msgs: dict, cfg: Rosb
 def import_rosbag(bag: Path, **options: Any) -> ImportReport:
     """Import ``bag`` into one new shard ``<out>/<town>/<town>-NNNNN.h5``; return what was kept.
 
-    ``options`` are the fields of :class:`~carla_capture.import_config.RosbagImport` (``out``,
+    ``options`` are the fields of :class:`~carla_capture.importers.config.RosbagImport` (``out``,
     ``town``, ``rgb``, ``semantic``, optional ``depth``, ``camera_info``, ``frames``,
     ``tolerance_ms``, ``town_dir``), checked before the bag is read; the town must have a town
     file. A bag that yields no clip is an error saying why; nothing is written then."""
@@ -275,18 +260,20 @@ def import_rosbag(bag: Path, **options: Any) -> ImportReport:
     check_streams(msgs, topics)
     tol = int(round(cfg.tolerance_ms * 1e6))
     pairs = match([s for s, _ in msgs["rgb"]], [s for s, _ in msgs["semantic"]], tol)
-    report = ImportReport(
-        paired=len(pairs),
-        dropped_rgb=len(msgs["rgb"]) - len(pairs),
-        dropped_semantic=len(msgs["semantic"]) - len(pairs),
-    )
+    report = ImportReport()
+    report.keep(PAIRS, len(pairs))
+    report.drop("rgb messages without a partner", len(msgs["rgb"]) - len(pairs))
+    report.drop("semantic messages without a partner", len(msgs["semantic"]) - len(pairs))
+    report.drop(SHORT, 0)
+    if cfg.depth:
+        report.keep(NO_DEPTH, 0)
     depth_of: dict[int, int] = {}
     if cfg.depth:
         paired_stamps = [msgs["rgb"][i][0] for i, _ in pairs]
         depth_of = dict(match(paired_stamps, [s for s, _ in msgs["depth"]], tol))
     stamps = [msgs["rgb"][i][0] for i, _ in pairs]
     clips = _cut_clips(msgs, pairs, depth_of, stamps, cfg, report)
-    report.clips = len(clips)
+    report.clips, report.frames = len(clips), sum(len(clip) for clip in clips)
     if not clips:
         raise CaptureError(
             f"no clip imported from {bag}: {_why_no_clips(report, stamps, msgs, cfg)}"
@@ -310,7 +297,7 @@ def _cut_clips(
     clips: list[tuple[Frame, ...]] = []
     for segment in segments(stamps):
         usable = len(segment) - len(segment) % cfg.frames
-        report.dropped_short += len(segment) - usable
+        report.drop(SHORT, len(segment) - usable)
         for start in range(0, usable, cfg.frames):
             built = []
             for p in segment[start : start + cfg.frames]:
@@ -318,7 +305,8 @@ def _cut_clips(
                 sem = decode_image(msgs["semantic"][j][1])
                 tags = sem if sem.ndim == 2 else colours_to_tags(sem)
                 d = decode_image(msgs["depth"][depth_of[p]][1]) if p in depth_of else None
-                report.depth_missing += int(bool(cfg.depth) and d is None)
+                if cfg.depth and d is None:
+                    report.keep(NO_DEPTH)
                 built.append(
                     Frame(
                         rgb=decode_image(msgs["rgb"][i][1]),

@@ -21,7 +21,8 @@ clips already in the output are skipped, so an import can be repeated or resumed
 
 ``leftImg8bit/`` and ``gtFine/`` are required (without them an import would be unlabelled or
 empty); without ``camera/`` the clips lack intrinsics, which the report counts and the command
-says. Options are checked first (:class:`CityscapesImport`); a city folder name that is not a
+says. Options are checked first
+(:class:`~carla_capture.importers.config.CityscapesImport`); a city folder name that is not a
 town name (e.g. ``.hidden``) is refused, so nothing is written outside ``--out``.
 """
 
@@ -33,7 +34,7 @@ import re
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ import numpy as np
 from PIL import Image
 
 from carla_capture.config import town_name
-from carla_capture.import_config import CityscapesImport
+from carla_capture.importers.config import CityscapesImport
+from carla_capture.importers.report import ImportReport
 from carla_capture.record import existing_clip_ids
 from carla_capture.shard_names import open_next_shard
 from clipcore.errors import CaptureError
@@ -58,6 +60,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 log = logging.getLogger(__name__)
+
+#: The report's entries (:class:`~carla_capture.importers.report.ImportReport`).
+LABELLED = "labelled frames"
+EXISTING = "clips already imported"
+NO_INTRINSICS = "clips without intrinsics"
 
 #: Frame rate of the Cityscapes cameras (the sequences are recorded at 17 Hz).
 FPS = 17.0
@@ -135,37 +142,17 @@ class _Item:
         return f"{self.city}_{self.seq}_{self.frame:06d}"
 
 
-@dataclass
-class CityscapesReport:
-    """What one import did."""
-
-    clips: int = 0
-    frames: int = 0
-    labelled: int = 0
-    skipped_existing: int = 0
-    dropped_short: int = 0
-    without_intrinsics: int = 0  # clips imported without a camera file
-    shards: list[Path] = field(default_factory=list)
-    cities: dict[str, str] = field(default_factory=dict)  # city -> official split
-
-    def summary(self) -> str:
-        return (
-            f"{self.clips} clips, {self.frames} frames ({self.labelled} labelled) from "
-            f"{len(self.cities)} cities; {self.skipped_existing} clips already imported, "
-            f"{self.dropped_short} snippet frames left over (fewer than --frames)"
-        )
-
-    def intrinsics_note(self, root: Path) -> str:
-        """Why clips were imported without intrinsics, and the fix."""
-        where = (
-            f"{root} has no camera/ folder"
-            if not (Path(root) / "camera").is_dir()
-            else f"camera/ of {root} lacks their *_camera.json files"
-        )
-        return (
-            f"{self.without_intrinsics} clips imported without intrinsics: {where}; add "
-            "camera/ from the Cityscapes download (the temporal stages need intrinsics)"
-        )
+def intrinsics_note(root: Path, clips: int) -> str:
+    """Why ``clips`` clips were imported without intrinsics, and the fix."""
+    where = (
+        f"{root} has no camera/ folder"
+        if not (Path(root) / "camera").is_dir()
+        else f"camera/ of {root} lacks their *_camera.json files"
+    )
+    return (
+        f"{clips} clips imported without intrinsics: {where}; add "
+        "camera/ from the Cityscapes download (the temporal stages need intrinsics)"
+    )
 
 
 def _scan(folder: Path) -> list[_Item]:
@@ -266,7 +253,7 @@ def _clip(
     items: list[_Item],
     lut: np.ndarray,
     size: tuple[int, int] | None,
-    report: CityscapesReport,
+    report: ImportReport,
 ) -> Clip:
     built = []
     full = None
@@ -277,7 +264,7 @@ def _clip(
                 full = (img.height, img.width)
         label_path = _label_path(root, item)
         sem = _read_labels(label_path, lut, rgb.shape[:2]) if label_path.exists() else None
-        report.labelled += sem is not None
+        report.keep(LABELLED, int(sem is not None))
         built.append(
             Frame(
                 rgb=rgb,
@@ -291,7 +278,8 @@ def _clip(
         )
     first = items[0]
     intrinsics = _intrinsics(root, first, size, full)
-    report.without_intrinsics += intrinsics is None
+    if intrinsics is None:
+        report.keep(NO_INTRINSICS)
     return Clip(
         clip_id=items[0].stem,
         town=first.city,
@@ -308,7 +296,7 @@ def _clip(
 
 
 def _plan(
-    root: Path, frames: int, report: CityscapesReport, sequence: bool = True
+    root: Path, frames: int, report: ImportReport, sequence: bool = True
 ) -> Iterator[list[_Item]]:
     """Clips to write: snippet runs, then annotated frames that no run covers."""
     stills = _scan(root / "leftImg8bit")
@@ -324,7 +312,8 @@ def _plan(
             town_name(city)  # a city folder names a town folder under --out
         except ValueError as exc:
             raise CaptureError(f"{root}: city folder {city!r}: {exc}") from None
-    clips, report.dropped_short = _runs(sequence, frames)
+    clips, short = _runs(sequence, frames)
+    report.drop("snippet frames left over (fewer than --frames)", short)
     covered = {(i.city, i.seq, i.frame) for clip in clips for i in clip}
     clips += [[s] for s in stills if (s.city, s.seq, s.frame) not in covered]
     if not clips:
@@ -359,7 +348,7 @@ def write_splits_file(out: Path, cities: dict[str, str]) -> Path:
     return path
 
 
-def _close(writers: dict[str, ShardWriter], report: CityscapesReport) -> None:
+def _close(writers: dict[str, ShardWriter], report: ImportReport) -> None:
     for writer in writers.values():
         report.shards.append(writer.close())
 
@@ -380,10 +369,10 @@ def _check_root(root: Path) -> None:
             )
 
 
-def import_cityscapes(root: Path, **options: Any) -> CityscapesReport:
+def import_cityscapes(root: Path, **options: Any) -> ImportReport:
     """Import the Cityscapes folder ``root`` into ``<out>/<city>/<city>-NNNNN.h5`` (one new
     shard per city with new clips). ``options`` are the fields of
-    :class:`~carla_capture.import_config.CityscapesImport`, checked first: ``out``, ``frames``,
+    :class:`~carla_capture.importers.config.CityscapesImport`, checked first: ``out``, ``frames``,
     ``size`` (H, W: images resized by area, labels nearest) and ``sequence`` (False leaves out
     ``leftImg8bit_sequence``: annotated frames only). ``root`` must hold ``leftImg8bit/`` and
     ``gtFine/``; an import that finds no clip, new or already imported, is an error."""
@@ -391,19 +380,22 @@ def import_cityscapes(root: Path, **options: Any) -> CityscapesReport:
     root, out = Path(root), Path(cfg.out)
     _check_root(root)
     lut = label_lut()
-    report = CityscapesReport()
+    report = ImportReport()
+    report.keep(LABELLED, 0)
+    report.keep(EXISTING, 0)
+    cities: dict[str, str] = {}  # city -> official split
     writers: dict[str, ShardWriter] = {}
     done: dict[str, set[str]] = {}
     size = tuple(cfg.size) if cfg.size is not None else None
     try:
         for items in _plan(root, cfg.frames, report, cfg.sequence):
             city = items[0].city
-            report.cities[city] = items[0].split
+            cities[city] = items[0].split
             town_dir = out / city
             if city not in done:
                 done[city] = existing_clip_ids(town_dir) if town_dir.is_dir() else set()
             if items[0].stem in done[city]:
-                report.skipped_existing += 1
+                report.keep(EXISTING)
                 continue
             clip = _clip(root, items, lut, size, report)  # a bad file raises here, before add
             if city not in writers:
@@ -420,7 +412,11 @@ def import_cityscapes(root: Path, **options: Any) -> CityscapesReport:
             writer.abort()
         raise
     _close(writers, report)
-    if report.cities:
-        write_splits_file(out, report.cities)
+    report.keep("cities", len(cities))
+    if NO_INTRINSICS in report.kept:
+        report.warnings.append(intrinsics_note(root, report.kept.pop(NO_INTRINSICS)))
+    if cities:
+        splits = write_splits_file(out, cities)
+        report.next_steps.append(f"capture split {out} --splits {splits}")
     log.info("%s", report.summary())
     return report
