@@ -41,9 +41,10 @@ from carla_capture.record import record  # noqa: E402
 from carla_capture.split import build_manifest, load_splits, write_manifest  # noqa: E402
 from dataset.config import Perturbation  # noqa: E402
 from dataset.labels import load_label_map  # noqa: E402
-from train.evaluate import row_mean_depth, score_models, whole_clips  # noqa: E402
-from train.run import resolve_config, train  # noqa: E402
-from train.run_folder import FrameModel, load_checkpoint, load_run, temporal_model  # noqa: E402
+from train.pipeline.evaluate import row_mean_depth, score_models, whole_clips  # noqa: E402
+from train.pipeline.run import resolve_config, train  # noqa: E402
+from train.pipeline.trained import FrameModel, load_run, temporal_model  # noqa: E402
+from train.run_folder import load_checkpoint  # noqa: E402
 
 TOWNS = split_of_towns()
 COMMON = ['device="cpu"', "tensorboard=false"]

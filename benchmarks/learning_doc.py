@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from common import DOCS, load_average
 
-from train.evaluate import baseline_lines, comparison_table
+from train.pipeline.evaluate import baseline_lines, comparison_table
 
 LABELS = {
     "frame_by_frame": "(0) stages 1-3, frame by frame",

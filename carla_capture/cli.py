@@ -267,8 +267,10 @@ def verify(
     config: Path | None,
     overrides: tuple[str, ...],
 ) -> None:
-    """Check every clip: frame timing, RGB, depth range, sky at the far plane, tags, poses and
-    geometric consistency between frames. Exits 1 when any clip fails.
+    """Check every clip.
+
+    Frame timing, RGB, depth range, sky at the far plane, tags, poses and geometric consistency
+    between frames. Exits 1 when any clip fails.
 
     \b
     Examples:
@@ -316,10 +318,12 @@ def verify(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON (for bug reports).")
 def doctor(as_json: bool, **options: Any) -> None:
-    """Check a CARLA server before recording: versions, maps, map load time, synchronous tick rate,
-    Traffic Manager, latency per camera, one short clip with the reprojection checks. Prints a
-    table with the fix of every failure; exits 1 when a check fails. Leaves the server asynchronous.
-    The checks run in a child process that is stopped when no tick comes for --stall-timeout s.
+    """Check a CARLA server before recording.
+
+    Versions, maps, map load time, synchronous tick rate, Traffic Manager, latency per camera, one
+    short clip with the reprojection checks. Prints a table with the fix of every failure; exits 1
+    when a check fails. Leaves the server asynchronous. The checks run in a child process that is
+    stopped when no tick comes for --stall-timeout s.
 
     \b
     Examples:

@@ -20,8 +20,10 @@ BN_MOMENTUM = 0.1
 
 
 def build_backbone(cfg: ModelConfig, resnet: nn.Module | None = None) -> Backbone:
-    """The encoder named by ``cfg.backbone`` (wrapping ``resnet`` if given, e.g. DeepLab's own),
-    or the UNet's encoder when ``cfg.seg_model`` is ``unet``."""
+    """The encoder named by ``cfg.backbone``, or the UNet's when ``cfg.seg_model`` is unet.
+
+    ``resnet`` is wrapped if given (e.g. DeepLab's own).
+    """
     if cfg.seg_model == "unet":
         return unet_encoder(cfg)
     if cfg.backbone == "resnet50":
@@ -63,8 +65,7 @@ def _hat(v: torch.Tensor) -> torch.Tensor:
 
 
 def so3_exp(omega: torch.Tensor) -> torch.Tensor:
-    """Axis-angle (..., 3) in radians -> rotation (..., 3, 3) by Rodrigues' formula (exact near
-    0)."""
+    """Axis-angle (..., 3) radians -> rotation (..., 3, 3), Rodrigues' formula (exact near 0)."""
     theta2 = (omega * omega).sum(-1, keepdim=True).unsqueeze(-1)
     theta = theta2.clamp_min(1e-12).sqrt()
     small = theta2 < 1e-8

@@ -109,7 +109,7 @@ _TAG_OF = {
 
 
 def official_labels() -> list:
-    """cityscapesScripts' label table (``Label`` named tuples: name, id, trainId, ...)."""
+    """CityscapesScripts' label table (``Label`` named tuples: name, id, trainId, ...)."""
     try:
         from cityscapesscripts.helpers.labels import labels
     except ImportError as exc:
@@ -370,12 +370,14 @@ def _check_root(root: Path) -> None:
 
 
 def import_cityscapes(root: Path, **options: Any) -> ImportReport:
-    """Import the Cityscapes folder ``root`` into ``<out>/<city>/<city>-NNNNN.h5`` (one new
-    shard per city with new clips). ``options`` are the fields of
+    """Import the Cityscapes folder ``root`` into ``<out>/<city>/<city>-NNNNN.h5``.
+
+    One new shard per city with new clips. ``options`` are the fields of
     :class:`~carla_capture.importers.config.CityscapesImport`, checked first: ``out``, ``frames``,
     ``size`` (H, W: images resized by area, labels nearest) and ``sequence`` (False leaves out
     ``leftImg8bit_sequence``: annotated frames only). ``root`` must hold ``leftImg8bit/`` and
-    ``gtFine/``; an import that finds no clip, new or already imported, is an error."""
+    ``gtFine/``; an import that finds no clip, new or already imported, is an error.
+    """
     cfg = build(CityscapesImport, options, "capture import cityscapes", options=True)
     root, out = Path(root), Path(cfg.out)
     _check_root(root)

@@ -1,5 +1,8 @@
-"""``capture import rosbag`` and ``capture import cityscapes``: options from each importer's
-config, one way of printing the :class:`~carla_capture.importers.report.ImportReport`."""
+"""``capture import rosbag`` and ``capture import cityscapes``.
+
+Options from each importer's config, one way of printing the
+:class:`~carla_capture.importers.report.ImportReport`.
+"""
 
 from __future__ import annotations
 
@@ -80,8 +83,10 @@ def rosbag(bag: Path, **options: Any) -> None:
     "(all that stage 1 learns from).",
 )
 def cityscapes(root: Path, no_sequence: bool, **options: Any) -> None:
-    """Import a Cityscapes folder (leftImg8bit[_sequence]/, gtFine/, camera/) into one town per
-    city, labels as CARLA tags that the cityscapes19 label map turns into the 19 official classes.
+    """Import a Cityscapes folder into one town per city.
+
+    Reads leftImg8bit[_sequence]/, gtFine/ and camera/; labels become CARLA tags that the
+    cityscapes19 label map turns into the 19 official classes.
 
     \b
     Example:

@@ -1,6 +1,9 @@
-"""What ``capture import rosbag`` and ``capture import cityscapes`` accept: every option a field,
-checked like ``capture record``'s (a town name that is no path, finite numbers in range, an image
-size a camera can have), so a bad value is one line before anything is read or written."""
+"""What ``capture import rosbag`` and ``capture import cityscapes`` accept.
+
+Every option a field, checked like ``capture record``'s (a town name that is no path, finite numbers
+in range, an image size a camera can have), so a bad value is one line before anything is read or
+written.
+"""
 
 from __future__ import annotations
 

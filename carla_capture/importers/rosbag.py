@@ -113,8 +113,10 @@ def _flag(role: str) -> str:
 
 
 def read_topics(bag: Path, topics: dict[str, str]) -> dict[str, list[tuple[int, Any]]]:
-    """Messages of each ``{role: topic}`` as (header stamp ns, message), sorted by stamp; a
-    topic that is missing or of another message type than its role needs is one line."""
+    """Messages of each ``{role: topic}`` as (header stamp ns, message), sorted by stamp.
+
+    A topic that is missing or of another message type than its role needs is one line.
+    """
     try:
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
@@ -160,9 +162,11 @@ def _check_connections(bag: Path, connections: list, topics: dict[str, str]) -> 
 
 
 def check_streams(msgs: dict[str, list[tuple[int, Any]]], topics: dict[str, str]) -> None:
-    """Each role's topic has messages, in an encoding that role can hold (a colour camera given
-    as ``--semantic`` or ``--depth`` is one line, not zero clips); segmentation colours are in
-    the CARLA palette."""
+    """Each role's topic has messages, in an encoding that role can hold.
+
+    A colour camera given as ``--semantic`` or ``--depth`` is one line, not zero clips; segmentation
+    colours are in the CARLA palette.
+    """
     for role, topic in topics.items():
         if not msgs[role]:
             raise CaptureError(f"{_flag(role)} {topic} has no messages in the bag")
@@ -180,8 +184,11 @@ def check_streams(msgs: dict[str, list[tuple[int, Any]]], topics: dict[str, str]
 
 
 def match(left: list[int], right: list[int], tolerance_ns: int) -> list[tuple[int, int]]:
-    """One-to-one pairs (i, j) of sorted stamps with ``|left[i] - right[j]| <= tolerance``,
-    each ``left`` stamp taking the nearest unused ``right`` stamp; in order."""
+    """One-to-one pairs (i, j) of sorted stamps within ``tolerance``, in order.
+
+    Pairs have ``|left[i] - right[j]| <= tolerance``, each ``left`` stamp taking the nearest unused
+    ``right`` stamp.
+    """
     pairs: list[tuple[int, int]] = []
     j = 0
     for i, stamp in enumerate(left):
@@ -248,7 +255,8 @@ def import_rosbag(bag: Path, **options: Any) -> ImportReport:
     ``options`` are the fields of :class:`~carla_capture.importers.config.RosbagImport` (``out``,
     ``town``, ``rgb``, ``semantic``, optional ``depth``, ``camera_info``, ``frames``,
     ``tolerance_ms``, ``town_dir``), checked before the bag is read; the town must have a town
-    file. A bag that yields no clip is an error saying why; nothing is written then."""
+    file. A bag that yields no clip is an error saying why; nothing is written then.
+    """
     cfg = build(RosbagImport, options, "capture import rosbag", options=True)
     load_town(cfg.town, cfg.town_dir)  # known, or in --town-dir
     topics = {
