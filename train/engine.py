@@ -126,6 +126,15 @@ class Schedule:
     frozen_stats: tuple[str, ...] = ()  # submodules whose BatchNorm layers stay in eval mode
     validate_start: bool = False  # validate before training; the start is a best.pt candidate
 
+    @classmethod
+    def of(cls, spec: Any, **more: Any) -> Schedule:
+        """The schedule of a task's stage config ``spec``, and the fields ``more`` gives.
+
+        ``spec`` gives ``epochs``, ``batch_size``, ``lr``, ``max_steps`` and ``warmup_epochs``.
+        """
+        keys = ("epochs", "batch_size", "lr", "max_steps", "warmup_epochs")
+        return cls(**{key: getattr(spec, key) for key in keys}, **more)
+
 
 class Meter(Protocol):
     """Validation figures beyond the losses (e.g. mIoU), accumulated over batches."""

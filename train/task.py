@@ -16,6 +16,21 @@ from typing import Any
 
 from train.config import EvalConfig, PredictConfig, RunConfig
 
+#: The RunConfig fields every task offers as options of ``train run`` (a task that validates
+#: adds ``data.val_split``).
+RUN_FIELDS = (
+    "data.root",
+    "out",
+    "preset",
+    "data.label_map",
+    "data.size",
+    "data.train_split",
+    "data.num_workers",
+    "seed",
+    "device",
+    "deterministic",
+)
+
 
 @dataclass(frozen=True)
 class Task:

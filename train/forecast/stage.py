@@ -96,15 +96,7 @@ class ForecastStage(Stage):
         """Its schedule from the ``forecast`` section; the teacher always frozen."""
         fc = cfg.forecast
         self.cfg, self.name, self.key = cfg, fc.run_name(), "forecast"
-        self.schedule = Schedule(
-            epochs=fc.epochs,
-            batch_size=fc.batch_size,
-            lr=fc.lr,
-            max_steps=fc.max_steps,
-            warmup_epochs=fc.warmup_epochs,
-            lr_patience=fc.lr_patience,
-            frozen=("teacher",),
-        )
+        self.schedule = Schedule.of(fc, lr_patience=fc.lr_patience, frozen=("teacher",))
         self.train_split, self.val_split = cfg.data.train_split, cfg.data.val_split
 
     def build(self) -> nn.Module:

@@ -10,24 +10,15 @@ from train.forecast.config import ForecastRunConfig
 from train.forecast.evaluate import ForecastEval, evaluate, to_markdown
 from train.forecast.predict import ForecastPredict, predict
 from train.forecast.stage import resolve_config, train
-from train.task import Task
+from train.task import RUN_FIELDS, Task
 
 TASK = Task(
     name="forecast",
     summary="A forecaster of future segmentation, taught by the run's stage 1.",
     config=ForecastRunConfig,
     run_fields=(
-        "data.root",
-        "out",
-        "preset",
-        "data.label_map",
-        "data.size",
-        "data.train_split",
+        *RUN_FIELDS,
         "data.val_split",
-        "data.num_workers",
-        "seed",
-        "device",
-        "deterministic",
         "forecast.horizon",
         "forecast.temporal",
         "forecast.width",

@@ -43,12 +43,8 @@ class PipelineStage(Stage):
         self.cfg, self.name, self.key = cfg, name, f"stages.{name}"
         self.spec: StageConfig = cfg.stages[name]
         spec = self.spec
-        self.schedule = Schedule(
-            epochs=spec.epochs,
-            batch_size=spec.batch_size,
-            lr=spec.lr,
-            max_steps=spec.max_steps,
-            warmup_epochs=spec.warmup_epochs,
+        self.schedule = Schedule.of(
+            spec,
             lr_patience=cfg.lr_patience,
             frozen=spec.frozen,
             frozen_stats=spec.frozen_stats,

@@ -7,25 +7,13 @@ from train.pipeline.config import TrainConfig
 from train.pipeline.evaluate import PipelineEval, evaluate_pipeline, to_markdown
 from train.pipeline.predict import PipelinePredict, predict
 from train.pipeline.run import STAGE_ORDER, resolve_config, train
-from train.task import Task
+from train.task import RUN_FIELDS, Task
 
 TASK = Task(
     name="pipeline",
     summary="Stages 1-4: segmentation, depth, ego-motion, the temporal model.",
     config=TrainConfig,
-    run_fields=(
-        "data.root",
-        "out",
-        "preset",
-        "data.label_map",
-        "data.size",
-        "data.train_split",
-        "data.val_split",
-        "data.num_workers",
-        "seed",
-        "device",
-        "deterministic",
-    ),
+    run_fields=(*RUN_FIELDS, "data.val_split"),
     presets=tuple(PRESETS),
     resolve=resolve_config,
     stages=STAGE_ORDER,

@@ -95,14 +95,7 @@ class TwinVAEStage(Stage):
         """The stage's schedule from its config; frozen names are the twin VAE's."""
         spec = cfg.stages[name]
         self.cfg, self.name, self.key, self.spec = cfg, name, f"stages.{name}", spec
-        self.schedule = Schedule(
-            epochs=spec.epochs,
-            batch_size=spec.batch_size,
-            lr=spec.lr,
-            max_steps=spec.max_steps,
-            warmup_epochs=spec.warmup_epochs,
-            frozen=tuple(f"vae.{module}" for module in spec.frozen),
-        )
+        self.schedule = Schedule.of(spec, frozen=tuple(f"vae.{module}" for module in spec.frozen))
         self.train_split, self.val_split = cfg.data.train_split, None
 
     def build(self) -> nn.Module:

@@ -10,25 +10,13 @@ from train.sim2real.config import SIM2REAL_STAGES, Sim2RealConfig
 from train.sim2real.evaluate import Sim2RealEval, evaluate, to_markdown
 from train.sim2real.predict import Sim2RealPredict, predict
 from train.sim2real.stage import resolve_config, train
-from train.task import Task
+from train.task import RUN_FIELDS, Task
 
 TASK = Task(
     name="sim2real",
     summary="The sim2real twin VAE: sim frames with labels, unlabelled target images.",
     config=Sim2RealConfig,
-    run_fields=(
-        "data.root",
-        "target",
-        "out",
-        "preset",
-        "data.label_map",
-        "data.size",
-        "data.train_split",
-        "data.num_workers",
-        "seed",
-        "device",
-        "deterministic",
-    ),
+    run_fields=(*RUN_FIELDS, "target"),
     presets=tuple(SIM2REAL_PRESETS),
     resolve=resolve_config,
     stages=SIM2REAL_STAGES,
