@@ -78,7 +78,7 @@ def live(**options: Any) -> None:
       rerun live.rrd                                               # replay a saved dashboard
     """
     from carla_temporal.live import live as run_live
-    from train.engine import resolve_device
+    from train.context import resolve_device
 
     cfg = live_config(options)
     sink = cfg.sink()

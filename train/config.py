@@ -69,7 +69,7 @@ def _device_name(name: str) -> str:
     return name
 
 
-#: A device name: auto, cpu, cuda or cuda:N (whether it is there: :func:`train.engine.setup`).
+#: A device name: auto, cpu, cuda or cuda:N (whether it is there: :func:`train.context.setup`).
 Device = Annotated[str, AfterValidator(_device_name)]
 
 

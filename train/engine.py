@@ -11,11 +11,8 @@ Every random choice of an epoch (sampling order, augmentation, dropout, a VAE's 
 from (seed, epoch), so a run resumed from its ``last.pt`` ends with the same weights as one that
 was never interrupted (tested bit for bit on CPU in deterministic mode, for every task).
 
-One checkpoint format, ``<run>/<stage>/last.pt`` (and ``best.pt``, ``epoch-NNN.pt``): tensors
-and plain values only, read by :func:`train.run_folder.load_checkpoint` with torch's safe loader.
-Keys: ``components`` (one state dict per module the stage trains, what later stages, evaluation
-and prediction load), ``net``, ``optimizer``, ``scheduler`` (empty without one), ``epoch``,
-``best``, ``history``, ``config`` (the run's resolved config) and ``rng``.
+Every stage writes one checkpoint format (:mod:`train.checkpoint`); the device, DDP and seeds are
+:mod:`train.context`'s.
 """
 
 from __future__ import annotations
@@ -23,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -46,70 +41,14 @@ from torch.utils.data import (
 from tqdm import tqdm
 
 from clipcore.errors import ConfigError
-from clipcore.fsutil import atomic_copy, atomic_write
+from clipcore.fsutil import atomic_copy
 from train.board import Board
+from train.checkpoint import load_state, save_checkpoint
 from train.config import RunConfig
+from train.context import Context, seed_everything, unwrap
 from train.run_folder import load_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Context:
-    """Where this process trains: device and its place in a distributed run."""
-
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def main(self) -> bool:
-        """True on the process that logs and writes files."""
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        """True under ``torchrun`` with more than one process."""
-        return self.world_size > 1
-
-
-def resolve_device(name: str) -> str:
-    """The device ``name`` means here, or a :class:`ConfigError` with the fix.
-
-    ``auto`` is ``cuda`` when a GPU is visible, else ``cpu``; ``cpu``, ``cuda`` and ``cuda:N``
-    are returned as given when there is such a device.
-    """
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    kind, _, index = name.partition(":")
-    if name != "cpu" and not (kind == "cuda" and (not index or index.isdigit())):
-        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
-    if kind == "cuda" and int(index or 0) >= torch.cuda.device_count():
-        raise ConfigError(
-            f"device {name!r} is not there ({torch.cuda.device_count()} CUDA device(s) visible): "
-            "use --device auto or cpu"
-        )
-    return name
-
-
-def setup(cfg: RunConfig) -> Context:
-    """Pick the device, start the process group under torchrun, switch on determinism if asked."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    name = resolve_device(cfg.device)
-    device = torch.device(f"cuda:{local}" if name == "cuda" and world > 1 else name)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
-    return Context(device, dist.get_rank() if world > 1 else 0, world)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 @dataclass(frozen=True)
@@ -422,71 +361,6 @@ def evaluate(
     return result
 
 
-def unwrap(net: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper, or the module itself."""
-    return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
-
-
-def _numpy_rng_state() -> dict:
-    """NumPy's global RNG state as a tensor and plain values.
-
-    Checkpoints hold nothing that torch's safe loader (``weights_only=True``) refuses.
-    """
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "bit_generator": name,
-        "keys": torch.from_numpy(keys.astype(np.int64)),
-        "pos": int(pos),
-        "has_gauss": int(has_gauss),
-        "cached_gaussian": float(cached),
-    }
-
-
-def save_checkpoint(
-    path: Path,
-    net: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    epoch: int,
-    best: float | None,
-    history: list[dict],
-    cfg: RunConfig,
-) -> None:
-    """Write everything needed to resume (and each component's weights) atomically."""
-    inner = unwrap(net)
-    state = {
-        "components": {name: m.state_dict() for name, m in inner.components().items()},
-        "net": inner.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else {},
-        "epoch": epoch,
-        "best": best,
-        "history": history,
-        "config": cfg.model_dump(mode="json"),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "numpy": _numpy_rng_state(),
-            "python": random.getstate(),
-        },
-    }
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def _resume(net: nn.Module, optimizer: Any, scheduler: Any, state: dict) -> None:
-    """Load a ``last.pt`` into the network, optimizer and scheduler.
-
-    A checkpoint of an earlier release without ``net`` (a forecaster's) loads its components.
-    """
-    if "net" in state:
-        net.load_state_dict(state["net"])
-    else:
-        for name, module in net.components().items():
-            module.load_state_dict(state["components"][name])
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state.get("scheduler"):
-        scheduler.load_state_dict(state["scheduler"])
-
-
 def _build(stage: Stage, ctx: Context) -> nn.Module:
     """The stage's network on the device, its frozen modules frozen."""
     net = stage.build().to(ctx.device)
@@ -525,7 +399,7 @@ def run_stage(stage: Stage, ctx: Context, resume: bool = False) -> Path:
     start, best, history = 0, None, []
     if resume and (folder / "last.pt").exists():
         state = load_checkpoint(folder / "last.pt", ctx.device)
-        _resume(net, optimizer, scheduler, state)
+        load_state(net, optimizer, scheduler, state)
         start, best, history = state["epoch"] + 1, state["best"], state["history"]
         log.info("%s: resuming after epoch %d", stage.name, state["epoch"])
     if ctx.distributed:

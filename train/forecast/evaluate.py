@@ -23,7 +23,7 @@ from dataset.labels import load_label_map
 from models.depth import build_depth
 from models.ego_motion import build_ego_motion
 from train.config import EvalConfig
-from train.engine import resolve_device
+from train.context import resolve_device
 from train.forecast.config import HorizonConfig
 from train.forecast.data import ForecastWindows
 from train.forecast.stage import load_forecaster, load_teacher

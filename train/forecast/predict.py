@@ -19,7 +19,7 @@ from clipcore.pictures import write_video
 from dataset.labels import load_label_map
 from dataset.windows import make_item
 from train.config import PredictConfig
-from train.engine import resolve_device
+from train.context import resolve_device
 from train.forecast.data import forecast_samples
 from train.forecast.stage import load_forecaster, load_teacher
 

@@ -25,7 +25,8 @@ from dataset.labels import IGNORE_INDEX, load_label_map
 from models.forecast import Forecaster, build_forecaster
 from models.segmentation import SegmentationModel, build_segmentation
 from train import config as run_config
-from train.engine import Schedule, Stage, run_stage, setup
+from train.context import setup
+from train.engine import Schedule, Stage, run_stage
 from train.forecast.config import ForecastRunConfig, preset_defaults, upgrade_forecast
 from train.forecast.data import ForecastWindows
 from train.metrics import MiouMeter

@@ -21,7 +21,7 @@ from dataset.labels import IGNORE_INDEX, load_label_map
 from dataset.perturb import corrupt
 from models.pipeline import TemporalPipeline
 from train.config import EvalConfig
-from train.engine import resolve_device
+from train.context import resolve_device
 from train.metrics import ConfusionMatrix, DepthMetrics, PoseMetrics
 from train.pipeline.config import TrainConfig
 from train.pipeline.consistency import TemporalConsistency, window_pairs

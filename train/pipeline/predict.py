@@ -27,7 +27,7 @@ from clipcore.settings import TextPath
 from dataset.labels import load_label_map
 from dataset.windows import make_item
 from train.config import PredictConfig
-from train.engine import resolve_device
+from train.context import resolve_device
 from train.pipeline.trained import load_run, temporal_model
 from train.pipeline.video import predict_video
 

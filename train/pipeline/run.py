@@ -14,7 +14,8 @@ from typing import Any
 from clipcore.errors import CaptureError, ConfigError
 from clipcore.manifest import load_manifest, require_clips
 from train import config as run_config
-from train.engine import run_stage, setup
+from train.context import setup
+from train.engine import run_stage
 from train.pipeline.config import TrainConfig, upgrade_pipeline
 from train.pipeline.schedules import preset_defaults
 from train.pipeline.stages import PipelineStage

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from dataset import ClipWindows
 from dataset.labels import load_label_map
 from dataset.perturb import corrupt
-from train.engine import Context, Schedule, Stage, evaluate
+from train.context import Context
+from train.engine import Schedule, Stage, evaluate
 from train.metrics import MiouMeter
 from train.pipeline.config import StageConfig, TrainConfig
 from train.pipeline.losses import total_loss

@@ -20,7 +20,7 @@ from clipcore.errors import ConfigError
 from clipcore.settings import TextPath
 from dataset.kitti_depth import KittiDepthPairs
 from train.config import EvalConfig
-from train.engine import resolve_device
+from train.context import resolve_device
 from train.metrics import ConfusionMatrix, DepthMetrics
 from train.sim2real.stage import frames, load_sim2real, source_frames
 

@@ -20,7 +20,7 @@ from clipcore.settings import TextPath
 from dataset.labels import load_label_map
 from dataset.target_images import IMAGE_SUFFIXES, TargetImages, _resize
 from train.config import PredictConfig
-from train.engine import resolve_device
+from train.context import resolve_device
 from train.sim2real.stage import load_sim2real
 
 

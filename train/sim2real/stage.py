@@ -29,7 +29,8 @@ from dataset import ClipWindows
 from dataset.target_images import TargetImages
 from models.sim2real import TwinVAE, build_sim2real
 from train import config as run_config
-from train.engine import Context, Schedule, Stage, make_loader, run_stage, setup
+from train.context import Context, setup
+from train.engine import Schedule, Stage, make_loader, run_stage
 from train.run_folder import load_checkpoint, refuse_overwrite, save_config
 from train.sim2real.config import SIM2REAL_STAGES, Sim2RealConfig, preset_defaults
 from train.sim2real.losses import task_terms, vae_terms, weighted_total
