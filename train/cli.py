@@ -200,10 +200,9 @@ def _predict_command(task: Task) -> click.Command:
         task.predict_config, tuple(f for f in fields if f != "path"), run=_DIR
     )(command)
     command = click.argument("path", type=TextPathType(exists=True), required=needs_path)(command)
-    text = (
-        f"Predict with the {task.name} task's trained model of RUN on PATH "
-        f"({fields['path'].description.rstrip('.')})."
-    )
+    what = fields["path"].description or ""
+    path = what[:1].lower() + what[1:]
+    text = f"Predict with the {task.name} task's trained model of RUN. PATH: {path}"
     return click.command(task.name, help=_help(text, task.examples.get("predict")))(command)
 
 
