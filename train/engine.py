@@ -325,14 +325,15 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean total loss, each loss part's mean and the meter's figures over a split.
 
-    ``{}`` without a batch; with ``transform``, on every batch changed by it (e.g. corrupted).
-    Summed over the processes of a distributed run.
+    ``{}`` without a batch; with ``transform``, on every batch changed by it (e.g. corrupted). The
+    batches are the stage's (:meth:`Stage.batches`: a second source drawn as in epoch 0, the same
+    every epoch). Summed over the processes of a distributed run.
     """
     set_mode(net, stage.schedule, False)
     meter = stage.meter()
     names: tuple[str, ...] = ()
     sums, count = None, 0
-    for batch in loader:
+    for batch in stage.batches(loader, 0, ctx):  # a second source in the order of epoch 0
         batch = to_device(batch, ctx)
         if transform is not None:
             batch = transform(batch)

@@ -237,9 +237,9 @@ def test_verbose_sets_the_log_level(recorded, monkeypatch):
 
 
 def test_an_option_of_another_task_is_not_offered(cli):
-    """Options belong to their task: sim2real has no --val-split (it does not validate),
-    the pipeline no --target, forecasting no --stage."""
-    cli.error(cli.train("run", "sim2real", "--val-split", "val"), "No such option")
+    """Options belong to their task: sim2real has no --horizon, the pipeline no --target,
+    forecasting no --stage."""
+    cli.error(cli.train("run", "sim2real", "--horizon", "mid"), "No such option")
     cli.error(cli.train("run", "pipeline", "--target", "x"), "No such option")
     cli.error(cli.train("run", "forecast", "--stage", "stage1"), "No such option")
     assert "lowres" not in cli.train("run", "sim2real", "--help").output

@@ -46,6 +46,23 @@ class Sim2RealStage(BaseModel):
         (), description="Submodules of the twin VAE not trained (e.g. decoders)."
     )
     from_vae: bool = Field(True, description="sim2real-tasks: start from sim2real-vae's weights.")
+    validation: bool = Field(
+        False,
+        description="Validate every epoch on data.val_split (the weighted loss, eval mode; "
+        "target images as in the first epoch): best.pt is the lowest, not the last epoch.",
+    )
+    lr_patience: int | None = Field(
+        None,
+        ge=0,
+        description="ReduceLROnPlateau patience in epochs (factor 0.1) on the validation loss "
+        "(needs validation); None: a constant learning rate.",
+    )
+
+    @model_validator(mode="after")
+    def _schedule_reads_validation(self) -> Sim2RealStage:
+        if self.lr_patience is not None and not self.validation:
+            raise ValueError("lr_patience steps on the validation loss: set validation=true too")
+        return self
 
 
 def _data_defaults(value: Any) -> Any:
@@ -62,7 +79,7 @@ class Sim2RealConfig(RunConfig):
         default_factory=lambda: DataConfig(**DATA_DEFAULTS),
         description="The source domain: sim frames with labels (dataset folder, train split, "
         "label map, loader workers); frames are resized to data.size, else model.input_size "
-        "(multiples of 2**len(model.channels)). Sim2real trains without validation.",
+        "(multiples of 2**len(model.channels)); the val split only for a stage with validation.",
     )
     target: TextPath | None = Field(
         None, description="Target domain: folder of JPG/PNG images or of shards (unlabelled)."

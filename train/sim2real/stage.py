@@ -4,8 +4,9 @@ Stage 1 (``sim2real-vae``) trains the twin VAE (both encoders and decoders) on s
 ``data`` (our shards, labels unused) and unlabelled target images (``target``, a second loader
 cycled beside the source frames). Stage 2 (``sim2real-tasks``) starts from stage 1's weights and
 trains the depth and segmentation decoders with the encoders, the image decoders frozen, on sim
-frames with labels and their translation to the target domain. Neither is validated: best.pt is
-the last epoch. Checkpoints: ``<out>/<stage>/`` in the engine's format (component
+frames with labels and their translation to the target domain. A stage is validated only with
+``validation`` (its weighted loss on the val split; then ``lr_patience`` may lower the rate): else
+best.pt is the last epoch. Checkpoints: ``<out>/<stage>/`` in the engine's format (component
 ``twin_vae``); a stage folder of an earlier release holds ``model.pt`` instead, which still
 loads (:func:`load_sim2real`).
 """
@@ -96,8 +97,10 @@ class TwinVAEStage(Stage):
         """The stage's schedule from its config; frozen names are the twin VAE's."""
         spec = cfg.stages[name]
         self.cfg, self.name, self.key, self.spec = cfg, name, f"stages.{name}", spec
-        self.schedule = Schedule.of(spec, frozen=tuple(f"vae.{module}" for module in spec.frozen))
-        self.train_split, self.val_split = cfg.data.train_split, None
+        frozen = tuple(f"vae.{module}" for module in spec.frozen)
+        self.schedule = Schedule.of(spec, lr_patience=spec.lr_patience, frozen=frozen)
+        self.train_split = cfg.data.train_split
+        self.val_split = cfg.data.val_split if spec.validation else None
 
     def build(self) -> nn.Module:
         """A fresh twin VAE, or (sim2real-tasks with ``from_vae``) stage 1's."""
@@ -136,8 +139,8 @@ class TwinVAEStage(Stage):
         return total, {name: float(term.detach()) for name, term in out.items()}
 
     def selection(self) -> str:
-        """No validation."""
-        return "the last epoch"
+        """The lowest validation loss (with ``validation``)."""
+        return "lowest validation loss"
 
 
 def _with_targets(

@@ -158,3 +158,29 @@ def test_tasks_stage_needs_the_vae_stage(cli, tmp_path, split_dataset):
         *_sets(*FAST),
     )
     cli.error(result, "sim2real-vae")
+
+
+def test_a_validated_stage_keeps_its_best_epoch_and_schedules_its_rate(
+    tmp_path, split_dataset, photos, sim2real_config
+):
+    """With validation, a stage scores the val split each epoch (stage 1 with target images too),
+    best.pt is its lowest loss and lr_patience lowers the rate: the engine's for every task."""
+    from train.sim2real.stage import train
+
+    sets = [f"stages.{s}.{k}={v}" for s in ("sim2real-vae", "sim2real-tasks")
+            for k, v in (("epochs", 2), ("validation", "true"), ("lr_patience", 0))]  # fmt: skip
+    train(sim2real_config(split_dataset, photos, tmp_path / "run", *sets), "all")
+    for stage in ("sim2real-vae", "sim2real-tasks"):
+        last = torch.load(tmp_path / "run" / stage / "last.pt", weights_only=True)
+        vals = [h["val"] for h in last["history"]]
+        assert all(v["loss"] > 0 and v["score"] == -v["loss"] for v in vals)
+        best = torch.load(tmp_path / "run" / stage / "best.pt", weights_only=True)
+        assert best["best"] == max(v["score"] for v in vals) and last["scheduler"]
+
+
+def test_lr_patience_needs_validation(cli, tmp_path, split_dataset, photos):
+    result = cli.train(
+        "run", "sim2real", "--data", split_dataset, "--target", photos, "--out", tmp_path / "r",
+        "--set", "stages.sim2real-tasks.lr_patience=1",
+    )  # fmt: skip
+    cli.error(result, "lr_patience steps on the validation loss", "validation=true")
