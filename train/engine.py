@@ -361,6 +361,33 @@ def choice_line(name: str, stage: StageConfig, history: list[dict], best: float 
     )
 
 
+def param_groups(
+    net: nn.Module, stage: StageConfig, name: str, lr: float | None = None
+) -> list[dict]:
+    """The trainable parameters in Adam's groups: those of each ``stage.lr_scale`` module at
+    ``lr`` (default ``stage.lr``) x its scale, the rest at ``lr``. A module the network holds as
+    None (a memory switched off) has no parameters to scale."""
+    lr = stage.lr if lr is None else lr
+    scaled: dict[int, float] = {}
+    for module_name, scale in stage.lr_scale.items():
+        module: nn.Module | None = net
+        for part in module_name.split("."):
+            if not hasattr(module, part):
+                raise ConfigError(
+                    f"stages.{name}.lr_scale: {name} has no submodule {module_name!r}"
+                )
+            module = getattr(module, part)
+            if module is None:
+                break
+        for param in module.parameters() if module is not None else ():
+            scaled[id(param)] = scale
+    groups: dict[float, list] = {}
+    for param in net.parameters():
+        if param.requires_grad:
+            groups.setdefault(scaled.get(id(param), 1.0), []).append(param)
+    return [{"params": params, "lr": lr * scale} for scale, params in groups.items()]
+
+
 def run_stage(
     cfg: TrainConfig, name: str, ctx: Context, resume: bool = False, validate: bool = True
 ) -> Path:
@@ -380,7 +407,7 @@ def run_stage(
             ) from None
     if cfg.channels_last and ctx.device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=stage.lr)
+    optimizer = torch.optim.Adam(param_groups(net, stage, name), lr=stage.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=0.1, patience=cfg.lr_patience
     )
