@@ -41,7 +41,7 @@ class ModelConfig(BaseModel):
         64, description="ConvGRU width; None runs it on the full bottleneck (paper)."
     )
     memory_fusion: Literal["off", "bottleneck", "scores"] = Field(
-        "bottleneck",
+        "scores",
         description="Where the ConvGRU memory fuses (models/memory.py): the backbone's "
         "bottleneck (the reference's), the heads' score and depth maps at 1/score_stride of the "
         "frame (GRFP-like), or off (no memory: the matched control of the ablation).",
@@ -91,6 +91,7 @@ PRESETS: dict[str, ModelConfig] = {
         memory_channels=None,
         motion_channels=(1024, 256, 128),
         motion_hidden=128,
+        memory_fusion="bottleneck",  # the reference's architecture
     ),
     "small": ModelConfig(
         backbone="resnet50",

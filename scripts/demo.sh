@@ -28,5 +28,5 @@ echo "== training the tiny preset through all four stages (CPU; about 5 minutes)
 echo "== predictions of the temporal model on a test clip =="
 "$BIN/train" predict pipeline --run "$RUN" "$DATA/Town02"
 
-echo "== evaluation on the test town (frame-by-frame vs temporal) =="
-"$BIN/train" eval pipeline --run "$RUN" --split test
+echo "== evaluation on the test town: frame-by-frame vs temporal, clean and corrupted =="
+"$BIN/train" eval pipeline --run "$RUN" --split test --perturbed

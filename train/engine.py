@@ -64,6 +64,7 @@ class Schedule:
     frozen: tuple[str, ...] = ()  # submodules kept frozen and in eval mode
     frozen_stats: tuple[str, ...] = ()  # submodules whose BatchNorm layers stay in eval mode
     validate_start: bool = False  # validate before training; the start is a best.pt candidate
+    lr_scale: tuple[tuple[str, float], ...] = ()  # (submodule, learning-rate multiplier) pairs
 
     @classmethod
     def of(cls, spec: Any, **more: Any) -> Schedule:
@@ -379,6 +380,33 @@ def _build(stage: Stage, ctx: Context) -> nn.Module:
     return net
 
 
+def param_groups(net: nn.Module, schedule: Any, name: str, lr: float | None = None) -> list[dict]:
+    """The trainable parameters of ``net`` in Adam's groups.
+
+    Those of each ``schedule.lr_scale`` submodule learn at ``lr`` (default ``schedule.lr``) x its
+    multiplier, the rest at ``lr``; ``schedule`` is a :class:`Schedule` or a stage config with
+    ``lr`` and ``lr_scale`` (pairs or a mapping). A submodule the network holds as None (a memory
+    switched off) has no parameters to scale; a name the network does not have is refused.
+    """
+    lr = schedule.lr if lr is None else lr
+    scaled: dict[int, float] = {}
+    for module_name, scale in dict(schedule.lr_scale).items():
+        module: nn.Module | None = net
+        for part in module_name.split("."):
+            if not hasattr(module, part):
+                raise ConfigError(f"lr_scale of {name}: {name} has no submodule {module_name!r}")
+            module = getattr(module, part)
+            if module is None:
+                break
+        for param in module.parameters() if module is not None else ():
+            scaled[id(param)] = scale
+    groups: dict[float, list[nn.Parameter]] = {}
+    for param in net.parameters():
+        if param.requires_grad:
+            groups.setdefault(scaled.get(id(param), 1.0), []).append(param)
+    return [{"params": params, "lr": lr * scale} for scale, params in groups.items()]
+
+
 def run_stage(stage: Stage, ctx: Context, resume: bool = False) -> Path:
     """Train ``stage`` into ``<out>/<name>/``, continuing from its ``last.pt`` with ``resume``.
 
@@ -389,7 +417,7 @@ def run_stage(stage: Stage, ctx: Context, resume: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     net = _build(stage, ctx)
-    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=schedule.lr)
+    optimizer = torch.optim.Adam(param_groups(net, schedule, stage.name))
     scheduler = (
         torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=0.1, patience=schedule.lr_patience

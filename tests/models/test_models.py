@@ -147,6 +147,7 @@ def _open(memory: torch.nn.Module) -> None:
         torch.nn.init.normal_(memory.up.weight, std=0.5)
     else:
         torch.nn.init.constant_(memory.strength, 1.0)
+        torch.nn.init.constant_(memory.gate[-1].bias, 5.0)  # the gates open
 
 
 @pytest.mark.parametrize("fusion", ["bottleneck", "scores"])
@@ -176,15 +177,19 @@ def test_alignment_changes_what_the_memory_reads(fusion):
         MODELS["pipeline"](PRESETS["tiny"])(window)
 
 
-def test_memory_carries_history_once_open():
+@pytest.mark.parametrize("fusion", ["bottleneck", "scores"])
+def test_memory_carries_history_once_open(fusion):
     torch.manual_seed(0)
-    memory = MODELS["geometry_filter"](PRESETS["tiny"]).memory
-    torch.nn.init.normal_(memory.up.weight, std=0.5)  # as after sequence training
-    f0, f1, f2 = torch.randn(3, 1, 576, 4, 8)
+    cfg = PRESETS["tiny"].model_copy(update={"memory_fusion": fusion})
+    memory = MODELS["geometry_filter"](cfg).memory
+    _open(memory)  # as after sequence training
+    channels = 576 if fusion == "bottleneck" else cfg.num_classes + 7
+    f0, f1, f2 = torch.randn(3, 1, channels, 4, 8)
+    stride = 16 if fusion == "bottleneck" else 4
     with torch.no_grad():
-        _, h = memory(f0, memory.init_state(1, 64, 128))  # a 4 x 8 bottleneck at stride 16
+        _, h = memory(f0, memory.init_state(1, 4 * stride, 8 * stride))
         after_0, _ = memory(f1, h)
-        _, h = memory(f2, memory.init_state(1, 64, 128))
+        _, h = memory(f2, memory.init_state(1, 4 * stride, 8 * stride))
         after_2, _ = memory(f1, h)
     assert (after_0 - after_2).abs().max() > 1e-2
 

@@ -51,6 +51,11 @@ class StageConfig(BaseModel):
     epochs: int = Field(20, ge=1, description="Epochs.")
     batch_size: int = Field(8, ge=1, description="Windows per batch (per process under DDP).")
     lr: float = Field(3e-4, gt=0, description="Adam learning rate.")
+    lr_scale: dict[str, float] = Field(
+        {},
+        description="Learning-rate multipliers of submodules (dotted names): a module trained "
+        "from scratch can learn faster than the trained ones it is fine-tuned beside.",
+    )
     warmup_epochs: float = Field(
         0.0,
         ge=0,
@@ -88,6 +93,14 @@ class StageConfig(BaseModel):
         bad = {k: w for k, w in value.items() if not (math.isfinite(w) and w >= 0)}
         if bad:
             raise ValueError(f"loss weights must be finite and >= 0, got {bad}")
+        return value
+
+    @field_validator("lr_scale")
+    @classmethod
+    def _positive_scales(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not (math.isfinite(v) and v > 0)}
+        if bad:
+            raise ValueError(f"learning-rate multipliers must be finite and > 0, got {bad}")
         return value
 
     @field_validator("perturb", mode="before")

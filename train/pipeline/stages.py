@@ -50,6 +50,7 @@ class PipelineStage(Stage):
             frozen=spec.frozen,
             frozen_stats=spec.frozen_stats,
             validate_start=spec.validate_start,
+            lr_scale=tuple(spec.lr_scale.items()),
         )
         self.train_split = cfg.data.train_split
         self.val_split = cfg.data.val_split if validate else None

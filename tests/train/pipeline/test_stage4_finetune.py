@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from clipcore.errors import ConfigError
 from dataset import ClipWindows
 from train import engine
 from train.pipeline import stages
@@ -114,7 +115,7 @@ def test_stage4_keeps_its_start_when_training_makes_it_worse(
     assert start["epoch"] == -1 and trained["val"]["loss"] > start["val"]["loss"]
     assert best["epoch"] == -1
     geo = best["components"]["geometry_filter"]
-    assert not geo["memory.up.weight"].any()
+    assert not geo["memory.strength"].any()
     depth2 = torch.load(trained_run / "stage2" / "best.pt", weights_only=True)["components"][
         "depth"
     ]
@@ -166,3 +167,26 @@ def test_stage4_trains_on_corrupted_windows_and_resumes_to_the_same_weights(
     assert a["epoch"] == b["epoch"] == 1
     for key, value in a["net"].items():
         assert torch.equal(value, b["net"][key]), key
+
+
+def test_the_fresh_memory_learns_faster_than_the_decoder_it_is_fine_tuned_beside(
+    tiny_config, trained_run, split_dataset
+):
+    for fusion in ("scores", "bottleneck", "off"):
+        cfg = tiny_config(split_dataset, trained_run, f'model.memory_fusion="{fusion}"')
+        spec = cfg.stages["stage4"]
+        net = build_stage_net(spec, cfg.model, trained_run)
+        for name in spec.frozen:
+            net.get_submodule(name).requires_grad_(False)
+        groups = {g["lr"]: {id(p) for p in g["params"]} for g in engine.param_groups(net, spec, "")}
+        decoder = {id(p) for p in net.pipeline.geometry.depth_decoder.parameters()}
+        assert decoder <= groups[spec.lr]
+        memory = net.pipeline.geometry.memory
+        if memory is None:  # memory off: the decoder alone, at the stage's rate
+            assert list(groups) == [spec.lr]
+        else:
+            assert {id(p) for p in memory.parameters()} == groups[10 * spec.lr]
+    cfg = tiny_config(split_dataset, trained_run, "stages.stage4.lr_scale={nothing=2.0}")
+    net = build_stage_net(cfg.stages["stage4"], cfg.model, trained_run)
+    with pytest.raises(ConfigError, match="no submodule 'nothing'"):
+        engine.param_groups(net, cfg.stages["stage4"], "stage4")

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from torch.utils.data import DataLoader
 
 from dataset import ClipWindows
+from dataset.perturb import corrupt
 from train import engine
 from train.cli import main as train_main
 from train.pipeline.losses import total_loss
@@ -28,17 +29,29 @@ def test_each_stage_lowers_its_loss(tiny_config, stage, trained_run, split_datas
         net.get_submodule(name).requires_grad_(False)
     ds = ClipWindows(split_dataset, "train", window=spec.window, size=(64, 128))
     batch = next(iter(DataLoader(ds, batch_size=2)))
-    # the recurrent stage 4 (6-frame windows, no warmup here) oscillates at 5e-3: smaller steps
-    steps, lr = (12, 2e-3) if stage == "stage4" else (8, 5e-3)
-    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
+    if spec.perturb is not None:  # stage 4 learns from corrupted windows, where a memory helps
+        batch["rgb"], _ = corrupt(
+            batch["rgb"], spec.perturb.model_copy(update={"window_p": 1.0}), [(0,), (1,)]
+        )
+    # stage 4 fine-tunes a decoder whose BatchNorm statistics stay fixed: more, slower steps
+    steps, lr = (20, 5e-3) if stage == "stage4" else (8, 5e-3)
+    optimizer = torch.optim.Adam(engine.param_groups(net, spec, stage, lr))
     losses = []
     for _ in range(steps):
         engine.set_mode(net, spec, True)
-        loss, _ = total_loss(spec.losses, stage_forward(net, batch), batch)
+        loss, parts = total_loss(spec.losses, stage_forward(net, batch), batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(parts if stage == "stage4" else float(loss.detach()))
+    if stage == "stage4":
+        # the fixture's 2-step stage 1 predicts almost uniform classes, which a memory of the
+        # score maps cannot sharpen: the depth decoder learns, the memory opens
+        assert losses[-1]["depth"] < 0.95 * losses[0]["depth"], losses
+        assert losses[-1]["ce"] <= losses[0]["ce"] + 1e-3, losses
+        strength = net.pipeline.geometry.memory.strength.flatten()
+        assert strength[1] > 0, strength  # the depth memory opened
+        return
     assert losses[-1] < 0.9 * losses[0], losses
 
 
@@ -92,7 +105,7 @@ def test_stage4_follows_the_reference_recipe(trained_run):
         if v.is_floating_point() and not torch.equal(v, geo4["depth_" + k])
     ]
     assert changed, "stage 4 trains the depth decoder"
-    assert not torch.equal(geo4["memory.up.weight"], torch.zeros_like(geo4["memory.up.weight"]))
+    assert geo4["memory.strength"].abs().sum() > 0, "stage 4 trains the memory"
 
 
 def test_tensorboard_scalars_and_panels(tiny_config, tmp_path, split_dataset):
