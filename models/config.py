@@ -1,5 +1,4 @@
-"""Model configuration: ``ModelConfig`` and the ``paper``, ``small``, ``tiny``, ``lowres``
-presets."""
+"""Model configuration: ``ModelConfig`` and its presets (paper, small, tiny, lowres)."""
 
 from __future__ import annotations
 
@@ -11,8 +10,11 @@ from clipcore.settings import FrameSize
 
 
 class ModelConfig(BaseModel):
-    """Sizes and variants of the four models; a preset fills every field (the preset's name is
-    ``TrainConfig.preset``, the one place it is kept)."""
+    """Sizes and variants of the four models.
+
+    A preset fills every field (the preset's name is ``TrainConfig.preset``, the one place it is
+    kept).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     backbone: Literal["resnet50", "mobilenet_v3_small"] = Field(

@@ -80,8 +80,11 @@ class BottleneckMemory(nn.Module):
     def forward(
         self, feat: torch.Tensor, h: torch.Tensor, valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """feat (B, C, h, w), memory h (B, C_mem, h, w) aligned to this frame, valid (B, 1, h, w)
-        (default: everywhere) -> (fused bottleneck features, new memory)."""
+        """Fuse bottleneck features with the memory.
+
+        feat (B, C, h, w), memory h (B, C_mem, h, w) aligned to this frame, valid (B, 1, h, w)
+        (default: everywhere) -> (fused bottleneck features, new memory).
+        """
         x = self.down(feat) if self.projected else feat
         if valid is None:
             valid = torch.ones_like(x[:, :1])
@@ -90,8 +93,10 @@ class BottleneckMemory(nn.Module):
 
 
 class ScoreMemory(nn.Module):
-    """A ConvGRU whose hidden state is the score map (GRFP's idea): per cell at 1 / ``stride``
-    of the frame, K segmentation logits and one log-depth. Its candidate is the frame's own
+    """A ConvGRU whose hidden state is the score map (GRFP's idea).
+
+    Per cell at 1 / ``stride`` of the frame: K segmentation logits and one log-depth. Its
+    candidate is the frame's own
     outputs ``x``; its update gate comes from a small conv net that compares them with the
     memory warped into the frame:
 
@@ -140,9 +145,12 @@ class ScoreMemory(nn.Module):
     def reads(
         self, x: torch.Tensor, feats: dict[str, torch.Tensor], own: dict[str, torch.Tensor] | None
     ) -> torch.Tensor:
-        """(B, K + 7, h, w) from the normalised frames ``x`` (B, 3, H, W) and their own outputs
-        ``own`` (``seg_logits`` (B, K, H, W), ``depth`` (B, 1, H, W) metres): per cell the mean
-        logits, log-depth and colours, and the colours' standard deviation (an occluder is flat)."""
+        """What the memory reads of one frame: (B, K + 7, h, w).
+
+        From the normalised frames ``x`` (B, 3, H, W) and their own outputs ``own``
+        (``seg_logits`` (B, K, H, W), ``depth`` (B, 1, H, W) metres): per cell the mean logits,
+        log-depth and colours, and the colours' standard deviation (an occluder is flat).
+        """
         size = (math.ceil(x.shape[-2] / self.stride), math.ceil(x.shape[-1] / self.stride))
         log_depth = (own["depth"].float().clamp_min(LOG_DEPTH_FLOOR_M) / LOG_DEPTH_UNIT_M).log()
         rgb = x.float()
@@ -155,8 +163,11 @@ class ScoreMemory(nn.Module):
     def forward(
         self, reads: torch.Tensor, h: torch.Tensor, valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """reads (B, K + 7, h, w), memory h (B, K + 1, h, w) aligned to this frame, valid
-        (B, 1, h, w) -> (corrections (B, K + 1, h, w): logits then log-depth, new memory)."""
+        """One step of the memory.
+
+        reads (B, K + 7, h, w), memory h (B, K + 1, h, w) aligned to this frame, valid
+        (B, 1, h, w) -> (corrections (B, K + 1, h, w): logits then log-depth, new memory).
+        """
         own, rgb = reads[:, : self.width], reads[:, self.width :]
         if valid is None:
             valid = torch.ones_like(reads[:, :1])
@@ -172,8 +183,11 @@ class ScoreMemory(nn.Module):
         return correction, own + correction
 
     def _compare(self, own: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """What the gate compares, on a bounded scale: the class probabilities of the frame and of
-        the memory and their difference, the log-depths and theirs."""
+        """What the gate compares, on a bounded scale.
+
+        The class probabilities of the frame and of the memory and their difference, the
+        log-depths and theirs.
+        """
         k = self.classes
         p, q = own[:, :k].float().softmax(1), h[:, :k].float().softmax(1)
         d, e = own[:, k:], h[:, k:]
@@ -182,8 +196,11 @@ class ScoreMemory(nn.Module):
     def apply(
         self, own: dict[str, torch.Tensor], corrections: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """The frame's own outputs corrected: logits + correction, depth x e^step (bounded, at
-        most ``max_depth_m``), the corrections upsampled bilinearly to the frame's size."""
+        """The frame's own outputs corrected.
+
+        Logits + correction, depth x e^step (bounded, at most ``max_depth_m``), the corrections
+        upsampled bilinearly to the frame's size.
+        """
         size = own["seg_logits"].shape[-2:]
         up = F.interpolate(corrections, size=size, mode="bilinear", align_corners=False)
         step = up[:, -1:].float().clamp(-MAX_LOG_DEPTH_STEP, MAX_LOG_DEPTH_STEP)

@@ -26,7 +26,9 @@ def reference_stages(
     batch: tuple[int, int, int, int] = (8, 8, 4, 2),
     lr: float = 3e-4,
 ) -> dict[str, dict[str, Any]]:
-    """Stage 1 segmentation (CE); 2 the depth decoder on the frozen stage-1 backbone (log-L1), so
+    """The four stages' configs.
+
+    Stage 1 segmentation (CE); 2 the depth decoder on the frozen stage-1 backbone (log-L1), so
     that the GeometryFilter keeps the backbone its decoder was trained on; 3 ego-motion on the
     frozen stage-1 backbone (L1 pose); 4 the GeometryFilter on 6-frame windows, the reference's
     recipe: backbone, segmentation head and ego-motion frozen, memory and depth decoder trained
@@ -36,7 +38,8 @@ def reference_stages(
     and evaluation depth broke), its learning rate warms up over the first epoch (Adam's first
     steps move every weight by about lr and wrecked the decoder), and it validates its starting
     state (stage 1 + 2 quality, the identity) as a best-checkpoint candidate, which an epoch
-    replaces only with a lower validation loss and no loss worse than at the start."""
+    replaces only with a lower validation loss and no loss worse than at the start.
+    """
     return {
         "stage1": {
             "model": "segmentation",
