@@ -139,10 +139,24 @@ def gaussian_noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
     a window's augmentation time). Larger requests are drawn directly.
     """
     n = int(np.prod(shape))
-    if n > _BANK_SIZE // 2:
+    start = noise_start(seed, n)
+    if start is None:
         return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-    start = int(np.random.default_rng(seed).integers(0, _BANK_SIZE - n + 1))
     return _noise_bank()[start : start + n].reshape(shape)
+
+
+def noise_start(seed: int, n: int) -> int | None:
+    """Where :func:`gaussian_noise`'s ``n`` values start in the bank (None: drawn directly)."""
+    if n > _BANK_SIZE // 2:
+        return None
+    return int(np.random.default_rng(seed).integers(0, _BANK_SIZE - n + 1))
+
+
+def noise_bank() -> np.ndarray:
+    """The bank :func:`gaussian_noise` slices (read-only: shared by every caller)."""
+    bank = _noise_bank()
+    bank.flags.writeable = False
+    return bank
 
 
 def _nearest(
@@ -191,6 +205,41 @@ IDENTITY = Draw(
 )
 
 
+def output_crop(
+    d: Draw, in_size: tuple[int, int], size: tuple[int, int] | None = None
+) -> tuple[tuple[float, float, float, float] | None, tuple[int, int]]:
+    """The source box a window is resampled from (None: kept as it is) and the output (H, W).
+
+    The draw's crop, else the whole image when ``size`` differs from ``in_size`` (a resize).
+    """
+    in_h, in_w = in_size
+    height, width = size or (in_h, in_w)
+    if d.crop is not None:
+        return d.crop, (height, width)
+    whole = (0.0, 0.0, float(in_w), float(in_h))
+    return (whole if (height, width) != (in_h, in_w) else None), (height, width)
+
+
+def camera(
+    d: Draw,
+    K: np.ndarray,
+    cam_to_world: np.ndarray,
+    in_size: tuple[int, int],
+    size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Intrinsics (3, 3) and camera poses (T, 4, 4) of a window after :func:`geometric`."""
+    crop, (height, width) = output_crop(d, in_size, size)
+    K = K.copy()
+    if crop is not None:
+        x0, y0, w, h = crop
+        K[0, 0], K[0, 2] = K[0, 0] * width / w, (K[0, 2] - x0) * width / w
+        K[1, 1], K[1, 2] = K[1, 1] * height / h, (K[1, 2] - y0) * height / h
+    if d.flip:
+        K[0, 2] = width - K[0, 2]
+        cam_to_world = MIRROR @ cam_to_world @ MIRROR
+    return K, np.ascontiguousarray(cam_to_world)
+
+
 def geometric(
     d: Draw,
     rgb: np.ndarray,
@@ -205,27 +254,14 @@ def geometric(
     Rgb (T,H,W,3) float32, labels (T,H,W), depth (T,H,W), K (3,3), cam_to_world (T,4,4). Returns the
     same five, geometry kept exact.
     """
-    in_h, in_w = labels.shape[1:]
-    height, width = size or (in_h, in_w)
-    crop = (
-        d.crop
-        if d.crop is not None
-        else ((0.0, 0.0, float(in_w), float(in_h)) if (height, width) != (in_h, in_w) else None)
-    )
-    K = K.copy()
+    in_size = labels.shape[1:]
+    crop, out_size = output_crop(d, in_size, size)
+    K, cam_to_world = camera(d, K, cam_to_world, in_size, size)
     if crop is not None:
-        x0, y0, w, h = crop
-        rgb = _bilinear(rgb, crop, (height, width))
-        labels, depth = (
-            _nearest(labels, crop, (height, width)),
-            _depth(depth, crop, (height, width)),
-        )
-        K[0, 0], K[0, 2] = K[0, 0] * width / w, (K[0, 2] - x0) * width / w
-        K[1, 1], K[1, 2] = K[1, 1] * height / h, (K[1, 2] - y0) * height / h
+        rgb = _bilinear(rgb, crop, out_size)
+        labels, depth = _nearest(labels, crop, out_size), _depth(depth, crop, out_size)
     if d.flip:
         rgb, labels, depth = rgb[:, :, ::-1], labels[:, :, ::-1], depth[:, :, ::-1]
-        K[0, 2] = width - K[0, 2]
-        cam_to_world = MIRROR @ cam_to_world @ MIRROR
     return (
         np.ascontiguousarray(rgb, dtype=np.float32),
         np.ascontiguousarray(labels),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -98,6 +98,12 @@ class DataConfig(BaseModel):
         default_factory=AugmentConfig,
         description="Augmentations of the training split (validation is never augmented); "
         "false turns them off.",
+    )
+    augment_on: Literal["loader", "device"] = Field(
+        "loader",
+        description="Where training windows are augmented and normalised: 'loader' (the "
+        "workers, on the CPU) or 'device' (workers only decode; the batch is augmented with "
+        "the same draws on the device the model trains on, e.g. the GPU).",
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
 

@@ -45,6 +45,7 @@ from clipcore.shards import ShardReader
 from clipcore.tags import STATIC_TAGS
 from dataset import augment as aug
 from dataset.config import AugmentConfig, DataConfig
+from dataset.device_augment import compact_item
 from dataset.labels import LabelMap, load_label_map
 
 #: What a window needs from a shard (not carla_transform).
@@ -141,8 +142,12 @@ class ClipWindows(Dataset):
         sampling: str = "all",
         seed: int = 0,
         size: tuple[int, int] | None = None,
+        augment_on: str = "loader",
     ) -> None:
+        if augment_on not in ("loader", "device"):
+            raise ConfigError(f"augment_on must be 'loader' or 'device', got {augment_on!r}")
         self.data_dir = Path(data_dir)
+        self.augment_on = augment_on
         manifest = load_manifest(self.data_dir)
         if split not in manifest["splits"]:
             raise ConfigError(
@@ -197,7 +202,8 @@ class ClipWindows(Dataset):
 
         Its dataset folder and label map, frames at ``size`` (default ``cfg.size``), augmented with
         ``cfg.augment`` only when ``training``; ``stride`` defaults to the window (windows do not
-        overlap).
+        overlap). Training windows are augmented where ``cfg.augment_on`` says: with ``"device"``
+        an item is compact (:mod:`dataset.device_augment`) and the engine finishes the batch.
         """
         return cls(
             cfg.root,
@@ -209,6 +215,7 @@ class ClipWindows(Dataset):
             sampling,
             seed,
             size or cfg.size,
+            cfg.augment_on if training else "loader",
         )
 
     def __len__(self) -> int:
@@ -249,5 +256,8 @@ class ClipWindows(Dataset):
         if self.augment is not None:
             height, width = raw["semantic"].shape[1:]
             draw = aug.draw(self.augment, rng, height, width)
-        item = make_item(raw, self.label_map, draw, self.size)
+        if self.augment_on == "device":
+            item = compact_item(complete_modalities(raw), self.label_map.lut, draw, self.size)
+        else:
+            item = make_item(raw, self.label_map, draw, self.size)
         return {**item, "index": i, "clip_id": clip_id, "town": town}

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from clipcore.errors import ConfigError
 from clipcore.fsutil import atomic_copy
+from dataset import device_augment
 from train.board import Board
 from train.checkpoint import load_state, save_checkpoint
 from train.config import RunConfig
@@ -233,11 +234,16 @@ def autocast(cfg: RunConfig, ctx: Context) -> contextlib.AbstractContextManager:
 
 
 def to_device(batch: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """The batch's tensors on the context's device (other values as they are)."""
-    return {
+    """The batch's tensors on the context's device (other values as they are).
+
+    A batch of compact windows (``data.augment_on = "device"``) is augmented and normalised
+    there (:func:`dataset.device_augment.finish`).
+    """
+    batch = {
         k: v.to(ctx.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
         for k, v in batch.items()
     }
+    return device_augment.finish(batch) if device_augment.is_compact(batch) else batch
 
 
 def steps_per_epoch(loader: DataLoader, schedule: Any) -> int:

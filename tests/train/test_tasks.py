@@ -152,16 +152,19 @@ def _same_training(a: Path, b: Path) -> None:
         }
 
 
-@pytest.mark.parametrize("task", ["pipeline", "forecast", "sim2real"])
+@pytest.mark.parametrize("task", ["pipeline", "pipeline_on_device", "forecast", "sim2real"])
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(
     task, monkeypatch, tmp_path, split_dataset, trained_run, photos,
     tiny_config, forecast_config, sim2real_config,
 ):  # fmt: skip
     """Two epochs of two steps; the killed run dies at step 3 (inside epoch 2, after its first
-    step) and resumes from epoch 1's last.pt."""
+    step) and resumes from epoch 1's last.pt (``pipeline_on_device``: augmented on the training
+    device, ``data.augment_on="device"``)."""
     two = "deterministic=true"
-    if task == "pipeline":
+    if task.startswith("pipeline"):
         sets = [two, "stages.stage1.epochs=2", "stages.stage1.max_steps=2"]
+        if task == "pipeline_on_device":
+            sets.append('data.augment_on="device"')
         run = lambda out, resume=False: train_pipeline(  # noqa: E731
             tiny_config(split_dataset, out, *sets), "stage1", resume
         )

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from clipcore.errors import ConfigError
 from dataset import ClipWindows, DataConfig
 from train.forecast.config import HorizonConfig
 
@@ -40,6 +41,11 @@ class ForecastWindows(Dataset):
         seed: int = 0,
         size: tuple[int, int] | None = None,
     ) -> None:
+        if training and data.augment_on == "device":
+            raise ConfigError(
+                "data.augment_on='device' is not supported by forecasting (its items pick frames "
+                "of augmented windows in the loader); use data.augment_on='loader'"
+            )
         self.horizon = horizon
         self.windows = ClipWindows.from_config(
             data, split, horizon.history + 1, training=training, stride=1, seed=seed, size=size
