@@ -191,10 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def train_forecasters(
-    args: argparse.Namespace, data: Path, run: Path, base: list[str], clock: Clock
+    args: argparse.Namespace,
+    data: Path,
+    run: Path,
+    base: list[str],
+    clock: Clock,
+    horizons: tuple[str, ...] = ("short", "mid", "long"),
+    preset: str = "tiny",
 ) -> None:
-    """The forecaster of every horizon, and the ablations at ``args.ablations``."""
-    for horizon in ("short", "mid", "long"):
+    """The forecaster of every horizon, and the ablations at ``args.ablations``.
+
+    ``preset`` is the run's (its stages 1-3 are the teacher and the baselines).
+    """
+    for horizon in horizons:
         for name, extra in ABLATIONS.items():
             if name != "conv3d" and horizon not in args.ablations.split(","):
                 continue
@@ -211,7 +220,7 @@ def train_forecasters(
                 f"forecast.epochs={math.ceil(args.steps / per_epoch)}",
                 *extra,
             ]
-            cfg = forecast_config("tiny", {"data": data, "out": run}, None, sets)
+            cfg = forecast_config(preset, {"data": data, "out": run}, None, sets)
             clock.run(f"forecast-{horizon}-{name}", train_forecast, cfg, "forecast", True)
 
 

@@ -114,10 +114,12 @@ def copy_stages(src: Path, dst: Path) -> None:
             shutil.copy2(src / stage / name, dst / stage / name)
 
 
-def train_all(data: Path, out: Path, fusions: list[str], sets: list[str], clock: Clock) -> dict:
+def train_all(
+    data: Path, out: Path, fusions: list[str], sets: list[str], clock: Clock, preset: str = "tiny"
+) -> dict:
     """Stages 1-3 once, then stage 4 of every variant from them; returns name -> run folder."""
     base = out / "run-frame"
-    cfg = resolve_config("tiny", {"data": data, "out": base}, None, sets)
+    cfg = resolve_config(preset, {"data": data, "out": base}, None, sets)
     for stage in ("stage1", "stage2", "stage3"):
         train(cfg, stage, resume=True)
     clock.lap("train stages 1-3")
@@ -132,7 +134,7 @@ def train_all(data: Path, out: Path, fusions: list[str], sets: list[str], clock:
             run = out / f"run-{name.replace('/', '-')}"
             copy_stages(base, run)
             variant_cfg = resolve_config(
-                "tiny", {"data": data, "out": run}, None, [*sets, *model_overrides(variant, fusion)]
+                preset, {"data": data, "out": run}, None, [*sets, *model_overrides(variant, fusion)]
             )
             train(variant_cfg, "stage4", resume=True)
             clock.lap(f"train stage 4: {name}")
@@ -151,8 +153,8 @@ def stage4_choice(run: Path) -> dict:
     }
 
 
-def evaluate_all(runs: dict[str, Path], data: Path, clock: Clock) -> dict:
-    """Every model on the test split, clean and corrupted, with baselines."""
+def evaluate_all(runs: dict[str, Path], data: Path, clock: Clock, device: str = "cpu") -> dict:
+    """Every model on the test split, clean and corrupted, with baselines (on ``device``)."""
     cfg = load_run(runs["frame_by_frame"])
     ds = whole_clips(cfg, data, "test")
     names = load_label_map(cfg.data.label_map).class_names
@@ -174,8 +176,8 @@ def evaluate_all(runs: dict[str, Path], data: Path, clock: Clock) -> dict:
         "stage4_steps_per_epoch": cfg.stages["stage4"].max_steps,
         "stage4_perturb": cfg.stages["stage4"].perturb.model_dump(),
         "perturbation": perturbation.model_dump(),
-        "clean": score_models(models, ds, names, row_depth=row_depth),
-        "corrupted": score_models(models, ds, names, "cpu", perturbation, row_depth),
+        "clean": score_models(models, ds, names, device, row_depth=row_depth),
+        "corrupted": score_models(models, ds, names, device, perturbation, row_depth),
         "stage4_choice": {k: stage4_choice(v) for k, v in runs.items() if k != "frame_by_frame"},
     }
     clock.lap("evaluate")

@@ -104,7 +104,13 @@ def constant_from(cfg: Sim2RealConfig) -> Constant:
 
 
 def make_config(
-    data: Path, out: Path, target: Path | None, steps: int, tasks: dict[str, float], from_vae: bool
+    data: Path,
+    out: Path,
+    target: Path | None,
+    steps: int,
+    tasks: dict[str, float],
+    from_vae: bool,
+    device: str = "cpu",
 ) -> Sim2RealConfig:
     """One run of the proxy: ``steps`` optimiser steps per stage, batch 8, lr 1e-3 (short)."""
     stage = {"epochs": 1000, "max_steps": None, "batch_size": 8, "lr": 1e-3}
@@ -115,7 +121,7 @@ def make_config(
         out=out,
         preset="proxy",
         model=MODEL,
-        device="cpu",
+        device=device,
         tensorboard=False,
         stages={
             "sim2real-vae": {**stage, "losses": vae},
@@ -183,11 +189,20 @@ def main() -> None:
         rerender()
         return
     torch.set_num_threads(2)
+    proxy = run_proxy(args.out, args.steps, args.clips)
+    publish(proxy["rows"], proxy["minutes"], args.steps, args.clips, time.process_time() / 60)
+
+
+def run_proxy(out: Path, steps: int, clips: int, device: str = "cpu") -> dict:
+    """Record both domains, train the three models and score them with the constant.
+
+    Returns ``rows`` (model -> figures), ``minutes``, ``gap_closed`` and ``verdict``.
+    """
     start = time.perf_counter()
-    towns = write_towns(args.out / "towns")
-    a = record_domain(args.out / "A", towns, ("Town01", "Town03"), "default", 0, args.clips)
-    b = record_domain(args.out / "B", towns, ("Town01", "Town03"), "textured", 1, args.clips)
-    b_test = record_domain(args.out / "B-test", towns, ("Town02",), "textured", 2, args.clips)
+    towns = write_towns(out / "towns")
+    a = record_domain(out / "A", towns, ("Town01", "Town03"), "default", 0, clips)
+    b = record_domain(out / "B", towns, ("Town01", "Town03"), "textured", 1, clips)
+    b_test = record_domain(out / "B-test", towns, ("Town02",), "textured", 2, clips)
     recorded = time.perf_counter()
     plain = {"depth": 1.0, "seg": 1.0}
     twin_losses = {
@@ -200,15 +215,15 @@ def main() -> None:
     }
     runs = {
         "source-only (A labels)": (
-            make_config(a, args.out / "source", None, args.steps, plain, False),
+            make_config(a, out / "source", None, steps, plain, False, device),
             "sim",
         ),
         "twin VAE (A labels + unlabelled B)": (
-            make_config(a, args.out / "twin", b, args.steps, twin_losses, True),
+            make_config(a, out / "twin", b, steps, twin_losses, True, device),
             "real",
         ),
         "oracle (B labels)": (
-            make_config(b, args.out / "oracle", None, args.steps, plain, False),
+            make_config(b, out / "oracle", None, steps, plain, False, device),
             "sim",
         ),
     }
@@ -222,9 +237,28 @@ def main() -> None:
         t0 = time.perf_counter()
         train(cfg, "all" if cfg.target is not None else "sim2real-tasks", resume=True)
         model, _ = load_sim2real(cfg.out)
-        rows[name] = score(model, test_loader, domain, MODEL.num_classes)
+        rows[name] = score(model.to(device), test_loader, domain, MODEL.num_classes)
         minutes[name] = (time.perf_counter() - t0) / 60
-    publish(rows, minutes, args.steps, args.clips, time.process_time() / 60)
+    constant, source, twin, oracle = rows.values()
+    return {
+        "rows": rows,
+        "minutes": minutes,
+        "gap_closed": gap_closed(source, twin, oracle),
+        "verdict": verdicts(rows),
+    }
+
+
+def verdicts(rows: dict[str, dict]) -> dict[str, bool]:
+    """The twin VAE and the oracle against source-only, source-only against the constant."""
+    constant, source, twin, oracle = rows.values()
+    return {
+        "twin_beats_source_only_on_abs_rel": twin["abs_rel"] < source["abs_rel"],
+        "twin_beats_source_only_on_miou": twin["miou"] > source["miou"],
+        "oracle_beats_source_only_on_abs_rel": oracle["abs_rel"] < source["abs_rel"],
+        "oracle_beats_source_only_on_miou": oracle["miou"] > source["miou"],
+        "source_only_beats_constant_on_abs_rel": source["abs_rel"] < constant["abs_rel"],
+        "source_only_beats_constant_on_miou": source["miou"] > constant["miou"],
+    }
 
 
 def publish(
@@ -233,14 +267,7 @@ def publish(
     """Gap closed and verdicts computed from ``rows``; JSON result and the table in the docs."""
     constant, source, twin, oracle = rows.values()
     closed = gap_closed(source, twin, oracle)
-    verdict = {
-        "twin_beats_source_only_on_abs_rel": twin["abs_rel"] < source["abs_rel"],
-        "twin_beats_source_only_on_miou": twin["miou"] > source["miou"],
-        "oracle_beats_source_only_on_abs_rel": oracle["abs_rel"] < source["abs_rel"],
-        "oracle_beats_source_only_on_miou": oracle["miou"] > source["miou"],
-        "source_only_beats_constant_on_abs_rel": source["abs_rel"] < constant["abs_rel"],
-        "source_only_beats_constant_on_miou": source["miou"] > constant["miou"],
-    }
+    verdict = verdicts(rows)
     command = f"python benchmarks/sim2real.py --steps {steps} --clips {clips}"
     out = write_result(
         "sim2real",
