@@ -77,6 +77,8 @@ class Plan:
     forecast_steps: int
     sim2real_steps: int
     compile: bool
+    horizons: tuple[str, ...] = ("mid", "long")  # forecasting horizons
+    workers: int = 2  # loader workers of the speed part
     towns: Path | None = None  # town files with a smaller camera (smoke)
     extra: dict = field(default_factory=dict)
 
@@ -118,6 +120,8 @@ SMOKE = Plan(
     forecast_steps=1,
     sim2real_steps=1,
     compile=False,
+    horizons=("mid",),
+    workers=0,
 )
 
 
@@ -208,8 +212,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _batches(stage: PipelineStage, ctx: Context) -> Callable[[], dict]:
-    """Finished training batches of ``stage``, cycling its loader (2 workers)."""
+def _batches(stage: PipelineStage, ctx: Context, workers: int = 2) -> Callable[[], dict]:
+    """Finished training batches of ``stage``, cycling its loader."""
     loader = engine.make_loader(
         stage.dataset(stage.train_split, True, 0),
         stage.schedule.batch_size,
@@ -217,7 +221,7 @@ def _batches(stage: PipelineStage, ctx: Context) -> Callable[[], dict]:
         epoch=0,
         ctx=ctx,
         seed=0,
-        num_workers=2,
+        num_workers=workers,
     )
     it = iter(loader)
 
@@ -233,14 +237,16 @@ def _batches(stage: PipelineStage, ctx: Context) -> Callable[[], dict]:
     return next_batch
 
 
-def train_speed(cfg, name: str, ctx: Context, steps: int, amp: bool) -> dict:  # noqa: ANN001
+def train_speed(cfg, name: str, ctx: Context, plan: Plan, amp: bool) -> dict:  # noqa: ANN001
     """Training step frames/s and peak memory of stage ``name`` (bf16 autocast when ``amp``)."""
+    steps = plan.speed_steps
     cfg = cfg.model_copy(update={"amp": amp})
     stage = PipelineStage(cfg, name, validate=False)
     net = engine._build(stage, ctx)
     engine.set_mode(net, stage.schedule, True)
     optimizer = torch.optim.Adam(engine.param_groups(net, stage.schedule, name))
-    batches = [_batches(stage, ctx)() for _ in range(2)]
+    next_batch = _batches(stage, ctx, plan.workers)
+    batches = [next_batch() for _ in range(2)]
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
     for k in range(2 + steps):
@@ -305,9 +311,7 @@ def speed(data: Path, out: Path, plan: Plan, ctx: Context) -> dict:
         for precision, amp in (("bf16", True), ("fp32", False)):
             if amp and ctx.device.type != "cuda":
                 continue  # autocast is CUDA's only
-            result["train"][f"{name}/{precision}"] = train_speed(
-                cfg, name, ctx, plan.speed_steps, amp
-            )
+            result["train"][f"{name}/{precision}"] = train_speed(cfg, name, ctx, plan, amp)
     result["stream"] = {}
     for batch in (1, 8):
         for compiled in (False, True) if plan.compile else (False,):
@@ -388,7 +392,7 @@ def forecast(data: Path, out: Path, plan: Plan, ctx: Context) -> dict:
     args = SimpleNamespace(steps=plan.forecast_steps, ablations="")
     clock = bench.Clock()
     bench.train_forecasters(
-        args, data, run, base, clock, horizons=("mid", "long"), preset=plan.learn_preset
+        args, data, run, base, clock, horizons=plan.horizons, preset=plan.learn_preset
     )
     report = evaluate_forecast(run, "test", data, str(ctx.device))
     return {"minutes": clock.minutes, "verdict": bench.verdicts(report), "report": report}
