@@ -345,7 +345,8 @@ def doc_lines(results: dict) -> list[str]:
         f"through shared memory; {WORKERS} workers at least {GOAL_FPS} "
         f"frames/s, {'met' if goal['two_workers_met'] else 'not met'} on this shared machine "
         f"({goal['two_workers_at_the_measured_cpu']:.0f} frames/s for {WORKERS} free cores at "
-        "the measured CPU per frame, hand-over included). Handing a batch over through shared memory costs the "
+        "the measured CPU per frame, hand-over included). Handing a batch over through shared "
+        "memory costs the "
         f"worker {cpu['device_augment_shared']['median'] - cpu['device_augment']['median']:.2f} "
         "ms per frame here: about 1 MB per frame lands in fresh pages, and a fresh page costs "
         f"{results['fresh_page_us']:.1f} us of CPU on this machine.",
