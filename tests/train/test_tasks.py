@@ -152,14 +152,16 @@ def _same_training(a: Path, b: Path) -> None:
         }
 
 
-@pytest.mark.parametrize("task", ["pipeline", "pipeline_on_device", "forecast", "sim2real"])
+@pytest.mark.parametrize(
+    "task", ["pipeline", "pipeline_on_device", "forecast", "sim2real", "sim2real_on_device"]
+)
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(
     task, monkeypatch, tmp_path, split_dataset, trained_run, photos,
     tiny_config, forecast_config, sim2real_config,
 ):  # fmt: skip
     """Two epochs of two steps; the killed run dies at step 3 (inside epoch 2, after its first
-    step) and resumes from epoch 1's last.pt (``pipeline_on_device``: augmented on the training
-    device, ``data.augment_on="device"``)."""
+    step) and resumes from epoch 1's last.pt (``*_on_device``: augmented on the training device,
+    ``data.augment_on="device"``)."""
     two = "deterministic=true"
     if task.startswith("pipeline"):
         sets = [two, "stages.stage1.epochs=2", "stages.stage1.max_steps=2"]
@@ -179,6 +181,8 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(
         checked = ["forecast-tiny"]
     else:
         sets = [two, *(f"stages.{s}.epochs=2" for s in ("sim2real-vae", "sim2real-tasks"))]
+        if task == "sim2real_on_device":
+            sets.append('data.augment_on="device"')
         run = lambda out, resume=False: train_sim2real(  # noqa: E731
             sim2real_config(split_dataset, photos, out, *sets), "all", resume
         )
