@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from clipcore.geometry import invert_pose
 from dataset.config import AugmentConfig
 from dataset.resample import nearest_index, resample_depth
 
@@ -43,6 +44,13 @@ class Draw:
     clutter: tuple[tuple[int, int, int, int, float], ...]  # x, y, w, h, grey level
     noise_sigma: float
     noise_seed: int
+
+
+def relative_poses(cam_to_world: np.ndarray) -> np.ndarray:
+    """(T, 4, 4) camera-to-world -> (T, 4, 4) motion t-1 -> t in t-1's camera (identity at 0)."""
+    rel = np.repeat(np.eye(4)[None], len(cam_to_world), axis=0)
+    rel[1:] = invert_pose(cam_to_world[:-1]) @ cam_to_world[1:]
+    return rel
 
 
 def draw(cfg: AugmentConfig, rng: np.random.Generator, height: int, width: int) -> Draw:

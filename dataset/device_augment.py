@@ -42,11 +42,9 @@ def compact_item(
 ) -> dict[str, Any]:
     """What a worker hands over for one window: decoded arrays, the draw, the exact geometry.
 
-    ``raw`` as :func:`dataset.windows.make_item` takes it (modalities completed); ``lut`` the
+    ``raw`` as ``dataset.windows.make_item`` takes it (modalities completed); ``lut`` the
     label map's (256,) table.
     """
-    from dataset.windows import relative_poses
-
     d = draw or aug.IDENTITY
     t, in_h, in_w = raw["semantic"].shape
     crop, (height, width) = aug.output_crop(d, (in_h, in_w), size)
@@ -66,7 +64,7 @@ def compact_item(
         "label_lut": torch.from_numpy(lut),
         "intrinsics": torch.from_numpy(np.repeat(K[None], t, axis=0)),
         "cam_to_world": torch.from_numpy(c2w),
-        "rel_pose": torch.from_numpy(relative_poses(c2w)),
+        "rel_pose": torch.from_numpy(aug.relative_poses(c2w)),
         "valid_pose": torch.from_numpy(has_pose & np.r_[has_pose[:1], has_pose[:-1]]),
         "frames": torch.from_numpy(np.asarray(raw["frames"]).astype(np.int64)),
         "aug_size": torch.tensor([height, width]),

@@ -38,12 +38,13 @@ import torch
 from torch.utils.data import Dataset
 
 from clipcore.errors import ConfigError
-from clipcore.geometry import FAR_PLANE_M, invert_pose
+from clipcore.geometry import FAR_PLANE_M
 from clipcore.manifest import load_manifest
 from clipcore.normalize import normalize
 from clipcore.shards import ShardReader
 from clipcore.tags import STATIC_TAGS
 from dataset import augment as aug
+from dataset.augment import relative_poses
 from dataset.config import AugmentConfig, DataConfig
 from dataset.device_augment import compact_item
 from dataset.labels import LabelMap, load_label_map
@@ -52,13 +53,6 @@ from dataset.labels import LabelMap, load_label_map
 _READ = ("rgb", "semantic", "depth", "cam_to_world")
 _STATIC = np.zeros(256, bool)
 _STATIC[list(STATIC_TAGS)] = True
-
-
-def relative_poses(cam_to_world: np.ndarray) -> np.ndarray:
-    """(T, 4, 4) camera-to-world -> (T, 4, 4) motion t-1 -> t in t-1's camera (identity at 0)."""
-    rel = np.repeat(np.eye(4)[None], len(cam_to_world), axis=0)
-    rel[1:] = invert_pose(cam_to_world[:-1]) @ cam_to_world[1:]
-    return rel
 
 
 def make_item(

@@ -17,6 +17,7 @@ Then, on the GPU machine (see docs/gpu.md):
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,9 +69,15 @@ def download(out: Path, python_version: str, platforms: list[str]) -> None:
 
 
 def package_wheel(out: Path) -> None:
-    """A wheel of this package (pure Python) into ``out``."""
+    """A wheel of this package (pure Python) into ``out``, leaving no build folders behind."""
+    left = [ROOT / "build", ROOT / "carla_temporal.egg-info"]
+    existed = {path for path in left if path.exists()}
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*command, "-w", str(out), str(ROOT)], check=True)
+    try:
+        subprocess.run([*command, "-w", str(out), str(ROOT)], check=True)
+    finally:
+        for path in set(left) - existed:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def main() -> None:
