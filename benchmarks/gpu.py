@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import argparse  # noqa: E402
 import datetime  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
@@ -85,7 +86,7 @@ class Plan:
 
 GPU = Plan(
     size=(256, 512),
-    clips=2,
+    clips=12,  # per town: 12 x 8 towns = 96 one-clip jobs over the cores
     frames=20,
     speed_preset="paper",
     speed_steps=10,
@@ -134,6 +135,10 @@ def describe_device(device: torch.device) -> dict:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu_cores": os.cpu_count(),
         "host": machine(),
+        "tf32": {  # fp32 figures: convolutions in TF32 where cuDNN allows it (PyTorch's default)
+            "matmul": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn": torch.backends.cudnn.allow_tf32,
+        },
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -257,12 +262,16 @@ def train_speed(cfg, name: str, ctx: Context, plan: Plan, amp: bool) -> dict:  #
     _sync(ctx.device)
     seconds = time.perf_counter() - start
     frames = steps * batches[0]["rgb"].shape[0] * batches[0]["rgb"].shape[1]
+    shape = list(batches[0]["rgb"].shape[:2])
     peak = (
         torch.cuda.max_memory_allocated(ctx.device) / 2**30 if ctx.device.type == "cuda" else None
     )
-    del net, optimizer
+    del net, optimizer, batches
+    gc.collect()
+    if ctx.device.type == "cuda":
+        torch.cuda.empty_cache()
     return {
-        "batch": list(batches[0]["rgb"].shape[:2]),
+        "batch": shape,
         "frames_per_s": frames / seconds,
         "steps_per_s": steps / seconds,
         "peak_memory_gib": peak,
@@ -271,12 +280,19 @@ def train_speed(cfg, name: str, ctx: Context, plan: Plan, amp: bool) -> dict:  #
 
 @torch.no_grad()
 def stream_speed(cfg, run: Path, ctx: Context, frames: int, batch: int, compiled: bool) -> dict:  # noqa: ANN001
-    """Streaming inference frames/s of the full pipeline (stage 4's), ``batch`` streams at once."""
+    """Streaming inference frames/s of the full pipeline (stage 4's), ``batch`` streams at once.
+
+    ``compiled``: the backbone (most of the work) through ``torch.compile``; the warm-up's seconds
+    (compilation included) are recorded.
+    """
     from train.pipeline.nets import SequenceStage
 
     pipeline = SequenceStage(cfg.model, run).pipeline.to(ctx.device).eval()
+    if compiled:
+        pipeline.geometry.backbone = torch.compile(pipeline.geometry.backbone)
     height, width = cfg.frame_size()
-    step = torch.compile(pipeline.step) if compiled else pipeline.step
+    step = pipeline.step
+    warm = time.perf_counter()
     frame = torch.randn(batch, 3, height, width, device=ctx.device)
     K = torch.eye(3, device=ctx.device).expand(batch, 3, 3).clone()
     K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2] = width / 2, width / 2, width / 2, height / 2
@@ -286,10 +302,11 @@ def stream_speed(cfg, run: Path, ctx: Context, frames: int, batch: int, compiled
             _, state = step(frame, state, K)
         _sync(ctx.device)
         start = time.perf_counter()
+        warm = start - warm
         for _ in range(frames):
             _, state = step(frame, state, K)
         _sync(ctx.device)
-    return {"frames_per_s": batch * frames / (time.perf_counter() - start)}
+    return {"frames_per_s": batch * frames / (time.perf_counter() - start), "warm_up_s": warm}
 
 
 def speed(data: Path, out: Path, plan: Plan, ctx: Context) -> dict:
@@ -314,7 +331,7 @@ def speed(data: Path, out: Path, plan: Plan, ctx: Context) -> dict:
             result["train"][f"{name}/{precision}"] = train_speed(cfg, name, ctx, plan, amp)
     result["stream"] = {}
     for batch in (1, 8):
-        for compiled in (False, True) if plan.compile else (False,):
+        for compiled in (False, True) if plan.compile and batch == 8 else (False,):
             key = f"batch{batch}/{'compiled' if compiled else 'eager'}"
             try:
                 result["stream"][key] = stream_speed(
@@ -580,6 +597,13 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=8.0, help="Skip parts after this.")
     parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu.")
     parser.add_argument("--parts", default=",".join(PARTS), help="Comma-separated parts to run.")
+    parser.add_argument(
+        "--learn-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Extra train config override of the learning run (e.g. stages.stage1.epochs=20).",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     name = "cpu" if args.smoke else args.device
@@ -589,16 +613,14 @@ def main() -> None:
         else ("cpu" if name == "auto" else name)
     )
     plan = SMOKE if args.smoke else GPU
+    if args.learn_set:
+        plan = Plan(**{**plan.__dict__, "learn_sets": (*plan.learn_sets, *args.learn_set)})
     if args.smoke:
         import sim2real as bench
 
-        plan = SMOKE.__class__(
-            **{**SMOKE.__dict__, "towns": bench.write_towns(args.out / "towns", 64, 32)}
-        )
+        plan = Plan(**{**plan.__dict__, "towns": bench.write_towns(args.out / "towns", 64, 32)})
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = True  # PyTorch's TF32 defaults stand (setup.tf32)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     payload = {
