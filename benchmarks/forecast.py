@@ -209,6 +209,7 @@ def train_forecasters(
                 continue
             per_epoch = min(
                 40,
+                args.steps,  # fewer steps than an epoch: an epoch of that many
                 max(
                     1, len(ForecastWindows(DataConfig(root=data), "train", HORIZONS[horizon])) // 8
                 ),

@@ -79,6 +79,7 @@ class Plan:
     sim2real_steps: int
     compile: bool
     horizons: tuple[str, ...] = ("mid", "long")  # forecasting horizons
+    forecast_sets: tuple[str, ...] = ()  # extra overrides of the forecasters
     workers: int = 2  # loader workers of the speed part
     towns: Path | None = None  # town files with a smaller camera (smoke)
     extra: dict = field(default_factory=dict)
@@ -107,7 +108,7 @@ GPU = Plan(
 SMOKE = Plan(
     size=(32, 64),
     clips=1,
-    frames=20,  # the long forecasting horizon's window
+    frames=14,  # the mid forecasting horizon's window (13 frames)
     speed_preset="tiny",
     speed_steps=1,
     stream_frames=2,
@@ -122,6 +123,7 @@ SMOKE = Plan(
     sim2real_steps=1,
     compile=False,
     horizons=("mid",),
+    forecast_sets=("forecast.width=8", "forecast.batch_size=2"),
     workers=0,
 )
 
@@ -405,7 +407,7 @@ def forecast(data: Path, out: Path, plan: Plan, ctx: Context) -> dict:
 
     run = out / "run-frame"
     base = [f'device="{ctx.device}"', "tensorboard=false"]
-    base.append(f"data.size=[{plan.learn_size[0]}, {plan.learn_size[1]}]")
+    base += [f"data.size=[{plan.learn_size[0]}, {plan.learn_size[1]}]", *plan.forecast_sets]
     args = SimpleNamespace(steps=plan.forecast_steps, ablations="")
     clock = bench.Clock()
     bench.train_forecasters(

@@ -142,6 +142,8 @@ def _with_steps(cfg: Sim2RealConfig, steps: int) -> Sim2RealConfig:
     per_epoch = max(1, frames // 8)
     for stage in cfg.stages.values():
         stage.epochs = max(1, round(steps / per_epoch))
+        if steps < per_epoch:  # fewer steps than an epoch: one epoch of that many
+            stage.max_steps = steps
     return cfg
 
 
