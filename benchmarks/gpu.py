@@ -81,6 +81,7 @@ class Plan:
     horizons: tuple[str, ...] = ("mid", "long")  # forecasting horizons
     forecast_sets: tuple[str, ...] = ()  # extra overrides of the forecasters
     workers: int = 2  # loader workers of the speed part
+    feed_seconds: float = 20.0  # how long the loader part measures
     towns: Path | None = None  # town files with a smaller camera (smoke)
     extra: dict = field(default_factory=dict)
 
@@ -125,6 +126,7 @@ SMOKE = Plan(
     horizons=("mid",),
     forecast_sets=("forecast.width=8", "forecast.batch_size=2"),
     workers=0,
+    feed_seconds=1.0,
 )
 
 
@@ -161,14 +163,20 @@ def describe_device(device: torch.device) -> dict:
 
 
 def _record_one(job: tuple[str, int, str, str | None, int, Path]) -> str:
+    """One clip of one town (one job per clip, so that the jobs spread over the cores)."""
     town, seed, appearance, towns, frames, out = job
     extra = {"town_dir": Path(towns)} if towns else {}
-    record(
-        CaptureConfig(
-            backend="synthetic", town=town, clips=1, frames=frames, out=out, seed=seed, **extra
-        ),
-        # one clip per job, so the jobs spread over the cores
+    cfg = CaptureConfig(
+        backend="synthetic",
+        town=town,
+        clips=1,
+        frames=frames,
+        out=out,
+        seed=seed,
+        appearance=appearance,
+        **extra,
     )
+    record(cfg)
     return town
 
 
@@ -360,7 +368,7 @@ def loader_feed(data: Path, out: Path, plan: Plan, ctx: Context, consumption: fl
     next_batch()  # workers started
     _sync(ctx.device)
     frames, start = 0, time.perf_counter()
-    while time.perf_counter() - start < (20 if plan is GPU else 1):
+    while time.perf_counter() - start < plan.feed_seconds:
         batch = next_batch()
         frames += batch["rgb"].shape[0] * batch["rgb"].shape[1]
     _sync(ctx.device)
