@@ -77,12 +77,26 @@ def encode_depth(depth: np.ndarray) -> np.ndarray:
     can decode to one float32, and either is returned.
     """
     d = np.asarray(depth, dtype=np.float32)
-    code = np.rint(d.astype(np.float64) / DEPTH_SCALE_M)
-    for step in (-1.0, 1.0):  # float32 rounding can leave the nearest code one step away
+    code = np.divide(d, DEPTH_SCALE_M, dtype=np.float64)
+    np.rint(code, out=code)
+    np.clip(code, 0, DEPTH_CODE_MAX, out=code)
+    # only values that are not the decoding of their nearest code (none of CARLA's) can have
+    # another code that decodes to them: float32 rounding leaves it one step away
+    miss = np.flatnonzero(decode_depth(code) != d)
+    if miss.size:
+        flat = code.reshape(-1)
+        flat[miss] = _code_one_step_away(flat[miss], d.reshape(-1)[miss])
+    return code.astype(np.uint32)
+
+
+def _code_one_step_away(code: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Codes (float64, clipped) whose decoding is not ``d`` -> the neighbouring code whose
+    decoding is, where one is; else the code itself."""
+    for step in (-1.0, 1.0):
         other = np.clip(code + step, 0, DEPTH_CODE_MAX)
-        better = (decode_depth(other) == d) & (decode_depth(code.clip(0, DEPTH_CODE_MAX)) != d)
+        better = (decode_depth(other) == d) & (decode_depth(code) != d)
         code = np.where(better, other, code)
-    return np.clip(code, 0, DEPTH_CODE_MAX).astype(np.uint32)
+    return code
 
 
 def expected_shapes(
