@@ -39,8 +39,10 @@ log = logging.getLogger(__name__)
 class ClipStream:
     """Writes one clip's frames into its staged shard from a background thread.
 
-    HDF5 compression releases the GIL, so frame k is encoded while the simulator renders
-    frame k+1; the clip is validated as a whole and marked complete in :meth:`finish`.
+    The simulator loop hands frames over through a queue of 4 (it waits when the writer is that
+    far behind); the writer encodes them in its thread pool (:mod:`clipcore.chunks`) while the
+    simulator renders the next ones. The clip is validated as a whole and marked complete in
+    :meth:`finish`.
     """
 
     def __init__(self, writer: ShardWriter, cid: str, num_frames: int) -> None:

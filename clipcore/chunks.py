@@ -28,7 +28,7 @@ from clipcore.codecs import Storage
 from clipcore.predictors import NONE, predict
 from clipcore.schema import encode_depth, frame_crc32
 
-_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
@@ -41,13 +41,21 @@ def workers() -> int:
 
 
 def pool() -> ThreadPoolExecutor:
-    """The process's encoding pool (a forked child makes its own: the parent's threads are not
-    in it)."""
+    """The process's encoding pool, started at its first use."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != os.getpid():
-            _POOL = (os.getpid(), ThreadPoolExecutor(workers(), thread_name_prefix="chunks"))
-        return _POOL[1]
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(workers(), thread_name_prefix="chunks")
+        return _POOL
+
+
+def _forget_pool() -> None:
+    """In a forked child (the recorder's worker): the parent's pool threads are not there."""
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 @dataclasses.dataclass(frozen=True)
