@@ -48,6 +48,17 @@ def load_average() -> float | None:
         return None
 
 
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has been busy since boot (``/proc/stat``: every state but
+    idle and I/O wait); with ``time.process_time`` it tells how much CPU other jobs took."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def median_time(
     fn: Callable[[], object], repeats: int = 5, clock: Callable[[], float] = time.perf_counter
 ) -> float:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dataclasses  # noqa: E402
+import os  # noqa: E402
 import queue  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
@@ -43,7 +44,7 @@ import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
 from camera_like import textured, write_frame_pngs, write_pngs  # noqa: E402
-from common import load_average, positive, write_doc_section, write_result  # noqa: E402
+from common import busy_cpu_seconds, load_average, positive, write_doc_section, write_result  # noqa: E402
 from common import parser as make_parser  # noqa: E402
 
 from carla_capture.backends.synthetic import SyntheticBackend  # noqa: E402
@@ -254,7 +255,8 @@ def write_docs_table(results: dict, embedded: dict, verdict: dict) -> Path:
         f"1600x900: the default `{v['codec']}` writes {v['write_frames_per_s']:.1f} frames/s, "
         f"{v['write_speedup_vs_png']:.2f}x the PNG folder (median of {len(v['rounds'])} paired "
         f"rounds, {min(v['rounds']):.2f}x to {max(v['rounds']):.2f}x), on {v['cores']} cores "
-        f"(1-minute load average {v['load_before']} before, {v['load_after']} after); the goal "
+        f"(1-minute load average {v['load_before']} before the run; other jobs took "
+        f"{100 * (v['other_jobs_cpu_share'] or 0):.0f} % of the CPU during it); the goal "
         f"(>= {GOAL_FPS:g} frames/s and >= {GOAL_VS_PNG:g}x) is "
         f"{'met' if v['meets_goal'] else 'not met'}. Assembling a staged clip into a final shard "
         f"adds {v['assemble_ms_per_frame']:.1f} ms per frame (chunks are copied, not re-encoded).",
@@ -282,16 +284,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=positive, default=7, help="paired rounds, carla case")
     parser.add_argument("--embedded-rounds", type=positive, default=3)
     args = parser.parse_args()
-    load_before = load_average()
+    load_before, start = (
+        load_average(),
+        (time.perf_counter(), time.process_time(), busy_cpu_seconds()),
+    )
     results, embedded = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for width, height in RESOLUTIONS:
+        for width, height in reversed(RESOLUTIONS):  # the goal's first, on the freshest machine
             size = f"{width}x{height}"
             backend = backend_at(args.town, width, height, args.frames)
             clip = carla_like(backend.record_clip(0))
             results[size] = carla_case(clip, args.rounds, Path(tmp))
             embedded[size] = embedded_case(backend, args.embedded_rounds, Path(tmp))
             print_rows(size, results[size], embedded[size])
+    results, embedded = dict(reversed(results.items())), dict(reversed(embedded.items()))
+    others = other_jobs_share(*start)
     hd = results["1600x900"][DEFAULT]
     verdict = {
         "codec": DEFAULT,
@@ -302,6 +309,7 @@ def main() -> None:
         "cores": workers(),
         "load_before": load_before,
         "load_after": load_average(),
+        "other_jobs_cpu_share": others,
         "meets_goal": hd["write_frames_per_s"] >= GOAL_FPS
         and hd["write_speedup_vs_png"] >= GOAL_VS_PNG,
     }
@@ -333,6 +341,17 @@ def main() -> None:
         f"{'meets' if verdict['meets_goal'] else 'misses'} the goal"
     )
     print(f"-> {out}")
+
+
+def other_jobs_share(wall: float, own: float, busy: float | None) -> float | None:
+    """Share of the machine's CPU time since (``wall``, ``own``, ``busy``) that other processes
+    took (0: the run had the machine to itself)."""
+    now = busy_cpu_seconds()
+    if busy is None or now is None:
+        return None
+    span = (time.perf_counter() - wall) * (os.cpu_count() or 1)
+    others = (now - busy) - (time.process_time() - own)
+    return round(max(others, 0.0) / span, 3)
 
 
 def print_rows(size: str, rows: dict[str, dict], embedded: dict[str, float]) -> None:

@@ -6,7 +6,8 @@ are encoded by a small thread pool (one thread per core, shared by the process's
 metres to codes, the CRC-32 of the values, the predictor, then the compression of the dataset's
 filters (:meth:`clipcore.codecs.Storage.encode`; Blosc, zlib and numpy release the GIL). The one
 thread that writes the shard stores finished chunks, oldest frame first, with HDF5's direct chunk
-write: the file is the one HDF5's filters would have written, read by any reader with the filters.
+write: the file is the one HDF5's filters would have written, read by any reader with the filters
+(``lzf``, whose filter only HDF5 has, is compressed by HDF5 as the chunk is stored).
 
 :class:`PendingFrames` bounds what is in flight: a writer that is ``limit`` frames behind stores
 the oldest before taking another, so a producer (the simulator loop, an importer) waits for it.
