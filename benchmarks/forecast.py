@@ -30,10 +30,12 @@ from carla_capture.config import CaptureConfig  # noqa: E402
 from carla_capture.record import record  # noqa: E402
 from carla_capture.split import build_manifest, load_splits, write_manifest  # noqa: E402
 from dataset import DataConfig  # noqa: E402
-from train.forecast import ForecastWindows, train_forecast  # noqa: E402
-from train.forecast_config import HORIZONS  # noqa: E402
-from train.forecast_eval import BASELINES, evaluate_forecast, to_markdown  # noqa: E402
-from train.run import resolve_config, train  # noqa: E402
+from train.forecast.config import HORIZONS  # noqa: E402
+from train.forecast.data import ForecastWindows  # noqa: E402
+from train.forecast.evaluate import BASELINES, evaluate_forecast, to_markdown  # noqa: E402
+from train.forecast.stage import resolve_config as forecast_config  # noqa: E402
+from train.forecast.stage import train as train_forecast  # noqa: E402
+from train.pipeline.run import resolve_config, train  # noqa: E402
 
 TOWNS = split_of_towns()
 DOC = Path(__file__).resolve().parents[1] / "docs" / "forecasting.md"
@@ -209,8 +211,8 @@ def train_forecasters(
                 f"forecast.epochs={math.ceil(args.steps / per_epoch)}",
                 *extra,
             ]
-            cfg = resolve_config("tiny", {"data": data, "out": run}, None, sets)
-            clock.run(f"forecast-{horizon}-{name}", train_forecast, cfg, True)
+            cfg = forecast_config("tiny", {"data": data, "out": run}, None, sets)
+            clock.run(f"forecast-{horizon}-{name}", train_forecast, cfg, "forecast", True)
 
 
 def main() -> None:

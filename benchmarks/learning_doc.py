@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from common import DOCS, load_average
 
-from train.evaluate import baseline_lines, comparison_table
+from train.pipeline.evaluate import baseline_lines, comparison_table
 
 LABELS = {
     "frame_by_frame": "(0) stages 1-3, frame by frame",
@@ -30,22 +30,16 @@ def label(name: str) -> str:
     return f"{LABELS[variant]} [{fusion}]" if fusion else LABELS[name]
 
 
-def headline_table(head: dict) -> list[str]:
-    """The headline figures: one row per metric, a column per variant and condition."""
-    variants = list(head["clean"])
+def headline_table(head: dict, condition: str) -> list[str]:
+    """The headline figures of one condition: a row per variant, a column per metric."""
+    metrics = [m for m in METRICS if m in next(iter(head[condition].values()))]
     lines = [
-        "| metric | "
-        + " | ".join(f"{LABELS[v]}, {c}" for c in ("clean", "corrupted") for v in variants)
-        + " |",
-        "|---" * (2 * len(variants) + 1) + "|",
+        "| variant | " + " | ".join(METRICS[m][0] for m in metrics) + " |",
+        "|---" * (len(metrics) + 1) + "|",
     ]
-    for metric, (name, fmt) in METRICS.items():
-        cells = [
-            fmt.format(head[c][v][metric]) if head[c][v].get(metric) is not None else ""
-            for c in ("clean", "corrupted")
-            for v in variants
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for variant, figures in head[condition].items():
+        cells = [METRICS[m][1].format(figures[m]) for m in metrics]
+        lines.append(f"| {LABELS[variant]} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -121,7 +115,8 @@ def write_doc(payload: dict, out_name: str) -> None:
         "- (a') memory off: the matched control. It trains what stage 4 trains besides the memory "
         "(the depth decoder) on the same windows, as long.",
         "- (b) the memory at fixed pixel positions; (c) warped into each frame by the estimated "
-        "pose and depth (the default); (d) by the true pose and depth (an oracle).",
+        "pose and depth (the default); (d) by the true pose and depth (an oracle; for the "
+        "default fusion option only).",
         "- (0) the frame-by-frame models after stages 1-3, and trivial baselines.",
         "",
         f"Fusion options: {', '.join(fusions)} (the headline is `{fusions[0]}`, the default; "
@@ -143,9 +138,13 @@ def write_doc(payload: dict, out_name: str) -> None:
         "",
         *[f"- {k}: **{'yes' if v else 'no'}**" for k, v in payload["verdict"].items()],
         "",
-        f"## Headline ({fusions[0]})",
+        f"## Headline: clean test clips ({fusions[0]})",
         "",
-        *headline_table(head),
+        *headline_table(head, "clean"),
+        "",
+        f"## Headline: corrupted test clips ({fusions[0]})",
+        "",
+        *headline_table(head, "corrupted"),
         "",
         "## Every fusion option",
         "",

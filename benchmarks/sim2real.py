@@ -3,6 +3,8 @@ appearance A (the default look, labelled) to appearance B (``textured``, unlabel
 
     python benchmarks/sim2real.py [--steps 150] [--out /tmp/carla-temporal-sim2real]
 
+Re-running with the same --out reuses the recorded data and the finished stages.
+
 Source = A (Town01, Town03, seed 0) with labels; target = B (Town01, Town03, seed 1) without
 labels; evaluation on B's labels in Town02 (seed 2, never trained on). Four rows, all the same
 depth and segmentation decoders on the shared latent: a constant predictor, source-only (trained
@@ -24,12 +26,15 @@ import time
 
 import torch
 from common import RESULTS, load_average, write_result
+from torch.utils.data import DataLoader
 
 from carla_capture.config import CaptureConfig, default_town_dir
 from carla_capture.record import record
 from carla_capture.split import build_manifest, load_splits, write_manifest
-from models.sim2real import Sim2RealModelConfig, TwinVAE
-from train.sim2real import Sim2RealConfig, evaluate, source_loader, train_stage
+from models.sim2real import Sim2RealModelConfig
+from train.sim2real.config import Sim2RealConfig
+from train.sim2real.evaluate import score
+from train.sim2real.stage import load_sim2real, source_frames, train
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sim2real.md"
 START, END = "<!-- sim2real-table:start -->", "<!-- sim2real-table:end -->"
@@ -90,7 +95,7 @@ class Constant(torch.nn.Module):
 def constant_from(cfg: Sim2RealConfig) -> Constant:
     """Median valid depth (<= 80 m) and majority class of the source's training frames."""
     depths, counts = [], torch.zeros(256, dtype=torch.int64)
-    for batch in source_loader(cfg, cfg.stages["sim2real-tasks"], 0, training=False):
+    for batch in DataLoader(source_frames(cfg, cfg.data.train_split), batch_size=8):
         d, v = batch["depth"], batch["valid_depth"] & (batch["depth"] <= 80)
         depths.append(d[v])
         counts += torch.bincount(batch["labels"].flatten(), minlength=256)
@@ -111,6 +116,7 @@ def make_config(
         preset="proxy",
         model=MODEL,
         device="cpu",
+        tensorboard=False,
         stages={
             "sim2real-vae": {**stage, "losses": vae},
             "sim2real-tasks": {
@@ -126,7 +132,7 @@ def make_config(
 
 def _with_steps(cfg: Sim2RealConfig, steps: int) -> Sim2RealConfig:
     """Epochs of the frames available so that each stage runs about ``steps`` steps."""
-    frames = len(source_loader(cfg, cfg.stages["sim2real-tasks"], 0).dataset)
+    frames = len(source_frames(cfg, cfg.data.train_split))
     per_epoch = max(1, frames // 8)
     for stage in cfg.stages.values():
         stage.epochs = max(1, round(steps / per_epoch))
@@ -208,19 +214,15 @@ def main() -> None:
     }
     rows, minutes = {}, {"record": (recorded - start) / 60}
     src_cfg = runs["source-only (A labels)"][0]
-    test_loader = source_loader(
-        src_cfg, src_cfg.stages["sim2real-tasks"], 0, split="test", data=b_test, training=False
-    )
-    rows["constant (A's median depth, majority class)"] = evaluate(
+    test_loader = DataLoader(source_frames(src_cfg, "test", data=b_test), batch_size=8)
+    rows["constant (A's median depth, majority class)"] = score(
         constant_from(src_cfg), test_loader, "real", MODEL.num_classes
     )
     for name, (cfg, domain) in runs.items():
         t0 = time.perf_counter()
-        model = TwinVAE(cfg.model)
-        if cfg.target is not None:
-            train_stage(cfg, "sim2real-vae", model)
-        train_stage(cfg, "sim2real-tasks", model)
-        rows[name] = evaluate(model, test_loader, domain, MODEL.num_classes)
+        train(cfg, "all" if cfg.target is not None else "sim2real-tasks", resume=True)
+        model, _ = load_sim2real(cfg.out)
+        rows[name] = score(model, test_loader, domain, MODEL.num_classes)
         minutes[name] = (time.perf_counter() - t0) / 60
     publish(rows, minutes, args.steps, args.clips, time.process_time() / 60)
 

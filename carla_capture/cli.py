@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from carla_capture.config import CaptureConfig, VerifyConfig
-from carla_capture.import_cli import import_group
+from carla_capture.importers.cli import import_group
 from clipcore.cliopts import config_options, file_and_set_options, nest
 from clipcore.clitools import ErrorGroup, TextPathType
 from clipcore.errors import CaptureError
@@ -267,8 +267,10 @@ def verify(
     config: Path | None,
     overrides: tuple[str, ...],
 ) -> None:
-    """Check every clip: frame timing, RGB, depth range, sky at the far plane, tags, poses and
-    geometric consistency between frames. Exits 1 when any clip fails.
+    """Check every clip.
+
+    Frame timing, RGB, depth range, sky at the far plane, tags, poses and geometric consistency
+    between frames. Exits 1 when any clip fails.
 
     \b
     Examples:
@@ -316,10 +318,12 @@ def verify(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON (for bug reports).")
 def doctor(as_json: bool, **options: Any) -> None:
-    """Check a CARLA server before recording: versions, maps, map load time, synchronous tick rate,
-    Traffic Manager, latency per camera, one short clip with the reprojection checks. Prints a
-    table with the fix of every failure; exits 1 when a check fails. Leaves the server asynchronous.
-    The checks run in a child process that is stopped when no tick comes for --stall-timeout s.
+    """Check a CARLA server before recording.
+
+    Versions, maps, map load time, synchronous tick rate, Traffic Manager, latency per camera, one
+    short clip with the reprojection checks. Prints a table with the fix of every failure; exits 1
+    when a check fails. Leaves the server asynchronous. The checks run in a child process that is
+    stopped when no tick comes for --stall-timeout s.
 
     \b
     Examples:

@@ -33,10 +33,12 @@ EDGE_REL = 0.01
 
 
 def interior(depth: np.ndarray, tags: np.ndarray, rel_tol: float = EDGE_REL) -> np.ndarray:
-    """(H, W) bool: pixels inside a face, i.e. whose four neighbours have their tag and whose
-    inverse depth is affine through them along rows and columns (second difference within
-    ``rel_tol`` of its own): off every tag edge and depth discontinuity. Border pixels are
-    False."""
+    """(H, W) bool: pixels inside a face, off every tag edge and depth discontinuity.
+
+    Inside a face: the four neighbours have the pixel's tag and its inverse depth is affine through
+    them along rows and columns (second difference within ``rel_tol`` of its own). Border pixels are
+    False.
+    """
     inv = 1.0 / depth.astype(np.float64)
     height, width = depth.shape
     out = np.zeros((height, width), bool)
@@ -80,10 +82,12 @@ def reprojection_agreement(
     static_tags: frozenset[int] = STATIC_TAGS,
     interior_only: bool = False,
 ) -> Agreement:
-    """Reproject the static pixels of frame a (depth (H,W) m, tags (H,W), cam_to_world (4,4))
-    into frame b and measure agreement of depth and tags (see :class:`Agreement`); with
+    """Agreement of depth and tags of frame a's static pixels reprojected into frame b.
+
+    Frame a: depth (H,W) m, tags (H,W), cam_to_world (4,4); see :class:`Agreement`. With
     ``interior_only``, only pixels :func:`interior` to a face of a that land between four pixels
-    interior to a face of b count (a figure that does not depend on the resolution)."""
+    interior to a face of b count (a figure that does not depend on the resolution).
+    """
     height, width = depth_a.shape
     u, v, z = reproject(depth_a, K, pose_a, pose_b)
     x, y = u - 0.5, v - 0.5  # index space: pixel centres at integers

@@ -29,9 +29,11 @@ def check_options(
     video: Path | None = None,
     save: Path | None = None,
 ) -> None:
-    """Refuse bad ``capture inspect`` options before anything is printed: a ``--clip`` that is not
-    in ``path``, a ``--sheet`` / ``--video`` / ``--save`` of the wrong kind or in a folder that
-    does not exist."""
+    """Refuse bad ``capture inspect`` options before anything is printed.
+
+    A ``--clip`` that is not in ``path``, a ``--sheet`` / ``--video`` / ``--save`` of the wrong kind
+    or in a folder that does not exist.
+    """
     for option, out, suffixes in (
         ("--sheet", sheet, IMAGE_SUFFIXES),
         ("--video", video, VIDEO_SUFFIXES),
@@ -108,9 +110,11 @@ def format_summary(info: dict[str, Any]) -> str:
 
 
 def write_picture(path: Path, clip_id: str | None, out: Path, video: bool, rows: int = 4) -> str:
-    """Write a contact sheet (``rows`` frames) or, with ``video``, a video of RGB | semantic |
-    depth of one clip of a shard or dataset folder (the first if ``clip_id`` is None); returns
-    the clip's id."""
+    """Write a contact sheet or a video of one clip; returns the clip's id.
+
+    A contact sheet of ``rows`` frames or, with ``video``, a video of RGB | semantic | depth of one
+    clip of a shard or dataset folder (the first if ``clip_id`` is None).
+    """
     clip = load_clip(path, clip_id)
     if video:
         write_video(out, [frame_panel(f.rgb, f.semantic, f.depth) for f in clip.frames], clip.fps)

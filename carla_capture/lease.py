@@ -49,8 +49,10 @@ def _ns() -> str:
 
 
 def _stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time in clock ticks after boot) of process ``pid``; None when it does not
-    exist, ("", "") when it cannot be read."""
+    """(state, start time in clock ticks after boot) of process ``pid``.
+
+    None when it does not exist, ("", "") when it cannot be read.
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
     except FileNotFoundError:
@@ -66,8 +68,10 @@ def _start_ticks(pid: int) -> str:
 
 
 def _runs(pid: int, start: str) -> bool:
-    """Whether ``pid`` still runs the process that started at ``start`` (same machine); a zombie
-    (killed, not yet reaped) does not run."""
+    """Whether ``pid`` still runs the process that started at ``start`` (same machine).
+
+    A zombie (killed, not yet reaped) does not run.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -111,8 +115,11 @@ def fs_now(folder: Path) -> float:
 
 
 class Lease:
-    """The lease of one writer folder; use as a context manager (role ``record``), or
-    :meth:`try_adopt` to take a dead writer's lease for a moment (role ``adopt``)."""
+    """The lease of one writer folder.
+
+    Use as a context manager (role ``record``), or :meth:`try_adopt` to take a dead writer's lease
+    for a moment (role ``adopt``).
+    """
 
     def __init__(self, folder: Path, label: str, timeout_s: float, role: str = "record") -> None:
         self.folder, self.label, self.timeout_s, self.role = Path(folder), label, timeout_s, role
@@ -194,8 +201,11 @@ class Lease:
         return True
 
     def acquire(self, adopter_wait_s: float = 300.0) -> None:
-        """Take the lease: create it, or take over a dead owner's; wait for a moment's adopter or
-        for a lease of another machine to expire; else raise naming the owner."""
+        """Take the lease.
+
+        Create it, or take over a dead owner's; wait for a moment's adopter or for a lease of
+        another machine to expire; else raise naming the owner.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
         waited_since = None
         watched: tuple[str, float] | None = None

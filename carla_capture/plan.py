@@ -90,9 +90,12 @@ def _from_slurm(env: Mapping[str, str]) -> tuple[int, int] | None:
 
 
 def resolve_task(cfg: CaptureConfig, env: Mapping[str, str] | None = None) -> Task:
-    """This process's task: ``--task-index`` / ``--num-tasks``, else SLURM's
-    ``SLURM_ARRAY_TASK_ID`` / ``SLURM_ARRAY_TASK_COUNT``, else ``JOB_COMPLETION_INDEX`` with
-    ``--num-tasks``, else task 0 of 1."""
+    """This process's task.
+
+    ``--task-index`` / ``--num-tasks``, else SLURM's ``SLURM_ARRAY_TASK_ID`` /
+    ``SLURM_ARRAY_TASK_COUNT``, else ``JOB_COMPLETION_INDEX`` with ``--num-tasks``, else task 0 of
+    1.
+    """
     env = os.environ if env is None else env
     index, count = cfg.task_index, cfg.num_tasks
     if index is None:
@@ -135,7 +138,8 @@ def check_plan(town_dir: Path, cfg: CaptureConfig, town: TownConfig) -> bool:
     """Create ``record-<seed>.json`` or check this run against it; True when this call created it.
 
     Refuses (one line) settings that change the data, or an edited town file; a larger
-    ``--clips`` extends the plan. Safe when many tasks start at once (atomic create)."""
+    ``--clips`` extends the plan. Safe when many tasks start at once (atomic create).
+    """
     path = Path(town_dir) / f"record-{cfg.seed}.json"
     resolved = _resolved(cfg, town)
     text = json.dumps(resolved, indent=2, sort_keys=True)

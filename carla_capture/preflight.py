@@ -68,8 +68,10 @@ def _cleanup_child(conn: object, cleanup: Callable[[object, object], None], cfg:
 def cleanup_in_child(
     cleanup: Callable[[object, object], None], cfg: object, timeout: float
 ) -> str | None:
-    """Run ``cleanup(carla_module, cfg)`` (the backend's ``leave_server``) in a child process;
-    None when it worked, else why not."""
+    """Run ``cleanup(carla_module, cfg)`` (the backend's ``leave_server``) in a child process.
+
+    None when it worked, else why not.
+    """
     ctx = mp.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(

@@ -50,8 +50,10 @@ class RecordSummary:
 
 
 def existing_clip_ids(town_dir: Path) -> set[str]:
-    """Ids of complete clips in the town's final shards (opens every shard; a damaged shard
-    raises). The importers use it; a recording writer reads indexes instead (:func:`scan`)."""
+    """Ids of complete clips in the town's final shards (opens every shard; a damaged shard raises).
+
+    The importers use it; a recording writer reads indexes instead (:func:`scan`).
+    """
     ids: set[str] = set()
     for path in shard_paths(town_dir):
         with ShardReader(path) as reader:
@@ -60,10 +62,12 @@ def existing_clip_ids(town_dir: Path) -> set[str]:
 
 
 class _Attempts:
-    """Retries of a clip after :class:`RetryClip`, reconnects after :class:`ServerLost` (per
-    run). A process whose CARLA client holds a Traffic Manager never reconnects itself: the lost
-    server's Traffic Manager stays in the client library, so :class:`FreshProcess` is raised and
-    the supervisor reconnects from a new worker process."""
+    """Retries of a clip after :class:`RetryClip`, reconnects after :class:`ServerLost` (per run).
+
+    A process whose CARLA client holds a Traffic Manager never reconnects itself: the lost server's
+    Traffic Manager stays in the client library, so :class:`FreshProcess` is raised and the
+    supervisor reconnects from a new worker process.
+    """
 
     def __init__(self, cfg: CaptureConfig) -> None:
         self.cfg, self.restarts, self.reconnect = cfg, 0, False
@@ -129,8 +133,9 @@ def record(
     progress: Callable[[str], None] | None = None,
     task: Task | None = None,
 ) -> RecordSummary:
-    """Record until ``<out>/<Town>`` holds this task's share of ``cfg.clips`` clips of
-    ``cfg.seed``; resumable.
+    """Record until ``<out>/<Town>`` holds this task's share of ``cfg.clips`` clips of ``cfg.seed``.
+
+    Resumable.
 
     One process per writer (task of a plan) and folder at a time (:class:`Lease`). ``progress``
     is called with each clip id once that clip is safely staged. A run that fails before staging
@@ -170,12 +175,14 @@ def _nothing_of_seed(town_dir: Path, town: str, seed: int, claims: Claims) -> bo
 
 
 def _adopt(cfg: CaptureConfig, town_dir: Path, town: str, me: str, claims: Claims) -> Scan:
-    """Take over the leftovers of dead writers of this seed with another task count (the plan
-    is being finished by another layout of tasks, so they will not run again): with their lease
-    taken (it is free or stale), assemble their staged clips, release their claims of clips they
-    never finished. Writers of this task count are left to themselves: a task run again recovers
-    its own. Clips staged by a release before writers become this writer's. Returns the
-    folder's scan."""
+    """Take over the leftovers of dead writers of this seed with another task count.
+
+    The plan is being finished by another layout of tasks, so they will not run again: with their
+    lease taken (it is free or stale), assemble their staged clips, release their claims of clips
+    they never finished. Writers of this task count are left to themselves: a task run again
+    recovers its own. Clips staged by a release before writers become this writer's. Returns the
+    folder's scan.
+    """
     found = scan(town_dir, town, cfg.seed)
     open_claims = claims.listed(f"{town}-{cfg.seed}-") - found.done
     owners: dict[str, list[str]] = {}

@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 
 
 def parse_servers(spec: tuple[str, ...]) -> list[tuple[str, int]]:
-    """``("host:port", ...)`` -> [(host, port), ...]; a malformed entry, or two servers of one host
-    less than 4 ports apart, is a ConfigError."""
+    """``("host:port", ...)`` -> [(host, port), ...].
+
+    A malformed entry, or two servers of one host less than 4 ports apart, is a ConfigError.
+    """
     out = []
     for item in spec:
         host, sep, port = item.strip().rpartition(":")
@@ -50,8 +52,10 @@ PORT_STEP = 4
 
 
 def expand_servers(cfg: CaptureConfig) -> list[tuple[str, int]]:
-    """``--servers N`` with ``--server-cmd``: N servers on ports port, port + 4, ...; else the
-    host:port list."""
+    """``--servers N`` with ``--server-cmd``.
+
+    N servers on ports port, port + 4, ...; else the host:port list.
+    """
     spec = cfg.carla.servers
     if len(spec) == 1 and spec[0].strip().isdigit():
         if not cfg.carla.server_cmd:

@@ -1,5 +1,7 @@
-"""Final shard names of a town folder: ``<town>-NNNNN.h5`` (importers), ``<town>-<writer>-NNNNN.h5``
-(``capture record``: each writer numbers its own), numbered from 1, never reused.
+"""Final shard names of a town folder.
+
+``<town>-NNNNN.h5`` (importers), ``<town>-<writer>-NNNNN.h5`` (``capture record``: each writer
+numbers its own), numbered from 1, never reused.
 
 The importers take their next number here (claimed by exclusive creation); a recording writer's
 names carry its own name (:mod:`carla_capture.writer`), so no two processes ever write, publish or
@@ -48,6 +50,8 @@ def writer_shard_re(town: str, writer: str) -> re.Pattern[str]:
 
 
 def unscoped_shard_re(town: str) -> re.Pattern[str]:
-    """Final shards that belong to no writer: ``<town>-NNNNN.h5`` (the importers', and every
-    shard of a release before writers were named)."""
+    """Final shards that belong to no writer.
+
+    ``<town>-NNNNN.h5`` (the importers', and every shard of a release before writers were named).
+    """
     return re.compile(rf"^{re.escape(town)}-(?P<num>\d{{5}})\.h5$")

@@ -1,5 +1,6 @@
-"""Split manifests, the writing side: which shards and clips of a dataset are train, val and
-test. ``capture split`` writes ``<data>/split.json``; it is read through
+"""Split manifests, the writing side: which shards and clips of a dataset are train, val and test.
+
+``capture split`` writes ``<data>/split.json``; it is read through
 :func:`clipcore.manifest.load_manifest`.
 """
 
@@ -137,8 +138,7 @@ def build_manifest(data_dir: Path, splits: SplitConfig) -> dict[str, Any]:
 
 
 def write_manifest(data_dir: Path, manifest: dict[str, Any]) -> bool:
-    """Write ``split.json`` atomically; returns False when an identical manifest is already
-    there."""
+    """Write ``split.json`` atomically; False when an identical manifest is already there."""
     path = Path(data_dir) / MANIFEST_NAME
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     if path.exists() and path.read_text() == text:
@@ -158,7 +158,10 @@ def split_table(manifest: dict[str, Any]) -> str:
 
 
 def split_dataset(data_dir: Path, splits_file: Path | None = None) -> tuple[dict[str, Any], bool]:
-    """Build and write ``split.json`` of ``data_dir`` (splits from ``splits_file``, default the
-    packaged one); returns the manifest and whether the file changed."""
+    """Build and write ``split.json`` of ``data_dir``.
+
+    Splits come from ``splits_file`` (default: the packaged one); returns the manifest and whether
+    the file changed.
+    """
     manifest = build_manifest(data_dir, load_splits(splits_file))
     return manifest, write_manifest(data_dir, manifest)

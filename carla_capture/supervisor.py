@@ -209,9 +209,12 @@ class Supervisor:
         return None
 
     def _after_error(self, exc: CaptureError) -> str:
-        """A worker's error: re-raised unless a (relaunched) server or a fresh worker process may
-        fix it. A lost server is reconnected from a new worker, after a back-off: the old one's
-        CARLA client keeps the lost server's Traffic Manager."""
+        """A worker's error.
+
+        Re-raised unless a (relaunched) server or a fresh worker process may fix it. A lost server
+        is reconnected from a new worker, after a back-off: the old one's CARLA client keeps the
+        lost server's Traffic Manager.
+        """
         self.proc.join(10.0)  # it exits right after telling
         server = self.server
         lost = isinstance(exc, ServerLost) and server is not None and not server.alive()
@@ -241,6 +244,8 @@ def supervised_record(
     progress: Callable[[str], None] | None = None,
     task: Task | None = None,
 ) -> object:
-    """:func:`carla_capture.record.record_plan` in a supervised worker (see the module
-    docstring): the list of each town's :class:`~carla_capture.record.RecordSummary`."""
+    """:func:`carla_capture.record.record_plan` in a supervised worker (see the module docstring).
+
+    The list of each town's :class:`~carla_capture.record.RecordSummary`.
+    """
     return Supervisor(cfg, progress, task).run()

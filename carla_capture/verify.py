@@ -86,7 +86,8 @@ def _scene_change(arrays: Arrays, a: int, b: int) -> float | None:
     """Share of pixels whose tag changed from frame a to b (None without tags on both).
 
     Edges move in the tags when the scene moves in view; a view filled by one object (a truck
-    ahead, a wall) keeps its tags even when its depth changes, and may keep its colours."""
+    ahead, a wall) keeps its tags even when its depth changes, and may keep its colours.
+    """
     if "semantic" in arrays and arrays["semantic_valid"][[a, b]].all():
         return float((arrays["semantic"][a] != arrays["semantic"][b]).mean())
     return None
@@ -196,12 +197,15 @@ def _check_geometry(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> No
 
 
 def _check_trajectory(arrays: Arrays, cfg: VerifyConfig, report: ClipReport) -> None:
-    """The camera path taken in timestamp order never turns back: a step against the one before
-    (both longer than ``trajectory_min_step_m``) means frames reordered with their poses.
+    """The camera path taken in timestamp order never turns back.
+
+    A step against the one before (both longer than ``trajectory_min_step_m``) means frames
+    reordered with their poses.
 
     Only the direction is judged, not the speed: the embedded simulator's camera jumps sideways
     where its route turns (it rides 1.5 m ahead of a heading that changes per route vertex), so a
-    bound on acceleration or on speed changes would fail clean clips at high frame rates."""
+    bound on acceleration or on speed changes would fail clean clips at high frame rates.
+    """
     ok = _all(arrays, "cam_to_world")
     if ok is None or ok.sum() < 3:
         return
@@ -291,9 +295,11 @@ def _town_faults(reader: ShardReader, path: Path) -> list[str]:
 
 
 def verify_shard(path: Path, rel: str, cfg: VerifyConfig) -> list[ClipReport]:
-    """Reports of every clip of one shard, and a :data:`WHOLE_SHARD` report when the shard
-    itself is faulty (it cannot be opened, its ``town`` attribute is missing or names another
-    folder than the one it is in)."""
+    """Reports of every clip of one shard.
+
+    And a :data:`WHOLE_SHARD` report when the shard itself is faulty (it cannot be opened, its
+    ``town`` attribute is missing or names another folder than the one it is in).
+    """
     try:
         reader = ShardReader(path)
     except ShardFormatError as exc:
@@ -324,9 +330,11 @@ def _duplicates(reports: list[ClipReport]) -> None:
 
 
 def verify_dataset(data_dir: Path, cfg: VerifyConfig) -> list[ClipReport]:
-    """Check every clip of every shard under ``data_dir``, then the dataset as a whole (clip ids
-    unique across shards); a manifest whose shards changed is reported (as clip ``split.json``),
-    and verify carries on."""
+    """Check every clip of every shard under ``data_dir``.
+
+    Then the dataset as a whole (clip ids unique across shards); a manifest whose shards changed is
+    reported (as clip ``split.json``), and verify carries on.
+    """
     data_dir = Path(data_dir)
     reports = []
     if (data_dir / MANIFEST_NAME).exists():
@@ -342,8 +350,11 @@ def verify_dataset(data_dir: Path, cfg: VerifyConfig) -> list[ClipReport]:
 
 
 def quarantine(data_dir: Path, reports: list[ClipReport]) -> list[str]:
-    """Move each shard holding a failing clip, or unreadable, to ``<data_dir>/quarantine/`` (same
-    relative path; ``.2``, ``.3``, ... appended if a file of that name is already there)."""
+    """Move each shard holding a failing clip, or unreadable, to ``quarantine/``.
+
+    The shard keeps its path relative to ``<data_dir>/quarantine/`` (``.2``, ``.3``, ... appended if
+    a file of that name is already there).
+    """
     moved = []
     for rel in sorted({r.shard for r in reports if not r.passed and r.shard != MANIFEST_NAME}):
         src, dst = Path(data_dir) / rel, Path(data_dir) / QUARANTINE / rel

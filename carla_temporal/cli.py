@@ -1,160 +1,97 @@
-"""The ``train`` command: every command of :mod:`train.cli` plus ``train live``, which drives a
-capture backend and so lives here, above both the capture and the training packages.
+"""The ``train`` command.
+
+Every command of :mod:`train.cli` plus ``train live``, which drives a capture backend and so lives
+here, above both the capture and the training packages.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import click
 
+from carla_temporal.live import LIVE_CAPTURE, LiveConfig
+from clipcore.cliopts import config_options, nest
 from clipcore.clitools import ErrorGroup, TextPathType
-from clipcore.dashboard import LOOPBACK
-from train.cli import DEVICE
+from clipcore.settings import build, deep_merge
 from train.cli import main as training
+
+#: The fields of ``train live``'s config offered as options: the run, the simulator (a capture
+#: config: what applies to driving one), the dashboard.
+LIVE_FIELDS = (
+    "run",
+    "capture.backend",
+    "capture.town",
+    "capture.town_dir",
+    "capture.clips",
+    "capture.frames",
+    "capture.frame_stride",
+    "capture.fps",
+    "capture.seed",
+    "capture.appearance",
+    "capture.carla.host",
+    "capture.carla.port",
+    "capture.carla.tm_port",
+    "capture.carla.timeout",
+    "capture.carla.vehicles",
+    "capture.carla.walkers",
+    "max_frames",
+    "spawn",
+    "serve",
+    "bind",
+    "save",
+    "web_port",
+    "device",
+)
+_DIR = {"type": TextPathType(file_okay=False)}
+
+
+def live_config(options: dict[str, Any]) -> LiveConfig:
+    """``train live``'s config from its options (capture fields over :data:`LIVE_CAPTURE`)."""
+    data = deep_merge({"capture": LIVE_CAPTURE}, nest(options))
+    return build(LiveConfig, data, "train live options", options=True)
 
 
 @click.command()
-@click.option(
-    "--run",
-    "run_dir",
-    type=TextPathType(file_okay=False),
-    required=True,
-    help="Run folder trained through stage 4.",
+@config_options(
+    LiveConfig,
+    LIVE_FIELDS,
+    run=_DIR,
+    town_dir=_DIR,
+    save={"type": TextPathType(dir_okay=False)},
+    clips={"help": "Clips to drive (each restarts the model's memory and the trajectories)."},
 )
-@click.option(
-    "--backend",
-    type=click.Choice(["synthetic", "carla"]),
-    default="synthetic",
-    show_default=True,
-    help="Simulator to drive.",
-)
-@click.option(
-    "--town",
-    default="Town02",
-    show_default=True,
-    help="Town to drive in (a file in town_configs/).",
-)
-@click.option(
-    "--frames",
-    type=click.IntRange(1),
-    default=200,
-    show_default=True,
-    help="Frames to run, then stop.",
-)
-@click.option(
-    "--clip-frames",
-    type=click.IntRange(1),
-    default=100,
-    show_default=True,
-    help="Frames per clip; the model's memory and the trajectories restart each clip.",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Seed of the simulated traffic and weather.",
-)
-@click.option(
-    "--town-dir",
-    type=TextPathType(file_okay=False),
-    help="Folder of town files to use instead of the packaged ones.",
-)
-@click.option("--host", help="CARLA server host [default: 127.0.0.1].")
-@click.option("--port", type=int, help="CARLA RPC port [default: 2000].")
-@click.option("--spawn", is_flag=True, help="Open the Rerun viewer (the default).")
-@click.option(
-    "--serve",
-    is_flag=True,
-    help="Serve the Rerun web viewer and keep serving; the live data listens on --bind only.",
-)
-@click.option(
-    "--bind",
-    default=LOOPBACK,
-    show_default=True,
-    help="Address the served live data listens on: 127.0.0.1 is this machine only; another "
-    "(0.0.0.0: every interface) exposes the live camera images to the network, without "
-    "authentication.",
-)
-@click.option(
-    "--save",
-    type=TextPathType(dir_okay=False),
-    help="Write the dashboard to FILE.rrd.",
-)
-@click.option(
-    "--web-port",
-    type=click.IntRange(1, 65535),
-    default=9090,
-    show_default=True,
-    help="Port of the web viewer (--serve).",
-)
-@DEVICE
-def live(
-    run_dir: Path,
-    backend: str,
-    town: str,
-    frames: int,
-    clip_frames: int,
-    seed: int,
-    town_dir: Path | None,
-    host: str | None,
-    port: int | None,
-    spawn: bool,
-    serve: bool,
-    save: Path | None,
-    web_port: int,
-    bind: str,
-    device: str,
-) -> None:
-    """Drive a simulator and show the temporal model's predictions on each frame in a Rerun
-    dashboard: RGB, ground-truth and predicted segmentation, true and predicted depth, the
-    estimated against the true camera trajectory, and fps.
-    Needs the Rerun SDK: pip install "carla-temporal[live]".
+def live(**options: Any) -> None:
+    """Drive a simulator and show the temporal model's predictions in a Rerun dashboard.
+
+    Each frame: RGB, ground-truth and predicted segmentation, true and predicted depth, the
+    estimated against the true camera trajectory, and fps. The simulator options are fields of the
+    capture config (capture record's, with these defaults). Needs the Rerun SDK: pip install
+    "carla-temporal[live]".
 
     \b
     Examples:
       train live --run runs/demo                                   # opens the Rerun viewer
-      train live --run runs/demo --town Town10HD --frames 400 --save live.rrd
+      train live --run runs/demo --town Town10HD --clips 4 --frames 100 --save live.rrd
       train live --run runs/paper --backend carla --town Town03 --serve --device cuda
       train live --run runs/demo --serve --bind 0.0.0.0   # other machines may watch (no auth)
       rerun live.rrd                                               # replay a saved dashboard
     """
-    from carla_temporal.live import capture_config
     from carla_temporal.live import live as run_live
-    from clipcore.dashboard import Sink
-    from clipcore.errors import ConfigError
+    from train.context import resolve_device
 
-    if spawn + serve + (save is not None) > 1:
-        raise ConfigError("choose one of --spawn, --serve and --save FILE.rrd")
-    if bind != LOOPBACK and not serve:
-        raise ConfigError(f"--bind {bind} is where --serve listens: pass --serve too")
-    sink = (
-        Sink("save", save)
-        if save
-        else Sink("serve", web_port=web_port, bind=bind)
-        if serve
-        else Sink("spawn")
-    )
-    options = {
-        "backend": backend,
-        "town": town,
-        "frames": clip_frames,
-        "seed": seed,
-        "town_dir": town_dir,
-        "carla__host": host,
-        "carla__port": port,
-    }
-    capture = capture_config(options)
-    stats = run_live(run_dir, capture, frames, sink, device).as_dict()
+    cfg = live_config(options)
+    sink = cfg.sink()
+    stats = run_live(cfg.run, cfg.capture, cfg.frames(), sink, resolve_device(cfg.device))
+    stats = stats.as_dict()
     accuracy = "n/a" if stats["pixel_accuracy"] is None else f"{stats['pixel_accuracy']:.1%}"
     click.echo(
         f"{stats['frames']} frames in {stats['clips']} clip(s): {stats['fps']:.1f} frames/s,"
         f" {stats['cpu_ms_per_frame']:.0f} ms CPU per frame, pixel accuracy {accuracy}"
     )
-    if save:
-        click.echo(f"-> {save} (view with: rerun {save})")
-    if serve:
+    if cfg.save:
+        click.echo(f"-> {cfg.save} (view with: rerun {cfg.save})")
+    if cfg.serve:
         import time
 
         click.echo(f"serving: {sink.serving_note()}; Ctrl-C to stop", err=True)

@@ -36,12 +36,15 @@ class _Stopped(Exception):
 
 
 class FrameFeed:
-    """Iterate to get ``("clip", index)`` when a clip starts, then ``("frame", Frame)`` for
-    each of its frames, clip after clip, until :meth:`close`.
+    """Iterate to get clip starts and their frames until :meth:`close`.
+
+    ``("clip", index)`` when a clip starts, then ``("frame", Frame)`` for each of its frames, clip
+    after clip.
 
     A clip the backend retries (:class:`RetryClip`) is skipped with a warning after the frames
     it gave; a lost server (:class:`ServerLost`) is reconnected up to ``max_restarts`` times.
-    ``simulate_s`` is the wall time the thread spent inside the backend."""
+    ``simulate_s`` is the wall time the thread spent inside the backend.
+    """
 
     def __init__(self, backend: ClipSource, max_restarts: int = 0, ahead: int = 2) -> None:
         self.backend, self.max_restarts = backend, max_restarts

@@ -1,5 +1,7 @@
-"""``train live``: drive a simulator, run the streaming temporal model on every frame as it
-arrives, and show it on a Rerun dashboard (see :mod:`clipcore.dashboard`).
+"""``train live``.
+
+Drive a simulator, run the streaming temporal model on every frame as it arrives, and show it on a
+Rerun dashboard (see :mod:`clipcore.dashboard`).
 
 The simulator runs in a thread a frame or two ahead (:class:`~carla_temporal.feed.FrameFeed`), so
 rendering the next frame overlaps the model's work on this one. The simulator's camera renders
@@ -23,28 +25,93 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from carla_capture.backends import get_backend
 from carla_capture.config import CaptureConfig, TownConfig
 from carla_temporal.feed import FrameFeed
-from clipcore.cliopts import nest
-from clipcore.dashboard import Dashboard, Sink, open_stream, require_rerun
+from clipcore.dashboard import LOOPBACK, Dashboard, Sink, open_stream, require_rerun
 from clipcore.geometry import intrinsics, invert_pose
+from clipcore.normalize import to_uint8
 from clipcore.records import Frame
-from clipcore.settings import build
+from clipcore.settings import TextPath
 from dataset.labels import LabelMap, load_label_map
 from dataset.windows import make_item
 from models.pipeline import PipelineState, TemporalPipeline
-from train.panels import to_uint8
+from train.config import Device
 
 log = logging.getLogger(__name__)
+
+#: What ``train live`` drives unless told otherwise (a capture config's own defaults record
+#: with CARLA): the embedded simulator, two clips of 100 frames.
+LIVE_CAPTURE = {"backend": "synthetic", "town": "Town02", "clips": 2, "frames": 100}
+
+
+class LiveConfig(BaseModel):
+    """``train live``.
+
+    The run, the simulator it drives (clips x frames, a capture config) and where the dashboard
+    goes.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    run: TextPath = Field(description="Run folder trained through stage 4.")
+    device: Device = Field(
+        "auto", description="auto (cuda when a GPU is visible), cpu, cuda or cuda:N."
+    )
+    capture: CaptureConfig = Field(
+        default_factory=lambda: CaptureConfig(**LIVE_CAPTURE),
+        description="The simulator: backend, town, clips of frames (the model's memory and the "
+        "trajectories restart with each clip).",
+    )
+    max_frames: int | None = Field(
+        None, ge=1, description="Stop after N frames in all [default: clips x frames]."
+    )
+    spawn: bool = Field(False, description="Open the Rerun viewer (the default).")
+    serve: bool = Field(
+        False,
+        description="Serve the Rerun web viewer and keep serving; the live data listens on "
+        "--bind only.",
+    )
+    bind: str = Field(
+        LOOPBACK,
+        description="Address the served live data listens on: 127.0.0.1 is this machine only; "
+        "another (0.0.0.0: every interface) exposes the live camera images to the network, "
+        "without authentication.",
+    )
+    save: TextPath | None = Field(None, description="Write the dashboard to FILE.rrd.")
+    web_port: int = Field(9090, ge=1, le=65535, description="Port of the web viewer (--serve).")
+
+    @model_validator(mode="after")
+    def _one_sink(self) -> LiveConfig:
+        if self.spawn + self.serve + (self.save is not None) > 1:
+            raise ValueError("choose one of --spawn, --serve and --save FILE.rrd")
+        if self.bind != LOOPBACK and not self.serve:
+            raise ValueError(f"--bind {self.bind} is where --serve listens: pass --serve too")
+        return self
+
+    def frames(self) -> int:
+        """Frames to drive in all."""
+        total = self.capture.clips * self.capture.frames
+        return min(total, self.max_frames) if self.max_frames else total
+
+    def sink(self) -> Sink:
+        """Where the dashboard goes."""
+        if self.save is not None:
+            return Sink("save", self.save)
+        if self.serve:
+            return Sink("serve", web_port=self.web_port, bind=self.bind)
+        return Sink("spawn")
 
 
 @dataclass
 class LiveStats:
-    """What a live run did: frames and clips, wall and CPU seconds (all threads of the process);
-    wall seconds the simulator thread spent rendering, the loop spent waiting for a frame (the
-    part of simulating that did not overlap the model), in the model, and logging."""
+    """What a live run did.
+
+    Frames and clips, wall and CPU seconds (all threads of the process); wall seconds the simulator
+    thread spent rendering, the loop spent waiting for a frame (the part of simulating that did not
+    overlap the model), in the model, and logging.
+    """
 
     frames: int = 0
     clips: int = 0
@@ -132,6 +199,7 @@ class LiveLoop:
 
     @torch.no_grad()
     def __call__(self, frame: Frame) -> None:
+        """Run the model on one frame; add it to the statistics and the dashboard."""
         start = time.perf_counter()
         item = self._inputs(frame)
         rgb = item["rgb"].to(self.device)
@@ -220,8 +288,10 @@ def run_live(
     dashboard: Dashboard | None = None,
     device: str = "cpu",
 ) -> LiveStats:
-    """Drive ``capture.backend`` in ``capture.town`` for ``frames`` frames (clips of
-    ``capture.frames``), running ``model`` (in eval mode) on each at ``size`` (H, W)."""
+    """Drive ``capture.backend`` for ``frames`` frames and run ``model`` on each.
+
+    In ``capture.town``, in clips of ``capture.frames``, the model in eval mode at ``size`` (H, W).
+    """
     town = live_town(capture, size)
     K = intrinsics(town.camera.width, town.camera.height, town.camera.hfov)
     loop = LiveLoop(model.eval().to(device), label_map, K, size, dashboard, device)
@@ -248,19 +318,16 @@ def run_live(
     return loop.stats
 
 
-def capture_config(options: dict[str, Any]) -> CaptureConfig:
-    """The simulator's config from ``train live``'s options (``carla__host`` for ``carla.host``;
-    None: the default)."""
-    return build(CaptureConfig, nest(options), "live capture options")
-
-
 def live(
     run_dir: Path, capture: CaptureConfig, frames: int, sink: Sink | None, device: str = "cpu"
 ) -> LiveStats:
-    """``train live``: the run's temporal model (stage 4) on ``frames`` live frames, logged to
-    ``sink`` (None: no dashboard, for measuring the loop alone). On the CPU, torch gets every
-    core but one, which the simulator thread uses."""
-    from train.run_folder import load_run, temporal_model
+    """``train live``.
+
+    The run's temporal model (stage 4) on ``frames`` live frames, logged to ``sink`` (None: no
+    dashboard, for measuring the loop alone). On the CPU, torch gets every core but one, which the
+    simulator thread uses.
+    """
+    from train.pipeline.trained import load_run, temporal_model
 
     if sink is not None:
         require_rerun()  # fail before loading anything

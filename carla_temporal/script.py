@@ -1,5 +1,8 @@
-"""The ``train`` console script: one line that names the extra when torch is not installed
-(``pip install "carla-temporal[capture]"`` brings none), else :data:`carla_temporal.cli.main`."""
+"""The ``train`` console script.
+
+One line that names the extra when torch is not installed (``pip install "carla-temporal[capture]"``
+brings none), else :data:`carla_temporal.cli.main`.
+"""
 
 from __future__ import annotations
 

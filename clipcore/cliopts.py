@@ -1,5 +1,6 @@
-"""Click options generated from pydantic config fields, so a command's options, their help and
-their defaults cannot drift from the config they fill.
+"""Click options generated from pydantic config fields.
+
+A command's options, their help and their defaults cannot drift from the config they fill.
 
 Each option is named after its field (``clips_per_shard`` -> ``--clips-per-shard``; a nested field
 ``carla.host`` -> ``--host``), takes its type (``Literal`` -> a choice, ``bool`` -> a flag,
@@ -21,16 +22,31 @@ import click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from clipcore.clitools import TextPathType
+from clipcore.clitools import FiniteFloat, TextPathType
 
 _SEP = "__"  # joins the parts of a nested field's path in the click parameter name
 
 
-def _field(model: type[BaseModel], path: str) -> FieldInfo:
+def _field(model: type[BaseModel], path: str) -> tuple[FieldInfo, Any]:
+    """The field at ``path`` (``"data.label_map"``) and its default as ``model`` has it.
+
+    A nested field's default is the one its section's default holds, which may differ from its
+    type's (a task whose ``data`` defaults to another label map shows that one).
+    """
     *parents, leaf = path.split(".")
+    section: Any = None  # the default value of the section walked into, if it has one
     for name in parents:
-        model = model.model_fields[name].annotation
-    return model.model_fields[leaf]
+        info = model.model_fields[name]
+        section = (
+            getattr(section, name)
+            if isinstance(section, BaseModel)
+            else info.get_default(call_default_factory=True)
+        )
+        model = _strip_optional(info.annotation)
+    info = model.model_fields[leaf]
+    if isinstance(section, BaseModel):
+        return info, getattr(section, leaf)
+    return info, info.get_default(call_default_factory=True)
 
 
 def _strip_optional(annotation: Any) -> Any:
@@ -50,21 +66,46 @@ def _split_list(
     return None if value is None else [part for part in value.split(",") if part]
 
 
-def _click_kwargs(info: FieldInfo) -> dict[str, Any]:
-    """click.option keyword arguments (type, flag, callback, help) of one pydantic field."""
+def _number(kind: type, info: FieldInfo) -> click.ParamType:
+    """The click type of a number field: its bounds as a range; a float also finite.
+
+    The field's ``ge``, ``gt``, ``le``, ``lt``, so a value out of range is a usage error where the
+    option is parsed.
+    """
+    bounds: dict[str, Any] = {}
+    for rule in info.metadata:
+        for name, key, is_open in (("ge", "min", False), ("gt", "min", True)):
+            if getattr(rule, name, None) is not None:
+                bounds.update({key: getattr(rule, name), f"{key}_open": is_open})
+        for name, key, is_open in (("le", "max", False), ("lt", "max", True)):
+            if getattr(rule, name, None) is not None:
+                bounds.update({key: getattr(rule, name), f"{key}_open": is_open})
+    if kind is float:
+        return FiniteFloat(**bounds)
+    return click.IntRange(**bounds) if bounds else click.INT
+
+
+def _click_kwargs(info: FieldInfo, default: Any) -> dict[str, Any]:
+    """click.option keyword arguments (type, flag, callback, help) of one pydantic field.
+
+    ``default`` is the field's default as its command shows it.
+    """
     annotation = _strip_optional(info.annotation)
-    default = info.get_default(call_default_factory=True)
-    hidden = default is None or default is False or default == ()
+    hidden = info.is_required() or default is None or default is False or default == ()
     shown = "" if hidden else f" [default: {default}]"
     kwargs: dict[str, Any] = {"default": None, "help": (info.description or "") + shown}
+    if info.is_required():
+        kwargs["required"] = True
     if typing.get_origin(annotation) is Literal:
         kwargs["type"] = click.Choice([str(a) for a in typing.get_args(annotation)])
     elif annotation is bool:
         kwargs["is_flag"] = True
     elif typing.get_origin(annotation) is tuple:
         kwargs.update(callback=_split_list, metavar="A,B,...")
-    elif annotation in (int, float, str):
-        kwargs["type"] = annotation
+    elif annotation in (int, float):
+        kwargs["type"] = _number(annotation, info)
+    elif annotation is str:
+        kwargs["type"] = str
     elif annotation is Path:
         kwargs["type"] = TextPathType()
     else:
@@ -75,18 +116,24 @@ def _click_kwargs(info: FieldInfo) -> dict[str, Any]:
 def config_options(
     model: type[BaseModel], paths: Iterable[str], **tweaks: dict[str, Any]
 ) -> Callable[[Callable], Callable]:
-    """A decorator adding one click option per field path of ``model`` (``"frames"``,
-    ``"carla.host"``); ``tweaks`` (by leaf name) adds or replaces click.option keyword arguments,
-    e.g. ``town_dir={"type": TextPathType(file_okay=False)}``, and ``"flag"``
-    renames the option (``root={"flag": "--data"}``)."""
+    """A decorator adding one click option per field path of ``model``.
+
+    Paths like ``"frames"`` or ``"carla.host"``; ``tweaks`` (by leaf name) adds or replaces
+    click.option keyword arguments, e.g. ``town_dir={"type": TextPathType(file_okay=False)}``, and
+    ``"flag"`` renames the option (``root={"flag": "--data"}``).
+    """
     paths = list(paths)
 
     def decorate(command: Callable) -> Callable:
         for path in reversed(paths):
             leaf = path.rsplit(".", 1)[-1]
-            info = _field(model, path)
-            kwargs = {**_click_kwargs(info), **tweaks.get(leaf, {})}
-            if kwargs.get("required") and "help" not in tweaks.get(leaf, {}):
+            info, default = _field(model, path)
+            tweak = tweaks.get(leaf, {})
+            kwargs = {**_click_kwargs(info, default), **tweak}
+            if "help" in tweak and "help" in _click_kwargs(info, default):  # keep the default
+                shown = _click_kwargs(info, default)["help"].removeprefix(info.description or "")
+                kwargs["help"] = tweak["help"] + ("" if kwargs.get("required") else shown)
+            elif kwargs.get("required"):
                 kwargs["help"] = info.description or ""  # a required option shows no default
             flag = kwargs.pop("flag", "--" + leaf.replace("_", "-"))
             command = click.option(flag, path.replace(".", _SEP), **kwargs)(command)
@@ -110,9 +157,11 @@ def nest(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def file_and_set_options(what: str, example: str) -> Callable[[Callable], Callable]:
-    """``--config FILE`` (a TOML file of ``what``) and ``--set KEY=VALUE`` (repeatable, e.g.
-    ``example``): the two options every command with a config tree takes, passed as ``config``
-    and ``overrides``."""
+    """``--config FILE`` and ``--set KEY=VALUE``: the options of every config tree.
+
+    ``--config`` is a TOML file of ``what``, ``--set`` repeatable (e.g. ``example``); passed to the
+    command as ``config`` and ``overrides``.
+    """
 
     def decorate(command: Callable) -> Callable:
         command = click.option(

@@ -1,6 +1,9 @@
-"""What every click command of the project shares: domain errors and OS faults become one line
-and exit 2; path and number types that refuse what no command can use (a path that is not UTF-8
-text, NaN, infinity, a number out of range) where the option is parsed."""
+"""What every click command of the project shares.
+
+Domain errors and OS faults become one line and exit 2; path and number types that refuse what no
+command can use (a path that is not UTF-8 text, NaN, infinity, a number out of range) where the
+option is parsed.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +20,17 @@ from clipcore.settings import unencodable
 
 
 class TextPathType(click.Path):
-    """``click.Path`` (as ``pathlib.Path``) that refuses a path that is not UTF-8 text (bytes such
-    as ``o\\xff\\xfe`` on Linux): configs, reports and manifests store paths as JSON text."""
+    r"""``click.Path`` (as ``pathlib.Path``) that refuses a path that is not UTF-8 text.
+
+    Bytes such as ``o\xff\xfe`` on Linux are refused: configs, reports and manifests store paths as
+    JSON text.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(path_type=Path, **kwargs)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The path, or a usage error naming the bytes that are not UTF-8 text."""
         shown = unencodable(value)
         if shown is not None:
             self.fail(f"{shown} is not UTF-8 text; rename it or choose another path", param, ctx)
@@ -36,6 +43,7 @@ class FiniteFloat(click.FloatRange):
     name = "finite float"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The number, or a usage error for NaN, infinity or a value out of range."""
         number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
@@ -43,15 +51,19 @@ class FiniteFloat(click.FloatRange):
 
 
 class ErrorGroup(click.Group):
-    """A click group that turns :class:`CaptureError` and OS faults (full disk, permission, ...)
-    into ``error: <message>`` and exit code 2, and Ctrl-C into a one-line hint and exit code 130
-    (no traceback either way)."""
+    """A click group whose every error is one line and a non-zero exit code.
+
+    :class:`CaptureError` and OS faults (full disk, permission, ...) become ``error: <message>`` and
+    exit code 2, Ctrl-C a one-line hint and exit code 130 (no traceback either way).
+    """
 
     interrupt_hint = "interrupted"
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        """Click's usage errors (an unknown option, a bad value, a missing argument) as one line
-        ``error: ... (see <command> --help)`` and exit 2, like every other error."""
+        """Click's usage errors as one line and exit 2, like every other error.
+
+        An unknown option, a bad value, a missing argument: ``error: ... (see <command> --help)``.
+        """
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
@@ -68,6 +80,7 @@ class ErrorGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a domain error or OS fault is one line and exit code 2."""
         try:
             return super().invoke(ctx)
         except CaptureError as exc:

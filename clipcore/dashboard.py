@@ -58,14 +58,16 @@ LOOPBACK = "127.0.0.1"
 
 @dataclass(frozen=True)
 class Sink:
-    """Where a dashboard goes: ``spawn`` a native viewer, ``serve`` the web viewer on
-    ``web_port`` with the data on ``grpc_port`` of address ``bind``, or ``save`` to the .rrd file
-    ``path``.
+    """Where a dashboard goes.
+
+    ``spawn`` a native viewer, ``serve`` the web viewer on ``web_port`` with the data on
+    ``grpc_port`` of address ``bind``, or ``save`` to the .rrd file ``path``.
 
     Served data (the live camera images) listens on ``bind`` only, the loopback address unless
     another is given (an explicit choice to expose it to the network, without authentication).
     Rerun's web viewer server cannot be bound to one address: it listens on every interface, but
-    serves only the viewer's own files; the browser fetches the data from ``bind``."""
+    serves only the viewer's own files; the browser fetches the data from ``bind``.
+    """
 
     mode: str = "spawn"
     path: Path | None = None
@@ -194,8 +196,10 @@ class Dashboard:
         pred_labels: np.ndarray | None = None,
         pred_depth: np.ndarray | None = None,
     ) -> None:
-        """Images of frame ``index``: RGB (H, W, 3) uint8, class ids (H, W), depth (H, W) metres;
-        a missing modality is left out."""
+        """Images of frame ``index``.
+
+        RGB (H, W, 3) uint8, class ids (H, W), depth (H, W) metres; a missing modality is left out.
+        """
         rr, stream = self.rr, self.stream
         stream.set_time(TIMELINE, sequence=index)
         stream.log("camera/rgb", rr.Image(rgb))
@@ -240,9 +244,12 @@ class Dashboard:
 
 
 def read_rrd(path: Path) -> dict[str, dict[str, Any]]:
-    """What an .rrd holds, per entity path: ``frames`` (sorted ``frame`` timeline values),
-    ``components`` (names), ``shapes`` ((H, W) of each image), ``static``; read back through
-    ``rerun.chunk.RrdReader``. Images can be decoded with :func:`rrd_images`."""
+    """What an .rrd holds, per entity path.
+
+    ``frames`` (sorted ``frame`` timeline values), ``components`` (names), ``shapes`` ((H, W) of
+    each image), ``static``; read back through ``rerun.chunk.RrdReader``. Images can be decoded with
+    :func:`rrd_images`.
+    """
     from rerun.chunk import RrdReader
 
     path = Path(path)
@@ -272,8 +279,10 @@ def read_rrd(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def rrd_values(path: Path, entity: str, component: str) -> dict[int, Any]:
-    """The values of ``component`` (e.g. ``LineStrips3D:strips``) logged at ``entity`` (e.g.
-    ``/world/trajectory/true``), by ``frame``, as Python lists."""
+    """The values of ``component`` logged at ``entity``, by ``frame``, as Python lists.
+
+    E.g. ``LineStrips3D:strips`` at ``/world/trajectory/true``.
+    """
     from rerun.chunk import RrdReader
 
     values: dict[int, Any] = {}
@@ -288,8 +297,10 @@ def rrd_values(path: Path, entity: str, component: str) -> dict[int, Any]:
 
 
 def rrd_images(path: Path, entity: str) -> dict[int, np.ndarray]:
-    """The images logged at ``entity`` (e.g. ``/camera/semantic/truth``), by ``frame``, decoded
-    to (H, W) or (H, W, C) arrays of the logged dtype."""
+    """The images logged at ``entity``, by ``frame``, as arrays of the logged dtype.
+
+    Decoded to (H, W) or (H, W, C), e.g. at ``/camera/semantic/truth``.
+    """
     dtypes = {6: np.uint8, 7: np.uint16, 34: np.float32, 35: np.float64}
     kind = {"rgb": "Image", "semantic": "SegmentationImage", "depth": "DepthImage"}[
         entity.split("/")[2]
@@ -305,10 +316,13 @@ def rrd_images(path: Path, entity: str) -> dict[int, np.ndarray]:
 
 
 def log_clips(path: Path, sink: Sink, clip_id: str | None = None) -> tuple[int, int]:
-    """``capture inspect --rerun``: every clip of a shard or dataset folder (or only ``clip_id``)
-    on the dashboard, one after another on the ``frame`` timeline, read through the one
-    :class:`~clipcore.shards.ShardReader`; semantic images are raw CARLA tags, trajectories
-    in world coordinates. Returns (clips, frames) logged."""
+    """``capture inspect --rerun``.
+
+    Every clip of a shard or dataset folder (or only ``clip_id``) on the dashboard, one after
+    another on the ``frame`` timeline, read through the one :class:`~clipcore.shards.ShardReader`;
+    semantic images are raw CARLA tags, trajectories in world coordinates. Returns (clips, frames)
+    logged.
+    """
     from clipcore.folder import find_shards
     from clipcore.shards import ShardReader
     from clipcore.tags import NUM_TAGS, TAG_NAMES, palette

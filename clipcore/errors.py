@@ -29,13 +29,17 @@ class RetryClip(CaptureError):
 
 
 class ServerLost(CaptureError):
-    """The simulator stopped answering; reconnect with the backend's ``restart()``, then retry
-    the clip."""
+    """The simulator stopped answering.
+
+    Reconnect with the backend's ``restart()``, then retry the clip.
+    """
 
 
 class FreshProcess(ServerLost):
-    """The server was lost by a process whose CARLA client holds its Traffic Manager (the client
-    library keeps one per port for the life of the process): reconnect from a new process."""
+    """A server lost by a process whose CARLA client holds its Traffic Manager.
+
+    The client library keeps one per port for the life of the process: reconnect from a new process.
+    """
 
     def __init__(self, lost: str) -> None:
         self.lost = lost
@@ -50,8 +54,10 @@ class FreshProcess(ServerLost):
 
 
 class SetupError(CaptureError):
-    """The simulator cannot be set up as configured (a setting to change, not a lost server):
-    never retried."""
+    """The simulator cannot be set up as configured (a setting to change, not a lost server).
+
+    Never retried.
+    """
 
 
 class ServerGone(BackendUnavailableError):

@@ -12,8 +12,11 @@ QUARANTINE = "quarantine"
 
 
 def find_shards(path: Path) -> list[Path]:
-    """A shard file itself, or every final shard below a dataset folder (sorted), leaving out
-    staging folders (``.staging-*``) and shards moved to ``quarantine/`` by ``capture verify``."""
+    """A shard file itself, or every final shard below a dataset folder (sorted).
+
+    Staging folders (``.staging-*``) and shards moved to ``quarantine/`` by ``capture verify`` are
+    left out.
+    """
     path = Path(path)
     if path.is_file():
         return [path]

@@ -71,9 +71,12 @@ NEARLY_FULL_BYTES = 1 << 20
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp)`` then rename ``tmp`` to ``path``: on any failure the old file (if any) is
-    left as it was and no temporary file remains; a failure on a (nearly) full disk is raised as
-    ``OSError(ENOSPC)`` naming ``path``, whatever the library raised."""
+    """``write(tmp)`` then rename ``tmp`` to ``path``.
+
+    On any failure the old file (if any) is left as it was and no temporary file remains; a failure
+    on a (nearly) full disk is raised as ``OSError(ENOSPC)`` naming ``path``, whatever the library
+    raised.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -102,8 +105,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_copy(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` through :func:`atomic_write`: a failed copy (a full disk) leaves
-    ``dst`` as it was, never truncated."""
+    """Copy ``src`` to ``dst`` through :func:`atomic_write`.
+
+    A failed copy (a full disk) leaves ``dst`` as it was, never truncated.
+    """
     atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
@@ -125,7 +130,8 @@ def create_text(path: Path, text: str) -> bool:
 
     Safe for many processes on a shared file system without ``flock``: the text goes to a
     temporary file of this process, which is hard-linked to ``path`` (an atomic create that fails
-    when the name is taken, also on NFS), so a reader never sees a half-written file."""
+    when the name is taken, also on NFS), so a reader never sees a half-written file.
+    """
     path = Path(path)
     tmp = _unique_tmp(path)
     try:
@@ -140,8 +146,10 @@ def create_text(path: Path, text: str) -> bool:
 
 
 def replace_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically through a temporary file of this process (two
-    processes replacing the same file never share a temporary file)."""
+    """Replace ``path`` with ``text`` atomically through a temporary file of this process.
+
+    Two processes replacing the same file never share a temporary file.
+    """
     path = Path(path)
     tmp = _unique_tmp(path)
     try:

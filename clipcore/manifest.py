@@ -1,11 +1,13 @@
-"""Split manifests, the reading side: ``<data>/split.json`` lists the shards and clips of each
-split (``capture split`` writes it, see :mod:`carla_capture.split`); training and evaluation
-read it through :func:`load_manifest`, which refuses a manifest whose shards are gone or changed:
-each shard's size, format version, modification time and SHA-256 are recorded, and a shard whose
-size differs, or whose time differs and whose SHA-256 then differs too, is refused. The manifest
-is checked too: its structure (a hand-edited file that lost a key fails in one line, not deep in
-a loader), shard paths inside the data folder, each shard in the split of its town and in one
-split only, clip counts that add up, and a digest of its content, so an edit by hand is refused.
+"""Split manifests, the reading side.
+
+``<data>/split.json`` lists the shards and clips of each split (``capture split`` writes it, see
+:mod:`carla_capture.split`); training and evaluation read it through :func:`load_manifest`, which
+refuses a manifest whose shards are gone or changed: each shard's size, format version, modification
+time and SHA-256 are recorded, and a shard whose size differs, or whose time differs and whose
+SHA-256 then differs too, is refused. The manifest is checked too: its structure (a hand-edited file
+that lost a key fails in one line, not deep in a loader), shard paths inside the data folder, each
+shard in the split of its town and in one split only, clip counts that add up, and a digest of its
+content, so an edit by hand is refused.
 """
 
 from __future__ import annotations
@@ -52,8 +54,10 @@ class _Manifest(BaseModel):
 
 
 def content_digest(manifest: dict[str, Any]) -> str:
-    """SHA-256 of what a manifest says (its splits and their towns), as ``capture split`` wrote
-    it; stored under ``digest`` so that a manifest edited by hand is refused."""
+    """SHA-256 of what a manifest says (its splits and their towns), as ``capture split`` wrote it.
+
+    Stored under ``digest`` so that a manifest edited by hand is refused.
+    """
     content = {k: manifest.get(k) for k in ("splits", "splits_config")}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
@@ -140,8 +144,11 @@ def _check_shard(data_dir: Path, shard: dict[str, Any], verify_checksums: bool, 
 
 
 def load_manifest(data_dir: Path, verify_checksums: bool = False) -> dict[str, Any]:
-    """Read ``split.json`` and check that every listed shard exists unchanged: same size, and the
-    same SHA-256 where its modification time moved (always, with ``verify_checksums``)."""
+    """Read ``split.json`` and check that every listed shard exists unchanged.
+
+    Same size, and the same SHA-256 where its modification time moved (always, with
+    ``verify_checksums``).
+    """
     path = Path(data_dir) / MANIFEST_NAME
     hint = f"run: capture split {data_dir}"
     if not path.exists():

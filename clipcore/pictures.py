@@ -1,5 +1,8 @@
-"""Pictures of clips: depth colour map, RGB | semantic | depth panels, contact sheets, images
-and videos (used by ``capture inspect`` and by training's predictions)."""
+"""Pictures of clips.
+
+Depth colour map, RGB | semantic | depth panels, contact sheets, images and videos (used by
+``capture inspect`` and by training's predictions).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +17,7 @@ from clipcore.tags import colorize
 
 
 def depth_to_rgb(depth: np.ndarray) -> np.ndarray:
-    """Colour-map (..., H, W) metres to (..., H, W, 3) uint8 RGB on a log scale (1 m .. far
-    plane)."""
+    """Colour-map (..., H, W) metres to (..., H, W, 3) uint8 RGB, log scale (1 m .. far plane)."""
     import cv2
 
     scaled = np.clip(np.log(np.maximum(depth, 1.0)) / np.log(FAR_PLANE_M), 0.0, 1.0)
@@ -27,8 +29,10 @@ def depth_to_rgb(depth: np.ndarray) -> np.ndarray:
 def frame_panel(
     rgb: np.ndarray, semantic: np.ndarray | None, depth: np.ndarray | None
 ) -> np.ndarray:
-    """One row RGB | semantic (CARLA palette) | depth, as (H, 3W, 3) uint8 RGB; a missing
-    modality is drawn grey."""
+    """One row RGB | semantic (CARLA palette) | depth, as (H, 3W, 3) uint8 RGB.
+
+    A missing modality is drawn grey.
+    """
     grey = np.full_like(rgb, 128)
     return np.concatenate(
         [
@@ -41,8 +45,7 @@ def frame_panel(
 
 
 def contact_sheet(clip: Clip, rows: int = 4) -> np.ndarray:
-    """``rows`` evenly spaced frames of a clip, each RGB | semantic | depth; (rows*H, 3W, 3)
-    uint8."""
+    """``rows`` evenly spaced frames of a clip as RGB | semantic | depth: (rows*H, 3W, 3) uint8."""
     picks = np.linspace(0, len(clip) - 1, num=min(rows, len(clip))).round().astype(int)
     return np.concatenate(
         [frame_panel(f.rgb, f.semantic, f.depth) for f in (clip.frames[i] for i in picks)], axis=0
@@ -55,8 +58,10 @@ VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
 def check_output(path: Path, option: str, suffixes: tuple[str, ...]) -> None:
-    """Refuse, before any work, a picture file ``path`` (given as ``option``) with another
-    ending than ``suffixes`` or whose folder does not exist."""
+    """Refuse, before any work, a picture file ``path`` that cannot be written.
+
+    One with another ending than ``suffixes`` (given as ``option``), or whose folder does not exist.
+    """
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise CaptureError(f"{option} {path}: use a {' or '.join(suffixes)} file name")
@@ -76,8 +81,10 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
 
 
 def write_video(path: Path, panels: list[np.ndarray], fps: float) -> None:
-    """Write RGB uint8 frames as ``.mp4`` (OpenCV) or ``.gif`` (Pillow) at ``fps`` frames per
-    second."""
+    """Write RGB uint8 frames as ``.mp4`` (OpenCV) or ``.gif`` (Pillow).
+
+    At ``fps`` frames per second.
+    """
     suffix = Path(path).suffix.lower()
     if suffix == ".gif":
         from PIL import Image

@@ -100,7 +100,8 @@ class Clip:
     def stack(self, name: str) -> np.ndarray:
         """Stack one per-frame field over time: e.g. ``stack("rgb")`` is (T, H, W, 3).
 
-        Raises ``ValueError`` if a frame lacks it (see :meth:`valid`)."""
+        Raises ``ValueError`` if a frame lacks it (see :meth:`valid`).
+        """
         values = [getattr(f, name) for f in self.frames]
         if any(v is None for v in values):
             raise ValueError(
@@ -117,9 +118,11 @@ class Clip:
         return bool(self.valid(name).any())
 
     def arrays(self) -> dict[str, Any]:
-        """The clip as a reader returns it (``ShardReader.read_arrays``): stacked per-frame fields,
-        each optional one it has with a ``<name>_valid`` (T,) mask (zeros where invalid),
-        ``intrinsics`` and ``attrs`` (``fps``, ``frame_stride`` and :attr:`attrs`)."""
+        """The clip as a reader returns it (``ShardReader.read_arrays``).
+
+        Stacked per-frame fields, each optional one it has with a ``<name>_valid`` (T,) mask (zeros
+        where invalid), ``intrinsics`` and ``attrs`` (``fps``, ``frame_stride`` and :attr:`attrs`).
+        """
         out: dict[str, Any] = {name: self.stack(name) for name in ("rgb", "frame", "timestamp")}
         for name in OPTIONAL:
             valid = self.valid(name)

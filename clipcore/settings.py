@@ -41,9 +41,11 @@ FrameSize = Annotated[tuple[int, int], AfterValidator(_frame_size)]
 
 
 def unencodable(path: object) -> str | None:
-    """None when ``path`` is UTF-8 text; else the path shown with its raw bytes escaped (a name
-    that is not UTF-8, e.g. ``o\\xff\\xfe``, arrives from the command line as surrogates, which no
-    JSON config, report or message can hold)."""
+    r"""None when ``path`` is UTF-8 text.
+
+    Else the path shown with its raw bytes escaped (a name that is not UTF-8, e.g. ``o\xff\xfe``,
+    arrives from the command line as surrogates, which no JSON config, report or message can hold).
+    """
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
@@ -76,8 +78,11 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def validation_message(exc: ValidationError, source: str, options: bool = False) -> str:
-    """One line naming the first invalid key of ``exc`` and what pydantic expected; the fix is
-    ``--set key=...``, or ``--key ...`` with ``options`` (a model whose fields are options)."""
+    """One line naming the first invalid key of ``exc`` and what pydantic expected.
+
+    The fix is ``--set key=...``, or ``--key ...`` with ``options`` (a model whose fields are
+    options).
+    """
     first = exc.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
@@ -99,7 +104,8 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """``base`` with ``update`` merged in, key by key at every depth (a new dict; inputs untouched).
 
     A table in a config file changes only the keys it names: ``[stages.stage1] epochs = 2``
-    keeps the rest of stage 1, and ``[model] motion_hidden = 32`` the rest of the preset's model."""
+    keeps the rest of stage 1, and ``[model] motion_hidden = 32`` the rest of the preset's model.
+    """
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -110,8 +116,10 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def build(model: type[M], data: dict[str, Any], source: str, options: bool = False) -> M:
-    """Validate ``data`` as ``model``; errors become a one-line :class:`ConfigError` (see
-    :func:`validation_message` for ``options``)."""
+    """Validate ``data`` as ``model``.
+
+    Errors become a one-line :class:`ConfigError` (see :func:`validation_message` for ``options``).
+    """
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -119,8 +127,11 @@ def build(model: type[M], data: dict[str, Any], source: str, options: bool = Fal
 
 
 def parse_value(text: str) -> Any:
-    """Read an override value: a JSON or TOML literal (``3``, ``0.5``, ``true``, ``[1,2]``, an
-    inline table ``{ce=2.0}``) or else the text itself as a string."""
+    """Read an override value.
+
+    A JSON or TOML literal (``3``, ``0.5``, ``true``, ``[1,2]``, an inline table ``{ce=2.0}``) or
+    else the text itself as a string.
+    """
     try:
         return json.loads(text)
     except json.JSONDecodeError:

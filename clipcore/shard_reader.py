@@ -1,7 +1,9 @@
-"""The one shard reader (``docs/format.md``, formats 1 to 3): every program that reads shards (the
-training loader, verify, inspect, split, eval, predict) reads through :class:`ShardReader`, which
-refuses a file or clip that :mod:`clipcore.schema` finds faulty and undoes each image's
-predictor (:mod:`clipcore.predictors`)."""
+"""The one shard reader (``docs/format.md``, formats 1 to 3).
+
+Every program that reads shards (the training loader, verify, inspect, split, eval, predict) reads
+through :class:`ShardReader`, which refuses a file or clip that :mod:`clipcore.schema` finds faulty
+and undoes each image's predictor (:mod:`clipcore.predictors`).
+"""
 
 from __future__ import annotations
 
@@ -164,8 +166,7 @@ class ShardReader:
         )
 
     def _meta(self, clip_id: str) -> _ClipMeta:
-        """What every read of a clip needs, read once: structure checked, masks, calibration,
-        attrs."""
+        """What every read of a clip needs, read once: checked structure, masks, calibration."""
         if clip_id not in self._metas:
             faults = self.faults(clip_id)
             if faults:
@@ -261,10 +262,12 @@ class ShardReader:
         return out
 
     def checksum_faults(self, clip_id: str) -> list[str]:
-        """Frames whose rgb, semantic or depth values differ from the CRC-32 written with them,
-        or that were written and are now marked missing (format 3; reads the clip frame by frame,
-        so it is for ``capture verify``, not the loader). A fault names the modality and frames;
-        empty when all match."""
+        """Frames whose values differ from the CRC-32 written with them, or went missing.
+
+        The rgb, semantic or depth values, or frames written and now marked missing (format 3; reads
+        the clip frame by frame, so it is for ``capture verify``, not the loader). A fault names the
+        modality and frames; empty when all match.
+        """
         meta = self._meta(clip_id)
         if self.version < 3:
             return []
@@ -293,8 +296,7 @@ class ShardReader:
     def read_clip(
         self, clip_id: str, start: int = 0, stop: int | None = None, check: bool = True
     ) -> Clip:
-        """Frames ``start:stop`` of a clip as a :class:`Clip` (a frame lacking a modality has
-        None)."""
+        """Frames ``start:stop`` of a clip as a :class:`Clip` (a missing modality is None)."""
         data = self.read_arrays(clip_id, start, stop, check)
         a = data["attrs"]
 

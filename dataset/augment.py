@@ -102,8 +102,10 @@ def colour_matrix(d: Draw) -> np.ndarray:
 
 
 def photometric(rgb: np.ndarray, d: Draw) -> np.ndarray:
-    """(T, H, W, 3) float32 in [0, 1] -> jittered, drifting, cluttered, noisy; same draw for all
-    frames."""
+    """(T, H, W, 3) float32 in [0, 1] -> jittered, drifting, cluttered, noisy.
+
+    Same draw for all frames.
+    """
     t = len(rgb)
     matrix = colour_matrix(d)
     drift = np.linspace(d.drift[0], d.drift[1], t, dtype=np.float32)
@@ -131,9 +133,11 @@ def _noise_bank() -> np.ndarray:
 
 
 def gaussian_noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Standard normal float32 noise of ``shape``, a pure function of ``seed``: a slice of a
-    per-process bank drawn once, at a random offset (drawing fresh normals took most of a
-    window's augmentation time). Larger requests are drawn directly."""
+    """Standard normal float32 noise of ``shape``, a pure function of ``seed``.
+
+    A slice of a per-process bank drawn once, at a random offset (drawing fresh normals took most of
+    a window's augmentation time). Larger requests are drawn directly.
+    """
     n = int(np.prod(shape))
     if n > _BANK_SIZE // 2:
         return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
@@ -196,8 +200,11 @@ def geometric(
     cam_to_world: np.ndarray,
     size: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, ...]:
-    """Crop (or just resize to ``size``) and flip a window: rgb (T,H,W,3) float32, labels (T,H,W),
-    depth (T,H,W), K (3,3), cam_to_world (T,4,4). Returns the same five, geometry kept exact."""
+    """Crop (or just resize to ``size``) and flip a window.
+
+    Rgb (T,H,W,3) float32, labels (T,H,W), depth (T,H,W), K (3,3), cam_to_world (T,4,4). Returns the
+    same five, geometry kept exact.
+    """
     in_h, in_w = labels.shape[1:]
     height, width = size or (in_h, in_w)
     crop = (

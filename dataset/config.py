@@ -1,5 +1,4 @@
-"""``DataConfig`` and ``AugmentConfig``: what the training data pipeline reads and how it
-augments."""
+"""``DataConfig`` and ``AugmentConfig``: what the training data pipeline reads and augments."""
 
 from __future__ import annotations
 
@@ -69,8 +68,11 @@ class Perturbation(BaseModel):
 
 
 class DataConfig(BaseModel):
-    """The training data: which dataset and splits, the label map, the frame size the models see,
-    the augmentations of the training split and the loader's workers."""
+    """The training data.
+
+    Which dataset and splits, the label map, the frame size the models see, the augmentations of the
+    training split and the loader's workers.
+    """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     root: TextPath = Field(

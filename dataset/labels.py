@@ -41,8 +41,7 @@ class LabelMap:
         return len(self.class_names)
 
     def __call__(self, tags: np.ndarray) -> np.ndarray:
-        """Map a uint8 tag array to class indices (same shape, uint8; ignored =
-        ``ignore_index``)."""
+        """Map a uint8 tag array to class indices (same shape, uint8; ignored: ``ignore_index``)."""
         return self.lut[tags]
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:

@@ -36,8 +36,11 @@ from dataset.config import Perturbation
 
 @dataclass(frozen=True)
 class _Draw:
-    """One window's corruption: per frame (T,) gains, (T, N, 4) boxes y0, y1, x0, x1 in pixels,
-    (T, N, 3) colours, (T,) dropped frames, the noise seed and whether anything applies."""
+    """One window's corruption.
+
+    Per frame (T,) gains, (T, N, 4) boxes y0, y1, x0, x1 in pixels, (T, N, 3) colours, (T,) dropped
+    frames, the noise seed and whether anything applies.
+    """
 
     gain: np.ndarray
     boxes: np.ndarray
@@ -88,8 +91,10 @@ def _dropped(p: Perturbation, rng: np.random.Generator, t: int) -> np.ndarray:
 
 
 def draw(p: Perturbation, key: Sequence[int], t: int, h: int, w: int) -> _Draw:
-    """The corruption of the window with ``key`` (T frames of H x W), a function of
-    (``p.seed``, ``key``) alone."""
+    """The corruption of the window with ``key`` (T frames of H x W).
+
+    A function of (``p.seed``, ``key``) alone.
+    """
     rng = np.random.default_rng([p.seed, *(int(k) for k in key)])
     on = bool(rng.random() < p.window_p)
     gain = rng.uniform(1 - p.flicker, 1 + p.flicker, t)
@@ -109,8 +114,11 @@ def draw(p: Perturbation, key: Sequence[int], t: int, h: int, w: int) -> _Draw:
 def corrupt(
     rgb: torch.Tensor, p: Perturbation, keys: Sequence[Sequence[int]]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised windows (B, T, 3, H, W), one key per window -> (the windows corrupted, same
-    shape, dtype and device; where the image is hidden (B, T, H, W) bool)."""
+    """Corrupt normalised windows (B, T, 3, H, W), one key per window.
+
+    Returns the windows corrupted (same shape, dtype and device) and where the image is hidden (B,
+    T, H, W) bool.
+    """
     b, t, _, h, w = rgb.shape
     draws = [draw(p, key, t, h, w) for key in keys]
     device = rgb.device

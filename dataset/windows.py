@@ -54,8 +54,7 @@ _STATIC[list(STATIC_TAGS)] = True
 
 
 def relative_poses(cam_to_world: np.ndarray) -> np.ndarray:
-    """(T, 4, 4) camera-to-world -> (T, 4, 4) motion from t-1 to t in t-1's camera (identity at
-    0)."""
+    """(T, 4, 4) camera-to-world -> (T, 4, 4) motion t-1 -> t in t-1's camera (identity at 0)."""
     rel = np.repeat(np.eye(4)[None], len(cam_to_world), axis=0)
     rel[1:] = invert_pose(cam_to_world[:-1]) @ cam_to_world[1:]
     return rel
@@ -67,10 +66,11 @@ def make_item(
     draw: aug.Draw | None = None,
     size: tuple[int, int] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Tensors of one window from raw arrays (``rgb`` (T,H,W,3) uint8, ``semantic``, ``depth``,
-    ``cam_to_world``, ``intrinsics``, ``frames``, optional ``<name>_valid`` (T,) masks),
-    augmented by
-    ``draw`` and resized to ``size``."""
+    """Tensors of one window from raw arrays, augmented by ``draw`` and resized to ``size``.
+
+    Raw arrays: ``rgb`` (T,H,W,3) uint8, ``semantic``, ``depth``, ``cam_to_world``, ``intrinsics``,
+    ``frames``, optional ``<name>_valid`` (T,) masks.
+    """
     raw = complete_modalities(raw)
     rgb = raw["rgb"].astype(np.float32) / 255.0
     tags, depth, K, c2w = raw["semantic"], raw["depth"], raw["intrinsics"], raw["cam_to_world"]
@@ -102,8 +102,11 @@ def make_item(
 
 
 def complete_modalities(raw: dict[str, Any]) -> dict[str, Any]:
-    """``raw`` with every modality present: a missing one as zeros (identity poses, NaN intrinsics)
-    with an all-False ``<name>_valid`` mask; invalid frames' poses set to identity."""
+    """``raw`` with every modality present.
+
+    A missing one as zeros (identity poses, NaN intrinsics) with an all-False ``<name>_valid`` mask;
+    invalid frames' poses set to identity.
+    """
     out = dict(raw)
     t, height, width = raw["rgb"].shape[:3]
     fills = {
@@ -190,9 +193,12 @@ class ClipWindows(Dataset):
         seed: int = 0,
         size: tuple[int, int] | None = None,
     ) -> ClipWindows:
-        """``split``'s windows as ``cfg`` reads them: its dataset folder and label map, frames at
-        ``size`` (default ``cfg.size``), augmented with ``cfg.augment`` only when ``training``;
-        ``stride`` defaults to the window (windows do not overlap)."""
+        """``split``'s windows as ``cfg`` reads them.
+
+        Its dataset folder and label map, frames at ``size`` (default ``cfg.size``), augmented with
+        ``cfg.augment`` only when ``training``; ``stride`` defaults to the window (windows do not
+        overlap).
+        """
         return cls(
             cfg.root,
             split,
@@ -209,8 +215,10 @@ class ClipWindows(Dataset):
         return len(self.index)
 
     def set_epoch(self, epoch: int) -> None:
-        """Re-draw random windows and augmentations for ``epoch`` (call before creating the
-        loader's iterator)."""
+        """Re-draw random windows and augmentations for ``epoch``.
+
+        Call it before creating the loader's iterator.
+        """
         self.epoch = epoch
 
     def __getstate__(self) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""Pieces every model shares: backbones, SO(3) maps (ImageNet normalisation: clipcore.normalize)."""
+"""Pieces every model shares: the backbones' builder and SO(3) maps.
+
+ImageNet normalisation lives in :mod:`clipcore.normalize`; the ``Backbone`` type in
+:mod:`models.backbone`.
+"""
 
 from __future__ import annotations
 
@@ -7,39 +11,20 @@ import torchvision
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 
+from models.backbone import Backbone
 from models.config import ModelConfig
-
-
-class Backbone(nn.Module):
-    """Image encoder returning ``{"out": (B, C, H/s, W/s), "low": (B, C_low, H/4, W/4)}``.
-
-    ``resnet50`` is dilated as in DeepLabv3 (s = 8); ``mobilenet_v3_small`` is dilated in its
-    last stage (s = 16).
-    """
-
-    def __init__(self, body: nn.Module, channels: int, low_channels: int, stride: int) -> None:
-        super().__init__()
-        self.body, self.channels, self.low_channels, self.stride = (
-            body,
-            channels,
-            low_channels,
-            stride,
-        )
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(self.body(x))
-
+from models.unet import unet_encoder
 
 #: BatchNorm momentum of every backbone layer (PyTorch's default; see :func:`build_backbone`).
 BN_MOMENTUM = 0.1
 
 
 def build_backbone(cfg: ModelConfig, resnet: nn.Module | None = None) -> Backbone:
-    """The encoder named by ``cfg.backbone`` (wrapping ``resnet`` if given, e.g. DeepLab's own),
-    or the UNet's encoder when ``cfg.seg_model`` is ``unet``."""
-    if cfg.seg_model == "unet":
-        from models.unet import unet_encoder
+    """The encoder named by ``cfg.backbone``, or the UNet's when ``cfg.seg_model`` is unet.
 
+    ``resnet`` is wrapped if given (e.g. DeepLab's own).
+    """
+    if cfg.seg_model == "unet":
         return unet_encoder(cfg)
     if cfg.backbone == "resnet50":
         if resnet is None:
@@ -80,8 +65,7 @@ def _hat(v: torch.Tensor) -> torch.Tensor:
 
 
 def so3_exp(omega: torch.Tensor) -> torch.Tensor:
-    """Axis-angle (..., 3) in radians -> rotation (..., 3, 3) by Rodrigues' formula (exact near
-    0)."""
+    """Axis-angle (..., 3) radians -> rotation (..., 3, 3), Rodrigues' formula (exact near 0)."""
     theta2 = (omega * omega).sum(-1, keepdim=True).unsqueeze(-1)
     theta = theta2.clamp_min(1e-12).sqrt()
     small = theta2 < 1e-8

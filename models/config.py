@@ -1,5 +1,4 @@
-"""Model configuration: ``ModelConfig`` and the ``paper``, ``small``, ``tiny``, ``lowres``
-presets."""
+"""Model configuration: ``ModelConfig`` and its presets (paper, small, tiny, lowres)."""
 
 from __future__ import annotations
 
@@ -11,8 +10,11 @@ from clipcore.settings import FrameSize
 
 
 class ModelConfig(BaseModel):
-    """Sizes and variants of the four models; a preset fills every field (the preset's name is
-    ``TrainConfig.preset``, the one place it is kept)."""
+    """Sizes and variants of the four models.
+
+    A preset fills every field (the preset's name is ``TrainConfig.preset``, the one place it is
+    kept).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     backbone: Literal["resnet50", "mobilenet_v3_small"] = Field(
@@ -41,7 +43,7 @@ class ModelConfig(BaseModel):
         64, description="ConvGRU width; None runs it on the full bottleneck (paper)."
     )
     memory_fusion: Literal["off", "bottleneck", "scores"] = Field(
-        "bottleneck",
+        "scores",
         description="Where the ConvGRU memory fuses (models/memory.py): the backbone's "
         "bottleneck (the reference's), the heads' score and depth maps at 1/score_stride of the "
         "frame (GRFP-like), or off (no memory: the matched control of the ablation).",
@@ -91,6 +93,7 @@ PRESETS: dict[str, ModelConfig] = {
         memory_channels=None,
         motion_channels=(1024, 256, 128),
         motion_hidden=128,
+        memory_fusion="bottleneck",  # the reference's architecture
     ),
     "small": ModelConfig(
         backbone="resnet50",

@@ -7,8 +7,11 @@ from torch import nn
 
 
 class ConvGRUCell(nn.Module):
-    """One 3x3 conv over [x, h] gives reset r and update z; candidate c = tanh(conv([x, r*h]));
-    h' = (1 - z) * h + z * c. Shapes: x (B, C_in, H, W), h (B, C_h, H, W)."""
+    """One 3x3 conv over [x, h] gives reset r and update z.
+
+    Candidate c = tanh(conv([x, r*h])); h' = (1 - z) * h + z * c. Shapes: x (B, C_in, H, W), h (B,
+    C_h, H, W).
+    """
 
     def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 3) -> None:
         super().__init__()
@@ -22,6 +25,7 @@ class ConvGRUCell(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One step: input ``x`` (B, C_in, H, W), hidden ``h`` (B, C_h, H, W) -> new hidden."""
         r, z = torch.sigmoid(self.gates(torch.cat([x, h], 1))).chunk(2, 1)
         c = torch.tanh(self.candidate(torch.cat([x, r * h], 1)))
         return (1 - z) * h + z * c

@@ -44,6 +44,7 @@ class DepthDecoder(nn.Module):
         self.scale, self.max_depth = cfg.depth_scale_m, cfg.max_depth_m
 
     def forward(self, feats: dict[str, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """Encoder features -> depth (B, 1, H, W) metres at ``size`` (H, W)."""
         h, w = size
         x = F.interpolate(feats["out"], size=(h // 4, w // 4), mode="bilinear", align_corners=False)
         if self.skip:
@@ -63,14 +64,17 @@ class DepthDecoder(nn.Module):
 
 
 class DepthEstimationModel(nn.Module):
-    """Single-frame metric depth. Input (B, 3, H, W) normalised; output ``{"depth": (B, 1, H, W)}``
-    metres."""
+    """Single-frame metric depth.
+
+    Input (B, 3, H, W) normalised; output ``{"depth": (B, 1, H, W)}`` metres.
+    """
 
     def __init__(self, backbone: Backbone, decoder: DepthDecoder) -> None:
         super().__init__()
         self.backbone, self.decoder = backbone, decoder
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 3, H, W) normalised frames -> ``{"depth": (B, 1, H, W)}`` metres."""
         return {"depth": self.decoder(self.backbone(x), x.shape[-2:])}
 
 

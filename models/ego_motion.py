@@ -15,8 +15,10 @@ from models.config import ModelConfig
 
 
 class MotionEstimator(nn.Module):
-    """[emb_{t-1}, emb_t] (B, 2C, h, w) -> three stride-2 3x3 convs -> average pool -> Linear +
-    BN1d."""
+    """Motion features of two frames' embeddings.
+
+    [emb_{t-1}, emb_t] (B, 2C, h, w) -> three stride-2 3x3 convs -> average pool -> Linear + BN1d.
+    """
 
     def __init__(self, in_channels: int, channels: tuple[int, int, int]) -> None:
         super().__init__()
@@ -30,13 +32,13 @@ class MotionEstimator(nn.Module):
         self.out_features = cin
 
     def forward(self, prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+        """Embeddings of frames t-1 and t (B, C, h, w) each -> motion features (B, F)."""
         x = self.convs(torch.cat([prev, cur], 1)).mean(dim=(-2, -1))
         return self.fc(x)
 
 
 class CameraHead(nn.Module):
-    """Two linear layers to 6 values (translation, axis-angle); the last starts at zero (no
-    motion)."""
+    """Two linear layers to 6 values (translation, axis-angle); the last starts at zero."""
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
@@ -47,6 +49,7 @@ class CameraHead(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, hidden) -> (B, 6): translation (metres), then axis-angle (radians)."""
         return self.net(h)
 
 
@@ -72,8 +75,10 @@ class EgoMotionFilter(nn.Module):
     def step(
         self, prev: torch.Tensor, cur: torch.Tensor, hidden: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Embeddings of frames t-1 and t (B, C, h, w) ->
-        ``{"motion": (B, 6), "rel_pose": (B, 4, 4)}``, new state."""
+        """One step: embeddings of frames t-1 and t (B, C, h, w) -> motion, new state.
+
+        The motion is ``{"motion": (B, 6), "rel_pose": (B, 4, 4)}``.
+        """
         hidden = self.gru(self.estimator(prev, cur), hidden)
         motion = self.head(hidden)
         return {"motion": motion, "rel_pose": pose_from_vector(motion)}, hidden

@@ -64,6 +64,7 @@ class TemporalModule(nn.Module):
         nn.init.zeros_(self.expand.bias)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, h, w) frame features -> (B, C, h, w) change of the last frame's."""
         b, t = feats.shape[:2]
         if t != self.frames:
             raise ValueError(f"the forecaster was built for {self.frames} input frames, got {t}")
@@ -76,8 +77,10 @@ class TemporalModule(nn.Module):
 
 
 class Forecaster(nn.Module):
-    """Input (B, T, 3, H, W) ImageNet-normalised past frames; output
-    ``{"seg_logits": (B, K, H, W)}`` of the target frame and ``{"features": (B, C, h, w)}``."""
+    """Input (B, T, 3, H, W) ImageNet-normalised past frames.
+
+    Output ``{"seg_logits": (B, K, H, W)}`` of the target frame and ``{"features": (B, C, h, w)}``.
+    """
 
     def __init__(
         self, segmentation: SegmentationModel, frames: int, temporal: str, width: int
@@ -87,6 +90,7 @@ class Forecaster(nn.Module):
         self.temporal = TemporalModule(self.backbone.channels, frames, width, temporal)
 
     def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, T, 3, H, W) past frames -> the target frame's ``seg_logits`` and ``features``."""
         b, t, _, h, w = rgb.shape
         feats = self.backbone(rgb.flatten(0, 1))["out"].unflatten(0, (b, t))
         fused = feats[:, -1] + self.temporal(feats)
@@ -99,12 +103,15 @@ class Forecaster(nn.Module):
 
 def build_forecaster(
     cfg: ModelConfig,
-    frames: int,
+    frames: int = 4,
     temporal: str = "conv3d",
     width: int = 64,
     segmentation: SegmentationModel | None = None,
 ) -> Forecaster:
-    """A forecaster of ``frames`` input frames; encoder and decoder copied from ``segmentation``
-    (stage 1) when given, else freshly built for ``cfg``."""
+    """A forecaster of ``frames`` input frames (the paper's four by default).
+
+    Encoder and decoder copied from ``segmentation`` (stage 1) when given, else freshly built for
+    ``cfg``.
+    """
     seg = copy.deepcopy(segmentation) if segmentation is not None else build_segmentation(cfg)
     return Forecaster(seg, frames, temporal, width)

@@ -41,10 +41,12 @@ Outputs = dict[str, torch.Tensor]
 
 @dataclass
 class Prepared:
-    """One frame (or a batch of frames) before the memory: ``own`` outputs (``seg_logits``,
-    ``depth``; None where the memory does not need them), ``reads`` (what the memory reads;
-    None without a memory) and ``depth`` (B, 1, H, W) single-frame metres for the estimated
-    alignment (None when not needed)."""
+    """One frame (or a batch of frames) before the memory.
+
+    ``own`` outputs (``seg_logits``, ``depth``; None where the memory does not need them),
+    ``reads`` (what the memory reads; None without a memory) and ``depth`` (B, 1, H, W)
+    single-frame metres for the estimated alignment (None when not needed).
+    """
 
     own: Outputs | None
     reads: torch.Tensor | None
@@ -90,8 +92,10 @@ class GeometryFilter(nn.Module):
         return self.memory.init_state(batch, height, width, device, dtype)
 
     def decode(self, feats: Outputs, fused: torch.Tensor, size: tuple[int, int]) -> Outputs:
-        """Heads on (fused) bottleneck features: ``seg_logits`` (B, K, H, W), ``depth``
-        (B, 1, H, W) metres."""
+        """Heads on (fused) bottleneck features.
+
+        Returns ``seg_logits`` (B, K, H, W) and ``depth`` (B, 1, H, W) metres.
+        """
         skips = getattr(self.seg_head, "reads_features", False)  # a UNet decoder reads every level
         logits = self.seg_head({**feats, "out": fused} if skips else fused)
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
@@ -103,9 +107,10 @@ class GeometryFilter(nn.Module):
         return self.depth_decoder(feats, size)
 
     def prepare(self, x: torch.Tensor, feats: Outputs, estimate_depth: bool) -> Prepared:
-        """Normalised frames ``x`` (N, 3, H, W) and their backbone features -> what the memory
-        needs of them; ``estimate_depth``: also the single-frame depth for the ``estimated``
-        alignment."""
+        """What the memory needs of normalised frames ``x`` (N, 3, H, W) and their features.
+
+        ``estimate_depth``: also the single-frame depth for the ``estimated`` alignment.
+        """
         size = tuple(x.shape[-2:])
         own = self.decode(feats, feats["out"], size) if self.fusion != "bottleneck" else None
         reads = self.memory.reads(x, feats, own) if self.memory is not None else None
@@ -153,8 +158,11 @@ class GeometryFilter(nn.Module):
         rel_pose: torch.Tensor | None = None,
         depth: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """One frame's update: align the memory of frame t-1 (see :meth:`align`), run it on
-        ``reads`` -> (what it fused, new memory). Without a memory: (None, ``memory``)."""
+        """One frame's update of the memory.
+
+        Aligns the memory of frame t-1 (see :meth:`align`) and runs it on ``reads`` -> (what it
+        fused, new memory). Without a memory: (None, ``memory``).
+        """
         if self.memory is None:
             return None, memory
         memory, valid = self.align(memory, first, size, intrinsics, rel_pose, depth)

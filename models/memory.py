@@ -35,10 +35,6 @@ LOG_DEPTH_FLOOR_M = 0.5
 LOG_DEPTH_UNIT_M = 10.0
 #: Largest log-depth correction (a factor e^2 ~ 7.4 either way): the correction is bounded.
 MAX_LOG_DEPTH_STEP = 2.0
-#: The score memory's strength is this times its parameter: Adam moves a parameter by about the
-#: learning rate per step, so a strength stored as it is would need thousands of steps at 1e-3
-#: to reach 1 (fully keeping the memory where the gate opens).
-STRENGTH_SCALE = 10.0
 
 
 class BottleneckMemory(nn.Module):
@@ -84,8 +80,11 @@ class BottleneckMemory(nn.Module):
     def forward(
         self, feat: torch.Tensor, h: torch.Tensor, valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """feat (B, C, h, w), memory h (B, C_mem, h, w) aligned to this frame, valid (B, 1, h, w)
-        (default: everywhere) -> (fused bottleneck features, new memory)."""
+        """Fuse bottleneck features with the memory.
+
+        feat (B, C, h, w), memory h (B, C_mem, h, w) aligned to this frame, valid (B, 1, h, w)
+        (default: everywhere) -> (fused bottleneck features, new memory).
+        """
         x = self.down(feat) if self.projected else feat
         if valid is None:
             valid = torch.ones_like(x[:, :1])
@@ -94,20 +93,26 @@ class BottleneckMemory(nn.Module):
 
 
 class ScoreMemory(nn.Module):
-    """A ConvGRU whose hidden state is the score map (GRFP's idea): per cell at 1 / ``stride``
-    of the frame, K segmentation logits and one log-depth. Its candidate is the frame's own
+    """A ConvGRU whose hidden state is the score map (GRFP's idea).
+
+    Per cell at 1 / ``stride`` of the frame: K segmentation logits and one log-depth. Its
+    candidate is the frame's own
     outputs ``x``; its update gate comes from a small conv net that compares them with the
     memory warped into the frame:
 
-        h_t = x + m * (w(h_{t-1}) - x),   m = valid * sigmoid(gate([x, w, x - w, rgb, valid])) * s
+        h_t = x + m * (w(h_{t-1}) - x),
+        m = valid * sigmoid(gate([x, w, x - w, rgb, valid])) * min(s, 1)
 
-    with one gate for the logits and one for the depth, and ``s`` (2 values, ``STRENGTH_SCALE``
-    times a parameter) zero at init, so that the fused outputs start as the frame's own exactly.
-    Where the frame is hidden (an occluder, a dropped frame) the gate can keep what earlier
-    frames saw.
+    with one gate for the logits and one for the depth, and a strength ``s`` per head that is
+    zero at init, so that the fused outputs start as the frame's own exactly. The gate reads the
+    logits as class probabilities, through leaky ReLUs, and its inputs are detached: it decides,
+    it does not train the heads it reads. (At the CPU scale of ``benchmarks/learning.py`` the
+    sigmoid tends to open everywhere and ``s`` becomes one blending rate: a running average of
+    the warped outputs; see docs/learning.md for what that buys and what was tried.)
 
-    Reads (B, K + 4, h, w): logits, log(depth / 10 m) with depth floored at 0.5 m, and the
-    normalised RGB, each area-averaged to (h, w) = ceil(H / stride) x ceil(W / stride).
+    Reads (B, K + 7, h, w): logits, log(depth / 10 m) with depth floored at 0.5 m and the
+    normalised RGB, each area-averaged to (h, w) = ceil(H / stride) x ceil(W / stride), and the
+    RGB's standard deviation within each cell.
     """
 
     fusion = "scores"
@@ -117,11 +122,13 @@ class ScoreMemory(nn.Module):
         self.classes, self.stride, self.max_depth = num_classes, stride, max_depth_m
         self.width = num_classes + 1  # the state: logits and log-depth
         self.gate = nn.Sequential(
-            nn.Conv2d(3 * self.width + 4, width, 3, padding=1),
-            nn.ReLU(inplace=True),
+            nn.Conv2d(3 * self.width + 7, width, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
             nn.Conv2d(width, 2, 3, padding=1),
         )
-        self.strength = nn.Parameter(torch.zeros(1, 2, 1, 1))
+        nn.init.zeros_(self.gate[-1].weight)  # every gate starts at sigmoid(0) = 1/2 ...
+        nn.init.zeros_(self.gate[-1].bias)
+        self.strength = nn.Parameter(torch.zeros(1, 2, 1, 1))  # ... times a strength of 0
 
     def init_state(
         self,
@@ -138,35 +145,62 @@ class ScoreMemory(nn.Module):
     def reads(
         self, x: torch.Tensor, feats: dict[str, torch.Tensor], own: dict[str, torch.Tensor] | None
     ) -> torch.Tensor:
-        """(B, K + 4, h, w) from the normalised frames ``x`` (B, 3, H, W) and their own outputs
-        ``own`` (``seg_logits`` (B, K, H, W), ``depth`` (B, 1, H, W) metres)."""
+        """What the memory reads of one frame: (B, K + 7, h, w).
+
+        From the normalised frames ``x`` (B, 3, H, W) and their own outputs ``own``
+        (``seg_logits`` (B, K, H, W), ``depth`` (B, 1, H, W) metres): per cell the mean logits,
+        log-depth and colours, and the colours' standard deviation (an occluder is flat).
+        """
         size = (math.ceil(x.shape[-2] / self.stride), math.ceil(x.shape[-1] / self.stride))
         log_depth = (own["depth"].float().clamp_min(LOG_DEPTH_FLOOR_M) / LOG_DEPTH_UNIT_M).log()
-        maps = torch.cat([own["seg_logits"].float(), log_depth, x.float()], 1)
-        return F.interpolate(maps, size=size, mode="area").to(own["seg_logits"].dtype)
+        rgb = x.float()
+        maps = torch.cat([own["seg_logits"].float(), log_depth, rgb, rgb * rgb], 1)
+        pooled = F.interpolate(maps, size=size, mode="area")
+        mean = pooled[:, : self.width + 3]
+        spread = (pooled[:, self.width + 3 :] - mean[:, self.width :] ** 2).clamp_min(0).sqrt()
+        return torch.cat([mean, spread], 1).to(own["seg_logits"].dtype)
 
     def forward(
         self, reads: torch.Tensor, h: torch.Tensor, valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """reads (B, K + 4, h, w), memory h (B, K + 1, h, w) aligned to this frame, valid
-        (B, 1, h, w) -> (corrections (B, K + 1, h, w): logits then log-depth, new memory)."""
+        """One step of the memory.
+
+        reads (B, K + 7, h, w), memory h (B, K + 1, h, w) aligned to this frame, valid
+        (B, 1, h, w) -> (corrections (B, K + 1, h, w): logits then log-depth, new memory).
+        """
         own, rgb = reads[:, : self.width], reads[:, self.width :]
         if valid is None:
             valid = torch.ones_like(reads[:, :1])
         valid = valid.to(reads.dtype)
-        gates = torch.sigmoid(self.gate(torch.cat([own, h, own - h, rgb, valid], 1)))
-        weight = valid * gates * (STRENGTH_SCALE * self.strength)
+        # the gate decides from what it sees; it does not train the heads that it reads
+        seen = torch.cat([*self._compare(own.detach(), h.detach()), rgb, valid], 1)
+        gates = torch.sigmoid(self.gate(seen)) * self.strength.clamp(max=1.0)
+        weight = valid * gates
         weight = torch.cat(
             [weight[:, :1].expand(-1, self.classes, -1, -1), weight[:, 1:]], 1
         )  # one gate for the logits, one for the depth
         correction = weight * (h - own)
         return correction, own + correction
 
+    def _compare(self, own: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the gate compares, on a bounded scale.
+
+        The class probabilities of the frame and of the memory and their difference, the
+        log-depths and theirs.
+        """
+        k = self.classes
+        p, q = own[:, :k].float().softmax(1), h[:, :k].float().softmax(1)
+        d, e = own[:, k:], h[:, k:]
+        return p.to(own.dtype), q.to(own.dtype), (p - q).to(own.dtype), d, e, d - e
+
     def apply(
         self, own: dict[str, torch.Tensor], corrections: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """The frame's own outputs corrected: logits + correction, depth x e^step (bounded, at
-        most ``max_depth_m``), the corrections upsampled bilinearly to the frame's size."""
+        """The frame's own outputs corrected.
+
+        Logits + correction, depth x e^step (bounded, at most ``max_depth_m``), the corrections
+        upsampled bilinearly to the frame's size.
+        """
         size = own["seg_logits"].shape[-2:]
         up = F.interpolate(corrections, size=size, mode="bilinear", align_corners=False)
         step = up[:, -1:].float().clamp(-MAX_LOG_DEPTH_STEP, MAX_LOG_DEPTH_STEP)

@@ -77,12 +77,15 @@ class TemporalPipeline(nn.Module):
         depth: torch.Tensor | None = None,
         rel_pose: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], PipelineState]:
-        """One normalised frame (B, 3, H, W) -> ``seg_logits``, ``depth`` and, after the first
-        frame, ``rel_pose`` (motion from the previous frame, in its camera coordinates) and
-        ``cam_to_world`` (accumulated, relative to the first frame).
+        """One normalised frame (B, 3, H, W) -> its predictions and the new state.
+
+        ``seg_logits``, ``depth`` and, after the first frame, ``rel_pose`` (motion from the previous
+        frame, in its camera coordinates) and ``cam_to_world`` (accumulated, relative to the first
+        frame).
 
         ``intrinsics`` (B, 3, 3) at the frame's size; ``depth`` (B, 1, H, W) and ``rel_pose``
-        (B, 4, 4) are the ground truth, read only by the ``ground_truth`` alignment."""
+        (B, 4, 4) are the ground truth, read only by the ``ground_truth`` alignment.
+        """
         true_depth, true_pose = self._truth(depth, rel_pose)
         ego, pose = state.ego, state.cam_to_world
         feats = self.geometry.backbone(frame)
@@ -113,11 +116,14 @@ class TemporalPipeline(nn.Module):
         depth: torch.Tensor | None = None,
         rel_pose: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """(B, T, 3, H, W) -> ``seg_logits`` (B, T, K, H, W), ``depth`` (B, T, 1, H, W) metres,
-        ``rel_pose`` and ``cam_to_world`` (B, T, 4, 4) (identity at t = 0).
+        """A window (B, T, 3, H, W) -> per-frame predictions and poses.
+
+        ``seg_logits`` (B, T, K, H, W), ``depth`` (B, T, 1, H, W) metres, ``rel_pose`` and
+        ``cam_to_world`` (B, T, 4, 4) (identity at t = 0).
 
         ``intrinsics`` (B, 3, 3) or (B, T, 3, 3); ``depth`` (B, T, 1, H, W) and ``rel_pose``
-        (B, T, 4, 4): the ground truth, read only by the ``ground_truth`` alignment."""
+        (B, T, 4, 4): the ground truth, read only by the ``ground_truth`` alignment.
+        """
         b, t, _, h, w = window.shape
         true_depth, true_pose = self._truth(depth, rel_pose)
         if intrinsics is not None and intrinsics.dim() == 4:

@@ -10,6 +10,7 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from models.common import Backbone, build_backbone
 from models.config import ModelConfig
+from models.unet import build_unet
 
 
 def light_head(in_channels: int, num_classes: int, width: int = 64) -> nn.Sequential:
@@ -23,14 +24,17 @@ def light_head(in_channels: int, num_classes: int, width: int = 64) -> nn.Sequen
 
 
 class SegmentationModel(nn.Module):
-    """Single-frame segmentation. Input (B, 3, H, W) ImageNet-normalised; output
-    ``{"seg_logits": (B, K, H, W)}``."""
+    """Single-frame segmentation.
+
+    Input (B, 3, H, W) ImageNet-normalised; output ``{"seg_logits": (B, K, H, W)}``.
+    """
 
     def __init__(self, backbone: Backbone, head: nn.Module) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 3, H, W) normalised frames -> ``{"seg_logits": (B, K, H, W)}``."""
         logits = self.head(self.backbone(x)["out"])
         return {
             "seg_logits": F.interpolate(
@@ -40,8 +44,7 @@ class SegmentationModel(nn.Module):
 
 
 def _deeplabv3_resnet50(cfg: ModelConfig) -> nn.Module:
-    """torchvision's DeepLabv3-ResNet50 with ``cfg.num_classes`` outputs and the requested
-    weights."""
+    """Torchvision's DeepLabv3-ResNet50 of ``cfg.num_classes`` outputs and the requested weights."""
     seg = torchvision.models.segmentation
     if cfg.pretrained == "coco":
         model = seg.deeplabv3_resnet50(
@@ -58,12 +61,13 @@ def _deeplabv3_resnet50(cfg: ModelConfig) -> nn.Module:
 
 
 def build_segmentation(cfg: ModelConfig) -> SegmentationModel:
-    """Stage-1 model for ``cfg``: DeepLabv3-ResNet50 (``paper``, ``small``), a light model
-    (``tiny``), or the registry's model named by ``cfg.seg_model`` (``unet``: ``lowres``)."""
-    if cfg.seg_model != "segmentation":
-        from models import MODELS
+    """Stage-1 model for ``cfg``.
 
-        return MODELS[cfg.seg_model](cfg)
+    DeepLabv3-ResNet50 (``paper``, ``small``), a light model (``tiny``), or the UNet when
+    ``cfg.seg_model`` is ``unet`` (``lowres``).
+    """
+    if cfg.seg_model == "unet":
+        return build_unet(cfg)
     if cfg.backbone == "resnet50" and cfg.seg_head == "deeplab":
         deeplab = _deeplabv3_resnet50(cfg)
         body = deeplab.backbone

@@ -77,6 +77,7 @@ class Packing(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H/r, W/r)."""
         x = F.pixel_unshuffle(x, self.r)
         b, _, h, w = x.shape
         x = self.conv3d(x.unsqueeze(1)).reshape(b, -1, h, w)
@@ -100,6 +101,7 @@ class Unpacking(nn.Module):
         self.conv3d = nn.Conv3d(1, depth, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, C_out, rH, rW)."""
         x = self.conv(x)
         b, _, h, w = x.shape
         x = self.conv3d(x.unsqueeze(1)).reshape(b, -1, h, w)
@@ -121,6 +123,7 @@ class Encoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images in [0, 1] -> (B, channels[-1], H/2**n, W/2**n) features."""
         return self.blocks(self.stem(x * 2 - 1))
 
 
@@ -142,6 +145,7 @@ class Decoder(nn.Module):
         self.head = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, Z, h, w) latent -> (B, out_channels, h*2**n, w*2**n)."""
         return self.head(self.blocks(self.first(z)))
 
 
@@ -209,6 +213,7 @@ class TwinVAE(nn.Module):
         return torch.log(torch.tensor(self.cfg.max_depth_m)) - F.softplus(self.depth_decoder(z))
 
     def forward(self, x: torch.Tensor, domain: str = "real") -> dict[str, torch.Tensor]:
+        """Encode ``x`` with ``domain``'s encoder; every output of the class docstring."""
         mu, logvar = self.encode(x, domain)
         z = self.sample(mu, logvar)
         return {

@@ -2,7 +2,7 @@
 
 The encoder has five levels of two 3x3 conv + BN + ReLU blocks, ``w, 2w, 4w, 8w, 16w`` channels
 (``w = ModelConfig.unet_width``) at strides 1, 2, 4, 8 and 16 (2x2 max pooling between them).
-It is a :class:`~models.common.Backbone` (``out`` at stride 16, ``low`` at stride 4, plus the
+It is a :class:`~models.backbone.Backbone` (``out`` at stride 16, ``low`` at stride 4, plus the
 other levels), so with ``seg_model = "unet"`` every stage runs on it: the depth decoder, the
 ego-motion filter and the GeometryFilter's memory read its ``out``. The decoder upsamples
 (bilinear) to each finer level, concatenates that level's encoder features and applies two conv
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.common import Backbone
+from models.backbone import Backbone
 from models.config import ModelConfig
 
 #: Encoder levels, finest first; ``low`` and ``out`` are the names every Backbone has.
@@ -43,8 +43,11 @@ def double_conv(cin: int, cout: int) -> nn.Sequential:
 
 
 class UNetEncoder(nn.Module):
-    """(B, 3, H, W) -> ``{"s1": (B, w, H, W), "s2": (B, 2w, H/2, W/2), "low": (B, 4w, H/4, W/4),
-    "s8": (B, 8w, H/8, W/8), "out": (B, 16w, H/16, W/16)}`` (sizes rounded down by pooling)."""
+    """(B, 3, H, W) -> the feature maps of the five levels.
+
+    ``{"s1": (B, w, H, W), "s2": (B, 2w, H/2, W/2), "low": (B, 4w, H/4, W/4), "s8": (B, 8w, H/8,
+    W/8), "out": (B, 16w, H/16, W/16)}`` (sizes rounded down by pooling).
+    """
 
     def __init__(self, width: int) -> None:
         super().__init__()
@@ -54,6 +57,7 @@ class UNetEncoder(nn.Module):
         self.channels = chans
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 3, H, W) -> the five levels' features, finest first."""
         out: dict[str, torch.Tensor] = OrderedDict()
         for k, (name, block) in enumerate(zip(LEVELS, self.blocks, strict=True)):
             x = block(x if k == 0 else F.max_pool2d(x, 2, ceil_mode=True))
@@ -62,8 +66,7 @@ class UNetEncoder(nn.Module):
 
 
 class UNetDecoder(nn.Module):
-    """Encoder features (a dict, as the encoder returns them) -> logits (B, K, H, W) at the
-    finest level's size."""
+    """Encoder features (a dict) -> logits (B, K, H, W) at the finest level's size."""
 
     reads_features = True  # the GeometryFilter passes all features, with memory-fused ``out``
 
@@ -76,6 +79,7 @@ class UNetDecoder(nn.Module):
         self.classifier = nn.Conv2d(channels[0], num_classes, 1)
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The encoder's features (a dict) -> logits (B, K, H, W)."""
         if not isinstance(feats, dict):
             from clipcore.errors import ConfigError
 
@@ -93,15 +97,19 @@ class UNetDecoder(nn.Module):
 
 
 class UNet(nn.Module):
-    """Single-frame segmentation. Input (B, 3, H, W) ImageNet-normalised; output
-    ``{"seg_logits": (B, K, H, W)}``. ``backbone`` and ``head`` as in
-    :class:`~models.segmentation.SegmentationModel`, so later stages can take them over."""
+    """Single-frame segmentation.
+
+    Input (B, 3, H, W) ImageNet-normalised; output ``{"seg_logits": (B, K, H, W)}``. ``backbone``
+    and ``head`` as in :class:`~models.segmentation.SegmentationModel`, so later stages can take
+    them over.
+    """
 
     def __init__(self, backbone: Backbone, head: UNetDecoder) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 3, H, W) normalised frames -> ``{"seg_logits": (B, K, H, W)}``."""
         return {"seg_logits": self.head(self.backbone(x))}
 
 
@@ -112,7 +120,9 @@ def unet_encoder(cfg: ModelConfig) -> Backbone:
 
 
 def build_unet(cfg: ModelConfig) -> UNet:
-    """A UNet of base width ``cfg.unet_width`` with ``cfg.num_classes`` outputs (no pretrained
-    weights: it is small enough to train from scratch)."""
+    """A UNet of base width ``cfg.unet_width`` with ``cfg.num_classes`` outputs.
+
+    No pretrained weights: it is small enough to train from scratch.
+    """
     backbone = unet_encoder(cfg)
     return UNet(backbone, UNetDecoder(backbone.body.channels, cfg.num_classes))

@@ -23,10 +23,10 @@ echo "== inspecting =="
 echo "demo dataset in $DATA (contact sheet: $DATA/clip.png, video: $DATA/clip.mp4)"
 
 echo "== training the tiny preset through all four stages (CPU; about 5 minutes) =="
-"$BIN/train" run all --data "$DATA" --out "$RUN" --preset tiny --resume
+"$BIN/train" run pipeline --data "$DATA" --out "$RUN" --preset tiny --resume
 
 echo "== predictions of the temporal model on a test clip =="
-"$BIN/train" predict --run "$RUN" "$DATA/Town02"
+"$BIN/train" predict pipeline --run "$RUN" "$DATA/Town02"
 
-echo "== evaluation on the test town (frame-by-frame vs temporal) =="
-"$BIN/train" eval --run "$RUN" --split test
+echo "== evaluation on the test town: frame-by-frame vs temporal, clean and corrupted =="
+"$BIN/train" eval pipeline --run "$RUN" --split test --perturbed

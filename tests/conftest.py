@@ -196,15 +196,19 @@ FAST_STAGES = [
 ]
 
 
+#: What every tiny test run shares: CPU, no TensorBoard.
+CPU = ["tensorboard=false", 'device="cpu"']
+
+
 def make_tiny_config(data: Path, out: Path, *extra: str):  # noqa: ANN201
     """The tiny preset at 64x128, 2 steps of batch 2 per stage, CPU, no TensorBoard."""
-    from train.run import resolve_config
+    from train.pipeline.run import resolve_config
 
     return resolve_config(
         "tiny",
         {"data": data, "out": out},
         None,
-        [*FAST_STAGES, "data.size=[64, 128]", "tensorboard=false", 'device="cpu"', *extra],
+        [*FAST_STAGES, "data.size=[64, 128]", *CPU, *extra],
     )
 
 
@@ -214,13 +218,71 @@ def tiny_config():  # noqa: ANN201
     return make_tiny_config
 
 
+#: A forecaster of 2 input frames for 6-frame clips, one step of batch 2, 8 channels wide.
+FAST_FORECAST = [
+    'forecast.horizons={"tiny": {"inputs": [1, 3], "target": 5}}',
+    'forecast.horizon="tiny"',
+    "forecast.epochs=1",
+    "forecast.max_steps=1",
+    "forecast.batch_size=2",
+    "forecast.width=8",
+]
+
+
+@pytest.fixture(scope="session")
+def forecast_config():  # noqa: ANN201
+    """``forecast_config(data, out, *set_overrides)``: the tiny forecaster of a tiny run
+    (:data:`FAST_FORECAST`, 64x128, CPU, no TensorBoard)."""
+    from train.forecast.stage import resolve_config
+
+    def make(data: Path, out: Path, *extra: str):  # noqa: ANN202
+        sets = [*FAST_FORECAST, "data.size=[64, 128]", *CPU, *extra]
+        return resolve_config("tiny", {"data": data, "out": out}, None, sets)
+
+    return make
+
+
+#: The sim2real stages at 32x64, 2 steps of batch 2 each.
+FAST_SIM2REAL = [
+    "model.input_size=[32, 64]",
+    *(
+        f"stages.{s}.{k}={v}"
+        for s in ("sim2real-vae", "sim2real-tasks")
+        for k, v in (("epochs", 1), ("max_steps", 2), ("batch_size", 2))
+    ),
+]
+
+
+@pytest.fixture(scope="session")
+def sim2real_sets() -> list[str]:
+    """:data:`FAST_SIM2REAL`, the ``--set`` overrides of a tiny twin VAE."""
+    return list(FAST_SIM2REAL)
+
+
+@pytest.fixture(scope="session")
+def sim2real_config():  # noqa: ANN201
+    """``sim2real_config(data, target, out, *set_overrides)``: the tiny twin VAE
+    (:data:`FAST_SIM2REAL`, CPU, no TensorBoard)."""
+    from train.sim2real.stage import resolve_config
+
+    def make(data: Path, target: Path | None, out: Path, *extra: str):  # noqa: ANN202
+        options = {"data": data, "target": target, "out": out}
+        return resolve_config("tiny", options, None, [*FAST_SIM2REAL, *CPU, *extra])
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, split_dataset: Path) -> Path:
-    """A tiny run trained through all four stages once per session (64x128, 2 steps a stage)."""
-    from train.run import train
+    """A tiny run trained through all four stages once per session by ``train run pipeline``
+    (the config of :func:`make_tiny_config`: 64x128, 2 steps a stage)."""
+    from carla_temporal.cli import main
 
     out = tmp_path_factory.mktemp("run")
-    train(make_tiny_config(split_dataset, out), "all")
+    sets = [a for item in (*FAST_STAGES, "data.size=[64, 128]", *CPU) for a in ("--set", item)]
+    result = invoke(main, "run", "pipeline", "--data", split_dataset, "--out", out, *sets)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert result.stdout.count("best checkpoint") == 4
     return out
 
 

@@ -1,0 +1,1 @@
+"""The packaged town files (TOML, read by :func:`carla_capture.config.load_town`)."""

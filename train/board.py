@@ -1,6 +1,8 @@
-"""TensorBoard logging whose faults are one line: a failed write (a full disk) is raised in the
-training process as an ``OSError`` naming the log folder, which every command reports in one line;
-the writer thread's own traceback is not printed, and no empty event file is left behind.
+"""TensorBoard logging whose faults are one line.
+
+A failed write (a full disk) is raised in the training process as an ``OSError`` naming the log
+folder, which every command reports in one line; the writer thread's own traceback is not printed,
+and no empty event file is left behind.
 
 TensorBoard writes from a background thread: when a write fails there, the thread stores the
 exception and dies (Python prints its traceback), and the next call from the training process
@@ -28,8 +30,11 @@ _WRITER_THREAD = "_AsyncWriterThread"  # tensorboard.summary.writer.event_file_w
 
 
 def _quiet_writer_threads() -> None:
-    """Install (once) a ``threading.excepthook`` that logs, instead of printing, the exception
-    that kills a TensorBoard writer thread (it is raised again in the thread that logs)."""
+    """Install (once) a ``threading.excepthook`` quieting dying TensorBoard writer threads.
+
+    It logs, instead of printing, the exception that kills a writer thread (it is raised again in
+    the thread that logs).
+    """
     previous = threading.excepthook
     if getattr(previous, "quiet_writer_threads", False):
         return
@@ -45,8 +50,11 @@ def _quiet_writer_threads() -> None:
 
 
 class Board:
-    """A ``SummaryWriter`` of ``folder`` opened at the first value logged; ``add_scalar``,
-    ``add_image``, ``flush`` and ``close`` as SummaryWriter's, each fault an ``OSError``."""
+    """A ``SummaryWriter`` of ``folder`` opened at the first value logged.
+
+    ``add_scalar``, ``add_image``, ``flush`` and ``close`` as SummaryWriter's, each fault an
+    ``OSError``.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)

@@ -1,6 +1,10 @@
-"""``train``: models, training stages, evaluation and predictions.
+"""``train``: ``train run TASK``, ``train eval TASK``, ``train predict TASK`` and ``train models``.
 
-Commands stay thin: parse options, build the config, call one library function, print.
+One command per task of the registry (:mod:`train.tasks`) under each of ``run``, ``eval`` and
+``predict``, each with the options of that task's configs, generated from their fields
+(:mod:`clipcore.cliopts`): an option shown is a field the task reads, and ``--set`` reaches every
+other field of its config. Commands stay thin: parse options, build the config, call the task's
+one library function, print.
 """
 
 from __future__ import annotations
@@ -11,52 +15,52 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import BaseModel
 
 from clipcore.cliopts import config_options, file_and_set_options, nest
-from clipcore.clitools import ErrorGroup, FiniteFloat, TextPathType
-from clipcore.errors import CaptureError
-from clipcore.geometry import HFOV_RANGE_DEG
+from clipcore.clitools import ErrorGroup, TextPathType
+from clipcore.settings import build
 from dataset.labels import available_label_maps
 from models.config import PRESETS
-from train.config import TrainConfig
+from train.run_folder import write_report
+from train.task import Task
+from train.tasks import TASKS
 
 _DIR = {"type": TextPathType(file_okay=False)}
+#: The command forms of earlier releases, and what they are now.
+_EARLIER = {
+    **{s: f"train run pipeline --stage {s}" for s in ("stage1", "stage2", "stage3", "stage4")},
+    "all": "train run pipeline",
+    "sim2real-vae": "train run sim2real --stage sim2real-vae",
+    "sim2real-tasks": "train run sim2real --stage sim2real-tasks",
+}
 
 
-def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from train.engine import resolve_device
+class TaskGroup(click.Group):
+    """``train run|eval|predict``.
 
-    return resolve_device(value)
+    One command per task; a form of an earlier release (``train run stage1``, ``train eval --task
+    forecast``) is refused with its new form.
+    """
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Refuse an option before the task, and an earlier release's stage name.
 
-DEVICE = click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    callback=_device,
-    help="auto (cuda when a GPU is visible), cpu, cuda or cuda:N.",
-)
-DOMAIN = click.option(
-    "--domain",
-    type=click.Choice(["real", "sim"]),
-    default="real",
-    show_default=True,
-    help="sim2real: the encoder the images go through.",
-)
-#: TrainConfig fields that ``train run`` offers as options (any field: ``--set``).
-RUN_FIELDS = (
-    "data.root",
-    "out",
-    "preset",
-    "data.label_map",
-    "data.size",
-    "data.train_split",
-    "data.val_split",
-    "data.num_workers",
-    "seed",
-    "device",
-    "deterministic",
-)
+        ``--task NAME``, ``--run RUN`` with no task, ``train run stage1``: each is one line with the
+        form to type now.
+        """
+        tasks = "|".join(TASKS)
+        if "--task" in args:
+            at = args.index("--task")
+            task = args[at + 1] if at + 1 < len(args) else tasks
+            raise click.UsageError(
+                f"--task is gone: name the task first, {ctx.command_path} {task} ...", ctx
+            )
+        if args and args[0] in _EARLIER and ctx.info_name == "run":
+            raise click.UsageError(f"train run {args[0]} is now: {_EARLIER[args[0]]}", ctx)
+        if args and args[0].startswith("-") and args[0] != "--help":
+            raise click.UsageError(f"name the task first: {ctx.command_path} {tasks} ...", ctx)
+        return super().parse_args(ctx, args)
 
 
 @click.group(cls=ErrorGroup)
@@ -68,275 +72,144 @@ def main(verbose: int) -> None:
     )
 
 
-@main.command()
-@click.argument(
-    "stage",
-    type=click.Choice(
-        [
-            "stage1",
-            "stage2",
-            "stage3",
-            "stage4",
-            "all",
-            "forecast",
-            "sim2real-vae",
-            "sim2real-tasks",
-        ]
-    ),
-)
-@config_options(
-    TrainConfig,
-    RUN_FIELDS,
-    root={"flag": "--data", "required": True, **_DIR, "help": "Dataset folder with split.json."},
-    out={"required": True, **_DIR},
-    preset={"type": click.Choice(list(PRESETS))},
-    size={"metavar": "H,W"},
-    label_map={"type": click.Choice(available_label_maps())},
-)
-@file_and_set_options(
-    "TrainConfig fields ([data], [model], [stages.stage1], ...)",
-    "--set stages.stage1.epochs=2 or --set data.augment.flip_p=0",
-)
-@click.option("--resume", is_flag=True, help="Continue each stage from its last.pt.")
-@click.option(
-    "--target",
-    type=TextPathType(),
-    help="sim2real: folder of unlabelled target images (JPG/PNG) or shards.",
-)
-def run(
-    stage: str,
-    config: Path | None,
-    overrides: tuple[str, ...],
-    resume: bool,
-    target: Path | None,
-    **options: Any,
-) -> None:
-    """Train STAGE (stage1..stage4, all four in order, forecast after stage1, or the sim2real
-    stages) into the run folder. Every option is a TrainConfig field; the resolved config is
-    saved as OUT/config.json.
+@main.group(cls=TaskGroup)
+def run() -> None:
+    """Train a task (its stages, in order) into a run folder; the resolved config is saved there.
 
     \b
-    Examples:
-      train run all --data data/demo --out runs/demo --preset tiny
-      train run stage4 --data data --out runs/paper --preset paper --num-workers 4
-      train run stage1 --data data --out runs/r1 --set stages.stage1.epochs=5 --resume
-      train run stage1 --data data/cs --out runs/cs --preset lowres --label-map cityscapes19
-      torchrun --nproc-per-node 4 -m train run stage1 --data data --out runs/ddp --preset paper
-      train run forecast --data data/demo --out runs/demo --set 'forecast.horizon="mid"'
-      train run sim2real-vae --data data --target photos/ --out runs/s2r    # then:
-      train run sim2real-tasks --data data --out runs/s2r
+    Tasks:
+      pipeline  stages 1-4 of the temporal perception pipeline
+      forecast  a forecaster of future segmentation, in a pipeline run (after its stage 1)
+      sim2real  the sim2real twin VAE
     """
-    given = nest(options)
-    preset = given.pop("preset", None)
-    if stage.startswith("sim2real"):
-        from train.sim2real import resolve_config as sim2real_config
-        from train.sim2real import train as sim2real_train
-
-        flat = {"data": given["data"]["root"], "out": given["out"], "target": target}
-        cfg = sim2real_config(preset or "tiny", flat, config, overrides)
-        click.echo(f"checkpoint: {sim2real_train(cfg, stage)}")
-        return
-    from train.run import resolve_config, train
-
-    cfg = resolve_config(preset, given, config, overrides)
-    if stage.startswith("sim2real"):
-        from train.sim2real import resolve_config as sim2real_config
-        from train.sim2real import train as sim2real_train
-
-    if stage == "forecast":
-        from train.forecast import train_forecast
-
-        click.echo(f"best checkpoint: {train_forecast(cfg, resume)}")
-        return
-    for path in train(cfg, stage, resume):
-        click.echo(f"best checkpoint: {path}")
 
 
-@main.command("eval")
-@click.option(
-    "--run",
-    "run_dir",
-    type=TextPathType(file_okay=False),
-    required=True,
-    help="Run folder of train run all.",
-)
-@click.option("--split", default="test", show_default=True, help="Manifest split to evaluate on.")
-@click.option(
-    "--data",
-    type=TextPathType(file_okay=False),
-    help="Dataset folder [default: the run's].",
-)
-@DEVICE
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the Markdown table.")
-@click.option(
-    "--perturbed", is_flag=True, help="Also evaluate under per-frame noise, flicker and occluders."
-)
-@click.option(
-    "--task",
-    type=click.Choice(["pipeline", "forecast", "sim2real"]),
-    default="pipeline",
-    show_default=True,
-    help="forecast: every trained forecaster against its baselines, per horizon; "
-    "sim2real: the twin VAE on SPLIT of --data, or on --images with --depth-png.",
-)
-@DOMAIN
-@click.option(
-    "--images",
-    type=TextPathType(file_okay=False),
-    help="sim2real: folder of real images.",
-)
-@click.option(
-    "--depth-png",
-    type=TextPathType(file_okay=False),
-    help="sim2real: KITTI depth PNGs (16-bit, metres x 256) named like --images.",
-)
-def evaluate(
-    run_dir: Path,
-    split: str,
-    data: Path | None,
-    device: str,
-    as_json: bool,
-    perturbed: bool,
-    task: str,
-    domain: str,
-    images: Path | None,
-    depth_png: Path | None,
-) -> None:
-    """Compare the frame-by-frame models with the temporal model on SPLIT; writes RUN/eval.json
-    and RUN/eval.md.
+@main.group("eval", cls=TaskGroup)
+def evaluate() -> None:
+    """Score a task's trained models on a split; writes RUN/<report>.json and .md."""
 
-    \b
-    Examples:
-      train eval --run runs/demo
-      train eval --run runs/demo --perturbed
-      train eval --run runs/paper --split val --device cuda
-      train eval --run runs/demo --task forecast
-      train eval --run runs/s2r --task sim2real --images kitti/img --depth-png kitti/depth
+
+@main.group(cls=TaskGroup)
+def predict() -> None:
+    """Write a task's predictions: videos, point clouds, pictures."""
+
+
+def _help(text: str, examples: str | None) -> str:
+    return text + (f"\n\n\b\nExamples:{examples}" if examples else "")
+
+
+def _run_command(task: Task) -> click.Command:
+    """``train run TASK``.
+
+    Options of the task's config fields, ``--config``, ``--set``, ``--resume`` and (a task of
+    several stages) ``--stage``.
     """
-    if task == "sim2real":
-        from train.sim2real_eval import evaluate_sim2real_run
 
-        report = evaluate_sim2real_run(run_dir, domain, data, split, images, depth_png)
-        click.echo(json.dumps(report, indent=2))
-        return
-    from train.evaluate import write_report
+    def command(
+        config: Path | None,
+        overrides: tuple[str, ...],
+        resume: bool,
+        stage: str | None = None,
+        **options: Any,
+    ) -> None:
+        current = TASKS[task.name]
+        given = nest(options)
+        preset = given.pop("preset", None)
+        cfg = current.resolve(preset, given, config, overrides)
+        for path in current.train(cfg, stage or "all", resume):
+            click.echo(f"best checkpoint: {path}")
 
-    if task == "forecast":
-        from train.forecast_eval import evaluate_forecast, to_markdown
+    command = click.option("--resume", is_flag=True, help="Continue each stage from its last.pt.")(
+        command
+    )
+    if task.stages:
+        command = click.option(
+            "--stage",
+            type=click.Choice([*task.stages, "all"]),
+            default="all",
+            show_default=True,
+            help="The stage to train (all: every one, in order).",
+        )(command)
+    command = file_and_set_options(
+        f"{task.config.__name__} fields (any section: [data], [model], ...)",
+        "--set data.augment.flip_p=0 or --set seed=3",
+    )(command)
+    command = config_options(
+        task.config,
+        task.run_fields,
+        root={
+            "flag": "--data",
+            "required": True,
+            **_DIR,
+            "help": "Dataset folder with split.json.",
+        },
+        out={"required": True, **_DIR},
+        preset={"type": click.Choice(list(task.presets))},
+        size={"metavar": "H,W"},
+        label_map={"type": click.Choice(available_label_maps())},
+        target=_DIR,
+    )(command)
+    text = (
+        f"{task.summary} Every option is a field of {task.config.__name__} (any other: --set); "
+        "the resolved config is saved in OUT."
+    )
+    return click.command(task.name, help=_help(text, task.examples.get("run")))(command)
 
-        report, name = evaluate_forecast(run_dir, split, data, device), "forecast_eval"
-    else:
-        from dataset.config import Perturbation
-        from train.evaluate import evaluate_run, to_markdown
 
-        report = evaluate_run(run_dir, split, data, device, Perturbation() if perturbed else None)
-        name = "eval"
-    js, md = write_report(report, run_dir, name, to_markdown)
-    click.echo(json.dumps(report, indent=2) if as_json else to_markdown(report))
-    click.echo(f"-> {js}, {md}", err=True)
+def _build(model: type[BaseModel], options: dict[str, Any]) -> Any:
+    """The eval or predict config of the given options (one line for a bad value)."""
+    return build(model, nest(options), f"train options ({model.__name__})", options=True)
 
 
-@main.command()
-@click.argument("path", type=TextPathType(exists=True), required=False)
-@click.option(
-    "--run",
-    "run_dir",
-    type=TextPathType(file_okay=False),
-    required=True,
-    help="Run folder.",
-)
-@click.option("--clip", "clip_id", help="Clip id [default: the first clip].")
-@click.option(
-    "--out",
-    type=TextPathType(),
-    help="Output folder [default: RUN/predictions]; with --video the .mp4 or .gif to write.",
-)
-@click.option(
-    "--video",
-    type=TextPathType(),
-    help="Predict on this video file (mp4, avi, mkv, webm, gif) instead of a clip.",
-)
-@click.option(
-    "--hfov",
-    type=FiniteFloat(*HFOV_RANGE_DEG, min_open=True, max_open=True),
-    default=90.0,
-    show_default=True,
-    help="With --video: the camera's horizontal field of view, degrees (temporal model).",
-)
-@click.option("--max-frames", type=click.IntRange(min=1), help="With --video: stop after N frames.")
-@click.option("--gif", is_flag=True, help="Write a GIF instead of an MP4.")
-@DEVICE
-@click.option(
-    "--task",
-    type=click.Choice(["pipeline", "forecast", "sim2real"]),
-    default="pipeline",
-    show_default=True,
-    help="forecast: last input | forecast | zero-motion | ground truth, per target "
-    "frame; sim2real: input | translation | reconstruction | depth | segmentation (a PNG).",
-)
-@DOMAIN
-@click.option(
-    "--variant",
-    help="Forecaster folder for --task forecast, e.g. forecast-mid [default: the first].",
-)
-def predict(
-    path: Path | None,
-    run_dir: Path,
-    clip_id: str | None,
-    out: Path | None,
-    video: Path | None,
-    hfov: float,
-    max_frames: int | None,
-    gif: bool,
-    device: str,
-    task: str,
-    variant: str | None,
-    domain: str,
-) -> None:
-    """Video (RGB | predicted segmentation | predicted depth | ground truth) and point clouds of
-    one clip; or, with --video, any video file as input | segmentation | depth at the run's frame
-    size.
+def _eval_command(task: Task) -> click.Command:
+    """``train eval TASK``: options of the task's EvalConfig, and ``--json``."""
 
-    PATH is a shard or a dataset folder.
+    def command(as_json: bool, **options: Any) -> None:
+        current = TASKS[task.name]
+        cfg = _build(current.eval_config, options)
+        report = current.evaluate(cfg)
+        js, md = write_report(report, Path(cfg.run), current.report_name, current.to_markdown)
+        click.echo(json.dumps(report, indent=2) if as_json else current.to_markdown(report))
+        click.echo(f"-> {js}, {md}", err=True)
 
-    \b
-    Examples:
-      train predict --run runs/demo data/demo/Town02
-      train predict --run runs/demo data/demo --clip Town02-0-000001 --gif
-      train predict --run runs/demo data/demo/Town02 --task forecast --variant forecast-mid --gif
-      train predict --video drive.mp4 --run runs/lowres --out drive-pred.gif
-      train predict --run runs/s2r photos/ --task sim2real
-    """
-    if video is not None:
-        from train.video_predict import predict_video
+    command = click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON instead of the Markdown table."
+    )(command)
+    command = config_options(
+        task.eval_config, tuple(task.eval_config.model_fields), run=_DIR, data=_DIR
+    )(command)
+    text = (
+        f"Score the {task.name} task's trained models of RUN on SPLIT; writes "
+        f"RUN/{task.report_name}.json and .md."
+    )
+    return click.command(task.name, help=_help(text, task.examples.get("eval")))(command)
 
-        if out is None:
-            raise CaptureError("--video needs --out FILE.mp4 or FILE.gif")
-        report = predict_video(video, run_dir, out, device, hfov, max_frames)
-        click.echo(
-            f"-> {report.out} ({report.frames} frames, {report.model} model, "
-            f"{report.size[0]}x{report.size[1]})"
-        )
-        return
-    if path is None:
-        raise CaptureError("pass PATH (a shard or dataset folder) or --video FILE")
-    if task == "sim2real":
-        from train.sim2real_predict import predict_sim2real
 
-        click.echo(f"-> {predict_sim2real(run_dir, path, out, domain)}")
-        return
-    if task == "forecast":
-        from train.forecast_eval import predict_forecast
+def _predict_command(task: Task) -> click.Command:
+    """``train predict TASK [PATH]``: options of the task's PredictConfig."""
+    fields = task.predict_config.model_fields
+    needs_path = "video" not in fields  # the pipeline predicts on a video file instead
 
-        for written in predict_forecast(
-            run_dir, path, clip_id, out, ".gif" if gif else ".mp4", device, variant
-        ):
-            click.echo(f"-> {written}")
-        return
-    from train.predict import predict_clip
+    def command(path: Path | None, **options: Any) -> None:
+        current = TASKS[task.name]
+        cfg = _build(current.predict_config, {**options, "path": path})
+        for line in current.predict(cfg):
+            click.echo(f"-> {line}")
 
-    for written in predict_clip(run_dir, path, clip_id, out, ".gif" if gif else ".mp4", device):
-        click.echo(f"-> {written}")
+    command = config_options(
+        task.predict_config, tuple(f for f in fields if f != "path"), run=_DIR
+    )(command)
+    command = click.argument("path", type=TextPathType(exists=True), required=needs_path)(command)
+    what = fields["path"].description or ""
+    path = what[:1].lower() + what[1:]
+    text = f"Predict with the {task.name} task's trained model of RUN. PATH: {path}"
+    return click.command(task.name, help=_help(text, task.examples.get("predict")))(command)
+
+
+for _task in TASKS.values():
+    run.add_command(_run_command(_task))
+    evaluate.add_command(_eval_command(_task))
+    predict.add_command(_predict_command(_task))
 
 
 @main.command()

@@ -1,127 +1,42 @@
-"""Training configuration: stages as data (``StageConfig``) inside a ``TrainConfig``.
+"""What every task's config shares, and how a task's config is resolved.
 
-A stage says which model it trains, which checkpoints of earlier stages it starts from, which
-modules are frozen (and kept in eval mode), its losses with weights, window length, epochs,
-batch size and learning rate. Presets (``train/schedules.py``) fill in the reference schedule.
+:class:`RunConfig` holds the fields every task has (the training data, the run folder, the
+preset, the seed and how the engine trains: device, determinism, bf16 autocast, channels_last,
+TensorBoard); each task's config type extends it with its model and stages. :func:`resolve`
+merges preset < config file < command-line options < ``--set`` overrides deeply and validates
+the result, the same for every task; :func:`upgrade_saved` reads configs saved by earlier
+releases.
 """
 
 from __future__ import annotations
 
-import math
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from clipcore.settings import TextPath
-from dataset.config import DataConfig, Perturbation
+from clipcore.errors import ConfigError
+from clipcore.settings import TextPath, apply_overrides, build, deep_merge, read_toml
+from dataset.config import DataConfig
 from dataset.labels import load_label_map
-from models.config import ModelConfig
-from train.forecast_config import ForecastConfig
 
-StageName = Literal["stage1", "stage2", "stage3", "stage4"]
-LOSSES = ("ce", "depth", "pose")
+log = logging.getLogger(__name__)
+
 #: Data fields that configs of earlier releases kept at the top level.
 FLAT_DATA_KEYS = ("label_map", "size", "train_split", "val_split", "augment", "num_workers")
-
-
-class StageConfig(BaseModel):
-    """One training stage."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    model: Literal["segmentation", "depth", "ego_motion", "sequence"] = Field(
-        description="What this stage trains."
-    )
-    needs: tuple[StageName, ...] = Field(
-        (), description="Earlier stages whose best checkpoints this one starts from."
-    )
-    frozen: tuple[str, ...] = Field(
-        (), description="Submodules kept frozen and in eval mode (dotted names)."
-    )
-    frozen_stats: tuple[str, ...] = Field(
-        (),
-        description="Submodules that train but whose BatchNorm layers keep their running "
-        "statistics (eval mode): for fine-tuning a trained module on small, correlated batches.",
-    )
-    validate_start: bool = Field(
-        False,
-        description="Validate before the first update and keep the starting weights as a "
-        "best-checkpoint candidate (for a stage that starts from a working model).",
-    )
-    losses: dict[str, float] = Field(description="Loss name (ce, depth, pose) -> weight.")
-    window: int = Field(
-        1, ge=1, description="Frames per training item (backpropagation through all of them)."
-    )
-    epochs: int = Field(20, ge=1, description="Epochs.")
-    batch_size: int = Field(8, ge=1, description="Windows per batch (per process under DDP).")
-    lr: float = Field(3e-4, gt=0, description="Adam learning rate.")
-    warmup_epochs: float = Field(
-        0.0,
-        ge=0,
-        description="Linear learning-rate warmup over this many epochs' optimiser "
-        "steps: Adam's first updates move every weight by about lr, too far for a trained module.",
-    )
-    max_steps: int | None = Field(
-        None, ge=1, description="Cap on optimiser steps per epoch (None: the whole split)."
-    )
-    perturb: Perturbation | None = Field(
-        None,
-        description="Per-frame-independent corruption of the training windows (noise, "
-        "flicker, occluders, dropouts; dataset/perturb.py), the situation a memory is for; "
-        "validation then scores corrupted windows (a fixed draw) beside clean ones; false: clean.",
-    )
-    select: Literal["auto", "miou", "loss", "miou_depth"] = Field(
-        "auto",
-        description="How best.pt is chosen among the validated epochs: miou (highest mIoU), "
-        "loss (lowest weighted loss), miou_depth (highest mIoU - select_depth_weight x log-L1 "
-        "depth, averaged over clean and, with perturb, corrupted validation); auto: miou for a "
-        "segmentation-only stage, else loss.",
-    )
-    select_depth_weight: float = Field(
-        0.5, ge=0, description="select='miou_depth': weight of the log-L1 depth error."
-    )
-
-    @field_validator("losses")
-    @classmethod
-    def _known(cls, value: dict[str, float]) -> dict[str, float]:
-        unknown = set(value) - set(LOSSES)
-        if unknown or not value:
-            raise ValueError(
-                f"losses must be a non-empty subset of {', '.join(LOSSES)}; got {sorted(value)}"
-            )
-        bad = {k: w for k, w in value.items() if not (math.isfinite(w) and w >= 0)}
-        if bad:
-            raise ValueError(f"loss weights must be finite and >= 0, got {bad}")
-        return value
-
-    @field_validator("perturb", mode="before")
-    @classmethod
-    def _perturb_switch(cls, value: Any) -> Any:
-        """``true`` / ``false`` mean the default corruptions / clean windows."""
-        if isinstance(value, bool):
-            return Perturbation() if value else None
-        return value
-
-    @model_validator(mode="after")
-    def _select_reads_its_losses(self) -> StageConfig:
-        needs = {"miou": {"ce"}, "miou_depth": {"ce", "depth"}}.get(self.select, set())
-        if not needs <= set(self.losses):
-            raise ValueError(
-                f"select={self.select!r} scores {' and '.join(sorted(needs))}, which this stage "
-                f"does not compute (losses {sorted(self.losses)}): use select='loss' or 'auto'"
-            )
-        return self
-
-    def selection(self) -> str:
-        """The rule that chooses best.pt (``auto`` resolved)."""
-        if self.select != "auto":
-            return self.select
-        return "miou" if set(self.losses) == {"ce"} else "loss"
+#: Model fields added after runs were saved without them, with the value those runs were built
+#: with (which may differ from today's default); for the tasks whose model is a ModelConfig.
+LEGACY_MODEL_FIELDS = {"memory_fusion": "bottleneck"}
 
 
 def nest_data_keys(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with ``data`` given as a folder, and the data fields that configs of earlier
-    releases kept at the top level (``label_map``, ``size``, ...), moved into ``data``."""
+    """``config`` with its data fields in ``data``.
+
+    ``data`` given as a folder, and the data fields that configs of earlier releases kept at the top
+    level (``label_map``, ``size``, ...), are moved into ``data``.
+    """
     config = dict(config)
     data = config.get("data")
     if isinstance(data, (str, Path)):
@@ -133,14 +48,11 @@ def nest_data_keys(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-#: Model fields added after runs were saved without them, with the value those runs were built
-#: with (which may differ from today's default).
-LEGACY_MODEL_FIELDS = {"memory_fusion": "bottleneck"}
-
-
 def upgrade_saved(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's saved ``config.json`` (as a dict) in today's layout: data fields nested, model
-    fields added since filled with the value the run was built with."""
+    """A saved ``config.json`` (as a dict) of a ModelConfig task in today's layout.
+
+    Data fields nested, model fields added since filled with the value the run was built with.
+    """
     if not isinstance(config, dict):
         return config  # refused by validation
     config = nest_data_keys(config)
@@ -150,8 +62,19 @@ def upgrade_saved(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-class TrainConfig(BaseModel):
-    """Everything ``train run`` needs; saved as ``<run>/config.json``."""
+def _device_name(name: str) -> str:
+    kind, _, index = name.partition(":")
+    if name not in ("auto", "cpu") and not (kind == "cuda" and (not index or index.isdigit())):
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
+    return name
+
+
+#: A device name: auto, cpu, cuda or cuda:N (whether it is there: :func:`train.context.setup`).
+Device = Annotated[str, AfterValidator(_device_name)]
+
+
+class RunConfig(BaseModel):
+    """The fields of every task's config; saved beside every run."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     data: DataConfig = Field(
@@ -162,31 +85,17 @@ class TrainConfig(BaseModel):
     out: TextPath = Field(
         Path("runs/default"), description="Run folder: checkpoints, TensorBoard logs, config."
     )
-    preset: str = Field(
-        "tiny",
-        description="Model sizes and stage schedule (models/config.py PRESETS, "
-        "train/schedules.py).",
-    )
-    model: ModelConfig = Field(
-        default_factory=ModelConfig, description="Model sizes (from the preset)."
-    )
-    stages: dict[StageName, StageConfig] = Field(description="The four stages (from the preset).")
+    preset: str = Field("tiny", description="Model sizes and stage schedule.")
     seed: int = Field(
         0, ge=0, lt=2**32, description="Seed of sampling order, augmentation and initialisation."
     )
     deterministic: bool = Field(
         False, description="Deterministic algorithms (bit-exact resume on CPU)."
     )
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    device: Device = Field("auto", description="auto, cpu, cuda or cuda:N.")
     amp: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
     channels_last: bool = Field(False, description="channels_last memory format on CUDA.")
-    lr_patience: int = Field(
-        2, ge=0, description="ReduceLROnPlateau patience in epochs (factor 0.1)."
-    )
-    tensorboard: bool = Field(True, description="Write TensorBoard scalars and image panels.")
-    forecast: ForecastConfig = Field(
-        default_factory=ForecastConfig, description="The forecasting stage (train run forecast)."
-    )
+    tensorboard: bool = Field(True, description="Write TensorBoard scalars (and image panels).")
 
     @model_validator(mode="before")
     @classmethod
@@ -195,26 +104,94 @@ class TrainConfig(BaseModel):
         return nest_data_keys(value) if isinstance(value, dict) else value
 
     @model_validator(mode="after")
-    def _every_stage(self) -> TrainConfig:
-        missing = [name for name in get_args(StageName) if name not in self.stages]
-        if missing:
-            raise ValueError(
-                f"stages lacks {', '.join(missing)}: change a stage's fields "
-                "(--set stages.stage1.epochs=2) rather than replacing the stages table"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _classes_from_label_map(self) -> TrainConfig:
+    def _classes_from_label_map(self) -> RunConfig:
         """The segmentation head has as many classes as the label map.
 
-        ``model.num_classes`` follows it.
+        A ``model`` with ``num_classes`` follows it.
         """
+        model = getattr(self, "model", None)
         classes = load_label_map(self.data.label_map).num_classes
-        if self.model.num_classes != classes:
-            self.model = self.model.model_copy(update={"num_classes": classes})
+        if model is not None and model.num_classes != classes:
+            self.model = model.model_copy(update={"num_classes": classes})
         return self
 
     def frame_size(self) -> tuple[int, int]:
-        """(H, W) of the frames the models see."""
-        return tuple(self.data.size or self.model.input_size)
+        """(H, W) of the frames the models see: ``data.size``, else the model's input size."""
+        return tuple(self.data.size or self.model.input_size)  # type: ignore[attr-defined]
+
+
+C = TypeVar("C", bound=RunConfig)
+
+
+def resolve(
+    config_type: type[C],
+    preset_defaults: Callable[[str], dict[str, Any]],
+    preset: str | None,
+    options: dict[str, Any],
+    config_file: Path | None = None,
+    overrides: Sequence[str] = (),
+) -> C:
+    """Preset < config file < command-line options < ``--set`` overrides, validated.
+
+    Merged deeply, validated as ``config_type``. The preset is ``preset``, else the file's, else the
+    config's default; ``options`` may give the dataset folder as ``data``. A ``model.num_classes``
+    that the file or ``--set`` gives must agree with the label map (the head follows the label map).
+    """
+    file = nest_data_keys(read_toml(config_file)) if config_file else {}
+    preset = preset or file.get("preset") or config_type.model_fields["preset"].default
+    data = deep_merge(preset_defaults(preset), file)
+    data = deep_merge(data, nest_data_keys({k: v for k, v in options.items() if v is not None}))
+    data = apply_overrides(config_type, data, [_nested_key(item) for item in overrides])
+    cfg = build(config_type, data, "train config")
+    asked = _asked_num_classes(file, overrides, data)
+    if asked is not None and asked != cfg.model.num_classes:  # type: ignore[attr-defined]
+        raise ConfigError(
+            f"model.num_classes={asked}, but the label map {cfg.data.label_map!r} has "
+            f"{cfg.model.num_classes} classes and the segmentation head follows it: leave "  # type: ignore[attr-defined]
+            "model.num_classes out, or choose a label map of that many classes (--label-map)"
+        )
+    return cfg
+
+
+def _asked_num_classes(file: dict, overrides: Sequence[str], data: dict) -> Any:
+    """``model.num_classes`` as a config file or ``--set`` gave it.
+
+    None when neither did: the preset's value is only a default.
+    """
+    given = "num_classes" in file.get("model", {}) or any(
+        item.partition("=")[0].strip() == "model.num_classes" for item in overrides
+    )
+    return data.get("model", {}).get("num_classes") if given else None
+
+
+def _nested_key(override: str) -> str:
+    """``label_map=...`` (a data field once at the top level) -> ``data.label_map=...``."""
+    key = override.partition("=")[0].strip()
+    if key in FLAT_DATA_KEYS:
+        log.warning("--set %s is now --set data.%s", key, key)
+        return f"data.{override.strip()}"
+    return override
+
+
+class EvalConfig(BaseModel):
+    """What ``train eval TASK`` reads: a run folder and the data to score it on."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    run: TextPath = Field(description="Run folder of train run.")
+    split: str = Field("test", description="Manifest split to evaluate on.")
+    data: TextPath | None = Field(None, description="Dataset folder [default: the run's].")
+    device: Device = Field(
+        "auto", description="auto (cuda when a GPU is visible), cpu, cuda or cuda:N."
+    )
+
+
+class PredictConfig(BaseModel):
+    """What ``train predict TASK`` reads and where it writes."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    run: TextPath = Field(description="Run folder of train run.")
+    path: TextPath | None = Field(None, description="A shard or a dataset folder.")
+    out: TextPath | None = Field(None, description="Output folder [default: RUN/predictions].")
+    device: Device = Field(
+        "auto", description="auto (cuda when a GPU is visible), cpu, cuda or cuda:N."
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 
 from dataset.labels import IGNORE_INDEX
 from models.common import so3_log
@@ -20,8 +21,11 @@ class ConfusionMatrix:
     def update(
         self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
     ) -> None:
-        """Add integer predictions and targets of any (same) shape; pixels where either is 255 (no
-        label: the ground truth scored as a prediction has those) are left out."""
+        """Add integer predictions and targets of any (same) shape.
+
+        Pixels where either is 255 (no label: the ground truth scored as a prediction has those) are
+        left out.
+        """
         keep = (target != IGNORE_INDEX) & (pred != IGNORE_INDEX)
         if mask is not None:
             keep &= mask
@@ -31,8 +35,11 @@ class ConfusionMatrix:
         )
 
     def result(self, class_names: tuple[str, ...] | None = None) -> dict:
-        """Pixel accuracy, mIoU and mean class accuracy over the classes present in ground truth or
-        prediction (the absent ones are listed, not counted), and per-class IoU."""
+        """Pixel accuracy, mIoU, mean class accuracy and per-class IoU.
+
+        Over the classes present in ground truth or prediction (the absent ones are listed, not
+        counted).
+        """
         m = self.matrix.double()
         tp, gt, pred = m.diag(), m.sum(1), m.sum(0)
         present = (gt + pred) > 0
@@ -50,9 +57,37 @@ class ConfusionMatrix:
         }
 
 
+class MiouMeter:
+    """Validation mIoU of the ``seg_logits`` a stage outputs (an engine meter).
+
+    Class scores along ``class_dim`` (1 for (B, K, H, W), 2 for windows (B, T, K, H, W)) against
+    ``labels``.
+    """
+
+    def __init__(self, num_classes: int, class_dim: int) -> None:
+        """A meter of ``num_classes`` classes."""
+        self.confusion, self.class_dim = ConfusionMatrix(num_classes), class_dim
+
+    def update(self, out: dict[str, torch.Tensor], batch: dict) -> None:
+        """Add one batch's predicted and true classes."""
+        if "seg_logits" in out:
+            pred = out["seg_logits"].argmax(self.class_dim)
+            self.confusion.update(pred.cpu(), batch["labels"].cpu())
+
+    def reduce(self) -> None:
+        """Sum the confusion matrices of a distributed run's processes."""
+        dist.all_reduce(self.confusion.matrix)
+
+    def result(self) -> dict[str, float]:
+        """``{"miou": ...}``."""
+        return {"miou": self.confusion.result()["miou"]}
+
+
 class DepthMetrics:
-    """AbsRel, SqRel, RMSE, log-RMSE and delta accuracies, for ground truth capped at each of
-    ``caps`` metres."""
+    """AbsRel, SqRel, RMSE, log-RMSE and delta accuracies.
+
+    For ground truth capped at each of ``caps`` metres.
+    """
 
     def __init__(self, caps: tuple[float, ...] = (80.0, 1000.0)) -> None:
         self.caps = caps
@@ -78,6 +113,7 @@ class DepthMetrics:
             )
 
     def result(self) -> dict:
+        """Per cap, ``cap_<metres>m`` -> abs_rel, sq_rel, rmse, log_rmse, deltas, pixels."""
         out = {}
         for cap, s in self.sums.items():
             n = max(float(s[0]), 1.0)
@@ -111,6 +147,7 @@ class PoseMetrics:
             self.ate.append(float(((p[:, :3, 3] - g[:, :3, 3]) ** 2).sum(-1).mean().sqrt()))
 
     def result(self) -> dict:
+        """Mean RPE translation (m) and rotation (degrees), mean ATE (m), and the clip count."""
         mean = lambda xs: float(sum(xs) / len(xs)) if xs else 0.0  # noqa: E731
         return {
             "rpe_translation_m": mean(self.trans),

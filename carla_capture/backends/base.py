@@ -33,8 +33,12 @@ class Backend(Protocol):
 
     def __exit__(self, *exc: object) -> None: ...
 
-    def record_clip(self, index: int, on_frame: FrameCallback | None = None) -> Clip: ...
+    def record_clip(self, index: int, on_frame: FrameCallback | None = None) -> Clip:
+        """Record clip ``index`` of the plan, calling ``on_frame`` with each frame as it arrives."""
+        ...
 
     def restart(self, attempt: int = 1) -> None:
-        """Reconnect after :class:`ServerLost` (``attempt`` counts from 1; backends without a
-        server never raise it)."""
+        """Reconnect after :class:`ServerLost`.
+
+        ``attempt`` counts from 1; backends without a server never raise it.
+        """

@@ -97,5 +97,5 @@ def test_verify_reports_a_hand_edited_manifest_and_train_refuses_it(cli, edited,
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert MANIFEST_NAME in result.output
     cli.error(
-        cli.train("run", "stage1", "--data", data, "--out", tmp_path / "run"), "capture split"
+        cli.train("run", "pipeline", "--data", data, "--out", tmp_path / "run"), "capture split"
     )

@@ -267,7 +267,7 @@ def test_the_window_has_one_default_the_stages(split_dataset):
     import inspect
 
     from dataset.config import DataConfig
-    from train.config import StageConfig
+    from train.pipeline.config import StageConfig
 
     assert "window" not in DataConfig.model_fields
     assert inspect.signature(ClipWindows).parameters["window"].default is inspect.Parameter.empty

@@ -24,11 +24,21 @@ PAPER_MILLIONS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(set(MODELS) - {"unet"}))  # unet: no paper size
+@pytest.mark.parametrize("name", sorted(PAPER_MILLIONS))
 def test_paper_parameter_counts_match_the_reference(name):
     with torch.device("meta"):
         model = MODELS[name](PRESETS["paper"])
     assert count_parameters(model) / 1e6 == pytest.approx(PAPER_MILLIONS[name], rel=0.005)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_registry_builds_every_family_from_its_config(name):
+    """The forecaster and the sim2real twin VAE are families of the registry like the rest."""
+    cfg = {"sim2real": "tiny", "unet": PRESETS["lowres"]}.get(name, PRESETS["tiny"])
+    with torch.device("meta"):
+        model = MODELS[name](cfg)
+    assert count_parameters(model) > 0
+    assert {"forecaster", "sim2real", "unet", "pipeline"} <= set(MODELS)
 
 
 def _intrinsics(batch: int, height: int, width: int) -> torch.Tensor:
@@ -137,6 +147,7 @@ def _open(memory: torch.nn.Module) -> None:
         torch.nn.init.normal_(memory.up.weight, std=0.5)
     else:
         torch.nn.init.constant_(memory.strength, 1.0)
+        torch.nn.init.constant_(memory.gate[-1].bias, 5.0)  # the gates open
 
 
 @pytest.mark.parametrize("fusion", ["bottleneck", "scores"])
@@ -166,15 +177,19 @@ def test_alignment_changes_what_the_memory_reads(fusion):
         MODELS["pipeline"](PRESETS["tiny"])(window)
 
 
-def test_memory_carries_history_once_open():
+@pytest.mark.parametrize("fusion", ["bottleneck", "scores"])
+def test_memory_carries_history_once_open(fusion):
     torch.manual_seed(0)
-    memory = MODELS["geometry_filter"](PRESETS["tiny"]).memory
-    torch.nn.init.normal_(memory.up.weight, std=0.5)  # as after sequence training
-    f0, f1, f2 = torch.randn(3, 1, 576, 4, 8)
+    cfg = PRESETS["tiny"].model_copy(update={"memory_fusion": fusion})
+    memory = MODELS["geometry_filter"](cfg).memory
+    _open(memory)  # as after sequence training
+    channels = 576 if fusion == "bottleneck" else cfg.num_classes + 7
+    f0, f1, f2 = torch.randn(3, 1, channels, 4, 8)
+    stride = 16 if fusion == "bottleneck" else 4
     with torch.no_grad():
-        _, h = memory(f0, memory.init_state(1, 64, 128))  # a 4 x 8 bottleneck at stride 16
+        _, h = memory(f0, memory.init_state(1, 4 * stride, 8 * stride))
         after_0, _ = memory(f1, h)
-        _, h = memory(f2, memory.init_state(1, 64, 128))
+        _, h = memory(f2, memory.init_state(1, 4 * stride, 8 * stride))
         after_2, _ = memory(f1, h)
     assert (after_0 - after_2).abs().max() > 1e-2
 

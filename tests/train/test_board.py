@@ -19,7 +19,7 @@ FAST = [
 
 def _run(cli, data: Path, out: Path, epochs: int, *extra: str):  # noqa: ANN001, ANN202
     return cli.train(
-        "run", "stage1", "--data", data, "--out", out, *FAST,
+        "run", "pipeline", "--stage", "stage1", "--data", data, "--out", out, *FAST,
         "--set", f"stages.stage1.epochs={epochs}", *extra,
     )  # fmt: skip
 

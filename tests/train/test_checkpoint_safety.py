@@ -67,7 +67,7 @@ def _video(path: Path) -> Path:
 
 
 def _sim2real_config(run: Path, data: Path) -> None:
-    from train.sim2real import resolve_config
+    from train.sim2real.stage import resolve_config
 
     cfg = resolve_config("tiny", {"data": data, "out": run, "target": data}, None, ())
     (run / "sim2real-config.json").write_text(cfg.model_dump_json())
@@ -82,28 +82,60 @@ FAST = [
     ),
     *("--set", "data.size=[64, 128]", "--set", "tensorboard=false"),
 ]
-FORECAST = ["--set", "forecast.max_steps=1"]
+FORECAST = [
+    *("--set", "forecast.max_steps=1", "--set", "data.size=[64, 128]", "--set", "tensorboard=false")
+]
 
 #: name -> arguments of a command that reads checkpoints (RUN, DATA, TOWNS, TMP filled in)
 COMMANDS = {
-    "eval": ["eval", "--run", "RUN", "--data", "DATA", "--device", "cpu"],
-    "eval_forecast": ["eval", "--run", "RUN", "--data", "DATA", "--task", "forecast"],
-    "eval_sim2real": ["eval", "--run", "RUN", "--data", "DATA", "--task", "sim2real"],
-    "predict": ["predict", "--run", "RUN", "DATA", "--device", "cpu", "--out", "TMP/p"],
-    "predict_video": ["predict", "--run", "RUN", "--video", "TMP/in.gif", "--out", "TMP/o.gif"],
-    "predict_forecast": ["predict", "--run", "RUN", "DATA", "--task", "forecast", "--out", "TMP/f"],
-    "predict_sim2real": ["predict", "--run", "RUN", "DATA", "--task", "sim2real", "--out", "TMP/s"],
+    "eval": ["eval", "pipeline", "--run", "RUN", "--data", "DATA", "--device", "cpu"],
+    "eval_forecast": ["eval", "forecast", "--run", "RUN", "--data", "DATA"],
+    "eval_sim2real": ["eval", "sim2real", "--run", "RUN", "--data", "DATA"],
+    "predict": ["predict", "pipeline", "--run", "RUN", "DATA", "--device", "cpu", "--out", "TMP/p"],
+    "predict_video": [
+        "predict",
+        "pipeline",
+        "--run",
+        "RUN",
+        "--video",
+        "TMP/in.gif",
+        "--out",
+        "TMP/o.gif",
+    ],
+    "predict_forecast": ["predict", "forecast", "--run", "RUN", "DATA", "--out", "TMP/f"],
+    "predict_sim2real": ["predict", "sim2real", "--run", "RUN", "DATA", "--out", "TMP/s"],
     "live": [
         *("live", "--run", "RUN", "--backend", "synthetic", "--town", "Town02"),
         *("--town-dir", "TOWNS", "--frames", "2", "--save", "TMP/live.rrd", "--device", "cpu"),
     ],
-    "run_resume": ["run", "stage1", "--data", "DATA", "--out", "RUN", "--resume", *FAST],
-    "run_from_stage1": ["run", "stage2", "--data", "DATA", "--out", "FRESH", *FAST],
+    "run_resume": [
+        "run",
+        "pipeline",
+        "--stage",
+        "stage1",
+        "--data",
+        "DATA",
+        "--out",
+        "RUN",
+        "--resume",
+        *FAST,
+    ],
+    "run_from_stage1": [
+        "run",
+        "pipeline",
+        "--stage",
+        "stage2",
+        "--data",
+        "DATA",
+        "--out",
+        "FRESH",
+        *FAST,
+    ],
     "run_forecast_resume": [
-        *("run", "forecast", "--data", "DATA", "--out", "RUN", "--resume", *FAST, *FORECAST)
+        *("run", "forecast", "--data", "DATA", "--out", "RUN", "--resume", *FORECAST)
     ],
     "run_sim2real_tasks": [
-        *("run", "sim2real-tasks", "--data", "DATA", "--out", "RUN"),
+        *("run", "sim2real", "--stage", "sim2real-tasks", "--data", "DATA", "--out", "RUN"),
         *("--set", "model.input_size=[32, 64]", "--set", 'device="cpu"'),
     ],
 }
@@ -156,5 +188,5 @@ def test_a_truncated_checkpoint_is_one_line(cli, tmp_path, trained_run, split_da
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("epoch-*", "tensorboard"))
     best = run / "stage1" / "best.pt"
     best.write_bytes(best.read_bytes()[:1000])
-    result = cli.train("eval", "--run", run, "--data", split_dataset, "--device", "cpu")
+    result = cli.train("eval", "pipeline", "--run", run, "--data", split_dataset, "--device", "cpu")
     cli.error(result, "is not a readable checkpoint", str(best))

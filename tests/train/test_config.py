@@ -8,7 +8,7 @@ import torch
 
 from clipcore.errors import ConfigError
 from dataset.labels import load_label_map
-from train.run import resolve_config, train
+from train.pipeline.run import resolve_config, train
 
 
 def test_file_tables_merge_into_the_preset(tmp_path):
@@ -57,12 +57,14 @@ def test_stage_needs_are_checked(tmp_path, split_dataset):
     cfg = resolve_config(
         "tiny", {"data": split_dataset, "out": tmp_path / "run"}, None, ["data.size=[32, 64]"]
     )
-    with pytest.raises(ConfigError, match="stage4 starts from stage1.*train run stage1"):
+    with pytest.raises(
+        ConfigError, match="stage4 starts from stage1.*train run pipeline --stage stage1"
+    ):
         train(cfg, "stage4")
 
 
 def test_training_with_common12_scores_12_classes(tmp_path, split_dataset):
-    from train.evaluate import evaluate_run
+    from train.pipeline.evaluate import evaluate_run
 
     fast = [
         f"stages.stage{i}.{k}={v}"
@@ -92,7 +94,7 @@ def test_training_with_common12_scores_12_classes(tmp_path, split_dataset):
 
 
 def test_the_preset_is_named_once_and_old_runs_still_load(tmp_path):
-    from train.config import TrainConfig
+    from train.pipeline.config import TrainConfig
 
     cfg = resolve_config("paper", {"data": tmp_path, "out": tmp_path / "run"}, None)
     saved = cfg.model_dump(mode="json")
@@ -102,7 +104,7 @@ def test_the_preset_is_named_once_and_old_runs_still_load(tmp_path):
 
 
 def test_the_data_section_nests_and_flat_configs_of_earlier_releases_still_load(tmp_path):
-    from train.config import TrainConfig
+    from train.pipeline.config import TrainConfig
 
     path = tmp_path / "train.toml"
     path.write_text('[data]\nlabel_map = "common12"\naugment = false\n')
@@ -133,24 +135,41 @@ def test_the_preset_can_come_from_the_config_file(tmp_path):
 
 def test_run_options_are_the_config_fields(cli, tmp_path, monkeypatch):
     """``--label-map``, ``--size``, ``--num-workers``... reach the resolved config."""
-    import train.run
+    import dataclasses
+
+    from train.tasks import TASKS
 
     seen = {}
-    monkeypatch.setattr(train.run, "train", lambda cfg, stage, resume: seen.update(cfg=cfg) or [])
-    args = ["run", "stage1", "--data", tmp_path, "--out", tmp_path / "run", "--size", "32,64"]
+    fake = dataclasses.replace(
+        TASKS["pipeline"], train=lambda cfg, stage, resume: seen.update(cfg=cfg) or []
+    )
+    monkeypatch.setitem(TASKS, "pipeline", fake)
+    args = [
+        "run",
+        "pipeline",
+        "--stage",
+        "stage1",
+        "--data",
+        tmp_path,
+        "--out",
+        tmp_path / "run",
+        "--size",
+        "32,64",
+    ]
     result = cli.train(*args, "--label-map", "common12", "--num-workers", "2", "--preset", "small")
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
     assert cfg.data.size == (32, 64) and cfg.data.num_workers == 2 and cfg.preset == "small"
     assert cfg.data.label_map == "common12" and cfg.model.num_classes == 12
-    help_text = cli.train("run", "--help").output
+    help_text = cli.train("run", "pipeline", "--help").output
     assert "--val-split" in help_text and "Manifest split for validation" in help_text
 
 
 @pytest.mark.parametrize(
     "args, needles",
     [
-        (["--seed", "-1"], ["seed", "greater than or equal to 0"]),
+        (["--seed", "-1"], ["--seed", "-1 is not in the range 0<=x<"]),
+        (["--set", "seed=-1"], ["seed", "greater than or equal to 0"]),
         (["--set", "data.augment.crop_scale=[0.9, 0.1]"], ["crop_scale", "low <= high"]),
         (["--set", "stages.stage1.losses.ce=nan"], ["stages.stage1.losses.ce", "finite number"]),
         (["--set", "stages={}"], ["stages lacks stage1", "--set stages.stage1.epochs"]),
@@ -161,20 +180,30 @@ def test_run_options_are_the_config_fields(cli, tmp_path, monkeypatch):
         (["--set", "stages.stage1.lr=inf"], ["stages.stage1.lr", "finite number"]),
         (["--set", "stages.stage1.warmup_epochs=nan"], ["warmup_epochs", "finite number"]),
         (["--set", "data.augment.noise_sigma=inf"], ["noise_sigma", "finite number"]),
-        (["--set", "forecast.lr=nan"], ["forecast.lr", "finite number"]),
+        (["--set", "stages.stage4.select_depth_weight=nan"], ["select_depth_weight", "finite"]),
         (["--out", "r\udcff\udcfe"], ["--out", "r\\xff\\xfe is not UTF-8 text"]),
         (["--data", "d\udcff"], ["--data", "d\\xff is not UTF-8 text"]),
     ],
 )
 def test_bad_training_values_are_one_line(cli, tmp_path, split_dataset, args, needles):
-    result = cli.train("run", "stage1", "--data", split_dataset, "--out", tmp_path / "r", *args)
+    result = cli.train(
+        "run",
+        "pipeline",
+        "--stage",
+        "stage1",
+        "--data",
+        split_dataset,
+        "--out",
+        tmp_path / "r",
+        *args,
+    )
     cli.error(result, *needles)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_cuda_without_a_gpu_is_one_line(cli, tmp_path, split_dataset):
     result = cli.train(
-        "run", "stage1", "--data", split_dataset, "--out", tmp_path / "r", "--device", "cuda"
+        "run", "pipeline", "--data", split_dataset, "--out", tmp_path / "r", "--device", "cuda"
     )
     cli.error(result, "device 'cuda' is not there", "--device auto or cpu")
 
@@ -186,9 +215,15 @@ def test_truncated_checkpoint_and_config_are_one_line(cli, tmp_path, trained_run
     shutil.copytree(trained_run, run)
     best = run / "stage4" / "best.pt"
     best.write_bytes(best.read_bytes()[:1000])
-    cli.error(cli.train("eval", "--run", run, "--data", split_dataset), "not a readable checkpoint")
+    cli.error(
+        cli.train("eval", "pipeline", "--run", run, "--data", split_dataset),
+        "not a readable checkpoint",
+    )
     (run / "config.json").write_text('{"preset": 3')
-    cli.error(cli.train("eval", "--run", run, "--data", split_dataset), "not a config train run")
+    cli.error(
+        cli.train("eval", "pipeline", "--run", run, "--data", split_dataset),
+        "not a config train run",
+    )
 
 
 def test_set_takes_toml_inline_tables(tmp_path):

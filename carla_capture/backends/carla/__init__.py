@@ -32,9 +32,11 @@ log = logging.getLogger(__name__)
 
 
 def carla_weather(carla: object, weather: Weather) -> dict:
-    """Every field of ``weather``: its CARLA preset's values with the fields it sets on top (a
-    ``carla.WeatherParameters`` built from a few fields would leave the others at 0, and
-    ``fog_falloff`` 0 fogs the whole scene)."""
+    """Every field of ``weather``.
+
+    Its CARLA preset's values with the fields it sets on top (a ``carla.WeatherParameters`` built
+    from a few fields would leave the others at 0, and ``fog_falloff`` 0 fogs the whole scene).
+    """
     base = getattr(carla.WeatherParameters, weather.base_preset)
     values = {f: float(getattr(base, f)) for f in WEATHER_FIELDS}
     values.update(weather.model_dump(include=set(WEATHER_FIELDS), exclude_none=True))
@@ -60,8 +62,10 @@ class CarlaBackend:
         self._clips_in_session = 0
 
     def __enter__(self) -> CarlaBackend:
-        """First contact: a one-line error when nothing answers. The world is set up by the first
-        clip, inside the record loop's retry policy."""
+        """First contact: a one-line error when nothing answers.
+
+        The world is set up by the first clip, inside the record loop's retry policy.
+        """
         s = self.cfg.carla
         deadline = time.monotonic() + s.contact_wait
         while True:
@@ -100,13 +104,19 @@ class CarlaBackend:
         self._clips_in_session = 0
 
     def reconnects_in_process(self) -> bool:
-        """Whether a lost server may be reconnected from this process: not once its CARLA client
-        holds a Traffic Manager, which stays bound to the lost server (see the supervisor)."""
+        """Whether a lost server may be reconnected from this process.
+
+        Not once its CARLA client holds a Traffic Manager, which stays bound to the lost server (see
+        the supervisor).
+        """
         return not holds_traffic_manager()
 
     def restart(self, attempt: int = 1) -> None:
-        """Drop the session, wait (doubling with each attempt), then wait up to ``server_wait``
-        seconds for the server to answer; the next clip sets the world up again."""
+        """Reconnect after a lost server: wait, then set the world up again.
+
+        Drop the session, wait (doubling with each attempt), then wait up to ``server_wait`` seconds
+        for the server to answer; the next clip sets the world up again.
+        """
         s = self.cfg.carla
         backoff = s.restart_backoff_s * 2 ** (attempt - 1)
         heartbeat.expect(backoff + s.server_wait + 3 * s.timeout + 5.0)

@@ -23,9 +23,11 @@ def decode_semantic(image: object) -> np.ndarray:
 
 
 def decode_depth(image: object) -> np.ndarray:
-    """Depth camera -> (H, W) float32 planar depth in metres:
-    1000 * (R + G*256 + B*256^2) / (256^3 - 1)
-    (the shards store that 24-bit code, so this is lossless)."""
+    """Depth camera -> (H, W) float32 planar depth in metres.
+
+    1000 * (R + G*256 + B*256^2) / (256^3 - 1) (the shards store that 24-bit code, so this is
+    lossless).
+    """
     px = bgra(image).astype(np.uint32)
     return depth_from_code(px[..., 2] | (px[..., 1] << 8) | (px[..., 0] << 16))
 

@@ -273,8 +273,10 @@ class Session:
         return frame
 
     def respawn_ego(self, rng: np.random.Generator) -> None:
-        """Move the ego to a free spawn point drawn with ``rng`` (clips start somewhere new); stays
-        where it is when every spawn point has a vehicle or walker near it."""
+        """Move the ego to a free spawn point drawn with ``rng`` (clips start somewhere new).
+
+        Stays where it is when every spawn point has a vehicle or walker near it.
+        """
         points = self.world.get_map().get_spawn_points()
         actors = self.world.get_actors()
         others = [
@@ -305,8 +307,10 @@ class Session:
         self.world.apply_settings(settings)
 
     def close(self) -> None:
-        """Stop and destroy everything spawned, leave the server asynchronous; never raises for a
-        dead server."""
+        """Stop and destroy everything spawned, leave the server asynchronous.
+
+        Never raises for a dead server.
+        """
         steps = [lambda: [c.stop() for c in self.controllers]]
         steps += [sensor.stop for sensor, _ in self.sensors.values()]
         steps += [sensor.destroy for sensor, _ in self.sensors.values()]
@@ -352,9 +356,11 @@ def _ours(blueprint: object) -> object:
 
 
 def await_world(client: object, map_timeout: float, timeout: float) -> object:
-    """``client.get_world()``, allowed ``map_timeout`` seconds: a server that is loading a map
-    (for us, or for a worker that was lost meanwhile) answers no world call until it is done; it
-    answers ``get_server_version`` meanwhile, so it is not lost."""
+    """``client.get_world()``, allowed ``map_timeout`` seconds.
+
+    A server that is loading a map (for us, or for a worker that was lost meanwhile) answers no
+    world call until it is done; it answers ``get_server_version`` meanwhile, so it is not lost.
+    """
     client.set_timeout(map_timeout)
     try:
         return client.get_world()
@@ -363,8 +369,10 @@ def await_world(client: object, map_timeout: float, timeout: float) -> object:
 
 
 def holds_traffic_manager() -> bool:
-    """Whether this process's CARLA client holds a Traffic Manager (it keeps it until the process
-    ends, bound to the server it was made for)."""
+    """Whether this process's CARLA client holds a Traffic Manager.
+
+    It keeps it until the process ends, bound to the server it was made for.
+    """
     return bool(_TM_PORTS)
 
 

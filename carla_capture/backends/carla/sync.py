@@ -33,6 +33,7 @@ class SensorQueue:
         self.arrivals: dict[int, float] = {}
 
     def __call__(self, measurement: object) -> None:
+        """Take a sensor measurement (CARLA's listen callback, on its thread)."""
         self.arrivals[measurement.frame] = time.monotonic()
         if len(self.arrivals) > 64:
             self.arrivals.pop(next(iter(self.arrivals)))

@@ -47,8 +47,10 @@ class SyntheticBackend:
     def camera_transform(
         self, x: float, y: float, yaw: float, t: float, phase: float
     ) -> np.ndarray:
-        """CARLA-style (x, y, z, pitch, yaw, roll) of the rig on a vehicle at (x, y, yaw) at time t,
-        with a small suspension sway so every rotation axis is exercised."""
+        """CARLA-style (x, y, z, pitch, yaw, roll) of the rig on a vehicle at (x, y, yaw) at time t.
+
+        With a small suspension sway so every rotation axis is exercised.
+        """
         rig = self.town_config.camera
         c, s = np.cos(np.radians(yaw)), np.sin(np.radians(yaw))
         pitch = rig.pitch + 0.6 * np.sin(2 * np.pi * 1.3 * t + phase)

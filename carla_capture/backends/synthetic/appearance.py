@@ -38,8 +38,11 @@ for _name, _rgb in _TINT.items():
 
 
 def _texture(height: int, width: int, depth: np.ndarray, tags: np.ndarray) -> np.ndarray:
-    """(H, W) multiplicative texture: stripes whose frequency follows inverse depth (so they
-    shrink with distance like surface detail), a per-tag phase, and a fixed grain."""
+    """(H, W) multiplicative texture.
+
+    Stripes whose frequency follows inverse depth (so they shrink with distance like surface
+    detail), a per-tag phase, and a fixed grain.
+    """
     v, u = np.mgrid[0:height, 0:width].astype(np.float32)
     inv = 8.0 / np.maximum(depth, 1.0)
     phase = tags.astype(np.float32) * 0.7

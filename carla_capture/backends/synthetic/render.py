@@ -132,8 +132,7 @@ class Renderer:
     def render(
         self, cam_to_world: np.ndarray, dynamic: Boxes, look: Look
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Draw one frame; returns rgb (H,W,3) uint8, tags (H,W) uint8, depth (H,W) float32
-        metres."""
+        """Draw one frame: rgb (H,W,3) uint8, tags (H,W) uint8, depth (H,W) float32 metres."""
         rot, centre = cam_to_world[:3, :3], cam_to_world[:3, 3]
         inv, ids = self._ground(rot, centre)
         faces: list[tuple[int, np.ndarray]] = []
@@ -219,8 +218,11 @@ class Renderer:
         ids: np.ndarray,
         face_id: int,
     ) -> bool:
-        """Z-test one convex polygon (pixel coords ``pu``, ``pv``; a camera-space ``vertex`` on
-        its plane with camera-space ``normal``) into the buffers; True if any pixel won."""
+        """Z-test one convex polygon into the buffers; True if any pixel won.
+
+        The polygon has pixel coords ``pu``, ``pv``; a camera-space ``vertex`` on its plane with
+        camera-space ``normal``.
+        """
         K = self.K
         if box is None:
             box = (

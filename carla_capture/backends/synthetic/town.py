@@ -30,8 +30,11 @@ BUILDING_PALETTES = {
 
 @dataclass(frozen=True)
 class Boxes:
-    """N oriented boxes: centre (N,3) m, half extents (N,3) m, yaw (N,) rad about +z (UE,
-    positive turns from +x towards +y), tag (N,) uint8, colour (N,3) float32 in 0..1."""
+    """N oriented boxes.
+
+    Centre (N,3) m, half extents (N,3) m, yaw (N,) rad about +z (UE, positive turns from +x towards
+    +y), tag (N,) uint8, colour (N,3) float32 in 0..1.
+    """
 
     centre: np.ndarray
     half: np.ndarray
@@ -51,8 +54,7 @@ class Boxes:
 
     @staticmethod
     def from_rows(rows: list[tuple]) -> Boxes:
-        """Build from rows ``(cx, cy, cz, hx, hy, hz, yaw, tag, (r, g, b))`` with colour in
-        0..255."""
+        """Build from rows ``(cx, cy, cz, hx, hy, hz, yaw, tag, (r, g, b))``, colour 0..255."""
         if not rows:
             return Boxes(
                 np.zeros((0, 3)),

@@ -48,8 +48,10 @@ def _fillet(corner: np.ndarray, d_in: np.ndarray, d_out: np.ndarray, r: float) -
 
 
 def plan_route(town: Town, rng: np.random.Generator, length_m: float) -> Route:
-    """A random drive along the right-hand lanes, turning at intersections, at least ``length_m``
-    long."""
+    """A random drive along the right-hand lanes, turning at intersections.
+
+    At least ``length_m`` long.
+    """
     nodes = np.array([len(town.road_x), len(town.road_y)])
     node = np.array([rng.integers(nodes[0]), rng.integers(nodes[1])])
     options = [np.array(d) for d in _DIRS if np.all((0 <= node + d) & (node + d < nodes))]
@@ -128,9 +130,12 @@ _VEHICLE_MIX = (
 
 @dataclass(frozen=True)
 class Actors:
-    """Road users moving along straight roads: per actor (N,) axis (0: along x, 1: along y),
-    cross-coordinate, direction sign, start arc length s0 and speed (m/s); per part (P,) the
-    owner index, local offset (P,3), half extents (P,3), tag and colour (0..1)."""
+    """Road users moving along straight roads.
+
+    Per actor (N,) axis (0: along x, 1: along y), cross-coordinate, direction sign, start arc length
+    s0 and speed (m/s); per part (P,) the owner index, local offset (P,3), half extents (P,3), tag
+    and colour (0..1).
+    """
 
     axis: np.ndarray
     cross: np.ndarray
@@ -191,7 +196,8 @@ def spawn_actors(
 
     Half of them go on the ego's road (``ego`` = x, y, yaw in degrees) within about 100 m,
     so they are in view; those in the ego's lane start 30 m ahead or more and are at least
-    as fast as ``ego_speed``, so the ego never drives into them."""
+    as fast as ``ego_speed``, so the ego never drives into them.
+    """
     kinds = [k for k, _ in _VEHICLE_MIX]
     probs = np.array([p for _, p in _VEHICLE_MIX])
     picks = list(rng.choice(kinds, size=vehicles, p=probs / probs.sum())) + ["pedestrian"] * walkers
@@ -263,11 +269,13 @@ def clear_path(
     behind_m: float = 4.0,
     half_width_m: float = 2.5,
 ) -> Actors:
-    """Drop every actor that comes into the ego's corridor at any of ``times`` (seconds), the ego
-    at ``ego`` (x, y, yaw in degrees) then: ``behind_m`` behind to ``ahead_m`` ahead, and within
-    ``half_width_m`` (plus the actor's own half width) of its centre line. Actors spawned away
-    from the ego can meet it after a turn, or wrap around the town's edge into its lane; this keeps
-    the ego from driving into or through them (a truck filling the view)."""
+    """Drop every actor that comes into the ego's corridor at any of ``times`` (seconds).
+
+    The corridor of the ego at ``ego`` (x, y, yaw in degrees) then: ``behind_m`` behind to
+    ``ahead_m`` ahead, and within ``half_width_m`` (plus the actor's own half width) of its centre
+    line. Actors spawned away from the ego can meet it after a turn, or wrap around the town's edge
+    into its lane; this keeps the ego from driving into or through them (a truck filling the view).
+    """
     hit = set()
     for (x, y, yaw), t in zip(ego, times, strict=True):
         boxes = actors.boxes_at(t)

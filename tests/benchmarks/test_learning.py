@@ -1,0 +1,42 @@
+"""``benchmarks/learning.py --smoke``: every step of the ablation runs and writes the headline
+block scripts read (the real run takes 30 minutes and is not a test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_learning_benchmark_runs_every_variant_and_writes_its_headline(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "learning.py"), "--smoke", "--out", tmp_path],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    payload = json.loads((tmp_path / "learning.json").read_text())
+    head = payload["headline"]
+    variants = {"memory_off", "unaligned", "aligned_estimated", "aligned_truth"}
+    for condition in ("clean", "corrupted"):
+        assert variants <= set(head[condition])
+        for variant in variants:
+            metrics = head[condition][variant]
+            expected = {"miou", "pixel_accuracy", "abs_rel", "log_rmse", "stable_flip_rate", "mca"}
+            if condition == "corrupted":
+                expected.add("occluded_pixel_accuracy")
+            assert set(metrics) == expected and all(v is not None for v in metrics.values())
+    assert set(head["stage4_choice"]) == variants
+    assert all(isinstance(e, int) and e >= 0 for e in head["stage4_choice"].values())
+    # every fusion option was trained and scored, each verdict computed
+    models = payload["result"]["corrupted"]["models"]
+    for fusion in payload["fusions"]:
+        assert {f"{fusion}/unaligned", f"{fusion}/aligned_estimated"} <= set(models)
+    assert payload["verdict"] and all(isinstance(v, bool) for v in payload["verdict"].values())
+    # the training windows were corrupted: the runs' configs say so
+    config = json.loads((tmp_path / "run-memory_off" / "config.json").read_text())
+    assert config["stages"]["stage4"]["perturb"] is not None

@@ -1,0 +1,139 @@
+"""train eval and train predict on a tiny trained run; the temporal-consistency measure itself."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import torch
+from click.testing import CliRunner
+
+from dataset import ClipWindows
+from train.cli import main as train_main
+from train.pipeline.consistency import HEADLINE, LOWER_IS_BETTER, TemporalConsistency, window_pairs
+
+
+def test_eval_writes_the_comparison_table(trained_run):
+    result = CliRunner().invoke(
+        train_main, ["eval", "pipeline", "--run", str(trained_run), "--perturbed"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((trained_run / "eval.json").read_text())
+    for model in ("frame_by_frame", "temporal"):
+        m = report["models"][model]
+        assert 0 <= m["segmentation"]["miou"] <= 1 and m["depth"]["cap_80m"]["pixels"] > 0
+        assert m["ego_motion"]["clips"] == 1 and m["temporal"]["pixels"] > 0
+    assert report["ground_truth"]["temporal"]["label_flip_rate"] < 0.05
+    assert report["baselines"]["no_motion"]["rpe_translation_m"] > 0.1  # the camera really moves
+    md = (trained_run / "eval.md").read_text()
+    assert "| mIoU |" in md and "frame-by-frame (stages 1+2+3)" in md and "temporal (stage 4)" in md
+    assert "| label flip rate (a constant scores 0) |" in md and "| majority class (" in md
+    assert "**mean consistent accuracy (mCA)**" in md and "constant class, zero depth" in md
+    assert "## Under per-frame corruptions" in md
+    for condition in (report, report["perturbed"]):
+        assert condition["ground_truth"]["temporal"]["mean_consistent_accuracy"] == 1.0
+        constant = condition["baselines"]["temporal"]["constant_class_zero_depth"]
+        assert constant["tc_miou"] == 1.0 and constant["depth_log_change"] > 0.01
+    # the corruptions reach the models: their outputs, hence their scores, change
+    assert report["perturbed"]["models"]["temporal"] != report["models"]["temporal"]
+    # no sky pixel in any depth figure: the "all valid" figure counts far fewer pixels than the
+    # frames hold
+    m = report["models"]["temporal"]["depth"]
+    height, width = report["frame_size"]
+    frames = report["windows"] * report["frames_per_window"] * height * width
+    assert m["cap_1000m"]["pixels"] < 0.9 * frames
+
+
+def test_temporal_consistency_scores_truth_high_and_noise_low(split_dataset):
+    item = ClipWindows(split_dataset, "test", window=6)[0]
+    truth, noise = TemporalConsistency(22), TemporalConsistency(22)
+    truth.update(item["labels"], item["depth"][:, 0], item)
+    rng = torch.Generator().manual_seed(0)
+    noise.update(
+        torch.randint(0, 22, item["labels"].shape, generator=rng),
+        item["depth"][:, 0] * (1 + 0.5 * torch.rand(item["depth"][:, 0].shape, generator=rng)),
+        item,
+    )
+    t, n = truth.result(), noise.result()
+    assert t["pixels"] > 1000 and t["label_flip_rate"] < 0.05 and t["depth_flip_rate"] < 0.05
+    assert n["label_flip_rate"] > 0.9 and n["depth_flip_rate"] > 0.5 and n["tc_miou"] < t["tc_miou"]
+
+
+def test_constant_predictions_lose_every_headline_temporal_figure(split_dataset):
+    """A good model (the truth with 10 % of labels and 5 % of depth disturbed per frame) beats a
+    constant class, all-zero depth and a constant depth on mCA, consistent depth accuracy and depth
+    log change, although a constant wins the old figures (TC-mIoU, flip rates)."""
+    ds = ClipWindows(split_dataset, "test", window=6)
+    rng = torch.Generator().manual_seed(0)
+    scorers = {name: TemporalConsistency(22) for name in ("good", "constant", "zero")}
+    for index in range(len(ds)):
+        item = ds[index]
+        pairs = window_pairs(item)
+        labels, depth = item["labels"].clone(), item["depth"][:, 0]
+        wrong = torch.rand(labels.shape, generator=rng) < 0.1
+        labels[wrong] = torch.randint(0, 22, (int(wrong.sum()),), generator=rng)
+        noisy = depth * (1 + 0.05 * torch.randn(depth.shape, generator=rng))
+        majority = int(torch.bincount(item["labels"][item["labels"] != 255]).argmax())
+        median = float(depth[item["valid_depth"][:, 0]].median())
+        scorers["good"].update(labels, noisy, item, pairs)
+        constant = torch.full_like(labels, majority)
+        scorers["constant"].update(constant, torch.full_like(depth, median), item, pairs)
+        scorers["zero"].update(constant, torch.zeros_like(depth), item, pairs)
+    good, constant, zero = (scorers[k].result() for k in ("good", "constant", "zero"))
+    assert good["pixels"] > 1000 and good["stable_pixels"] > 1000
+    for key in HEADLINE:
+        for trivial in (constant, zero):
+            if key in LOWER_IS_BETTER:
+                assert good[key] < trivial[key], (key, good[key], trivial[key])
+            else:
+                assert good[key] > trivial[key], (key, good[key], trivial[key])
+    # the old figures are won by the constant: why they are not headline figures
+    assert constant["tc_miou"] == 1.0 and constant["label_flip_rate"] == 0
+    assert constant["stable_flip_rate"] == 0
+    assert zero["depth_rel_change"] == 0.0
+
+
+def _ply_vertices(path) -> np.ndarray:
+    data = path.read_bytes()
+    header, _, body = data.partition(b"end_header\n")
+    count = int(header.split(b"element vertex ")[1].split(b"\n")[0])
+    return np.frombuffer(
+        body,
+        dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")],
+        count=count,
+    )
+
+
+def test_predict_into_a_file_is_one_line(trained_run, split_dataset, tmp_path, cli):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    args = ["predict", "pipeline", "--run", trained_run, split_dataset / "Town02", "--out", afile]
+    cli.error(cli.train(*args), "afile", "a file is in the way")
+    assert afile.read_text() == "x"
+
+
+def test_predict_writes_video_and_point_clouds(trained_run, split_dataset, tmp_path):
+    result = CliRunner().invoke(
+        train_main,
+        [
+            "predict",
+            "pipeline",
+            "--run",
+            str(trained_run),
+            str(split_dataset / "Town02"),
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    video = tmp_path / "Town02-0-000000.mp4"
+    cap = cv2.VideoCapture(str(video))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and cap.read()[1].shape == (64, 4 * 128, 3)
+    pred, gt = (
+        _ply_vertices(tmp_path / "Town02-0-000000-pred.ply"),
+        _ply_vertices(tmp_path / "Town02-0-000000-gt.ply"),
+    )
+    assert len(pred) > 100 and len(gt) > 100
+    assert np.all(gt["z"] > -5)  # in the first camera's frame: the car drives forward, along +z
+    assert np.isfinite(pred["x"]).all()

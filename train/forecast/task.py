@@ -1,0 +1,52 @@
+"""The forecasting task.
+
+Future segmentation from past frames, in a pipeline run (``train run forecast``).
+"""
+
+from __future__ import annotations
+
+from models.config import PRESETS
+from train.forecast.config import ForecastRunConfig
+from train.forecast.evaluate import ForecastEval, evaluate, to_markdown
+from train.forecast.predict import ForecastPredict, predict
+from train.forecast.stage import resolve_config, train
+from train.task import RUN_FIELDS, Task
+
+TASK = Task(
+    name="forecast",
+    summary="A forecaster of future segmentation, taught by the run's stage 1.",
+    config=ForecastRunConfig,
+    run_fields=(
+        *RUN_FIELDS,
+        "data.val_split",
+        "forecast.horizon",
+        "forecast.temporal",
+        "forecast.width",
+        "forecast.distill_weight",
+        "forecast.epochs",
+        "forecast.batch_size",
+        "forecast.lr",
+        "forecast.max_steps",
+    ),
+    presets=tuple(PRESETS),
+    resolve=resolve_config,
+    stages=(),
+    train=train,
+    eval_config=ForecastEval,
+    evaluate=evaluate,
+    to_markdown=to_markdown,
+    report_name="forecast_eval",
+    predict_config=ForecastPredict,
+    predict=predict,
+    examples={
+        "run": """
+  train run forecast --data data/demo --out runs/demo --horizon mid
+  train run forecast --data data --out runs/r1 --horizon mid --temporal stack   # ablation
+  train run forecast --data data --out runs/r1 --horizon long --distill-weight 0""",
+        "eval": """
+  train eval forecast --run runs/demo
+  train eval forecast --run runs/demo --split val --json""",
+        "predict": """
+  train predict forecast --run runs/demo data/demo/Town02 --variant forecast-mid --gif""",
+    },
+)
