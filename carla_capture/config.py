@@ -179,9 +179,11 @@ class TownConfig(BaseModel):
 
 
 def town_name(value: str) -> str:
-    """A town name as given (``Town10`` becomes ``Town10HD``); a ValueError for an empty name or a
-    path (it names the folder ``<out>/<town>/`` that shards are written to, so it must stay
-    inside ``--out``)."""
+    """A town name as given (``Town10`` becomes ``Town10HD``).
+
+    A ValueError for an empty name or a path (it names the folder ``<out>/<town>/`` that shards
+    are written to, so it must stay inside ``--out``).
+    """
     if not value:
         raise ValueError("is empty: pass a town name such as Town03")
     if any(c in value for c in "/\\") or value.startswith("."):

@@ -80,8 +80,11 @@ class ClipStream:
         self._thread.join()
 
     def finish(self, clip: Clip) -> None:
-        """Wait for the frames, validate the clip, write its metadata and marker, publish the
-        file."""
+        """Finish the clip and publish its file.
+
+        Wait for the frames, validate the clip, write its metadata and marker, publish the
+        file.
+        """
         self._join()
         if self._error is not None:
             raise self._error
@@ -119,8 +122,11 @@ class WriterFolder:
         replace_text(self.dir / INDEX, json.dumps(index, indent=1, sort_keys=True))
 
     def recover(self) -> set[str]:
-        """Remove this writer's partial files, bring its index up to date, drop staged copies
-        already in a final shard; return the clip ids in its final shards."""
+        """Recover this writer's leftovers after a crash.
+
+        Remove this writer's partial files, bring its index up to date, drop staged copies
+        already in a final shard; return the clip ids in its final shards.
+        """
         for name in os.listdir(self.dir):
             if name.endswith(".partial"):
                 log.info("removing unfinished %s/%s", self.dir.name, name)
@@ -157,8 +163,12 @@ class WriterFolder:
         os.rename(path, self.dir / path.name)
 
     def assemble(self, check: Callable[[], None] = lambda: None) -> None:
-        """Copy every staged clip into new final shard(s) of this writer, index them, then delete
-        the staged copies; ``check`` runs before each shard is published (the lease check)."""
+        """Assemble the staged clips into final shards.
+
+        Copy every staged clip into new final shard(s) of this writer, index them, then
+        delete the staged copies; ``check`` runs before each shard is published (the lease
+        check).
+        """
         staged = self.staged()
         for start in range(0, len(staged), self.per_shard):
             batch = staged[start : start + self.per_shard]

@@ -84,8 +84,11 @@ SAMPLE_BYTES = 1 << 20
 
 
 def rgb_sample(image: np.ndarray) -> np.ndarray:
-    """What RGB's storage is chosen on: the frame, or evenly spaced row pairs of it (pairs, so the
-    ``row-pairs`` predictor sees what it sees in the frame) of about :data:`SAMPLE_BYTES`."""
+    """The sample of an RGB frame that its storage is chosen on.
+
+    What RGB's storage is chosen on: the frame, or evenly spaced row pairs of it (pairs, so the
+    ``row-pairs`` predictor sees what it sees in the frame) of about :data:`SAMPLE_BYTES`.
+    """
     step = 2 * math.ceil(image.nbytes / SAMPLE_BYTES)
     if step <= 2:
         return image
@@ -94,9 +97,12 @@ def rgb_sample(image: np.ndarray) -> np.ndarray:
 
 
 def choose_rgb(image: np.ndarray, choices: tuple[Storage, ...]) -> tuple[Storage, Encoded | None]:
-    """The choice that packs the clip's first RGB frame (its :func:`rgb_sample`) smallest, the
+    """Choose how a clip's RGB is stored.
+
+    The choice that packs the clip's first RGB frame (its :func:`rgb_sample`) smallest, the
     first of equals, as :func:`clipcore.codecs.storage` chooses, encoded in parallel; with the
-    frame's chunk where the whole frame was encoded to choose."""
+    frame's chunk where the whole frame was encoded to choose.
+    """
     if len(choices) == 1:
         return choices[0], None
     sample = rgb_sample(image)
@@ -129,8 +135,11 @@ class PendingFrames:
         images: dict[str, tuple[np.ndarray, Storage] | Encoded],
         store: Callable[[dict[str, Encoded]], None],
     ) -> None:
-        """Encode ``images`` (name -> (value, storage), or what is already encoded) in the pool
-        and queue ``store``; first store the oldest frames while ``limit`` are in flight."""
+        """Queue one frame's images for encoding and storing.
+
+        Encode ``images`` (name -> (value, storage), or what is already encoded) in the pool
+        and queue ``store``; first store the oldest frames while ``limit`` are in flight.
+        """
         while len(self._frames) >= self.limit:
             self.store_oldest()
         jobs: dict[str, Future[Encoded]] = {}
@@ -143,8 +152,11 @@ class PendingFrames:
         self._frames.append(Pending(jobs, store))
 
     def store_oldest(self) -> None:
-        """Wait for the oldest frame's images and store them (an encoding error is raised
-        here)."""
+        """Store the oldest frame in flight.
+
+        Wait for the oldest frame's images and store them (an encoding error is raised
+        here).
+        """
         frame = self._frames.popleft()
         frame.store({name: job.result() for name, job in frame.jobs.items()})
 

@@ -1,9 +1,12 @@
-"""Lossless chunk codecs of shards: a name (``capture record --compression``) -> how each
-modality is stored: h5py ``create_dataset`` options, a predictor (:mod:`clipcore.predictors`) and
-the same compression made without HDF5 (:meth:`Storage.encode`), which the writer runs in a
-thread pool and stores with HDF5's direct chunk write. Readers need no codec name: HDF5 filters
-describe themselves (Blosc ones need ``hdf5plugin`` imported: importing this module, as
-:mod:`clipcore.shards` does, registers them) and each image dataset names its predictor."""
+"""Lossless chunk codecs of shards.
+
+Lossless chunk codecs of shards: a name (``capture record --compression``) -> how each modality is
+stored: h5py ``create_dataset`` options, a predictor (:mod:`clipcore.predictors`) and the same
+compression made without HDF5 (:meth:`Storage.encode`), which the writer runs in a thread pool and
+stores with HDF5's direct chunk write. Readers need no codec name: HDF5 filters describe themselves
+(Blosc ones need ``hdf5plugin`` imported: importing this module, as :mod:`clipcore.shards` does,
+registers them) and each image dataset names its predictor.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +36,11 @@ blosc.set_nthreads(1)
 def _blosc_codec(
     cname: str, level: int, depth: tuple[str, int] | None = None, depth_predictor: str = ROW_DELTA
 ) -> dict[str, tuple[str, int, int, str]]:
-    """One Blosc codec's table: ``cname`` at ``level`` for the 8-bit images, ``depth``
-    (compressor, level; default the same) with ``depth_predictor`` for depth codes."""
+    """One Blosc codec's table.
+
+    One Blosc codec's table: ``cname`` at ``level`` for the 8-bit images, ``depth`` (compressor,
+    level; default the same) with ``depth_predictor`` for depth codes.
+    """
     depth_cname, depth_level = depth or (cname, level)
     return {
         "rgb": (cname, level, _BIT, ROW_PAIRS),
@@ -71,9 +77,12 @@ class Storage:
     blosc: tuple[str, int, int] | None = None  # Blosc (compressor, level, shuffle), if Blosc
 
     def encode(self, stored: np.ndarray) -> bytes | None:
-        """One chunk (``stored``: one frame after the predictor) compressed as the dataset's HDF5
-        filters compress it, made without HDF5 (Blosc and zlib release the GIL), for HDF5's
-        direct chunk write; None where only HDF5 makes it (``lzf``)."""
+        """Compress one chunk without HDF5.
+
+        One chunk (``stored``: one frame after the predictor) compressed as the dataset's
+        HDF5 filters compress it, made without HDF5 (Blosc and zlib release the GIL), for
+        HDF5's direct chunk write; None where only HDF5 makes it (``lzf``).
+        """
         flat = np.ascontiguousarray(stored).reshape(-1).view(np.uint8)
         if self.blosc is not None:
             cname, level, shuffle = self.blosc
@@ -93,8 +102,10 @@ def _blosc_storage(cname: str, level: int, shuffle: int, predictor: str) -> Stor
 
 
 def choices(name: str, modality: str = "rgb") -> tuple[Storage, ...]:
-    """The ways a named lossless codec may store one modality, the default (:func:`storage`)
-    last; the writer stores a clip's RGB the way that packs its first frame smallest
+    """The ways a named lossless codec may store one modality.
+
+    The ways a named lossless codec may store one modality, the default (:func:`storage`) last;
+    the writer stores a clip's RGB the way that packs its first frame smallest
     (:func:`clipcore.chunks.choose_rgb`).
 
     Blosc shuffles bits of RGB (the noisy low bits of real images stop spoiling the rest), leaves
@@ -105,7 +116,8 @@ def choices(name: str, modality: str = "rgb") -> tuple[Storage, ...]:
     unshuffled without, and then also decode 3x faster (HDF5's own gzip and lzf never predict
     RGB). ``lz4hc`` stores depth codes as they are: their ``row-delta`` predictor halves them but
     its running sum costs more read time than the bytes it saves; every other codec but ``none``
-    uses it. See ``benchmarks/storage.py``."""
+    uses it. See ``benchmarks/storage.py``.
+    """
     if name in _BLOSC:
         cname, level, shuffle, predictor = _BLOSC[name].get(modality, _BLOSC[name]["rgb"])
         if modality not in _BLOSC[name]:  # poses: RGB's compressor, no predictor

@@ -1,5 +1,7 @@
-"""HDF5 shards (``docs/format.md``): the validating writer (format 3), and the one reader
-(:mod:`clipcore.shard_reader`, formats 1 to 3) under the same roof.
+"""HDF5 shards: the validating writer and the one reader.
+
+The writer writes format 3 (``docs/format.md``); the one reader (:mod:`clipcore.shard_reader`)
+reads formats 1 to 3.
 
 A shard holds whole clips of one town under ``/clips/<clip_id>``. Every per-frame image dataset
 is chunked one frame per chunk, so reading a 6-frame window decodes 6 chunks; the writer encodes
@@ -59,8 +61,10 @@ PER_FRAME = ("rgb", "semantic", "depth", "cam_to_world", "carla_transform", "fra
 
 
 def validate_clip(clip: Clip) -> None:
-    """Raise :class:`ClipValidationError` if ``clip`` breaks the format's shapes, dtypes or
-    ranges."""
+    """Validate a whole clip before it is written.
+
+    Raise :class:`ClipValidationError` if ``clip`` breaks the format's shapes, dtypes or ranges.
+    """
 
     def fail(msg: str) -> None:
         raise ClipValidationError(
@@ -87,9 +91,12 @@ def validate_clip(clip: Clip) -> None:
 
 
 def _content_faults(clip: Clip) -> list[str]:
-    """:func:`~clipcore.schema.content_faults` of the whole clip without stacking its images (a
+    """Content faults of a clip, checked frame by frame.
+
+    :func:`~clipcore.schema.content_faults` of the whole clip without stacking its images (a
     copy of the clip): each frame's images are checked in the encoding pool, the small per-frame
-    values of all frames at once."""
+    values of all frames at once.
+    """
     small: dict[str, np.ndarray] = {name: clip.stack(name) for name in ("frame", "timestamp")}
     for name in OPTIONAL:
         valid = clip.valid(name)
@@ -103,8 +110,11 @@ def _content_faults(clip: Clip) -> list[str]:
 
 
 def _frame_images(clip: Clip, k: int) -> dict[str, np.ndarray]:
-    """Frame ``k``'s semantic tags and depth, as a one-frame clip's arrays (its frame number and
-    timestamp are checked with the other frames')."""
+    """One frame's labels as a one-frame clip.
+
+    Frame ``k``'s semantic tags and depth, as a one-frame clip's arrays (its frame number and
+    timestamp are checked with the other frames').
+    """
     f = clip.frames[k]
     arrays = {"frame": np.zeros(1), "timestamp": np.zeros(1)}
     for name in ("semantic", "depth"):
@@ -124,8 +134,11 @@ def _fsync_dir(path: Path) -> None:
 
 @dataclasses.dataclass
 class _OpenClip:
-    """A clip group being written: its datasets, how each image is stored, and the first RGB
-    frame's chunk (encoded while choosing how RGB is stored)."""
+    """A clip group being written.
+
+    Its datasets, how each image is stored, and the first RGB
+    frame's chunk (encoded while choosing how RGB is stored).
+    """
 
     datasets: dict[str, h5py.Dataset]
     how: dict[str, Storage]
@@ -222,9 +235,13 @@ class ShardWriter:
         modalities: tuple[str, ...] = OPTIONAL,
         sample_rgb: np.ndarray | None = None,
     ) -> h5py.Group:
-        """Create an empty clip group with datasets for rgb, frame, timestamp and ``modalities``
-        (each with a ``<name>_valid`` mask), whose frames are then written one by one; the RGB
-        codec adapts to ``sample_rgb`` (the first frame), see :func:`~clipcore.codecs.storage`."""
+        """Create an empty clip group.
+
+        The group has datasets for rgb, frame, timestamp and
+        ``modalities`` (each with a ``<name>_valid`` mask), whose frames are then written
+        one by one; the RGB codec adapts to ``sample_rgb`` (the first frame), see
+        :func:`~clipcore.codecs.storage`.
+        """
         if clip_id in self._clips:
             raise ClipValidationError(f"clip {clip_id!r} is already in {self.path.name}")
         unknown = set(modalities) - set(OPTIONAL)
@@ -263,10 +280,13 @@ class ShardWriter:
         return group
 
     def write_frame(self, group: h5py.Group, k: int, frame: Frame) -> None:
-        """Write frame ``k`` of a clip group opened by :meth:`open_clip` (one chunk per image
-        dataset); a modality the frame lacks stays zero with its ``<name>_valid`` flag False.
-        Its images are encoded in the pool and stored later, in order (at the latest by
-        :meth:`close_clip`); this waits while the writer is ``in_flight`` frames behind."""
+        """Write one frame of an open clip group.
+
+        Write frame ``k`` of a clip group opened by :meth:`open_clip` (one chunk per image
+        dataset); a modality the frame lacks stays zero with its ``<name>_valid`` flag
+        False. Its images are encoded in the pool and stored later, in order (at the latest
+        by :meth:`close_clip`); this waits while the writer is ``in_flight`` frames behind.
+        """
         clip = self._open.get(group.name)
         if clip is None:
             raise ClipValidationError(f"clip group {group.name} was not opened by this writer")
@@ -358,9 +378,12 @@ class ShardWriter:
         group.attrs[COMPLETE_ATTR] = True
 
     def add_copy(self, reader: ShardReader, clip_id: str) -> None:
-        """Copy a complete clip of another shard: its chunks as they are when that shard has this
-        format version (``capture verify`` finds what is wrong in them), else read (validated)
-        and written anew in this one."""
+        """Copy a complete clip of another shard.
+
+        Copy a complete clip of another shard: its chunks as they are when that shard has
+        this format version (``capture verify`` finds what is wrong in them), else read
+        (validated) and written anew in this one.
+        """
         source = reader.group(clip_id)
         if not source.attrs.get(COMPLETE_ATTR, False):
             raise ClipValidationError(f"clip {source.name} is incomplete and cannot be copied")
