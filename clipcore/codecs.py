@@ -60,6 +60,12 @@ _BLOSC = {
     "zstd": _blosc_codec("zstd", 5),
     "lz4": _blosc_codec("lz4", 5),
 }
+#: Frames of more pixels than this (above 1024x512) store ``lz4hc`` at Blosc level 2, LZ4HC's
+#: fast mode: at 1600x900 its RGB encodes about 7x faster than at level 3 for about 9 % more
+#: bytes, which lets the writer keep up with a 20 Hz HD camera on 2 cores
+#: (``benchmarks/write.py``); smaller frames keep level 3 and the read goal's size.
+LARGE_FRAME_PIXELS = 1024 * 512
+_BLOSC_LARGE = {"lz4hc": _blosc_codec("lz4hc", 2, depth_predictor=NONE)}
 _GZIP_LEVEL = 4
 #: HDF5's own filters (any HDF5 reader has them); :func:`storage` adds depth's row-delta.
 _BUILTIN = {
@@ -101,12 +107,11 @@ def _blosc_storage(cname: str, level: int, shuffle: int, predictor: str) -> Stor
     return Storage(options, predictor, (cname, level, shuffle))
 
 
-def choices(name: str, modality: str = "rgb") -> tuple[Storage, ...]:
-    """The ways a named lossless codec may store one modality.
+def choices(name: str, modality: str = "rgb", pixels: int = 0) -> tuple[Storage, ...]:
+    """The ways a named lossless codec may store one modality of frames of ``pixels`` pixels.
 
-    The ways a named lossless codec may store one modality, the default (:func:`storage`) last;
-    the writer stores a clip's RGB the way that packs its first frame smallest
-    (:func:`clipcore.chunks.choose_rgb`).
+    The default (:func:`storage`) comes last; the writer stores a clip's RGB the way that packs
+    its first frame smallest (:func:`clipcore.chunks.choose_rgb`).
 
     Blosc shuffles bits of RGB (the noisy low bits of real images stop spoiling the rest), leaves
     semantic tags unshuffled (long runs of one tag) and shuffles bytes of depth codes (their
@@ -116,11 +121,15 @@ def choices(name: str, modality: str = "rgb") -> tuple[Storage, ...]:
     unshuffled without, and then also decode 3x faster (HDF5's own gzip and lzf never predict
     RGB). ``lz4hc`` stores depth codes as they are: their ``row-delta`` predictor halves them but
     its running sum costs more read time than the bytes it saves; every other codec but ``none``
-    uses it. See ``benchmarks/storage.py``.
+    uses it. See ``benchmarks/storage.py``. Frames of more than :data:`LARGE_FRAME_PIXELS` pixels
+    store ``lz4hc`` at its fast level (0: size unknown, the small frames' level).
     """
     if name in _BLOSC:
-        cname, level, shuffle, predictor = _BLOSC[name].get(modality, _BLOSC[name]["rgb"])
-        if modality not in _BLOSC[name]:  # poses: RGB's compressor, no predictor
+        table = (
+            _BLOSC_LARGE.get(name, _BLOSC[name]) if pixels > LARGE_FRAME_PIXELS else _BLOSC[name]
+        )
+        cname, level, shuffle, predictor = table.get(modality, table["rgb"])
+        if modality not in table:  # poses: RGB's compressor, no predictor
             predictor = NONE
         if modality == "rgb":
             variants = ((_NO, NONE), (_BIT, NONE), (_BIT, predictor))
@@ -133,6 +142,6 @@ def choices(name: str, modality: str = "rgb") -> tuple[Storage, ...]:
     raise ValueError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}")
 
 
-def storage(name: str, modality: str = "rgb") -> Storage:
+def storage(name: str, modality: str = "rgb", pixels: int = 0) -> Storage:
     """How a named lossless codec stores one modality by default (:func:`choices`)."""
-    return choices(name, modality)[-1]
+    return choices(name, modality, pixels)[-1]

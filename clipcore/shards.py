@@ -239,20 +239,20 @@ class ShardWriter:
 
         The group has datasets for rgb, frame, timestamp and
         ``modalities`` (each with a ``<name>_valid`` mask), whose frames are then written
-        one by one; the RGB codec adapts to ``sample_rgb`` (the first frame), see
-        :func:`~clipcore.codecs.storage`.
+        one by one; the RGB codec adapts to ``sample_rgb`` (the first frame) and the level to the
+        frame size, see :func:`~clipcore.codecs.choices`.
         """
         if clip_id in self._clips:
             raise ClipValidationError(f"clip {clip_id!r} is already in {self.path.name}")
         unknown = set(modalities) - set(OPTIONAL)
         if unknown:
             raise ClipValidationError(f"clip {clip_id!r}: unknown modalities {sorted(unknown)}")
-        first_rgb = None
+        first_rgb, pixels = None, height * width
         if sample_rgb is not None:  # encoded in the pool: no HDF5 call while it runs
-            how_rgb, encoded = choose_rgb(sample_rgb, choices(self.codec_name, "rgb"))
+            how_rgb, encoded = choose_rgb(sample_rgb, choices(self.codec_name, "rgb", pixels))
             first_rgb = None if encoded is None else (sample_rgb, encoded)
         else:
-            how_rgb = storage(self.codec_name, "rgb")
+            how_rgb = storage(self.codec_name, "rgb", pixels)
         group = self._clips.create_group(clip_id)
         shapes = expected_shapes(num_frames, height, width, FORMAT_VERSION)
         clip = _OpenClip({}, {}, first_rgb)
@@ -261,7 +261,7 @@ class ShardWriter:
             if len(shape) <= 2:
                 clip.datasets[name] = group.create_dataset(name, shape=shape, dtype=dtype)
                 continue
-            how = how_rgb if name == "rgb" else storage(self.codec_name, name)
+            how = how_rgb if name == "rgb" else storage(self.codec_name, name, pixels)
             chunks = (1, *shape[1:])
             data = group.create_dataset(
                 name, shape=shape, dtype=dtype, chunks=chunks, **how.options

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from carla_capture.backends.synthetic import SyntheticBackend
-from carla_capture.config import CaptureConfig, load_town
+from carla_capture.config import CaptureConfig, VerifyConfig, load_town
+from carla_capture.verify import verify_shard
 from clipcore import chunks
 from clipcore.chunks import SAMPLE_BYTES, choose_rgb, rgb_sample
 from clipcore.codecs import CODECS, choices
@@ -211,3 +212,30 @@ def test_depth_codes_of_carla_depth_and_of_other_floats():
     assert np.array_equal(decode_depth(back[:, 0]), decode_depth(codes))
     step = 1000 / (2**24 - 1)
     assert np.abs(decode_depth(back[:, 1]).astype(np.float64) - other).max() <= step / 2 + 1e-4
+
+
+def test_an_hd_clip_is_stored_at_lz4hcs_fast_level_and_reads_back_exactly(tmp_path, tiny_towns):
+    """Frames above 1024x512 store lz4hc at Blosc level 2 (the writer keeps up with an HD camera),
+    smaller ones at level 3; either way the reader returns the frames exactly and verify passes."""
+    cfg = CaptureConfig(backend="synthetic", town="Town02", frames=2, town_dir=tiny_towns)
+    layout = load_town("Town02", tiny_towns)
+    camera = layout.camera.model_copy(update={"width": 1600, "height": 900})
+    hd = SyntheticBackend(cfg, layout.model_copy(update={"camera": camera})).record_clip(0)
+    (tmp_path / "Town02").mkdir()
+    path = tmp_path / "Town02" / "Town02-00001.h5"
+    with ShardWriter(path, "Town02", "lz4hc") as writer:
+        writer.add(hd)
+    with h5py.File(path, "r") as h5:
+        group = h5["clips"][hd.clip_id]
+        for name in ("rgb", "semantic", "depth"):
+            # hdf5plugin's Blosc filter options: (..., level, shuffle, compressor code)
+            assert group[name]._filters["32001"][4] == 2, name
+    with ShardReader(path) as reader:
+        back = reader.read_clip(hd.clip_id)
+    for name in ("rgb", "semantic"):
+        assert np.array_equal(back.stack(name), hd.stack(name)), name
+    assert np.array_equal(encode_depth(back.stack("depth")), encode_depth(hd.stack("depth")))
+    reports = verify_shard(path, "Town02/" + path.name, VerifyConfig())
+    assert reports and all(report.passed for report in reports), reports
+    assert all(how.blosc[1] == 3 for how in choices("lz4hc", "rgb", 1024 * 512))
+    assert all(how.blosc[1] == 2 for how in choices("lz4hc", "rgb", 1024 * 512 + 1))
