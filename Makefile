@@ -26,6 +26,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/synthetic_fps.py
 	$(BIN)/python benchmarks/storage.py
+	$(BIN)/python benchmarks/write.py
 	$(BIN)/python benchmarks/loader.py
 	$(BIN)/python benchmarks/live.py
 

@@ -23,13 +23,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import pin_one_core, write_doc_section, write_result  # noqa: E402
+from common import parser as make_parser  # noqa: E402
+from common import pin_one_core, positive, write_doc_section, write_result  # noqa: E402
 
 pin_one_core()
 
-import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -37,6 +36,7 @@ from collections.abc import Callable  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from camera_like import textured, write_pngs  # noqa: E402
 
 from carla_capture.backends.synthetic import SyntheticBackend  # noqa: E402
 from carla_capture.config import CaptureConfig  # noqa: E402
@@ -47,25 +47,6 @@ from clipcore.shards import ShardReader, ShardWriter  # noqa: E402
 cv2.setNumThreads(1)
 WINDOW = 6
 LOADER_READS = ("rgb", "semantic", "depth")  # what the PNG baseline holds too
-
-
-def encode_depth_png(depth: np.ndarray) -> np.ndarray:
-    """Metres -> CARLA's 24-bit depth encoding as a BGRA image."""
-    code = np.round(depth / 1000.0 * (256**3 - 1)).astype(np.uint32)
-    r, g, b = code & 255, (code >> 8) & 255, (code >> 16) & 255
-    return np.stack([b, g, r, np.full_like(r, 255)], -1).astype(np.uint8)
-
-
-def write_pngs(folder: Path, clips: list) -> None:
-    for clip in clips:
-        for f in clip.frames:
-            stem = folder / f"{clip.clip_id}-{f.frame:08d}"
-            alpha = np.full(f.semantic.shape + (1,), 255, np.uint8)
-            cv2.imwrite(f"{stem}-rgb.png", np.concatenate([f.rgb[..., ::-1], alpha], -1))
-            tag = np.zeros(f.semantic.shape + (4,), np.uint8)
-            tag[..., 2], tag[..., 3] = f.semantic, 255
-            cv2.imwrite(f"{stem}-semantic.png", tag)
-            cv2.imwrite(f"{stem}-depth.png", encode_depth_png(f.depth))
 
 
 def read_pngs(folder: Path, clips: list) -> int:
@@ -172,26 +153,6 @@ def paired_rounds(png: Callable[[], float], codecs: dict[str, LoaderEpochs], rou
         }
         for name, t in times.items()
     }
-
-
-def textured(clip: Clip, seed: int) -> Clip:
-    """``clip`` with CARLA-like RGB: multi-scale texture fixed per clip, sensor noise per frame."""
-    rng = np.random.default_rng(seed)
-    height, width = clip.frames[0].size
-    texture = np.zeros((height, width), np.float32)
-    for cell, amplitude in ((2, 6.0), (8, 10.0), (32, 14.0)):
-        small = rng.normal(
-            0, amplitude, ((height + cell - 1) // cell, (width + cell - 1) // cell)
-        ).astype(np.float32)
-        texture += cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
-    frames = []
-    for f in clip.frames:
-        noise = rng.normal(0, 2.0, f.rgb.shape).astype(np.float32)
-        rgb = np.clip(f.rgb.astype(np.float32) + texture[..., None] + noise, 0, 255).astype(
-            np.uint8
-        )
-        frames.append(dataclasses.replace(f, rgb=rgb))
-    return dataclasses.replace(clip, frames=tuple(frames))
 
 
 def png_rgb_ratio(folder: Path, clips: list[Clip]) -> float:
@@ -313,17 +274,8 @@ def write_docs_table(results: dict[str, dict], verdict: dict[str, dict]) -> Path
     return write_doc_section("format.md", "storage-table", lines)
 
 
-def positive(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
-    return int(text)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = make_parser(__doc__)
     parser.add_argument("--clips", type=int, default=4)
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--town", default="Town03")

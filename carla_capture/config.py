@@ -179,9 +179,11 @@ class TownConfig(BaseModel):
 
 
 def town_name(value: str) -> str:
-    """A town name as given (``Town10`` becomes ``Town10HD``); a ValueError for an empty name or a
-    path (it names the folder ``<out>/<town>/`` that shards are written to, so it must stay
-    inside ``--out``)."""
+    """A town name as given (``Town10`` becomes ``Town10HD``).
+
+    A ValueError for an empty name or a path (it names the folder ``<out>/<town>/`` that shards
+    are written to, so it must stay inside ``--out``).
+    """
     if not value:
         raise ValueError("is empty: pass a town name such as Town03")
     if any(c in value for c in "/\\") or value.startswith("."):
@@ -336,8 +338,8 @@ class CaptureConfig(BaseModel):
     )
     compression: Literal["lz4hc", "lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none"] = Field(
         "lz4hc",
-        description="Chunk codec: lz4hc (the fastest to read at PNG size), lz4hc+zstd (zstd depth: "
-        "smaller, slower), zstd, lz4, gzip, lzf or "
+        description="Chunk codec: lz4hc (the fastest to read at PNG size, written faster than a "
+        "PNG folder), lz4hc+zstd (zstd depth: smaller, slower), zstd, lz4, gzip, lzf or "
         "none (see docs/format.md; all but gzip, lzf and none need hdf5plugin to read).",
     )
     town_dir: TextPath | None = Field(

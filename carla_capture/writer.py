@@ -39,8 +39,10 @@ log = logging.getLogger(__name__)
 class ClipStream:
     """Writes one clip's frames into its staged shard from a background thread.
 
-    HDF5 compression releases the GIL, so frame k is encoded while the simulator renders
-    frame k+1; the clip is validated as a whole and marked complete in :meth:`finish`.
+    The simulator loop hands frames over through a queue of 4 (it waits when the writer is that
+    far behind); the writer encodes them in its thread pool (:mod:`clipcore.chunks`) while the
+    simulator renders the next ones. The clip is validated as a whole and marked complete in
+    :meth:`finish`.
     """
 
     def __init__(self, writer: ShardWriter, cid: str, num_frames: int) -> None:
@@ -78,8 +80,11 @@ class ClipStream:
         self._thread.join()
 
     def finish(self, clip: Clip) -> None:
-        """Wait for the frames, validate the clip, write its metadata and marker, publish the
-        file."""
+        """Finish the clip and publish its file.
+
+        Wait for the frames, validate the clip, write its metadata and marker, publish the
+        file.
+        """
         self._join()
         if self._error is not None:
             raise self._error
@@ -117,8 +122,11 @@ class WriterFolder:
         replace_text(self.dir / INDEX, json.dumps(index, indent=1, sort_keys=True))
 
     def recover(self) -> set[str]:
-        """Remove this writer's partial files, bring its index up to date, drop staged copies
-        already in a final shard; return the clip ids in its final shards."""
+        """Recover this writer's leftovers after a crash.
+
+        Remove this writer's partial files, bring its index up to date, drop staged copies
+        already in a final shard; return the clip ids in its final shards.
+        """
         for name in os.listdir(self.dir):
             if name.endswith(".partial"):
                 log.info("removing unfinished %s/%s", self.dir.name, name)
@@ -155,8 +163,12 @@ class WriterFolder:
         os.rename(path, self.dir / path.name)
 
     def assemble(self, check: Callable[[], None] = lambda: None) -> None:
-        """Copy every staged clip into new final shard(s) of this writer, index them, then delete
-        the staged copies; ``check`` runs before each shard is published (the lease check)."""
+        """Assemble the staged clips into final shards.
+
+        Copy every staged clip into new final shard(s) of this writer, index them, then
+        delete the staged copies; ``check`` runs before each shard is published (the lease
+        check).
+        """
         staged = self.staged()
         for start in range(0, len(staged), self.per_shard):
             batch = staged[start : start + self.per_shard]

@@ -1,32 +1,46 @@
-"""Lossless chunk codecs of shards: a name (``capture record --compression``) -> how each
-modality is stored: h5py ``create_dataset`` options and a predictor (:mod:`clipcore.predictors`).
-Readers need no codec name: HDF5 filters describe themselves (Blosc ones need ``hdf5plugin``
-imported: importing this module, as :mod:`clipcore.shards` does, registers them) and each image
-dataset names its predictor."""
+"""Lossless chunk codecs of shards.
+
+Lossless chunk codecs of shards: a name (``capture record --compression``) -> how each modality is
+stored: h5py ``create_dataset`` options, a predictor (:mod:`clipcore.predictors`) and the same
+compression made without HDF5 (:meth:`Storage.encode`), which the writer runs in a thread pool and
+stores with HDF5's direct chunk write. Readers need no codec name: HDF5 filters describe themselves
+(Blosc ones need ``hdf5plugin`` imported: importing this module, as :mod:`clipcore.shards` does,
+registers them) and each image dataset names its predictor.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import io
+import zlib
 from typing import Any
 
-import h5py
+import blosc
 import hdf5plugin
 import numpy as np
 
-from clipcore.predictors import NONE, ROW_DELTA, ROW_PAIRS, predict
+from clipcore.predictors import NONE, ROW_DELTA, ROW_PAIRS
 
-#: Codec names; ``lz4hc`` (the default) reads fastest at no more than a PNG folder's size.
+#: Codec names; ``lz4hc`` (the default) writes a 1600x900 frame in a third of a PNG folder's time
+#: on two cores and reads fastest at no more than a PNG folder's size (docs/format.md).
 CODECS = ("lz4hc", "lz4hc+zstd", "zstd", "lz4", "gzip", "lzf", "none")
 
 _BIT, _BYTE, _NO = hdf5plugin.Blosc.BITSHUFFLE, hdf5plugin.Blosc.SHUFFLE, hdf5plugin.Blosc.NOSHUFFLE
+
+# python-blosc bundles the c-blosc 1 that hdf5plugin's filter (id 32001) decodes: its chunks are
+# the filter's. One thread per call: the writer's pool compresses several chunks at once, each
+# call without the GIL.
+blosc.set_releasegil(True)
+blosc.set_nthreads(1)
 
 
 def _blosc_codec(
     cname: str, level: int, depth: tuple[str, int] | None = None, depth_predictor: str = ROW_DELTA
 ) -> dict[str, tuple[str, int, int, str]]:
-    """One Blosc codec's table: ``cname`` at ``level`` for the 8-bit images, ``depth``
-    (compressor, level; default the same) with ``depth_predictor`` for depth codes."""
+    """One Blosc codec's table.
+
+    One Blosc codec's table: ``cname`` at ``level`` for the 8-bit images, ``depth`` (compressor,
+    level; default the same) with ``depth_predictor`` for depth codes.
+    """
     depth_cname, depth_level = depth or (cname, level)
     return {
         "rgb": (cname, level, _BIT, ROW_PAIRS),
@@ -36,17 +50,26 @@ def _blosc_codec(
 
 
 #: Blosc (compressor, level, shuffle, predictor) per modality of each Blosc codec; chosen by
-#: ``benchmarks/storage.py`` (size and single-core read time on CARLA-like images). RGB's shuffle
-#: and predictor adapt to the clip's first frame (:func:`storage`).
+#: ``benchmarks/storage.py`` (size and single-core read time on CARLA-like images) and
+#: ``benchmarks/write.py`` (write time): ``lz4hc`` level 3 writes 2.3x faster than level 9 at
+#: about 1 % more bytes. RGB's shuffle and predictor adapt to the clip's first frame
+#: (:func:`storage`).
 _BLOSC = {
-    "lz4hc": _blosc_codec("lz4hc", 9, depth_predictor=NONE),
+    "lz4hc": _blosc_codec("lz4hc", 3, depth_predictor=NONE),
     "lz4hc+zstd": _blosc_codec("lz4hc", 9, depth=("zstd", 5)),
     "zstd": _blosc_codec("zstd", 5),
     "lz4": _blosc_codec("lz4", 5),
 }
+#: Frames of more pixels than this (above 1024x512) store ``lz4hc`` at Blosc level 2, LZ4HC's
+#: fast mode: at 1600x900 its RGB encodes about 7x faster than at level 3 for about 9 % more
+#: bytes, which lets the writer keep up with a 20 Hz HD camera on 2 cores
+#: (``benchmarks/write.py``); smaller frames keep level 3 and the read goal's size.
+LARGE_FRAME_PIXELS = 1024 * 512
+_BLOSC_LARGE = {"lz4hc": _blosc_codec("lz4hc", 2, depth_predictor=NONE)}
+_GZIP_LEVEL = 4
 #: HDF5's own filters (any HDF5 reader has them); :func:`storage` adds depth's row-delta.
 _BUILTIN = {
-    "gzip": {"compression": "gzip", "compression_opts": 4, "shuffle": True},
+    "gzip": {"compression": "gzip", "compression_opts": _GZIP_LEVEL, "shuffle": True},
     "lzf": {"compression": "lzf", "shuffle": True},
 }
 
@@ -57,44 +80,68 @@ class Storage:
 
     options: dict[str, Any]  # h5py create_dataset keyword arguments (filters)
     predictor: str = NONE  # clipcore.predictors name, the dataset's ``predictor`` attribute
+    blosc: tuple[str, int, int] | None = None  # Blosc (compressor, level, shuffle), if Blosc
+
+    def encode(self, stored: np.ndarray) -> bytes | None:
+        """Compress one chunk without HDF5.
+
+        One chunk (``stored``: one frame after the predictor) compressed as the dataset's
+        HDF5 filters compress it, made without HDF5 (Blosc and zlib release the GIL), for
+        HDF5's direct chunk write; None where only HDF5 makes it (``lzf``).
+        """
+        flat = np.ascontiguousarray(stored).reshape(-1).view(np.uint8)
+        if self.blosc is not None:
+            cname, level, shuffle = self.blosc
+            return blosc.compress(flat, stored.dtype.itemsize, level, shuffle, cname)
+        if not self.options:
+            return flat.tobytes()
+        if self.options.get("compression") == "gzip":  # HDF5's byte shuffle, then deflate
+            size = stored.dtype.itemsize
+            shuffled = flat.reshape(-1, size).T.copy() if size > 1 else flat
+            return zlib.compress(shuffled, self.options["compression_opts"])
+        return None
 
 
-def _packed_size(image: np.ndarray, cname: str, level: int, shuffle: int, predictor: str) -> int:
-    """Bytes of one image (H, W, C) stored with a Blosc codec and predictor (in memory)."""
-    stored = predict(image[None], predictor)[0]
-    with h5py.File(io.BytesIO(), "w") as f:
-        data = f.create_dataset(
-            "x", data=stored, chunks=stored.shape, **hdf5plugin.Blosc(cname, level, shuffle)
-        )
-        return data.id.get_storage_size()
+def _blosc_storage(cname: str, level: int, shuffle: int, predictor: str) -> Storage:
+    options = dict(hdf5plugin.Blosc(cname=cname, clevel=level, shuffle=shuffle))
+    return Storage(options, predictor, (cname, level, shuffle))
 
 
-def storage(name: str, modality: str = "rgb", sample: np.ndarray | None = None) -> Storage:
-    """How a named lossless codec stores one modality.
+def choices(name: str, modality: str = "rgb", pixels: int = 0) -> tuple[Storage, ...]:
+    """The ways a named lossless codec may store one modality of frames of ``pixels`` pixels.
+
+    The default (:func:`storage`) comes last; the writer stores a clip's RGB the way that packs
+    its first frame smallest (:func:`clipcore.chunks.choose_rgb`).
 
     Blosc shuffles bits of RGB (the noisy low bits of real images stop spoiling the rest), leaves
     semantic tags unshuffled (long runs of one tag) and shuffles bytes of depth codes (their
-    always-zero top byte compresses away). Given a ``sample`` RGB frame, RGB is stored unshuffled,
-    bit-shuffled, or bit-shuffled with the ``row-pairs`` predictor, whichever packs it smallest:
-    textured, camera-like images pack smallest bit-shuffled with row pairs, flat-shaded ones
-    (the embedded simulator's) unshuffled without, and then also decode 3x faster (HDF5's own
-    gzip and lzf never predict RGB). ``lz4hc`` stores depth codes as they are: their
-    ``row-delta`` predictor halves them but its running sum costs more read time than the bytes
-    it saves; every other codec but ``none`` uses it. See ``benchmarks/storage.py``."""
+    always-zero top byte compresses away). RGB of a Blosc codec may be stored unshuffled,
+    bit-shuffled, or bit-shuffled with the ``row-pairs`` predictor: textured, camera-like images
+    pack smallest bit-shuffled with row pairs, flat-shaded ones (the embedded simulator's)
+    unshuffled without, and then also decode 3x faster (HDF5's own gzip and lzf never predict
+    RGB). ``lz4hc`` stores depth codes as they are: their ``row-delta`` predictor halves them but
+    its running sum costs more read time than the bytes it saves; every other codec but ``none``
+    uses it. See ``benchmarks/storage.py``. Frames of more than :data:`LARGE_FRAME_PIXELS` pixels
+    store ``lz4hc`` at its fast level (0: size unknown, the small frames' level).
+    """
     if name in _BLOSC:
-        cname, level, shuffle, predictor = _BLOSC[name].get(modality, _BLOSC[name]["rgb"])
-        if modality not in _BLOSC[name]:  # poses: RGB's compressor, no predictor
-            predictor = NONE
-        if modality == "rgb" and sample is not None:
-            shuffle, predictor = min(
-                ((_NO, NONE), (_BIT, NONE), (_BIT, predictor)),
-                key=lambda sp: _packed_size(sample, cname, level, *sp),
-            )
-        return Storage(
-            dict(hdf5plugin.Blosc(cname=cname, clevel=level, shuffle=shuffle)), predictor
+        table = (
+            _BLOSC_LARGE.get(name, _BLOSC[name]) if pixels > LARGE_FRAME_PIXELS else _BLOSC[name]
         )
+        cname, level, shuffle, predictor = table.get(modality, table["rgb"])
+        if modality not in table:  # poses: RGB's compressor, no predictor
+            predictor = NONE
+        if modality == "rgb":
+            variants = ((_NO, NONE), (_BIT, NONE), (_BIT, predictor))
+            return tuple(_blosc_storage(cname, level, *v) for v in variants)
+        return (_blosc_storage(cname, level, shuffle, predictor),)
     if name in _BUILTIN:
-        return Storage(dict(_BUILTIN[name]), ROW_DELTA if modality == "depth" else NONE)
+        return (Storage(dict(_BUILTIN[name]), ROW_DELTA if modality == "depth" else NONE),)
     if name == "none":
-        return Storage({})
+        return (Storage({}),)
     raise ValueError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}")
+
+
+def storage(name: str, modality: str = "rgb", pixels: int = 0) -> Storage:
+    """How a named lossless codec stores one modality by default (:func:`choices`)."""
+    return choices(name, modality, pixels)[-1]

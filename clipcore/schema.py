@@ -1,5 +1,6 @@
-"""What a valid clip group of a ``carla-clips`` shard looks like (``docs/format.md``), and the
-checks.
+"""What a valid clip group of a ``carla-clips`` shard looks like, and the checks.
+
+The format is described in ``docs/format.md``.
 
 The writer (:mod:`clipcore.shards`), the reader and ``capture verify`` all use the checks
 here, so "valid" means one thing. Two kinds:
@@ -55,8 +56,11 @@ def decode_depth(code: np.ndarray) -> np.ndarray:
 
 
 def frame_crc32(value: np.ndarray) -> int:
-    """CRC-32 (zlib) of one frame's values (rgb, semantic tags or depth codes) as little-endian
-    bytes in C order."""
+    """CRC-32 of one frame's values.
+
+    CRC-32 (zlib) of one frame's values (rgb, semantic tags or depth codes) as little-endian
+    bytes in C order.
+    """
     data = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
     return zlib.crc32(data.view(np.uint8).reshape(-1))
 
@@ -77,19 +81,38 @@ def encode_depth(depth: np.ndarray) -> np.ndarray:
     can decode to one float32, and either is returned.
     """
     d = np.asarray(depth, dtype=np.float32)
-    code = np.rint(d.astype(np.float64) / DEPTH_SCALE_M)
-    for step in (-1.0, 1.0):  # float32 rounding can leave the nearest code one step away
+    code = np.divide(d, DEPTH_SCALE_M, dtype=np.float64)
+    np.rint(code, out=code)
+    np.clip(code, 0, DEPTH_CODE_MAX, out=code)
+    # only values that are not the decoding of their nearest code (none of CARLA's) can have
+    # another code that decodes to them: float32 rounding leaves it one step away
+    miss = np.flatnonzero(decode_depth(code) != d)
+    if miss.size:
+        flat = code.reshape(-1)
+        flat[miss] = _code_one_step_away(flat[miss], d.reshape(-1)[miss])
+    return code.astype(np.uint32)
+
+
+def _code_one_step_away(code: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Depth codes snapped to ones that decode to ``d``.
+
+    Codes (float64, clipped) whose decoding is not ``d`` -> the neighbouring code whose decoding
+    is, where one is; else the code itself.
+    """
+    for step in (-1.0, 1.0):
         other = np.clip(code + step, 0, DEPTH_CODE_MAX)
-        better = (decode_depth(other) == d) & (decode_depth(code.clip(0, DEPTH_CODE_MAX)) != d)
+        better = (decode_depth(other) == d) & (decode_depth(code) != d)
         code = np.where(better, other, code)
-    return np.clip(code, 0, DEPTH_CODE_MAX).astype(np.uint32)
+    return code
 
 
 def expected_shapes(
     num_frames: int, height: int, width: int, version: int
 ) -> dict[str, tuple[tuple, Any]]:
-    """Dataset name -> (shape, dtype) of a clip of ``num_frames`` frames of ``height`` x
-    ``width``."""
+    """The datasets of a clip and their shapes and dtypes.
+
+    Dataset name -> (shape, dtype) of a clip of ``num_frames`` frames of ``height`` x ``width``.
+    """
     t = num_frames
     return {
         "rgb": ((t, height, width, 3), np.uint8),
@@ -105,8 +128,11 @@ def expected_shapes(
 
 
 def _lost_datasets(attrs: Any, names: set[str]) -> list[str]:
-    """Datasets the clip's own attributes say were written (``modalities``, ``has_intrinsics``)
-    but that are not there: a lost dataset must not pass for a modality never recorded."""
+    """Datasets a clip says it has but lacks.
+
+    Datasets the clip's own attributes say were written (``modalities``, ``has_intrinsics``) but
+    that are not there: a lost dataset must not pass for a modality never recorded.
+    """
     listed = set(json.loads(attrs["modalities"])) if "modalities" in attrs else set()
     if attrs.get("has_intrinsics", False):
         listed.add("intrinsics")
@@ -115,8 +141,11 @@ def _lost_datasets(attrs: Any, names: set[str]) -> list[str]:
 
 
 def _attribute_faults(attrs: Any) -> list[str]:
-    """The clip attributes every reader relies on: ``fps`` (a finite number > 0),
-    ``frame_stride`` (an integer >= 1), ``camera`` and ``weather`` (JSON objects)."""
+    """Faults of the clip attributes every reader relies on.
+
+    The clip attributes every reader relies on: ``fps`` (a finite number > 0), ``frame_stride``
+    (an integer >= 1), ``camera`` and ``weather`` (JSON objects).
+    """
     faults = [f"attribute {key} is missing" for key in _REQUIRED_ATTRS if key not in attrs]
     if "fps" in attrs and not _number(attrs["fps"], lambda v: np.isfinite(v) and v > 0):
         faults.append(f"attribute fps is {_plain(attrs['fps'])!r}, not a frame rate > 0")
@@ -218,9 +247,12 @@ def structure_faults(group: Any, version: int) -> list[str]:
 
 
 def content_faults(arrays: dict[str, np.ndarray], start: int = 0) -> list[str]:
-    """Faults of decoded arrays of frames ``start, start + 1, ...``
-    (keys as :func:`expected_shapes`,
-    depth in metres, ``<name>_valid`` masks optional); each message names the frame(s)."""
+    """Faults of decoded arrays of frames.
+
+    Faults of decoded arrays of frames ``start, start + 1, ...`` (keys as
+    :func:`expected_shapes`, depth in metres, ``<name>_valid`` masks optional); each message
+    names the frame(s).
+    """
     faults: list[str] = []
     if len(arrays["frame"]) == 0:
         return faults

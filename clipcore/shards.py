@@ -1,15 +1,20 @@
-"""HDF5 shards (``docs/format.md``): the validating writer (format 3), and the one reader
-(:mod:`clipcore.shard_reader`, formats 1 to 3) under the same roof.
+"""HDF5 shards: the validating writer and the one reader.
+
+The writer writes format 3 (``docs/format.md``); the one reader (:mod:`clipcore.shard_reader`)
+reads formats 1 to 3.
 
 A shard holds whole clips of one town under ``/clips/<clip_id>``. Every per-frame image dataset
-is chunked one frame per chunk, so reading a 6-frame window decodes 6 chunks. Every program that
-reads shards (the training loader, verify, inspect, split, eval, predict) reads through
-:class:`ShardReader`, which refuses a file or clip that :mod:`clipcore.schema` finds faulty.
+is chunked one frame per chunk, so reading a 6-frame window decodes 6 chunks; the writer encodes
+those chunks in a thread pool and stores them with HDF5's direct chunk write
+(:mod:`clipcore.chunks`). Every program that reads shards (the training loader, verify, inspect,
+split, eval, predict) reads through :class:`ShardReader`, which refuses a file or clip that
+:mod:`clipcore.schema` finds faulty.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -20,11 +25,11 @@ import h5py
 import numpy as np
 
 from clipcore import __version__
-from clipcore.codecs import CODECS, storage
+from clipcore.chunks import Encoded, PendingFrames, choose_rgb, pool
+from clipcore.codecs import CODECS, Storage, choices, storage
 from clipcore.errors import ClipValidationError, ShardFormatError
 from clipcore.fsutil import as_os_error, fault_errno
 from clipcore.geometry import FAR_PLANE_M
-from clipcore.predictors import NONE, predict
 from clipcore.records import Clip, Frame
 from clipcore.schema import (
     CHECKSUMS,
@@ -36,10 +41,7 @@ from clipcore.schema import (
     IMAGES,
     OPTIONAL,
     content_faults,
-    encode_depth,
     expected_shapes,
-    frame_crc32,
-    predictor_of,
 )
 from clipcore.shard_reader import ShardReader
 from clipcore.tags import SEMANTIC_SCHEMA
@@ -59,8 +61,10 @@ PER_FRAME = ("rgb", "semantic", "depth", "cam_to_world", "carla_transform", "fra
 
 
 def validate_clip(clip: Clip) -> None:
-    """Raise :class:`ClipValidationError` if ``clip`` breaks the format's shapes, dtypes or
-    ranges."""
+    """Validate a whole clip before it is written.
+
+    Raise :class:`ClipValidationError` if ``clip`` breaks the format's shapes, dtypes or ranges.
+    """
 
     def fail(msg: str) -> None:
         raise ClipValidationError(
@@ -81,10 +85,43 @@ def validate_clip(clip: Clip) -> None:
             value = getattr(f, name)
             if value is not None and value.shape != shapes[name][0][1:]:
                 fail(f"frame {k}: {name} has shape {value.shape}, expected {shapes[name][0][1:]}")
-    arrays = clip.arrays()
-    faults = content_faults(arrays)
+    faults = _content_faults(clip)
     if faults:
         fail("; ".join(faults))
+
+
+def _content_faults(clip: Clip) -> list[str]:
+    """Content faults of a clip, checked frame by frame.
+
+    :func:`~clipcore.schema.content_faults` of the whole clip without stacking its images (a
+    copy of the clip): each frame's images are checked in the encoding pool, the small per-frame
+    values of all frames at once.
+    """
+    small: dict[str, np.ndarray] = {name: clip.stack(name) for name in ("frame", "timestamp")}
+    for name in OPTIONAL:
+        valid = clip.valid(name)
+        if name not in IMAGES and valid.any():
+            zero = np.zeros_like(getattr(clip.frames[int(np.argmax(valid))], name))
+            values = (getattr(f, name) for f in clip.frames)
+            small[name] = np.stack([zero if v is None else v for v in values])
+            small[f"{name}_valid"] = valid
+    per_frame = pool().map(lambda k: content_faults(_frame_images(clip, k), k), range(len(clip)))
+    return [fault for faults in per_frame for fault in faults] + content_faults(small)
+
+
+def _frame_images(clip: Clip, k: int) -> dict[str, np.ndarray]:
+    """One frame's labels as a one-frame clip.
+
+    Frame ``k``'s semantic tags and depth, as a one-frame clip's arrays (its frame number and
+    timestamp are checked with the other frames').
+    """
+    f = clip.frames[k]
+    arrays = {"frame": np.zeros(1), "timestamp": np.zeros(1)}
+    for name in ("semantic", "depth"):
+        value = getattr(f, name)
+        if value is not None:
+            arrays[name] = value[None]
+    return arrays
 
 
 def _fsync_dir(path: Path) -> None:
@@ -95,15 +132,33 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@dataclasses.dataclass
+class _OpenClip:
+    """A clip group being written.
+
+    Its datasets, how each image is stored, and the first RGB
+    frame's chunk (encoded while choosing how RGB is stored).
+    """
+
+    datasets: dict[str, h5py.Dataset]
+    how: dict[str, Storage]
+    first_rgb: tuple[np.ndarray, Encoded] | None = None
+
+
 class ShardWriter:
     """Writes clips of one town into ``path`` atomically.
 
     Data goes to ``<path>.partial`` (created exclusively, so two writers never share a file);
     :meth:`close` flushes, fsyncs and renames it to ``path``, refusing to replace an existing
-    file. Leaving the ``with`` block through an exception deletes the partial file.
+    file. Leaving the ``with`` block through an exception deletes the partial file. Frames are
+    encoded in a thread pool, at most ``in_flight`` at a time (default: two per core), and stored
+    in order by the thread that calls the writer (:mod:`clipcore.chunks`); HDF5 is only ever
+    called from that thread.
     """
 
-    def __init__(self, path: Path, town: str, codec: str = CODECS[0]) -> None:
+    def __init__(
+        self, path: Path, town: str, codec: str = CODECS[0], in_flight: int | None = None
+    ) -> None:
         self.path, self.town = Path(path), town
         storage(codec)  # an unknown name fails here
         self.codec_name = codec
@@ -128,6 +183,8 @@ class ShardWriter:
             codec=codec,
         )
         self._clips = self._h5.create_group("clips")
+        self._open: dict[str, _OpenClip] = {}
+        self._pending = PendingFrames(in_flight)
         self.count = 0
 
     def __enter__(self) -> ShardWriter:
@@ -167,7 +224,7 @@ class ShardWriter:
         )
         for k, frame in enumerate(clip.frames):
             self.write_frame(group, k, frame)
-        self.close_clip(group, clip)
+        self._close_clip(group, clip)
 
     def open_clip(
         self,
@@ -178,76 +235,118 @@ class ShardWriter:
         modalities: tuple[str, ...] = OPTIONAL,
         sample_rgb: np.ndarray | None = None,
     ) -> h5py.Group:
-        """Create an empty clip group with datasets for rgb, frame, timestamp and ``modalities``
-        (each with a ``<name>_valid`` mask), whose frames are then written one by one; the RGB
-        codec adapts to ``sample_rgb`` (the first frame), see :func:`~clipcore.codecs.storage`."""
+        """Create an empty clip group.
+
+        The group has datasets for rgb, frame, timestamp and
+        ``modalities`` (each with a ``<name>_valid`` mask), whose frames are then written
+        one by one; the RGB codec adapts to ``sample_rgb`` (the first frame) and the level to the
+        frame size, see :func:`~clipcore.codecs.choices`.
+        """
         if clip_id in self._clips:
             raise ClipValidationError(f"clip {clip_id!r} is already in {self.path.name}")
         unknown = set(modalities) - set(OPTIONAL)
         if unknown:
             raise ClipValidationError(f"clip {clip_id!r}: unknown modalities {sorted(unknown)}")
+        first_rgb, pixels = None, height * width
+        if sample_rgb is not None:  # encoded in the pool: no HDF5 call while it runs
+            how_rgb, encoded = choose_rgb(sample_rgb, choices(self.codec_name, "rgb", pixels))
+            first_rgb = None if encoded is None else (sample_rgb, encoded)
+        else:
+            how_rgb = storage(self.codec_name, "rgb", pixels)
         group = self._clips.create_group(clip_id)
         shapes = expected_shapes(num_frames, height, width, FORMAT_VERSION)
+        clip = _OpenClip({}, {}, first_rgb)
         for name in ("rgb", "frame", "timestamp", *modalities):
             shape, dtype = shapes[name]
             if len(shape) <= 2:
-                group.create_dataset(name, shape=shape, dtype=dtype)
+                clip.datasets[name] = group.create_dataset(name, shape=shape, dtype=dtype)
                 continue
-            how = storage(self.codec_name, name, sample_rgb if name == "rgb" else None)
+            how = how_rgb if name == "rgb" else storage(self.codec_name, name, pixels)
             chunks = (1, *shape[1:])
             data = group.create_dataset(
                 name, shape=shape, dtype=dtype, chunks=chunks, **how.options
             )
+            clip.datasets[name], clip.how[name] = data, how
             if name in IMAGES:
                 data.attrs["predictor"] = how.predictor
-        group.create_dataset(CHECKSUMS, shape=shapes[CHECKSUMS][0], dtype=shapes[CHECKSUMS][1])
-        for name in modalities:
-            group.create_dataset(f"{name}_valid", shape=(num_frames,), dtype=bool)
+        for name in (CHECKSUMS, *(f"{name}_valid" for name in modalities)):
+            shape, dtype = shapes[name]
+            clip.datasets[name] = group.create_dataset(name, shape=shape, dtype=dtype)
         if "depth" in modalities:
             group["depth"].attrs.update(
                 encoding=DEPTH_ENCODING, scale_m=DEPTH_SCALE_M, far_plane_m=FAR_PLANE_M
             )
+        self._open[group.name] = clip
         return group
 
     def write_frame(self, group: h5py.Group, k: int, frame: Frame) -> None:
-        """Write frame ``k`` of an open clip group (one chunk per image dataset); a modality the
-        frame lacks stays zero with its ``<name>_valid`` flag False."""
+        """Write one frame of an open clip group.
+
+        Write frame ``k`` of a clip group opened by :meth:`open_clip` (one chunk per image
+        dataset); a modality the frame lacks stays zero with its ``<name>_valid`` flag
+        False. Its images are encoded in the pool and stored later, in order (at the latest
+        by :meth:`close_clip`); this waits while the writer is ``in_flight`` frames behind.
+        """
+        clip = self._open.get(group.name)
+        if clip is None:
+            raise ClipValidationError(f"clip group {group.name} was not opened by this writer")
+        for name in OPTIONAL:
+            if name not in clip.datasets and getattr(frame, name) is not None:
+                raise ClipValidationError(
+                    f"frame {k} has {name}, which clip {group.name} was opened without"
+                )
+        images: dict[str, tuple[np.ndarray, Storage] | Encoded] = {}
+        for name in IMAGES:
+            value = getattr(frame, name)
+            if name in clip.how and value is not None:
+                first = clip.first_rgb
+                reuse = name == "rgb" and first is not None and first[0] is value
+                images[name] = first[1] if reuse else (value, clip.how[name])
+        if "rgb" in images:
+            clip.first_rgb = None  # the sample is frame 0's, or never used
+
+        def store(encoded: dict[str, Encoded]) -> None:
+            self._store(clip, k, frame, encoded)
+
         with self._io():
-            crc = [frame_crc32(frame.rgb), 0, 0]
-            group["rgb"][k] = self._stored(group, "rgb", frame.rgb)
-            group["frame"][k], group["timestamp"][k] = frame.frame, frame.timestamp
-            for name in OPTIONAL:
-                value = getattr(frame, name)
-                if name not in group:
-                    if value is not None:
-                        raise ClipValidationError(
-                            f"frame {k} has {name}, which clip {group.name} was opened without"
-                        )
-                    continue
-                if value is not None:
-                    if name == "depth":
-                        value = encode_depth(value)
-                    if name in IMAGES:
-                        crc[IMAGES.index(name)] = frame_crc32(value)
-                    group[name][k] = self._stored(group, name, value)
-                group[f"{name}_valid"][k] = value is not None
-            group[CHECKSUMS][k] = crc
+            self._pending.submit(images, store)
 
     @staticmethod
-    def _stored(group: h5py.Group, name: str, value: np.ndarray) -> np.ndarray:
-        """One frame's value (depth: codes) -> what its dataset stores, through its predictor."""
-        if name not in IMAGES:
-            return value
-        predictor = predictor_of(group[name]) or NONE
-        return value if predictor == NONE else predict(value[None], predictor)[0]
+    def _store(clip: _OpenClip, k: int, frame: Frame, encoded: dict[str, Encoded]) -> None:
+        """Write frame ``k``'s encoded images and its small values (in the writer's thread)."""
+        data = clip.datasets
+        for name, image in encoded.items():
+            if image.chunk is None:  # a filter only HDF5 has (lzf)
+                data[name][k] = image.stored
+            else:
+                data[name].id.write_direct_chunk((k,) + (0,) * (data[name].ndim - 1), image.chunk)
+        data["frame"][k], data["timestamp"][k] = frame.frame, frame.timestamp
+        for name in OPTIONAL:
+            if name in data:
+                value = getattr(frame, name)
+                if value is not None and name not in IMAGES:
+                    data[name][k] = value
+                data[f"{name}_valid"][k] = value is not None
+        data[CHECKSUMS][k] = [encoded[n].crc if n in encoded else 0 for n in IMAGES]
+
+    def _store_pending(self) -> None:
+        """Store every frame written so far (waits for their encoding)."""
+        with self._io():
+            self._pending.drain()
 
     def close_clip(self, group: h5py.Group, clip: Clip) -> None:
         """Validate the whole clip against what was written, then add metadata and the marker."""
         validate_clip(clip)
+        self._close_clip(group, clip)
+
+    def _close_clip(self, group: h5py.Group, clip: Clip) -> None:
+        """:meth:`close_clip` of a clip already validated."""
         if clip.town != self.town:
             raise ClipValidationError(
                 f"clip {clip.clip_id!r} is from {clip.town}, this shard holds {self.town}"
             )
+        self._store_pending()
+        self._open.pop(group.name, None)
         written = group["frame"][()]
         if len(written) != len(clip) or not np.array_equal(written, [f.frame for f in clip.frames]):
             raise ClipValidationError(
@@ -279,9 +378,12 @@ class ShardWriter:
         group.attrs[COMPLETE_ATTR] = True
 
     def add_copy(self, reader: ShardReader, clip_id: str) -> None:
-        """Copy a complete clip of another shard: its chunks as they are when that shard has this
-        format version (``capture verify`` finds what is wrong in them), else read (validated)
-        and written anew in this one."""
+        """Copy a complete clip of another shard.
+
+        Copy a complete clip of another shard: its chunks as they are when that shard has
+        this format version (``capture verify`` finds what is wrong in them), else read
+        (validated) and written anew in this one.
+        """
         source = reader.group(clip_id)
         if not source.attrs.get(COMPLETE_ATTR, False):
             raise ClipValidationError(f"clip {source.name} is incomplete and cannot be copied")
@@ -295,6 +397,8 @@ class ShardWriter:
     def close(self) -> Path:
         """Finish the shard and make it visible under its final name."""
         with self._io():
+            self._pending.drain()
+            self._open.clear()
             self._h5.flush()
             self._h5.close()
             with open(self.partial, "rb+") as fh:
@@ -310,6 +414,8 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Drop the partial file (nothing under the final name is touched)."""
+        self._pending.drop()
+        self._open.clear()
         self._clips = None  # no handle into the file may outlive it (HDF5 crashes at exit)
         try:
             with contextlib.suppress(OSError, RuntimeError, ValueError):  # a full disk fails it too
