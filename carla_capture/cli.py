@@ -17,7 +17,7 @@ import click
 from carla_capture.config import CaptureConfig, VerifyConfig
 from carla_capture.importers.cli import import_group
 from clipcore.cliopts import config_options, file_and_set_options, nest
-from clipcore.clitools import ErrorGroup, TextPathType
+from clipcore.clitools import ErrorGroup, TextPathType, version_option
 from clipcore.errors import CaptureError
 from clipcore.fsutil import atomic_write_text, os_error_message
 from clipcore.settings import apply_overrides, build, deep_merge, read_toml
@@ -28,6 +28,7 @@ class _Group(ErrorGroup):
 
 
 @click.group(cls=_Group)
+@version_option()
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """Record and check datasets of synchronized RGB / semantic / depth / pose clips."""

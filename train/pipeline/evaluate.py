@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field
 
 from clipcore.manifest import load_manifest, require_clips
 from dataset import ClipWindows
@@ -20,20 +19,11 @@ from dataset.config import Perturbation
 from dataset.labels import IGNORE_INDEX, load_label_map
 from dataset.perturb import corrupt
 from models.pipeline import TemporalPipeline
-from train.config import EvalConfig
 from train.context import resolve_device
 from train.metrics import ConfusionMatrix, DepthMetrics, PoseMetrics
-from train.pipeline.config import TrainConfig
+from train.pipeline.config import PipelineEval, TrainConfig
 from train.pipeline.consistency import TemporalConsistency, window_pairs
 from train.pipeline.trained import FrameModel, load_run, temporal_model
-
-
-class PipelineEval(EvalConfig):
-    """``train eval pipeline``: the frame-by-frame against the temporal model of a run."""
-
-    perturbed: bool = Field(
-        False, description="Also evaluate under per-frame noise, flicker and occluders."
-    )
 
 
 class _Scores:

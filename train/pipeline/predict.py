@@ -16,43 +16,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from clipcore.errors import CaptureError
 from clipcore.folder import load_clip
-from clipcore.geometry import HFOV_RANGE_DEG, backproject, invert_pose, transform_points
+from clipcore.geometry import backproject, invert_pose, transform_points
 from clipcore.normalize import to_uint8
 from clipcore.pictures import depth_to_rgb, write_video
-from clipcore.settings import TextPath
 from dataset.labels import load_label_map
 from dataset.windows import make_item
-from train.config import PredictConfig
 from train.context import resolve_device
+from train.pipeline.config import PipelinePredict
 from train.pipeline.trained import load_run, temporal_model
 from train.pipeline.video import predict_video
 
 MAX_DEPTH_M = 80.0
 STRIDE = 4
-
-
-class PipelinePredict(PredictConfig):
-    """``train predict pipeline``: one clip of PATH, or a video file, through a run's model."""
-
-    clip: str | None = Field(None, description="Clip id [default: the first clip].")
-    video: TextPath | None = Field(
-        None,
-        description="Predict on this video file (mp4, avi, mkv, webm, gif) instead of a clip; "
-        "--out is then the .mp4 or .gif to write.",
-    )
-    hfov: float = Field(
-        90.0,
-        gt=HFOV_RANGE_DEG[0],
-        lt=HFOV_RANGE_DEG[1],
-        description="With --video: the camera's horizontal field of view, degrees (temporal "
-        "model).",
-    )
-    max_frames: int | None = Field(None, ge=1, description="With --video: stop after N frames.")
-    gif: bool = Field(False, description="Write a GIF instead of an MP4.")
 
 
 def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
