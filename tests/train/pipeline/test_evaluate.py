@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from dataset import ClipWindows
+from tests.videos import assert_h264
 from train.cli import main as train_main
 from train.pipeline.consistency import HEADLINE, LOWER_IS_BETTER, TemporalConsistency, window_pairs
 
@@ -130,6 +131,7 @@ def test_predict_writes_video_and_point_clouds(trained_run, split_dataset, tmp_p
     video = tmp_path / "Town02-0-000000.mp4"
     cap = cv2.VideoCapture(str(video))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and cap.read()[1].shape == (64, 4 * 128, 3)
+    assert_h264(video)
     pred, gt = (
         _ply_vertices(tmp_path / "Town02-0-000000-pred.ply"),
         _ply_vertices(tmp_path / "Town02-0-000000-gt.ply"),
