@@ -238,10 +238,12 @@ def split(data_dir: Path, splits_file: Path | None) -> None:
 
     manifest, changed = split_dataset(data_dir, splits_file)
     click.echo(split_table(manifest))
+    towns = manifest["splits_config"]["splits"]
     for name in empty_splits(manifest):
+        which = ", ".join(towns.get(name, ())) or "any town"
         click.echo(
-            f"warning: split {name!r} has no clips; record its towns before training or evaluating "
-            "on it",
+            f"warning: split {name!r} has no clips (no shards of {which}); record its towns "
+            "before training or evaluating on it",
             err=True,
         )
     click.echo(f"{'wrote' if changed else 'unchanged:'} {data_dir / MANIFEST_NAME}")
