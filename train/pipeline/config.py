@@ -197,3 +197,8 @@ class PipelinePredict(PredictConfig):
     )
     max_frames: int | None = Field(None, ge=1, description="With --video: stop after N frames.")
     gif: bool = Field(False, description="Write a GIF instead of an MP4.")
+    compare: bool = Field(
+        False,
+        description="Also write <clip>-compare.mp4 and .png: input | ground truth | "
+        "frame-by-frame | temporal, segmentation over depth (stages 1-3 too).",
+    )
