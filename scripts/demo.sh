@@ -6,7 +6,7 @@
 set -euo pipefail
 DATA="${1:-data/demo}"
 RUN="${2:-runs/demo}"
-BIN=.venv/bin
+BIN="${BIN:-.venv/bin}"  # the installed commands (make install puts them in .venv)
 STEPS=9
 START=$SECONDS
 STEP=0
