@@ -3,20 +3,25 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= data/demo
+# A PyTorch wheel index, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu make install for the
+# CPU-only torch (no CUDA libraries); empty: torch from PyPI (its CUDA build on Linux).
+TORCH_INDEX ?=
+PIP_TORCH := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
 .PHONY: install demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install --upgrade pip
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install -q -c constraints.txt -e ".[all,test]"
+	$(BIN)/pip install --progress-bar on $(PIP_TORCH) -c constraints.txt -e ".[all,test]"
 	touch $@
 
 install: $(VENV)/.installed
 
-demo: install
+# the demo installs as its first step, so that its step lines and elapsed time include the install
+demo:
 	bash scripts/demo.sh $(DEMO_DIR)
 
 test: install

@@ -17,9 +17,10 @@ import click
 from carla_capture.config import CaptureConfig, VerifyConfig
 from carla_capture.importers.cli import import_group
 from clipcore.cliopts import config_options, file_and_set_options, nest
-from clipcore.clitools import ErrorGroup, TextPathType
+from clipcore.clitools import ErrorGroup, TextPathType, version_option
 from clipcore.errors import CaptureError
 from clipcore.fsutil import atomic_write_text, os_error_message
+from clipcore.progress import Progress
 from clipcore.settings import apply_overrides, build, deep_merge, read_toml
 
 
@@ -28,6 +29,7 @@ class _Group(ErrorGroup):
 
 
 @click.group(cls=_Group)
+@version_option()
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """Record and check datasets of synchronized RGB / semantic / depth / pose clips."""
@@ -108,6 +110,7 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
     Running the same command again after a crash or Ctrl-C records only the missing clips.
     """
     from carla_capture.plan import plan_towns, resolve_task
+    from carla_capture.record import clips_done
     from carla_capture.record import record_plan as run_record
 
     cfg = capture_config(config, options, overrides)
@@ -121,12 +124,15 @@ def record(config: Path | None, overrides: tuple[str, ...], **options: Any) -> N
         from carla_capture.supervisor import supervised_record as run_record
     towns = plan_towns(cfg)
     of_task = "" if task.count == 1 else f", {task}"
-    with click.progressbar(
-        length=len(towns) * len(task.share(cfg.clips)),
-        label=f"recording {','.join(towns)} ({cfg.backend}, seed {cfg.seed}{of_task})",
-        file=sys.stderr,
+    with Progress(
+        len(towns) * len(task.share(cfg.clips)),
+        f"recording {','.join(towns)} ({cfg.backend}, seed {cfg.seed}{of_task})",
+        unit="clip",
+        done=clips_done(cfg, task),
+        per_item=cfg.frames,
+        rate_unit="frames",
     ) as bar:
-        summaries = run_record(cfg, progress=lambda _cid: bar.update(1), task=task)
+        summaries = run_record(cfg, progress=bar.update, task=task)
     for summary in summaries:
         click.echo(_summary_line(summary, cfg.out))
 
@@ -237,10 +243,12 @@ def split(data_dir: Path, splits_file: Path | None) -> None:
 
     manifest, changed = split_dataset(data_dir, splits_file)
     click.echo(split_table(manifest))
+    towns = manifest["splits_config"]["splits"]
     for name in empty_splits(manifest):
+        which = ", ".join(towns.get(name, ())) or "any town"
         click.echo(
-            f"warning: split {name!r} has no clips; record its towns before training or evaluating "
-            "on it",
+            f"warning: split {name!r} has no clips (no shards of {which}); record its towns "
+            "before training or evaluating on it",
             err=True,
         )
     click.echo(f"{'wrote' if changed else 'unchanged:'} {data_dir / MANIFEST_NAME}")
@@ -279,10 +287,13 @@ def verify(
       capture verify data/demo --set min_depth_agree=0.8 --report /tmp/report.json
     """
     from carla_capture import verify as vf
+    from clipcore.folder import find_shards
 
     data = apply_overrides(VerifyConfig, read_toml(config) if config else {}, list(overrides))
     cfg = build(VerifyConfig, data, "verify config")
-    reports = vf.verify_dataset(data_dir, cfg)
+    shards = find_shards(data_dir)
+    with Progress(len(shards), f"verifying {data_dir}", unit="shard") as bar:
+        reports = vf.verify_dataset(data_dir, cfg, progress=bar.update, shards=shards)
     click.echo(vf.report_table(reports))  # the results first: writing may fail (read-only data)
     moved = vf.quarantine(data_dir, reports) if do_quarantine else []
     for rel in moved:

@@ -214,9 +214,12 @@ def load_town(name: str, town_dir: Path | None = None) -> TownConfig:
     path = folder / f"{name}.toml"
     if not path.is_file():
         known = ", ".join(available_towns(folder)) or "none"
-        raise ConfigError(
-            f"unknown town {name!r}; known towns: {known} (or add {path.name} to {folder})"
+        where = (
+            f"add {path.name} to {folder}"
+            if town_dir
+            else f"put {path.name} (docs/synthetic.md) in a folder of yours, pass --town-dir FOLDER"
         )
+        raise ConfigError(f"unknown town {name!r}; known towns: {known} (or {where})")
     town = build(TownConfig, read_toml(path), str(path))
     if town.name != name:
         raise ConfigError(

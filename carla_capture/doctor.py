@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 from carla_capture import heartbeat
 from carla_capture.config import CaptureConfig, VerifyConfig
-from carla_capture.preflight import preflight
+from carla_capture.preflight import INSTALL_CLIENT, client_missing, preflight
 from clipcore.errors import CaptureError
 
 SUPPORTED = "0.9.16"
@@ -39,12 +39,21 @@ class Check:
 
 
 def run_doctor(cfg: CaptureConfig, ticks: int = 20) -> list[Check]:
-    """Every check against ``cfg.carla`` host:port for ``cfg.town``; leaves the server async."""
+    """Every check against ``cfg.carla`` host:port for ``cfg.town``; leaves the server async.
+
+    The first check is that the ``carla`` client module imports: without it, that one failed
+    check and how to install it.
+    """
     s, checks = cfg.carla, []
+    missing = client_missing()
+    if missing:
+        return [Check("client library", False, missing, INSTALL_CLIENT)]
+    checks.append(Check("client library", True, "the carla module imports"))
     try:
         info = preflight(s.host, s.port, s.timeout)
     except CaptureError as exc:
-        return [Check("server answers", False, str(exc), "start the server, or fix --host/--port")]
+        fix = "start the server, or fix --host/--port"
+        return [*checks, Check("server answers", False, str(exc), fix)]
     checks.append(Check("server answers", True, f"{s.host}:{s.port}"))
     versions = f"client {info['client_version']}, server {info['server_version']}"
     same = info["client_version"] == info["server_version"] == SUPPORTED

@@ -21,13 +21,31 @@ HOW_TO_START = (
     "start one with ./CarlaUE4.sh -RenderOffScreen -carla-rpc-port={port} (docs/carla.md), "
     "or record with --backend synthetic"
 )
+#: What to do when the ``carla`` client module cannot be imported.
+INSTALL_CLIENT = (
+    'pip install "carla-temporal[carla]" (the carla==0.9.16 client, Python 3.10-3.12 on Linux '
+    "x86-64 or Windows), or record with --backend synthetic"
+)
+
+
+def client_missing() -> str | None:
+    """Why the ``carla`` client module cannot be imported here, or None when it can."""
+    try:
+        importlib.import_module("carla")
+    except ImportError as exc:
+        return f"the CARLA client library (the carla module) is not installed ({exc})"
+    return None
 
 
 def _child(conn: object, host: str, port: int, timeout: float) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)  # the C++ "terminate called ..." lines; the parent prints one line instead
     faulthandler.disable()
-    carla = importlib.import_module("carla")
+    try:
+        carla = importlib.import_module("carla")
+    except ImportError as exc:
+        conn.send(("missing", str(exc)))
+        return
     client = carla.Client(host, port)
     client.set_timeout(timeout)
     try:
@@ -116,6 +134,11 @@ def preflight(host: str, port: int, timeout: float) -> dict:
         child.join()
     if kind == "ok":
         return value
+    if kind == "missing":
+        raise BackendUnavailableError(
+            f"the CARLA client library (the carla module) is not installed ({value}): "
+            + INSTALL_CLIENT
+        )
     if kind == "silent" or child.exitcode == -signal.SIGKILL:
         raise NoAnswer(
             f"no CARLA server answered at {host}:{port} within {timeout:g} s; "

@@ -61,6 +61,21 @@ def existing_clip_ids(town_dir: Path) -> set[str]:
     return ids
 
 
+def clips_done(cfg: CaptureConfig, task: Task) -> int:
+    """Clips of the task's share of the plan that the final shards already hold (for progress).
+
+    A shard that cannot be read counts as holding none (recording reports it in its own words).
+    """
+    done = 0
+    for town in plan_towns(cfg):
+        try:
+            ids = existing_clip_ids(Path(cfg.out) / town)
+        except (CaptureError, OSError):
+            continue
+        done += sum(1 for i in task.share(cfg.clips) if clip_id(town, cfg.seed, i) in ids)
+    return done
+
+
 class _Attempts:
     """Retries of a clip after :class:`RetryClip`, reconnects after :class:`ServerLost` (per run).
 

@@ -122,7 +122,7 @@ def build_manifest(data_dir: Path, splits: SplitConfig) -> dict[str, Any]:
         bucket["frames"] += frames
     for name, bucket in result.items():
         if not bucket["clips"]:
-            log.warning(
+            log.info(  # the capture split command warns once, in its own words
                 "split %r has no clips: no shards of %s under %s",
                 name,
                 ", ".join(splits.splits[name]) or "any town",

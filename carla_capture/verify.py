@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,11 +330,22 @@ def _duplicates(reports: list[ClipReport]) -> None:
         first.setdefault(report.clip_id, report.shard)
 
 
-def verify_dataset(data_dir: Path, cfg: VerifyConfig) -> list[ClipReport]:
+def verify_dataset(
+    data_dir: Path,
+    cfg: VerifyConfig,
+    progress: Callable[[str], None] | None = None,
+    shards: list[Path] | None = None,
+) -> list[ClipReport]:
     """Check every clip of every shard under ``data_dir``.
 
     Then the dataset as a whole (clip ids unique across shards); a manifest whose shards changed is
     reported (as clip ``split.json``), and verify carries on.
+
+    Args:
+        data_dir: The dataset folder.
+        cfg: The thresholds.
+        progress: Called with each shard's path relative to ``data_dir`` once it is checked.
+        shards: The shards to check [default: every shard under ``data_dir``].
     """
     data_dir = Path(data_dir)
     reports = []
@@ -342,9 +354,11 @@ def verify_dataset(data_dir: Path, cfg: VerifyConfig) -> list[ClipReport]:
             load_manifest(data_dir, verify_checksums=True)
         except CaptureError as exc:
             reports.append(ClipReport(MANIFEST_NAME, MANIFEST_NAME, "-", failures=[str(exc)]))
-    for path in find_shards(data_dir):
+    for path in find_shards(data_dir) if shards is None else shards:
         rel = str(path.relative_to(data_dir)) if path.is_relative_to(data_dir) else str(path)
         reports += verify_shard(path, rel, cfg)
+        if progress:
+            progress(rel)
     _duplicates(reports)
     return reports
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from carla_temporal.live import LIVE_CAPTURE, LiveConfig
+from carla_temporal.config import LIVE_CAPTURE, LiveConfig
 from clipcore.cliopts import config_options, nest
 from clipcore.clitools import ErrorGroup, TextPathType
 from clipcore.settings import build, deep_merge

@@ -95,3 +95,12 @@ class ErrorGroup(click.Group):
         except KeyboardInterrupt:
             click.echo(self.interrupt_hint, err=True)
             sys.exit(130)
+
+
+#: The distribution whose version ``--version`` prints.
+DISTRIBUTION = "carla-temporal"
+
+
+def version_option() -> Any:
+    """``--version``: print the installed package's version (``importlib.metadata``) and exit."""
+    return click.version_option(package_name=DISTRIBUTION, message="%(prog)s %(version)s")

@@ -7,6 +7,7 @@ Depth colour map, RGB | semantic | depth panels, contact sheets, images and vide
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,8 +81,65 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
         raise CaptureError(f"could not write {path}: use a .png or .jpg name in a writable folder")
 
 
+def even_size(frame: np.ndarray) -> np.ndarray:
+    """``frame`` padded (edge pixels repeated) to an even height and width, as yuv420p needs."""
+    height, width = frame.shape[:2]
+    pad = ((0, height % 2), (0, width % 2), (0, 0))
+    return np.pad(frame, pad, mode="edge") if height % 2 or width % 2 else frame
+
+
+class H264Writer:
+    """Streams RGB uint8 frames into an H.264 MP4 (libx264, yuv420p) that browsers play.
+
+    Encoded by the ffmpeg that imageio-ffmpeg ships, so no system ffmpeg is needed. Frames of odd
+    height or width are padded by one pixel (yuv420p needs even sizes).
+
+    Args:
+        path: The ``.mp4`` file to write.
+        fps: Frames per second.
+    """
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = Path(path), fps
+        self._frames: Any = None
+        self.size: tuple[int, int] | None = None
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 RGB frame (every frame the size of the first)."""
+        frame = np.ascontiguousarray(even_size(frame), dtype=np.uint8)
+        if self._frames is None:
+            import imageio_ffmpeg
+
+            self.size = (frame.shape[1], frame.shape[0])
+            self._frames = imageio_ffmpeg.write_frames(
+                str(self.path),
+                self.size,
+                fps=self.fps,
+                codec="libx264",
+                pix_fmt_in="rgb24",
+                pix_fmt_out="yuv420p",
+                macro_block_size=1,
+                quality=None,
+                output_params=["-crf", "20", "-movflags", "+faststart"],
+            )
+            try:
+                self._frames.send(None)
+            except OSError as exc:
+                raise CaptureError(
+                    f"could not open {self.path} for writing ({exc}): check the folder exists "
+                    "and is writable"
+                ) from None
+        self._frames.send(frame)
+
+    def close(self) -> None:
+        """Finish the file (nothing is written for a writer that got no frame)."""
+        if self._frames is not None:
+            self._frames.close()
+            self._frames = None
+
+
 def write_video(path: Path, panels: list[np.ndarray], fps: float) -> None:
-    """Write RGB uint8 frames as ``.mp4`` (OpenCV) or ``.gif`` (Pillow).
+    """Write RGB uint8 frames as ``.mp4`` (H.264, yuv420p) or ``.gif`` (Pillow).
 
     At ``fps`` frames per second.
     """
@@ -96,14 +154,9 @@ def write_video(path: Path, panels: list[np.ndarray], fps: float) -> None:
         return
     if suffix != ".mp4":
         raise CaptureError(f"--video {path}: use a .mp4 or .gif file name")
-    import cv2
-
-    height, width = panels[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    if not writer.isOpened():
-        raise CaptureError(
-            f"could not open {path} for writing: check the folder exists and is writable"
-        )
-    for panel in panels:
-        writer.write(np.ascontiguousarray(panel[..., ::-1]))
-    writer.release()
+    writer = H264Writer(path, fps)
+    try:
+        for panel in panels:
+            writer.write(panel)
+    finally:
+        writer.close()

@@ -14,7 +14,12 @@ class AugmentConfig(BaseModel):
     """Augmentations, drawn once per window and applied to every frame of it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    noise_sigma: float = Field(0.05, ge=0, description="Gaussian noise std on RGB in [0, 1].")
+    noise_sigma: float = Field(
+        0.05,
+        ge=0,
+        description="Largest Gaussian noise std on RGB in [0, 1]; each window's std is drawn "
+        "uniformly in [0, this].",
+    )
     brightness: float = Field(0.3, ge=0, description="Brightness factor range 1 +- this.")
     contrast: float = Field(0.3, ge=0, description="Contrast factor range 1 +- this.")
     saturation: float = Field(0.3, ge=0, description="Saturation factor range 1 +- this.")

@@ -127,3 +127,44 @@ def preset(name: str) -> ModelConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+class Sim2RealModelConfig(BaseModel):
+    """Sizes of the twin VAE and its task decoders."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    preset: str = Field("tiny", description="Name of the preset these values came from.")
+    input_size: tuple[int, int] = Field(
+        (64, 128), description="(H, W) images are resized to; multiples of 2**n."
+    )
+    channels: tuple[int, ...] = Field(
+        (16, 32, 64), description="Width after each packing block (n blocks)."
+    )
+    latent_channels: int = Field(32, ge=1, description="Channels of the shared latent.")
+    pack_depth: int = Field(
+        4, ge=1, description="Output channels of the 3D convolution in (un)packing blocks."
+    )
+    num_classes: int = Field(12, ge=2, description="Segmentation classes (common12).")
+    max_depth_m: float = Field(
+        80.0, gt=0, description="Depth is predicted as log-depth up to this, metres."
+    )
+
+
+SIM2REAL_PRESETS: dict[str, Sim2RealModelConfig] = {
+    # the paper's 256 x 256 images and PackNet-like widths
+    "paper": Sim2RealModelConfig(
+        preset="paper",
+        input_size=(256, 256),
+        channels=(64, 128, 256, 512),
+        latent_channels=256,
+        pack_depth=8,
+    ),
+    "small": Sim2RealModelConfig(
+        preset="small",
+        input_size=(128, 256),
+        channels=(32, 64, 128),
+        latent_channels=64,
+        pack_depth=8,
+    ),
+    "tiny": Sim2RealModelConfig(preset="tiny"),
+}

@@ -1,6 +1,6 @@
 """Screenshot of the Rerun dashboard of a saved run, rendered by the real viewer, headless.
 
-    python scripts/dashboard_screenshot.py live.rrd docs/images/live-dashboard.png [--frame 60]
+    python scripts/dashboard_screenshot.py live.rrd live-dashboard.png [--frame 60]
 
 Starts ``rerun --headless`` (the viewer of the installed rerun-sdk, no window), opens the .rrd
 with its saved layout, seeks the ``frame`` timeline and saves a screenshot. The viewer needs a

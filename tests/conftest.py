@@ -97,13 +97,17 @@ def invoke(main, *args: str):  # noqa: ANN001, ANN201 - a click group and click'
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+#: How the lines of progress and warnings a command prints before its error begin.
+PROGRESS = ("recording", "verifying", "scoring", "predicting", "warning")
+
+
 def one_line_error(result, *needles: str) -> str:  # noqa: ANN001 - click's Result
     """Assert exit 2, a single ``error: ...`` line with every needle on stderr, and no traceback."""
     assert result.exit_code == 2, (result.output, result.exception)
     lines = [
         ln
         for ln in result.stderr.splitlines()
-        if ln.strip() and not ln.startswith(("recording", "warning"))
+        if ln.strip() and not ln.startswith(PROGRESS)
     ]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output

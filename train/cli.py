@@ -18,7 +18,7 @@ import click
 from pydantic import BaseModel
 
 from clipcore.cliopts import config_options, file_and_set_options, nest
-from clipcore.clitools import ErrorGroup, TextPathType
+from clipcore.clitools import ErrorGroup, TextPathType, version_option
 from clipcore.settings import build
 from dataset.labels import available_label_maps
 from models.config import PRESETS
@@ -64,6 +64,7 @@ class TaskGroup(click.Group):
 
 
 @click.group(cls=ErrorGroup)
+@version_option()
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """Train and evaluate the temporal perception models on recorded clips."""

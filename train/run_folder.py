@@ -16,14 +16,16 @@ import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from pydantic import BaseModel
 
 from clipcore.errors import CaptureError, ConfigError
 from clipcore.fsutil import atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
 
 #: What a checkpoint may hold besides tensors and plain values: the numpy arrays of the NumPy
 #: RNG state that checkpoints of earlier releases kept (arrays of numbers, never code).
@@ -43,6 +45,8 @@ def load_checkpoint(path: Path, map_location: object = "cpu") -> Any:
     code when unpickled (a pickled callable) is refused in one line without running anything; a
     truncated or foreign file is one line with the fix too.
     """
+    import torch
+
     try:
         with torch.serialization.safe_globals(_ALLOWED_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)

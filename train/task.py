@@ -9,6 +9,7 @@ lists every task by hand.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,28 @@ RUN_FIELDS = (
     "device",
     "deterministic",
 )
+
+
+def deferred(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported when first called.
+
+    A task's functions need torch; deferring their import keeps ``train --help`` (which reads
+    only the configs) from importing it.
+
+    Args:
+        module: The module that defines the function, e.g. ``train.pipeline.run``.
+        name: The function's name in it.
+
+    Returns:
+        A function that imports ``module`` and calls ``name`` with its arguments.
+    """
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"{module}.{name}, imported on first call."
+    return call
 
 
 @dataclass(frozen=True)

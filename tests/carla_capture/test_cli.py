@@ -95,6 +95,13 @@ def test_record_bad_options(tmp_path, tiny_towns, args, needles):
     assert_clean_error(_record(tmp_path, tiny_towns, *args), *needles)
 
 
+def test_unknown_town_points_to_town_dir_not_the_installed_package(tmp_path):
+    """A pip user was told to add a file inside site-packages."""
+    result = run("record", "--backend", "synthetic", "--town", "Town99", "--out", str(tmp_path))
+    assert_clean_error(result, "unknown town 'Town99'", "Town01", "--town-dir FOLDER")
+    assert "town_configs" not in result.stderr and "site-packages" not in result.stderr
+
+
 def test_config_file_that_is_not_utf8(tmp_path, tiny_towns):
     bad = tmp_path / "bad.toml"
     bad.write_bytes(b"\xff\xfe frames = 3")

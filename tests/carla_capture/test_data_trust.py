@@ -175,6 +175,23 @@ def test_empty_split_warns(cli, tmp_path, tiny_towns):
     assert manifest["splits"]["train"]["clips"] == 1 and manifest["splits"]["val"]["clips"] == 0
 
 
+def test_each_empty_split_is_warned_about_once(tmp_path, tiny_towns, cli):
+    """The library logged the warning and the command echoed it: every warning came twice."""
+    out = tmp_path / "data"
+    assert cli.capture(*_record_args(out, tiny_towns, "--clips", "1")).exit_code == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [sys.executable, "-m", "carla_capture", "split", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("split 'val' has no clips") == 1
+    assert done.stderr.count("split 'test' has no clips") == 1
+    assert "no shards of Town10HD" in done.stderr
+
+
 @pytest.mark.parametrize("codec", ["lz4", "lz4hc", "gzip"])
 def test_every_offered_codec_records(cli, tmp_path, tiny_towns, codec):
     """The CLI offers exactly the codecs the config accepts (``--compression lz4`` was refused)."""

@@ -33,6 +33,7 @@ def test_doctor_checks_the_double_and_prints_its_table(tiny_towns, standin):
     )
     checks = {c["name"]: c for c in json.loads(result.stdout)}
     names = [
+        "client library",
         "server answers",
         "versions",
         "map available",
@@ -66,8 +67,19 @@ def test_doctor_without_a_server_is_one_failed_check(tiny_towns, server):
         ["doctor", "--port", "2999", "--town-dir", str(tiny_towns), "--timeout", "0.5", "--json"],
     )
     checks = json.loads(result.stdout)
-    assert result.exit_code == 1 and len(checks) == 1 and not checks[0]["passed"]
-    assert "no CARLA server answered at 127.0.0.1:2999" in checks[0]["detail"]
+    assert result.exit_code == 1 and [c["passed"] for c in checks] == [True, False]
+    assert checks[0]["name"] == "client library"
+    assert "no CARLA server answered at 127.0.0.1:2999" in checks[1]["detail"]
+
+
+def test_doctor_without_the_carla_module_says_how_to_install_it(tiny_towns, monkeypatch):
+    """With the [capture] extra only, doctor said the client library "died" talking to a port."""
+    monkeypatch.setitem(sys.modules, "carla", None)  # import carla raises ImportError
+    result = CliRunner().invoke(main, ["doctor", "--port", "2999", "--town-dir", str(tiny_towns)])
+    assert result.exit_code == 1
+    assert "client library" in result.stdout and "not installed" in result.stdout
+    assert 'pip install "carla-temporal[carla]"' in result.stdout
+    assert "died" not in result.stdout and "2999" not in result.stdout
 
 
 def test_doctor_stops_a_hung_tick_within_the_stall_timeout(tiny_towns, standin):

@@ -13,6 +13,7 @@ import pytest
 from carla_capture.backends.synthetic import SyntheticBackend
 from carla_capture.config import CaptureConfig, VerifyConfig, load_town
 from carla_capture.verify import verify_clip
+from tests.videos import assert_h264
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +153,7 @@ def test_inspect_video(cli, tmp_path, tiny_dataset):
     frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     ok, first = cap.read()
     assert ok and first.shape == (48, 3 * 96, 3) and frames == 6
+    assert_h264(mp4)
     assert cli.capture("inspect", str(tiny_dataset), "--video", str(gif)).exit_code == 0
     assert Image.open(gif).n_frames == 6
     bad = cli.capture("inspect", str(tiny_dataset), "--video", str(tmp_path / "clip.avi"))

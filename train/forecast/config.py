@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.config import PRESETS, ModelConfig
-from train.config import RunConfig, upgrade_saved
+from train.config import EvalConfig, PredictConfig, RunConfig, upgrade_saved
 
 
 class HorizonConfig(BaseModel):
@@ -155,3 +155,17 @@ def upgrade_forecast(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(config, dict):
         config = {k: v for k, v in config.items() if k not in _PIPELINE_ONLY}
     return config
+
+
+class ForecastEval(EvalConfig):
+    """``train eval forecast``: every forecaster of a run (``RUN/forecast-*/best.pt``)."""
+
+
+class ForecastPredict(PredictConfig):
+    """``train predict forecast``: one clip of PATH through one forecaster of the run."""
+
+    clip: str | None = Field(None, description="Clip id [default: the first clip].")
+    variant: str | None = Field(
+        None, description="Forecaster folder, e.g. forecast-mid [default: the first]."
+    )
+    gif: bool = Field(False, description="Write a GIF instead of an MP4.")

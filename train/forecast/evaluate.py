@@ -22,9 +22,8 @@ from clipcore.tags import STATIC_TAGS
 from dataset.labels import load_label_map
 from models.depth import build_depth
 from models.ego_motion import build_ego_motion
-from train.config import EvalConfig
 from train.context import resolve_device
-from train.forecast.config import HorizonConfig
+from train.forecast.config import ForecastEval, HorizonConfig
 from train.forecast.data import ForecastWindows
 from train.forecast.stage import load_forecaster, load_teacher
 from train.forecast.warp import extrapolate_motion, warp_forecast
@@ -221,10 +220,6 @@ def to_markdown(report: dict[str, Any], title: str | None = None) -> str:
             )
         lines.append("")
     return "\n".join(lines)
-
-
-class ForecastEval(EvalConfig):
-    """``train eval forecast``: every forecaster of a run (``RUN/forecast-*/best.pt``)."""
 
 
 def evaluate(cfg: ForecastEval) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from clipcore.errors import CaptureError
 from clipcore.folder import load_clip
@@ -18,20 +17,10 @@ from clipcore.normalize import to_uint8
 from clipcore.pictures import write_video
 from dataset.labels import load_label_map
 from dataset.windows import make_item
-from train.config import PredictConfig
 from train.context import resolve_device
+from train.forecast.config import ForecastPredict
 from train.forecast.data import forecast_samples
 from train.forecast.stage import load_forecaster, load_teacher
-
-
-class ForecastPredict(PredictConfig):
-    """``train predict forecast``: one clip of PATH through one forecaster of the run."""
-
-    clip: str | None = Field(None, description="Clip id [default: the first clip].")
-    variant: str | None = Field(
-        None, description="Forecaster folder, e.g. forecast-mid [default: the first]."
-    )
-    gif: bool = Field(False, description="Write a GIF instead of an MP4.")
 
 
 def predict(cfg: ForecastPredict) -> list[str]:

@@ -6,11 +6,8 @@ Future segmentation from past frames, in a pipeline run (``train run forecast``)
 from __future__ import annotations
 
 from models.config import PRESETS
-from train.forecast.config import ForecastRunConfig
-from train.forecast.evaluate import ForecastEval, evaluate, to_markdown
-from train.forecast.predict import ForecastPredict, predict
-from train.forecast.stage import resolve_config, train
-from train.task import RUN_FIELDS, Task
+from train.forecast.config import ForecastEval, ForecastPredict, ForecastRunConfig
+from train.task import RUN_FIELDS, Task, deferred
 
 TASK = Task(
     name="forecast",
@@ -29,15 +26,15 @@ TASK = Task(
         "forecast.max_steps",
     ),
     presets=tuple(PRESETS),
-    resolve=resolve_config,
+    resolve=deferred("train.forecast.stage", "resolve_config"),
     stages=(),
-    train=train,
+    train=deferred("train.forecast.stage", "train"),
     eval_config=ForecastEval,
-    evaluate=evaluate,
-    to_markdown=to_markdown,
+    evaluate=deferred("train.forecast.evaluate", "evaluate"),
+    to_markdown=deferred("train.forecast.evaluate", "to_markdown"),
     report_name="forecast_eval",
     predict_config=ForecastPredict,
-    predict=predict,
+    predict=deferred("train.forecast.predict", "predict"),
     examples={
         "run": """
   train run forecast --data data/demo --out runs/demo --horizon mid

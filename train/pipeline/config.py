@@ -13,12 +13,16 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from clipcore.geometry import HFOV_RANGE_DEG
+from clipcore.settings import TextPath
 from dataset.config import Perturbation
 from models.config import ModelConfig
-from train.config import RunConfig, upgrade_saved
+from train.config import EvalConfig, PredictConfig, RunConfig, upgrade_saved
 
 StageName = Literal["stage1", "stage2", "stage3", "stage4"]
 LOSSES = ("ce", "depth", "pose")
+#: The pipeline's stages, in training order.
+STAGE_ORDER = ("stage1", "stage2", "stage3", "stage4")
 
 
 class StageConfig(BaseModel):
@@ -165,3 +169,36 @@ class TrainConfig(RunConfig):
                 "(--set stages.stage1.epochs=2) rather than replacing the stages table"
             )
         return self
+
+
+class PipelineEval(EvalConfig):
+    """``train eval pipeline``: the frame-by-frame against the temporal model of a run."""
+
+    perturbed: bool = Field(
+        False, description="Also evaluate under per-frame noise, flicker and occluders."
+    )
+
+
+class PipelinePredict(PredictConfig):
+    """``train predict pipeline``: one clip of PATH, or a video file, through a run's model."""
+
+    clip: str | None = Field(None, description="Clip id [default: the first clip].")
+    video: TextPath | None = Field(
+        None,
+        description="Predict on this video file (mp4, avi, mkv, webm, gif) instead of a clip; "
+        "--out is then the .mp4 or .gif to write.",
+    )
+    hfov: float = Field(
+        90.0,
+        gt=HFOV_RANGE_DEG[0],
+        lt=HFOV_RANGE_DEG[1],
+        description="With --video: the camera's horizontal field of view, degrees (temporal "
+        "model).",
+    )
+    max_frames: int | None = Field(None, ge=1, description="With --video: stop after N frames.")
+    gif: bool = Field(False, description="Write a GIF instead of an MP4.")
+    compare: bool = Field(
+        False,
+        description="Also write <clip>-compare.mp4 and .png: input | ground truth | "
+        "frame-by-frame | temporal, segmentation over depth (stages 1-3 too).",
+    )

@@ -12,28 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field
 
 from clipcore.manifest import load_manifest, require_clips
+from clipcore.progress import Progress
 from dataset import ClipWindows
 from dataset.config import Perturbation
 from dataset.labels import IGNORE_INDEX, load_label_map
 from dataset.perturb import corrupt
 from models.pipeline import TemporalPipeline
-from train.config import EvalConfig
 from train.context import resolve_device
 from train.metrics import ConfusionMatrix, DepthMetrics, PoseMetrics
-from train.pipeline.config import TrainConfig
+from train.pipeline.config import PipelineEval, TrainConfig
 from train.pipeline.consistency import TemporalConsistency, window_pairs
 from train.pipeline.trained import FrameModel, load_run, temporal_model
-
-
-class PipelineEval(EvalConfig):
-    """``train eval pipeline``: the frame-by-frame against the temporal model of a run."""
-
-    perturbed: bool = Field(
-        False, description="Also evaluate under per-frame noise, flicker and occluders."
-    )
 
 
 class _Scores:
@@ -136,13 +127,15 @@ def score_models(
     device: str = "cpu",
     perturbation: Perturbation | None = None,
     row_depth: torch.Tensor | None = None,
+    progress: str | None = None,
 ) -> dict[str, Any]:
     """Every model on every window of ``ds`` (corrupted by ``perturbation`` if given).
 
     Segmentation, depth, ego-motion and temporal figures; plus the ground truth's temporal figures
     and trivial baselines (majority class, mean depth, no motion, the per-row mean depth
     ``row_depth`` (H,) metres if given, and the temporal figures of a constant class with all-zero
-    depth and with each clip's median depth).
+    depth and with each clip's median depth). With ``progress`` (what is being done), the windows
+    done are shown on stderr (:class:`~clipcore.progress.Progress`).
     """
     scores = {name: _Scores(len(names)) for name in models}
     rows = DepthMetrics()
@@ -153,7 +146,10 @@ def score_models(
         "constant_class_median_depth": TemporalConsistency(len(names)),
     }
     no_motion, depths, generator = PoseMetrics(), [], torch.Generator().manual_seed(0)
+    bar = _progress(len(ds), progress, ds.window)
     for index in range(len(ds)):
+        if bar is not None and index:
+            bar.update()
         item = ds[index]
         pairs = window_pairs(item)
         rgb, hidden = item["rgb"][None].to(device), None
@@ -191,6 +187,9 @@ def score_models(
             if len(valid)
             else valid
         )
+    if bar is not None:
+        bar.update()
+        bar.close()
     confusion = next(iter(scores.values())).confusion if scores else ConfusionMatrix(len(names))
     baselines = _baselines(confusion, depths, no_motion)
     baselines["majority_class"] = names[majority]
@@ -203,6 +202,13 @@ def score_models(
         "ground_truth": {"temporal": truth.result()},
         "baselines": baselines,
     }
+
+
+def _progress(total: int, desc: str | None, frames: int) -> Progress | None:
+    """A progress display of ``total`` windows of ``frames`` frames, or None without ``desc``."""
+    if desc is None or not total:
+        return None
+    return Progress(total, desc, unit="window", per_item=frames, rate_unit="frames")
 
 
 def _baselines(
@@ -247,8 +253,11 @@ def evaluate_run(
     With ``perturbation``, also under per-frame corruptions (``report["perturbed"]``).
     """
     cfg = load_run(run_dir)
-    ds = whole_clips(cfg, Path(data or cfg.data.root), split)
+    data = Path(data or cfg.data.root)
+    ds = whole_clips(cfg, data, split)
     names = load_label_map(cfg.data.label_map).class_names
+    trained_on = load_manifest(data)["splits"].get(cfg.data.train_split, {})
+    row_depth = row_mean_depth(cfg, data) if trained_on.get("clips") else None
     models = {
         "frame_by_frame": FrameModel(cfg, run_dir).to(device),
         "temporal": temporal_model(cfg, run_dir).to(device),
@@ -261,11 +270,15 @@ def evaluate_run(
         "frame_size": list(cfg.frame_size()),
         "preset": cfg.preset,
         "label_map": cfg.data.label_map,
-        **score_models(models, ds, names, device),
+        **score_models(
+            models, ds, names, device, row_depth=row_depth, progress=f"scoring {split} (clean)"
+        ),
     }
     if perturbation is not None:
         report["perturbation"] = perturbation.model_dump()
-        report["perturbed"] = score_models(models, ds, names, device, perturbation)
+        report["perturbed"] = score_models(
+            models, ds, names, device, perturbation, row_depth, f"scoring {split} (corrupted)"
+        )
     return report
 
 

@@ -16,43 +16,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from clipcore.errors import CaptureError
 from clipcore.folder import load_clip
-from clipcore.geometry import HFOV_RANGE_DEG, backproject, invert_pose, transform_points
+from clipcore.geometry import backproject, invert_pose, transform_points
 from clipcore.normalize import to_uint8
-from clipcore.pictures import depth_to_rgb, write_video
-from clipcore.settings import TextPath
+from clipcore.pictures import depth_to_rgb, write_image, write_video
+from clipcore.progress import Progress
 from dataset.labels import load_label_map
 from dataset.windows import make_item
-from train.config import PredictConfig
 from train.context import resolve_device
-from train.pipeline.trained import load_run, temporal_model
+from train.pipeline.config import PipelinePredict, TrainConfig
+from train.pipeline.panels import comparison_panel, comparison_sheet
+from train.pipeline.trained import FrameModel, load_run, temporal_model
 from train.pipeline.video import predict_video
 
 MAX_DEPTH_M = 80.0
 STRIDE = 4
-
-
-class PipelinePredict(PredictConfig):
-    """``train predict pipeline``: one clip of PATH, or a video file, through a run's model."""
-
-    clip: str | None = Field(None, description="Clip id [default: the first clip].")
-    video: TextPath | None = Field(
-        None,
-        description="Predict on this video file (mp4, avi, mkv, webm, gif) instead of a clip; "
-        "--out is then the .mp4 or .gif to write.",
-    )
-    hfov: float = Field(
-        90.0,
-        gt=HFOV_RANGE_DEG[0],
-        lt=HFOV_RANGE_DEG[1],
-        description="With --video: the camera's horizontal field of view, degrees (temporal "
-        "model).",
-    )
-    max_frames: int | None = Field(None, ge=1, description="With --video: stop after N frames.")
-    gif: bool = Field(False, description="Write a GIF instead of an MP4.")
 
 
 def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
@@ -108,43 +88,37 @@ def predict_clip(
     out_dir: Path | None = None,
     video_suffix: str = ".mp4",
     device: str = "cpu",
+    compare: bool = False,
 ) -> list[Path]:
-    """Run the temporal model on one clip; write the video and both point clouds to ``out_dir``."""
+    """Run the temporal model on one clip; write the video and both point clouds to ``out_dir``.
+
+    With ``compare``, also the frame-by-frame models (stages 1-3) on the same frames, and
+    ``<clip>-compare`` video and PNG sheet: input | ground truth | frame-by-frame | temporal,
+    segmentation over depth (:func:`~train.pipeline.panels.comparison_panel`).
+    """
     cfg = load_run(run_dir)
     label_map = load_label_map(cfg.data.label_map)
     clip = load_clip(path, clip_id)
+    out_dir = Path(out_dir or Path(run_dir) / "predictions")
+    out_dir.mkdir(parents=True, exist_ok=True)  # before the work: a file in the way fails now
     raw = clip.arrays()  # a modality the clip lacks becomes "no label" / invalid depth in make_item
     raw["frames"] = raw.pop("frame")
     item = make_item(raw, label_map, None, cfg.frame_size())
-    model = temporal_model(cfg, run_dir).to(device)
+    labels, depths, poses = _temporal(cfg, run_dir, item, device, f"predicting {clip.clip_id}")
     height, width = item["rgb"].shape[-2:]
-    state = model.init_state(1, height, width, device)
-    labels, depths, poses, panels = [], [], [], []
-    for t in range(len(clip)):
-        frame = {k: item[k][t][None].to(device) for k in ("rgb", "intrinsics", "depth", "rel_pose")}
-        out, state = model.step(
-            frame["rgb"], state, frame["intrinsics"], frame["depth"], frame["rel_pose"]
+    rgbs = [to_uint8(item["rgb"][t]) for t in range(len(clip))]
+    panels = [
+        np.concatenate(
+            [
+                rgbs[t],
+                label_map.colorize(labels[t]),
+                depth_to_rgb(depths[t]),
+                label_map.colorize(item["labels"][t].numpy()),
+            ],
+            1,
         )
-        label = out["seg_logits"][0].argmax(0).cpu().numpy()
-        depth = out["depth"][0, 0].float().cpu().numpy()
-        labels.append(label)
-        depths.append(depth)
-        poses.append(
-            out["cam_to_world"][0].double().cpu().numpy() if "cam_to_world" in out else np.eye(4)
-        )
-        panels.append(
-            np.concatenate(
-                [
-                    to_uint8(item["rgb"][t]),
-                    label_map.colorize(label),
-                    depth_to_rgb(depth),
-                    label_map.colorize(item["labels"][t].numpy()),
-                ],
-                1,
-            )
-        )
-    out_dir = Path(out_dir or Path(run_dir) / "predictions")
-    out_dir.mkdir(parents=True, exist_ok=True)
+        for t in range(len(clip))
+    ]
     video = out_dir / f"{clip.clip_id}{video_suffix}"
     write_video(video, panels, clip.fps)
     K = item["intrinsics"][0].numpy()
@@ -164,7 +138,71 @@ def predict_clip(
     written = [video, out_dir / f"{clip.clip_id}-pred.ply", out_dir / f"{clip.clip_id}-gt.ply"]
     write_ply(written[1], pred_xyz, pred_rgb)
     write_ply(written[2], gt_xyz, gt_rgb)
+    if compare:
+        stem = out_dir / f"{clip.clip_id}-compare"
+        pictures = _comparison(cfg, run_dir, item, (labels, depths), device)
+        written += _write_comparison(pictures, stem, video_suffix, clip.fps)
     return written
+
+
+def _temporal(
+    cfg: TrainConfig, run_dir: Path, item: dict, device: str, desc: str
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """The temporal model through a clip frame by frame: per frame class ids, depth, pose."""
+    model = temporal_model(cfg, run_dir).to(device)
+    height, width = item["rgb"].shape[-2:]
+    state = model.init_state(1, height, width, device)
+    labels, depths, poses = [], [], []
+    with Progress(len(item["rgb"]), desc, unit="frame") as bar:
+        for t in range(len(item["rgb"])):
+            frame = {
+                k: item[k][t][None].to(device) for k in ("rgb", "intrinsics", "depth", "rel_pose")
+            }
+            out, state = model.step(
+                frame["rgb"], state, frame["intrinsics"], frame["depth"], frame["rel_pose"]
+            )
+            labels.append(out["seg_logits"][0].argmax(0).cpu().numpy())
+            depths.append(out["depth"][0, 0].float().cpu().numpy())
+            poses.append(
+                out["cam_to_world"][0].double().cpu().numpy()
+                if "cam_to_world" in out
+                else np.eye(4)
+            )
+            bar.update()
+    return labels, depths, poses
+
+
+def _comparison(
+    cfg: TrainConfig,
+    run_dir: Path,
+    item: dict,
+    temporal: tuple[list[np.ndarray], list[np.ndarray]],
+    device: str,
+) -> list[np.ndarray]:
+    """Per frame: input | ground truth | frame-by-frame | temporal, segmentation over depth."""
+    out = FrameModel(cfg, run_dir).to(device)(item["rgb"][None].to(device))
+    frame_labels = out["seg_logits"][0].argmax(1).cpu().numpy()
+    frame_depths = out["depth"][0, :, 0].float().cpu().numpy()
+    colorize = load_label_map(cfg.data.label_map).colorize
+    return [
+        comparison_panel(
+            to_uint8(item["rgb"][t]),
+            (item["labels"][t].numpy(), frame_labels[t], temporal[0][t]),
+            (item["depth"][t, 0].numpy(), frame_depths[t], temporal[1][t]),
+            colorize,
+        )
+        for t in range(len(item["rgb"]))
+    ]
+
+
+def _write_comparison(
+    panels: list[np.ndarray], stem: Path, video_suffix: str, fps: float
+) -> list[Path]:
+    """``stem`` + ``video_suffix`` (every frame) and ``stem.png`` (three frames)."""
+    video, sheet = stem.with_suffix(video_suffix), stem.with_suffix(".png")
+    write_video(video, panels, fps)
+    write_image(sheet, comparison_sheet(panels))
+    return [video, sheet]
 
 
 def predict(cfg: PipelinePredict) -> list[str]:
@@ -181,4 +219,5 @@ def predict(cfg: PipelinePredict) -> list[str]:
     if cfg.path is None:
         raise CaptureError("pass PATH (a shard or dataset folder) or --video FILE")
     suffix = ".gif" if cfg.gif else ".mp4"
-    return [str(p) for p in predict_clip(cfg.run, cfg.path, cfg.clip, cfg.out, suffix, device)]
+    written = predict_clip(cfg.run, cfg.path, cfg.clip, cfg.out, suffix, device, cfg.compare)
+    return [str(p) for p in written]

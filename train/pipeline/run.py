@@ -16,15 +16,13 @@ from clipcore.manifest import load_manifest, require_clips
 from train import config as run_config
 from train.context import setup
 from train.engine import run_stage
-from train.pipeline.config import TrainConfig, upgrade_pipeline
+from train.pipeline.config import STAGE_ORDER, TrainConfig, upgrade_pipeline
 from train.pipeline.schedules import preset_defaults
 from train.pipeline.stages import PipelineStage
 from train.run_folder import refuse_overwrite
 from train.run_folder import save_config as write_config
 
 log = logging.getLogger(__name__)
-
-STAGE_ORDER = ("stage1", "stage2", "stage3", "stage4")
 
 
 def resolve_config(

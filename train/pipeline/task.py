@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from models.config import PRESETS
-from train.pipeline.config import TrainConfig
-from train.pipeline.evaluate import PipelineEval, evaluate_pipeline, to_markdown
-from train.pipeline.predict import PipelinePredict, predict
-from train.pipeline.run import STAGE_ORDER, resolve_config, train
-from train.task import RUN_FIELDS, Task
+from train.pipeline.config import STAGE_ORDER, PipelineEval, PipelinePredict, TrainConfig
+from train.task import RUN_FIELDS, Task, deferred
 
 TASK = Task(
     name="pipeline",
@@ -15,15 +12,15 @@ TASK = Task(
     config=TrainConfig,
     run_fields=(*RUN_FIELDS, "data.val_split"),
     presets=tuple(PRESETS),
-    resolve=resolve_config,
+    resolve=deferred("train.pipeline.run", "resolve_config"),
     stages=STAGE_ORDER,
-    train=train,
+    train=deferred("train.pipeline.run", "train"),
     eval_config=PipelineEval,
-    evaluate=evaluate_pipeline,
-    to_markdown=to_markdown,
+    evaluate=deferred("train.pipeline.evaluate", "evaluate_pipeline"),
+    to_markdown=deferred("train.pipeline.evaluate", "to_markdown"),
     report_name="eval",
     predict_config=PipelinePredict,
-    predict=predict,
+    predict=deferred("train.pipeline.predict", "predict"),
     examples={
         "run": """
   train run pipeline --data data/demo --out runs/demo --preset tiny

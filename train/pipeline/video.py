@@ -26,7 +26,7 @@ from tqdm import tqdm
 from clipcore.errors import CaptureError
 from clipcore.geometry import intrinsics
 from clipcore.normalize import normalize
-from clipcore.pictures import depth_to_rgb
+from clipcore.pictures import H264Writer, depth_to_rgb
 from dataset.labels import load_label_map
 from models.depth import build_depth
 from models.segmentation import build_segmentation
@@ -86,22 +86,13 @@ class _Sink:
         self.path, self.fps = Path(path), fps
         self.partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self.gif: list[np.ndarray] | None = [] if self.path.suffix == ".gif" else None
-        self.writer: cv2.VideoWriter | None = None
+        self.writer = H264Writer(self.partial, fps) if self.gif is None else None
 
     def write(self, frame: np.ndarray) -> None:
         if self.gif is not None:
             self.gif.append(frame)
             return
-        if self.writer is None:
-            height, width = frame.shape[:2]
-            self.writer = cv2.VideoWriter(
-                str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height)
-            )
-            if not self.writer.isOpened():
-                raise CaptureError(
-                    f"cannot write {self.partial}: check that the folder is writable"
-                )
-        self.writer.write(np.ascontiguousarray(frame[..., ::-1]))
+        self.writer.write(frame)
 
     def close(self) -> None:
         if self.gif is not None:
@@ -123,12 +114,12 @@ class _Sink:
                     "that the folder is writable and has space"
                 ) from None
         elif self.writer is not None:
-            self.writer.release()
+            self.writer.close()
         os.replace(self.partial, self.path)
 
     def abort(self) -> None:
         if self.writer is not None:
-            self.writer.release()
+            self.writer.close()
         self.partial.unlink(missing_ok=True)
 
 

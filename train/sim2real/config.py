@@ -17,9 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from clipcore.errors import ConfigError
 from clipcore.settings import TextPath
 from dataset.config import DataConfig
-from models.sim2real import SIM2REAL_PRESETS, Sim2RealModelConfig
-from train.config import RunConfig
-from train.sim2real.losses import TASK_LOSSES, VAE_LOSSES
+from models.config import SIM2REAL_PRESETS, Sim2RealModelConfig
+from train.config import EvalConfig, PredictConfig, RunConfig
+
+#: The loss terms of each stage (computed in train/sim2real/losses.py).
+VAE_LOSSES = ("kl", "vae_recon", "mse_recon", "mmd", "cycle")
+TASK_LOSSES = ("depth", "seg", "depth_translated", "seg_translated", "kl", "mmd")
 
 Sim2RealStageName = Literal["sim2real-vae", "sim2real-tasks"]
 SIM2REAL_STAGES = ("sim2real-vae", "sim2real-tasks")
@@ -165,3 +168,25 @@ def preset_defaults(preset: str) -> dict[str, Any]:
             "sim2real-tasks": {"losses": tasks, "epochs": epochs[1], "frozen": ["decoders"]},
         },
     }
+
+
+class Sim2RealEval(EvalConfig):
+    """``train eval sim2real``: the twin VAE of a run (its sim2real-tasks stage)."""
+
+    domain: Literal["real", "sim"] = Field("real", description="The encoder the images go through.")
+    images: TextPath | None = Field(
+        None, description="Folder of real images, scored against --depth-png instead of SPLIT."
+    )
+    depth_png: TextPath | None = Field(
+        None, description="KITTI depth PNGs (16-bit, metres x 256) named like --images."
+    )
+
+
+class Sim2RealPredict(PredictConfig):
+    """``train predict sim2real``: images of PATH (an image, or a folder of images or shards)."""
+
+    path: TextPath | None = Field(
+        None, description="An image, or a folder of images (JPG/PNG) or of shards."
+    )
+    domain: Literal["real", "sim"] = Field("real", description="The encoder the images go through.")
+    rows: int = Field(4, ge=1, le=64, description="Images in the PNG (spread over PATH's).")

@@ -9,35 +9,21 @@ prediction resized to the ground truth's size.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch.utils.data import DataLoader
 
 from clipcore.errors import ConfigError
-from clipcore.settings import TextPath
 from dataset.kitti_depth import KittiDepthPairs
-from train.config import EvalConfig
 from train.context import resolve_device
 from train.metrics import ConfusionMatrix, DepthMetrics
+from train.sim2real.config import Sim2RealEval
 from train.sim2real.stage import frames, load_sim2real, source_frames
 
 CAP_M = 80.0
 METRICS = ("abs_rel", "sq_rel", "rmse", "log_rmse", "miou", "pixel_accuracy")
-
-
-class Sim2RealEval(EvalConfig):
-    """``train eval sim2real``: the twin VAE of a run (its sim2real-tasks stage)."""
-
-    domain: Literal["real", "sim"] = Field("real", description="The encoder the images go through.")
-    images: TextPath | None = Field(
-        None, description="Folder of real images, scored against --depth-png instead of SPLIT."
-    )
-    depth_png: TextPath | None = Field(
-        None, description="KITTI depth PNGs (16-bit, metres x 256) named like --images."
-    )
 
 
 @torch.no_grad()

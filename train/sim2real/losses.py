@@ -24,9 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from dataset.labels import IGNORE_INDEX
+from train.sim2real.config import TASK_LOSSES, VAE_LOSSES  # noqa: F401 (TASK_LOSSES: re-export)
 
-VAE_LOSSES = ("kl", "vae_recon", "mse_recon", "mmd", "cycle")
-TASK_LOSSES = ("depth", "seg", "depth_translated", "seg_translated", "kl", "mmd")
 #: Latent vectors compared per MMD term (a random subset keeps the kernel matrices small).
 MMD_SAMPLES = 256
 MMD_BANDWIDTHS = (0.5, 1.0, 2.0, 4.0)

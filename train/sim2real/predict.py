@@ -7,31 +7,18 @@ One PNG, one row per image: input | translation to the other domain | reconstruc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
 import torch
-from pydantic import Field
 
 from clipcore.errors import ConfigError
 from clipcore.pictures import depth_to_rgb
-from clipcore.settings import TextPath
 from dataset.labels import load_label_map
 from dataset.target_images import IMAGE_SUFFIXES, TargetImages, _resize
-from train.config import PredictConfig
 from train.context import resolve_device
+from train.sim2real.config import Sim2RealPredict
 from train.sim2real.stage import load_sim2real
-
-
-class Sim2RealPredict(PredictConfig):
-    """``train predict sim2real``: images of PATH (an image, or a folder of images or shards)."""
-
-    path: TextPath | None = Field(
-        None, description="An image, or a folder of images (JPG/PNG) or of shards."
-    )
-    domain: Literal["real", "sim"] = Field("real", description="The encoder the images go through.")
-    rows: int = Field(4, ge=1, le=64, description="Images in the PNG (spread over PATH's).")
 
 
 def _images(path: Path, size: tuple[int, int], rows: int) -> torch.Tensor:

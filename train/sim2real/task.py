@@ -5,12 +5,14 @@ A twin VAE that carries depth and segmentation from sim to real (``train run sim
 
 from __future__ import annotations
 
-from models.sim2real import SIM2REAL_PRESETS
-from train.sim2real.config import SIM2REAL_STAGES, Sim2RealConfig
-from train.sim2real.evaluate import Sim2RealEval, evaluate, to_markdown
-from train.sim2real.predict import Sim2RealPredict, predict
-from train.sim2real.stage import resolve_config, train
-from train.task import RUN_FIELDS, Task
+from models.config import SIM2REAL_PRESETS
+from train.sim2real.config import (
+    SIM2REAL_STAGES,
+    Sim2RealConfig,
+    Sim2RealEval,
+    Sim2RealPredict,
+)
+from train.task import RUN_FIELDS, Task, deferred
 
 TASK = Task(
     name="sim2real",
@@ -18,15 +20,15 @@ TASK = Task(
     config=Sim2RealConfig,
     run_fields=(*RUN_FIELDS, "data.val_split", "target"),
     presets=tuple(SIM2REAL_PRESETS),
-    resolve=resolve_config,
+    resolve=deferred("train.sim2real.stage", "resolve_config"),
     stages=SIM2REAL_STAGES,
-    train=train,
+    train=deferred("train.sim2real.stage", "train"),
     eval_config=Sim2RealEval,
-    evaluate=evaluate,
-    to_markdown=to_markdown,
+    evaluate=deferred("train.sim2real.evaluate", "evaluate"),
+    to_markdown=deferred("train.sim2real.evaluate", "to_markdown"),
     report_name="sim2real-eval",
     predict_config=Sim2RealPredict,
-    predict=predict,
+    predict=deferred("train.sim2real.predict", "predict"),
     examples={
         "run": """
   train run sim2real --data data --target photos/ --out runs/s2r

@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from dataset import ClipWindows
+from tests.videos import assert_h264
 from train.cli import main as train_main
 from train.pipeline.consistency import HEADLINE, LOWER_IS_BETTER, TemporalConsistency, window_pairs
 
@@ -130,6 +131,7 @@ def test_predict_writes_video_and_point_clouds(trained_run, split_dataset, tmp_p
     video = tmp_path / "Town02-0-000000.mp4"
     cap = cv2.VideoCapture(str(video))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and cap.read()[1].shape == (64, 4 * 128, 3)
+    assert_h264(video)
     pred, gt = (
         _ply_vertices(tmp_path / "Town02-0-000000-pred.ply"),
         _ply_vertices(tmp_path / "Town02-0-000000-gt.ply"),
@@ -137,3 +139,26 @@ def test_predict_writes_video_and_point_clouds(trained_run, split_dataset, tmp_p
     assert len(pred) > 100 and len(gt) > 100
     assert np.all(gt["z"] > -5)  # in the first camera's frame: the car drives forward, along +z
     assert np.isfinite(pred["x"]).all()
+
+
+def test_predict_compare_shows_frame_by_frame_beside_temporal(trained_run, split_dataset, tmp_path):
+    """--compare: input | ground truth | frame-by-frame | temporal, segmentation over depth."""
+    args = ["predict", "pipeline", "--run", str(trained_run), str(split_dataset / "Town02")]
+    result = CliRunner().invoke(train_main, [*args, "--out", str(tmp_path), "--compare"])
+    assert result.exit_code == 0, result.output
+    video, sheet = (tmp_path / f"Town02-0-000000-compare{x}" for x in (".mp4", ".png"))
+    assert f"-> {video}" in result.output and f"-> {sheet}" in result.output
+    assert_h264(video)
+    title, scale = 14 * 2, 2  # the title strip over 4 columns of 128, every pixel drawn 2x2
+    cap = cv2.VideoCapture(str(video))
+    first = cap.read()[1][..., ::-1]
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    assert first.shape == (title + 2 * 64 * scale, 4 * 128 * scale, 3)
+    png = cv2.imread(str(sheet))[..., ::-1]
+    assert png.shape == (title + 3 * 2 * 64 * scale, 4 * 128 * scale, 3)
+    # the input column repeats the frame in both rows; the other columns differ from it
+    body = png[title : title + 2 * 64 * scale]
+    seg_row, depth_row = body[: 64 * scale], body[64 * scale :]
+    width = 128 * scale
+    assert np.array_equal(seg_row[:, :width], depth_row[:, :width])
+    assert not np.array_equal(seg_row[:, width : 2 * width], depth_row[:, width : 2 * width])

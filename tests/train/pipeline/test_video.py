@@ -14,6 +14,7 @@ from clipcore.folder import load_clip
 from clipcore.normalize import normalize
 from dataset.labels import load_label_map
 from models.segmentation import build_segmentation
+from tests.videos import assert_h264
 from train.pipeline.trained import component, load_run
 
 FRAMES = 6  # a tiny clip
@@ -58,6 +59,7 @@ def test_temporal_run_to_mp4(trained_run: Path, video, tmp_path: Path, cli) -> N
     assert f"{FRAMES} frames, temporal model, 64x128" in result.output
     written = _read_video(out)
     assert len(written) == FRAMES and written[0].shape == (64, 3 * 128, 3)
+    assert_h264(out)
     for got, src in zip(written, _read_video(path), strict=True):
         expected = cv2.resize(src, (128, 64), interpolation=cv2.INTER_AREA)
         assert np.abs(got[:, :128].astype(int) - expected).mean() < 12  # two MP4 encodings
