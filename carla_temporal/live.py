@@ -39,6 +39,7 @@ from models.pipeline import PipelineState, TemporalPipeline
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class LiveStats:
     """What a live run did.

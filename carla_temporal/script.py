@@ -1,7 +1,8 @@
 """The ``train`` console script.
 
-One line that names the extra when torch is not installed (``pip install "carla-temporal[capture]"``
-brings none), else :data:`carla_temporal.cli.main`.
+:data:`carla_temporal.cli.main`. Its help needs no torch; a command that does, where torch is
+not installed (``pip install "carla-temporal[capture]"`` brings none), ends in one line that names
+the extra.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ def main() -> None:
     """Run the ``train`` command."""
     try:
         from carla_temporal.cli import main as train
+
+        train()
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in TRAINING_PACKAGES:
             raise
@@ -26,4 +29,3 @@ def main() -> None:
             err=True,
         )
         sys.exit(2)
-    train()

@@ -104,11 +104,7 @@ PROGRESS = ("recording", "verifying", "scoring", "predicting", "warning")
 def one_line_error(result, *needles: str) -> str:  # noqa: ANN001 - click's Result
     """Assert exit 2, a single ``error: ...`` line with every needle on stderr, and no traceback."""
     assert result.exit_code == 2, (result.output, result.exception)
-    lines = [
-        ln
-        for ln in result.stderr.splitlines()
-        if ln.strip() and not ln.startswith(PROGRESS)
-    ]
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith(PROGRESS)]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.output
     for needle in needles:

@@ -221,7 +221,10 @@ def test_capture_needs_no_torch(fresh_venv, tmp_path, tiny_towns):
         result = _run(fresh_venv, "capture", *args, cwd=tmp_path, path=blocker)
         assert result.returncode == 0, (args, result.stderr)
     assert list((data / "Town01").glob("Town01-*.h5")) and (data / "split.json").exists()
-    train = _run(fresh_venv, "train", "--help", cwd=tmp_path, path=blocker)
+    helped = _run(fresh_venv, "train", "--help", cwd=tmp_path, path=blocker)
+    assert helped.returncode == 0 and "Usage:" in helped.stdout, helped.stderr  # no torch needed
+    run = ["run", "pipeline", "--data", str(data), "--out", str(tmp_path / "r"), "--preset", "tiny"]
+    train = _run(fresh_venv, "train", *run, cwd=tmp_path, path=blocker)
     lines = train.stderr.strip().splitlines()
     assert train.returncode == 2 and len(lines) == 1, train.stderr
     assert "carla-temporal[train]" in lines[0] and "torch" in lines[0], lines[0]
