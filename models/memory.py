@@ -37,7 +37,26 @@ LOG_DEPTH_UNIT_M = 10.0
 MAX_LOG_DEPTH_STEP = 2.0
 
 
-class BottleneckMemory(nn.Module):
+class _Memory(nn.Module):
+    """What both memories share: a state of ``width`` channels at 1 / ``stride`` of the frame."""
+
+    stride: int
+    width: int
+
+    def init_state(
+        self,
+        batch: int,
+        height: int,
+        width: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Zero memory (B, C_mem, ceil(H / stride), ceil(W / stride)) for H x W frames."""
+        size = (math.ceil(height / self.stride), math.ceil(width / self.stride))
+        return torch.zeros(batch, self.width, *size, device=device, dtype=dtype)
+
+
+class BottleneckMemory(_Memory):
     """fused = feat + branch(h), h' = ConvGRU([feat, valid], h) at the bottleneck.
 
     ``memory_channels=None`` runs the GRU on the full bottleneck with a per-channel gate (zero at
@@ -58,18 +77,6 @@ class BottleneckMemory(nn.Module):
         else:
             self.gate = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.cell = ConvGRUCell(width + 1, width)  # + the validity channel
-
-    def init_state(
-        self,
-        batch: int,
-        height: int,
-        width: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> torch.Tensor:
-        """Zero memory (B, C_mem, ceil(H / stride), ceil(W / stride)) for H x W frames."""
-        size = (math.ceil(height / self.stride), math.ceil(width / self.stride))
-        return torch.zeros(batch, self.width, *size, device=device, dtype=dtype)
 
     def reads(
         self, x: torch.Tensor, feats: dict[str, torch.Tensor], own: dict[str, torch.Tensor] | None
@@ -92,7 +99,7 @@ class BottleneckMemory(nn.Module):
         return feat + (self.up(h) if self.projected else self.gate * h), h
 
 
-class ScoreMemory(nn.Module):
+class ScoreMemory(_Memory):
     """A ConvGRU whose hidden state is the score map (GRFP's idea).
 
     Per cell at 1 / ``stride`` of the frame: K segmentation logits and one log-depth. Its
@@ -129,18 +136,6 @@ class ScoreMemory(nn.Module):
         nn.init.zeros_(self.gate[-1].weight)  # every gate starts at sigmoid(0) = 1/2 ...
         nn.init.zeros_(self.gate[-1].bias)
         self.strength = nn.Parameter(torch.zeros(1, 2, 1, 1))  # ... times a strength of 0
-
-    def init_state(
-        self,
-        batch: int,
-        height: int,
-        width: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> torch.Tensor:
-        """Zero memory (B, K + 1, ceil(H / stride), ceil(W / stride)) for H x W frames."""
-        size = (math.ceil(height / self.stride), math.ceil(width / self.stride))
-        return torch.zeros(batch, self.width, *size, device=device, dtype=dtype)
 
     def reads(
         self, x: torch.Tensor, feats: dict[str, torch.Tensor], own: dict[str, torch.Tensor] | None
