@@ -147,10 +147,17 @@ def write_doc(result: dict) -> None:
         lines.append(f"- **{horizon}**: " + "; ".join(said))
     goal = [h for h in ("mid", "long") if h in verdict]
     met = bool(goal) and all(verdict[h]["beats_zero_motion"] for h in goal)
+    rows = {h: report["horizons"][h]["rows"] for h in goal}
+    margins = ", ".join(
+        f"{h} {100 * (rows[h][f'forecast-{h}']['miou'] - rows[h]['zero_motion']['miou']):+.1f}"
+        for h in goal
+    )
     lines += [
         "",
         "Goal (the forecaster beats zero-motion at mid and long horizons): "
-        f"**{'met' if met else 'not met'}**.",
+        f"**{'met' if met else 'not met'}** (forecaster minus zero-motion, mIoU points: "
+        f"{margins}; margins of a point or less have changed sign between reruns of this "
+        "short schedule).",
         "",
     ]
     lines += [
