@@ -43,6 +43,7 @@ from tqdm import tqdm
 from clipcore.errors import ConfigError
 from clipcore.fsutil import atomic_copy
 from dataset import device_augment
+from dataset.handover import SharedBatches, ring_slots
 from train.board import Board
 from train.checkpoint import load_state, save_checkpoint
 from train.config import RunConfig
@@ -50,6 +51,9 @@ from train.context import Context, seed_everything, unwrap
 from train.run_folder import load_checkpoint
 
 log = logging.getLogger(__name__)
+
+#: Batches each loader worker prepares ahead (DataLoader's ``prefetch_factor``).
+PREFETCH = 2
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,9 @@ def make_loader(
 
     Shuffled when ``training`` (by a generator seeded ``seed * salt + epoch``; a second source of a
     stage takes another salt), sharded over the processes under DDP. The last partial batch of
-    training is dropped unless ``drop_last`` says otherwise.
+    training is dropped unless ``drop_last`` says otherwise. With workers, each has
+    :data:`PREFETCH` batches in flight; on CUDA (pinned memory) they hand batches over through
+    reused shared-memory arenas (:mod:`dataset.handover`).
     """
     if ctx.distributed:
         sampler = DistributedSampler(
@@ -187,13 +193,20 @@ def make_loader(
         sampler = SequentialSampler(ds)
     if drop_last is None:
         drop_last = training and len(ds) > batch_size
+    pin = ctx.device.type == "cuda"
+    workers: dict[str, Any] = {}
+    if num_workers > 0:
+        workers["prefetch_factor"] = PREFETCH
+        if pin:  # each batch is copied to pinned memory as it arrives: the arenas can be reused
+            workers["collate_fn"] = SharedBatches(ring_slots(PREFETCH))
     return DataLoader(
         ds,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
         drop_last=drop_last,
-        pin_memory=ctx.device.type == "cuda",
+        pin_memory=pin,
+        **workers,
     )
 
 

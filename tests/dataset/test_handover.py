@@ -1,0 +1,131 @@
+"""Batches handed from loader workers through reused shared arenas: the same batches as PyTorch's
+default collation, one shared segment per batch, arenas reused only around the ring."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from multiprocessing.reduction import ForkingPickler
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data._utils import worker
+
+from dataset import AugmentConfig, ClipWindows
+from dataset.handover import SharedBatches, ring_slots
+from train.context import Context
+from train.engine import PREFETCH, make_loader
+
+
+class Mixed(Dataset):
+    """Items of every kind a window holds: tensors, arrays, flags, numbers, strings, a dict."""
+
+    def __len__(self) -> int:
+        return 23
+
+    def __getitem__(self, i: int) -> dict:
+        return {
+            "u8": torch.full((2, 3, 5), i, dtype=torch.uint8),
+            "f32": np.arange(7, dtype=np.float32) * i,
+            "f64": torch.tensor([0.25 * i], dtype=torch.float64),
+            "flag": i % 3 == 0,
+            "index": i,
+            "scale": 0.5 * i,
+            "clip_id": f"clip-{i}",
+            "nested": {"pose": torch.eye(4) * i},
+        }
+
+
+def _assert_equal(got: object, want: object) -> None:
+    if isinstance(want, torch.Tensor):
+        assert isinstance(got, torch.Tensor) and got.dtype == want.dtype
+        assert torch.equal(got, want)
+    elif isinstance(want, dict):
+        assert type(got) is dict and set(got) == set(want)
+        for key in want:
+            _assert_equal(got[key], want[key])
+    else:
+        assert got == want
+
+
+def _reference(ds: Dataset, batch: int) -> list:
+    n = len(ds)
+    return [
+        default_collate([ds[i] for i in range(s, min(s + batch, n))]) for s in range(0, n, batch)
+    ]
+
+
+@pytest.fixture
+def in_worker():  # noqa: ANN201
+    """Run the test body as if in loader worker 0."""
+    worker._worker_info = worker.WorkerInfo(id=0, num_workers=1, seed=0, dataset=None)
+    yield
+    worker._worker_info = None
+
+
+def test_workers_hand_over_what_default_collation_gives() -> None:
+    ds = Mixed()
+    collate = SharedBatches(ring_slots(PREFETCH))
+    loader = DataLoader(
+        ds, batch_size=4, num_workers=2, collate_fn=collate, prefetch_factor=PREFETCH
+    )
+    for _ in range(2):  # twice: the second pass writes into arenas used before
+        got = [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()} for b in loader]
+        assert len(got) == 6  # the last batch of 3 takes an arena of its own size
+        for g, want in zip(got, _reference(ds, 4), strict=True):
+            _assert_equal(g, want)
+
+
+def test_real_windows_are_handed_over_unchanged(split_dataset) -> None:  # noqa: ANN001
+    ds = ClipWindows(split_dataset, "train", window=3, augment=AugmentConfig(), augment_on="device")
+    collate = SharedBatches(ring_slots(PREFETCH))
+    loader = DataLoader(
+        ds, batch_size=2, num_workers=2, collate_fn=collate, prefetch_factor=PREFETCH
+    )
+    got = [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()} for b in loader]
+    for g, want in zip(got, _reference(ds, 2), strict=True):
+        _assert_equal(g, want)
+
+
+def test_a_batch_is_one_shared_segment_unpickled_as_a_plain_dict(in_worker) -> None:  # noqa: ANN001
+    ds = Mixed()
+    batch = SharedBatches(2)([ds[i] for i in range(4)])
+    buffer = io.BytesIO()
+    ForkingPickler(buffer).dump(batch)
+    got = pickle.loads(buffer.getvalue())
+    _assert_equal(got, default_collate([ds[i] for i in range(4)]))
+    tensors = [got["u8"], got["f32"], got["f64"], got["flag"], got["index"], got["nested"]["pose"]]
+    storages = {t.untyped_storage().data_ptr() for t in tensors}
+    assert len(storages) == 1 and tensors[0].is_shared()
+
+
+def test_arenas_come_back_only_around_the_ring(in_worker) -> None:  # noqa: ANN001
+    ds, slots = Mixed(), 3
+    collate = SharedBatches(slots)
+    arenas = [
+        collate([ds[i] for i in range(4)])["u8"].untyped_storage().data_ptr() for _ in range(7)
+    ]
+    assert len(set(arenas[:slots])) == slots  # every batch in flight has its own
+    assert arenas[slots:] == arenas[: 7 - slots]  # batch k + slots reuses batch k's
+
+
+def test_outside_a_worker_it_is_default_collation() -> None:
+    batch = SharedBatches(2)([Mixed()[i] for i in range(3)])
+    assert type(batch) is dict and not batch["u8"].is_shared()
+
+
+def test_only_a_pinned_loader_reuses_arenas(split_dataset) -> None:  # noqa: ANN001
+    ds = ClipWindows(split_dataset, "train", window=3)
+    kw = {"training": True, "epoch": 0, "seed": 0, "num_workers": 2}
+    cpu = make_loader(ds, 2, ctx=Context(torch.device("cpu")), **kw)
+    cuda = make_loader(ds, 2, ctx=Context(torch.device("cuda")), **kw)
+    assert not isinstance(cpu.collate_fn, SharedBatches)  # the caller may keep a CPU batch
+    assert cuda.pin_memory and isinstance(cuda.collate_fn, SharedBatches)
+    assert cuda.collate_fn.slots > cuda.prefetch_factor  # the batches in flight and one more
+
+
+def test_a_ring_needs_an_arena() -> None:
+    with pytest.raises(ValueError, match="at least one arena"):
+        SharedBatches(0)
