@@ -37,8 +37,10 @@ def reference_stages(
     BatchNorm statistics stay fixed (batch statistics of 2 windows drifted from the running ones
     and evaluation depth broke), its learning rate warms up over the first epoch (Adam's first
     steps move every weight by about lr and wrecked the decoder), and it validates its starting
-    state (stage 1 + 2 quality, the identity) as a best-checkpoint candidate, which an epoch
-    replaces only with a lower validation loss and no loss worse than at the start.
+    state (stage 1 + 2 quality, the identity) as a best-checkpoint candidate. It trains on
+    per-frame-independent corruption (``STAGE4_PERTURB``, what a memory is for), its fresh memory
+    at 10x the learning rate, and keeps the epoch (or the start) with the best mIoU and depth on
+    clean and corrupted validation windows (``select = "miou_depth"``, docs/training.md).
     """
     return {
         "stage1": {
