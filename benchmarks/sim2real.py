@@ -111,8 +111,12 @@ def make_config(
     tasks: dict[str, float],
     from_vae: bool,
     device: str = "cpu",
+    seed: int = 0,
 ) -> Sim2RealConfig:
-    """One run of the proxy: ``steps`` optimiser steps per stage, batch 8, lr 1e-3 (short)."""
+    """One run of the proxy: ``steps`` optimiser steps per stage, batch 8, lr 1e-3 (short).
+
+    ``seed``: the training seed (initial weights, batch order, samples); the data stay the same.
+    """
     stage = {"epochs": 1000, "max_steps": None, "batch_size": 8, "lr": 1e-3}
     vae = {"kl": 0.01, "vae_recon": 10.0, "mse_recon": 10.0, "mmd": 1.0, "cycle": 10.0}
     cfg = Sim2RealConfig(
@@ -120,6 +124,7 @@ def make_config(
         target=target,
         out=out,
         preset="proxy",
+        seed=seed,
         model=MODEL,
         device=device,
         tensorboard=False,
@@ -182,6 +187,13 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("/tmp/carla-temporal-sim2real"))
     parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Training seed (same data). Another seed measures run-to-run noise: it writes "
+        "benchmarks/results/sim2real-seed<N>.json, which the doc's noise paragraph reads.",
+    )
+    parser.add_argument(
         "--render-only",
         action="store_true",
         help="Only redo the table and verdicts from benchmarks/results/sim2real.json.",
@@ -191,11 +203,18 @@ def main() -> None:
         rerender()
         return
     torch.set_num_threads(2)
-    proxy = run_proxy(args.out, args.steps, args.clips)
-    publish(proxy["rows"], proxy["minutes"], args.steps, args.clips, time.process_time() / 60)
+    proxy = run_proxy(args.out, args.steps, args.clips, seed=args.seed)
+    cpu_minutes = time.process_time() / 60
+    if args.seed:
+        publish_seed(
+            proxy["rows"], proxy["minutes"], args.steps, args.clips, cpu_minutes, args.seed
+        )
+        rerender()
+        return
+    publish(proxy["rows"], proxy["minutes"], args.steps, args.clips, cpu_minutes)
 
 
-def run_proxy(out: Path, steps: int, clips: int, device: str = "cpu") -> dict:
+def run_proxy(out: Path, steps: int, clips: int, device: str = "cpu", seed: int = 0) -> dict:
     """Record both domains, train the three models and score them with the constant.
 
     Returns ``rows`` (model -> figures), ``minutes``, ``gap_closed`` and ``verdict``.
@@ -217,15 +236,15 @@ def run_proxy(out: Path, steps: int, clips: int, device: str = "cpu") -> dict:
     }
     runs = {
         "source-only (A labels)": (
-            make_config(a, out / "source", None, steps, plain, False, device),
+            make_config(a, out / "source", None, steps, plain, False, device, seed),
             "sim",
         ),
         "twin VAE (A labels + unlabelled B)": (
-            make_config(a, out / "twin", b, steps, twin_losses, True, device),
+            make_config(a, out / "twin", b, steps, twin_losses, True, device, seed),
             "real",
         ),
         "oracle (B labels)": (
-            make_config(b, out / "oracle", None, steps, plain, False, device),
+            make_config(b, out / "oracle", None, steps, plain, False, device, seed),
             "sim",
         ),
     }
@@ -264,33 +283,45 @@ def verdicts(rows: dict[str, dict]) -> dict[str, bool]:
 
 
 def publish(
-    rows: dict[str, dict], minutes: dict[str, float], steps: int, clips: int, cpu_minutes: float
+    rows: dict[str, dict],
+    minutes: dict[str, float],
+    steps: int,
+    clips: int,
+    cpu_minutes: float,
+    load: float | None = None,
 ) -> None:
-    """Gap closed and verdicts computed from ``rows``; JSON result and the table in the docs."""
+    """Gap closed and verdicts computed from ``rows``; JSON result and the table in the docs.
+
+    ``load``: the 1-minute load average of a saved run being rendered again (its JSON is kept);
+    None for a new run.
+    """
     constant, source, twin, oracle = rows.values()
     closed = gap_closed(source, twin, oracle)
     verdict = verdicts(rows)
     command = f"python benchmarks/sim2real.py --steps {steps} --clips {clips}"
-    out = write_result(
-        "sim2real",
-        {
-            "command": command,
-            "note": "2-core CPU machine shared with 4 other engineers' jobs; times are indicative",
-            "cpu_minutes": cpu_minutes,
-            "model": MODEL.model_dump(),
-            "steps_per_stage": steps,
-            "clips": clips,
-            "minutes": minutes,
-            "rows": rows,
-            "gap_closed": closed,
-            "verdict": verdict,
-        },
-    )
+    out = RESULTS / "sim2real.json"
+    if load is None:
+        load = load_average()
+        write_result(
+            "sim2real",
+            {
+                "command": command,
+                "note": "2-core CPU machine, at times shared with other jobs; times are indicative",
+                "cpu_minutes": cpu_minutes,
+                "model": MODEL.model_dump(),
+                "steps_per_stage": steps,
+                "clips": clips,
+                "minutes": minutes,
+                "rows": rows,
+                "gap_closed": closed,
+                "verdict": verdict,
+            },
+        )
     lines = [f"- {k.replace('_', ' ')}: **{'yes' if v else 'no'}**" for k, v in verdict.items()]
     total = sum(minutes.values())
     section = (
         f"{START}\nCommand: `{command}` ({total:.1f} min wall, {cpu_minutes:.1f} min CPU, on the "
-        f"project's 2-core CPU machine, 1-minute load average {load_average()}). Test: Town02 in "
+        f"project's 2-core CPU machine, 1-minute load average {load}). Test: Town02 in "
         "appearance B, "
         f"{clips} clips x 10 frames, at {MODEL.input_size[0]}x{MODEL.input_size[1]}; depth up to "
         f"80 m; segmentation over common12. Gap closed: n/a where the oracle is not better than "
@@ -298,6 +329,7 @@ def publish(
         + table(rows, closed)
         + "\nVerdict (computed by the script):\n\n"
         + "\n".join(lines)
+        + noise_paragraph(rows, verdict, steps, clips)
         + f"\n\nRaw numbers: `benchmarks/results/{out.name}`.\n{END}"
     )
     text = DOC.read_text()
@@ -306,13 +338,81 @@ def publish(
     print(verdict, minutes)
 
 
+def publish_seed(
+    rows: dict[str, dict],
+    minutes: dict[str, float],
+    steps: int,
+    clips: int,
+    cpu_minutes: float,
+    seed: int,
+) -> None:
+    """The result of a run with another training seed, beside the main one's."""
+    write_result(
+        f"sim2real-seed{seed}",
+        {
+            "command": "python benchmarks/sim2real.py "
+            f"--steps {steps} --clips {clips} --seed {seed}",
+            "seed": seed,
+            "cpu_minutes": cpu_minutes,
+            "steps_per_stage": steps,
+            "clips": clips,
+            "minutes": minutes,
+            "rows": rows,
+            "verdict": verdicts(rows),
+        },
+    )
+
+
+def noise_paragraph(rows: dict[str, dict], verdict: dict[str, bool], steps: int, clips: int) -> str:
+    """How the figures and verdicts move with the training seed (runs of ``--seed N`` at the same
+    steps and clips), or nothing when there are none."""
+    import json
+
+    others = {}
+    for path in sorted(RESULTS.glob("sim2real-seed*.json")):
+        saved = json.loads(path.read_text())
+        if (saved["steps_per_stage"], saved["clips"]) == (steps, clips):
+            others[saved["seed"]] = saved
+    if not others:
+        return ""
+    seeds = ", ".join(str(k) for k in others)
+    parts = []
+    for name, figures in rows.items():
+        if name.startswith("constant"):
+            continue  # no training: the same for every seed
+        for metric, label in (("abs_rel", "AbsRel"), ("miou", "mIoU")):
+            values = [figures[metric]] + [o["rows"][name][metric] for o in others.values()]
+            parts.append(
+                f"{name.split(' (')[0]} {label} "
+                + " / ".join(f"{v:.3f}" for v in values)
+                + f" (spread {max(values) - min(values):.3f})"
+            )
+    flips = [k for k, v in verdict.items() if any(o["verdict"][k] != v for o in others.values())]
+    return (
+        f"\n\nRun-to-run noise: the same command with training seeds 0 (above) and {seeds} "
+        f"(`--seed N`, same data): "
+        + "; ".join(parts)
+        + ". Verdicts that change with the seed: "
+        + (", ".join(k.replace("_", " ") for k in flips) if flips else "none")
+        + "."
+    )
+
+
 def rerender() -> None:
-    """Recompute gap and verdicts from the rows of the last run's JSON (no training)."""
+    """Recompute gap, verdicts and the noise paragraph from the last run's JSON (no training;
+    the JSON is kept)."""
     import json
 
     saved = json.loads((RESULTS / "sim2real.json").read_text())
     clips = saved.get("clips") or int(saved["command"].split("--clips ")[1])
-    publish(saved["rows"], saved["minutes"], saved["steps_per_stage"], clips, saved["cpu_minutes"])
+    publish(
+        saved["rows"],
+        saved["minutes"],
+        saved["steps_per_stage"],
+        clips,
+        saved["cpu_minutes"],
+        saved["machine"]["load_average_1min"],
+    )
 
 
 if __name__ == "__main__":
