@@ -223,6 +223,7 @@ class ShardReader:
         stop: int | None = None,
         check: bool = True,
         only: tuple[str, ...] | None = None,
+        depth_codes: bool = False,
     ) -> dict[str, Any]:
         """Frames ``start:stop`` of a clip as arrays (reads only their chunks).
 
@@ -230,6 +231,8 @@ class ShardReader:
         metres) with its ``<name>_valid`` (T,) mask, ``intrinsics`` ((3, 3) or None) and ``attrs``;
         ``only`` restricts the other modalities read (``frame`` and ``timestamp`` are always read).
         ``check`` refuses NaN / inf, out-of-range depth, non-rigid poses and frames out of order.
+        ``depth_codes``: depth as format 2+ stores it, uint32 24-bit codes (``decode_depth`` turns
+        them into metres), for a consumer that decodes elsewhere; format 1 gives float32 metres.
         """
         meta = self._meta(clip_id)
         names = (
@@ -256,7 +259,7 @@ class ShardReader:
             faults = content_faults(out, start or 0)
             if faults:
                 self._refuse(clip_id, faults)
-        if "depth" in out and self.version >= 2:
+        if "depth" in out and self.version >= 2 and not depth_codes:
             out["depth"] = decode_depth(out["depth"])
         out["intrinsics"], out["attrs"] = meta.intrinsics, meta.attrs
         return out

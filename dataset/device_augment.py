@@ -1,11 +1,12 @@
 """The training augmentation as batched torch operations on the training device.
 
 With ``data.augment_on = "device"`` a loader worker only decodes a window and draws its
-augmentation (:func:`compact_item`): it hands over compact arrays (uint8 RGB, uint8 tags, float32
-depth as the shard decodes it) with the draw's parameters, and the engine finishes the batch on
-the device the model trains on (:func:`finish`): resampling (bilinear RGB, nearest tags, the depth
-rule of ``dataset/resample.py``), the flip, the colour jitter, drift, clutter and noise of
-:mod:`dataset.augment`, the label map and the normalisation.
+augmentation (:func:`compact_item`): it hands over compact arrays (uint8 RGB, uint8 tags, depth as
+the shard stores it: 24-bit codes, or float32 metres from a format-1 shard) with the draw's
+parameters, and the engine finishes the batch on the device the model trains on (:func:`finish`):
+depth decoding (the float32 product of ``clipcore.schema.decode_depth``), resampling (bilinear
+RGB, nearest tags, the depth rule of ``dataset/resample.py``), the flip, the colour jitter, drift,
+clutter and noise of :mod:`dataset.augment`, the label map and the normalisation.
 
 The draws are the CPU path's, from the same (seed, epoch, window index) generator, and the noise
 is the same slice of the same bank, so a window comes out as :func:`dataset.windows.make_item`
@@ -24,12 +25,17 @@ import torch.nn.functional as F
 
 from clipcore.geometry import FAR_PLANE_M
 from clipcore.normalize import normalize
+from clipcore.schema import DEPTH_SCALE_M
 from clipcore.tags import STATIC_TAGS
 from dataset import augment as aug
 from dataset.resample import MAX_CELL_RATIO, PLANAR_TOL
 
 #: The key that marks a compact (not yet finished) item or batch.
 COMPACT = "rgb_u8"
+#: What :func:`finish` turns into the CPU path's keys (besides the ``aug_`` parameters).
+_COMPACT_KEYS = frozenset(
+    (COMPACT, "tags", "depth_bits", "depth_is_code", "semantic_valid", "depth_valid", "label_lut")
+)
 #: Clutter boxes a draw holds at most (``augment.draw``: 1 to 4).
 MAX_CLUTTER = 4
 _STATIC = np.zeros(256, bool)
@@ -58,7 +64,7 @@ def compact_item(
     return {
         COMPACT: torch.from_numpy(raw["rgb"]),
         "tags": torch.from_numpy(raw["semantic"]),
-        "depth_m": torch.from_numpy(np.asarray(raw["depth"], np.float32)),
+        **_depth_bits(raw["depth"]),
         "semantic_valid": torch.from_numpy(raw["semantic_valid"]),
         "depth_valid": torch.from_numpy(raw["depth_valid"]),
         "label_lut": torch.from_numpy(lut),
@@ -82,6 +88,25 @@ def compact_item(
     }
 
 
+def _depth_bits(depth: np.ndarray) -> dict[str, Any]:
+    """A window's depth (T, H, W) as 4-byte words: uint32 codes, or float32 metres, and which."""
+    depth = np.asarray(depth)
+    is_code = depth.dtype == np.uint32
+    words = depth if is_code else np.asarray(depth, np.float32)
+    return {"depth_bits": torch.from_numpy(words.view(np.int32)), "depth_is_code": bool(is_code)}
+
+
+def _decode_depth(bits: torch.Tensor, is_code: torch.Tensor) -> torch.Tensor:
+    """Batched depth words (B, T, H, W) -> float32 metres: per window (B,) codes or metres.
+
+    A code (< 2^24) converts to float32 exactly and one float32 product scales it, as
+    ``clipcore.schema.decode_depth`` does, so the metres are the CPU path's bit for bit.
+    """
+    scale = torch.tensor(DEPTH_SCALE_M, dtype=torch.float32, device=bits.device)
+    decoded = bits.to(torch.float32) * scale
+    return torch.where(is_code.view(-1, 1, 1, 1), decoded, bits.view(torch.float32))
+
+
 def is_compact(batch: dict[str, Any]) -> bool:
     """Whether ``batch`` holds compact items that :func:`finish` has still to finish."""
     return COMPACT in batch
@@ -93,7 +118,7 @@ def finish(batch: dict[str, Any]) -> dict[str, Any]:
     Keys and dtypes of :mod:`dataset.windows`' items, batched (B, T, ...), on the batch's device.
     """
     rgb = batch[COMPACT].permute(0, 1, 4, 2, 3).float().div_(255.0)  # (B, T, 3, H, W)
-    tags, depth = batch["tags"], batch["depth_m"]
+    tags, depth = batch["tags"], _decode_depth(batch["depth_bits"], batch["depth_is_code"])
     size = tuple(int(v) for v in batch["aug_size"][0])
     resample = batch["aug_resample"]
     if bool(resample.any()):
@@ -112,9 +137,7 @@ def finish(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 def _compact_key(key: str) -> bool:
-    return key in (COMPACT, "tags", "depth_m", "semantic_valid", "depth_valid", "label_lut") or (
-        key.startswith("aug_")
-    )
+    return key in _COMPACT_KEYS or key.startswith("aug_")
 
 
 def _where(mask: torch.Tensor, yes: torch.Tensor, no: torch.Tensor) -> torch.Tensor:

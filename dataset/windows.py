@@ -235,7 +235,10 @@ class ClipWindows(Dataset):
         return self._readers[rel]
 
     def _read(self, rel: str, clip_id: str, start: int) -> dict[str, Any]:
-        raw = self._reader(rel).read_arrays(clip_id, start, start + self.window, only=_READ)
+        codes = self.augment_on == "device"  # the device decodes depth (device_augment.finish)
+        raw = self._reader(rel).read_arrays(
+            clip_id, start, start + self.window, only=_READ, depth_codes=codes
+        )
         raw["frames"] = raw.pop("frame")
         return raw
 

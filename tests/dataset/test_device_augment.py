@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
+from clipcore.schema import decode_depth
 from dataset import ClipWindows, device_augment
 from dataset import augment as aug
 from dataset.config import AugmentConfig
@@ -130,3 +131,22 @@ def test_forecasting_refuses_device_augmentation_in_one_line(split_dataset):
     with pytest.raises(ConfigError, match="augment_on='loader'"):
         ForecastWindows(data, "train", horizon, training=True)
     assert len(ForecastWindows(data, "train", horizon, training=False)) > 0
+
+
+def test_workers_hand_depth_over_as_the_shards_codes(split_dataset):
+    """4 bytes a pixel as stored (24-bit codes), decoded on the device to the CPU path's metres;
+    float metres (a format-1 shard's depth) in the same batch pass through unchanged."""
+    loader_ds, device_ds = _pair(split_dataset)
+    item = device_ds[0]
+    assert item["depth_is_code"] and item["depth_bits"].dtype == torch.int32
+    assert int(item["depth_bits"].max()) < 2**24  # codes, not float bits
+    other = device_ds[1]
+    metres = decode_depth(other["depth_bits"].numpy().view(np.uint32))  # as format 1 stores it
+    as_format_1 = {
+        **other,
+        "depth_bits": torch.from_numpy(metres.view(np.int32)),
+        "depth_is_code": False,
+    }
+    cpu = default_collate([loader_ds[0], loader_ds[1]])
+    dev = device_augment.finish(default_collate([item, as_format_1]))
+    _assert_same(cpu, dev)
