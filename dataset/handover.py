@@ -8,10 +8,11 @@ into a ring of arenas that each worker allocates once and reuses: every tensor o
 view into one arena, handed over as one segment.
 
 Reuse is safe only when the consumer is done with a batch before the worker writes its arena
-again. A DataLoader with ``pin_memory=True`` copies every batch into pinned memory as it arrives,
-and sends a worker a new index only after the training loop took a batch; a worker then has at
-most ``prefetch_factor`` batches not yet taken, so a ring of ``prefetch_factor + 2`` arenas is never
-overwritten while it is read (:func:`ring_slots`). ``train.engine.make_loader`` uses it only
+again. A DataLoader with ``pin_memory=True`` copies every batch into pinned memory as it arrives
+(before the training loop sees it), and, in order (``in_order=True``, the default), hands indices
+to the workers in turn and sends one more only when the loop took a batch; so a worker has at
+most ``prefetch_factor`` batches not yet copied, and a ring of ``prefetch_factor + 2`` arenas is
+never overwritten while it is read (:func:`ring_slots`). ``train.engine.make_loader`` uses it only
 there (the CUDA path); anywhere else batches are collated by PyTorch's default.
 
 >>> collate = SharedBatches(slots=ring_slots(prefetch_factor=2))
