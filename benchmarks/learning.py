@@ -35,7 +35,7 @@ import shutil  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
-from common import split_of_towns, write_result  # noqa: E402
+from common import RESULTS, split_of_towns, write_result  # noqa: E402
 from learning_doc import write_doc  # noqa: E402
 
 from carla_capture.config import CaptureConfig  # noqa: E402
@@ -270,6 +270,19 @@ def main() -> None:
         help="Tiny frames and one step a stage: writes OUT/learning.json, not the repository's.",
     )
     parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Training seed (same data and test corruption). Another seed measures run-to-run "
+        "noise: it writes benchmarks/results/learning-seed<N>.json, which the doc's noise "
+        "section reads.",
+    )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="Only write docs/learning.md again from benchmarks/results/learning.json.",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -278,8 +291,12 @@ def main() -> None:
         help="Extra train config override, after the benchmark's schedule.",
     )
     args = parser.parse_args()
+    if args.render_only:
+        render_again()
+        return
     fusions = args.fusions.split(",")
-    sets = [*COMMON, *(SMOKE if args.smoke else SCHEDULE), *args.overrides]
+    seed = [f"seed={args.seed}"] if args.seed else []
+    sets = [*COMMON, *(SMOKE if args.smoke else SCHEDULE), *seed, *args.overrides]
     torch.set_num_threads(2)
     data = args.out / "data"
     clock = Clock()
@@ -301,8 +318,10 @@ def main() -> None:
         "command": "python benchmarks/learning.py"
         + (f" --clips {args.clips}" if args.clips != 4 else "")
         + (f" --fusions {args.fusions}" if args.fusions != "scores,bottleneck" else "")
+        + (f" --seed {args.seed}" if args.seed else "")
         + "".join(f" --set {o}" for o in args.overrides),
         "schedule": SCHEDULE,
+        "seed": args.seed,
         "fusions": fusions,
         "minutes": clock.minutes,
         "headline": headline(result, fusions[0]),
@@ -314,8 +333,18 @@ def main() -> None:
     if args.smoke:
         (args.out / "learning.json").write_text(json.dumps(payload, indent=2))
         return
+    if args.seed:
+        write_result(f"learning-seed{args.seed}", payload)
+        render_again()
+        return
     out = write_result("learning", payload)
     write_doc(payload, out.name)
+
+
+def render_again() -> None:
+    """docs/learning.md from the saved benchmarks/results/learning.json (kept as it is)."""
+    payload = json.loads((RESULTS / "learning.json").read_text())
+    write_doc(payload, "learning.json", payload["machine"]["load_average_1min"])
 
 
 if __name__ == "__main__":

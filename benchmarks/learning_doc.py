@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from common import DOCS, load_average
+import json
+
+from common import DOCS, RESULTS, load_average
 
 from train.pipeline.evaluate import baseline_lines, comparison_table
 
@@ -90,8 +92,52 @@ def choice_lines(result: dict) -> list[str]:
     return lines
 
 
-def write_doc(payload: dict, out_name: str) -> None:
-    """Write docs/learning.md from ``payload`` (what learning.py wrote to ``out_name``)."""
+def noise_lines(payload: dict) -> list[str]:
+    """The goal's figures of this run beside runs of the same command with other training seeds
+    (``learning.py --seed N``: ``benchmarks/results/learning-seed<N>.json``), or nothing."""
+    others = []
+    for path in sorted(RESULTS.glob("learning-seed*.json")):
+        saved = json.loads(path.read_text())
+        if saved["schedule"] == payload["schedule"] and saved["fusions"] == payload["fusions"]:
+            others.append(saved)
+    if not others:
+        return []
+    lines = [
+        "## Run-to-run noise",
+        "",
+        "The same command with other training seeds (`--seed N`: initial weights, batch order, "
+        "training corruption; same data and test corruption), (c) against (a') on the test town:",
+        "",
+        "| seed | corrupted mIoU (c) - (a') | corrupted occluded accuracy (c) - (a') | corrupted "
+        "stable flip rate (c) / (a') | clean mIoU (c) - (a') |",
+        "|---|---|---|---|---|",
+    ]
+    for run in (payload, *others):
+        head = run["headline"]
+        c, off = head["corrupted"]["aligned_estimated"], head["corrupted"]["memory_off"]
+        clean_c, clean_off = head["clean"]["aligned_estimated"], head["clean"]["memory_off"]
+        lines.append(
+            f"| {run.get('seed', 0)} | {100 * (c['miou'] - off['miou']):+.1f} | "
+            f"{100 * (c['occluded_pixel_accuracy'] - off['occluded_pixel_accuracy']):+.1f} | "
+            f"{c['stable_flip_rate']:.3f} / {off['stable_flip_rate']:.3f} | "
+            f"{100 * (clean_c['miou'] - clean_off['miou']):+.1f} |"
+        )
+    flips = [k for k, v in payload["verdict"].items() if any(o["verdict"][k] != v for o in others)]
+    lines += [
+        "",
+        "Verdicts that change with the seed: "
+        + (", ".join(flips) if flips else "none")
+        + ". (Points: percentage points.)",
+        "",
+    ]
+    return lines
+
+
+def write_doc(payload: dict, out_name: str, load: float | None = None) -> None:
+    """Write docs/learning.md from ``payload`` (what learning.py wrote to ``out_name``).
+
+    ``load``: the 1-minute load average of the run (default: now, at the end of a new run).
+    """
     result, head, minutes = payload["result"], payload["headline"], payload["minutes"]
     total_wall = sum(v["wall"] for v in minutes.values())
     total_cpu = sum(v["cpu"] for v in minutes.values())
@@ -129,7 +175,8 @@ def write_doc(payload: dict, out_name: str) -> None:
         f"Corruption of the test clips (independent per frame): {result['perturbation']}.",
         "",
         f"Time on the project's 2-core CPU machine (1-minute load average at the end: "
-        f"{load_average()}; above 2, other jobs shared the machine): {total_wall:.1f} min wall, "
+        f"{load_average() if load is None else load}; above 2, other jobs shared the machine): "
+        f"{total_wall:.1f} min wall, "
         f"{total_cpu:.1f} min CPU time. Per phase (wall / CPU): "
         + "; ".join(f"{k} {v['wall']:.1f} / {v['cpu']:.1f}" for k, v in minutes.items())
         + ".",
@@ -138,6 +185,7 @@ def write_doc(payload: dict, out_name: str) -> None:
         "",
         *[f"- {k}: **{'yes' if v else 'no'}**" for k, v in payload["verdict"].items()],
         "",
+        *noise_lines(payload),
         f"## Headline: clean test clips ({fusions[0]})",
         "",
         *headline_table(head, "clean"),
