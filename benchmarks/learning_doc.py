@@ -133,6 +133,19 @@ def noise_lines(payload: dict) -> list[str]:
     return lines
 
 
+def stage4_minutes(payload: dict) -> str:
+    """The sentence on each stage-4 variant's own minutes (runs trained side by side)."""
+    spent = payload.get("stage4_minutes")
+    if not spent:
+        return ""
+    return (
+        " Stage 4 trains its variants side by side, one thread each (two one-thread runs use the "
+        "2 cores better than one two-thread run); each variant's wall / CPU: "
+        + "; ".join(f"{k} {v['wall']:.1f} / {v['cpu']:.1f}" for k, v in spent.items())
+        + "."
+    )
+
+
 def write_doc(payload: dict, out_name: str, load: float | None = None) -> None:
     """Write docs/learning.md from ``payload`` (what learning.py wrote to ``out_name``).
 
@@ -179,7 +192,8 @@ def write_doc(payload: dict, out_name: str, load: float | None = None) -> None:
         f"{total_wall:.1f} min wall, "
         f"{total_cpu:.1f} min CPU time. Per phase (wall / CPU): "
         + "; ".join(f"{k} {v['wall']:.1f} / {v['cpu']:.1f}" for k, v in minutes.items())
-        + ".",
+        + "."
+        + stage4_minutes(payload),
         "",
         "## Verdicts (computed)",
         "",
