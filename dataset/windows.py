@@ -104,14 +104,14 @@ def complete_modalities(raw: dict[str, Any]) -> dict[str, Any]:
     """
     out = dict(raw)
     t, height, width = raw["rgb"].shape[:3]
-    fills = {
-        "semantic": np.zeros((t, height, width), np.uint8),
-        "depth": np.zeros((t, height, width), np.float32),
-        "cam_to_world": np.repeat(np.eye(4)[None], t, axis=0),
+    fills = {  # made only for a missing modality
+        "semantic": lambda: np.zeros((t, height, width), np.uint8),
+        "depth": lambda: np.zeros((t, height, width), np.float32),
+        "cam_to_world": lambda: np.repeat(np.eye(4)[None], t, axis=0),
     }
     for name, fill in fills.items():
         if name not in out:
-            out[name], out[f"{name}_valid"] = fill, np.zeros(t, bool)
+            out[name], out[f"{name}_valid"] = fill(), np.zeros(t, bool)
         out.setdefault(f"{name}_valid", np.ones(t, bool))
     if not out["cam_to_world_valid"].all():
         out["cam_to_world"] = np.where(
