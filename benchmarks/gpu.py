@@ -396,7 +396,7 @@ def learning(data: Path, out: Path, plan: Plan, ctx: Context) -> dict:
         *plan.learn_sets,
     ]
     clock = bench.Clock()
-    runs = bench.train_all(data, out, ["scores"], sets, clock, preset=plan.learn_preset)
+    runs, _ = bench.train_all(data, out, ["scores"], sets, clock, preset=plan.learn_preset)
     result = bench.evaluate_all(runs, data, clock, device=str(ctx.device))
     return {
         "preset": plan.learn_preset,

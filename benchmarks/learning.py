@@ -75,7 +75,7 @@ ALIGNMENTS = {
     "aligned_truth": "ground_truth",
 }
 VARIANTS = ("memory_off", *ALIGNMENTS)
-#: Stage-4 variants trained at once, one thread each.
+#: Stage-4 variants trained at once on the 2-core machine, one thread each.
 PARALLEL = 2
 HEADLINE_METRICS = {
     "miou": ("segmentation", "miou"),
@@ -128,11 +128,20 @@ def copy_stages(src: Path, dst: Path) -> None:
 
 
 def train_all(
-    data: Path, out: Path, fusions: list[str], sets: list[str], clock: Clock, preset: str = "tiny"
+    data: Path,
+    out: Path,
+    fusions: list[str],
+    sets: list[str],
+    clock: Clock,
+    preset: str = "tiny",
+    parallel: int = 1,
 ) -> tuple[dict, dict]:
-    """Stages 1-3 once, then stage 4 of every variant from them, :data:`PARALLEL` at a time.
+    """Stages 1-3 once, then stage 4 of every variant from them.
 
-    Returns (name -> run folder, name -> that stage 4's wall and CPU minutes).
+    ``parallel`` > 1: that many variants at a time, each in a process of its own on one thread
+    (on a CPU two one-thread runs use 2 cores better than one two-thread run); 1: one after
+    another in this process. Returns (name -> run folder, name -> that stage 4's wall and CPU
+    minutes).
     """
     base = out / "run-frame"
     cfg = resolve_config(preset, {"data": data, "out": base}, None, sets)
@@ -150,12 +159,16 @@ def train_all(
             runs[name] = out / f"run-{name.replace('/', '-')}"
             copy_stages(base, runs[name])
             jobs[name] = (preset, data, runs[name], [*sets, *model_overrides(variant, fusion)])
-    # independent runs: PARALLEL one-thread processes use 2 cores better than one 2-thread run;
-    # the slowest first, so that the processes finish close together
-    order = sorted(jobs, key=slowest_first)
-    with ProcessPoolExecutor(PARALLEL, mp_context=multiprocessing.get_context("spawn")) as pool:
-        spent = dict(zip(order, pool.map(train_stage4, [jobs[k] for k in order]), strict=True))
-    clock.lap(f"train stage 4: {len(jobs)} variants, {PARALLEL} at a time")
+    if parallel > 1:  # the slowest first, so that the processes finish close together
+        order = sorted(jobs, key=slowest_first)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(parallel, mp_context=context) as pool:
+            done = pool.map(train_stage4, [(*jobs[k], 1) for k in order])
+            spent = dict(zip(order, done, strict=True))
+        clock.lap(f"train stage 4: {len(jobs)} variants, {parallel} at a time")
+    else:
+        spent = {name: train_stage4((*job, None)) for name, job in jobs.items()}
+        clock.lap(f"train stage 4: {len(jobs)} variants")
     return runs, {name: spent[name] for name in jobs}
 
 
@@ -166,11 +179,12 @@ def slowest_first(name: str) -> tuple[bool, bool, bool]:
     return name == "memory_off", not name.startswith("bottleneck/"), "aligned_estimated" not in name
 
 
-def train_stage4(job: tuple[str, Path, Path, list[str]]) -> dict:
-    """Stage 4 of one variant (preset, data, run folder, overrides) on one thread; its wall and
-    CPU minutes."""
-    preset, data, run, sets = job
-    torch.set_num_threads(1)
+def train_stage4(job: tuple[str, Path, Path, list[str], int | None]) -> dict:
+    """Stage 4 of one variant (preset, data, run folder, overrides, threads or None: as set);
+    its wall and CPU minutes."""
+    preset, data, run, sets, threads = job
+    if threads:
+        torch.set_num_threads(threads)
     wall, cpu = time.perf_counter(), time.process_time()
     train(resolve_config(preset, {"data": data, "out": run}, None, sets), "stage4", resume=True)
     return {"wall": (time.perf_counter() - wall) / 60, "cpu": (time.process_time() - cpu) / 60}
@@ -345,7 +359,7 @@ def main() -> None:
             )
         write_manifest(data, build_manifest(data, load_splits()))
     clock.lap("record")
-    runs, stage4_minutes = train_all(data, args.out, fusions, sets, clock)
+    runs, stage4_minutes = train_all(data, args.out, fusions, sets, clock, parallel=PARALLEL)
     result = evaluate_all(runs, data, clock)
     verdict = verdicts(result, fusions)
     payload = {
