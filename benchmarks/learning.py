@@ -173,9 +173,9 @@ def train_all(
 
 
 def slowest_first(name: str) -> tuple[bool, bool, bool]:
-    """Sort key: the slowest stage-4 variants first, as measured on the 2-core machine (8 epochs,
-    one thread: bottleneck/aligned_estimated 11.0 min, the other bottleneck and scores variants
-    6.5-8.1, memory_off 5.6)."""
+    """Sort key: the slowest stage-4 variants first, as measured on the 2-core machine (one
+    thread, two at a time, benchmarks/results/learning.json: bottleneck/aligned_estimated 6.7 min,
+    bottleneck/unaligned 5.6, the scores variants 4.0-4.6, memory_off 3.2)."""
     return name == "memory_off", not name.startswith("bottleneck/"), "aligned_estimated" not in name
 
 
