@@ -9,6 +9,9 @@ on clean and corrupted validation):
 - (b) ``unaligned``: the memory at fixed pixel positions;
 - (c) ``aligned_estimated``: the memory warped by the estimated pose and depth;
 - (d) ``aligned_truth``: the memory warped by the true pose and depth (an oracle);
+- (e) ``truth_average``, a reference, not a variant: the frame model's logits averaged over the
+  clip by the true pose and depth (``train.pipeline.oracle``), its rate chosen on the corrupted
+  validation town: what blending the frame model's outputs gains at its quality;
 
 (b)-(d) for the first fusion option in ``--fusions`` (the default: where the memory fuses,
 ``scores``, the heads' score and depth maps at stride 4, or ``bottleneck``, the backbone's), and
@@ -47,6 +50,7 @@ from carla_capture.split import build_manifest, load_splits, write_manifest  # n
 from dataset.config import Perturbation  # noqa: E402
 from dataset.labels import load_label_map  # noqa: E402
 from train.pipeline.evaluate import row_mean_depth, score_models, whole_clips  # noqa: E402
+from train.pipeline.oracle import TruthAverage  # noqa: E402
 from train.pipeline.run import resolve_config, train  # noqa: E402
 from train.pipeline.trained import FrameModel, load_run, temporal_model  # noqa: E402
 from train.run_folder import load_checkpoint  # noqa: E402
@@ -77,6 +81,8 @@ ALIGNMENTS = {
 VARIANTS = ("memory_off", *ALIGNMENTS)
 #: Stage-4 variants trained at once on the 2-core machine, one thread each.
 PARALLEL = 2
+#: Rates of the truth-aligned average (e) tried on the corrupted validation town.
+AVERAGE_RATES = (0.5, 0.6, 0.7, 0.8, 0.9)
 HEADLINE_METRICS = {
     "miou": ("segmentation", "miou"),
     "pixel_accuracy": ("segmentation", "pixel_accuracy"),
@@ -201,12 +207,28 @@ def stage4_choice(run: Path) -> dict:
     }
 
 
+def average_rate(
+    frame: FrameModel, cfg, data: Path, perturbation: Perturbation, device: str = "cpu"
+) -> dict:
+    """The rate of the truth-aligned average (e) with the highest corrupted mIoU on the validation
+    town (the test corruption's strengths), and every tried rate's mIoU there."""
+    ds = whole_clips(cfg, data, cfg.data.val_split)
+    names = load_label_map(cfg.data.label_map).class_names
+    models = {str(r): TruthAverage(frame, r) for r in AVERAGE_RATES}
+    scored = score_models(models, ds, names, device, perturbation)["models"]
+    miou = {r: scored[r]["segmentation"]["miou"] for r in models}
+    return {"rate": float(max(miou, key=miou.get)), "val_corrupted_miou": miou}
+
+
 def evaluate_all(runs: dict[str, Path], data: Path, clock: Clock, device: str = "cpu") -> dict:
     """Every model on the test split, clean and corrupted, with baselines (on ``device``)."""
     cfg = load_run(runs["frame_by_frame"])
     ds = whole_clips(cfg, data, "test")
     names = load_label_map(cfg.data.label_map).class_names
-    models = {"frame_by_frame": FrameModel(cfg, runs["frame_by_frame"])}
+    frame = FrameModel(cfg, runs["frame_by_frame"])
+    perturbation = Perturbation()
+    average = average_rate(frame, cfg, data, perturbation, device)
+    models = {"frame_by_frame": frame, "truth_average": TruthAverage(frame, average["rate"])}
     models.update(
         {
             k: temporal_model(load_run(v), v)
@@ -215,7 +237,6 @@ def evaluate_all(runs: dict[str, Path], data: Path, clock: Clock, device: str = 
         }
     )
     row_depth = row_mean_depth(cfg, data)
-    perturbation = Perturbation()
     result = {
         "windows": len(ds),
         "frames_per_window": ds.window,
@@ -227,6 +248,7 @@ def evaluate_all(runs: dict[str, Path], data: Path, clock: Clock, device: str = 
         "clean": score_models(models, ds, names, device, row_depth=row_depth),
         "corrupted": score_models(models, ds, names, device, perturbation, row_depth),
         "stage4_choice": {k: stage4_choice(v) for k, v in runs.items() if k != "frame_by_frame"},
+        "truth_average": average,
     }
     clock.lap("evaluate")
     return result
@@ -240,18 +262,22 @@ def _get(d: dict, path: tuple[str, ...]) -> float | None:
 
 def headline(result: dict, fusion: str) -> dict:
     """``headline[condition][variant][metric]`` and ``headline["stage4_choice"][variant]`` for
-    ``fusion``, readable without knowing the tables."""
+    ``fusion``, readable without knowing the tables; ``headline[condition]["truth_average"]``: the
+    reference (e)."""
     out: dict = {"fusion": fusion}
     for condition in ("clean", "corrupted"):
         models = result[condition]["models"]
-        out[condition] = {}
-        for variant in ("frame_by_frame", *VARIANTS):
-            scores = models[model_name(variant, fusion) if variant != "frame_by_frame" else variant]
-            out[condition][variant] = {
-                metric: _get(scores, path)
+        names = {v: model_name(v, fusion) for v in VARIANTS}
+        names = {"frame_by_frame": "frame_by_frame", **names, "truth_average": "truth_average"}
+        out[condition] = {
+            variant: {
+                metric: _get(models[name], path)
                 for metric, path in HEADLINE_METRICS.items()
                 if condition == "corrupted" or metric != "occluded_pixel_accuracy"
             }
+            for variant, name in names.items()
+            if variant != "truth_average" or name in models  # older runs have no (e)
+        }
     out["stage4_choice"] = {
         variant: result["stage4_choice"][model_name(variant, fusion)]["kept_epoch"]
         for variant in VARIANTS
@@ -279,6 +305,12 @@ def verdicts(result: dict, fusions: list[str]) -> dict[str, bool]:
         ]
         > 0,
     }
+    if "truth_average" in head["corrupted"]:
+        reference = head["corrupted"]["truth_average"]
+        out[
+            "reference: corrupted (e), the frame model averaged by the true geometry, mIoU at "
+            "least 2 points above (a')"
+        ] = reference["miou"] - off["miou"] >= 0.02
     for fusion in fusions:
         models = result["corrupted"]["models"]
         est, una = models[f"{fusion}/aligned_estimated"], models[f"{fusion}/unaligned"]

@@ -24,6 +24,7 @@ from train.context import resolve_device
 from train.metrics import ConfusionMatrix, DepthMetrics, PoseMetrics
 from train.pipeline.config import PipelineEval, TrainConfig
 from train.pipeline.consistency import TemporalConsistency, window_pairs
+from train.pipeline.oracle import TruthAverage
 from train.pipeline.trained import FrameModel, load_run, temporal_model
 
 
@@ -74,9 +75,10 @@ class _Scores:
 def run_model(model: torch.nn.Module, rgb: torch.Tensor, item: dict) -> dict[str, torch.Tensor]:
     """Outputs of a frame-by-frame or temporal model on one window ``rgb`` (1, T, 3, H, W).
 
-    The temporal pipeline also reads the window's intrinsics (and, as an oracle, depth and pose).
+    The temporal pipeline also reads the window's intrinsics (and, as an oracle, depth and pose);
+    the truth-aligned average reads all three.
     """
-    if isinstance(model, TemporalPipeline):
+    if isinstance(model, TemporalPipeline | TruthAverage):
         device = rgb.device
         return model(
             rgb,
