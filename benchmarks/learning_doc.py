@@ -123,7 +123,9 @@ def noise_lines(payload: dict) -> list[str]:
             f"{c['stable_flip_rate']:.3f} / {off['stable_flip_rate']:.3f} | "
             f"{100 * (clean_c['miou'] - clean_off['miou']):+.1f} | {reference_gain(head)} |"
         )
-    flips = [k for k, v in payload["verdict"].items() if any(o["verdict"][k] != v for o in others)]
+    flips = [  # a verdict an older run did not have does not count
+        k for k, v in payload["verdict"].items() if any(o["verdict"].get(k, v) != v for o in others)
+    ]
     lines += [
         "",
         "Verdicts that change with the seed: "
