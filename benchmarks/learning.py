@@ -228,14 +228,11 @@ def evaluate_all(runs: dict[str, Path], data: Path, clock: Clock, device: str = 
     frame = FrameModel(cfg, runs["frame_by_frame"])
     perturbation = Perturbation()
     average = average_rate(frame, cfg, data, perturbation, device)
-    models = {"frame_by_frame": frame, "truth_average": TruthAverage(frame, average["rate"])}
-    models.update(
-        {
-            k: temporal_model(load_run(v), v)
-            for k, v in runs.items()
-            if k in runs and k != "frame_by_frame"
-        }
-    )
+    models = {
+        "frame_by_frame": frame,
+        **{k: temporal_model(load_run(v), v) for k, v in runs.items() if k != "frame_by_frame"},
+        "truth_average": TruthAverage(frame, average["rate"]),
+    }
     row_depth = row_mean_depth(cfg, data)
     result = {
         "windows": len(ds),

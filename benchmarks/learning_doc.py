@@ -33,6 +33,12 @@ def label(name: str) -> str:
     return f"{LABELS[variant]} [{fusion}]" if fusion else LABELS[name]
 
 
+def columns(models: dict) -> dict:
+    """The models of a condition by column header, the reference (e) after the variants."""
+    order = sorted(models, key=lambda name: name == "truth_average")
+    return {label(name): models[name] for name in order}
+
+
 def headline_table(head: dict, condition: str) -> list[str]:
     """The headline figures of one condition: a row per variant, a column per metric."""
     metrics = [m for m in METRICS if m in next(iter(head[condition].values()))]
@@ -252,15 +258,11 @@ def write_doc(payload: dict, out_name: str, load: float | None = None) -> None:
         "",
         "## All figures, clean test clips",
         "",
-        *comparison_table(
-            {label(k): v for k, v in result["clean"]["models"].items()}, result["clean"]
-        ),
+        *comparison_table(columns(result["clean"]["models"]), result["clean"]),
         "",
         "## All figures, corrupted test clips",
         "",
-        *comparison_table(
-            {label(k): v for k, v in result["corrupted"]["models"].items()}, result["corrupted"]
-        ),
+        *comparison_table(columns(result["corrupted"]["models"]), result["corrupted"]),
         "",
         "## Baselines",
         "",
