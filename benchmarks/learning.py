@@ -9,9 +9,11 @@ on clean and corrupted validation):
 - (b) ``unaligned``: the memory at fixed pixel positions;
 - (c) ``aligned_estimated``: the memory warped by the estimated pose and depth;
 - (d) ``aligned_truth``: the memory warped by the true pose and depth (an oracle);
-- (e) ``truth_average``, a reference, not a variant: the frame model's logits averaged over the
-  clip by the true pose and depth (``train.pipeline.oracle``), its rate chosen on the corrupted
-  validation town: what blending the frame model's outputs gains at its quality;
+- references that train nothing (``train.pipeline.average``): the frame model's logits averaged
+  over the clip at one rate (chosen on the corrupted validation town), (e) ``average_truth``
+  aligned by the true pose and depth: what blending the frame model's outputs gains at its
+  quality; (f) ``average_estimated`` by the frame model's own depth and ego-motion: the trivial
+  baseline the learned memory (c) must beat;
 
 (b)-(d) for the first fusion option in ``--fusions`` (the default: where the memory fuses,
 ``scores``, the heads' score and depth maps at stride 4, or ``bottleneck``, the backbone's), and
@@ -49,8 +51,8 @@ from carla_capture.record import record  # noqa: E402
 from carla_capture.split import build_manifest, load_splits, write_manifest  # noqa: E402
 from dataset.config import Perturbation  # noqa: E402
 from dataset.labels import load_label_map  # noqa: E402
+from train.pipeline.average import RunningAverage  # noqa: E402
 from train.pipeline.evaluate import row_mean_depth, score_models, whole_clips  # noqa: E402
-from train.pipeline.oracle import TruthAverage  # noqa: E402
 from train.pipeline.run import resolve_config, train  # noqa: E402
 from train.pipeline.trained import FrameModel, load_run, temporal_model  # noqa: E402
 from train.run_folder import load_checkpoint  # noqa: E402
@@ -81,7 +83,9 @@ ALIGNMENTS = {
 VARIANTS = ("memory_off", *ALIGNMENTS)
 #: Stage-4 variants trained at once on the 2-core machine, one thread each.
 PARALLEL = 2
-#: Rates of the truth-aligned average (e) tried on the corrupted validation town.
+#: The untrained references: the frame model's logits averaged over the clip, (e) aligned by
+#: the truth, (f) by the frame model's estimates; their rates are tried on the validation town.
+AVERAGES = {"average_truth": "ground_truth", "average_estimated": "estimated"}
 AVERAGE_RATES = (0.5, 0.6, 0.7, 0.8, 0.9)
 HEADLINE_METRICS = {
     "miou": ("segmentation", "miou"),
@@ -207,17 +211,24 @@ def stage4_choice(run: Path) -> dict:
     }
 
 
-def average_rate(
+def average_rates(
     frame: FrameModel, cfg, data: Path, perturbation: Perturbation, device: str = "cpu"
 ) -> dict:
-    """The rate of the truth-aligned average (e) with the highest corrupted mIoU on the validation
-    town (the test corruption's strengths), and every tried rate's mIoU there."""
+    """Per reference of :data:`AVERAGES`: the rate with the highest corrupted mIoU on the
+    validation town (the test corruption's strengths), and every tried rate's mIoU there."""
     ds = whole_clips(cfg, data, cfg.data.val_split)
     names = load_label_map(cfg.data.label_map).class_names
-    models = {str(r): TruthAverage(frame, r) for r in AVERAGE_RATES}
+    models = {
+        (name, str(r)): RunningAverage(frame, r, alignment)
+        for name, alignment in AVERAGES.items()
+        for r in AVERAGE_RATES
+    }
     scored = score_models(models, ds, names, device, perturbation)["models"]
-    miou = {r: scored[r]["segmentation"]["miou"] for r in models}
-    return {"rate": float(max(miou, key=miou.get)), "val_corrupted_miou": miou}
+    out = {}
+    for name in AVERAGES:
+        miou = {r: scored[(n, r)]["segmentation"]["miou"] for n, r in models if n == name}
+        out[name] = {"rate": float(max(miou, key=miou.get)), "val_corrupted_miou": miou}
+    return out
 
 
 def evaluate_all(runs: dict[str, Path], data: Path, clock: Clock, device: str = "cpu") -> dict:
@@ -227,11 +238,14 @@ def evaluate_all(runs: dict[str, Path], data: Path, clock: Clock, device: str = 
     names = load_label_map(cfg.data.label_map).class_names
     frame = FrameModel(cfg, runs["frame_by_frame"])
     perturbation = Perturbation()
-    average = average_rate(frame, cfg, data, perturbation, device)
+    averages = average_rates(frame, cfg, data, perturbation, device)
     models = {
         "frame_by_frame": frame,
         **{k: temporal_model(load_run(v), v) for k, v in runs.items() if k != "frame_by_frame"},
-        "truth_average": TruthAverage(frame, average["rate"]),
+        **{
+            name: RunningAverage(frame, averages[name]["rate"], alignment)
+            for name, alignment in AVERAGES.items()
+        },
     }
     row_depth = row_mean_depth(cfg, data)
     result = {
@@ -245,7 +259,7 @@ def evaluate_all(runs: dict[str, Path], data: Path, clock: Clock, device: str = 
         "clean": score_models(models, ds, names, device, row_depth=row_depth),
         "corrupted": score_models(models, ds, names, device, perturbation, row_depth),
         "stage4_choice": {k: stage4_choice(v) for k, v in runs.items() if k != "frame_by_frame"},
-        "truth_average": average,
+        "averages": averages,
     }
     clock.lap("evaluate")
     return result
@@ -259,13 +273,13 @@ def _get(d: dict, path: tuple[str, ...]) -> float | None:
 
 def headline(result: dict, fusion: str) -> dict:
     """``headline[condition][variant][metric]`` and ``headline["stage4_choice"][variant]`` for
-    ``fusion``, readable without knowing the tables; ``headline[condition]["truth_average"]``: the
-    reference (e)."""
+    ``fusion``, readable without knowing the tables; ``headline[condition]`` also holds the
+    references of :data:`AVERAGES`."""
     out: dict = {"fusion": fusion}
     for condition in ("clean", "corrupted"):
         models = result[condition]["models"]
         names = {v: model_name(v, fusion) for v in VARIANTS}
-        names = {"frame_by_frame": "frame_by_frame", **names, "truth_average": "truth_average"}
+        names = {"frame_by_frame": "frame_by_frame", **names, **{a: a for a in AVERAGES}}
         out[condition] = {
             variant: {
                 metric: _get(models[name], path)
@@ -273,7 +287,7 @@ def headline(result: dict, fusion: str) -> dict:
                 if condition == "corrupted" or metric != "occluded_pixel_accuracy"
             }
             for variant, name in names.items()
-            if variant != "truth_average" or name in models  # older runs have no (e)
+            if variant not in AVERAGES or name in models  # older runs have none
         }
     out["stage4_choice"] = {
         variant: result["stage4_choice"][model_name(variant, fusion)]["kept_epoch"]
@@ -302,12 +316,21 @@ def verdicts(result: dict, fusions: list[str]) -> dict[str, bool]:
         ]
         > 0,
     }
-    if "truth_average" in head["corrupted"]:
-        reference = head["corrupted"]["truth_average"]
+    if "average_truth" in head["corrupted"]:
+        reference, baseline = (head["corrupted"][a] for a in ("average_truth", "average_estimated"))
         out[
             "reference: corrupted (e), the frame model averaged by the true geometry, mIoU at "
             "least 2 points above (a')"
         ] = reference["miou"] - off["miou"] >= 0.02
+        out["corrupted: (c) mIoU above (f), the untrained average by the estimated geometry"] = (
+            c["miou"] > baseline["miou"]
+        )
+        out["corrupted: (c) pixel accuracy under the occluders above (f)"] = (
+            c["occluded_pixel_accuracy"] > baseline["occluded_pixel_accuracy"]
+        )
+        out["clean: (c) mIoU above (f)"] = (
+            clean_c["miou"] > head["clean"]["average_estimated"]["miou"]
+        )
     for fusion in fusions:
         models = result["corrupted"]["models"]
         est, una = models[f"{fusion}/aligned_estimated"], models[f"{fusion}/unaligned"]

@@ -14,7 +14,8 @@ LABELS = {
     "unaligned": "(b) unaligned",
     "aligned_estimated": "(c) aligned, estimated",
     "aligned_truth": "(d) aligned, ground truth",
-    "truth_average": "(e) frame model averaged by the true geometry (reference)",
+    "average_truth": "(e) frame model averaged, true geometry (untrained oracle)",
+    "average_estimated": "(f) frame model averaged, estimated geometry (untrained baseline)",
 }
 METRICS = {
     "miou": ("mIoU", "{:.3f}"),
@@ -34,8 +35,8 @@ def label(name: str) -> str:
 
 
 def columns(models: dict) -> dict:
-    """The models of a condition by column header, the reference (e) after the variants."""
-    order = sorted(models, key=lambda name: name == "truth_average")
+    """The models of a condition by column header, the references (e), (f) after the variants."""
+    order = sorted(models, key=lambda name: name.startswith("average_"))
     return {label(name): models[name] for name in order}
 
 
@@ -116,8 +117,9 @@ def noise_lines(payload: dict) -> list[str]:
         "training corruption; same data and test corruption), (c) against (a') on the test town:",
         "",
         "| seed | corrupted mIoU (c) - (a') | corrupted occluded accuracy (c) - (a') | corrupted "
-        "stable flip rate (c) / (a') | clean mIoU (c) - (a') | corrupted mIoU (e) - (a') |",
-        "|---|---|---|---|---|---|",
+        "stable flip rate (c) / (a') | clean mIoU (c) - (a') | corrupted mIoU (e) - (a') | "
+        "corrupted mIoU (c) - (f) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for run in (payload, *others):
         head = run["headline"]
@@ -127,7 +129,7 @@ def noise_lines(payload: dict) -> list[str]:
             f"| {run.get('seed', 0)} | {100 * (c['miou'] - off['miou']):+.1f} | "
             f"{100 * (c['occluded_pixel_accuracy'] - off['occluded_pixel_accuracy']):+.1f} | "
             f"{c['stable_flip_rate']:.3f} / {off['stable_flip_rate']:.3f} | "
-            f"{100 * (clean_c['miou'] - clean_off['miou']):+.1f} | {reference_gain(head)} |"
+            f"{100 * (clean_c['miou'] - clean_off['miou']):+.1f} | {reference_gains(head)} |"
         )
     flips = [  # a verdict an older run did not have does not count
         k for k, v in payload["verdict"].items() if any(o["verdict"].get(k, v) != v for o in others)
@@ -142,27 +144,36 @@ def noise_lines(payload: dict) -> list[str]:
     return lines
 
 
-def reference_gain(head: dict) -> str:
-    """Corrupted mIoU of the reference (e) minus (a')'s, in points ("-" for older runs)."""
+def reference_gains(head: dict) -> str:
+    """Corrupted mIoU of (e) minus (a')'s and of (c) minus (f)'s, in points ("-" for older runs)."""
     corrupted = head["corrupted"]
-    if "truth_average" not in corrupted:
-        return "-"
-    return f"{100 * (corrupted['truth_average']['miou'] - corrupted['memory_off']['miou']):+.1f}"
+    if "average_truth" not in corrupted:
+        return "- | -"
+    e, f = corrupted["average_truth"]["miou"], corrupted["average_estimated"]["miou"]
+    off, c = corrupted["memory_off"]["miou"], corrupted["aligned_estimated"]["miou"]
+    return f"{100 * (e - off):+.1f} | {100 * (c - f):+.1f}"
 
 
 def reference_lines(result: dict) -> list[str]:
-    """The bullet on the reference (e): what it is and which rate the validation town chose."""
-    average = result.get("truth_average")
-    if not average:
+    """The bullet on the references (e), (f): what they are and the rates the validation town
+    chose."""
+    averages = result.get("averages")
+    if not averages:
         return []
-    tried = ", ".join(f"{r}: {v:.3f}" for r, v in average["val_corrupted_miou"].items())
+
+    def chosen(name: str) -> str:
+        tried = ", ".join(f"{r}: {v:.3f}" for r, v in averages[name]["val_corrupted_miou"].items())
+        return f"{averages[name]['rate']} ({tried})"
+
     return [
-        "- (e) a reference, not a variant: the frame model's segmentation logits averaged over the "
-        "clip, each frame's own blended with the running average of the frames before it warped "
-        "in by the true depth and pose (`train/pipeline/oracle.py`), at one rate for every pixel: "
-        f"{average['rate']}, the best corrupted mIoU on the validation town of the rates tried "
-        f"({tried}). It trains nothing; it shows what blending the frame model's own outputs, "
-        "as the `scores` memory does, gains at this frame model's quality. Its depth and "
+        "- (e), (f): references that train nothing (`train/pipeline/average.py`): the frame "
+        "model's segmentation logits averaged over the clip, each frame's own blended with the "
+        "running average of the frames before it, warped in at one rate for every pixel, the "
+        "rate with the best corrupted mIoU on the validation town. (e) warps by the true depth "
+        "and pose: what blending the frame model's own outputs, as the `scores` memory does, "
+        f"gains at this frame model's quality (rate {chosen('average_truth')}). (f) warps by the "
+        "frame model's own depth and ego-motion, the estimates (c) reads: the trivial baseline "
+        f"the learned memory must beat (rate {chosen('average_estimated')}). Their depth and "
         "ego-motion are the frame model's.",
     ]
 

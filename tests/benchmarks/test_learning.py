@@ -31,12 +31,14 @@ def test_the_learning_benchmark_runs_every_variant_and_writes_its_headline(tmp_p
                 expected.add("occluded_pixel_accuracy")
             assert set(metrics) == expected and all(v is not None for v in metrics.values())
     assert set(head["stage4_choice"]) == variants
-    # the reference (e): scored beside them, its rate the validation town's best of those tried
-    average = payload["result"]["truth_average"]
-    tried = average["val_corrupted_miou"]
-    assert average["rate"] == float(max(tried, key=tried.get))
-    for condition in ("clean", "corrupted"):
-        assert head[condition]["truth_average"]["miou"] is not None
+    # the untrained references (e), (f): scored beside them, each at the rate that scored best
+    # on the validation town of those tried
+    for name in ("average_truth", "average_estimated"):
+        average = payload["result"]["averages"][name]
+        tried = average["val_corrupted_miou"]
+        assert len(tried) > 1 and average["rate"] == float(max(tried, key=tried.get))
+        for condition in ("clean", "corrupted"):
+            assert head[condition][name]["miou"] is not None
     assert all(isinstance(e, int) and e >= 0 for e in head["stage4_choice"].values())
     # every fusion option was trained and scored, each verdict computed
     models = payload["result"]["corrupted"]["models"]

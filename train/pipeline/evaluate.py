@@ -22,9 +22,9 @@ from dataset.perturb import corrupt
 from models.pipeline import TemporalPipeline
 from train.context import resolve_device
 from train.metrics import ConfusionMatrix, DepthMetrics, PoseMetrics
+from train.pipeline.average import RunningAverage
 from train.pipeline.config import PipelineEval, TrainConfig
 from train.pipeline.consistency import TemporalConsistency, window_pairs
-from train.pipeline.oracle import TruthAverage
 from train.pipeline.trained import FrameModel, load_run, temporal_model
 
 
@@ -76,9 +76,9 @@ def run_model(model: torch.nn.Module, rgb: torch.Tensor, item: dict) -> dict[str
     """Outputs of a frame-by-frame or temporal model on one window ``rgb`` (1, T, 3, H, W).
 
     The temporal pipeline also reads the window's intrinsics (and, as an oracle, depth and pose);
-    the truth-aligned average reads all three.
+    the running averages read all three.
     """
-    if isinstance(model, TemporalPipeline | TruthAverage):
+    if isinstance(model, TemporalPipeline | RunningAverage):
         device = rgb.device
         return model(
             rgb,

@@ -1,0 +1,112 @@
+"""The running averages of the frame model's logits (the learning benchmark's references)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from train.pipeline.average import RunningAverage
+
+T, K, H, W = 5, 3, 8, 16
+FX = 8.0
+
+
+class Fixed(torch.nn.Module):
+    """A frame model that returns given logits, depth and motion whatever it sees."""
+
+    def __init__(self, logits: torch.Tensor, depth=None, rel_pose=None) -> None:
+        super().__init__()
+        self.logits = logits
+        self.depth = torch.ones(1, T, 1, H, W) if depth is None else depth
+        self.rel_pose = torch.eye(4).expand(1, T, 4, 4) if rel_pose is None else rel_pose
+
+    def forward(self, window: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"seg_logits": self.logits, "depth": self.depth, "rel_pose": self.rel_pose}
+
+
+def geometry(shift_px: float, depth_m: float = 10.0):
+    """Intrinsics, a flat depth and poses of a camera that moves sideways by ``shift_px`` pixels a
+    frame (a point of frame t lies ``shift_px`` to the right in frame t-1)."""
+    K_ = torch.tensor([[[FX, 0, W / 2], [0, FX, H / 2], [0, 0, 1.0]]])
+    depth = torch.full((1, T, 1, H, W), depth_m)
+    pose = torch.eye(4).repeat(1, T, 1, 1)
+    pose[0, 1:, 0, 3] = shift_px * depth_m / FX  # rel_pose maps frame t's points into t-1's
+    return K_, depth, pose
+
+
+def sliding_scene(shift: int) -> torch.Tensor:
+    """Logits (1, T, K, H, W) of one scene seen by a camera that moves ``shift`` pixels a frame:
+    frame t shows at u what frame 0 shows at u + shift * t."""
+    pattern = torch.randn(K, H, W + shift * T)
+    return torch.stack([pattern[..., shift * t : shift * t + W] for t in range(T)])[None]
+
+
+def window() -> torch.Tensor:
+    return torch.zeros(1, T, 3, H, W)
+
+
+@pytest.mark.parametrize("alignment", ["estimated", "ground_truth"])
+def test_rate_zero_is_the_frame_model(alignment):
+    logits = torch.randn(1, T, K, H, W)
+    out = RunningAverage(Fixed(logits), 0.0, alignment)(window(), *geometry(0.0))
+    torch.testing.assert_close(out["seg_logits"], logits)
+
+
+def test_a_still_camera_gives_the_running_average():
+    logits, rate = torch.randn(1, T, K, H, W), 0.75
+    out = RunningAverage(Fixed(logits), rate, "ground_truth")(window(), *geometry(0.0))
+    expected = logits[:, 0]
+    for t in range(1, T):
+        expected = (1 - rate) * logits[:, t] + rate * expected
+    torch.testing.assert_close(out["seg_logits"][:, -1], expected)
+
+
+def test_a_moving_camera_is_followed_by_the_true_geometry():
+    """Averaged by the true motion every frame of a sliding scene stays sharp (where its past
+    stayed in view); averaged at fixed pixels it would blur."""
+    shift = 2
+    logits = sliding_scene(shift)
+    inside = slice(0, W - shift * (T - 1))
+    out = RunningAverage(Fixed(logits), 0.8, "ground_truth")(window(), *geometry(shift))
+    torch.testing.assert_close(
+        out["seg_logits"][0, -1, ..., inside], logits[0, -1, ..., inside], atol=1e-4, rtol=0
+    )
+    still = RunningAverage(Fixed(logits), 0.8, "ground_truth")(window(), *geometry(0.0))
+    assert (still["seg_logits"][0, -1, ..., inside] - logits[0, -1, ..., inside]).abs().max() > 0.1
+
+
+def test_the_estimated_alignment_reads_the_frame_models_depth_and_motion_not_the_truth():
+    shift = 2
+    logits = sliding_scene(shift)
+    K_, depth, pose = geometry(shift)
+    inside = slice(0, W - shift * (T - 1))
+    right = RunningAverage(Fixed(logits, depth, pose), 0.8, "estimated")
+    # the truth handed in says the camera stood still; the frame model's estimate is right
+    out = right(window(), *geometry(0.0))
+    torch.testing.assert_close(
+        out["seg_logits"][0, -1, ..., inside], logits[0, -1, ..., inside], atol=1e-4, rtol=0
+    )
+    # a frame model that estimates no motion blurs, whatever the truth says
+    wrong = RunningAverage(Fixed(logits, depth), 0.8, "estimated")(window(), K_, depth, pose)
+    assert (wrong["seg_logits"][0, -1, ..., inside] - logits[0, -1, ..., inside]).abs().max() > 0.1
+
+
+def test_the_depth_and_motion_are_the_frame_models():
+    logits = torch.randn(1, T, K, H, W)
+    frame = Fixed(logits)
+    out = RunningAverage(frame, 0.5, "ground_truth")(window(), *geometry(1.0))
+    torch.testing.assert_close(out["depth"], frame.depth)
+    torch.testing.assert_close(out["rel_pose"], frame.rel_pose)
+
+
+@pytest.mark.parametrize(
+    ("rate", "alignment", "message"),
+    [
+        (-0.1, "estimated", "rate must lie in"),
+        (1.0, "estimated", "rate must lie in"),
+        (0.5, "none", "alignment must be one of"),
+    ],
+)
+def test_a_bad_rate_or_alignment_is_refused(rate, alignment, message):
+    with pytest.raises(ValueError, match=message):
+        RunningAverage(Fixed(torch.zeros(1, T, K, H, W)), rate, alignment)
