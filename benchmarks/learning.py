@@ -12,8 +12,8 @@ on clean and corrupted validation):
 - references that train nothing (``train.pipeline.average``): the frame model's logits averaged
   over the clip at one rate (chosen on the corrupted validation town), (e) ``average_truth``
   aligned by the true pose and depth: what blending the frame model's outputs gains at its
-  quality; (f) ``average_estimated`` by the frame model's own depth and ego-motion: the trivial
-  baseline the learned memory (c) must beat;
+  quality; (f) ``average_estimated`` by the frame model's own depth and ego-motion and (g)
+  ``average_unaligned`` at fixed pixels: the trivial baselines of (c) and (b);
 
 (b)-(d) for the first fusion option in ``--fusions`` (the default: where the memory fuses,
 ``scores``, the heads' score and depth maps at stride 4, or ``bottleneck``, the backbone's), and
@@ -84,8 +84,13 @@ VARIANTS = ("memory_off", *ALIGNMENTS)
 #: Stage-4 variants trained at once on the 2-core machine, one thread each.
 PARALLEL = 2
 #: The untrained references: the frame model's logits averaged over the clip, (e) aligned by
-#: the truth, (f) by the frame model's estimates; their rates are tried on the validation town.
-AVERAGES = {"average_truth": "ground_truth", "average_estimated": "estimated"}
+#: the truth, (f) by the frame model's estimates, (g) not at all; their rates are tried on the
+#: validation town.
+AVERAGES = {
+    "average_truth": "ground_truth",
+    "average_estimated": "estimated",
+    "average_unaligned": "none",
+}
 AVERAGE_RATES = (0.5, 0.6, 0.7, 0.8, 0.9)
 HEADLINE_METRICS = {
     "miou": ("segmentation", "miou"),
@@ -330,6 +335,9 @@ def verdicts(result: dict, fusions: list[str]) -> dict[str, bool]:
         )
         out["clean: (c) mIoU above (f)"] = (
             clean_c["miou"] > head["clean"]["average_estimated"]["miou"]
+        )
+        out["corrupted: (b) mIoU above (g), the untrained average at fixed pixels"] = (
+            head["corrupted"]["unaligned"]["miou"] > head["corrupted"]["average_unaligned"]["miou"]
         )
     for fusion in fusions:
         models = result["corrupted"]["models"]

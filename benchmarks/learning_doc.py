@@ -16,6 +16,7 @@ LABELS = {
     "aligned_truth": "(d) aligned, ground truth",
     "average_truth": "(e) frame model averaged, true geometry (untrained oracle)",
     "average_estimated": "(f) frame model averaged, estimated geometry (untrained baseline)",
+    "average_unaligned": "(g) frame model averaged at fixed pixels (untrained baseline)",
 }
 METRICS = {
     "miou": ("mIoU", "{:.3f}"),
@@ -166,14 +167,15 @@ def reference_lines(result: dict) -> list[str]:
         return f"{averages[name]['rate']} ({tried})"
 
     return [
-        "- (e), (f): references that train nothing (`train/pipeline/average.py`): the frame "
+        "- (e), (f), (g): references that train nothing (`train/pipeline/average.py`): the frame "
         "model's segmentation logits averaged over the clip, each frame's own blended with the "
         "running average of the frames before it, warped in at one rate for every pixel, the "
         "rate with the best corrupted mIoU on the validation town. (e) warps by the true depth "
         "and pose: what blending the frame model's own outputs, as the `scores` memory does, "
         f"gains at this frame model's quality (rate {chosen('average_truth')}). (f) warps by the "
         "frame model's own depth and ego-motion, the estimates (c) reads: the trivial baseline "
-        f"the learned memory must beat (rate {chosen('average_estimated')}). Their depth and "
+        f"the learned memory must beat (rate {chosen('average_estimated')}). (g) does not warp: "
+        f"the trivial baseline of (b) (rate {chosen('average_unaligned')}). Their depth and "
         "ego-motion are the frame model's.",
     ]
 

@@ -7,11 +7,13 @@ resolution by depth and camera motion:
     m_0 = l_0,    m_t = (1 - rate) * l_t + rate * warp(m_{t-1})   where the warp is valid,
     m_t = l_t                                                      elsewhere,
 
-with one fixed ``rate`` for every pixel. It trains nothing. Two alignments, named as
-``model.memory_alignment``'s:
+with one fixed ``rate`` for every pixel. It trains nothing. Three alignments, named as
+``model.memory_alignment``'s, each the untrained counterpart of a stage-4 variant:
 
+- ``none``: no warp (the average at fixed pixel positions), the trivial baseline of the memory
+  without alignment;
 - ``estimated``: by the frame model's own depth and ego-motion, the inputs the default memory
-  (``memory_alignment = "estimated"``) reads: the trivial baseline a learned memory must beat;
+  (``memory_alignment = "estimated"``) reads: the trivial baseline the default must beat;
 - ``ground_truth``: by the true depth and pose (an oracle): what blending the frame model's own
   outputs, as the ``scores`` memory does, can gain at the frame model's quality. Where it stays
   below a goal, blending cannot reach the goal; only a better frame model, or a memory that
@@ -26,7 +28,7 @@ import torch
 
 from models.warp import warp_previous
 
-ALIGNMENTS = ("estimated", "ground_truth")
+ALIGNMENTS = ("none", "estimated", "ground_truth")
 
 
 class RunningAverage(torch.nn.Module):
@@ -66,8 +68,23 @@ class RunningAverage(torch.nn.Module):
         memory = logits[:, 0].float()
         averaged = [memory]
         for t in range(1, logits.shape[1]):
-            warped, valid = warp_previous(memory, depth[:, t], intrinsics, rel_pose[:, t])
             own = logits[:, t].float()
+            warped, valid = self._previous(memory, depth[:, t], intrinsics, rel_pose[:, t])
             memory = torch.where(valid > 0, (1 - self.rate) * own + self.rate * warped, own)
             averaged.append(memory)
         return {**out, "seg_logits": torch.stack(averaged, 1).to(logits.dtype)}
+
+    def _previous(
+        self,
+        memory: torch.Tensor,
+        depth: torch.Tensor,
+        intrinsics: torch.Tensor,
+        rel_pose: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The running average of frame t-1 (B, K, H, W) seen from frame t, and its validity.
+
+        Validity (B, 1, H, W); without alignment the average as it is, valid everywhere.
+        """
+        if self.alignment == "none":
+            return memory, torch.ones_like(memory[:, :1])
+        return warp_previous(memory, depth, intrinsics, rel_pose)

@@ -45,16 +45,26 @@ def window() -> torch.Tensor:
     return torch.zeros(1, T, 3, H, W)
 
 
-@pytest.mark.parametrize("alignment", ["estimated", "ground_truth"])
+@pytest.mark.parametrize("alignment", ["none", "estimated", "ground_truth"])
 def test_rate_zero_is_the_frame_model(alignment):
     logits = torch.randn(1, T, K, H, W)
     out = RunningAverage(Fixed(logits), 0.0, alignment)(window(), *geometry(0.0))
     torch.testing.assert_close(out["seg_logits"], logits)
 
 
-def test_a_still_camera_gives_the_running_average():
+@pytest.mark.parametrize("alignment", ["none", "ground_truth"])
+def test_a_still_camera_gives_the_running_average(alignment):
     logits, rate = torch.randn(1, T, K, H, W), 0.75
-    out = RunningAverage(Fixed(logits), rate, "ground_truth")(window(), *geometry(0.0))
+    out = RunningAverage(Fixed(logits), rate, alignment)(window(), *geometry(0.0))
+    expected = logits[:, 0]
+    for t in range(1, T):
+        expected = (1 - rate) * logits[:, t] + rate * expected
+    torch.testing.assert_close(out["seg_logits"][:, -1], expected)
+
+
+def test_the_unaligned_average_does_not_follow_the_camera():
+    logits, rate = sliding_scene(2), 0.75
+    out = RunningAverage(Fixed(logits), rate, "none")(window(), *geometry(2.0))
     expected = logits[:, 0]
     for t in range(1, T):
         expected = (1 - rate) * logits[:, t] + rate * expected
@@ -104,7 +114,7 @@ def test_the_depth_and_motion_are_the_frame_models():
     [
         (-0.1, "estimated", "rate must lie in"),
         (1.0, "estimated", "rate must lie in"),
-        (0.5, "none", "alignment must be one of"),
+        (0.5, "truth", "alignment must be one of"),
     ],
 )
 def test_a_bad_rate_or_alignment_is_refused(rate, alignment, message):
