@@ -177,6 +177,14 @@ class PipelineEval(EvalConfig):
     perturbed: bool = Field(
         False, description="Also evaluate under per-frame noise, flicker and occluders."
     )
+    average_rate: float = Field(
+        0.7,
+        ge=0,
+        lt=1,
+        description="Also score the untrained baseline of the temporal model: the frame model's "
+        "segmentation averaged over each clip by its own depth and ego-motion, this share kept "
+        "per frame (0: leave it out; 0.7: what benchmarks/learning.py's validation town picks).",
+    )
 
 
 class PipelinePredict(PredictConfig):

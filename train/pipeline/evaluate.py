@@ -249,10 +249,14 @@ def evaluate_run(
     data: Path | None = None,
     device: str = "cpu",
     perturbation: Perturbation | None = None,
+    average_rate: float = 0.0,
 ) -> dict[str, Any]:
     """The comparison table of a run trained through all four stages, as a dict.
 
-    With ``perturbation``, also under per-frame corruptions (``report["perturbed"]``).
+    With ``perturbation``, also under per-frame corruptions (``report["perturbed"]``); with
+    ``average_rate`` > 0, also the untrained baseline ``average_estimated``
+    (:class:`~train.pipeline.average.RunningAverage` at that rate, by the frame model's own
+    depth and ego-motion).
     """
     cfg = load_run(run_dir)
     data = Path(data or cfg.data.root)
@@ -260,10 +264,10 @@ def evaluate_run(
     names = load_label_map(cfg.data.label_map).class_names
     trained_on = load_manifest(data)["splits"].get(cfg.data.train_split, {})
     row_depth = row_mean_depth(cfg, data) if trained_on.get("clips") else None
-    models = {
-        "frame_by_frame": FrameModel(cfg, run_dir).to(device),
-        "temporal": temporal_model(cfg, run_dir).to(device),
-    }
+    frame = FrameModel(cfg, run_dir).to(device)
+    models = {"frame_by_frame": frame, "temporal": temporal_model(cfg, run_dir).to(device)}
+    if average_rate > 0:
+        models["average_estimated"] = RunningAverage(frame, average_rate, "estimated")
     report = {
         "run": str(run_dir),
         "split": split,
@@ -272,6 +276,7 @@ def evaluate_run(
         "frame_size": list(cfg.frame_size()),
         "preset": cfg.preset,
         "label_map": cfg.data.label_map,
+        "average_rate": average_rate,
         **score_models(
             models, ds, names, device, row_depth=row_depth, progress=f"scoring {split} (clean)"
         ),
@@ -397,16 +402,12 @@ def to_markdown(report: dict[str, Any]) -> str:
     The comparison (clean, and perturbed if measured), baselines, per-class IoU.
     """
     m = report["models"]
-    columns = {
-        "frame-by-frame (stages 1+2+3)": m["frame_by_frame"],
-        "temporal (stage 4)": m["temporal"],
-    }
     lines = [
         f"# Evaluation of {report['run']} on {report['split']} ({report['windows']} clips of "
         f"{report['frames_per_window']} frames at "
         f"{report['frame_size'][0]}x{report['frame_size'][1]}, preset {report['preset']})",
         "",
-        *comparison_table(columns, report),
+        *comparison_table(_columns(m, report), report),
         "",
     ]
     if "perturbed" in report:
@@ -416,13 +417,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             "",
             f"Corruptions: {report['perturbation']}.",
             "",
-            *comparison_table(
-                {
-                    "frame-by-frame (stages 1+2+3)": pm["frame_by_frame"],
-                    "temporal (stage 4)": pm["temporal"],
-                },
-                report["perturbed"],
-            ),
+            *comparison_table(_columns(pm, report), report["perturbed"]),
             "",
         ]
     lines += [*baseline_lines(report["baselines"]), ""]
@@ -446,6 +441,18 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _columns(models: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """The compared models of one condition by column header."""
+    columns = {
+        "frame-by-frame (stages 1+2+3)": models["frame_by_frame"],
+        "temporal (stage 4)": models["temporal"],
+    }
+    if "average_estimated" in models:
+        header = f"frame-by-frame averaged over the clip (untrained, rate {report['average_rate']})"
+        columns[header] = models["average_estimated"]
+    return columns
+
+
 def evaluate_pipeline(cfg: PipelineEval) -> dict[str, Any]:
     """:func:`evaluate_run` with ``train eval pipeline``'s options."""
     return evaluate_run(
@@ -454,4 +461,5 @@ def evaluate_pipeline(cfg: PipelineEval) -> dict[str, Any]:
         cfg.data,
         resolve_device(cfg.device),
         Perturbation() if cfg.perturbed else None,
+        cfg.average_rate,
     )

@@ -38,12 +38,29 @@ def test_eval_writes_the_comparison_table(trained_run):
         assert constant["tc_miou"] == 1.0 and constant["depth_log_change"] > 0.01
     # the corruptions reach the models: their outputs, hence their scores, change
     assert report["perturbed"]["models"]["temporal"] != report["models"]["temporal"]
+    # the untrained baseline beside them (the averaging itself: test_average.py), scored on the
+    # same pixels, its depth and motion the frame model's
+    assert report["average_rate"] == 0.7 and "frame-by-frame averaged over the clip" in md
+    for condition in (report, report["perturbed"]):
+        frame, average = (condition["models"][k] for k in ("frame_by_frame", "average_estimated"))
+        assert average["temporal"]["pixels"] == frame["temporal"]["pixels"] > 0
+        assert average["depth"] == frame["depth"] and average["ego_motion"] == frame["ego_motion"]
     # no sky pixel in any depth figure: the "all valid" figure counts far fewer pixels than the
     # frames hold
     m = report["models"]["temporal"]["depth"]
     height, width = report["frame_size"]
     frames = report["windows"] * report["frames_per_window"] * height * width
     assert m["cap_1000m"]["pixels"] < 0.9 * frames
+
+
+def test_eval_leaves_the_untrained_baseline_out_at_rate_zero(trained_run, tmp_path):
+    result = CliRunner().invoke(
+        train_main, ["eval", "pipeline", "--run", str(trained_run), "--average-rate", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((trained_run / "eval.json").read_text())
+    assert set(report["models"]) == {"frame_by_frame", "temporal"}
+    assert "averaged over the clip" not in (trained_run / "eval.md").read_text()
 
 
 def test_temporal_consistency_scores_truth_high_and_noise_low(split_dataset):
