@@ -183,7 +183,7 @@ class PipelineEval(EvalConfig):
         lt=1,
         description="Also score the untrained baseline of the temporal model: the frame model's "
         "segmentation averaged over each clip by its own depth and ego-motion, this share kept "
-        "per frame (0: leave it out; 0.7: what benchmarks/learning.py's validation town picks).",
+        "per frame (0: leave it out; benchmarks/learning.py's validation town picks 0.7 to 0.9).",
     )
 
 
