@@ -36,7 +36,7 @@ def label(name: str) -> str:
 
 
 def columns(models: dict) -> dict:
-    """The models of a condition by column header, the references (e), (f) after the variants."""
+    """The models of a condition by column header, the references (e)-(g) after the variants."""
     order = sorted(models, key=lambda name: name.startswith("average_"))
     return {label(name): models[name] for name in order}
 
@@ -156,7 +156,7 @@ def reference_gains(head: dict) -> str:
 
 
 def reference_lines(result: dict) -> list[str]:
-    """The bullet on the references (e), (f): what they are and the rates the validation town
+    """The bullet on the references (e)-(g): what they are and the rates the validation town
     chose."""
     averages = result.get("averages")
     if not averages:

@@ -53,7 +53,7 @@ def test_eval_writes_the_comparison_table(trained_run):
     assert m["cap_1000m"]["pixels"] < 0.9 * frames
 
 
-def test_eval_leaves_the_untrained_baseline_out_at_rate_zero(trained_run, tmp_path):
+def test_eval_leaves_the_untrained_baseline_out_at_rate_zero(trained_run):
     result = CliRunner().invoke(
         train_main, ["eval", "pipeline", "--run", str(trained_run), "--average-rate", "0"]
     )
