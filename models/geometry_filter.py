@@ -1,9 +1,10 @@
 """GeometryFilter: backbone + a ConvGRU memory + segmentation and depth heads.
 
-The memory (``models/memory.py``) fuses at the bottleneck or on the heads' score and depth maps
-(``ModelConfig.memory_fusion``; ``off`` has none, for the matched control). It is a residual
-branch that starts switched off, so before sequence training the filter's outputs equal the
-single-frame models' outputs exactly, for segmentation and depth.
+The memory (``models/memory.py``) fuses at the bottleneck, on the heads' score and depth maps or
+on the frames themselves before the backbone (``ModelConfig.memory_fusion``; ``off`` has none, for
+the matched control). It is a residual branch that starts switched off, so before sequence
+training the filter's outputs equal the single-frame models' outputs exactly, for segmentation
+and depth.
 
 Before each update the memory is aligned by geometry (``ModelConfig.memory_alignment``): it is
 warped from frame t-1 into frame t (``models/warp.py``) with the depth of frame t and the
@@ -32,11 +33,12 @@ from torch import nn
 from models.common import Backbone
 from models.config import ModelConfig
 from models.depth import DepthDecoder, build_depth
-from models.memory import BottleneckMemory, ScoreMemory
+from models.memory import BottleneckMemory, ImageMemory, ScoreMemory
 from models.segmentation import build_segmentation
 from models.warp import scale_intrinsics, warp_previous
 
 Outputs = dict[str, torch.Tensor]
+Memory = BottleneckMemory | ScoreMemory | ImageMemory
 
 
 @dataclass
@@ -59,7 +61,7 @@ class GeometryFilter(nn.Module):
     def __init__(
         self,
         backbone: Backbone,
-        memory: BottleneckMemory | ScoreMemory | None,
+        memory: Memory | None,
         seg_head: nn.Module,
         depth_decoder: DepthDecoder,
         alignment: str = "estimated",
@@ -75,7 +77,7 @@ class GeometryFilter(nn.Module):
 
     @property
     def fusion(self) -> str:
-        """Where the memory fuses: ``off``, ``bottleneck`` or ``scores``."""
+        """Where the memory fuses: ``off``, ``bottleneck``, ``scores`` or ``image``."""
         return "off" if self.memory is None else self.memory.fusion
 
     def init_state(
@@ -112,7 +114,7 @@ class GeometryFilter(nn.Module):
         ``estimate_depth``: also the single-frame depth for the ``estimated`` alignment.
         """
         size = tuple(x.shape[-2:])
-        own = self.decode(feats, feats["out"], size) if self.fusion != "bottleneck" else None
+        own = self.decode(feats, feats["out"], size) if self.fusion in ("off", "scores") else None
         reads = self.memory.reads(x, feats, own) if self.memory is not None else None
         depth = None
         if estimate_depth and self.memory is not None:
@@ -171,11 +173,18 @@ class GeometryFilter(nn.Module):
     def outputs(
         self, feats: Outputs, fused: torch.Tensor | None, prepared: Prepared, size: tuple[int, int]
     ) -> Outputs:
-        """The frames' outputs from what the memory fused (stacked over frames like ``feats``)."""
+        """The frames' outputs from what the memory fused (stacked over frames like ``feats``).
+
+        ``seg_logits``, ``depth``; with the image memory also ``frames``, the fused frames the
+        network saw (N, 3, H, W), normalised.
+        """
         if self.fusion == "off":
             return prepared.own
         if self.fusion == "bottleneck":
             return self.decode(feats, fused, size)
+        if self.fusion == "image":  # the network on the fused frames, and those frames
+            seen = self.backbone(fused)
+            return {**self.decode(seen, seen["out"], size), "frames": fused}
         return self.memory.apply(prepared.own, fused)
 
     def step(
@@ -203,7 +212,7 @@ class GeometryFilter(nn.Module):
         return self.outputs(feats, fused, prepared, size), memory, feats["out"]
 
 
-def build_memory(cfg: ModelConfig, backbone: Backbone) -> BottleneckMemory | ScoreMemory | None:
+def build_memory(cfg: ModelConfig, backbone: Backbone) -> Memory | None:
     """The memory ``cfg.memory_fusion`` names (None for ``off``)."""
     if cfg.memory_fusion == "bottleneck":
         return BottleneckMemory(backbone.channels, cfg.memory_channels, backbone.stride)
@@ -211,6 +220,8 @@ def build_memory(cfg: ModelConfig, backbone: Backbone) -> BottleneckMemory | Sco
         return ScoreMemory(
             cfg.num_classes, cfg.score_memory_channels, cfg.score_stride, cfg.max_depth_m
         )
+    if cfg.memory_fusion == "image":
+        return ImageMemory(cfg.image_memory_channels)
     return None
 
 

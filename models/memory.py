@@ -1,6 +1,6 @@
 """The GeometryFilter's memories: where a ConvGRU carries the past into the current frame.
 
-Two places to fuse (``ModelConfig.memory_fusion``), both residual branches that start switched
+Three places to fuse (``ModelConfig.memory_fusion``), all residual branches that start switched
 off, so that before sequence training the filter's outputs are the single-frame models' exactly:
 
 - ``bottleneck`` (:class:`BottleneckMemory`, the reference's): the GRU runs on the backbone's
@@ -12,6 +12,12 @@ off, so that before sequence training the filter's outputs are the single-frame 
   logits, log-depth); each frame's own outputs are its candidate, and a learned per-pixel gate
   decides how much of the memory warped into the frame to keep. At stride 4 a frame of motion
   moves a cell by cells, where warping by depth and pose matters.
+- ``image`` (:class:`ImageMemory`): the memory is the frame itself. A gated running average of
+  the (normalised) frames, warped into each frame at full resolution, is what the backbone and
+  heads see: noise and flicker that differ from frame to frame average out before the network
+  reads them, which blending its outputs cannot undo (the frame model's errors under noise are
+  not independent from frame to frame). A learned per-pixel gate decides how much of the past to
+  keep (e.g. little where the frame and the warped memory disagree: an edge the warp missed).
 
 Every memory is read and written the same way by :class:`~models.geometry_filter.GeometryFilter`:
 ``reads = memory.reads(...)`` per frame (or a batch of frames), ``fused, h = memory(reads, h,
@@ -35,6 +41,10 @@ LOG_DEPTH_FLOOR_M = 0.5
 LOG_DEPTH_UNIT_M = 10.0
 #: Largest log-depth correction (a factor e^2 ~ 7.4 either way): the correction is bounded.
 MAX_LOG_DEPTH_STEP = 2.0
+#: The image memory's strength enters multiplied by this, and its gate starts at
+#: sigmoid(GATE_START) ~ 0.82: see :class:`ImageMemory` on learning speed.
+STRENGTH_SCALE = 10.0
+GATE_START = 1.5
 
 
 class _Memory(nn.Module):
@@ -204,3 +214,76 @@ class ScoreMemory(_Memory):
             "seg_logits": own["seg_logits"] + up[:, :-1].to(own["seg_logits"].dtype),
             "depth": depth.to(own["depth"].dtype),
         }
+
+
+def local_spread(x: torch.Tensor, size: int = 5) -> torch.Tensor:
+    """Local standard deviation (B, 1, H, W) of ``x`` (B, C, H, W), averaged over channels.
+
+    In a ``size`` x ``size`` window: low on a flat patch (e.g. an occluder).
+    """
+    pool = nn.functional.avg_pool2d
+    pad = size // 2
+    mean = pool(x, size, 1, pad, count_include_pad=False)
+    square = pool(x * x, size, 1, pad, count_include_pad=False)
+    return (square - mean * mean).clamp_min(0).sqrt().mean(1, keepdim=True)
+
+
+class ImageMemory(_Memory):
+    """A gated running average of the frames, before the network (stride 1, 3 channels).
+
+    Per pixel: h_t = x + m * (w(h_{t-1}) - x), m = valid * sigmoid(gate([x, w, x - w, |x - w|^2,
+    spread(x), spread(w), valid])) * min(10 s, 1), with ``x`` the normalised frame, ``w`` the
+    memory warped into it, ``|x - w|^2`` their squared difference averaged over channels, a gate
+    of three 3x3 convs (the middle one dilated, so that it sees 9 x 9 pixels) and a strength ``s``
+    that is zero at init: the fused frame starts as the frame itself exactly. The GeometryFilter
+    runs the backbone and heads on ``h_t``.
+
+    Learning speed: an optimiser such as Adam moves each parameter by about its learning rate per
+    step, so a strength learned from 0 to 1 or a gate from 1/2 to 0.9 would take thousands of
+    steps. Hence the strength enters scaled by :data:`STRENGTH_SCALE` and the gate starts mostly
+    open, at sigmoid(:data:`GATE_START`) (a running average over about five frames once the
+    strength is 1); it learns where to close (e.g. an edge the warp missed, an occluder).
+    """
+
+    fusion = "image"
+    stride = 1
+    width = 3
+
+    def __init__(self, channels: int) -> None:
+        """``channels``: width of the gate's conv net."""
+        super().__init__()
+        self.gate = nn.Sequential(
+            nn.Conv2d(3 * 3 + 4, channels, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=2, dilation=2),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(channels, 1, 3, padding=1),
+        )
+        nn.init.zeros_(self.gate[-1].weight)
+        nn.init.constant_(self.gate[-1].bias, GATE_START)
+        self.strength = nn.Parameter(torch.zeros(1, 1, 1, 1))
+
+    def reads(
+        self, x: torch.Tensor, feats: dict[str, torch.Tensor], own: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor:
+        """What the memory reads of a frame: the normalised frame (B, 3, H, W) itself."""
+        return x
+
+    def forward(
+        self, x: torch.Tensor, h: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the memory.
+
+        Frame x (B, 3, H, W), memory h (B, 3, H, W) aligned to it, valid (B, 1, H, W) -> (the
+        fused frame, new memory: the same tensor).
+        """
+        if valid is None:
+            valid = torch.ones_like(x[:, :1])
+        valid = valid.to(x.dtype)
+        change = x - h
+        square = change.pow(2).mean(1, keepdim=True)
+        seen = torch.cat([x, h, change, square, local_spread(x), local_spread(h), valid], 1)
+        strength = (STRENGTH_SCALE * self.strength).clamp(max=1.0)
+        m = valid * torch.sigmoid(self.gate(seen)) * strength
+        fused = x + m * (h - x)
+        return fused, fused

@@ -20,7 +20,7 @@ from models.config import ModelConfig
 from train.config import EvalConfig, PredictConfig, RunConfig, upgrade_saved
 
 StageName = Literal["stage1", "stage2", "stage3", "stage4"]
-LOSSES = ("ce", "depth", "pose")
+LOSSES = ("ce", "depth", "pose", "restore")
 #: The pipeline's stages, in training order.
 STAGE_ORDER = ("stage1", "stage2", "stage3", "stage4")
 
@@ -48,7 +48,9 @@ class StageConfig(BaseModel):
         description="Validate before the first update and keep the starting weights as a "
         "best-checkpoint candidate (for a stage that starts from a working model).",
     )
-    losses: dict[str, float] = Field(description="Loss name (ce, depth, pose) -> weight.")
+    losses: dict[str, float] = Field(
+        description="Loss name (ce, depth, pose, restore: train/pipeline/losses.py) -> weight."
+    )
     window: int = Field(
         1, ge=1, description="Frames per training item (backpropagation through all of them)."
     )

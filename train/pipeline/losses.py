@@ -5,6 +5,11 @@
   plane): metric (a scale error is penalised), and equally sensitive at 5 m and 50 m.
 - ``pose``: L1 between the predicted and the true 6-vector of the motion from frame t-1 to t
   (translation in metres, axis-angle in radians).
+- ``restore``: the image memory's own objective (``model.memory_fusion = "image"``): mean squared
+  error between the frames the network saw (the memory's fused frames) and the clean frames,
+  in normalised units. Under per-frame corruption it is what teaches the memory's gate where to
+  keep the past (noise, flicker, an occluder) and where not (an edge the warp missed); zero for a
+  model that fuses elsewhere or has no memory (nothing to restore).
 """
 
 from __future__ import annotations
@@ -46,7 +51,19 @@ def pose_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> t
     return (out["motion"].float() - pose_target(batch)).abs().mean()
 
 
-LOSS_FUNCTIONS = {"ce": ce_loss, "depth": depth_loss, "pose": pose_loss}
+def restore_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean squared error of the fused frames against the clean ones; zero without an image memory.
+
+    ``frames`` (B, T, 3, H, W): what the image memory fused; ``clean_rgb``: the frames before
+    corruption (``rgb`` when the batch was not corrupted).
+    """
+    if "frames" not in out:
+        return out["seg_logits"].float().sum() * 0.0
+    clean = batch.get("clean_rgb", batch["rgb"])
+    return (out["frames"].float() - clean.float()).pow(2).mean()
+
+
+LOSS_FUNCTIONS = {"ce": ce_loss, "depth": depth_loss, "pose": pose_loss, "restore": restore_loss}
 
 
 def total_loss(

@@ -118,13 +118,13 @@ class SequenceStage(nn.Module):
         depth: torch.Tensor | None = None,
         rel_pose: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """A window and its geometry -> ``seg_logits``, ``depth`` and ``motion`` of every frame."""
+        """A window and its geometry -> ``seg_logits``, ``depth`` and ``motion`` of every frame.
+
+        With the image memory also ``frames``, the fused frames its ``restore`` loss reads.
+        """
         out = self.pipeline(rgb, intrinsics, depth, rel_pose)
-        return {
-            "seg_logits": out["seg_logits"],
-            "depth": out["depth"],
-            "motion": pose_to_vector(out["rel_pose"][:, 1:]),
-        }
+        kept = {k: out[k] for k in ("seg_logits", "depth", "frames") if k in out}
+        return {**kept, "motion": pose_to_vector(out["rel_pose"][:, 1:])}
 
 
 STAGE_NETS: dict[str, type[nn.Module]] = {

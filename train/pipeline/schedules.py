@@ -32,7 +32,8 @@ def reference_stages(
     that the GeometryFilter keeps the backbone its decoder was trained on; 3 ego-motion on the
     frozen stage-1 backbone (L1 pose); 4 the GeometryFilter on 6-frame windows, the reference's
     recipe: backbone, segmentation head and ego-motion frozen, memory and depth decoder trained
-    (CE + depth). Unfreeze with ``--set 'stages.stage4.frozen=["pipeline.ego_motion"]'``.
+    (CE + depth, and the image memory's restoration loss ``restore``). Unfreeze with
+    ``--set 'stages.stage4.frozen=["pipeline.ego_motion"]'``.
     Stage 4 fine-tunes a trained depth decoder on windows of consecutive frames, so its
     BatchNorm statistics stay fixed (batch statistics of 2 windows drifted from the running ones
     and evaluation depth broke), its learning rate warms up over the first epoch (Adam's first
@@ -83,7 +84,7 @@ def reference_stages(
             "perturb": STAGE4_PERTURB,
             "lr_scale": {"pipeline.geometry.memory": 10.0},
             "select": "miou_depth",
-            "losses": {"ce": 1.0, "depth": 0.5},
+            "losses": {"ce": 1.0, "depth": 0.5, "restore": 1.0},
             "window": 6,
             "epochs": epochs[3],
             "batch_size": batch[3],

@@ -81,13 +81,14 @@ class PipelineStage(Stage):
     def loss(
         self, out: dict[str, torch.Tensor], batch: dict[str, Any]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The stage's weighted losses (``ce``, ``depth``, ``pose``)."""
+        """The stage's weighted losses (``ce``, ``depth``, ``pose``, ``restore``)."""
         return total_loss(self.spec.losses, out, batch)
 
     def prepare(self, batch: dict[str, Any], epoch: int) -> dict[str, Any]:
         """With ``perturb``: every training window corrupted by a draw of (seed, epoch, index)."""
         if self.spec.perturb is not None:
             keys = [(self.cfg.seed, epoch, int(i)) for i in batch["index"]]
+            batch["clean_rgb"] = batch["rgb"]  # what an image memory restores (``restore`` loss)
             batch["rgb"], _ = corrupt(batch["rgb"], self.spec.perturb, keys)
         return batch
 
@@ -126,6 +127,7 @@ def validate_epoch(
         every = perturb.model_copy(update={"window_p": 1.0})
 
         def corrupted(batch: dict[str, Any]) -> dict[str, Any]:
+            batch["clean_rgb"] = batch["rgb"]
             batch["rgb"], _ = corrupt(batch["rgb"], every, [(int(i),) for i in batch["index"]])
             return batch
 

@@ -172,7 +172,7 @@ def test_stage4_trains_on_corrupted_windows_and_resumes_to_the_same_weights(
 def test_the_fresh_memory_learns_faster_than_the_decoder_it_is_fine_tuned_beside(
     tiny_config, trained_run, split_dataset
 ):
-    for fusion in ("scores", "bottleneck", "off"):
+    for fusion in ("scores", "bottleneck", "image", "off"):
         cfg = tiny_config(split_dataset, trained_run, f'model.memory_fusion="{fusion}"')
         spec = cfg.stages["stage4"]
         net = build_stage_net(spec, cfg.model, trained_run)
@@ -190,3 +190,29 @@ def test_the_fresh_memory_learns_faster_than_the_decoder_it_is_fine_tuned_beside
     net = build_stage_net(cfg.stages["stage4"], cfg.model, trained_run)
     with pytest.raises(ConfigError, match="no submodule 'nothing'"):
         engine.param_groups(net, cfg.stages["stage4"], "stage4")
+
+
+def test_the_image_memory_learns_to_restore_the_clean_frames(
+    tiny_config, trained_run, split_dataset
+):
+    """Stage 4's ``restore`` loss compares the frames the image memory fused with the frames
+    before corruption and trains the memory; it is zero for a memory that fuses elsewhere."""
+    parts = {}
+    for fusion in ("image", "scores"):
+        cfg = tiny_config(split_dataset, trained_run, f'model.memory_fusion="{fusion}"')
+        stage = stages.PipelineStage(cfg, "stage4")
+        assert stage.spec.losses["restore"] > 0
+        net = build_stage_net(stage.spec, cfg.model, trained_run)
+        ds = ClipWindows(split_dataset, "train", window=stage.spec.window, size=(64, 128))
+        batch = next(iter(DataLoader(ds, batch_size=2)))
+        clean = batch["rgb"].clone()
+        batch = stage.prepare(batch, epoch=0)
+        assert torch.equal(batch["clean_rgb"], clean) and not torch.equal(batch["rgb"], clean)
+        out = stage_forward(net, batch)
+        loss, parts[fusion] = total_loss(stage.spec.losses, out, batch)
+        if fusion == "image":  # at init the fused frames are the corrupted ones
+            torch.testing.assert_close(out["frames"], batch["rgb"])
+            loss.backward()
+            assert net.pipeline.geometry.memory.strength.grad.abs().sum() > 0
+    assert parts["image"]["restore"] > 0.01
+    assert parts["scores"]["restore"] == 0.0
