@@ -9,16 +9,17 @@ on clean and corrupted validation):
 - (b) ``unaligned``: the memory at fixed pixel positions;
 - (c) ``aligned_estimated``: the memory warped by the estimated pose and depth;
 - (d) ``aligned_truth``: the memory warped by the true pose and depth (an oracle);
-- references that train nothing (``train.pipeline.average``): the frame model's logits averaged
-  over the clip at one rate (chosen on the corrupted validation town), (e) ``average_truth``
-  aligned by the true pose and depth: what blending the frame model's outputs gains at its
-  quality; (f) ``average_estimated`` by the frame model's own depth and ego-motion and (g)
-  ``average_unaligned`` at fixed pixels: the trivial baselines of (c) and (b);
+- references that train nothing (``train.pipeline.average``): the frame model's logits (or, when
+  the headline fusion is ``image``, the frames it reads) averaged over the clip at one rate
+  (chosen on the corrupted validation town), (e) ``average_truth`` aligned by the true pose and
+  depth: what blending gains at the frame model's quality; (f) ``average_estimated`` by the
+  frame model's own depth and ego-motion and (g) ``average_unaligned`` at fixed pixels: the
+  trivial baselines of (c) and (b);
 
-(b)-(d) for the first fusion option in ``--fusions`` (the default: where the memory fuses,
-``scores``, the heads' score and depth maps at stride 4, or ``bottleneck``, the backbone's), and
-(b), (c) for the others; all from the same stages 1-3, differing only in
-``model.memory_fusion`` and ``model.memory_alignment``.
+(b)-(d) for the first fusion option in ``--fusions`` (the headline; where the memory fuses:
+``scores``, the heads' score and depth maps at stride 4, ``bottleneck``, the backbone's
+features, or ``image``, the frames themselves), and (b), (c) for the others; all from the same
+stages 1-3, differing only in ``model.memory_fusion`` and ``model.memory_alignment``.
 
     python benchmarks/learning.py [--clips 4] [--out /tmp/carla-temporal-learning]
     python benchmarks/learning.py --smoke      # every step in a minute, for the tests
@@ -81,6 +82,8 @@ ALIGNMENTS = {
     "aligned_truth": "ground_truth",
 }
 VARIANTS = ("memory_off", *ALIGNMENTS)
+#: Fusion options compared by default, the headline's first.
+DEFAULT_FUSIONS = "scores,bottleneck,image"
 #: Stage-4 variants trained at once on the 2-core machine, one thread each.
 PARALLEL = 2
 #: The untrained references: the frame model's logits averaged over the clip, (e) aligned by
@@ -187,11 +190,17 @@ def train_all(
     return runs, {name: spent[name] for name in jobs}
 
 
-def slowest_first(name: str) -> tuple[bool, bool, bool]:
+def slowest_first(name: str) -> tuple[bool, bool, bool, bool]:
     """Sort key: the slowest stage-4 variants first, as measured on the 2-core machine (one
-    thread, two at a time, benchmarks/results/learning.json: bottleneck/aligned_estimated 6.7 min,
-    bottleneck/unaligned 5.6, the scores variants 4.0-4.6, memory_off 3.2)."""
-    return name == "memory_off", not name.startswith("bottleneck/"), "aligned_estimated" not in name
+    thread, two at a time: the image memory's, which run the backbone twice and back through it,
+    about 7-9 min; bottleneck/aligned_estimated 6.4, bottleneck/unaligned 5.2, the scores
+    variants 4.1-4.7, memory_off 3.1)."""
+    return (
+        name == "memory_off",
+        not name.startswith("image/"),
+        not name.startswith("bottleneck/"),
+        "aligned_estimated" not in name,
+    )
 
 
 def train_stage4(job: tuple[str, Path, Path, list[str], int | None]) -> dict:
@@ -217,14 +226,20 @@ def stage4_choice(run: Path) -> dict:
 
 
 def average_rates(
-    frame: FrameModel, cfg, data: Path, perturbation: Perturbation, device: str = "cpu"
+    frame: FrameModel,
+    cfg,
+    data: Path,
+    perturbation: Perturbation,
+    device: str = "cpu",
+    level: str = "scores",
 ) -> dict:
-    """Per reference of :data:`AVERAGES`: the rate with the highest corrupted mIoU on the
-    validation town (the test corruption's strengths), and every tried rate's mIoU there."""
+    """Per reference of :data:`AVERAGES` (averaging at ``level``): the rate with the highest
+    corrupted mIoU on the validation town (the test corruption's strengths), and every tried
+    rate's mIoU there."""
     ds = whole_clips(cfg, data, cfg.data.val_split)
     names = load_label_map(cfg.data.label_map).class_names
     models = {
-        (name, str(r)): RunningAverage(frame, r, alignment)
+        (name, str(r)): RunningAverage(frame, r, alignment, level)
         for name, alignment in AVERAGES.items()
         for r in AVERAGE_RATES
     }
@@ -236,19 +251,28 @@ def average_rates(
     return out
 
 
-def evaluate_all(runs: dict[str, Path], data: Path, clock: Clock, device: str = "cpu") -> dict:
-    """Every model on the test split, clean and corrupted, with baselines (on ``device``)."""
+def average_level(fusion: str) -> str:
+    """What the references average for the headline ``fusion``: the frames for the image
+    memory, the segmentation logits otherwise."""
+    return "image" if fusion == "image" else "scores"
+
+
+def evaluate_all(
+    runs: dict[str, Path], data: Path, clock: Clock, device: str = "cpu", level: str = "scores"
+) -> dict:
+    """Every model on the test split, clean and corrupted, with baselines (on ``device``); the
+    references average at ``level`` (:func:`average_level`)."""
     cfg = load_run(runs["frame_by_frame"])
     ds = whole_clips(cfg, data, "test")
     names = load_label_map(cfg.data.label_map).class_names
     frame = FrameModel(cfg, runs["frame_by_frame"])
     perturbation = Perturbation()
-    averages = average_rates(frame, cfg, data, perturbation, device)
+    averages = average_rates(frame, cfg, data, perturbation, device, level)
     models = {
         "frame_by_frame": frame,
         **{k: temporal_model(load_run(v), v) for k, v in runs.items() if k != "frame_by_frame"},
         **{
-            name: RunningAverage(frame, averages[name]["rate"], alignment)
+            name: RunningAverage(frame, averages[name]["rate"], alignment, level)
             for name, alignment in AVERAGES.items()
         },
     }
@@ -265,6 +289,7 @@ def evaluate_all(runs: dict[str, Path], data: Path, clock: Clock, device: str = 
         "corrupted": score_models(models, ds, names, device, perturbation, row_depth),
         "stage4_choice": {k: stage4_choice(v) for k, v in runs.items() if k != "frame_by_frame"},
         "averages": averages,
+        "average_level": level,
     }
     clock.lap("evaluate")
     return result
@@ -369,7 +394,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/carla-temporal-learning"))
     parser.add_argument(
         "--fusions",
-        default="scores,bottleneck",
+        default=DEFAULT_FUSIONS,
         help="Fusion options to compare, the default first (its variants make the headline).",
     )
     parser.add_argument(
@@ -420,12 +445,12 @@ def main() -> None:
         write_manifest(data, build_manifest(data, load_splits()))
     clock.lap("record")
     runs, stage4_minutes = train_all(data, args.out, fusions, sets, clock, parallel=PARALLEL)
-    result = evaluate_all(runs, data, clock)
+    result = evaluate_all(runs, data, clock, level=average_level(fusions[0]))
     verdict = verdicts(result, fusions)
     payload = {
         "command": "python benchmarks/learning.py"
         + (f" --clips {args.clips}" if args.clips != 4 else "")
-        + (f" --fusions {args.fusions}" if args.fusions != "scores,bottleneck" else "")
+        + (f" --fusions {args.fusions}" if args.fusions != DEFAULT_FUSIONS else "")
         + (f" --seed {args.seed}" if args.seed else "")
         + "".join(f" --set {o}" for o in args.overrides),
         "schedule": SCHEDULE,

@@ -166,17 +166,28 @@ def reference_lines(result: dict) -> list[str]:
         tried = ", ".join(f"{r}: {v:.3f}" for r, v in averages[name]["val_corrupted_miou"].items())
         return f"{averages[name]['rate']} ({tried})"
 
+    image = result.get("average_level") == "image"
+    what = (
+        "the frames the frame model reads averaged over the clip (then the frame model run on them)"
+        if image
+        else "the frame model's segmentation logits averaged over the clip"
+    )
+    memory = "the `image` memory does with the frames" if image else "the `scores` memory does"
     return [
-        "- (e), (f), (g): references that train nothing (`train/pipeline/average.py`): the frame "
-        "model's segmentation logits averaged over the clip, each frame's own blended with the "
-        "running average of the frames before it, warped in at one rate for every pixel, the "
-        "rate with the best corrupted mIoU on the validation town. (e) warps by the true depth "
-        "and pose: what blending the frame model's own outputs, as the `scores` memory does, "
+        f"- (e), (f), (g): references that train nothing (`train/pipeline/average.py`): {what}, "
+        "each frame blended with the running average of the frames before it, warped in at one "
+        "rate for every pixel, the rate with the best corrupted mIoU on the validation town. (e) "
+        f"warps by the true depth and pose: what blending without learning where, as {memory}, "
         f"gains at this frame model's quality (rate {chosen('average_truth')}). (f) warps by the "
         "frame model's own depth and ego-motion, the estimates (c) reads: the trivial baseline "
         f"the learned memory must beat (rate {chosen('average_estimated')}). (g) does not warp: "
-        f"the trivial baseline of (b) (rate {chosen('average_unaligned')}). Their depth and "
-        "ego-motion are the frame model's.",
+        f"the trivial baseline of (b) (rate {chosen('average_unaligned')}). Their ego-motion is "
+        "the frame model's"
+        + (
+            ", their depth the frame model's on the averaged frames."
+            if image
+            else ", and their depth."
+        ),
     ]
 
 
@@ -227,8 +238,9 @@ def write_doc(payload: dict, out_name: str, load: float | None = None) -> None:
         *reference_lines(result),
         "",
         f"Fusion options: {', '.join(fusions)} (the headline is `{fusions[0]}`, the default; "
-        "`scores` fuses on the heads' segmentation logits and log-depth at stride 4, `bottleneck` "
-        "on the backbone's features at stride 16: see [models.md](models.md)).",
+        "`image` fuses the frames themselves at full resolution before the backbone, `scores` "
+        "the heads' segmentation logits and log-depth at stride 4, `bottleneck` the backbone's "
+        "features at stride 16: see [models.md](models.md)).",
         "",
         f"Data: synthetic clips of the six train towns, Town10HD (validation) and Town02 (test: "
         f"{result['windows']} clips of {result['frames_per_window']} frames), trained and "

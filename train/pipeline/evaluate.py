@@ -256,7 +256,8 @@ def evaluate_run(
     With ``perturbation``, also under per-frame corruptions (``report["perturbed"]``); with
     ``average_rate`` > 0, also the untrained baseline ``average_estimated``
     (:class:`~train.pipeline.average.RunningAverage` at that rate, by the frame model's own
-    depth and ego-motion).
+    depth and ego-motion; it averages the frames for a run whose memory fuses them, ``image``,
+    the segmentation logits otherwise).
     """
     cfg = load_run(run_dir)
     data = Path(data or cfg.data.root)
@@ -267,7 +268,8 @@ def evaluate_run(
     frame = FrameModel(cfg, run_dir).to(device)
     models = {"frame_by_frame": frame, "temporal": temporal_model(cfg, run_dir).to(device)}
     if average_rate > 0:
-        models["average_estimated"] = RunningAverage(frame, average_rate, "estimated")
+        level = "image" if cfg.model.memory_fusion == "image" else "scores"
+        models["average_estimated"] = RunningAverage(frame, average_rate, "estimated", level)
     report = {
         "run": str(run_dir),
         "split": split,

@@ -1,4 +1,5 @@
-"""The running averages of the frame model's logits (the learning benchmark's references)."""
+"""The running averages of the frame model's logits or frames (the learning benchmark's
+references)."""
 
 from __future__ import annotations
 
@@ -109,14 +110,50 @@ def test_the_depth_and_motion_are_the_frame_models():
     torch.testing.assert_close(out["rel_pose"], frame.rel_pose)
 
 
+class Echo(torch.nn.Module):
+    """A frame model whose logits are the frames it reads (K = 3), depth and motion fixed."""
+
+    def __init__(self, depth=None, rel_pose=None) -> None:
+        super().__init__()
+        self.fixed = Fixed(None, depth, rel_pose)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, window: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.seen.append(window)
+        return {**self.fixed(window), "seg_logits": window * 2.0, "depth": window[:, :, :1] + 5}
+
+
+def test_the_image_level_averages_the_frames_the_frame_model_reads():
+    """``level="image"``: the frame model runs a second time, on the averaged frames (its depth is
+    theirs); its motion stays the one it estimated on the frames as they are."""
+    scene, rate = sliding_scene(2), 0.75
+    frame = Echo(rel_pose=torch.eye(4).expand(1, T, 4, 4) * 3)
+    out = RunningAverage(frame, rate, "none", level="image")(scene, *geometry(2.0))
+    expected = scene[:, 0]
+    for t in range(1, T):
+        expected = (1 - rate) * scene[:, t] + rate * expected
+    assert len(frame.seen) == 2 and frame.seen[0] is scene
+    torch.testing.assert_close(frame.seen[1][:, -1], expected)
+    torch.testing.assert_close(out["seg_logits"][:, -1], 2 * expected)
+    torch.testing.assert_close(out["depth"][:, -1], expected[:, :1] + 5)
+    torch.testing.assert_close(out["rel_pose"], frame.fixed.rel_pose)
+    # followed by the true geometry, the averaged frames stay sharp where the past stayed in view
+    inside = slice(0, W - 2 * (T - 1))
+    aligned = RunningAverage(Echo(), 0.8, "ground_truth", level="image")(scene, *geometry(2.0))
+    torch.testing.assert_close(
+        aligned["seg_logits"][0, -1, ..., inside], 2 * scene[0, -1, ..., inside], atol=1e-4, rtol=0
+    )
+
+
 @pytest.mark.parametrize(
-    ("rate", "alignment", "message"),
+    ("rate", "alignment", "level", "message"),
     [
-        (-0.1, "estimated", "rate must lie in"),
-        (1.0, "estimated", "rate must lie in"),
-        (0.5, "truth", "alignment must be one of"),
+        (-0.1, "estimated", "scores", "rate must lie in"),
+        (1.0, "estimated", "scores", "rate must lie in"),
+        (0.5, "truth", "scores", "alignment must be one of"),
+        (0.5, "none", "features", "level must be one of"),
     ],
 )
-def test_a_bad_rate_or_alignment_is_refused(rate, alignment, message):
+def test_a_bad_rate_alignment_or_level_is_refused(rate, alignment, level, message):
     with pytest.raises(ValueError, match=message):
-        RunningAverage(Fixed(torch.zeros(1, T, K, H, W)), rate, alignment)
+        RunningAverage(Fixed(torch.zeros(1, T, K, H, W)), rate, alignment, level)
