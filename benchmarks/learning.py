@@ -192,9 +192,9 @@ def train_all(
 
 def slowest_first(name: str) -> tuple[bool, bool, bool, bool]:
     """Sort key: the slowest stage-4 variants first, as measured on the 2-core machine (one
-    thread, two at a time: the image memory's, which run the backbone twice and back through it,
-    about 7-9 min; bottleneck/aligned_estimated 6.4, bottleneck/unaligned 5.2, the scores
-    variants 4.1-4.7, memory_off 3.1)."""
+    thread, two at a time, benchmarks/results/learning.json: the image memory's, which run the
+    backbone twice and back through it, 6.5-7.5 min; bottleneck/aligned_estimated 6.4,
+    bottleneck/unaligned 4.9, the scores variants 4.3-4.6, memory_off 3.5)."""
     return (
         name == "memory_off",
         not name.startswith("image/"),
