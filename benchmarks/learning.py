@@ -52,7 +52,7 @@ from carla_capture.record import record  # noqa: E402
 from carla_capture.split import build_manifest, load_splits, write_manifest  # noqa: E402
 from dataset.config import Perturbation  # noqa: E402
 from dataset.labels import load_label_map  # noqa: E402
-from train.pipeline.average import RunningAverage  # noqa: E402
+from train.pipeline.average import RunningAverage, level_of  # noqa: E402
 from train.pipeline.evaluate import row_mean_depth, score_models, whole_clips  # noqa: E402
 from train.pipeline.run import resolve_config, train  # noqa: E402
 from train.pipeline.trained import FrameModel, load_run, temporal_model  # noqa: E402
@@ -251,17 +251,11 @@ def average_rates(
     return out
 
 
-def average_level(fusion: str) -> str:
-    """What the references average for the headline ``fusion``: the frames for the image
-    memory, the segmentation logits otherwise."""
-    return "image" if fusion == "image" else "scores"
-
-
 def evaluate_all(
     runs: dict[str, Path], data: Path, clock: Clock, device: str = "cpu", level: str = "scores"
 ) -> dict:
     """Every model on the test split, clean and corrupted, with baselines (on ``device``); the
-    references average at ``level`` (:func:`average_level`)."""
+    references average at ``level`` (:func:`~train.pipeline.average.level_of`)."""
     cfg = load_run(runs["frame_by_frame"])
     ds = whole_clips(cfg, data, "test")
     names = load_label_map(cfg.data.label_map).class_names
@@ -445,7 +439,7 @@ def main() -> None:
         write_manifest(data, build_manifest(data, load_splits()))
     clock.lap("record")
     runs, stage4_minutes = train_all(data, args.out, fusions, sets, clock, parallel=PARALLEL)
-    result = evaluate_all(runs, data, clock, level=average_level(fusions[0]))
+    result = evaluate_all(runs, data, clock, level=level_of(fusions[0]))
     verdict = verdicts(result, fusions)
     payload = {
         "command": "python benchmarks/learning.py"

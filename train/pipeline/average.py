@@ -35,6 +35,14 @@ ALIGNMENTS = ("none", "estimated", "ground_truth")
 LEVELS = ("scores", "image")
 
 
+def level_of(fusion: str) -> str:
+    """The level whose average is the untrained counterpart of a memory fusing at ``fusion``.
+
+    ``fusion``: a ``model.memory_fusion``; the frames for ``image``, the logits otherwise.
+    """
+    return "image" if fusion == "image" else "scores"
+
+
 class RunningAverage(torch.nn.Module):
     """The frame model's logits, or the frames it reads, averaged over the clip."""
 

@@ -22,7 +22,7 @@ from dataset.perturb import corrupt
 from models.pipeline import TemporalPipeline
 from train.context import resolve_device
 from train.metrics import ConfusionMatrix, DepthMetrics, PoseMetrics
-from train.pipeline.average import RunningAverage
+from train.pipeline.average import RunningAverage, level_of
 from train.pipeline.config import PipelineEval, TrainConfig
 from train.pipeline.consistency import TemporalConsistency, window_pairs
 from train.pipeline.trained import FrameModel, load_run, temporal_model
@@ -268,7 +268,7 @@ def evaluate_run(
     frame = FrameModel(cfg, run_dir).to(device)
     models = {"frame_by_frame": frame, "temporal": temporal_model(cfg, run_dir).to(device)}
     if average_rate > 0:
-        level = "image" if cfg.model.memory_fusion == "image" else "scores"
+        level = level_of(cfg.model.memory_fusion)
         models["average_estimated"] = RunningAverage(frame, average_rate, "estimated", level)
     report = {
         "run": str(run_dir),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.pipeline.average import RunningAverage
+from train.pipeline.average import RunningAverage, level_of
 
 T, K, H, W = 5, 3, 8, 16
 FX = 8.0
@@ -157,3 +157,8 @@ def test_the_image_level_averages_the_frames_the_frame_model_reads():
 def test_a_bad_rate_alignment_or_level_is_refused(rate, alignment, level, message):
     with pytest.raises(ValueError, match=message):
         RunningAverage(Fixed(torch.zeros(1, T, K, H, W)), rate, alignment, level)
+
+
+def test_each_memory_is_compared_with_an_average_at_its_own_level():
+    assert level_of("image") == "image"
+    assert {level_of(f) for f in ("scores", "bottleneck", "off")} == {"scores"}
