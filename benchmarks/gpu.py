@@ -50,9 +50,11 @@ from common import machine, split_of_towns, write_result  # noqa: E402
 from carla_capture.config import CaptureConfig  # noqa: E402
 from carla_capture.record import record  # noqa: E402
 from carla_capture.split import build_manifest, load_splits, write_manifest  # noqa: E402
+from models.config import preset  # noqa: E402
 from train import engine  # noqa: E402
 from train.checkpoint import save_checkpoint  # noqa: E402
 from train.context import Context  # noqa: E402
+from train.pipeline.average import level_of  # noqa: E402
 from train.pipeline.nets import build_stage_net  # noqa: E402
 from train.pipeline.run import resolve_config  # noqa: E402
 from train.pipeline.stages import PipelineStage  # noqa: E402
@@ -396,14 +398,15 @@ def learning(data: Path, out: Path, plan: Plan, ctx: Context) -> dict:
         *plan.learn_sets,
     ]
     clock = bench.Clock()
-    runs, _ = bench.train_all(data, out, ["scores"], sets, clock, preset=plan.learn_preset)
-    result = bench.evaluate_all(runs, data, clock, device=str(ctx.device))
+    fusion = preset(plan.learn_preset).memory_fusion  # the preset's default
+    runs, _ = bench.train_all(data, out, [fusion], sets, clock, preset=plan.learn_preset)
+    result = bench.evaluate_all(runs, data, clock, device=str(ctx.device), level=level_of(fusion))
     return {
         "preset": plan.learn_preset,
         "sets": sets,
         "minutes": clock.minutes,
-        "headline": bench.headline(result, "scores"),
-        "verdict": bench.verdicts(result, ["scores"]),
+        "headline": bench.headline(result, fusion),
+        "verdict": bench.verdicts(result, [fusion]),
     }
 
 

@@ -166,13 +166,16 @@ def reference_lines(result: dict) -> list[str]:
         tried = ", ".join(f"{r}: {v:.3f}" for r, v in averages[name]["val_corrupted_miou"].items())
         return f"{averages[name]['rate']} ({tried})"
 
-    image = result.get("average_level") == "image"
-    what = (
-        "the frames the frame model reads averaged over the clip (then the frame model run on them)"
-        if image
-        else "the frame model's segmentation logits averaged over the clip"
-    )
-    memory = "the `image` memory does with the frames" if image else "the `scores` memory does"
+    level = result.get("average_level", "scores")
+    image = level != "scores"
+    what = {
+        "scores": "the frame model's segmentation logits averaged over the clip",
+        "image": "the frames the frame model reads averaged over the clip (then the frame model "
+        "run on them)",
+        "image+scores": "the frames the frame model reads averaged over the clip, then the frame "
+        "model's logits on them averaged in turn",
+    }[level]
+    memory = f"the `{level}` memory does" + (" with the frames" if level == "image" else "")
     return [
         f"- (e), (f), (g): references that train nothing (`train/pipeline/average.py`): {what}, "
         "each frame blended with the running average of the frames before it, warped in at one "
@@ -238,7 +241,8 @@ def write_doc(payload: dict, out_name: str, load: float | None = None) -> None:
         *reference_lines(result),
         "",
         f"Fusion options: {', '.join(fusions)} (the headline is `{fusions[0]}`, the default; "
-        "`image` fuses the frames themselves at full resolution before the backbone, `scores` "
+        "`image` fuses the frames themselves at full resolution before the backbone, "
+        "`image+scores` fuses the frames and then the heads' maps of the fused frames, `scores` "
         "the heads' segmentation logits and log-depth at stride 4, `bottleneck` the backbone's "
         "features at stride 16: see [models.md](models.md)).",
         "",

@@ -42,23 +42,25 @@ class ModelConfig(BaseModel):
     memory_channels: int | None = Field(
         64, description="ConvGRU width; None runs it on the full bottleneck (paper)."
     )
-    memory_fusion: Literal["off", "bottleneck", "scores", "image"] = Field(
-        "scores",
+    memory_fusion: Literal["off", "bottleneck", "scores", "image", "image+scores"] = Field(
+        "image+scores",
         description="Where the memory fuses (models/memory.py): a ConvGRU on the backbone's "
         "bottleneck (the reference's), the heads' score and depth maps at 1/score_stride of the "
         "frame (GRFP-like), a gated running average of the frames themselves before the "
-        "backbone (image), or off (no memory: the matched control of the ablation).",
+        "backbone (image), both of the last two in a chain (image+scores: the network reads the "
+        "fused frames, a score memory corrects its outputs), or off (no memory: the matched "
+        "control of the ablation).",
     )
     score_stride: int = Field(
-        4, ge=1, description="memory_fusion='scores': the memory's resolution, 1/this of the frame."
+        4, ge=1, description="The scores memory's resolution, 1/this of the frame."
     )
     score_memory_channels: int = Field(
-        32, ge=1, description="memory_fusion='scores': width of the conv net of its update gate."
+        32, ge=1, description="The scores memory: width of the conv net of its update gate."
     )
     image_memory_channels: int = Field(
         8,
         ge=1,
-        description="memory_fusion='image': width of the conv net of its update gate (it runs at "
+        description="The image memory: width of the conv net of its update gate (it runs at "
         "full resolution).",
     )
     memory_alignment: Literal["none", "estimated", "ground_truth"] = Field(

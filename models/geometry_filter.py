@@ -1,10 +1,10 @@
 """GeometryFilter: backbone + a ConvGRU memory + segmentation and depth heads.
 
-The memory (``models/memory.py``) fuses at the bottleneck, on the heads' score and depth maps or
-on the frames themselves before the backbone (``ModelConfig.memory_fusion``; ``off`` has none, for
-the matched control). It is a residual branch that starts switched off, so before sequence
-training the filter's outputs equal the single-frame models' outputs exactly, for segmentation
-and depth.
+The memory (``models/memory.py``) fuses at the bottleneck, on the heads' score and depth maps, on
+the frames themselves before the backbone, or on the frames and then the score maps
+(``ModelConfig.memory_fusion``; ``off`` has none, for the matched control). It is a residual
+branch that starts switched off, so before sequence training the filter's outputs equal the
+single-frame models' outputs exactly, for segmentation and depth.
 
 Before each update the memory is aligned by geometry (``ModelConfig.memory_alignment``): it is
 warped from frame t-1 into frame t (``models/warp.py``) with the depth of frame t and the
@@ -24,6 +24,7 @@ depth that aligns it), :meth:`GeometryFilter.remember` (frame by frame: align, u
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,12 +34,14 @@ from torch import nn
 from models.common import Backbone
 from models.config import ModelConfig
 from models.depth import DepthDecoder, build_depth
-from models.memory import BottleneckMemory, ImageMemory, ScoreMemory
+from models.memory import BottleneckMemory, ChainMemory, ImageMemory, ScoreMemory
 from models.segmentation import build_segmentation
 from models.warp import scale_intrinsics, warp_previous
 
 Outputs = dict[str, torch.Tensor]
-Memory = BottleneckMemory | ScoreMemory | ImageMemory
+Memory = BottleneckMemory | ScoreMemory | ImageMemory | ChainMemory
+#: A memory's state: one tensor, or the chain's pair (image memory, score memory).
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -77,7 +80,7 @@ class GeometryFilter(nn.Module):
 
     @property
     def fusion(self) -> str:
-        """Where the memory fuses: ``off``, ``bottleneck``, ``scores`` or ``image``."""
+        """Where the memory fuses: ``off`` or a ``model.memory_fusion``."""
         return "off" if self.memory is None else self.memory.fusion
 
     def init_state(
@@ -87,7 +90,7 @@ class GeometryFilter(nn.Module):
         width: int,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
-    ) -> torch.Tensor:
+    ) -> State:
         """Memory for frames of ``height`` x ``width`` pixels ((B, 0, 1, 1) without one)."""
         if self.memory is None:
             return torch.zeros(batch, 0, 1, 1, device=device, dtype=dtype)
@@ -153,13 +156,13 @@ class GeometryFilter(nn.Module):
     def remember(
         self,
         reads: torch.Tensor | None,
-        memory: torch.Tensor,
+        memory: State,
         first: bool,
         size: tuple[int, int],
         intrinsics: torch.Tensor | None = None,
         rel_pose: torch.Tensor | None = None,
         depth: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    ) -> tuple[torch.Tensor | None, State]:
         """One frame's update of the memory.
 
         Aligns the memory of frame t-1 (see :meth:`align`) and runs it on ``reads`` -> (what it
@@ -167,19 +170,88 @@ class GeometryFilter(nn.Module):
         """
         if self.memory is None:
             return None, memory
+        if isinstance(self.memory, ChainMemory):  # a window of one frame
+            frame = [None if v is None else v[:, None] for v in (reads, rel_pose, depth)]
+            return self.remember_window(frame[0], memory, first, size, intrinsics, *frame[1:])
         memory, valid = self.align(memory, first, size, intrinsics, rel_pose, depth)
         return self.memory(reads, memory, valid)
+
+    def remember_window(
+        self,
+        reads: torch.Tensor | None,
+        memory: State,
+        first: bool,
+        size: tuple[int, int],
+        intrinsics: torch.Tensor | None = None,
+        rel_pose: torch.Tensor | None = None,
+        depth: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, State]:
+        """Frames t = 0..T-1 through the memory, from ``memory`` (the state before frame 0).
+
+        ``reads`` (B, T, ...); ``first``: frame 0 has no earlier frame; ``rel_pose``
+        (B, T, 4, 4) and ``depth`` (B, T, 1, H, W) per frame, as :meth:`align` reads them.
+        Returns (what the memory fused, stacked (B * T, ...); the memory after frame T-1), or
+        (None, ``memory``) without a memory.
+        """
+        if self.memory is None:
+            return None, memory
+
+        def where(k: int) -> tuple:
+            pose, d = (None if v is None else v[:, k] for v in (rel_pose, depth))
+            return first and k == 0, size, intrinsics, pose, d
+
+        if isinstance(self.memory, ChainMemory):
+            return self._remember_chain(reads, memory, where)
+        fused = []
+        for k in range(reads.shape[1]):
+            f, memory = self.remember(reads[:, k], memory, *where(k))
+            fused.append(f)
+        return torch.stack(fused, 1).flatten(0, 1), memory
+
+    def _remember_chain(
+        self, x: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor], where: Callable
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """A window through the ``image+scores`` chain.
+
+        The image memory fuses the frames ``x`` (B, T, 3, H, W), frame by frame; the network
+        reads the fused frames (all at once); the score memory corrects its outputs, frame by
+        frame. ``where(k)``: :meth:`align`'s arguments after the memory for frame k, the same
+        for both memories. Returns ((B * T, 3 + K + 1, H, W): the fused frames, the corrected
+        logits and depth (metres); (image memory, score memory) after the last frame).
+        """
+        image, scores = memory
+        b, t = x.shape[:2]
+        frames = []
+        for k in range(t):
+            image, valid = self.align(image, *where(k))
+            f, image = self.memory.image(x[:, k], image, valid)
+            frames.append(f)
+        frames = torch.stack(frames, 1).flatten(0, 1)
+        feats = self.backbone(frames)
+        own = self.decode(feats, feats["out"], tuple(x.shape[-2:]))
+        reads = self.memory.scores.reads(frames, feats, own).unflatten(0, (b, t))
+        corrections = []
+        for k in range(t):
+            scores, valid = self.align(scores, *where(k))
+            c, scores = self.memory.scores(reads[:, k], scores, valid)
+            corrections.append(c)
+        out = self.memory.scores.apply(own, torch.stack(corrections, 1).flatten(0, 1))
+        maps = [out["seg_logits"].to(frames.dtype), out["depth"].to(frames.dtype)]
+        return torch.cat([frames, *maps], 1), (image, scores)
 
     def outputs(
         self, feats: Outputs, fused: torch.Tensor | None, prepared: Prepared, size: tuple[int, int]
     ) -> Outputs:
         """The frames' outputs from what the memory fused (stacked over frames like ``feats``).
 
-        ``seg_logits``, ``depth``; with the image memory also ``frames``, the fused frames the
-        network saw (N, 3, H, W), normalised.
+        ``seg_logits``, ``depth``; with the image memory (alone or in the chain) also ``frames``,
+        the fused frames the network saw (N, 3, H, W), normalised.
         """
         if self.fusion == "off":
             return prepared.own
+        if self.fusion == "image+scores":  # _remember_chain stacked them
+            frames, logits, depth = fused.split([3, fused.shape[1] - 4, 1], 1)
+            return {"seg_logits": logits, "depth": depth, "frames": frames}
         if self.fusion == "bottleneck":
             return self.decode(feats, fused, size)
         if self.fusion == "image":  # the network on the fused frames, and those frames
@@ -190,12 +262,12 @@ class GeometryFilter(nn.Module):
     def step(
         self,
         x: torch.Tensor,
-        memory: torch.Tensor,
+        memory: State,
         first: bool = True,
         intrinsics: torch.Tensor | None = None,
         rel_pose: torch.Tensor | None = None,
         depth: torch.Tensor | None = None,
-    ) -> tuple[Outputs, torch.Tensor, torch.Tensor]:
+    ) -> tuple[Outputs, State, torch.Tensor]:
         """One normalised frame (B, 3, H, W) -> outputs, new memory, and the frame's embedding.
 
         ``first``: no earlier frame (the memory is empty). Otherwise the memory is aligned with
@@ -222,6 +294,11 @@ def build_memory(cfg: ModelConfig, backbone: Backbone) -> Memory | None:
         )
     if cfg.memory_fusion == "image":
         return ImageMemory(cfg.image_memory_channels)
+    if cfg.memory_fusion == "image+scores":
+        return ChainMemory(
+            build_memory(cfg.model_copy(update={"memory_fusion": "image"}), backbone),
+            build_memory(cfg.model_copy(update={"memory_fusion": "scores"}), backbone),
+        )
     return None
 
 

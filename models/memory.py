@@ -1,7 +1,8 @@
 """The GeometryFilter's memories: where a ConvGRU carries the past into the current frame.
 
-Three places to fuse (``ModelConfig.memory_fusion``), all residual branches that start switched
-off, so that before sequence training the filter's outputs are the single-frame models' exactly:
+Three places to fuse (``ModelConfig.memory_fusion``) and one chain of two, all residual branches
+that start switched off, so that before sequence training the filter's outputs are the
+single-frame models' exactly:
 
 - ``bottleneck`` (:class:`BottleneckMemory`, the reference's): the GRU runs on the backbone's
   bottleneck (stride 8 or 16) and its output is added to the features both heads decode.
@@ -18,11 +19,18 @@ off, so that before sequence training the filter's outputs are the single-frame 
   reads them, which blending its outputs cannot undo (the frame model's errors under noise are
   not independent from frame to frame). A learned per-pixel gate decides how much of the past to
   keep (e.g. little where the frame and the warped memory disagree: an edge the warp missed).
+- ``image+scores`` (:class:`ChainMemory`): both, one after the other. The image memory fuses the
+  frames, the network reads the fused frames, and a score memory corrects what it says: the
+  first averages out what differs from frame to frame in every pixel (noise, flicker), the
+  second carries the outputs across what covers part of a frame (an occluder), where the image
+  memory's gate must choose between the frame and a memory that may hold the occluder itself.
 
 Every memory is read and written the same way by :class:`~models.geometry_filter.GeometryFilter`:
 ``reads = memory.reads(...)`` per frame (or a batch of frames), ``fused, h = memory(reads, h,
 valid)`` once per frame with ``h`` already aligned to the frame, and the GeometryFilter turns
 ``fused`` into outputs. ``valid`` (B, 1, h, w) is 1 where ``h`` holds a warped source pixel.
+The chain is the exception: its state is a pair of memories at two resolutions, and the
+GeometryFilter runs the network between its two steps.
 """
 
 from __future__ import annotations
@@ -287,3 +295,38 @@ class ImageMemory(_Memory):
         m = valid * torch.sigmoid(self.gate(seen)) * strength
         fused = x + m * (h - x)
         return fused, fused
+
+
+class ChainMemory(nn.Module):
+    """An :class:`ImageMemory` before the network and a :class:`ScoreMemory` after it.
+
+    Its state is the pair (image memory (B, 3, H, W), score memory (B, K + 1, h, w)); each is
+    aligned to the frame at its own resolution. It reads the normalised frame, like the image
+    memory; :meth:`~models.geometry_filter.GeometryFilter.remember` runs the image memory, the
+    network on the fused frame and the score memory on its outputs, frame by frame.
+    """
+
+    fusion = "image+scores"
+
+    def __init__(self, image: ImageMemory, scores: ScoreMemory) -> None:
+        super().__init__()
+        self.image, self.scores = image, scores
+
+    def init_state(
+        self,
+        batch: int,
+        height: int,
+        width: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero memories for H x W frames: (B, 3, H, W) and (B, K + 1, h, w)."""
+        return tuple(  # type: ignore[return-value]
+            m.init_state(batch, height, width, device, dtype) for m in (self.image, self.scores)
+        )
+
+    def reads(
+        self, x: torch.Tensor, feats: dict[str, torch.Tensor], own: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor:
+        """What the chain reads of a frame: the normalised frame (B, 3, H, W)."""
+        return x

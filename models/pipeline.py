@@ -17,19 +17,20 @@ from torch import nn
 
 from models.config import ModelConfig
 from models.ego_motion import EgoMotionFilter, build_ego_motion
-from models.geometry_filter import GeometryFilter, build_geometry_filter
+from models.geometry_filter import GeometryFilter, State, build_geometry_filter
 
 
 @dataclass
 class PipelineState:
     """What the pipeline carries between frames.
 
-    memory (B, C_mem, h, w); embedding of the previous frame (B, C, h, w) or None before the
-    first frame; ego GRU state (B, hidden); accumulated cam_to_world (B, 4, 4) with the first
-    frame's camera as the origin; number of frames seen.
+    memory (B, C_mem, h, w), or the ``image+scores`` chain's pair of them; embedding of the
+    previous frame (B, C, h, w) or None before the first frame; ego GRU state (B, hidden);
+    accumulated cam_to_world (B, 4, 4) with the first frame's camera as the origin; number of
+    frames seen.
     """
 
-    memory: torch.Tensor
+    memory: State
     embedding: torch.Tensor | None
     ego: torch.Tensor
     cam_to_world: torch.Tensor
@@ -141,20 +142,9 @@ class TemporalPipeline(nn.Module):
             true_depth = prepared.depth.unflatten(0, (b, t))
         reads = prepared.reads.unflatten(0, (b, t)) if prepared.reads is not None else None
         memory = self.geometry.init_state(b, h, w, window.device, window.dtype)
-        fused = []
-        for k in range(t):
-            d = true_depth[:, k] if true_depth is not None else None
-            f, memory = self.geometry.remember(
-                reads[:, k] if reads is not None else None,
-                memory,
-                k == 0,
-                (h, w),
-                intrinsics,
-                align_pose[:, k],
-                d,
-            )
-            fused.append(f)
-        stacked = torch.stack(fused, 1).flatten(0, 1) if fused[0] is not None else None
+        stacked, _ = self.geometry.remember_window(
+            reads, memory, True, (h, w), intrinsics, align_pose, true_depth
+        )
         out = self.geometry.outputs(feats, stacked, prepared, (h, w))
         out = {k: v.unflatten(0, (b, t)) for k, v in out.items()}
         poses = [rel[:, 0]]

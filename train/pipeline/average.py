@@ -1,10 +1,11 @@
 """References for the temporal memory: the frame model averaged over a clip, untrained.
 
-:class:`RunningAverage` runs the frame-by-frame models and replaces, frame by frame, either their
-segmentation logits (``level = "scores"``, the counterpart of the ``scores`` memory) or the
-frames they read (``level = "image"``, the counterpart of the ``image`` memory) by a running
-average over the frames before it, warped into the frame at full resolution by depth and camera
-motion:
+:class:`RunningAverage` runs the frame-by-frame models and replaces, frame by frame, their
+segmentation logits (``level = "scores"``, the counterpart of the ``scores`` memory), the frames
+they read (``level = "image"``, the counterpart of the ``image`` memory) or both, the frames and
+then the logits of the averaged frames (``level = "image+scores"``, the counterpart of the chain)
+by a running average over the frames before it, warped into the frame at full resolution by
+depth and camera motion:
 
     m_0 = y_0,    m_t = (1 - rate) * y_t + rate * warp(m_{t-1})   where the warp is valid,
     m_t = y_t                                                      elsewhere,
@@ -32,15 +33,16 @@ import torch
 from models.warp import warp_previous
 
 ALIGNMENTS = ("none", "estimated", "ground_truth")
-LEVELS = ("scores", "image")
+LEVELS = ("scores", "image", "image+scores")
 
 
 def level_of(fusion: str) -> str:
     """The level whose average is the untrained counterpart of a memory fusing at ``fusion``.
 
-    ``fusion``: a ``model.memory_fusion``; the frames for ``image``, the logits otherwise.
+    ``fusion``: a ``model.memory_fusion``; the frames for ``image``, the frames and then the
+    logits for ``image+scores``, the logits otherwise.
     """
-    return "image" if fusion == "image" else "scores"
+    return fusion if fusion in ("image", "image+scores") else "scores"
 
 
 class RunningAverage(torch.nn.Module):
@@ -81,9 +83,11 @@ class RunningAverage(torch.nn.Module):
         out = self.frame(window)
         if self.alignment == "estimated":
             depth, rel_pose = out["depth"], out["rel_pose"]
-        if self.level == "image":
+        if self.level != "scores":  # the network on the averaged frames
             frames = self._average(window, intrinsics, depth, rel_pose)
-            return {**self.frame(frames), "rel_pose": out["rel_pose"]}
+            out = {**self.frame(frames), "rel_pose": out["rel_pose"]}
+        if self.level == "image":
+            return out
         return {**out, "seg_logits": self._average(out["seg_logits"], intrinsics, depth, rel_pose)}
 
     def _average(

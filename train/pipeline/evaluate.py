@@ -256,8 +256,8 @@ def evaluate_run(
     With ``perturbation``, also under per-frame corruptions (``report["perturbed"]``); with
     ``average_rate`` > 0, also the untrained baseline ``average_estimated``
     (:class:`~train.pipeline.average.RunningAverage` at that rate, by the frame model's own
-    depth and ego-motion; it averages the frames for a run whose memory fuses them, ``image``,
-    the segmentation logits otherwise).
+    depth and ego-motion, at the level of the run's memory
+    (:func:`~train.pipeline.average.level_of`), saved as ``report["average_level"]``).
     """
     cfg = load_run(run_dir)
     data = Path(data or cfg.data.root)
@@ -267,8 +267,8 @@ def evaluate_run(
     row_depth = row_mean_depth(cfg, data) if trained_on.get("clips") else None
     frame = FrameModel(cfg, run_dir).to(device)
     models = {"frame_by_frame": frame, "temporal": temporal_model(cfg, run_dir).to(device)}
+    level = level_of(cfg.model.memory_fusion)
     if average_rate > 0:
-        level = level_of(cfg.model.memory_fusion)
         models["average_estimated"] = RunningAverage(frame, average_rate, "estimated", level)
     report = {
         "run": str(run_dir),
@@ -279,6 +279,7 @@ def evaluate_run(
         "preset": cfg.preset,
         "label_map": cfg.data.label_map,
         "average_rate": average_rate,
+        "average_level": level,
         **score_models(
             models, ds, names, device, row_depth=row_depth, progress=f"scoring {split} (clean)"
         ),
@@ -450,7 +451,11 @@ def _columns(models: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
         "temporal (stage 4)": models["temporal"],
     }
     if "average_estimated" in models:
-        header = f"frame-by-frame averaged over the clip (untrained, rate {report['average_rate']})"
+        level = report.get("average_level", "scores")  # reports written before it was saved
+        header = (
+            "frame-by-frame averaged over the clip "
+            f"(untrained, {level} level, rate {report['average_rate']})"
+        )
         columns[header] = models["average_estimated"]
     return columns
 

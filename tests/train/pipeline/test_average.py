@@ -145,6 +145,22 @@ def test_the_image_level_averages_the_frames_the_frame_model_reads():
     )
 
 
+def test_the_chained_level_averages_the_frames_then_the_logits_of_what_the_model_saw():
+    """``level="image+scores"``: the logits of the averaged frames are averaged in turn."""
+    scene, rate = sliding_scene(2), 0.5
+    frame = Echo()
+    out = RunningAverage(frame, rate, "none", level="image+scores")(scene, *geometry(2.0))
+    frames = [scene[:, 0]]
+    for t in range(1, T):
+        frames.append((1 - rate) * scene[:, t] + rate * frames[-1])
+    logits = [2 * frames[0]]
+    for t in range(1, T):
+        logits.append((1 - rate) * 2 * frames[t] + rate * logits[-1])
+    torch.testing.assert_close(frame.seen[1], torch.stack(frames, 1))
+    torch.testing.assert_close(out["seg_logits"], torch.stack(logits, 1))
+    torch.testing.assert_close(out["depth"][:, -1], frames[-1][:, :1] + 5)  # of the frames seen
+
+
 @pytest.mark.parametrize(
     ("rate", "alignment", "level", "message"),
     [
@@ -161,4 +177,5 @@ def test_a_bad_rate_alignment_or_level_is_refused(rate, alignment, level, messag
 
 def test_each_memory_is_compared_with_an_average_at_its_own_level():
     assert level_of("image") == "image"
+    assert level_of("image+scores") == "image+scores"
     assert {level_of(f) for f in ("scores", "bottleneck", "off")} == {"scores"}

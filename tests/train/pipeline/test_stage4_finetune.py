@@ -115,7 +115,8 @@ def test_stage4_keeps_its_start_when_training_makes_it_worse(
     assert start["epoch"] == -1 and trained["val"]["loss"] > start["val"]["loss"]
     assert best["epoch"] == -1
     geo = best["components"]["geometry_filter"]
-    assert not geo["memory.strength"].any()
+    strengths = [v for k, v in geo.items() if k.endswith("strength")]
+    assert strengths and not any(v.any() for v in strengths)
     depth2 = torch.load(trained_run / "stage2" / "best.pt", weights_only=True)["components"][
         "depth"
     ]
@@ -172,7 +173,7 @@ def test_stage4_trains_on_corrupted_windows_and_resumes_to_the_same_weights(
 def test_the_fresh_memory_learns_faster_than_the_decoder_it_is_fine_tuned_beside(
     tiny_config, trained_run, split_dataset
 ):
-    for fusion in ("scores", "bottleneck", "image", "off"):
+    for fusion in ("scores", "bottleneck", "image", "image+scores", "off"):
         cfg = tiny_config(split_dataset, trained_run, f'model.memory_fusion="{fusion}"')
         spec = cfg.stages["stage4"]
         net = build_stage_net(spec, cfg.model, trained_run)
@@ -198,7 +199,7 @@ def test_the_image_memory_learns_to_restore_the_clean_frames(
     """Stage 4's ``restore`` loss compares the frames the image memory fused with the frames
     before corruption and trains the memory; it is zero for a memory that fuses elsewhere."""
     parts = {}
-    for fusion in ("image", "scores"):
+    for fusion in ("image", "image+scores", "scores"):
         cfg = tiny_config(split_dataset, trained_run, f'model.memory_fusion="{fusion}"')
         stage = stages.PipelineStage(cfg, "stage4")
         assert stage.spec.losses["restore"] > 0
@@ -210,9 +211,12 @@ def test_the_image_memory_learns_to_restore_the_clean_frames(
         assert torch.equal(batch["clean_rgb"], clean) and not torch.equal(batch["rgb"], clean)
         out = stage_forward(net, batch)
         loss, parts[fusion] = total_loss(stage.spec.losses, out, batch)
-        if fusion == "image":  # at init the fused frames are the corrupted ones
+        if fusion != "scores":  # at init the fused frames are the corrupted ones
             torch.testing.assert_close(out["frames"], batch["rgb"])
             loss.backward()
-            assert net.pipeline.geometry.memory.strength.grad.abs().sum() > 0
+            memory = net.pipeline.geometry.memory
+            image = memory.image if fusion == "image+scores" else memory
+            assert image.strength.grad.abs().sum() > 0
     assert parts["image"]["restore"] > 0.01
+    torch.testing.assert_close(parts["image+scores"]["restore"], parts["image"]["restore"])
     assert parts["scores"]["restore"] == 0.0

@@ -46,11 +46,12 @@ def test_each_stage_lowers_its_loss(tiny_config, stage, trained_run, split_datas
         losses.append(parts if stage == "stage4" else float(loss.detach()))
     if stage == "stage4":
         # the fixture's 2-step stage 1 predicts almost uniform classes, which a memory of the
-        # score maps cannot sharpen: the depth decoder learns, the memory opens
+        # score maps cannot sharpen: the depth decoder learns, the memories open
         assert losses[-1]["depth"] < 0.95 * losses[0]["depth"], losses
         assert losses[-1]["ce"] <= losses[0]["ce"] + 1e-3, losses
-        strength = net.pipeline.geometry.memory.strength.flatten()
-        assert strength[1] > 0, strength  # the depth memory opened
+        memory = net.pipeline.geometry.memory  # the default: the image+scores chain
+        assert memory.scores.strength.flatten()[1] > 0  # the depth memory opened
+        assert memory.image.strength.item() != 0  # the frames' memory trains too
         return
     assert losses[-1] < 0.9 * losses[0], losses
 
@@ -105,7 +106,8 @@ def test_stage4_follows_the_reference_recipe(trained_run):
         if v.is_floating_point() and not torch.equal(v, geo4["depth_" + k])
     ]
     assert changed, "stage 4 trains the depth decoder"
-    assert geo4["memory.strength"].abs().sum() > 0, "stage 4 trains the memory"
+    strengths = [v for k, v in geo4.items() if k.endswith("strength")]
+    assert strengths and all(v.abs().sum() > 0 for v in strengths), "stage 4 trains the memory"
 
 
 def test_tensorboard_scalars_and_panels(tiny_config, tmp_path, split_dataset):
