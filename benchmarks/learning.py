@@ -45,7 +45,7 @@ from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 
 import torch  # noqa: E402
 from common import RESULTS, split_of_towns, write_result  # noqa: E402
-from learning_doc import write_doc  # noqa: E402
+from learning_doc import goal_checks, write_doc  # noqa: E402
 
 from carla_capture.config import CaptureConfig  # noqa: E402
 from carla_capture.record import record  # noqa: E402
@@ -329,21 +329,8 @@ def verdicts(result: dict, fusions: list[str]) -> dict[str, bool]:
     (c) against (b) for every fusion option, then the trivial baselines."""
     head = headline(result, fusions[0])
     c, off = head["corrupted"]["aligned_estimated"], head["corrupted"]["memory_off"]
-    clean_c, clean_off = head["clean"]["aligned_estimated"], head["clean"]["memory_off"]
-    out = {
-        "corrupted: (c) mIoU at least 2 points above (a')": c["miou"] - off["miou"] >= 0.02,
-        "corrupted: (c) pixel accuracy under the occluders at least 10 points above (a')": (
-            c["occluded_pixel_accuracy"] - off["occluded_pixel_accuracy"] >= 0.10
-        ),
-        "corrupted: (c) stable flip rate below (a')": c["stable_flip_rate"]
-        < off["stable_flip_rate"],
-        "clean: (c) mIoU at most 0.5 points below (a')": clean_c["miou"]
-        >= clean_off["miou"] - 0.005,
-        "stage 4 (c) keeps a trained epoch, not the start": head["stage4_choice"][
-            "aligned_estimated"
-        ]
-        > 0,
-    }
+    clean_c = head["clean"]["aligned_estimated"]
+    out = goal_checks(result, fusions[0])
     if "average_truth" in head["corrupted"]:
         reference, baseline = (head["corrupted"][a] for a in ("average_truth", "average_estimated"))
         out[

@@ -48,3 +48,40 @@ def test_the_learning_benchmark_runs_every_variant_and_writes_its_headline(tmp_p
     # the training windows were corrupted: the runs' configs say so
     config = json.loads((tmp_path / "run-memory_off" / "config.json").read_text())
     assert config["stages"]["stage4"]["perturb"] is not None
+
+
+def _scored(miou: float, occluded: float, flip: float, clean: float) -> dict:
+    """(clean, corrupted) figures of one model as the evaluation writes them."""
+    corrupted = {
+        "segmentation": {"miou": miou, "occluded_pixel_accuracy": occluded},
+        "temporal": {"stable_flip_rate": flip},
+    }
+    return {"segmentation": {"miou": clean}}, corrupted
+
+
+def test_the_doc_says_whether_the_default_is_the_option_that_meets_most_of_the_goal():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from learning_doc import default_lines, goal_checks, goal_margins
+
+    models = {
+        "memory_off": _scored(0.18, 0.48, 0.24, 0.255),
+        "a/aligned_estimated": _scored(0.19, 0.59, 0.09, 0.252),  # misses +2 mIoU by 1 point
+        "b/aligned_estimated": _scored(0.205, 0.58, 0.10, 0.251),  # meets every item
+    }
+    result = {
+        condition: {"models": {k: v[i] for k, v in models.items()}}
+        for i, condition in enumerate(("clean", "corrupted"))
+    }
+    result["stage4_choice"] = {k: {"kept_epoch": 2} for k in models}
+    checks = goal_checks(result, "a")
+    assert [k for k, v in checks.items() if not v] == [
+        "corrupted: (c) mIoU at least 2 points above (a')"
+    ]
+    margins = goal_margins(result, "a")
+    assert abs(margins["corrupted: (c) mIoU at least 2 points above (a')"] + 1.0) < 1e-9
+    assert all(goal_checks(result, "b").values())
+    assert "**no**" in "\n".join(default_lines(result, ["a", "b"]))
+    assert "**yes**" in "\n".join(default_lines(result, ["b", "a"]))
+    result["stage4_choice"]["b/aligned_estimated"]["kept_epoch"] = 0  # now both miss one item
+    text = "\n".join(default_lines(result, ["b", "a"]))
+    assert "**yes**" in text and "keeps a trained epoch" in text  # b misses by no points

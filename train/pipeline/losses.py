@@ -5,7 +5,8 @@
   plane): metric (a scale error is penalised), and equally sensitive at 5 m and 50 m.
 - ``pose``: L1 between the predicted and the true 6-vector of the motion from frame t-1 to t
   (translation in metres, axis-angle in radians).
-- ``restore``: the image memory's own objective (``model.memory_fusion = "image"``): mean squared
+- ``restore``: the image memory's own objective (``model.memory_fusion = "image"`` or
+  ``"image+scores"``): mean squared
   error between the frames the network saw (the memory's fused frames) and the clean frames,
   in normalised units. Under per-frame corruption it is what teaches the memory's gate where to
   keep the past (noise, flicker, an occluder) and where not (an edge the warp missed); zero for a
