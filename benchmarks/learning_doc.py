@@ -202,7 +202,7 @@ def noise_lines(payload: dict) -> list[str]:
             f"| {run.get('seed', 0)} | {100 * (c['miou'] - off['miou']):+.1f} | "
             f"{100 * (c['occluded_pixel_accuracy'] - off['occluded_pixel_accuracy']):+.1f} | "
             f"{c['stable_flip_rate']:.3f} / {off['stable_flip_rate']:.3f} | "
-            f"{100 * (clean_c['miou'] - clean_off['miou']):+.1f} | {reference_gains(head)} |"
+            f"{100 * (clean_c['miou'] - clean_off['miou']):+.2f} | {reference_gains(head)} |"
         )
     flips = [  # a verdict an older run did not have does not count
         k for k, v in payload["verdict"].items() if any(o["verdict"].get(k, v) != v for o in others)
