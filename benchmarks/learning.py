@@ -194,10 +194,9 @@ def train_all(
 
 def slowest_first(name: str) -> tuple[bool, ...]:
     """Sort key: the slowest stage-4 variants first, as measured on the 2-core machine (one
-    thread, two at a time, benchmarks/results/learning.json: the memories that fuse the frames,
-    which run the backbone twice and back through it, 6.5-7.5 min (the chain too);
-    bottleneck/aligned_estimated 6.4, bottleneck/unaligned 4.9, the scores variants 4.3-4.6,
-    memory_off 3.5)."""
+    thread, two at a time: the memories that fuse the frames, which run the backbone twice and
+    back through it, the chain 7.5-9.3 min (benchmarks/results/learning.json), image 6.5-7.5;
+    bottleneck 4.9-6.4 (both at 922167a); the scores variants 5.0-5.5, memory_off 3.5)."""
     return (
         name == "memory_off",
         not name.startswith("image+scores/"),

@@ -302,8 +302,9 @@ class ChainMemory(nn.Module):
 
     Its state is the pair (image memory (B, 3, H, W), score memory (B, K + 1, h, w)); each is
     aligned to the frame at its own resolution. It reads the normalised frame, like the image
-    memory; :meth:`~models.geometry_filter.GeometryFilter.remember` runs the image memory, the
-    network on the fused frame and the score memory on its outputs, frame by frame.
+    memory; :meth:`~models.geometry_filter.GeometryFilter.remember_window` runs the image memory
+    through the frames, the network once on the fused frames and the score memory through its
+    outputs (a single frame when streaming).
     """
 
     fusion = "image+scores"
