@@ -241,8 +241,9 @@ def average_rates(
     rate's mIoU there."""
     ds = whole_clips(cfg, data, cfg.data.val_split)
     names = load_label_map(cfg.data.label_map).class_names
+    refine = cfg.model.pose_refine_iterations
     models = {
-        (name, str(r)): RunningAverage(frame, r, alignment, level)
+        (name, str(r)): RunningAverage(frame, r, alignment, level, refine)
         for name, alignment in AVERAGES.items()
         for r in AVERAGE_RATES
     }
@@ -263,13 +264,13 @@ def evaluate_all(
     ds = whole_clips(cfg, data, "test")
     names = load_label_map(cfg.data.label_map).class_names
     frame = FrameModel(cfg, runs["frame_by_frame"])
-    perturbation = Perturbation()
+    perturbation, refine = Perturbation(), cfg.model.pose_refine_iterations
     averages = average_rates(frame, cfg, data, perturbation, device, level)
     models = {
         "frame_by_frame": frame,
         **{k: temporal_model(load_run(v), v) for k, v in runs.items() if k != "frame_by_frame"},
         **{
-            name: RunningAverage(frame, averages[name]["rate"], alignment, level)
+            name: RunningAverage(frame, averages[name]["rate"], alignment, level, refine)
             for name, alignment in AVERAGES.items()
         },
     }

@@ -68,6 +68,13 @@ class ModelConfig(BaseModel):
         description="Warp the memory into each new frame by depth and pose: the model's own "
         "estimates, ground truth (an oracle for ablations), or none (fixed pixel positions).",
     )
+    pose_refine_iterations: int = Field(
+        10,
+        ge=0,
+        description="Gauss-Newton steps that refine the ego-motion's rotation photometrically "
+        "(models/pose_refine.py) before the estimated alignment warps the memory; 0: the "
+        "ego-motion filter's pose as it is.",
+    )
     motion_channels: tuple[int, int, int] = Field(
         (128, 64, 64), description="MotionEstimator conv widths."
     )

@@ -18,6 +18,7 @@ from torch import nn
 from models.config import ModelConfig
 from models.ego_motion import EgoMotionFilter, build_ego_motion
 from models.geometry_filter import GeometryFilter, State, build_geometry_filter
+from models.pose_refine import refine_rotation, refine_window
 
 
 @dataclass
@@ -27,7 +28,8 @@ class PipelineState:
     memory (B, C_mem, h, w), or the ``image+scores`` chain's pair of them; embedding of the
     previous frame (B, C, h, w) or None before the first frame; ego GRU state (B, hidden);
     accumulated cam_to_world (B, 4, 4) with the first frame's camera as the origin; number of
-    frames seen.
+    frames seen; the previous normalised frame (B, 3, H, W), or None (kept for the photometric
+    pose refinement of the estimated alignment).
     """
 
     memory: State
@@ -35,14 +37,28 @@ class PipelineState:
     ego: torch.Tensor
     cam_to_world: torch.Tensor
     frames: int = 0
+    previous: torch.Tensor | None = None
 
 
 class TemporalPipeline(nn.Module):
-    """Segmentation, metric depth and ego-motion from a clip, steady over time."""
+    """Segmentation, metric depth and ego-motion from a clip, steady over time.
 
-    def __init__(self, geometry: GeometryFilter, ego_motion: EgoMotionFilter) -> None:
+    With the ``estimated`` alignment, the ego-motion filter's rotation is refined photometrically
+    (``refine_iterations`` Gauss-Newton steps, :mod:`models.pose_refine`) before it warps the
+    memory; the outputs' ``rel_pose`` and ``cam_to_world`` stay the filter's own.
+    """
+
+    def __init__(
+        self, geometry: GeometryFilter, ego_motion: EgoMotionFilter, refine_iterations: int = 0
+    ) -> None:
         super().__init__()
         self.geometry, self.ego_motion = geometry, ego_motion
+        self.refine_iterations = refine_iterations
+
+    def _refines(self, intrinsics: torch.Tensor | None) -> bool:
+        """Whether the estimated alignment's pose is refined (it needs the intrinsics)."""
+        estimated = self.geometry.alignment == "estimated" and self.geometry.memory is not None
+        return estimated and self.refine_iterations > 0 and intrinsics is not None
 
     def init_state(
         self,
@@ -102,13 +118,18 @@ class TemporalPipeline(nn.Module):
             frame, feats, not first and self.geometry.alignment == "estimated"
         )
         align_depth = true_depth if true_depth is not None else prepared.depth
+        if not first and true_pose is None and self._refines(intrinsics):
+            align_pose = refine_rotation(
+                state.previous, frame, align_depth, intrinsics, align_pose, self.refine_iterations
+            )
         fused, memory = self.geometry.remember(
             prepared.reads, state.memory, first, size, intrinsics, align_pose, align_depth
         )
         out = self.geometry.outputs(feats, fused, prepared, size)
         if motion is not None:
             out.update(rel_pose=motion["rel_pose"], cam_to_world=pose)
-        return out, PipelineState(memory, embedding, ego, pose, state.frames + 1)
+        previous = frame if self._refines(intrinsics) else None
+        return out, PipelineState(memory, embedding, ego, pose, state.frames + 1, previous)
 
     def forward(
         self,
@@ -140,6 +161,10 @@ class TemporalPipeline(nn.Module):
         )
         if true_depth is None and prepared.depth is not None:
             true_depth = prepared.depth.unflatten(0, (b, t))
+        if true_pose is None and t > 1 and self._refines(intrinsics):
+            align_pose = refine_window(
+                window, true_depth, intrinsics, align_pose, self.refine_iterations
+            )
         reads = prepared.reads.unflatten(0, (b, t)) if prepared.reads is not None else None
         memory = self.geometry.init_state(b, h, w, window.device, window.dtype)
         stacked, _ = self.geometry.remember_window(
@@ -161,5 +186,7 @@ def build_pipeline(
     """The full model; pass trained stage modules to assemble it from them."""
     geometry = geometry or build_geometry_filter(cfg)
     return TemporalPipeline(
-        geometry, ego_motion or build_ego_motion(cfg, geometry.backbone.channels)
+        geometry,
+        ego_motion or build_ego_motion(cfg, geometry.backbone.channels),
+        cfg.pose_refine_iterations,
     )

@@ -22,14 +22,17 @@ variant:
 - ``ground_truth``: by the true depth and pose (an oracle): what blending, as the memory does,
   can gain at the frame model's quality without learning where to blend.
 
-Its ego-motion is the frame model's on the frames as they are; with ``level = "scores"`` its
-depth too, with ``image`` the depth comes from the averaged frames.
+Its ego-motion is the frame model's on the frames as they are, its depth the frame model's; with
+``estimated`` alignment the rotation is refined photometrically as the memory's estimated
+alignment refines it (``refine_iterations``, :mod:`models.pose_refine`), so that the baseline
+reads the same geometry as the memory it stands beside.
 """
 
 from __future__ import annotations
 
 import torch
 
+from models.pose_refine import refine_window
 from models.warp import warp_previous
 
 ALIGNMENTS = ("none", "estimated", "ground_truth")
@@ -49,14 +52,20 @@ class RunningAverage(torch.nn.Module):
     """The frame model's logits, or the frames it reads, averaged over the clip."""
 
     def __init__(
-        self, frame: torch.nn.Module, rate: float, alignment: str, level: str = "scores"
+        self,
+        frame: torch.nn.Module,
+        rate: float,
+        alignment: str,
+        level: str = "scores",
+        refine_iterations: int = 0,
     ) -> None:
         """Average at ``rate`` in [0, 1), the running average's share.
 
         ``frame``: a window (B, T, 3, H, W) -> ``seg_logits`` (B, T, K, H, W), ``depth``
         (B, T, 1, H, W) metres and ``rel_pose`` (B, T, 4, 4)
         (:class:`~train.pipeline.trained.FrameModel`); ``alignment``: one of :data:`ALIGNMENTS`;
-        ``level``: one of :data:`LEVELS`.
+        ``level``: one of :data:`LEVELS`; ``refine_iterations``: Gauss-Newton steps of the
+        estimated alignment's rotation (``model.pose_refine_iterations``).
         """
         super().__init__()
         if not 0 <= rate < 1:
@@ -66,6 +75,7 @@ class RunningAverage(torch.nn.Module):
         if level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
         self.frame, self.rate, self.alignment, self.level = frame, rate, alignment, level
+        self.refine_iterations = refine_iterations
 
     def forward(
         self,
@@ -82,7 +92,10 @@ class RunningAverage(torch.nn.Module):
         """
         out = self.frame(window)
         if self.alignment == "estimated":
-            depth, rel_pose = out["depth"], out["rel_pose"]
+            depth = out["depth"]
+            rel_pose = refine_window(
+                window, depth, intrinsics, out["rel_pose"], self.refine_iterations
+            )
         if self.level != "scores":  # the network on the averaged frames
             frames = self._average(window, intrinsics, depth, rel_pose)
             out = {**self.frame(frames), "rel_pose": out["rel_pose"]}

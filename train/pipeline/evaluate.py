@@ -269,7 +269,9 @@ def evaluate_run(
     models = {"frame_by_frame": frame, "temporal": temporal_model(cfg, run_dir).to(device)}
     level = level_of(cfg.model.memory_fusion)
     if average_rate > 0:
-        models["average_estimated"] = RunningAverage(frame, average_rate, "estimated", level)
+        models["average_estimated"] = RunningAverage(
+            frame, average_rate, "estimated", level, cfg.model.pose_refine_iterations
+        )
     report = {
         "run": str(run_dir),
         "split": split,
