@@ -44,6 +44,7 @@ import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 
 import torch  # noqa: E402
+from alignment import alignment_figures  # noqa: E402
 from common import RESULTS, split_of_towns, write_result  # noqa: E402
 from learning_doc import goal_checks, write_doc  # noqa: E402
 
@@ -288,6 +289,10 @@ def evaluate_all(
         "stage4_choice": {k: stage4_choice(v) for k, v in runs.items() if k != "frame_by_frame"},
         "averages": averages,
         "average_level": level,
+        "alignment": {
+            "clean": alignment_figures(frame, ds, refine),
+            "corrupted": alignment_figures(frame, ds, refine, perturbation),
+        },
     }
     clock.lap("evaluate")
     return result

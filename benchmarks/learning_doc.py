@@ -266,6 +266,48 @@ def reference_lines(result: dict) -> list[str]:
     ]
 
 
+ALIGNMENT_ROWS = {
+    "no_motion": "no motion",
+    "estimated": "ego-motion filter",
+    "refined": "ego-motion filter, rotation refined (what (c) and (f) use)",
+    "truth_pose": "true pose",
+    "truth": "true pose and true depth",
+}
+
+
+def alignment_lines(result: dict) -> list[str]:
+    """How well the estimated geometry places a memory (``result["alignment"]``), as a table."""
+    figures = result.get("alignment")
+    if not figures:
+        return []
+    conditions = ("clean", "corrupted")
+    lines = [
+        "## Where the estimated alignment places the memory",
+        "",
+        "Per consecutive pair of the test clips (`benchmarks/alignment.py`): the pose error "
+        "against the truth, and the photometric error of the clean frame t-1 warped into the "
+        "clean frame t by the frame model's depth (on the frames as they are) and each pose "
+        "(last row: by the true depth). The true rotation averages "
+        + " / ".join(f"{figures[c]['true_rotation_deg']:.2f}" for c in conditions)
+        + " degrees per frame (clean / corrupted); the refinement was kept for "
+        + " / ".join(f"{100 * figures[c]['refined_share']:.0f} %" for c in conditions)
+        + " of the pairs.",
+        "",
+        "| pose | rotation error (deg), clean | corrupted | translation error (m), clean | "
+        "corrupted | photometric error, clean | corrupted |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, name in ALIGNMENT_ROWS.items():
+        cells = []
+        for group, digits in (("rotation_error_deg", 2), ("translation_error_m", 3)):
+            for c in conditions:
+                value = figures[c][group].get(key)
+                cells.append("" if value is None else f"{value:.{digits}f}")
+        cells += [f"{figures[c]['photometric'][key]:.4f}" for c in conditions]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def stage4_minutes(payload: dict) -> str:
     """The sentence on each stage-4 variant's own minutes (runs trained side by side)."""
     spent = payload.get("stage4_minutes")
@@ -349,6 +391,7 @@ def write_doc(payload: dict, out_name: str, load: float | None = None) -> None:
         *fusion_table(result, fusions),
         "",
         *default_lines(result, fusions),
+        *alignment_lines(result),
         "## Which epoch stage 4 kept",
         "",
         "Each run validates its start (the identity: the frame-by-frame quality) and every epoch "

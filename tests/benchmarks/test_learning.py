@@ -45,6 +45,14 @@ def test_the_learning_benchmark_runs_every_variant_and_writes_its_headline(tmp_p
     for fusion in payload["fusions"]:
         assert {f"{fusion}/unaligned", f"{fusion}/aligned_estimated"} <= set(models)
     assert payload["verdict"] and all(isinstance(v, bool) for v in payload["verdict"].values())
+    # where the estimated alignment places the memory: the true depth and pose warp the previous
+    # frame onto the current one better than no motion does, and the table renders every pose
+    for condition in ("clean", "corrupted"):
+        figures = payload["result"]["alignment"][condition]
+        assert figures["pairs"] > 0
+        photometric = figures["photometric"]
+        assert photometric["truth"] < photometric["no_motion"]
+        assert set(figures["rotation_error_deg"]) == {"estimated", "refined"}
     # the training windows were corrupted: the runs' configs say so
     config = json.loads((tmp_path / "run-memory_off" / "config.json").read_text())
     assert config["stages"]["stage4"]["perturb"] is not None
