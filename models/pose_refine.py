@@ -104,14 +104,35 @@ def refine_rotation(
     of frame t, metres; intrinsics (N, 3, 3) at (H, W); rel_pose (N, 4, 4) the estimate
     (docs/conventions.md). Returns (N, 4, 4) in rel_pose's dtype: the refined motion where it
     lowers the photometric error, the estimate elsewhere; the estimate itself for ``iterations`` 0.
+    Always in float32, also under autocast (a numerical derivative needs the precision).
     """
     if iterations == 0:
         return rel_pose
+    with torch.autocast(cur.device.type, enabled=False):
+        refined = _refine(
+            prev.float(),
+            cur.float(),
+            depth.float(),
+            intrinsics.float(),
+            rel_pose.float(),
+            iterations,
+        )
+    return refined.to(rel_pose.dtype)
+
+
+def _refine(
+    prev: torch.Tensor,
+    cur: torch.Tensor,
+    depth: torch.Tensor,
+    K: torch.Tensor,
+    start: torch.Tensor,
+    iterations: int,
+) -> torch.Tensor:
+    """:func:`refine_rotation` on float32 inputs."""
     h, w = cur.shape[-2:]
-    raw_spread = [x.float().flatten(1).std(1) for x in (prev, cur)]
+    raw_spread = [x.flatten(1).std(1) for x in (prev, cur)]
     size = (max(1, h // REFINE_SCALE), max(1, w // REFINE_SCALE))
-    prev, cur = standardise(prev.float()), standardise(cur.float())
-    depth, K, start = depth.float(), intrinsics.float(), rel_pose.float()
+    prev, cur = standardise(prev), standardise(cur)
     inverse = 1.0 / depth.clamp_min(1e-3)  # averaged as inverse depth, as the memories' warp does
     small = [F.interpolate(x, size=size, mode="area") for x in (prev, cur, inverse)]
     small_K = scale_intrinsics(K, (h, w), size)
@@ -123,7 +144,7 @@ def refine_rotation(
         prev, cur, depth, K, start
     )
     better = better & informative
-    return torch.where(better[:, None, None], pose, start).to(rel_pose.dtype)
+    return torch.where(better[:, None, None], pose, start)
 
 
 def refine_window(

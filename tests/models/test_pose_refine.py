@@ -17,7 +17,7 @@ from models.pose_refine import refine_rotation, refine_window
 
 @pytest.fixture(scope="module")
 def pair(small_towns):
-    """Frames t-1 and t (1, 3, H, W) in [0, 1], depth of t (1, 1, H, W), K (1, 3, 3), true motion."""
+    """Frames t-1, t (1, 3, H, W) in [0, 1], depth of t (1, 1, H, W), K (1, 3, 3), true motion."""
     cfg = CaptureConfig(backend="synthetic", town="Town03", frames=2, town_dir=small_towns)
     clip = SyntheticBackend(cfg, load_town("Town03", small_towns)).record_clip(2)
     rgb = torch.from_numpy(np.ascontiguousarray(clip.stack("rgb"))).permute(0, 3, 1, 2).float()
@@ -39,12 +39,16 @@ def _off(truth: torch.Tensor) -> torch.Tensor:
     return pose_from_vector(error) @ truth
 
 
-@pytest.mark.parametrize("gain", [1.0, 1.3])  # 1.3: frame t brighter (flicker)
-def test_refinement_recovers_the_rotation(pair, gain):
+@pytest.mark.parametrize(
+    ("gain", "autocast"), [(1.0, False), (1.3, False), (1.0, True)]
+)  # 1.3: frame t brighter (flicker); autocast: inside a bf16 autocast region, as training on CUDA
+def test_refinement_recovers_the_rotation(pair, gain, autocast):
     prev, cur, depth, K, truth = pair
     start = _off(truth)
     assert _rotation_error_deg(start, truth) > 1.5
-    refined = refine_rotation(prev, cur * gain, depth, K, start, iterations=10)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        refined = refine_rotation(prev, cur * gain, depth, K, start, iterations=10)
+    assert refined.dtype == start.dtype
     assert _rotation_error_deg(refined, truth) < 0.3
     # the translation is the estimate's
     torch.testing.assert_close(refined[:, :3, 3], start[:, :3, 3])
