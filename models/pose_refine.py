@@ -35,6 +35,9 @@ REFINE_SCALE = 2
 HUBER = 0.2
 #: A frame whose values spread less than this (standard deviation) has nothing to align.
 FLAT = 1e-3
+#: Largest change of a rotation parameter per step (radians, about 3 degrees): it corrects, it
+#: does not search.
+MAX_STEP_RAD = 0.05
 #: Step (radians) of the numerical derivative of each rotation parameter.
 EPSILON_RAD = 1e-3
 
@@ -77,7 +80,11 @@ def _rotation_step(
     weighted = J * weight[..., None]
     A = weighted.transpose(1, 2) @ J + 1e-6 * torch.eye(3, device=J.device)
     g = weighted.transpose(1, 2) @ r[..., None]
-    return _rotate(pose, -torch.linalg.solve(A, g)[..., 0])
+    step, info = torch.linalg.solve_ex(A, g)
+    step = -step[..., 0]
+    solved = (info == 0) & torch.isfinite(step).all(-1)  # e.g. nothing valid to compare: no step
+    step = torch.where(solved[:, None], step, 0.0).clamp(-MAX_STEP_RAD, MAX_STEP_RAD)
+    return _rotate(pose, step)
 
 
 def _photometric_error(
