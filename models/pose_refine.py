@@ -23,6 +23,8 @@ gradients: the pose places the memory, it is not trained through it.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 import torch.nn.functional as F
 
@@ -115,7 +117,7 @@ def refine_rotation(
     """
     if iterations == 0:
         return rel_pose
-    with torch.autocast(cur.device.type, enabled=False):
+    with _autocast_off(cur.device.type):
         refined = _refine(
             prev.float(),
             cur.float(),
@@ -125,6 +127,14 @@ def refine_rotation(
             iterations,
         )
     return refined.to(rel_pose.dtype)
+
+
+def _autocast_off(device: str) -> AbstractContextManager:
+    """A region where autocast is off on ``device`` (a no-op where it has none, e.g. meta)."""
+    try:
+        return torch.autocast(device, enabled=False)
+    except RuntimeError:
+        return nullcontext()
 
 
 def _refine(
