@@ -21,8 +21,7 @@ import torch
 from dataset.config import Perturbation
 from dataset.perturb import corrupt
 from models.common import so3_log
-from models.pose_refine import refine_window
-from models.warp import warp_previous
+from models.pose_refine import photometric_error, refine_window
 
 POSES = ("no_motion", "estimated", "refined", "truth_pose", "truth")
 
@@ -30,15 +29,6 @@ POSES = ("no_motion", "estimated", "refined", "truth_pose", "truth")
 def _rotation_deg(pose: torch.Tensor) -> torch.Tensor:
     """Rotation angle (N,) of poses (N, 4, 4), degrees."""
     return torch.rad2deg(so3_log(pose[:, :3, :3].double()).norm(dim=-1)).float()
-
-
-def _photometric(
-    prev: torch.Tensor, cur: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, pose: torch.Tensor
-) -> torch.Tensor:
-    """Mean absolute difference (N,) over the valid pixels of ``prev`` warped into ``cur``."""
-    warped, valid = warp_previous(prev, depth, K, pose)
-    error = ((warped - cur).abs().mean(1, keepdim=True) * valid).sum((1, 2, 3))
-    return error / valid.sum((1, 2, 3)).clamp_min(1)
 
 
 @torch.no_grad()
@@ -76,9 +66,9 @@ def alignment_figures(
         prev, cur = clean[0, :-1], clean[0, 1:]
         depth = out["depth"][0, 1:].float()
         for name, pose in poses.items():
-            add(f"photometric/{name}", _photometric(prev, cur, depth, K, pose))
+            add(f"photometric/{name}", photometric_error(prev, cur, depth, K, pose))
         true_depth = item["depth"][1:].float()
-        add("photometric/truth", _photometric(prev, cur, true_depth, K, truth))
+        add("photometric/truth", photometric_error(prev, cur, true_depth, K, truth))
         for name in ("estimated", "refined"):
             pose = poses[name]
             add(f"rotation_error_deg/{name}", _rotation_deg(torch.linalg.inv(pose) @ truth))

@@ -89,10 +89,14 @@ def _rotation_step(
     return _rotate(pose, step)
 
 
-def _photometric_error(
+def photometric_error(
     prev: torch.Tensor, cur: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, pose: torch.Tensor
 ) -> torch.Tensor:
-    """Mean absolute difference (N,) over the valid pixels of prev warped into cur."""
+    """Mean absolute difference (N,) over the valid pixels of ``cur`` and ``prev`` warped into it.
+
+    prev, cur (N, C, H, W) frames t-1 and t; depth (N, 1, H, W) planar depth of frame t, metres;
+    K (N, 3, 3) at (H, W); pose (N, 4, 4) the motion t-1 -> t (:func:`models.warp.warp_previous`).
+    """
     warped, valid = warp_previous(prev, depth, K, pose)
     error = ((warped - cur).abs().mean(1, keepdim=True) * valid).sum((1, 2, 3))
     return error / valid.sum((1, 2, 3)).clamp_min(1)
@@ -157,7 +161,7 @@ def _refine(
     for _ in range(iterations):
         pose = _rotation_step(small[0], small[1], 1.0 / small[2], small_K, pose)
     informative = (raw_spread[0] > FLAT) & (raw_spread[1] > FLAT)  # not a black or flat frame
-    better = _photometric_error(prev, cur, depth, K, pose) < _photometric_error(
+    better = photometric_error(prev, cur, depth, K, pose) < photometric_error(
         prev, cur, depth, K, start
     )
     better = better & informative
