@@ -118,7 +118,7 @@ class TemporalPipeline(nn.Module):
             frame, feats, not first and self.geometry.alignment == "estimated"
         )
         align_depth = true_depth if true_depth is not None else prepared.depth
-        if not first and true_pose is None and self._refines(intrinsics):
+        if state.previous is not None and true_pose is None and self._refines(intrinsics):
             align_pose = refine_rotation(
                 state.previous, frame, align_depth, intrinsics, align_pose, self.refine_iterations
             )

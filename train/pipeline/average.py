@@ -22,7 +22,8 @@ variant:
 - ``ground_truth``: by the true depth and pose (an oracle): what blending, as the memory does,
   can gain at the frame model's quality without learning where to blend.
 
-Its ego-motion is the frame model's on the frames as they are, its depth the frame model's; with
+Its ego-motion and the depth that warps are the frame model's on the frames as they are (the depth
+it outputs at the ``image`` levels: the frame model's on the averaged frames); with
 ``estimated`` alignment the rotation is refined photometrically as the memory's estimated
 alignment refines it (``refine_iterations``, :mod:`models.pose_refine`), so that the baseline
 reads the same geometry as the memory it stands beside.
