@@ -23,8 +23,6 @@ from dataset.perturb import corrupt
 from models.common import so3_log
 from models.pose_refine import photometric_error, refine_window
 
-POSES = ("no_motion", "estimated", "refined", "truth_pose", "truth")
-
 
 def _rotation_deg(pose: torch.Tensor) -> torch.Tensor:
     """Rotation angle (N,) of poses (N, 4, 4), degrees."""
