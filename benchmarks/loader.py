@@ -2,14 +2,15 @@
 for augmentation in the workers (``data.augment_on="loader"``) and on the training device
 (``"device"``: workers decode and draw, the GPU augments), beside the decode floor.
 
-    python benchmarks/loader.py [--clips 4] [--rounds 7] [--passes 6]
+    python benchmarks/loader.py [--clips 4] [--rounds 7] [--batches 72]
 
 Paired rounds in one run: every round measures each path once, in turn, so a change in the
 machine's load hits all of them alike; figures are medians over rounds. Per frame: CPU time
 (``time.process_time``, one thread) of a worker's work for 6-frame windows at 256x512: decoding
 the window through ``ShardReader`` (the floor), building the item and collating a batch of 4.
 2 workers: wall-clock frames/s of a ``DataLoader`` with 2 persistent workers (batch 4) whose
-batches the main process only receives, and the workers' CPU per frame there (IPC included).
+batches the main process only receives and copies out, over an epoch of 72 batches (the windows
+round again), and the workers' CPU per frame there (IPC included).
 The machine's load and the CPU share other jobs took during the run are recorded beside them.
 
 Writes benchmarks/results/loader.json and the table of docs/dataset.md. The goal (issue 28): with
@@ -107,10 +108,11 @@ def batched(make: Callable[[int], object], n: int) -> Callable[[], object]:
 
 
 def shared_batches(
-    make: Callable[[int], object], n: int, collate: Callable[[list], object] = default_collate
+    ds: ClipWindows, n: int, collate: Callable[[list], object] = default_collate
 ) -> Callable[[], object]:
-    """A pass as a worker makes it: items collated by ``collate`` in a worker's context (into
-    shared memory) and pickled for the pipe."""
+    """A pass as a worker makes it: batches fetched as a loader fetches them
+    (``__getitems__``), collated by ``collate`` in a worker's context (into shared memory) and
+    pickled for the pipe."""
     import io
     from multiprocessing.reduction import ForkingPickler
 
@@ -120,7 +122,7 @@ def shared_batches(
         worker._worker_info = worker.WorkerInfo(id=0, num_workers=1, seed=0, dataset=None)
         try:
             for s in range(0, n, BATCH):
-                batch = collate([make(i) for i in range(s, min(s + BATCH, n))])
+                batch = collate(ds.__getitems__(list(range(s, min(s + BATCH, n)))))
                 ForkingPickler(io.BytesIO()).dump(batch)
         finally:
             worker._worker_info = None
@@ -183,18 +185,36 @@ class CopyOut:
                 self.buffers[slot].copy_(value)
 
 
-def delivered(ds: ClipWindows, passes: int, reuse: bool) -> tuple[float, float, float]:
+class Cycle:
+    """A sampler of ``length`` window indices, going round the dataset's ``n`` in order."""
+
+    def __init__(self, n: int, length: int) -> None:
+        self.n, self.length = n, length
+
+    def __iter__(self):  # noqa: ANN204
+        return iter([i % self.n for i in range(self.length)])
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def delivered(ds: ClipWindows, batches: int, reuse: bool) -> tuple[float, float, float]:
     """2 workers: (frames/s the main process receives and copies out, the workers' and the main
     process's CPU ms per frame).
 
-    Over ``passes`` passes after a first one that starts the workers and opens the files.
-    ``reuse``: the workers hand batches over through their reused arenas, as
-    ``train.engine.make_loader`` builds a CUDA run's loader; else PyTorch's default collation.
+    Over one epoch of ``batches`` batches (the dataset's windows in turn, round again), timed
+    from its start to its last batch, after a first epoch (one pass) that starts the workers and
+    opens the files. An epoch as long as a real dataset's: the start and the end of an epoch,
+    where a worker waits for the other's last batch, weigh little. ``reuse``: the workers hand
+    batches over through their reused arenas, as ``train.engine.make_loader`` builds a CUDA run's
+    loader; else PyTorch's default collation.
     """
-    extra = {"collate_fn": SharedBatches(ring_slots(PREFETCH))} if reuse else {}
+    extra = {"collate_fn": SharedBatches(ring_slots(PREFETCH), WORKERS)} if reuse else {}
+    sampler = Cycle(len(ds), len(ds))
     loader = DataLoader(
         ds,
         batch_size=BATCH,
+        sampler=sampler,
         num_workers=WORKERS,
         persistent_workers=True,
         prefetch_factor=PREFETCH,
@@ -203,12 +223,12 @@ def delivered(ds: ClipWindows, passes: int, reuse: bool) -> tuple[float, float, 
     copy_out = CopyOut()
     for batch in loader:
         copy_out(batch)
+    sampler.length = batches * BATCH
     before, frames, start = worker_cpu(loader), 0, time.perf_counter()
     main0 = time.process_time()
-    for _ in range(passes):
-        for batch in loader:
-            copy_out(batch)
-            frames += int(np.prod(batch["frames"].shape))
+    for batch in loader:
+        copy_out(batch)
+        frames += int(np.prod(batch["frames"].shape))
     seconds = time.perf_counter() - start
     main = time.process_time() - main0
     cpu = worker_cpu(loader) - before
@@ -223,12 +243,14 @@ def record_data(tmp: Path, clips: int) -> Path:
     return data
 
 
-def measure(data: Path, tmp: Path, rounds: int, passes: int) -> dict:
+def measure(data: Path, tmp: Path, rounds: int, batches: int) -> dict:
     """Per-frame CPU of every path and 2 workers' frames/s, in paired rounds."""
     kw = {"window": WINDOW, "stride": WINDOW}
     plain = ClipWindows(data, "train", **kw)
     augmented = ClipWindows(data, "train", augment=AugmentConfig(), **kw)
     compact = ClipWindows(data, "train", augment=AugmentConfig(), augment_on="device", **kw)
+    shared = ClipWindows(data, "train", augment=AugmentConfig(), augment_on="device", **kw)
+    shared.share_batches(ring_slots(PREFETCH))  # a CUDA run's: images read into shared memory
     png = tmp / "png"
     png.mkdir()
     clips = {}
@@ -253,10 +275,8 @@ def measure(data: Path, tmp: Path, rounds: int, passes: int) -> dict:
         "loader_eval": batched(plain.__getitem__, n),
         "loader_augment": batched(augmented.__getitem__, n),
         "device_augment": batched(compact.__getitem__, n),
-        "device_augment_shared": shared_batches(compact.__getitem__, n),
-        "device_augment_reused": shared_batches(
-            compact.__getitem__, n, SharedBatches(ring_slots(PREFETCH))
-        ),
+        "device_augment_shared": shared_batches(compact, n),
+        "device_augment_reused": shared_batches(shared, n, SharedBatches(ring_slots(PREFETCH))),
         "png_eval": lambda: [png_window(png, cid, frames, label_map) for cid, frames in windows],
     }
     for fn in cpu_runs.values():
@@ -265,7 +285,7 @@ def measure(data: Path, tmp: Path, rounds: int, passes: int) -> dict:
     two = {  # the 2-worker paths: dataset, reused arenas
         "loader_augment": (augmented, False),
         "device_augment": (compact, False),
-        "device_augment_reused": (compact, True),
+        "device_augment_reused": (shared, True),
     }
     fps: dict[str, list[float]] = {name: [] for name in two}
     worker_ms: dict[str, list[float]] = {name: [] for name in two}
@@ -277,7 +297,7 @@ def measure(data: Path, tmp: Path, rounds: int, passes: int) -> dict:
         for name in names[k % len(names) :] + names[: k % len(names)]:  # each first in turn
             cpu[name].append(1000 * cpu_seconds(cpu_runs[name]) / (n * WINDOW))
         for name, (ds, reuse) in two.items():
-            frames_per_s, ms, main = delivered(ds, passes, reuse)
+            frames_per_s, ms, main = delivered(ds, batches, reuse)
             fps[name].append(frames_per_s)
             worker_ms[name].append(ms)
             main_ms[name].append(main)
@@ -289,6 +309,7 @@ def measure(data: Path, tmp: Path, rounds: int, passes: int) -> dict:
     capacity = (busy1[1] - busy0[1]) / tick
     return {
         "windows": n,
+        "epoch_batches": batches,
         "cpu_ms_per_frame": {k: _summary(v) for k, v in cpu.items()},
         "two_workers": {
             name: {
@@ -325,11 +346,13 @@ def main() -> None:
     )
     parser.add_argument("--clips", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--passes", type=int, default=6, help="passes per 2-worker measurement")
+    parser.add_argument(
+        "--batches", type=int, default=72, help="batches of the epoch each 2-worker figure times"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = record_data(Path(tmp), args.clips)
-        results = measure(data, Path(tmp), args.rounds, args.passes)
+        results = measure(data, Path(tmp), args.rounds, args.batches)
     results["goal"] = goal(results)
     out = write_result(
         "loader",
@@ -385,7 +408,8 @@ def doc_lines(results: dict) -> list[str]:
     lines += [
         "",
         f"{WORKERS} workers (batches of {BATCH}, {PREFETCH} in flight per worker) whose batches "
-        "the main process receives and copies out, as the pin-memory thread of a CUDA run does:",
+        "the main process receives and copies out, as the pin-memory thread of a CUDA run does, "
+        f"timed over an epoch of {results['epoch_batches']} batches:",
         "",
         "| path | frames/s delivered | worker CPU per frame (IPC included) | main process CPU per "
         "frame |",

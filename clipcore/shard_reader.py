@@ -224,6 +224,7 @@ class ShardReader:
         check: bool = True,
         only: tuple[str, ...] | None = None,
         depth_codes: bool = False,
+        out: dict[str, np.ndarray] | None = None,
     ) -> dict[str, Any]:
         """Frames ``start:stop`` of a clip as arrays (reads only their chunks).
 
@@ -233,6 +234,9 @@ class ShardReader:
         ``check`` refuses NaN / inf, out-of-range depth, non-rigid poses and frames out of order.
         ``depth_codes``: depth as format 2+ stores it, uint32 24-bit codes (``decode_depth`` turns
         them into metres), for a consumer that decodes elsewhere; format 1 gives float32 metres.
+        ``out``: arrays to read image modalities into (a batch's shared memory), each shaped and
+        typed as :meth:`frame_layout` says for ``stop - start`` frames; they are the values
+        returned (depth stays as stored: pass ``depth_codes=True``).
         """
         meta = self._meta(clip_id)
         names = (
@@ -240,29 +244,76 @@ class ShardReader:
             "timestamp",
             *(n for n in ("rgb", *meta.modalities) if only is None or n in only),
         )
+        into = self._targets(clip_id, start, stop, out or {}, depth_codes)
         try:
-            out: dict[str, Any] = {
-                name: meta.small[name][start:stop].copy()
-                if name in meta.small
-                else meta.datasets[name][start:stop]
-                for name in names
+            arrays: dict[str, Any] = {
+                name: self._load(meta, name, start, stop, into) for name in names
             }
         except (KeyError, OSError, ValueError, RuntimeError) as exc:
             self._refuse(clip_id, [f"unreadable data ({str(exc).split(' (')[0]})"])
         for name in meta.modalities:
-            if name in out:
-                out[f"{name}_valid"] = meta.valid[name][start:stop]
+            if name in arrays:
+                arrays[f"{name}_valid"] = meta.valid[name][start:stop]
         for name, predictor in meta.predictors.items():
-            if name in out:
-                unpredict(out[name], predictor)
+            if name in arrays:
+                unpredict(arrays[name], predictor)
         if check:  # before decoding: depth codes are checked as integers
-            faults = content_faults(out, start or 0)
+            faults = content_faults(arrays, start or 0)
             if faults:
                 self._refuse(clip_id, faults)
+        if "depth" in arrays and self.version >= 2 and not depth_codes:
+            arrays["depth"] = decode_depth(arrays["depth"])
+        arrays["intrinsics"], arrays["attrs"] = meta.intrinsics, meta.attrs
+        return arrays
+
+    def frame_layout(self, clip_id: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """(shape of one frame, stored dtype) of the clip's image modalities (rgb first)."""
+        meta = self._meta(clip_id)
+        return {
+            name: (meta.datasets[name].shape[1:], meta.datasets[name].dtype)
+            for name in ("rgb", *meta.modalities)
+            if name in IMAGES
+        }
+
+    def _targets(
+        self,
+        clip_id: str,
+        start: int,
+        stop: int | None,
+        out: dict[str, np.ndarray],
+        depth_codes: bool,
+    ) -> dict[str, np.ndarray]:
+        """``out`` checked against the frames ``start:stop`` of the clip's stored modalities."""
+        if not out:
+            return out
+        layout = self.frame_layout(clip_id)
+        frames = len(range(self._meta(clip_id).frames)[start:stop])
+        for name, target in out.items():
+            if name not in layout:
+                raise ValueError(f"out has {name!r}, which clip {clip_id} does not store")
+            shape, dtype = layout[name]
+            if target.shape != (frames, *shape) or target.dtype != dtype:
+                raise ValueError(
+                    f"out[{name!r}] is {target.dtype} {target.shape}; reading frames "
+                    f"{start}:{stop} of {clip_id} needs {dtype} {(frames, *shape)}"
+                )
+            if not target.flags.c_contiguous or not target.flags.writeable:
+                raise ValueError(f"out[{name!r}] must be a writeable C-contiguous array")
         if "depth" in out and self.version >= 2 and not depth_codes:
-            out["depth"] = decode_depth(out["depth"])
-        out["intrinsics"], out["attrs"] = meta.intrinsics, meta.attrs
+            raise ValueError("out['depth'] holds depth codes: pass depth_codes=True")
         return out
+
+    @staticmethod
+    def _load(
+        meta: _ClipMeta, name: str, start: int, stop: int | None, into: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        """Frames ``start:stop`` of one dataset: small ones copied, others read (into ``into``)."""
+        if name in meta.small:
+            return meta.small[name][start:stop].copy()
+        if name in into:
+            meta.datasets[name].read_direct(into[name], np.s_[start:stop])
+            return into[name]
+        return meta.datasets[name][start:stop]
 
     def checksum_faults(self, clip_id: str) -> list[str]:
         """Frames whose values differ from the CRC-32 written with them, or went missing.

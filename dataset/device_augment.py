@@ -62,8 +62,8 @@ def compact_item(
     if d.clutter:
         clutter[: len(d.clutter)] = d.clutter
     return {
-        COMPACT: torch.from_numpy(raw["rgb"]),
-        "tags": torch.from_numpy(raw["semantic"]),
+        COMPACT: torch.as_tensor(raw["rgb"]),
+        "tags": torch.as_tensor(raw["semantic"]),
         **_depth_bits(raw["depth"]),
         "semantic_valid": torch.from_numpy(raw["semantic_valid"]),
         "depth_valid": torch.from_numpy(raw["depth_valid"]),
@@ -88,8 +88,13 @@ def compact_item(
     }
 
 
-def _depth_bits(depth: np.ndarray) -> dict[str, Any]:
-    """A window's depth (T, H, W) as 4-byte words: uint32 codes, or float32 metres, and which."""
+def _depth_bits(depth: np.ndarray | torch.Tensor) -> dict[str, Any]:
+    """A window's depth (T, H, W) as 4-byte words: uint32 codes, or float32 metres, and which.
+
+    A tensor (the batch's shared buffer) is viewed, not copied.
+    """
+    if isinstance(depth, torch.Tensor) and depth.dtype in (torch.uint32, torch.float32):
+        return {"depth_bits": depth.view(torch.int32), "depth_is_code": depth.dtype == torch.uint32}
     depth = np.asarray(depth)
     is_code = depth.dtype == np.uint32
     words = depth if is_code else np.asarray(depth, np.float32)

@@ -29,24 +29,27 @@ works with ``num_workers > 0`` under fork, spawn and forkserver and with ``Distr
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from clipcore.errors import ConfigError
 from clipcore.geometry import FAR_PLANE_M
 from clipcore.manifest import load_manifest
 from clipcore.normalize import normalize
+from clipcore.schema import IMAGES
 from clipcore.shards import ShardReader
 from clipcore.tags import STATIC_TAGS
 from dataset import augment as aug
 from dataset.augment import relative_poses
 from dataset.config import AugmentConfig, DataConfig
 from dataset.device_augment import compact_item
+from dataset.handover import ALIGN, SharedRing, buffer_view
 from dataset.labels import LabelMap, load_label_map
 
 #: What a window needs from a shard (not carla_transform).
@@ -122,6 +125,11 @@ def complete_modalities(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """The torch dtype of a NumPy dtype."""
+    return torch.from_numpy(np.empty(0, dtype)).dtype
+
+
 class ClipWindows(Dataset):
     """Windows of ``window`` frames from each clip of ``split`` in ``data_dir``'s split manifest."""
 
@@ -178,6 +186,8 @@ class ClipWindows(Dataset):
             self.index = [(c, -1) for c in range(len(self.clips))]
         self._readers: dict[str, ShardReader] = {}
         self._pid = os.getpid()
+        self._share_slots: int | None = None
+        self._ring: SharedRing | None = None
 
     @classmethod
     def from_config(
@@ -225,7 +235,17 @@ class ClipWindows(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_readers"] = {}  # HDF5 handles never cross process boundaries
+        state["_ring"] = None  # nor a worker's buffers
         return state
+
+    def share_batches(self, slots: int) -> None:
+        """Read each batch's images straight into a ring of ``slots`` shared buffers.
+
+        In loader workers, with ``augment_on="device"``: :class:`~dataset.handover.SharedBatches`
+        (with as many slots) then hands the images over without copying them. Only where its
+        reuse rule holds: each batch is copied (pinned) as it arrives, as on CUDA.
+        """
+        self._share_slots, self._ring = slots, None
 
     def _reader(self, rel: str) -> ShardReader:
         if os.getpid() != self._pid:  # forked worker: do not share the parent's handles
@@ -234,21 +254,66 @@ class ClipWindows(Dataset):
             self._readers[rel] = ShardReader(self.data_dir / rel)
         return self._readers[rel]
 
-    def _read(self, rel: str, clip_id: str, start: int) -> dict[str, Any]:
+    def _read(
+        self, rel: str, clip_id: str, start: int, into: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, Any]:
+        """Frames ``start:start + window`` of a clip; images read into ``into``'s tensors."""
         codes = self.augment_on == "device"  # the device decodes depth (device_augment.finish)
+        out = {name: t.numpy() for name, t in (into or {}).items()}
         raw = self._reader(rel).read_arrays(
-            clip_id, start, start + self.window, only=_READ, depth_codes=codes
+            clip_id, start, start + self.window, only=_READ, depth_codes=codes, out=out
         )
+        raw.update(into or {})  # the same memory, as the shared buffer's own tensors
         raw["frames"] = raw.pop("frame")
         return raw
 
+    def _batch_buffers(self, indices: list[int]) -> list[dict[str, torch.Tensor]] | None:
+        """Per window of a batch, its images' places in the next shared buffer of the ring.
+
+        Each image modality is one block of the batch's windows in turn, so a collated leaf is
+        a view of the buffer. None unless sharing here (:meth:`share_batches`) and every window
+        stores RGB, tags and depth of one size.
+        """
+        if self._share_slots is None or self.augment_on != "device" or get_worker_info() is None:
+            return None
+        layouts = [
+            self._reader(rel).frame_layout(clip_id)
+            for rel, clip_id, _, _ in (self.clips[self.index[i][0]] for i in indices)
+        ]
+        if set(layouts[0]) != set(IMAGES) or any(lay != layouts[0] for lay in layouts):
+            return None
+        if self._ring is None:
+            self._ring = SharedRing(self._share_slots)
+        blocks, total = {}, 0
+        for name, (shape, dtype) in layouts[0].items():
+            window_bytes = self.window * math.prod(shape) * dtype.itemsize
+            blocks[name] = (total, window_bytes, _torch_dtype(dtype), (self.window, *shape))
+            total += -(-len(indices) * window_bytes // ALIGN) * ALIGN
+        _, buffer = self._ring.next(total)
+        return [
+            {
+                name: buffer_view(buffer, offset + k * size, dtype, shape)
+                for name, (offset, size, dtype, shape) in blocks.items()
+            }
+            for k in range(len(indices))
+        ]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A batch's items (PyTorch's loaders fetch a batch this way)."""
+        into = self._batch_buffers(indices) or [None] * len(indices)
+        return [self._item(i, buffers) for i, buffers in zip(indices, into, strict=True)]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
+        return self._item(i)
+
+    def _item(self, i: int, into: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+        """Window ``i``, its images read into ``into`` if given."""
         clip, start = self.index[i]
         rel, clip_id, town, n = self.clips[clip]
         rng = np.random.default_rng([self.seed, self.epoch, i])
         if start < 0:
             start = int(rng.integers(0, n - self.window + 1))
-        raw = self._read(rel, clip_id, start)
+        raw = self._read(rel, clip_id, start, into)
         draw = None
         if self.augment is not None:
             height, width = raw["semantic"].shape[1:]

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from clipcore.errors import ConfigError
 from clipcore.fsutil import atomic_copy
-from dataset import device_augment
+from dataset import ClipWindows, device_augment
 from dataset.handover import SharedBatches, ring_slots
 from train.board import Board
 from train.checkpoint import load_state, save_checkpoint
@@ -180,7 +180,8 @@ def make_loader(
     stage takes another salt), sharded over the processes under DDP. The last partial batch of
     training is dropped unless ``drop_last`` says otherwise. With workers, each has
     :data:`PREFETCH` batches in flight; on CUDA (pinned memory) they hand batches over through
-    reused shared-memory arenas (:mod:`dataset.handover`).
+    reused shared-memory arenas (:mod:`dataset.handover`), windows' images read straight into
+    them.
     """
     if ctx.distributed:
         sampler = DistributedSampler(
@@ -198,7 +199,9 @@ def make_loader(
     if num_workers > 0:
         workers["prefetch_factor"] = PREFETCH
         if pin:  # each batch is copied to pinned memory as it arrives: the arenas can be reused
-            workers["collate_fn"] = SharedBatches(ring_slots(PREFETCH))
+            workers["collate_fn"] = SharedBatches(ring_slots(PREFETCH), num_workers)
+            if isinstance(ds, ClipWindows):  # images read straight into shared memory
+                ds.share_batches(ring_slots(PREFETCH))
     return DataLoader(
         ds,
         batch_size=batch_size,

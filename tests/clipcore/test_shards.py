@@ -226,6 +226,37 @@ def test_partial_window_reads_only_those_frames(tmp_path, clip):
     assert [f.frame for f in window.frames] == [f.frame for f in clip.frames[1:4]]
 
 
+@pytest.mark.parametrize("codec", ["lz4hc", "gzip", "none"])
+def test_reading_into_given_arrays_reads_the_same_values_there(tmp_path, clip, codec):
+    path = tmp_path / "Town02-00001.h5"
+    with ShardWriter(path, "Town02", codec) as writer:
+        writer.add(clip)
+    with ShardReader(path) as reader:
+        want = reader.read_arrays(clip.clip_id, 1, 4, depth_codes=True)
+        layout = reader.frame_layout(clip.clip_id)
+        out = {name: np.full((3, *shape), 7, dtype) for name, (shape, dtype) in layout.items()}
+        got = reader.read_arrays(clip.clip_id, 1, 4, depth_codes=True, out=out)
+    assert list(layout) == ["rgb", "semantic", "depth"]
+    for name, target in out.items():
+        assert got[name] is target and np.array_equal(target, want[name]), name
+    assert np.array_equal(got["cam_to_world"], want["cam_to_world"])
+
+
+def test_reading_into_arrays_of_another_shape_or_type_is_refused(tmp_path, clip):
+    path = tmp_path / "Town02-00001.h5"
+    with ShardWriter(path, "Town02") as writer:
+        writer.add(clip)
+    with ShardReader(path) as reader:
+        (shape, dtype) = reader.frame_layout(clip.clip_id)["rgb"]
+        for wrong in (np.zeros((2, *shape), dtype), np.zeros((3, *shape), np.float32)):
+            with pytest.raises(ValueError, match="needs uint8"):
+                reader.read_arrays(clip.clip_id, 1, 4, out={"rgb": wrong})
+        depth_shape, depth_dtype = reader.frame_layout(clip.clip_id)["depth"]
+        codes = np.zeros((3, *depth_shape), depth_dtype)
+        with pytest.raises(ValueError, match="depth_codes=True"):
+            reader.read_arrays(clip.clip_id, 1, 4, out={"depth": codes})
+
+
 def _broken(clip: Clip, **changes) -> Clip:
     frames = list(clip.frames)
     frames[1] = dataclasses.replace(frames[1], **changes)

@@ -1,5 +1,6 @@
 """Batches handed from loader workers through reused shared arenas: the same batches as PyTorch's
-default collation, one shared segment per batch, arenas reused only around the ring."""
+default collation, one shared segment per batch (or the buffer a window's images were read into),
+arenas reused only around the ring, kept mapped by the training process while its loader lives."""
 
 from __future__ import annotations
 
@@ -78,23 +79,70 @@ def test_workers_hand_over_what_default_collation_gives() -> None:
             _assert_equal(g, want)
 
 
-def test_real_windows_are_handed_over_unchanged(split_dataset) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("read_into_shared", [False, True])
+def test_real_windows_are_handed_over_unchanged(split_dataset, read_into_shared) -> None:  # noqa: ANN001
     ds = ClipWindows(split_dataset, "train", window=3, augment=AugmentConfig(), augment_on="device")
+    want = _reference(ds, 2)
+    if read_into_shared:
+        ds.share_batches(ring_slots(PREFETCH))
     collate = SharedBatches(ring_slots(PREFETCH))
     loader = DataLoader(
         ds, batch_size=2, num_workers=2, collate_fn=collate, prefetch_factor=PREFETCH
     )
-    got = [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()} for b in loader]
-    for g, want in zip(got, _reference(ds, 2), strict=True):
-        _assert_equal(g, want)
+    for _ in range(2):  # twice: the second pass reads into buffers used before
+        got = [{k: v.clone() if torch.is_tensor(v) else v for k, v in b.items()} for b in loader]
+        for g, w in zip(got, want, strict=True):
+            _assert_equal(g, w)
+
+
+def test_images_read_into_shared_memory_are_handed_over_uncopied(split_dataset, in_worker) -> None:  # noqa: ANN001
+    ds = ClipWindows(split_dataset, "train", window=3, augment=AugmentConfig(), augment_on="device")
+    ds.share_batches(2)
+    items = ds.__getitems__([0, 1])
+    images = ("rgb_u8", "tags", "depth_bits")
+    assert all(item[key].is_shared() for item in items for key in images)
+    batch = SharedBatches(2)(items)
+    for key in images:  # the batch is the buffer the items were read into
+        assert batch[key].data_ptr() == items[0][key].data_ptr()
+        assert batch[key][1].data_ptr() == items[1][key].data_ptr()
+    arena = batch["intrinsics"].untyped_storage()
+    assert arena.nbytes() < batch["tags"].nbytes  # the arena holds only the small leaves
+    got = pickle.loads(_pickled(batch))
+    _assert_equal(got, default_collate([ds[0], ds[1]]))
+
+
+def test_the_training_process_keeps_what_workers_sent_mapped_while_the_loader_lives() -> None:
+    import gc
+
+    from dataset import handover
+
+    collate = SharedBatches(ring_slots(PREFETCH), workers=2)
+    loader = DataLoader(
+        Mixed(), batch_size=4, num_workers=2, collate_fn=collate, prefetch_factor=PREFETCH
+    )
+    for _batch in loader:
+        pass
+    kept = handover._KEEPERS[collate._key]
+    assert len(kept._buffers) == 6  # each worker sent 3 of the 6 batches, each from a slot
+    for _batch in loader:  # new workers: theirs replace those of the first pass
+        pass
+    assert len(kept._buffers) == 2 * collate.slots
+    key = collate._key
+    del loader, collate, kept, _batch
+    gc.collect()
+    assert key not in handover._KEEPERS  # gone with its collate function
+
+
+def _pickled(batch: object) -> bytes:
+    buffer = io.BytesIO()
+    ForkingPickler(buffer).dump(batch)
+    return buffer.getvalue()
 
 
 def test_a_batch_is_one_shared_segment_unpickled_as_a_plain_dict(in_worker) -> None:  # noqa: ANN001
     ds = Mixed()
     batch = SharedBatches(2)([ds[i] for i in range(4)])
-    buffer = io.BytesIO()
-    ForkingPickler(buffer).dump(batch)
-    got = pickle.loads(buffer.getvalue())
+    got = pickle.loads(_pickled(batch))
     _assert_equal(got, default_collate([ds[i] for i in range(4)]))
     tensors = [got["u8"], got["f32"], got["f64"], got["flag"], got["index"], got["nested"]["pose"]]
     storages = {t.untyped_storage().data_ptr() for t in tensors}
@@ -124,6 +172,20 @@ def test_only_a_pinned_loader_reuses_arenas(split_dataset) -> None:  # noqa: ANN
     assert not isinstance(cpu.collate_fn, SharedBatches)  # the caller may keep a CPU batch
     assert cuda.pin_memory and isinstance(cuda.collate_fn, SharedBatches)
     assert cuda.collate_fn.slots > cuda.prefetch_factor  # the batches in flight and one more
+
+
+def test_only_a_pinned_loaders_windows_are_read_into_shared_memory(
+    split_dataset, in_worker
+) -> None:  # noqa: ANN001
+    kw = {"training": True, "epoch": 0, "seed": 0, "num_workers": 2}
+    shared = {}
+    for device in ("cpu", "cuda"):
+        ds = ClipWindows(
+            split_dataset, "train", window=3, augment=AugmentConfig(), augment_on="device"
+        )
+        make_loader(ds, 2, ctx=Context(torch.device(device)), **kw)
+        shared[device] = ds.__getitems__([0, 1])[0]["rgb_u8"].is_shared()
+    assert shared == {"cpu": False, "cuda": True}
 
 
 def test_a_ring_needs_an_arena() -> None:
