@@ -65,8 +65,9 @@ LABELS = {
     "device_augment": 'augmentation on the device (`augment_on="device"`): worker part',
     "device_augment_shared": "the same, collated into new shared memory and pickled as a "
     "worker hands a batch over (PyTorch's default collation)",
-    "device_augment_reused": "the same, collated into the worker's reused shared arenas and "
-    "pickled (`dataset/handover.py`, a CUDA run's loader)",
+    "device_augment_reused": "the same, images read straight into the worker's reused shared "
+    "buffers, the rest collated into its reused arenas, pickled (`dataset/handover.py`, a CUDA "
+    "run's loader)",
     "png_eval": "PNG folder (CARLA `save_to_disk` layout), no augmentation",
 }
 
@@ -76,8 +77,8 @@ TWO_LABELS = {
     "loader_augment": 'augmentation in the workers (`augment_on="loader"`)',
     "device_augment": 'augmentation on the device (`augment_on="device"`), PyTorch\'s default '
     "collation",
-    "device_augment_reused": "the same, batches handed over through reused arenas "
-    "(`dataset/handover.py`, a CUDA run's loader)",
+    "device_augment_reused": "the same, images read straight into reused shared buffers and "
+    "handed over through them (`dataset/handover.py`, a CUDA run's loader)",
 }
 
 
