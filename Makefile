@@ -14,8 +14,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
+# --no-compile: pip would byte-compile all ~9,600 modules it installs (PyTorch's CUDA build, its
+# NVIDIA libraries, Rerun, ...), about 50 s of the install on 2 cores; Python compiles a module when
+# it is first imported instead (as uv installs by default).
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install --progress-bar on $(PIP_TORCH) -c constraints.txt -e ".[all,test]"
+	$(BIN)/pip install --no-compile --progress-bar on $(PIP_TORCH) -c constraints.txt -e ".[all,test]"
 	touch $@
 
 install: $(VENV)/.installed
