@@ -17,10 +17,15 @@ there (the CUDA path); anywhere else batches are collated by PyTorch's default.
 
 A dataset may decode a batch straight into a ring of its own (:class:`SharedRing`;
 ``ClipWindows.share_batches``): a leaf whose items are already consecutive views of one shared
-buffer is handed over as that buffer, not copied. The training process keeps the buffers it
-received from each worker's slot mapped while the collate function lives, so a buffer that comes
-round again is the mapping it already has (PyTorch's cache of shared storages), not a new one whose
-every page faults in on the first read.
+buffer is handed over as that buffer, not copied.
+
+A ring's buffer crosses to the training process once: the first batch in it pickles the buffer
+(its shared segment, a file descriptor passed over a socket), every later one only the buffer's
+name, which the training process resolves to the mapping it kept (:class:`_Kept`, while the
+collate function lives). A loader's worker sends its batches through one queue, in order, and the
+training process unpickles every one it takes (also those it drops when an epoch restarts), so a
+name never arrives before its buffer. Passing a descriptor costs both processes a socket
+connection, an authentication and a few system calls per buffer and batch.
 
 >>> collate = SharedBatches(slots=ring_slots(prefetch_factor=2), workers=2)
 >>> loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate,
@@ -29,6 +34,7 @@ every page faults in on the first read.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import uuid
@@ -51,7 +57,11 @@ def ring_slots(prefetch_factor: int) -> int:
 
 
 class SharedRing:
-    """A ring of shared-memory byte buffers that one process reuses, one per batch in flight."""
+    """A ring of shared-memory byte buffers that one process reuses, one per batch in flight.
+
+    Each buffer is named (:func:`_handle`), so that it is pickled whole only the first time. A
+    ring copied into another process (a forked worker) allocates buffers of its own there.
+    """
 
     def __init__(self, slots: int) -> None:
         if slots < 1:
@@ -59,23 +69,57 @@ class SharedRing:
         self.slots = slots
         self._buffers: list[torch.Tensor | None] = [None] * slots
         self._turn = 0
+        self._pid = os.getpid()
+        self._uid = uuid.uuid4().hex
 
     def next(self, nbytes: int) -> tuple[int, torch.Tensor]:
         """(slot, a shared uint8 buffer of at least ``nbytes``) for the next batch."""
+        if self._pid != os.getpid():  # never write into the buffers of the process forked from
+            self._buffers, self._pid, self._uid = [None] * self.slots, os.getpid(), uuid.uuid4().hex
         slot = self._turn % self.slots
         self._turn += 1
         buffer = self._buffers[slot]
         if buffer is None or buffer.numel() < nbytes:
+            if buffer is not None:
+                _NAMED.pop(buffer.data_ptr(), None)
             buffer = torch.empty(max(nbytes, 1), dtype=torch.uint8).share_memory_()
+            _NAMED[buffer.data_ptr()] = ((self._uid, slot), uuid.uuid4().hex)
             self._buffers[slot] = buffer
         return slot, buffer
+
+
+#: This process's ring buffers by address: ((ring, slot), the buffer's name).
+_NAMED: dict[int, tuple[tuple[str, int], str]] = {}
+#: Names of the ring buffers this process has pickled whole.
+_SENT: set[str] = set()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Handle:
+    """A ring buffer as pickled: its (ring, slot) and name, and the buffer only the first time."""
+
+    key: tuple[str, int]
+    name: str
+    buffer: torch.Tensor | None
+
+
+def _handle(buffer: torch.Tensor) -> torch.Tensor | _Handle:
+    """What to pickle for ``buffer``: a handle if a ring of this process made it, else itself."""
+    named = _NAMED.get(buffer.data_ptr())
+    if named is None:
+        return buffer
+    key, name = named
+    if name in _SENT:
+        return _Handle(key, name, None)
+    _SENT.add(name)
+    return _Handle(key, name, buffer)
 
 
 class SharedBatches:
     """A loader's ``collate_fn`` that packs each batch into one reused shared-memory arena.
 
-    ``slots``: arenas per worker (:func:`ring_slots`); ``workers``: the loader's, whose latest
-    buffers the training process keeps mapped.
+    ``slots``: arenas per worker (:func:`ring_slots`; a dataset's own ring has as many);
+    ``workers``: the loader's, whose buffers the training process keeps mapped.
 
     In a worker: dicts (nested) of tensors, NumPy arrays, bools, ints and floats become stacked
     tensors (dtypes as ``default_collate`` gives them), all views into the next arena of the
@@ -87,7 +131,7 @@ class SharedBatches:
     def __init__(self, slots: int, workers: int = 1) -> None:
         self.slots = slots
         self._ring = SharedRing(slots)
-        self._kept = _Kept(slots * workers)
+        self._kept = _Kept(2 * slots * workers)  # each worker's arenas and its dataset's ring
         self._key = uuid.uuid4().hex
         _KEEPERS[self._key] = self._kept
 
@@ -113,26 +157,36 @@ class SharedBatches:
             index = 1 + list(buffers).index(buffer.data_ptr())
             stacked.append((path, index, offset, values[0].dtype, (len(values), *values[0].shape)))
         layout, size = _layout(copied)
-        slot, arena = self._ring.next(size)
+        _, arena = self._ring.next(size)
         for (_, values), place in zip(copied, layout, strict=True):
             torch.stack(values, out=buffer_view(arena, *place[2:]))
-        sender = (self._key, os.getpid(), slot)
-        return Packed(plain, [arena, *buffers.values()], layout + stacked, sender)
+        return Packed(plain, [arena, *buffers.values()], layout + stacked, self._key)
 
 
 class _Kept:
-    """The buffers the training process received last from each (worker, slot), kept mapped."""
+    """The ring buffers the training process received, by (ring, slot), kept mapped."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._buffers: OrderedDict[tuple[int, int], list[torch.Tensor]] = OrderedDict()
+        self._buffers: OrderedDict[tuple[str, int], tuple[str, torch.Tensor]] = OrderedDict()
 
-    def keep(self, sender: tuple[int, int], buffers: list[torch.Tensor]) -> None:
-        """Keep ``buffers`` for ``sender`` (worker pid, slot); the oldest beyond the limit go."""
-        self._buffers[sender] = buffers
-        self._buffers.move_to_end(sender)
+    def resolve(self, handle: _Handle) -> torch.Tensor:
+        """The buffer ``handle`` names: the one it carries (kept), or the one kept for it.
+
+        The least recently used beyond the limit go (those of workers that ended).
+        """
+        if handle.buffer is not None:
+            self._buffers[handle.key] = (handle.name, handle.buffer)
+        kept = self._buffers.get(handle.key)
+        if kept is None or kept[0] != handle.name:
+            raise RuntimeError(
+                "a loader worker sent a shared buffer this process no longer keeps; give each "
+                "DataLoader its own SharedBatches, with workers= its number of workers"
+            )
+        self._buffers.move_to_end(handle.key)
         while len(self._buffers) > self.limit:
             self._buffers.popitem(last=False)
+        return kept[1]
 
 
 #: The training process's keepers, by collate function; a keeper goes with its collate function.
@@ -143,8 +197,6 @@ _KEEPERS: weakref.WeakValueDictionary[str, _Kept] = weakref.WeakValueDictionary(
 Leaf = tuple[tuple[str, ...], list[torch.Tensor]]
 #: Where a leaf lies: its path, the buffer (0: the arena), byte offset, dtype and batched shape.
 Place = tuple[tuple[str, ...], int, int, torch.dtype, tuple[int, ...]]
-#: Who sent a batch: the collate function's key, the worker's pid, the arena's slot.
-Sender = tuple[str, int, int]
 
 
 def _layout(leaves: list[Leaf]) -> tuple[list[Place], int]:
@@ -186,38 +238,43 @@ class Packed(dict):
     """
 
     def __init__(
-        self,
-        plain: dict[str, Any],
-        buffers: list[torch.Tensor],
-        layout: list[Place],
-        sender: Sender,
+        self, plain: dict[str, Any], buffers: list[torch.Tensor], layout: list[Place], key: str
     ) -> None:
         super().__init__(plain)
-        self._buffers, self._layout, self._sender = buffers, layout, sender
+        self._buffers, self._layout, self._key = buffers, layout, key
         for path, index, offset, dtype, shape in layout:
             _put(self, path, buffer_view(buffers[index], offset, dtype, shape))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickle the non-tensor values, the buffers (shared segments) and the layout."""
+        """Pickle the non-tensor values, the buffers (or their names) and the layout."""
         plain = _without(dict(self), [path for path, *_ in self._layout])
-        return _unpack, (plain, self._buffers, self._layout, self._sender)
+        handles = [_handle(buffer) for buffer in self._buffers]
+        return _unpack, (plain, handles, self._layout, self._key)
 
 
 def _unpack(
     plain: dict[str, Any],
-    buffers: list[torch.Tensor],
+    handles: list[torch.Tensor | _Handle],
     layout: list[Place],
-    sender: Sender | None = None,
+    key: str,
 ) -> dict[str, Any]:
     """A plain dict: ``plain`` with every leaf of ``layout`` a view into its buffer.
 
-    The sender's collate function, if it lives in this process, keeps the buffers mapped.
+    The collate function ``key`` keeps the ring buffers it received and resolves their names.
     """
+    kept = _KEEPERS.get(key)
+    buffers = []
+    for handle in handles:
+        if isinstance(handle, _Handle):
+            if kept is None and handle.buffer is None:
+                raise RuntimeError(
+                    "a batch names a shared buffer, and only its loader's process can read it"
+                )
+            handle = handle.buffer if kept is None else kept.resolve(handle)
+        buffers.append(handle)
     batch = plain
     for path, index, offset, dtype, shape in layout:
         _put(batch, path, buffer_view(buffers[index], offset, dtype, shape))
-    if sender is not None and (kept := _KEEPERS.get(sender[0])) is not None:
-        kept.keep(sender[1:], buffers)
     return batch
 
 

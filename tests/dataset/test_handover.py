@@ -124,13 +124,65 @@ def test_the_training_process_keeps_what_workers_sent_mapped_while_the_loader_li
         pass
     kept = handover._KEEPERS[collate._key]
     assert len(kept._buffers) == 6  # each worker sent 3 of the 6 batches, each from a slot
-    for _batch in loader:  # new workers: theirs replace those of the first pass
-        pass
-    assert len(kept._buffers) == 2 * collate.slots
+    for _ in range(2):  # new workers each pass: theirs push out those of ended ones
+        for _batch in loader:
+            pass
+    assert len(kept._buffers) == kept.limit == 2 * 2 * collate.slots  # 2 rings per worker
     key = collate._key
     del loader, collate, kept, _batch
     gc.collect()
     assert key not in handover._KEEPERS  # gone with its collate function
+
+
+def test_a_ring_buffer_is_pickled_once_then_named(split_dataset) -> None:  # noqa: ANN001
+    from dataset import handover
+
+    ds = ClipWindows(split_dataset, "train", window=3, augment=AugmentConfig(), augment_on="device")
+    ds.share_batches(2)
+    collate = SharedBatches(2)
+    worker._worker_info = worker.WorkerInfo(id=0, num_workers=1, seed=0, dataset=None)
+    try:
+        sent = [_pickled(collate(ds.__getitems__([k % 2, k % 2 + 2]))) for k in range(5)]
+    finally:
+        worker._worker_info = None
+    handles = [pickle.loads(p, fix_imports=False) for p in sent]  # the training process's view
+    for k, got in enumerate(handles):
+        want = default_collate([ds[k % 2], ds[k % 2 + 2]])
+        _assert_equal(got, want)
+    storages = [b"rebuild_storage" in p for p in sent]  # what passes a shared segment
+    assert storages == [True, True, False, False, False]  # once per slot, then names
+    kept = handover._KEEPERS[collate._key]
+    assert len(kept._buffers) == 4  # 2 arenas and the dataset's 2 image buffers
+
+
+def test_a_named_buffer_the_training_process_does_not_keep_is_refused(in_worker) -> None:  # noqa: ANN001
+    from dataset import handover
+
+    collate = SharedBatches(2)
+    items = [Mixed()[i] for i in range(2)]
+    first, second = _pickled(collate(items)), _pickled(collate(items))
+    _pickled(collate(items))  # the first slot again: now named
+    named = _pickled(collate(items))
+    assert b"rebuild_storage" in first and b"rebuild_storage" not in named
+    del handover._KEEPERS[collate._key]
+    with pytest.raises(RuntimeError, match="only its loader's process"):
+        pickle.loads(named)
+    pickle.loads(first)  # a buffer that travels whole needs no keeper
+    other = SharedBatches(2)
+    handover._KEEPERS[collate._key] = other._kept  # a keeper that never received it
+    with pytest.raises(RuntimeError, match="its own SharedBatches"):
+        pickle.loads(named)
+    del second
+
+
+def test_a_forked_ring_never_writes_into_its_parents_buffers(in_worker) -> None:  # noqa: ANN001
+    from dataset.handover import SharedRing
+
+    ring = SharedRing(2)
+    _, parents = ring.next(64)
+    ring._pid = -1  # as a copy of this ring in a forked worker sees it
+    _, own = ring.next(64)
+    assert own.data_ptr() != parents.data_ptr()
 
 
 def _pickled(batch: object) -> bytes:
