@@ -16,6 +16,7 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the Blosc filters that compressed chunks need
 import numpy as np
 
+from clipcore.codecs import decodes_directly, read_frames
 from clipcore.errors import ShardFormatError
 from clipcore.predictors import NONE, unpredict
 from clipcore.records import Clip, Frame
@@ -49,6 +50,7 @@ class _ClipMeta:
         str, np.ndarray
     ]  # per-frame arrays of a few KiB (frame, timestamp, poses), read once
     predictors: dict[str, str]  # image datasets stored through a predictor -> its name
+    direct: frozenset[str]  # image datasets decoded without HDF5 (clipcore.codecs.read_frames)
 
 
 #: A per-frame dataset at most this big is read once per clip, not once per window.
@@ -203,6 +205,7 @@ class ShardReader:
                     dict(group.attrs),
                     small,
                     predictors,
+                    frozenset(n for n in IMAGES if n in datasets and decodes_directly(datasets[n])),
                 )
             except (KeyError, OSError, ValueError, RuntimeError) as exc:
                 self._refuse(clip_id, [f"unreadable metadata ({str(exc).split(' (')[0]})"])
@@ -310,6 +313,12 @@ class ShardReader:
         """Frames ``start:stop`` of one dataset: small ones copied, others read (into ``into``)."""
         if name in meta.small:
             return meta.small[name][start:stop].copy()
+        if name in meta.direct:
+            dataset, frames = meta.datasets[name], range(meta.frames)[start:stop]
+            out = into.get(name)
+            if out is None:
+                out = np.empty((len(frames), *dataset.shape[1:]), dataset.dtype)
+            return read_frames(dataset, frames, out)
         if name in into:
             meta.datasets[name].read_direct(into[name], np.s_[start:stop])
             return into[name]
