@@ -176,13 +176,19 @@ def decodes_directly(dataset: h5py.Dataset) -> bool:
 def read_frames(dataset: h5py.Dataset, frames: range, out: np.ndarray) -> np.ndarray:
     """Frames ``frames`` of ``dataset`` (:func:`decodes_directly`) decoded into ``out``.
 
-    ``out``: a C-contiguous (len(frames), *frame shape) array of the dataset's dtype. Each
-    chunk is read as stored and decoded by python-blosc into its frame of ``out``; a chunk stored
-    unfiltered (Blosc could not shrink it) is copied. A frame without a chunk (HDF5's fill
-    value) reads through HDF5. A damaged chunk raises ValueError.
+    ``out``: a C-contiguous (len(frames), *frame shape) array of the dataset's dtype (checked:
+    decoding writes to its memory by address). Each chunk is read as stored and decoded by
+    python-blosc into its frame of ``out``; a chunk stored unfiltered (Blosc could not shrink it)
+    is copied. A frame without a chunk (HDF5's fill value) reads through HDF5. A damaged chunk
+    raises ValueError.
     """
+    if out.shape != (len(frames), *dataset.shape[1:]) or out.dtype != dataset.dtype:
+        raise ValueError(f"out is {out.dtype} {out.shape}, frames {frames} need {dataset.dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writeable C-contiguous array")
     tail = (0,) * (dataset.ndim - 1)
     frame_bytes = out[0].nbytes if len(out) else 0
+    address = out.ctypes.data
     for k, index in enumerate(frames):
         try:
             mask, raw = dataset.id.read_direct_chunk((index, *tail))
@@ -201,7 +207,7 @@ def read_frames(dataset: h5py.Dataset, frames: range, out: np.ndarray) -> np.nda
             nbytes, cbytes, _ = blosc.get_cbuffer_sizes(raw)
             if nbytes != frame_bytes or cbytes != len(raw):  # it would write beyond the frame
                 raise ValueError
-            blosc.decompress_ptr(raw, out[k].ctypes.data)
+            blosc.decompress_ptr(raw, address + k * frame_bytes)
         except (ValueError, blosc.blosc_extension.error):
             raise ValueError(f"frame {index}'s Blosc chunk is damaged") from None
     return out

@@ -51,6 +51,7 @@ class _ClipMeta:
     ]  # per-frame arrays of a few KiB (frame, timestamp, poses), read once
     predictors: dict[str, str]  # image datasets stored through a predictor -> its name
     direct: frozenset[str]  # image datasets decoded without HDF5 (clipcore.codecs.read_frames)
+    layout: dict[str, tuple[tuple[int, ...], np.dtype]]  # image dataset -> (frame shape, dtype)
 
 
 #: A per-frame dataset at most this big is read once per clip, not once per window.
@@ -206,6 +207,11 @@ class ShardReader:
                     small,
                     predictors,
                     frozenset(n for n in IMAGES if n in datasets and decodes_directly(datasets[n])),
+                    {
+                        name: (datasets[name].shape[1:], datasets[name].dtype)
+                        for name in ("rgb", *modalities)
+                        if name in IMAGES
+                    },
                 )
             except (KeyError, OSError, ValueError, RuntimeError) as exc:
                 self._refuse(clip_id, [f"unreadable metadata ({str(exc).split(' (')[0]})"])
@@ -271,12 +277,7 @@ class ShardReader:
 
     def frame_layout(self, clip_id: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """(shape of one frame, stored dtype) of the clip's image modalities (rgb first)."""
-        meta = self._meta(clip_id)
-        return {
-            name: (meta.datasets[name].shape[1:], meta.datasets[name].dtype)
-            for name in ("rgb", *meta.modalities)
-            if name in IMAGES
-        }
+        return self._meta(clip_id).layout
 
     def _targets(
         self,

@@ -97,6 +97,9 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _RGB_TO_YIQ = np.array(
     [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32
 )
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+_GREY = np.tile(_LUMA, (3, 1))  # each output channel the luma
+_EYE3 = np.eye(3, dtype=np.float32)
 
 
 def colour_matrix(d: Draw) -> np.ndarray:
@@ -106,8 +109,8 @@ def colour_matrix(d: Draw) -> np.ndarray:
         [[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]],
         np.float32,
     )
-    hue = np.linalg.inv(_RGB_TO_YIQ) @ rot @ _RGB_TO_YIQ
-    sat = d.saturation * np.eye(3, dtype=np.float32) + (1 - d.saturation) * np.tile(_LUMA, (3, 1))
+    hue = _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ
+    sat = d.saturation * _EYE3 + (1 - d.saturation) * _GREY
     return (d.brightness * sat @ hue).astype(np.float32)
 
 

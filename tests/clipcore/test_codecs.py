@@ -69,6 +69,17 @@ def test_a_frame_without_a_chunk_reads_as_hdf5_fills_it(tmp_path):
     assert np.array_equal(out[0], _codes()[3]) and not out[1:].any()
 
 
+def test_reading_into_an_array_of_another_layout_is_refused(tmp_path):
+    ds = _dataset(tmp_path / "d.h5", "lz4hc")
+    for wrong in (
+        np.zeros((2, *SHAPE[1:]), np.uint32),  # fewer frames than asked for
+        np.zeros((3, *SHAPE[1:]), np.float32),
+        np.zeros((3, SHAPE[2], SHAPE[1]), np.uint32).transpose(0, 2, 1),  # not C-contiguous
+    ):
+        with pytest.raises(ValueError, match="out "):
+            read_frames(ds, range(0, 3), wrong)
+
+
 def _damage(path: Path, frame: int, chunk: bytes) -> None:
     with h5py.File(path, "r+") as f:
         f["depth"].id.write_direct_chunk((frame, 0, 0), chunk)
