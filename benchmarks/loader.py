@@ -204,14 +204,15 @@ def delivered(ds: ClipWindows, batches: int, reuse: bool) -> tuple[float, float,
     process's CPU ms per frame).
 
     Over one epoch of ``batches`` batches (the dataset's windows in turn, round again), timed
-    from its start to its last batch, after a first epoch (one pass) that starts the workers and
-    opens the files. An epoch as long as a real dataset's: the start and the end of an epoch,
-    where a worker waits for the other's last batch, weigh little. ``reuse``: the workers hand
-    batches over through their reused arenas, as ``train.engine.make_loader`` builds a CUDA run's
-    loader; else PyTorch's default collation.
+    from its start to its last batch, after a first epoch that starts the workers, opens the
+    files and fills every worker's rings of shared buffers (at least workers x slots batches:
+    a training run allocates them once). An epoch as long as a real dataset's: the start and the
+    end of an epoch, where a worker waits for the other's last batch, weigh little. ``reuse``:
+    the workers hand batches over through their reused arenas, as ``train.engine.make_loader``
+    builds a CUDA run's loader; else PyTorch's default collation.
     """
     extra = {"collate_fn": SharedBatches(ring_slots(PREFETCH), WORKERS)} if reuse else {}
-    sampler = Cycle(len(ds), len(ds))
+    sampler = Cycle(len(ds), max(len(ds), WORKERS * ring_slots(PREFETCH) * BATCH))
     loader = DataLoader(
         ds,
         batch_size=BATCH,
@@ -281,7 +282,7 @@ def measure(data: Path, tmp: Path, rounds: int, batches: int) -> dict:
         "png_eval": lambda: [png_window(png, cid, frames, label_map) for cid, frames in windows],
     }
     for fn in cpu_runs.values():
-        fn()  # warm: files open, caches and the noise bank filled
+        fn(), fn()  # warm: files open, caches, the noise bank and the rings filled
     cpu: dict[str, list[float]] = {name: [] for name in cpu_runs}
     two = {  # the 2-worker paths: dataset, reused arenas
         "loader_augment": (augmented, False),
