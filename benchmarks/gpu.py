@@ -438,7 +438,8 @@ def sim2real(data: Path, out: Path, plan: Plan, ctx: Context) -> dict:
 # the doc --------------------------------------------------------------------------------------
 
 RUN_COMMAND = """On a machine with network, prepare the wheels a GPU machine without network
-may lack (pydantic, hdf5plugin, ... and this package; see `scripts/gpu_wheels.py --help`):
+may lack (pydantic, hdf5plugin, python-blosc, ... and this package; see
+`scripts/gpu_wheels.py --help`):
 
     python scripts/gpu_wheels.py --python-version 3.12 --out wheels
 
@@ -644,6 +645,7 @@ def main() -> None:
     }
     payload["parts"] = run_parts(args, plan, Context(device))
     payload["minutes"] = (time.perf_counter() - start) / 60
+    payload["setup"]["packages"] = imported_packages()
     (args.out / "gpu.json").write_text(json.dumps(payload, indent=2, default=str))
     doc = render_doc(payload)
     (args.out / "gpu.md").write_text(doc)
@@ -651,6 +653,20 @@ def main() -> None:
         write_result("gpu", payload)
         DOC.write_text(doc)
     log.info("-> %s", args.out / "gpu.json")
+
+
+def imported_packages() -> dict[str, str]:
+    """Each third-party distribution this run imported, with its version.
+
+    What a GPU machine must have (``scripts/gpu_wheels.py`` carries what it lacks).
+    """
+    from importlib import metadata
+
+    owners = metadata.packages_distributions()
+    modules = set(sys.modules) - set(sys.stdlib_module_names)  # a backport never ran
+    names = {dist for module in modules for dist in owners.get(module, ())}
+    names.discard("carla-temporal")
+    return {name: metadata.version(name) for name in sorted(names)}
 
 
 if __name__ == "__main__":

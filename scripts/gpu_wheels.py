@@ -23,6 +23,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: What a GPU machine usually has (docs/gpu.md), with what these need (``benchmarks/gpu.py``'s
+#: ``setup.packages`` must lie within them and :data:`MISSING`; ``tests/benchmarks/test_gpu.py``).
+GPU_STACK = ("torch", "torchvision", "h5py", "numpy", "opencv-python", "click", "tqdm", "pillow")
 #: What the package imports beyond the GPU machine's usual stack, and their own needs.
 MISSING = (
     "pydantic>=2.5",
@@ -31,6 +34,7 @@ MISSING = (
     "typing-inspection",
     "typing-extensions",
     "hdf5plugin>=4.1",
+    "blosc>=1.11",  # python-blosc: the writer's and the depth reader's (clipcore.codecs)
 )
 #: manylinux tags pip matches exactly; the wheels above are built for one of them.
 PLATFORMS = (
