@@ -211,7 +211,7 @@ def delivered(ds: ClipWindows, batches: int, reuse: bool) -> tuple[float, float,
     the workers hand batches over through their reused arenas, as ``train.engine.make_loader``
     builds a CUDA run's loader; else PyTorch's default collation.
     """
-    extra = {"collate_fn": SharedBatches(ring_slots(PREFETCH), WORKERS)} if reuse else {}
+    extra = {"collate_fn": SharedBatches(ring_slots(PREFETCH))} if reuse else {}
     sampler = Cycle(len(ds), max(len(ds), WORKERS * ring_slots(PREFETCH) * BATCH))
     loader = DataLoader(
         ds,

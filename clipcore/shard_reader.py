@@ -277,7 +277,7 @@ class ShardReader:
 
     def frame_layout(self, clip_id: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """(shape of one frame, stored dtype) of the clip's image modalities (rgb first)."""
-        return self._meta(clip_id).layout
+        return dict(self._meta(clip_id).layout)
 
     def _targets(
         self,

@@ -27,7 +27,7 @@ training process unpickles every one it takes (also those it drops when an epoch
 name never arrives before its buffer. Passing a descriptor costs both processes a socket
 connection, an authentication and a few system calls per buffer and batch.
 
->>> collate = SharedBatches(slots=ring_slots(prefetch_factor=2), workers=2)
+>>> collate = SharedBatches(slots=ring_slots(prefetch_factor=2))
 >>> loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate,
 ...                     prefetch_factor=2, pin_memory=True)
 """
@@ -39,7 +39,6 @@ import math
 import os
 import uuid
 import weakref
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,24 +80,26 @@ class SharedRing:
         buffer = self._buffers[slot]
         if buffer is None or buffer.numel() < nbytes:
             if buffer is not None:
-                _NAMED.pop(buffer.data_ptr(), None)
+                _SENT.discard(_NAMED.pop(buffer.data_ptr())[1])
             buffer = torch.empty(max(nbytes, 1), dtype=torch.uint8).share_memory_()
-            _NAMED[buffer.data_ptr()] = ((self._uid, slot), uuid.uuid4().hex)
+            _NAMED[buffer.data_ptr()] = ((self._pid, self._uid, slot), uuid.uuid4().hex)
             self._buffers[slot] = buffer
         return slot, buffer
 
 
-#: This process's ring buffers by address: ((ring, slot), the buffer's name).
-_NAMED: dict[int, tuple[tuple[str, int], str]] = {}
+#: A ring buffer's place: the process that made it, its ring, its slot.
+Key = tuple[int, str, int]
+#: This process's ring buffers by address: (their place, their name).
+_NAMED: dict[int, tuple[Key, str]] = {}
 #: Names of the ring buffers this process has pickled whole.
 _SENT: set[str] = set()
 
 
 @dataclasses.dataclass(frozen=True)
 class _Handle:
-    """A ring buffer as pickled: its (ring, slot) and name, and the buffer only the first time."""
+    """A ring buffer as pickled: its place and name, and the buffer only the first time."""
 
-    key: tuple[str, int]
+    key: Key
     name: str
     buffer: torch.Tensor | None
 
@@ -118,8 +119,8 @@ def _handle(buffer: torch.Tensor) -> torch.Tensor | _Handle:
 class SharedBatches:
     """A loader's ``collate_fn`` that packs each batch into one reused shared-memory arena.
 
-    ``slots``: arenas per worker (:func:`ring_slots`; a dataset's own ring has as many);
-    ``workers``: the loader's, whose buffers the training process keeps mapped.
+    ``slots``: arenas per worker (:func:`ring_slots`). The training process keeps the buffers
+    each live worker sent mapped (:class:`_Kept`).
 
     In a worker: dicts (nested) of tensors, NumPy arrays, bools, ints and floats become stacked
     tensors (dtypes as ``default_collate`` gives them), all views into the next arena of the
@@ -128,10 +129,10 @@ class SharedBatches:
     (``num_workers=0``) it is ``default_collate``.
     """
 
-    def __init__(self, slots: int, workers: int = 1) -> None:
+    def __init__(self, slots: int) -> None:
         self.slots = slots
         self._ring = SharedRing(slots)
-        self._kept = _Kept(2 * slots * workers)  # each worker's arenas and its dataset's ring
+        self._kept = _Kept()
         self._key = uuid.uuid4().hex
         _KEEPERS[self._key] = self._kept
 
@@ -164,29 +165,38 @@ class SharedBatches:
 
 
 class _Kept:
-    """The ring buffers the training process received, by (ring, slot), kept mapped."""
+    """The ring buffers the training process received, by place, kept mapped.
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._buffers: OrderedDict[tuple[str, int], tuple[str, torch.Tensor]] = OrderedDict()
+    Those of a process that ended go when a new buffer comes (workers of a new epoch).
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[Key, tuple[str, torch.Tensor]] = {}
 
     def resolve(self, handle: _Handle) -> torch.Tensor:
-        """The buffer ``handle`` names: the one it carries (kept), or the one kept for it.
-
-        The least recently used beyond the limit go (those of workers that ended).
-        """
+        """The buffer ``handle`` names: the one it carries (then kept), or the one kept for it."""
         if handle.buffer is not None:
+            ended = {pid for pid, *_ in self._buffers if not _alive(pid)}
+            self._buffers = {k: v for k, v in self._buffers.items() if k[0] not in ended}
             self._buffers[handle.key] = (handle.name, handle.buffer)
         kept = self._buffers.get(handle.key)
         if kept is None or kept[0] != handle.name:
             raise RuntimeError(
-                "a loader worker sent a shared buffer this process no longer keeps; give each "
-                "DataLoader its own SharedBatches, with workers= its number of workers"
+                "a loader worker named a shared buffer this process never received; give each "
+                "DataLoader its own SharedBatches"
             )
-        self._buffers.move_to_end(handle.key)
-        while len(self._buffers) > self.limit:
-            self._buffers.popitem(last=False)
         return kept[1]
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a worker that ended was joined by its loader)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 #: The training process's keepers, by collate function; a keeper goes with its collate function.

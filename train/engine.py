@@ -199,7 +199,7 @@ def make_loader(
     if num_workers > 0:
         workers["prefetch_factor"] = PREFETCH
         if pin:  # each batch is copied to pinned memory as it arrives: the arenas can be reused
-            workers["collate_fn"] = SharedBatches(ring_slots(PREFETCH), num_workers)
+            workers["collate_fn"] = SharedBatches(ring_slots(PREFETCH))
             if isinstance(ds, ClipWindows):  # images read straight into shared memory
                 ds.share_batches(ring_slots(PREFETCH))
     return DataLoader(
