@@ -82,15 +82,17 @@ class SharedRing:
             if buffer is not None:
                 _SENT.discard(_NAMED.pop(buffer.data_ptr())[1])
             buffer = torch.empty(max(nbytes, 1), dtype=torch.uint8).share_memory_()
-            _NAMED[buffer.data_ptr()] = ((self._pid, self._uid, slot), uuid.uuid4().hex)
+            key = (self._pid, self._uid, slot)
+            _NAMED[buffer.data_ptr()] = (key, uuid.uuid4().hex, weakref.ref(buffer))
             self._buffers[slot] = buffer
         return slot, buffer
 
 
 #: A ring buffer's place: the process that made it, its ring, its slot.
 Key = tuple[int, str, int]
-#: This process's ring buffers by address: (their place, their name).
-_NAMED: dict[int, tuple[Key, str]] = {}
+#: This process's ring buffers by address: (their place, their name, the ring's tensor). While
+#: the ring holds the tensor no other memory can have its address; a dead entry names nothing.
+_NAMED: dict[int, tuple[Key, str, weakref.ref]] = {}
 #: Names of the ring buffers this process has pickled whole.
 _SENT: set[str] = set()
 
@@ -107,9 +109,9 @@ class _Handle:
 def _handle(buffer: torch.Tensor) -> torch.Tensor | _Handle:
     """What to pickle for ``buffer``: a handle if a ring of this process made it, else itself."""
     named = _NAMED.get(buffer.data_ptr())
-    if named is None:
+    if named is None or named[2]() is None:  # not a ring's, or its ring is gone
         return buffer
-    key, name = named
+    key, name, _ = named
     if name in _SENT:
         return _Handle(key, name, None)
     _SENT.add(name)

@@ -193,6 +193,26 @@ def test_a_named_buffer_the_training_process_does_not_keep_is_refused(in_worker)
     del second
 
 
+def test_memory_a_gone_ring_left_is_never_taken_for_its_buffer(in_worker) -> None:  # noqa: ANN001
+    import gc
+
+    from dataset import handover
+
+    ring = handover.SharedRing(1)
+    _, buffer = ring.next(64)
+    address = buffer.data_ptr()
+    assert isinstance(handover._handle(buffer), handover._Handle)
+    del ring, buffer
+    gc.collect()
+    reused = torch.zeros(64, dtype=torch.uint8)  # as if new memory had the ring's address
+    stale = handover._NAMED[address]
+    handover._NAMED[reused.data_ptr()] = stale
+    try:
+        assert handover._handle(reused) is reused  # pickled whole, never named
+    finally:
+        del handover._NAMED[reused.data_ptr()]
+
+
 def test_a_forked_ring_never_writes_into_its_parents_buffers(in_worker) -> None:  # noqa: ANN001
     from dataset.handover import SharedRing
 
