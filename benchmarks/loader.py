@@ -281,8 +281,8 @@ def measure(data: Path, tmp: Path, rounds: int, batches: int) -> dict:
         "device_augment_reused": shared_batches(shared, n, SharedBatches(ring_slots(PREFETCH))),
         "png_eval": lambda: [png_window(png, cid, frames, label_map) for cid, frames in windows],
     }
-    for fn in cpu_runs.values():
-        fn(), fn()  # warm: files open, caches, the noise bank and the rings filled
+    for fn in [*cpu_runs.values()] * 2:  # warm: files open, caches, noise bank and rings filled
+        fn()
     cpu: dict[str, list[float]] = {name: [] for name in cpu_runs}
     two = {  # the 2-worker paths: dataset, reused arenas
         "loader_augment": (augmented, False),

@@ -315,11 +315,11 @@ class ShardReader:
         if name in meta.small:
             return meta.small[name][start:stop].copy()
         if name in meta.direct:
-            dataset, frames = meta.datasets[name], range(meta.frames)[start:stop]
+            frames, (shape, dtype) = range(meta.frames)[start:stop], meta.layout[name]
             out = into.get(name)
             if out is None:
-                out = np.empty((len(frames), *dataset.shape[1:]), dataset.dtype)
-            return read_frames(dataset, frames, out)
+                out = np.empty((len(frames), *shape), dtype)
+            return read_frames(meta.datasets[name], frames, out)
         if name in into:
             meta.datasets[name].read_direct(into[name], np.s_[start:stop])
             return into[name]

@@ -80,21 +80,34 @@ class SharedRing:
         buffer = self._buffers[slot]
         if buffer is None or buffer.numel() < nbytes:
             if buffer is not None:
-                _SENT.discard(_NAMED.pop(buffer.data_ptr())[1])
+                del _NAMED[buffer.data_ptr()]
             buffer = torch.empty(max(nbytes, 1), dtype=torch.uint8).share_memory_()
             key = (self._pid, self._uid, slot)
-            _NAMED[buffer.data_ptr()] = (key, uuid.uuid4().hex, weakref.ref(buffer))
+            _NAMED[buffer.data_ptr()] = _Named(key, uuid.uuid4().hex, weakref.ref(buffer))
             self._buffers[slot] = buffer
         return slot, buffer
 
 
 #: A ring buffer's place: the process that made it, its ring, its slot.
 Key = tuple[int, str, int]
-#: This process's ring buffers by address: (their place, their name, the ring's tensor). While
-#: the ring holds the tensor no other memory can have its address; a dead entry names nothing.
-_NAMED: dict[int, tuple[Key, str, weakref.ref]] = {}
-#: Names of the ring buffers this process has pickled whole.
-_SENT: set[str] = set()
+
+
+@dataclasses.dataclass
+class _Named:
+    """A ring buffer of this process: its place, its name, the ring's tensor, whether it was sent.
+
+    While the ring holds the tensor no other memory can have its address; once it is gone the
+    entry names nothing.
+    """
+
+    key: Key
+    name: str
+    tensor: weakref.ref
+    sent: bool = False
+
+
+#: This process's ring buffers by address.
+_NAMED: dict[int, _Named] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,13 +122,10 @@ class _Handle:
 def _handle(buffer: torch.Tensor) -> torch.Tensor | _Handle:
     """What to pickle for ``buffer``: a handle if a ring of this process made it, else itself."""
     named = _NAMED.get(buffer.data_ptr())
-    if named is None or named[2]() is None:  # not a ring's, or its ring is gone
+    if named is None or named.tensor() is None:  # not a ring's, or its ring is gone
         return buffer
-    key, name, _ = named
-    if name in _SENT:
-        return _Handle(key, name, None)
-    _SENT.add(name)
-    return _Handle(key, name, buffer)
+    first, named.sent = not named.sent, True
+    return _Handle(named.key, named.name, buffer if first else None)
 
 
 class SharedBatches:
